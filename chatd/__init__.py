@@ -1,0 +1,3 @@
+"""chatd: a multi-room text chat server on Twisted."""
+
+__version__ = "1.0.0"

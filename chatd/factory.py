@@ -1,0 +1,323 @@
+"""
+The shared state of the server: accounts, who is online, rooms.
+
+:class:`ChatFactory` is the one object every connection shares. It answers
+the dialogue (``menu.py``) with Deferreds, reads and writes the store
+(``persistence.py``) and keeps rooms, whose output goes through
+``broadcast.py``. It knows connections only through the small
+:class:`Session` interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from chatd import errors
+from chatd.broadcast import Batcher, Fanout, Recipient
+from chatd.passwords import Passwords
+from chatd.persistence import CsvStore, Loaded, RoomRecord, StoreError, UserRecord
+from chatd.protocol import ChatProtocol
+from chatd.settings import PUBLIC_ROOM, Settings
+from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key
+
+class Session(Recipient, Protocol):
+    """What the shared state needs of one connection."""
+
+    name: str | None
+
+    def show(self, code: str, text: str) -> None:
+        """Send one line of text with its mode code."""
+
+    def show_private(self, text: str) -> None:
+        """Deliver a private message from another user."""
+
+    def room_deleted(self, room: Room, by: str) -> None:
+        """The room this session is in was deleted; go back to the menu."""
+
+    def kick(self, reason: str) -> None:
+        """Tell the user why and close the connection."""
+
+
+@attrs.define(slots=True, eq=False)
+class Room:
+    """A chat room: its record and its members."""
+
+    name: str
+    owner: str
+    created: str
+    fanout: Fanout
+
+    @property
+    def key(self) -> str:
+        return name_key(self.name)
+
+    def member_names(self) -> list[str]:
+        """Names of the members, in the order they joined."""
+        return [member.name or "?" for member in self.fanout.members()]  # type: ignore[attr-defined]
+
+
+class Clock:
+    """Timestamps for lines and log rows, rendered at most once a second."""
+
+    __slots__ = ("_reactor", "_second", "_short", "_iso")
+
+    def __init__(self, reactor: IReactorTime) -> None:
+        self._reactor = reactor
+        self._second = -1
+        self._short = ""
+        self._iso = ""
+
+    def _update(self) -> None:
+        second = int(self._reactor.seconds())
+        if second != self._second:
+            moment = datetime.fromtimestamp(second, timezone.utc)
+            self._second = second
+            self._short = moment.strftime("%H:%M:%S")
+            self._iso = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def short(self) -> str:
+        """``HH:MM:SS`` (UTC), for chat lines."""
+        self._update()
+        return self._short
+
+    def iso(self) -> str:
+        """ISO-8601 UTC, for files."""
+        self._update()
+        return self._iso
+
+
+class ChatFactory(Factory):
+    """Accounts, online users and rooms; builds a :class:`ChatProtocol` per connection."""
+
+    protocol = ChatProtocol
+    log = Logger()
+
+    def __init__(
+        self,
+        store: CsvStore,
+        passwords: Passwords,
+        settings: Settings,
+        reactor: IReactorTime,
+    ) -> None:
+        self.store = store
+        self.passwords = passwords
+        self.settings = settings
+        self.reactor = reactor
+        self.clock = Clock(reactor)
+        self.batcher = Batcher(reactor)
+        self.accounts: dict[str, UserRecord] = {}
+        self.online: dict[str, Session] = {}
+        self.rooms: dict[str, Room] = {}
+        self.connections: set[Any] = set()
+        self._claimed: set[str] = set()
+        self._claimed_rooms: set[str] = set()
+        self._add_room(RoomRecord(PUBLIC_ROOM, "", ""))
+
+    # -- start and stop --------------------------------------------------
+
+    def restore(self, loaded: Loaded) -> None:
+        """Take over what the store loaded at start-up."""
+        for note in loaded.repairs:
+            self.log.warn("data repaired at start-up: {note}", note=note)
+        self.accounts = loaded.users
+        for record in loaded.rooms:
+            if record.name and name_key(record.name) not in self.rooms:
+                self._add_room(record)
+        self.log.info(
+            "loaded {users} accounts and {rooms} rooms", users=len(self.accounts), rooms=len(self.rooms) - 1
+        )
+
+    def _add_room(self, record: RoomRecord) -> Room:
+        room = Room(record.name, record.owner, record.created, Fanout(self.batcher))
+        self.rooms[room.key] = room
+        return room
+
+    def shut_down(self, reason: str) -> None:
+        """Tell everyone connected that the server is going away and close."""
+        self.batcher.flush()
+        for connection in list(self.connections):
+            connection.kick(reason)
+
+    def now(self) -> str:
+        return self.clock.iso()
+
+    # -- accounts ----------------------------------------------------------
+
+    def register(self, name: str, password: str) -> defer.Deferred[str]:
+        """
+        Create an account. Fires with the name once it is on disk; fails with
+        InvalidName, NameTaken or NotSaved. Of two concurrent registrations
+        of one name exactly one wins: the name is claimed before hashing.
+        """
+        problem = check_name(name, "user", USER_NAME_MAX)
+        if problem:
+            return defer.fail(errors.InvalidName(problem[0].upper() + problem[1:] + "."))
+        key = name_key(name)
+        if key in self.accounts or key in self._claimed:
+            return defer.fail(errors.NameTaken(f"The name {name} is taken."))
+        self._claimed.add(key)
+        record: UserRecord | None = None
+
+        def store(password_hash: str) -> defer.Deferred[None]:
+            nonlocal record
+            record = UserRecord(name, password_hash, self.now())
+            return self.store.add_user(record)
+
+        def saved(_: None) -> str:
+            assert record is not None
+            self.accounts[key] = record
+            self.store.log_event("register", name)
+            return name
+
+        def failed(failure: Any) -> None:
+            failure.trap(StoreError)
+            raise errors.NotSaved("Could not save the account (server storage problem); try again later.")
+
+        def release(result: Any) -> Any:
+            self._claimed.discard(key)
+            return result
+
+        d = self.passwords.hash(password)
+        d.addCallback(store)
+        d.addCallbacks(saved, failed)
+        d.addBoth(release)
+        return d
+
+    def authenticate(self, name: str, password: str) -> defer.Deferred[str]:
+        """Fires with the account's name, or fails with LoginFailed."""
+        record = self.accounts.get(name_key(name))
+
+        def checked(ok: bool) -> str:
+            if ok and record is not None:
+                return record.name
+            self.store.log_event("login_failed", record.name if record else "", detail="" if record else "unknown name")
+            raise errors.LoginFailed("Login failed: unknown name or wrong password.")
+
+        return self.passwords.verify(record.password_hash if record else None, password).addCallback(checked)
+
+    def attach(self, session: Session) -> None:
+        """``session`` has logged in; an older session of the same user is closed."""
+        assert session.name is not None
+        key = name_key(session.name)
+        previous = self.online.get(key)
+        if previous is not None and previous is not session:
+            previous.kick("You logged in from another connection.")
+        self.online[key] = session
+        self.store.log_event("login", session.name)
+
+    def detach(self, session: Session, event: str = "logout") -> None:
+        """``session`` logged out or disconnected."""
+        if session.name is not None and self.online.get(name_key(session.name)) is session:
+            del self.online[name_key(session.name)]
+            self.store.log_event(event, session.name)
+
+    # -- rooms ---------------------------------------------------------------
+
+    def find_room(self, name: str) -> Room:
+        """The room called ``name`` (any case), or NoSuchRoom."""
+        room = self.rooms.get(name_key(name))
+        if room is None:
+            raise errors.NoSuchRoom(f"There is no room called {name}.")
+        return room
+
+    def list_rooms(self) -> list[Room]:
+        """All rooms, the public room first, then by name."""
+        return sorted(self.rooms.values(), key=lambda room: (room.name != PUBLIC_ROOM, room.key))
+
+    def create_room(self, name: str, owner: str) -> defer.Deferred[Room]:
+        """Create a room owned by ``owner``; fires once it is on disk."""
+        problem = check_name(name, "room", ROOM_NAME_MAX)
+        if problem:
+            return defer.fail(errors.InvalidName(problem[0].upper() + problem[1:] + "."))
+        key = name_key(name)
+        if key in self.rooms or key in self._claimed_rooms:
+            return defer.fail(errors.NameTaken(f"A room called {name} already exists."))
+        self._claimed_rooms.add(key)
+        record = RoomRecord(name, owner, self.now())
+
+        def saved(_: None) -> Room:
+            self.store.log_event("room_create", owner, name)
+            return self._add_room(record)
+
+        def failed(failure: Any) -> None:
+            failure.trap(StoreError)
+            raise errors.NotSaved("Could not save the room (server storage problem); try again later.")
+
+        def release(result: Any) -> Any:
+            self._claimed_rooms.discard(key)
+            return result
+
+        return self.store.add_room(record).addCallbacks(saved, failed).addBoth(release)
+
+    def delete_room(self, name: str, by: str) -> defer.Deferred[None]:
+        """Delete a room ``by`` owns; its members go back to the menu."""
+        try:
+            room = self.find_room(name)
+        except errors.ChatError as error:
+            return defer.fail(error)
+        if room.name == PUBLIC_ROOM:
+            return defer.fail(errors.NotAllowed("The public room cannot be deleted."))
+        if name_key(room.owner) != name_key(by):
+            return defer.fail(errors.NotAllowed(f"Only its owner, {room.owner}, can delete {room.name}."))
+        if room.key in self._claimed_rooms:
+            return defer.fail(errors.NotAllowed(f"{room.name} is already being deleted."))
+        self._claimed_rooms.add(room.key)
+
+        def saved(_: None) -> None:
+            self.rooms.pop(room.key, None)
+            self.store.log_event("room_delete", by, room.name)
+            room.fanout.flush()
+            for member in room.fanout.members():
+                room.fanout.discard(member)
+                member.room_deleted(room, by)  # type: ignore[attr-defined]
+
+        def failed(failure: Any) -> None:
+            failure.trap(StoreError)
+            raise errors.NotSaved("Could not delete the room (server storage problem); try again later.")
+
+        def release(result: Any) -> Any:
+            self._claimed_rooms.discard(room.key)
+            return result
+
+        return self.store.delete_room(room.name).addCallbacks(saved, failed).addBoth(release)
+
+    def join(self, room: Room, session: Session) -> None:
+        """Put ``session`` in ``room`` and tell the room."""
+        room.fanout.add(session)
+        room.fanout.send(f"[{self.clock.short()}] * {session.name} joined {room.name}")
+        self.store.log_event("join", session.name or "", room.name)
+
+    def leave(self, room: Room, session: Session, event: str = "leave") -> None:
+        """Take ``session`` out of ``room`` and tell the room."""
+        room.fanout.discard(session)
+        room.fanout.send(f"[{self.clock.short()}] * {session.name} left {room.name}")
+        self.store.log_event(event, session.name or "", room.name)
+
+    def say(self, room: Room, session: Session, text: str) -> None:
+        """Broadcast one clean line from ``session`` to everyone in ``room``."""
+        room.fanout.send(f"[{self.clock.short()}] {session.name}: {text}")
+
+    def emote(self, room: Room, session: Session, text: str) -> None:
+        """Broadcast an action (``/me``) to ``room``."""
+        room.fanout.send(f"[{self.clock.short()}] * {session.name} {text}")
+
+    def private_message(self, sender: Session, target: str, text: str) -> str:
+        """Send ``text`` to the logged-in user ``target``; returns their name."""
+        session = self.online.get(name_key(target))
+        if session is None or session.name is None:
+            raise errors.NoSuchUser(f"{target} is not logged in.")
+        session.show_private(f"[{self.clock.short()}] *{sender.name}* {text}")
+        return session.name
+
+    def sessions(self) -> Iterator[Session]:
+        """Every logged-in session."""
+        return iter(self.online.values())
+

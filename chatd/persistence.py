@@ -1,0 +1,304 @@
+"""
+The CSV store: accounts, rooms and the event log, on disk, off the reactor.
+
+Three files live in the data directory:
+
+``users.csv``
+    ``name,password_hash,created``, appended once per registration.
+``rooms.csv``
+    ``name,owner,created``, appended on create, rewritten atomically on delete.
+``log.csv``
+    ``timestamp,event,user,room,detail``, appended in batches.
+
+Every file operation runs in one dedicated writer thread, so writes happen
+in the order they were asked for and the reactor thread never waits on the
+disk. Callers get Deferreds. ``add_user``, ``add_room`` and ``delete_room``
+fire only after the data is fsynced; log events are queued and written at
+most ``log_interval`` seconds later (and on shutdown).
+
+The store knows nothing about connections.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from chatd.text import name_key, spreadsheet_safe
+
+T = TypeVar("T")
+#: Runs ``f(*args)`` somewhere (the writer thread) and returns a Deferred.
+Runner = Callable[..., "defer.Deferred[Any]"]
+
+USERS = "users.csv"
+ROOMS = "rooms.csv"
+EVENTS = "log.csv"
+
+
+@attrs.frozen(slots=True)
+class UserRecord:
+    """One account as stored in users.csv."""
+
+    name: str
+    password_hash: str
+    created: str
+
+
+@attrs.frozen(slots=True)
+class RoomRecord:
+    """One room as stored in rooms.csv."""
+
+    name: str
+    owner: str
+    created: str
+
+
+@attrs.frozen(slots=True)
+class Loaded:
+    """What the data directory held at start-up."""
+
+    users: dict[str, UserRecord]
+    rooms: list[RoomRecord]
+    #: Human-readable notes about damage that was repaired (torn lines).
+    repairs: list[str]
+
+
+class StoreError(Exception):
+    """A change could not be made durable; nothing was acknowledged."""
+
+
+def _encode_rows(rows: Iterable[Iterable[str]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows(rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_rows(path: str, rows: list[list[str]], sync: bool = True) -> None:
+    """
+    Append CSV rows to ``path`` and (by default) fsync them.
+
+    If the write fails half-way (disk full, I/O error) the file is cut back
+    to its previous length, so a failed append never leaves a torn line
+    in front of the next one.
+    """
+    data = _encode_rows(rows)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if sync:
+                os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(fd)
+
+
+def replace_rows(path: str, rows: list[list[str]]) -> None:
+    """Atomically replace ``path`` by these rows: write aside, fsync, rename, fsync the directory."""
+    aside = path + ".new"
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, _encode_rows(rows))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(aside, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def repair_tail(path: str) -> list[str]:
+    """
+    Cut a torn last line (no final newline, as a crash mid-write leaves it)
+    off ``path``, so later appends start on a clean line. Returns notes.
+    """
+    try:
+        handle = open(path, "r+b")
+    except FileNotFoundError:
+        return []
+    with handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return []
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return []
+        keep = 0
+        position = size
+        while position > 0:
+            step = min(65536, position)
+            position -= step
+            handle.seek(position)
+            newline = handle.read(step).rfind(b"\n")
+            if newline >= 0:
+                keep = position + newline + 1
+                break
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return [f"{os.path.basename(path)}: dropped a torn last line ({size - keep} bytes)"]
+
+
+def read_rows(path: str, width: int) -> tuple[list[list[str]], list[str]]:
+    """
+    Read the rows of a CSV file written by this module, after
+    :func:`repair_tail`. Rows of the wrong width are skipped and reported.
+    Returns the rows and notes about what was repaired.
+    """
+    notes = repair_tail(path)
+    try:
+        handle = open(path, encoding="utf-8", errors="replace", newline="")
+    except FileNotFoundError:
+        return [], notes
+    rows = []
+    bad = 0
+    with handle:
+        for row in csv.reader(handle):
+            if len(row) == width:
+                rows.append(row)
+            elif row:
+                bad += 1
+    if bad:
+        notes.append(f"{os.path.basename(path)}: skipped {bad} malformed row(s)")
+    return rows, notes
+
+
+class CsvStore:
+    """
+    Deferred-based access to the data directory.
+
+    :param data_dir: the directory (created owner-only if missing).
+    :param run: runs a function in the writer thread and returns a Deferred;
+        production passes a one-thread pool, tests a synchronous stand-in.
+    :param clock: schedules the periodic flush of the event log.
+    :param now: returns the current ISO-8601 UTC timestamp for log rows.
+    :param log_interval: seconds an event may wait before it is written.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        data_dir: str,
+        run: Runner,
+        clock: IReactorTime,
+        now: Callable[[], str],
+        log_interval: float = 0.5,
+    ) -> None:
+        self.data_dir = data_dir
+        self._run = run
+        self._clock = clock
+        self._now = now
+        self._log_interval = log_interval
+        self._events: list[list[str]] = []
+        self._event_flush: defer.Deferred[None] | None = None
+        self._ticker: LoopingCall | None = None
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.data_dir, name)
+
+    # -- start-up -------------------------------------------------------
+
+    def load(self) -> defer.Deferred[Loaded]:
+        """Create the data directory if needed and read users and rooms."""
+        return self._run(self._load)
+
+    def _load(self) -> Loaded:
+        os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        user_rows, notes = read_rows(self._path(USERS), 3)
+        room_rows, room_notes = read_rows(self._path(ROOMS), 3)
+        event_notes = repair_tail(self._path(EVENTS))
+        users = {}
+        for name, password_hash, created in user_rows:
+            users[name_key(name)] = UserRecord(name, password_hash, created)
+        rooms = [RoomRecord(*row) for row in room_rows]
+        return Loaded(users, rooms, notes + room_notes + event_notes)
+
+    def start(self) -> None:
+        """Start writing queued log events every ``log_interval`` seconds."""
+        self._ticker = LoopingCall(self.flush_events)
+        self._ticker.clock = self._clock
+        self._ticker.start(self._log_interval, now=False)
+
+    def stop(self) -> defer.Deferred[None]:
+        """Stop the ticker and write every queued event."""
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        return self.flush_events()
+
+    # -- durable changes ------------------------------------------------
+
+    def _durable(self, function: Callable[..., None], *args: Any) -> defer.Deferred[None]:
+        def failed(failure: Any) -> None:
+            self.log.failure("store write failed", failure)
+            raise StoreError(str(failure.value))
+
+        return self._run(function, *args).addErrback(failed)
+
+    def add_user(self, record: UserRecord) -> defer.Deferred[None]:
+        """Append an account; fires once it is fsynced, fails with StoreError."""
+        row = [record.name, record.password_hash, record.created]
+        return self._durable(append_rows, self._path(USERS), [row])
+
+    def add_room(self, record: RoomRecord) -> defer.Deferred[None]:
+        """Append a room; fires once it is fsynced, fails with StoreError."""
+        row = [record.name, record.owner, record.created]
+        return self._durable(append_rows, self._path(ROOMS), [row])
+
+    def delete_room(self, name: str) -> defer.Deferred[None]:
+        """Rewrite rooms.csv without ``name``, atomically; fires once durable."""
+        return self._durable(self._delete_room, name_key(name))
+
+    def _delete_room(self, key: str) -> None:
+        path = self._path(ROOMS)
+        rows, _ = read_rows(path, 3)
+        replace_rows(path, [row for row in rows if name_key(row[0]) != key])
+
+    # -- the event log --------------------------------------------------
+
+    def log_event(self, event: str, user: str = "", room: str = "", detail: str = "") -> None:
+        """Queue one row for log.csv; it is written within ``log_interval``."""
+        self._events.append(
+            [self._now(), event, spreadsheet_safe(user), spreadsheet_safe(room), spreadsheet_safe(detail)]
+        )
+
+    def flush_events(self) -> defer.Deferred[None]:
+        """Write the queued events now (in the writer thread)."""
+        if not self._events:
+            return defer.succeed(None)
+        rows, self._events = self._events, []
+
+        def failed(failure: Any) -> None:
+            self.log.error(
+                "could not write {count} event(s) to log.csv: {why}",
+                count=len(rows),
+                why=failure.getErrorMessage(),
+            )
+
+        return self._run(append_rows, self._path(EVENTS), rows).addErrback(failed)

@@ -1,0 +1,284 @@
+"""
+The wire: bytes in, bytes out.
+
+:class:`ChatProtocol` splits input into lines (LF or CRLF), strips telnet
+negotiation, enforces the line limit, cleans each line into safe text and
+hands it to the connection's :class:`~chatd.menu.Dialogue`. On the way out
+it renders lines for plain (people) or tagged (client) mode and writes
+them, straight to the socket when nothing is queued for this connection.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.conch import telnet
+from twisted.internet import tcp
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+
+from chatd.menu import Dialogue
+from chatd.text import clean_line
+from chatd.wire import CHAT, CLIENT_HELLO, CREDENTIALS, ENCODING, ERROR, LISTEN, PRIVATE
+
+if TYPE_CHECKING:
+    from chatd.factory import ChatFactory, Room
+
+_IAC = telnet.IAC
+
+
+class _TelnetFilter(telnet.Telnet):
+    """
+    Parses telnet commands out of the input of one connection (created only
+    once the peer sends an IAC byte or we negotiate ECHO) and passes the
+    remaining application data on. We agree to do ECHO (to hide passwords)
+    and refuse every other option.
+    """
+
+    def __init__(self, receiver: Callable[[bytes], None], transport: Any) -> None:
+        super().__init__()
+        self._receiver = receiver
+        self.transport = transport
+
+    def applicationDataReceived(self, data: bytes) -> None:
+        self._receiver(data)
+
+    def enableLocal(self, option: bytes) -> bool:
+        return option == telnet.ECHO
+
+    def enableRemote(self, option: bytes) -> bool:
+        return False
+
+    def disableLocal(self, option: bytes) -> None:
+        pass
+
+    def disableRemote(self, option: bytes) -> None:
+        pass
+
+    def unhandledCommand(self, command: bytes, argument: bytes | None) -> None:
+        pass
+
+    def unhandledSubnegotiation(self, command: bytes, data: Any) -> None:
+        pass
+
+    def echoing(self) -> bool:
+        """Whether the peer agreed that we echo (so it does not)."""
+        return bool(self.getOptionState(telnet.ECHO).us.state == "yes")
+
+
+class ChatProtocol(LineReceiver):
+    """One connection: a line receiver speaking plain or tagged text."""
+
+    delimiter = b"\n"
+    log = Logger()
+    factory: ChatFactory
+
+    # Class-level defaults keep idle connections small: an instance only
+    # stores what differs from these.
+    name: str | None = None
+    tagged = False
+    dialogue: Dialogue | None = None
+    _telnet: _TelnetFilter | None = None
+    _prompt: tuple[str, str] | None = None
+    _hiding_input = False
+    _discarding = False
+    _refeed: bytes | None = None
+    _timer: Any = None
+    _socket: socket.socket | None = None
+
+    # -- connection life ------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.MAX_LENGTH = self.factory.settings.max_line
+        if isinstance(self.transport, tcp.Server):
+            self._socket = self.transport.socket
+        self.factory.connections.add(self)
+        self.dialogue = Dialogue(self, self.factory)
+        self.dialogue.start()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.factory.connections.discard(self)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self.dialogue is not None:
+            self.dialogue.connection_lost()
+        self._socket = None
+
+    # -- input --------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._telnet is not None and (self._telnet.state != "data" or _IAC in data):
+            self._parse_telnet(data)
+        elif _IAC in data:
+            self._telnet = _TelnetFilter(self._line_data, self.transport)
+            self._parse_telnet(data)
+        else:
+            self._line_data(data)
+
+    def _parse_telnet(self, data: bytes) -> None:
+        assert self._telnet is not None
+        try:
+            self._telnet.dataReceived(data)
+        except ValueError:
+            # A byte after IAC that is no telnet command: drop it.
+            self._telnet.state = "data"
+
+    def _line_data(self, data: bytes) -> None:
+        if self._discarding:
+            _, found, data = data.partition(self.delimiter)
+            if not found:
+                return
+            self._discarding = False
+        LineReceiver.dataReceived(self, data)
+        while self._refeed is not None:
+            data, self._refeed = self._refeed, None
+            LineReceiver.dataReceived(self, data)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """Refuse an over-long line but keep the connection."""
+        self.show(ERROR, f"Error: that line was longer than {self.MAX_LENGTH} bytes and was ignored.")
+        _, found, rest = line.partition(self.delimiter)
+        if found:
+            self._refeed = rest
+        else:
+            self._discarding = True
+
+    def lineReceived(self, line: bytes) -> None:
+        if self.dialogue is None or self.transport is None or self.transport.disconnecting:
+            return
+        if self._hiding_input:
+            self._show_input()
+        text = clean_line(line)
+        if not text:
+            if self._prompt is not None and not self.tagged and self._prompt[0] != CHAT:
+                self._send_prompt()
+            return
+        if text == CLIENT_HELLO or text.startswith(CLIENT_HELLO + " "):
+            self._client_hello(text)
+            return
+        self.dialogue.line_received(text)
+
+    def _client_hello(self, text: str) -> None:
+        """``/client NAME VERSION``: switch to tagged mode and repeat the prompt."""
+        if not self.tagged:
+            self.tagged = True
+            room = self.dialogue.room if self.dialogue else None
+            if room is not None:
+                room.fanout.discard(self)
+                room.fanout.add(self)
+        client = text[len(CLIENT_HELLO) :].strip()[:60] or "unknown client"
+        self.show(LISTEN, f"Tagged mode on for {client}.")
+        if self._prompt is not None:
+            self._send_prompt()
+
+    # -- output --------------------------------------------------------------
+
+    def deliver(self, data: bytes) -> None:
+        """
+        Send encoded lines: straight to the socket when nothing is queued for
+        this connection (no wait for the next reactor turn), otherwise through
+        the transport's buffer. A connection whose unsent output passes the
+        limit is cut off.
+        """
+        transport = self.transport
+        sock = self._socket
+        if sock is not None and not transport.dataBuffer and not transport._tempDataLen:
+            if transport.disconnecting or not transport.connected:
+                return
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # the transport finds and reports the error itself
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
+        if sock is not None:
+            queued = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+            if queued > self.factory.settings.max_outbound:
+                self._cut_off(queued)
+
+    def _cut_off(self, queued: int) -> None:
+        self.log.warn(
+            "send queue exceeded: {queued} bytes unsent to {who}; disconnecting",
+            queued=queued,
+            who=self.name or self.transport.getPeer(),
+        )
+        self.factory.store.log_event("sendq_exceeded", self.name or "", detail=f"{queued} bytes queued")
+        self._socket = None
+        self.transport.abortConnection()
+
+    def _render(self, code: str, text: str) -> bytes:
+        if self.tagged:
+            return f"{code} {text}\r\n".encode(ENCODING)
+        return f"{text}\r\n".encode(ENCODING)
+
+    def show(self, code: str, text: str) -> None:
+        """Send one line (the text must already be clean)."""
+        self.deliver(self._render(code, text))
+
+    def show_private(self, text: str) -> None:
+        """A private message from another user."""
+        self.show(PRIVATE, text)
+
+    def ask(self, code: str, text: str) -> None:
+        """Send a prompt and remember it (it is repeated after ``/client``)."""
+        self._prompt = (code, text)
+        self._send_prompt()
+
+    def _send_prompt(self) -> None:
+        assert self._prompt is not None
+        code, text = self._prompt
+        if self.tagged or code == CHAT:
+            self.deliver(self._render(code, text))
+            return
+        if code == CREDENTIALS:
+            self._hide_input()
+        self.deliver((text + " ").encode(ENCODING))
+
+    def _hide_input(self) -> None:
+        """Ask a telnet client to stop echoing (we "will echo", and don't)."""
+        if self._telnet is None:
+            self._telnet = _TelnetFilter(self._line_data, self.transport)
+        self._hiding_input = True
+        self._telnet.will(telnet.ECHO).addErrback(lambda _: None)
+
+    def _show_input(self) -> None:
+        assert self._telnet is not None
+        self._hiding_input = False
+        if self._telnet.echoing():
+            self._telnet.wont(telnet.ECHO).addErrback(lambda _: None)
+            self.deliver(b"\r\n")
+
+    # -- what the dialogue and the factory ask of a connection ----------------------
+
+    def hold(self) -> None:
+        """Stop reading lines until :meth:`release`."""
+        if not self.transport.disconnecting:
+            self.pauseProducing()
+
+    def release(self) -> None:
+        """Read lines again (including any already received)."""
+        transport = self.transport
+        if transport is not None and getattr(transport, "connected", True) and not transport.disconnecting:
+            self.resumeProducing()
+
+    def call_later(self, seconds: float, function: Callable[[], None]) -> Any:
+        self._timer = self.factory.reactor.callLater(seconds, function)  # type: ignore[attr-defined]
+        return self._timer
+
+    def close(self) -> None:
+        self.transport.loseConnection()
+
+    def kick(self, reason: str) -> None:
+        """Tell the user why, then close the connection."""
+        self.show(ERROR, reason)
+        self.close()
+
+    def room_deleted(self, room: Room, by: str) -> None:
+        if self.dialogue is not None:
+            self.dialogue.room_deleted(room, by)

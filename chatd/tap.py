@@ -1,0 +1,71 @@
+"""
+``twistd chatd``: command-line options and the service they build.
+
+Imported only when twistd runs the plugin, never when plugins are listed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.python import usage
+
+from chatd.settings import Settings
+from chatd.wire import DEFAULT_PORT
+
+DEFAULT_LISTEN = f"tcp:{DEFAULT_PORT}"
+DEFAULT_DATA_DIR = "chatd-data"
+_DEFAULTS = Settings()
+
+
+class Options(usage.Options):
+    """Options of ``twistd chatd``."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "A multi-room chat server for telnet and the bundled 'chat' client. "
+        "Accounts, rooms and an event log are kept as CSV files in --data-dir."
+    )
+    optParameters = [
+        ["data-dir", "d", DEFAULT_DATA_DIR, "Directory for users.csv, rooms.csv and log.csv (created 0700)."],
+        ["max-line", None, _DEFAULTS.max_line, "Longest accepted input line, in bytes.", int],
+        ["max-outbound", None, _DEFAULTS.max_outbound, "Unsent bytes after which a connection is dropped.", int],
+        ["hash-threads", None, 1, "Threads that hash passwords (bounded, so logins never starve chat).", int],
+        ["hash-time-cost", None, 2, "argon2id iterations for new password hashes.", int],
+        ["hash-memory-kib", None, 19456, "argon2id memory for new password hashes, in KiB.", int],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """Listen on this endpoint (e.g. tcp:8023, ssl:8024:privateKey=k.pem:certKey=c.pem); repeatable. Default tcp:8023."""
+        self["listen"].append(description)
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+        for name in ("max-line", "max-outbound", "hash-threads", "hash-time-cost", "hash-memory-kib"):
+            if self[name] < 1:
+                raise usage.UsageError(f"--{name} must be at least 1")
+
+    def settings(self) -> Settings:
+        """The :class:`Settings` these options describe."""
+        return Settings(max_line=self["max-line"], max_outbound=self["max-outbound"])
+
+
+def makeService(options: Options) -> Any:
+    """Build the chat service (twistd calls this)."""
+    from twisted.internet import reactor
+
+    from chatd.service import ChatService
+
+    return ChatService(
+        reactor,
+        listen=options["listen"],
+        data_dir=options["data-dir"],
+        settings=options.settings(),
+        hash_threads=options["hash-threads"],
+        hash_params={"time_cost": options["hash-time-cost"], "memory_kib": options["hash-memory-kib"]},
+    )

@@ -1,0 +1,87 @@
+"""Building blocks for unit tests: a factory on a temp dir with a fake clock, and fake connections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from chatd.factory import ChatFactory
+from chatd.passwords import Passwords
+from chatd.persistence import CsvStore
+from chatd.settings import Settings
+
+
+def run_now(function: Any, *args: Any) -> defer.Deferred[Any]:
+    """A synchronous stand-in for a thread pool."""
+    return defer.maybeDeferred(function, *args)
+
+
+class Held:
+    """A runner that keeps each call until the test releases it (to interleave work)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, tuple[Any, ...], defer.Deferred[Any]]] = []
+
+    def __call__(self, function: Any, *args: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.calls.append((function, args, d))
+        return d
+
+    def run_all(self) -> None:
+        while self.calls:
+            function, args, d = self.calls.pop(0)
+            defer.maybeDeferred(function, *args).chainDeferred(d)
+
+
+def make_factory(data_dir: str, settings: Settings | None = None, hash_runner: Any = run_now,
+                 store_runner: Any = run_now) -> tuple[ChatFactory, Clock]:
+    """A loaded factory on ``data_dir`` with cheap argon2 parameters and a Clock."""
+    clock = Clock()
+    clock.advance(1_790_000_000)
+    store = CsvStore(data_dir, run=store_runner, clock=clock, now=lambda: factory.now())
+    passwords = Passwords(run=hash_runner, time_cost=1, memory_kib=8, parallelism=1)
+    factory = ChatFactory(store, passwords, settings or Settings(), clock)
+    store.load().addCallback(factory.restore)
+    store.start()
+    return factory, clock
+
+
+class Client:
+    """One fake connection: a protocol on a StringTransport."""
+
+    def __init__(self, factory: ChatFactory, clock: Clock, tagged: bool = False) -> None:
+        self.factory = factory
+        self.clock = clock
+        self.protocol = factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        if tagged:
+            self.send("/client test 1.0")
+
+    def send(self, *lines: str | bytes) -> None:
+        for line in lines:
+            data = line if isinstance(line, bytes) else line.encode() + b"\r\n"
+            self.protocol.dataReceived(data)
+        self.clock.advance(0)
+
+    def output(self) -> str:
+        """Everything received since the last call, decoded."""
+        self.clock.advance(0)
+        data = self.transport.value()
+        self.transport.clear()
+        return data.decode("utf-8", "replace")
+
+    def register(self, name: str, password: str = "secret1") -> str:
+        self.send(f"register {name}", password, password)
+        return self.output()
+
+    def login(self, name: str, password: str = "secret1") -> str:
+        self.send(f"login {name}", password)
+        return self.output()
+
+    def disconnect(self) -> None:
+        self.transport.loseConnection()
+        self.protocol.connectionLost(None)
