@@ -1,0 +1,180 @@
+"""
+Run the real daemon (``twistd -n chatd``) in a subprocess for integration tests,
+and talk to it over real sockets on 127.0.0.1.
+
+Every wait is bounded; a test never sleeps for synchronisation, it waits for text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+#: ``twistd`` from this interpreter, importing the source tree (cwd is the repo root).
+TWISTD = [sys.executable, "-c", "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """``twistd -n chatd`` on a free loopback port with its own data dir."""
+
+    def __init__(self, data_dir: str, *extra: str, port: int | None = None, pidfile: str = "") -> None:
+        self.data_dir = data_dir
+        self.pidfile = pidfile
+        self.port = port or free_port()
+        self.extra = list(extra)
+        self.log_path = os.path.join(os.path.dirname(data_dir.rstrip("/")) or ".", f"twistd-{self.port}.log")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            *TWISTD, "-n", f"--pidfile={self.pidfile}", f"--logfile={self.log_path}",
+            "chatd", "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            "--data-dir", self.data_dir, "--hash-time-cost", "1", "--hash-memory-kib", "1024", *self.extra,
+        ]
+
+    def start(self, timeout: float = 20.0) -> Daemon:
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        self.process = subprocess.Popen(self.command(), cwd=ROOT, env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"chatd exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"chatd did not listen within {timeout} s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Stop with ``sig`` and return the exit status."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ""
+
+    def unhandled_errors(self) -> list[str]:
+        """Lines of the server log that show a traceback or an unhandled error."""
+        text = self.log()
+        return [line for line in text.splitlines()
+                if "Traceback" in line or "Unhandled" in line or "CRITICAL" in line]
+
+
+class Conn:
+    """A line-oriented socket client with bounded waits."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.timeout = timeout
+        self.buffer = b""
+
+    def send(self, *lines: str | bytes) -> None:
+        for line in lines:
+            self.sock.sendall(line if isinstance(line, bytes) else line.encode() + b"\r\n")
+
+    def expect(self, pattern: str, timeout: float | None = None) -> str:
+        """Read until ``pattern`` (a regex) matches; return the text up to the match end and keep the rest."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            text = self.buffer.decode("utf-8", "replace")
+            match = regex.search(text)
+            if match:
+                # Find the same end in bytes (latin-1 maps bytes 1:1 to characters).
+                end = regex.search(self.buffer.decode("latin-1"))
+                cut = end.end() if end else len(self.buffer)
+                self.buffer = self.buffer[cut:]
+                return text[: match.end()]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out waiting for {pattern!r}; got {text[-2000:]!r}")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise AssertionError(f"connection closed while waiting for {pattern!r}; got {text[-2000:]!r}")
+            self.buffer += data
+
+    def drain(self, quiet: float = 0.2) -> str:
+        """Everything that arrives until the connection is quiet for ``quiet`` seconds."""
+        self.sock.settimeout(quiet)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                self.buffer += data
+        except socket.timeout:
+            pass
+        text, self.buffer = self.buffer.decode("utf-8", "replace"), b""
+        return text
+
+    def closed(self, timeout: float = 5.0) -> bool:
+        """Whether the server closes the connection within ``timeout``."""
+        self.sock.settimeout(timeout)
+        try:
+            while self.sock.recv(65536):
+                pass
+            return True
+        except socket.timeout:
+            return False
+        except OSError:
+            return True
+
+    def register(self, name: str, password: str = "secret1") -> None:
+        self.expect(r"menu> ")
+        self.send(f"register {name}", password, password)
+        self.expect(rf"Registered and logged in as {name}\.")
+        self.expect(r"menu> ")
+
+    def login(self, name: str, password: str = "secret1") -> None:
+        self.expect(r"menu> ")
+        self.send(f"login {name}", password)
+        self.expect(rf"Logged in as {name}\.")
+        self.expect(r"menu> ")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def daemon(tmp_path) -> Iterator[Daemon]:
+    """A running daemon, stopped (SIGTERM) after the test; the test fails on unhandled server errors."""
+    d = Daemon(str(tmp_path / "data")).start()
+    try:
+        yield d
+    finally:
+        d.stop()
+    assert d.unhandled_errors() == [], d.log()

@@ -1,0 +1,124 @@
+"""The CSV store: durability, torn lines, atomic rewrites, quoting, write failures."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import os
+
+import pytest
+from twisted.internet.task import Clock
+
+from chatd import persistence
+from chatd.persistence import CsvStore, RoomRecord, StoreError, UserRecord
+from chatd.text import clean_line, spreadsheet_safe
+from helpers import run_now
+
+
+@pytest.fixture
+def store(tmp_path):
+    clock = Clock()
+    s = CsvStore(str(tmp_path), run=run_now, clock=clock, now=lambda: "2026-11-24T00:00:00Z")
+    s.clock = clock
+    return s
+
+
+def _loaded(store):
+    result = []
+    store.load().addCallback(result.append)
+    return result[0]
+
+
+def test_users_and_rooms_round_trip(store, tmp_path):
+    _loaded(store)
+    store.add_user(UserRecord('we"ird,name', "$argon2id$x", "t"))
+    store.add_room(RoomRecord("lab", "ann", "t"))
+    store.add_room(RoomRecord("Other", "ann", "t"))
+    store.delete_room("other")
+    loaded = _loaded(store)
+    assert loaded.users['we"ird,name'].password_hash == "$argon2id$x"
+    assert [r.name for r in loaded.rooms] == ["lab"]
+    assert not os.path.exists(tmp_path / "rooms.csv.new")
+    assert oct(os.stat(tmp_path).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(tmp_path / "users.csv").st_mode & 0o777) == "0o600"
+
+
+def test_adds_are_fsynced_before_they_fire(store, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(persistence.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    _loaded(store)
+    fired = []
+    store.add_user(UserRecord("a", "h", "t")).addCallback(lambda _: fired.append(len(synced)))
+    assert fired == [1]
+
+
+def test_torn_last_line_dropped_and_reported(store, tmp_path):
+    (tmp_path / "users.csv").write_bytes(b"a,h,t\nb,h,t\nc,\"h")
+    (tmp_path / "log.csv").write_bytes(b"t,login,a,,\nt,log")
+    loaded = _loaded(store)
+    assert sorted(loaded.users) == ["a", "b"]
+    assert any("users.csv: dropped a torn last line" in note for note in loaded.repairs)
+    assert any("log.csv: dropped a torn last line" in note for note in loaded.repairs)
+    assert (tmp_path / "users.csv").read_bytes() == b"a,h,t\nb,h,t\n"
+    store.add_user(UserRecord("c", "h", "t"))
+    assert sorted(_loaded(store).users) == ["a", "b", "c"]
+
+
+def test_event_log_batched_quoted_and_formula_safe(store, tmp_path):
+    _loaded(store)
+    store.start()
+    store.log_event("login", "=cmd|' /C calc'!A0", "room,with\"quote", "+1\nnewline")
+    assert not (tmp_path / "log.csv").exists()  # batched: not yet written
+    store.clock.advance(0.5)
+    rows = list(csv.reader(open(tmp_path / "log.csv", newline="")))
+    assert rows == [["2026-11-24T00:00:00Z", "login", "'=cmd|' /C calc'!A0", 'room,with"quote', "'+1\nnewline"]]
+    store.log_event("logout", "a")
+    store.stop()
+    assert len(list(csv.reader(open(tmp_path / "log.csv", newline="")))) == 2
+
+
+def test_failed_append_leaves_file_intact(store, tmp_path, monkeypatch):
+    """ENOSPC half-way through a write: the change fails with StoreError and the file is cut back."""
+    _loaded(store)
+    store.add_user(UserRecord("first", "h", "t"))
+    before = (tmp_path / "users.csv").read_bytes()
+    real_write = os.write
+
+    def short_then_full(fd, data):
+        real_write(fd, bytes(data[:3]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(persistence.os, "write", short_then_full)
+    failures = []
+    store.add_user(UserRecord("second", "h", "t")).addErrback(failures.append)
+    monkeypatch.setattr(persistence.os, "write", real_write)
+    assert failures and failures[0].check(StoreError)
+    assert (tmp_path / "users.csv").read_bytes() == before
+    store.add_user(UserRecord("third", "h", "t"))  # the disk recovered
+    assert sorted(_loaded(store).users) == ["first", "third"]
+
+
+def test_failed_rewrite_keeps_old_file(store, tmp_path, monkeypatch):
+    _loaded(store)
+    store.add_room(RoomRecord("lab", "ann", "t"))
+    monkeypatch.setattr(persistence.os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    failures = []
+    store.delete_room("lab").addErrback(failures.append)
+    assert failures and failures[0].check(StoreError)
+    assert [r.name for r in _loaded(store).rooms] == ["lab"]
+
+
+def test_clean_line():
+    assert clean_line(b"  hi\tthere \r") == "hi there"
+    assert clean_line(b"\x1b[1;31mred\x1b[0m") == "red"
+    assert clean_line(b"a\xc2\x9b31mb") == "ab"  # C1 CSI, UTF-8 encoded
+    assert clean_line(b"\xe2\x80\xaeevil\xe2\x80\xac") == "evil"
+    assert clean_line(b"caf\xc3\xa9 \xf0\x9f\x98\x80") == "caf\u00e9 \U0001f600"
+    assert clean_line(b"\xff\xfe") == "\ufffd\ufffd"
+
+
+def test_spreadsheet_safe():
+    assert spreadsheet_safe("=1+1") == "'=1+1"
+    assert spreadsheet_safe("@SUM") == "'@SUM"
+    assert spreadsheet_safe("plain") == "plain"
