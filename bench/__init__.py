@@ -1,0 +1,1 @@
+"""chatd's benchmark suite: `python -m bench` (docs/PERFORMANCE.md)."""

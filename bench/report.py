@@ -1,0 +1,232 @@
+"""Tables (markdown, medians over runs, chatd/peer ratios) and the latency plot, from result dicts."""
+import json
+import math
+import statistics
+
+from bench.suite import P99_LIMIT_MS, point_ok
+
+ORDER = ("chatd", "ngircd", "inspircd")
+
+
+def load(paths):
+    out = []
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("RESULT "):
+                    line = line[7:]
+                if line.startswith("{"):
+                    out.append(json.loads(line))
+    return out
+
+
+def _num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and not math.isinf(v)
+
+
+def median(vals):
+    vals = [v for v in vals if _num(v)]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, f):
+    if v is None:
+        return "—"
+    return f % v
+
+
+def servers_in(results):
+    found = {r.get("server") for r in results if r.get("bench_scenario") not in (None, "meta")}
+    return [s for s in ORDER if s in found] + sorted(found - set(ORDER) - {None})
+
+
+def by(results, scenario, server, **match):
+    return [r for r in results if r.get("bench_scenario") == scenario and r.get("server") == server
+            and "error" not in r and not r.get("skipped") and all(r.get(k) == v for k, v in match.items())]
+
+
+def capacity(results, server):
+    """Median over runs of the highest paced rate whose p99 stayed within the limit (None if none did)."""
+    caps = []
+    for run in sorted({r["run"] for r in results if r.get("bench_scenario") == "latency" and r.get("server") == server}):
+        pts = [r for r in results if r.get("bench_scenario") == "latency" and r.get("server") == server and r["run"] == run]
+        good = [r["bench_rate"] for r in pts if point_ok(r)]
+        caps.append(max(good) if good else 0)
+    return median(caps), caps
+
+
+def table(results):
+    """Markdown: one section per scenario, a column per server, and chatd/peer ratios."""
+    srv = servers_in(results)
+    peers = [s for s in srv if s != "chatd"]
+    meta = next((r for r in results if r.get("bench_scenario") == "meta"), {})
+    runs = max([r.get("run", 1) for r in results if isinstance(r.get("run"), int)] or [1])
+    out = []
+    if meta:
+        out.append("Machine: %s. %s. Median of %d run(s)%s." % (
+            meta.get("machine", "?"), "; ".join("%s: %s" % kv for kv in meta.get("versions", {}).items()), runs,
+            " (QUICK smoke sizes: not a measurement)" if meta.get("quick") else ""))
+    head = "| figure | " + " | ".join(srv) + "".join(" | chatd/%s" % p for p in peers) + " |"
+    sep = "|---" * (1 + len(srv) + len(peers)) + "|"
+
+    def row(label, values, f, ratio=True):
+        cells = [fmt(values.get(s), f) for s in srv]
+        for p in peers:
+            c, v = values.get("chatd"), values.get(p)
+            cells.append("%.2f×" % (c / v) if ratio and c is not None and v not in (None, 0) else "—")
+        return "| %s | %s |" % (label, " | ".join(cells))
+
+    def med(scenario, key, scale=1.0, **match):
+        vals = {}
+        for s in srv:
+            m = median([r.get(key) for r in by(results, scenario, s, **match)])
+            vals[s] = m * scale if m is not None else None
+        return vals
+
+    def verdicts(scenario, **match):
+        cells = []
+        for s in srv:
+            b = sorted({str(r.get("bound", "")).split(" (")[0] for r in by(results, scenario, s, **match)})
+            gen = any(str(r.get("bound", "")).startswith("generator") for r in by(results, scenario, s, **match))
+            cells.append(("**GENERATOR-SATURATED** " if gen else "") + ("/".join(b) or "—"))
+        return "| bound (which side ran out of CPU) | %s |%s" % (" | ".join(cells), " |" * len(peers))
+
+    def lost(scenario, **match):
+        cells = []
+        for s in srv:
+            rs = by(results, scenario, s, **match)
+            cells.append("%d / %d / %d" % (sum(r.get("lost", 0) for r in rs), sum(r.get("out_of_order", 0) for r in rs),
+                                           sum(r.get("gaps", 0) for r in rs)) if rs else "—")
+        return "| lost / reordered / gaps (sum over runs) | %s |%s" % (" | ".join(cells), " |" * len(peers))
+
+    for sc, title in (("fanout", "Fanout, open loop (senders write flat out)"),
+                      ("fanout-cl", "Fanout, closed loop (at most 50 lines in flight per sender)")):
+        if not any(by(results, sc, s) for s in srv):
+            continue
+        r0 = next(r for s in srv for r in by(results, sc, s))
+        out += ["", "### %s: %d receivers, %d senders × %d lines" % (title, r0["receivers"], r0["senders"],
+                                                                        r0["messages_per_sender"]), "", head, sep,
+                row("deliveries/s", med(sc, "deliveries_per_s"), "%.0f"),
+                row("server µs CPU per delivery", med(sc, "server_us_per_delivery"), "%.2f"),
+                row("server CPU (% of a core)", med(sc, "server_util", 100), "%.0f"),
+                row("generator CPU (% of a core, all processes)", genmed(results, sc, srv), "%.0f", False),
+                lost(sc), verdicts(sc)]
+    rates = sorted({r["bench_rate"] for r in results if r.get("bench_scenario") == "latency" and "bench_rate" in r})
+    if rates:
+        r0 = next((r for r in results if r.get("bench_scenario") == "latency" and "receivers" in r), {})
+        out += ["", "### Latency at paced rates into a room of %s receivers (+%s senders); p99 limit %.0f ms" % (
+            r0.get("receivers", "?"), r0.get("senders", "?"), P99_LIMIT_MS), "", head, sep]
+        for rate in rates:
+            vals = {}
+            for s in srv:
+                rs = by(results, "latency", s, bench_rate=rate)
+                vals[s] = rs
+            for key, label, f in (("lat_p50_ms", "p50 ms", "%.2f"), ("lat_p99_ms", "p99 ms", "%.2f"),
+                                  ("lat_max_ms", "max ms", "%.1f")):
+                out.append(row("%d lines/s: %s" % (rate, label), {s: median([r.get(key) for r in vals[s]]) for s in srv}, f))
+            out.append(row("%d lines/s: server CPU %%" % rate,
+                           {s: (lambda m: m * 100 if m is not None else None)(median([r.get("server_util") for r in vals[s]]))
+                            for s in srv}, "%.0f", False))
+        caps = {s: capacity(results, s)[0] for s in srv}
+        out.append(row("**highest rate with p99 ≤ %.0f ms** (lines/s; tested up to the first failing rate)" % P99_LIMIT_MS,
+                       {s: (c if c else None) for s, c in caps.items()}, "%.0f"))
+        gen_bound = [s for s in srv for r in by(results, "latency", s) if str(r.get("bound", "")).startswith("generator")]
+        if gen_bound:
+            out.append("\nGENERATOR-SATURATED latency points: %s" % ", ".join(sorted(set(gen_bound))))
+    if any(by(results, "idle", s) for s in srv):
+        r0 = next(r for s in srv for r in by(results, "idle", s))
+        out += ["", "### Idle: %d logged-in connections sitting in %d rooms" % (r0["connections"], r0.get("rooms", 1)),
+                "", head, sep,
+                row("server KiB per connection", med("idle", "kib_per_connection"), "%.2f"),
+                row("server RSS before (MiB)", med("idle", "rss_before_kib", 1 / 1024), "%.1f"),
+                row("server RSS after (MiB)", med("idle", "rss_after_kib", 1 / 1024), "%.1f"),
+                row("probe round trip p50 ms (/ping, PING)", med("idle", "probe_p50_ms"), "%.3f"),
+                row("probe round trip max ms (20 probes)", med("idle", "probe_max_ms"), "%.3f"),
+                row("seconds to log in and join", med("idle", "open_seconds"), "%.1f")]
+    chatd_only = []
+    st = by(results, "storm", "chatd")
+    if st:
+        m = lambda k: median([r.get(k) for r in st])  # noqa: E731
+        chatd_only += [
+            "| login storm: logins | %s |" % fmt(m("storm_logins"), "%.0f"),
+            "| login storm: login duration p50 / p99 / max ms | %s / %s / %s |" % (
+                fmt(m("storm_login_p50_ms"), "%.0f"), fmt(m("storm_login_p99_ms"), "%.0f"), fmt(m("storm_login_max_ms"), "%.0f")),
+            "| login storm: seconds until all logged in | %s |" % fmt(m("storm_seconds"), "%.2f"),
+            "| login storm: chat p50 / p99 / max ms during the storm (%s lines/s) | %s / %s / %s |" % (
+                fmt(median([r.get("rate") for r in st]), "%.0f"), fmt(m("storm_lat_p50_ms"), "%.2f"),
+                fmt(m("storm_lat_p99_ms"), "%.2f"), fmt(m("storm_lat_max_ms"), "%.1f")),
+            "| login storm: chat p99 ms over the whole run / lost | %s / %d |" % (
+                fmt(m("lat_p99_ms"), "%.2f"), sum(r.get("lost", 0) for r in st)),
+            "| login storm: server CPU %% / bound | %s / %s |" % (
+                fmt((m("server_util") or 0) * 100, "%.0f"), "/".join(sorted({str(r.get("bound", "")).split(" (")[0] for r in st})))]
+    su = by(results, "startup", "chatd")
+    if su:
+        m = lambda k: median([r.get(k) for r in su])  # noqa: E731
+        chatd_only += [
+            "| startup: %s users, %s rooms (%s MB of CSV): seconds until the port accepts | %s |" % (
+                fmt(m("users"), "%.0f"), fmt(m("rooms"), "%.0f"), fmt((m("csv_bytes") or 0) / 1e6, "%.0f"),
+                fmt(m("listen_seconds"), "%.2f")),
+            "| startup: seconds until the first login works | %s |" % fmt(m("first_login_seconds"), "%.2f"),
+            "| startup: server RSS after loading (MiB) | %s |" % fmt((m("rss_kib") or 0) / 1024, "%.0f")]
+    tr = [r for r in results if r.get("bench_scenario") == "transfer" and r.get("server") == "chatd"]
+    if tr:
+        good = [r for r in tr if not r.get("skipped") and "error" not in r]
+        if good:
+            m = lambda k: median([r.get(k) for r in good])  # noqa: E731
+            chatd_only += ["| file transfer: MB/s per recipient | %s |" % fmt(m("mb_per_s_per_recipient"), "%.0f"),
+                           "| file transfer: server peak RSS growth (MiB) | %s |" % fmt(m("peak_rss_growth_mib"), "%.1f")]
+        else:
+            chatd_only.append("| file transfer | skipped: %s |" % (tr[0].get("skipped") or tr[0].get("error")))
+    if chatd_only:
+        out += ["", "### chatd only", "", "| figure | chatd |", "|---|---|"] + chatd_only
+    errs = [r for r in results if "error" in r]
+    if errs:
+        out += ["", "Failed measurements:"] + ["- %s %s run %s%s: %s" % (
+            r.get("server"), r.get("bench_scenario"), r.get("run"),
+            " at %s/s" % r["bench_rate"] if "bench_rate" in r else "", r["error"]) for r in errs]
+    if any(by(results, sc, s) for sc in ("fanout", "fanout-cl") for s in peers):
+        out += ["", "Ratios are chatd's median divided by the peer's: above 1 is better for chatd in deliveries/s and"
+                " rates, below 1 is better in CPU, latency and memory."]
+    return "\n".join(out)
+
+
+def genmed(results, sc, srv):
+    vals = {}
+    for s in srv:
+        m = median([r["gen_cpu_s"] / r["seconds"] for r in by(results, sc, s) if r.get("seconds")])
+        vals[s] = m * 100 if m is not None else None
+    return vals
+
+
+def plot(results, path):
+    """PNG: p99 (and p50) latency against paced rate, one line per server (matplotlib, imported here only)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    colors = {"chatd": "tab:blue", "ngircd": "tab:green", "inspircd": "tab:orange"}
+    for s in servers_in(results):
+        rates = sorted({r["bench_rate"] for r in by(results, "latency", s)})
+        if not rates:
+            continue
+        p99 = [median([r.get("lat_p99_ms") for r in by(results, "latency", s, bench_rate=x)]) for x in rates]
+        p50 = [median([r.get("lat_p50_ms") for r in by(results, "latency", s, bench_rate=x)]) for x in rates]
+        c = colors.get(s)
+        ax.plot(rates, p99, "o-", color=c, label="%s p99" % s)
+        ax.plot(rates, p50, "x:", color=c, alpha=0.6, label="%s p50" % s)
+    ax.axhline(P99_LIMIT_MS, color="grey", linestyle="--", linewidth=1)
+    ax.text(ax.get_xlim()[0] if False else 500, P99_LIMIT_MS * 1.1, "%.0f ms" % P99_LIMIT_MS, color="grey", fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("lines/s into one room of 100 receivers + 10 senders")
+    ax.set_ylabel("delivery latency, ms")
+    meta = next((r for r in results if r.get("bench_scenario") == "meta"), {})
+    runs = max([r.get("run", 1) for r in results if isinstance(r.get("run"), int)] or [1])
+    ax.set_title("Latency vs rate (median of %d run(s)); %s" % (runs, meta.get("date", "")[:10]), fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
