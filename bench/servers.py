@@ -183,6 +183,14 @@ def _listener_pid(port):
     return 0
 
 
+def _parent_pid(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class Server:
     """One server process under test. kind: 'chatd', 'ngircd' or 'inspircd'."""
 
@@ -233,13 +241,17 @@ class Server:
         end = self.started_at + timeout
         while time.time() < end:
             if self.proc.poll() is not None:
-                raise ServerError("%s exited with status %s before listening; see %s" % (
-                    self.kind, self.proc.returncode, self.dir))
+                raise ServerError("%s exited with status %s before listening: %s" % (
+                    self.kind, self.proc.returncode, self.log_tail()))
             if accepts(self.port):
                 self.listen_seconds = time.time() - self.started_at
                 lp = _listener_pid(self.port)
-                if lp and lp != self.pid and self.kind != "chatd":
-                    self.pid = lp  # a peer that re-exec'd itself; still a process we started
+                if lp and lp != self.pid:
+                    if self.kind == "chatd" or _parent_pid(lp) != self.pid:
+                        # another program took the port between free_port() and our bind
+                        self.stop()
+                        raise ServerError("port %d was taken by another process (pid %d)" % (self.port, lp))
+                    self.pid = lp  # a peer's child process listens; still a process we started
                 return self
             time.sleep(0.01)
         self.stop()
@@ -265,6 +277,16 @@ class Server:
                     pass
             self.proc.wait(10)
         self.proc = None
+
+    def log_tail(self, n=3):
+        lines = []
+        for name in ("server.log", "stdout.log"):
+            try:
+                with open(os.path.join(self.dir, name), errors="replace") as f:
+                    lines += f.read().strip().splitlines()[-n:]
+            except OSError:
+                pass
+        return " | ".join(lines)[-600:] or "(no log)"
 
     def rss_kib(self):
         try:

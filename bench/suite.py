@@ -33,7 +33,7 @@ def profile(quick):
         return dict(receivers=10, senders=2, messages=200, inflight=50, rates=[200, 400], max_rate=400,
                     lat_seconds=1.0, idle=200, idle_rooms=10, storm=10, storm_rate=200, storm_seconds=2.0,
                     storm_delay=0.5, startup_users=10000, startup_rooms=100, transfer_bytes=1 << 20,
-                    transfer_recipients=2, quiet_wait=0, max_seconds=30, login_timeout=20)
+                    transfer_recipients=2, quiet_wait=0, max_seconds=20, login_timeout=15)
     return dict(receivers=100, senders=10, messages=2000, inflight=50, rates=[500, 1000, 2000, 4000, 8000],
                 max_rate=64000, lat_seconds=5.0, idle=10000, idle_rooms=100, storm=200, storm_rate=2000,
                 storm_seconds=12.0, storm_delay=1.0, startup_users=1000000, startup_rooms=10000,
@@ -129,6 +129,10 @@ class Suite:
                 srv.start()
                 time.sleep(0.3)
                 r = self.peerbench(srv, run, extra, timeout)
+            except ServerError as e:
+                alive = srv.proc is not None and srv.proc.poll() is None
+                raise ServerError("%s%s; server log: %s" % (e, "" if alive else " (the server process had exited)",
+                                                            srv.log_tail()))
             finally:
                 srv.stop()
             if r.get("disturbed") and attempt < tries:
