@@ -19,6 +19,7 @@ from twisted.internet import tcp
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
+from chatd.limits import TokenBucket
 from chatd.menu import Dialogue
 from chatd.text import clean_line
 from chatd.wire import CHAT, CLIENT_HELLO, CREDENTIALS, ENCODING, ERROR, LISTEN, PRIVATE
@@ -87,21 +88,42 @@ class ChatProtocol(LineReceiver):
     _refeed: bytes | None = None
     _timer: Any = None
     _socket: socket.socket | None = None
+    #: The per-address limit key ("" if exempt); None until admitted.
+    address_key: str | None = None
+    _bucket: TokenBucket | None = None
+    _held = False
+    _throttled = False
+    _throttle_timer: Any = None
 
     # -- connection life ------------------------------------------------
 
     def connectionMade(self) -> None:
         self.MAX_LENGTH = self.factory.settings.max_line
+        limits = self.factory.limits
+        key = limits.address_key(self.transport)
+        refusal = limits.admit(self, key)
+        if refusal is not None:
+            self.transport.write(self._render(ERROR, refusal))
+            self.transport.loseConnection()
+            return
+        self.address_key = key
+        self._bucket = limits.flood_bucket()
         if isinstance(self.transport, tcp.Server):
             self._socket = self.transport.socket
+            if self.factory.settings.tcp_nodelay:
+                self.transport.setTcpNoDelay(True)
         self.factory.connections.add(self)
         self.dialogue = Dialogue(self, self.factory)
         self.dialogue.start()
 
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.connections.discard(self)
+        if self.address_key is not None:
+            self.factory.limits.release(self, self.address_key)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        if self._throttle_timer is not None and self._throttle_timer.active():
+            self._throttle_timer.cancel()
         if self.dialogue is not None:
             self.dialogue.connection_lost()
         self._socket = None
@@ -118,12 +140,29 @@ class ChatProtocol(LineReceiver):
             self._line_data(data)
 
     def _parse_telnet(self, data: bytes) -> None:
-        assert self._telnet is not None
-        try:
-            self._telnet.dataReceived(data)
-        except ValueError:
-            # A byte after IAC that is no telnet command: drop it.
-            self._telnet.state = "data"
+        """
+        Feed the telnet parser, each IAC and the byte after it on their own:
+        the parser raises ValueError on a byte after IAC that is no command,
+        and would lose the rest of the chunk with it; this way only the two
+        bytes are dropped.
+        """
+        telnet_filter = self._telnet
+        assert telnet_filter is not None
+        start, end = 0, len(data)
+        while start < end:
+            if telnet_filter.state == "escaped":
+                cut = start + 1
+            else:
+                cut = data.find(_IAC, start)
+                if cut == start:
+                    cut = start + 2
+                elif cut < 0:
+                    cut = end
+            try:
+                telnet_filter.dataReceived(data[start:cut])
+            except ValueError:
+                telnet_filter.state = "data"
+            start = cut
 
     def _line_data(self, data: bytes) -> None:
         if self._discarding:
@@ -148,6 +187,11 @@ class ChatProtocol(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         if self.dialogue is None or self.transport is None or self.transport.disconnecting:
             return
+        bucket = self._bucket
+        if bucket is not None:
+            wait = bucket.take(self.factory.reactor.seconds())  # type: ignore[attr-defined]
+            if wait:
+                self._throttle(wait)
         if self._hiding_input:
             self._show_input()
         text = clean_line(line)
@@ -159,6 +203,24 @@ class ChatProtocol(LineReceiver):
             self._client_hello(text)
             return
         self.dialogue.line_received(text)
+
+    def _throttle(self, wait: float) -> None:
+        """Over the flood limit: read nothing more for ``wait`` seconds (this line still counts)."""
+        assert self._bucket is not None
+        reactor = self.factory.reactor
+        if self._throttle_timer is not None and self._throttle_timer.active():
+            self._throttle_timer.cancel()
+        self._throttled = True
+        self.pauseProducing()
+        if self._bucket.notice_due(reactor.seconds()):  # type: ignore[attr-defined]
+            self.show(ERROR, "Error: you are sending too fast; your lines are being delayed.")
+        self._throttle_timer = reactor.callLater(wait, self._unthrottle)  # type: ignore[attr-defined]
+
+    def _unthrottle(self) -> None:
+        self._throttled = False
+        self._throttle_timer = None
+        if not self._held:
+            self._resume()
 
     def _client_hello(self, text: str) -> None:
         """``/client NAME VERSION``: switch to tagged mode and repeat the prompt."""
@@ -258,11 +320,17 @@ class ChatProtocol(LineReceiver):
 
     def hold(self) -> None:
         """Stop reading lines until :meth:`release`."""
+        self._held = True
         if not self.transport.disconnecting:
             self.pauseProducing()
 
     def release(self) -> None:
-        """Read lines again (including any already received)."""
+        """Read lines again (including any already received), unless throttled."""
+        self._held = False
+        if not self._throttled:
+            self._resume()
+
+    def _resume(self) -> None:
         transport = self.transport
         if transport is not None and getattr(transport, "connected", True) and not transport.disconnecting:
             self.resumeProducing()

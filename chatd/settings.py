@@ -18,3 +18,31 @@ class Settings:
     max_login_failures: int = 10
     #: Bytes that may wait unsent for one connection before it is cut off.
     max_outbound: int = 4 * 1024 * 1024
+
+    # Limits against load and abuse (chatd/limits.py; the reasoning behind
+    # each default is in docs/OPERATIONS.md, "Limits").
+
+    #: Lines per second one connection may send, sustained (0 = no limit).
+    #: A connection over it is paused (not dropped) until its bucket refills.
+    flood_rate: float = 5000.0
+    #: Lines one connection may send in a burst before the rate applies.
+    flood_burst: int = 10000
+    #: Connections in total (0 = no limit).
+    max_connections: int = 20000
+    #: Connections from one address (0 = no limit); exempt networks don't count.
+    max_per_address: int = 100
+    #: Networks (comma-separated) exempt from the per-address limits.
+    limit_exempt: str = "127.0.0.0/8,::1/128"
+    #: Seconds a connection may stay without logging in (0 = no limit).
+    login_timeout: float = 120.0
+    #: Seconds without a received line after which a connection is closed (0 = never).
+    idle_timeout: float = 0.0
+    #: Seconds of silence before TCP keepalive probes start (0 = off); a dead
+    #: peer is found after about twice this.
+    keepalive: float = 120.0
+    #: Failed logins one address may have within ``address_login_window``
+    #: seconds (0 = no limit); further attempts are refused without hashing.
+    address_login_failures: int = 20
+    address_login_window: float = 300.0
+    #: Set TCP_NODELAY on every connection (see docs/PERFORMANCE.md for the trade-off).
+    tcp_nodelay: bool = False
