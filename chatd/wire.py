@@ -29,8 +29,47 @@ ERROR: Final = "02"
 PRIVATE: Final = "03"
 """A private message from another user (shown like LISTEN)."""
 
+# File transfer codes (docs/PROTOCOL.md, "File transfer"). Sent only to
+# tagged connections; ID is a server-chosen token without spaces.
+FILE_BEGIN: Final = "20"
+"""``20 ID SIZE SHA256 SENDER NAME``: a file follows in FILE_CHUNK lines."""
+FILE_CHUNK: Final = "21"
+"""``21 ID BASE64``: the next piece of file ID (at most FILE_CHUNK_MAX bytes decoded)."""
+FILE_END: Final = "22"
+"""``22 ID``: file ID is complete; check its size and SHA-256, then keep it."""
+FILE_ABORT: Final = "23"
+"""``23 ID REASON``: file ID will not be completed; discard what arrived."""
+UPLOAD_READY: Final = "24"
+"""``24 ID SIZE NAME``: the last ``/send`` was accepted; upload it as ID."""
+UPLOAD_FAILED: Final = "25"
+"""``25 ID REASON``: an upload was refused (ID ``-``) or failed; stop sending it."""
+UPLOAD_DONE: Final = "26"
+"""``26 ID SHA256 COUNT``: upload ID was verified and is being sent to COUNT people."""
+FILE_CODES: Final = frozenset({FILE_BEGIN, FILE_CHUNK, FILE_END, FILE_ABORT, UPLOAD_READY, UPLOAD_FAILED, UPLOAD_DONE})
+
 #: Every code a server may send; a client ignores lines with other codes.
-CODES: Final = frozenset({LISTEN, SPEAK, CREDENTIALS, CHAT, ERROR, PRIVATE})
+CODES: Final = frozenset({LISTEN, SPEAK, CREDENTIALS, CHAT, ERROR, PRIVATE}) | FILE_CODES
+
+# Client-to-server file commands. ``/send SIZE NAME`` (in a room) offers a
+# file; ``/data ID LEN`` + CRLF is followed by exactly LEN raw bytes of it
+# (1 <= LEN <= UPLOAD_FRAME_MAX); ``/done ID SHA256`` ends it; ``/cancel ID``
+# abandons it.
+SEND_COMMAND: Final = "/send"
+DATA_COMMAND: Final = "/data"
+DONE_COMMAND: Final = "/done"
+CANCEL_COMMAND: Final = "/cancel"
+#: Largest raw upload frame, in bytes.
+UPLOAD_FRAME_MAX: Final = 65536
+#: Largest piece of a file in one FILE_CHUNK line, before base64.
+FILE_CHUNK_MAX: Final = 32768
+#: Longest file name kept by :func:`safe_file_name`, in UTF-8 bytes.
+FILE_NAME_MAX: Final = 120
+
+_DEVICE_NAMES: Final = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{kind}{n}" for kind in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3"}
+)
+_UNSAFE_CHARS: Final = frozenset('<>:"/\\|?*')
 
 #: The line a client sends to switch the connection to tagged mode:
 #: ``/client NAME VERSION``.
@@ -49,3 +88,26 @@ def split_tagged(line: str) -> tuple[str, str]:
     if line in CODES:
         return line, ""
     return "", line
+
+
+def safe_file_name(name: str) -> str:
+    """
+    Reduce a file name from the network to a safe base name: no directory
+    part, no ``..`` or leading dots, no control or reserved characters, no
+    Windows device name (``CON``, ``nul.txt``), at most FILE_NAME_MAX bytes
+    (the extension is kept). Never empty.
+    """
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable() and c not in _UNSAFE_CHARS)
+    name = name.strip().lstrip(". ").rstrip(". ")
+    stem, dot, extension = name.partition(".")
+    if stem.upper().rstrip(" ") in _DEVICE_NAMES:
+        name = "_" + name
+    if len(name.encode("utf-8")) > FILE_NAME_MAX:
+        base, dot, extension = name.rpartition(".")
+        if not dot or len(extension) > 16:
+            base, extension = name, ""
+        tail = (dot + extension).encode("utf-8")
+        head = base.encode("utf-8")[: FILE_NAME_MAX - len(tail)].decode("utf-8", "ignore").rstrip(". ")
+        name = head + tail.decode("utf-8")
+    return name or "file"

@@ -1,0 +1,588 @@
+"""
+``chat``: the terminal client for chatd.
+
+It connects, announces itself with ``/client chat VERSION`` (tagged mode)
+and then does what each line's code says: show it (``00``, ``02``, ``03``),
+read one line (``11``), read a password without echo (``01``), or stay in
+chat mode (``111``), where the user types at any time and incoming lines
+are printed above the line being typed. ``/send PATH`` in a room sends a
+file; files others send are saved in ``--downloads``.
+
+It reads stdin through ``twisted.internet.stdio``: from a terminal it edits
+the line itself (so incoming text never garbles it); from a pipe it reads
+lines, answering each prompt with the next one, so it can be scripted.
+
+Only :mod:`chatd.wire` is imported from the server package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import codecs
+import os
+import sys
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from chatd.wire import (
+    CANCEL_COMMAND,
+    CHAT,
+    CLIENT_HELLO,
+    CREDENTIALS,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ENCODING,
+    ERROR,
+    FILE_ABORT,
+    FILE_BEGIN,
+    FILE_CHUNK,
+    FILE_END,
+    LINE_END,
+    LISTEN,
+    PRIVATE,
+    SEND_COMMAND,
+    SPEAK,
+    UPLOAD_DONE,
+    UPLOAD_FAILED,
+    UPLOAD_READY,
+    split_tagged,
+)
+from clients.files import Download, Progress, Runner, Sender, Upload, human_size
+
+VERSION = "1.0"
+CHAT_PROMPT = "> "
+#: Downloads waiting to be written after which the client stops reading the socket.
+MAX_PENDING_WRITES = 16
+
+_WAIT, _LINE, _SECRET, _CHAT = "wait", "line", "secret", "chat"
+
+
+def default_downloads() -> str:
+    """``~/Downloads/chat`` (the folder is created on the first download)."""
+    return os.path.join(os.path.expanduser("~"), "Downloads", "chat")
+
+
+def printable(text: str) -> str:
+    """Drop control characters (escape sequences included) from text we are about to show."""
+    return "".join(c for c in text if c.isprintable())
+
+
+@implementer(IHalfCloseableProtocol)
+class Console(protocol.Protocol):
+    """
+    The user's side: stdin in, stdout out (through ``StandardIO``).
+
+    In a terminal (``interactive``) it reads keystrokes (the terminal is in
+    cbreak mode without echo) and keeps the line being typed at the bottom,
+    redrawn after every printed line; a secret line is not shown. From a
+    pipe it reads whole lines.
+    """
+
+    def __init__(self, on_line: Callable[[str], None], on_eof: Callable[[], None], interactive: bool) -> None:
+        self.on_line = on_line
+        self.on_eof = on_eof
+        self.interactive = interactive
+        self.prompt = ""
+        self.secret = False
+        self.buffer = ""
+        self._escape = ""
+        self._pending = b""
+        self._ended = False
+        self._decoder = codecs.getincrementaldecoder(ENCODING)("replace")
+
+    # -- input --------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.interactive:
+            lines = (self._pending + data).split(b"\n")
+            self._pending = lines.pop()
+            for line in lines:
+                self.on_line(line.rstrip(b"\r").decode(ENCODING, "replace"))
+            return
+        for char in self._decoder.decode(data):
+            self._key(char)
+
+    def _key(self, char: str) -> None:
+        if self._escape:
+            # Skip escape sequences (arrow keys and the like): ESC [ ... final byte.
+            self._escape += char
+            if len(self._escape) > 2 and "@" <= char <= "~" or len(self._escape) == 2 and char not in "[O":
+                self._escape = ""
+            return
+        if char == "\x1b":
+            self._escape = char
+        elif char in "\r\n":
+            line, self.buffer = self.buffer, ""
+            self._write("\r\x1b[K" + ("" if self.secret else self.prompt + line) + "\r\n")
+            self.on_line(line)
+            self.redraw()
+        elif char in "\x7f\x08":
+            self.buffer = self.buffer[:-1]
+            self.redraw()
+        elif char == "\x15":  # Ctrl-U
+            self.buffer = ""
+            self.redraw()
+        elif char == "\x04":  # Ctrl-D
+            if not self.buffer:
+                self.on_eof()
+        elif char.isprintable():
+            self.buffer += char
+            if self.secret:
+                return
+            self._write(char)
+
+    def readConnectionLost(self) -> None:
+        """End of stdin: stdout stays open (StandardIO is half-closeable)."""
+        if self._ended:
+            return
+        self._ended = True
+        if self._pending:
+            line, self._pending = self._pending, b""
+            self.on_line(line.rstrip(b"\r").decode(ENCODING, "replace"))
+        self.on_eof()
+
+    def writeConnectionLost(self) -> None:
+        """Nobody reads our output any more; keep going (the session ends on its own)."""
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.readConnectionLost()
+
+    # -- output --------------------------------------------------------
+
+    def _write(self, text: str) -> None:
+        if self.transport is not None:
+            self.transport.write(text.encode(ENCODING, "replace"))
+
+    def show(self, text: str) -> None:
+        """Print a line, keeping the line being typed intact below it."""
+        if self.interactive:
+            self._write("\r\x1b[K" + text + "\r\n")
+            self.redraw()
+        else:
+            self._write(text + "\n")
+
+    def set_prompt(self, prompt: str, secret: bool = False) -> None:
+        self.prompt = prompt
+        self.secret = secret
+        if self.interactive:
+            self.redraw()
+        elif prompt.strip() and prompt != CHAT_PROMPT:
+            self._write(prompt.rstrip() + "\n")
+
+    def redraw(self) -> None:
+        if self.interactive:
+            self._write("\r\x1b[K" + self.prompt + ("" if self.secret else self.buffer))
+
+
+class ChatClient(LineReceiver):
+    """The connection to the server: follows its codes, drives the console, moves files."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 1 << 20
+
+    def __init__(self, console: Console, downloads: str, run: Runner, progress: bool | None = None) -> None:
+        self.console = console
+        self.downloads = downloads
+        self.run = run
+        self.progress = progress
+        self.state = _WAIT
+        self.tagged = False
+        self._leaving: str | None = None
+        self.inbox: deque[str] = deque()
+        self.eof = False
+        self.quitting = False
+        self.server_said = ""
+        self.offers: deque[Upload] = deque()
+        self.uploads: dict[str, Upload] = {}
+        self.files: dict[str, Download] = {}
+        self.sender: Sender | None = None
+        self.done: defer.Deferred[None] = defer.Deferred()
+        self._reading_paused = False
+
+    def sendLine(self, line: bytes) -> None:
+        """Lines go out with CRLF (the server accepts either)."""
+        self.transport.write(line + LINE_END)
+
+    # -- connection ---------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.sendLine(f"{CLIENT_HELLO} chat {VERSION}".encode(ENCODING))
+        self.sender = Sender(self.transport, self.run, self._upload_sent, self._upload_broken)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        for download in self.files.values():
+            download.abort()
+            self.console.show(f"Transfer of {download.name} from {download.sender} broken off; nothing was saved.")
+        self.files.clear()
+        for upload in [*self.offers, *self.uploads.values()]:
+            self.run(upload.close)
+            if upload.progress is not None:
+                upload.progress.close()
+        if self.sender is not None:
+            self.sender.stopProducing()
+        if not self.done.called:
+            if self.quitting:
+                self.done.callback(None)
+            else:
+                why = self.server_said or "the connection to the server was lost"
+                self.done.errback(ConnectionGone(why))
+
+    # -- from the server ----------------------------------------------------------
+
+    def lineReceived(self, raw: bytes) -> None:
+        line = raw.rstrip(b"\r").decode(ENCODING, "replace")
+        code, text = split_tagged(line)
+        if not code and not self.tagged:
+            # Before the server saw /client: plain lines, and a prompt without a line end.
+            before, found, after = line.partition(f"> {LISTEN} ")
+            if not found:
+                self._show(line)
+                return
+            code, text = LISTEN, after
+        self.tagged = True
+        handler = self._handlers.get(code)
+        if handler is not None:
+            handler(self, text)
+
+    def _show(self, text: str) -> None:
+        self.console.show(printable(text))
+
+    def _error(self, text: str) -> None:
+        self.console.show(printable(text))
+        if "shutting down" in text or "another connection" in text:
+            self.server_said = text
+
+    def _speak(self, text: str) -> None:
+        self.state = _LINE
+        self.console.set_prompt(printable(text) + " ")
+        self._feed()
+
+    def _credentials(self, text: str) -> None:
+        self.state = _SECRET
+        self.console.set_prompt(printable(text) + " ", secret=True)
+        self._feed()
+
+    def _chat(self, text: str) -> None:
+        if self._leaving == "ping" and text == "pong":
+            self._leaving = "exit"
+            self.state = _WAIT
+            self.sendLine(b"/exit")
+            return
+        self.console.show(printable(text))
+        if self.state != _CHAT and self._leaving != "exit":
+            self.state = _CHAT
+            self.console.set_prompt(CHAT_PROMPT)
+            self._feed()
+
+    # -- from the user ------------------------------------------------------------
+
+    def user_line(self, line: str) -> None:
+        """A line the user typed (or the script gave)."""
+        self.inbox.append(line)
+        self._feed()
+
+    def user_eof(self) -> None:
+        """No more input: finish what is being sent, then close."""
+        self.eof = True
+        self._feed()
+
+    def _feed(self) -> None:
+        while self.inbox and self.state != _WAIT:
+            line = self.inbox.popleft()
+            if self.state == _CHAT:
+                self._chat_line(line)
+                continue
+            if self.state == _LINE and line.strip().lower() in ("9", "quit", "exit"):
+                self.quitting = True
+            self.state = _WAIT
+            self.sendLine(line.encode(ENCODING))
+        if self.eof and not self.inbox and not self.offers and not self.uploads and not self.files:
+            # Leave politely: a /ping round trip first, so everything said before
+            # the end of the input has come back and been shown, then /exit and quit.
+            if self.state == _CHAT and self._leaving is None:
+                self._leaving = "ping"
+                self.sendLine(b"/ping")
+            elif self.state == _LINE:
+                self.state = _WAIT
+                self.quitting = True
+                self.sendLine(b"quit")
+            elif self.state == _SECRET and self.transport is not None:
+                self.quitting = True
+                self.transport.loseConnection()
+
+    def _chat_line(self, line: str) -> None:
+        word, _, argument = line.strip().partition(" ")
+        if word == SEND_COMMAND:
+            self.send_file(os.path.expanduser(argument.strip()))
+        elif line:
+            self.sendLine(line.encode(ENCODING))
+
+    # -- uploads --------------------------------------------------------------------
+
+    def send_file(self, path: str) -> None:
+        """``/send PATH``: open the file (off the reactor), then offer it to the room."""
+        if not path:
+            self.console.show("Usage: /send PATH")
+            return
+        upload = Upload(path)
+        self.offers.append(upload)
+
+        def opened(_: Any) -> None:
+            self.sendLine(f"{SEND_COMMAND} {upload.size} {upload.name}".encode(ENCODING))
+
+        def failed(failure: Failure) -> None:
+            self.offers.remove(upload)
+            self.console.show(f"Cannot send {path}: {failure.getErrorMessage()}")
+            self._feed()
+
+        self.run(upload.open).addCallbacks(opened, failed)
+
+    def _upload_ready(self, text: str) -> None:
+        file_id, _, _ = text.partition(" ")
+        if not self.offers:
+            return
+        upload = self.offers.popleft()
+        upload.id = file_id
+        self.uploads[file_id] = upload
+        upload.progress = Progress(f"sending {upload.name}", upload.size, enabled=self.progress)
+        self.console.show(f"Sending {upload.name} ({human_size(upload.size)})...")
+        assert self.sender is not None
+        self.sender.add(upload)
+
+    def _upload_failed(self, text: str) -> None:
+        file_id, _, reason = text.partition(" ")
+        if file_id == "-":
+            upload = self.offers.popleft() if self.offers else None
+        else:
+            upload = self.uploads.pop(file_id, None)
+        if upload is not None:
+            if self.sender is not None:
+                self.sender.cancel(upload)
+            self.run(upload.close)
+            if upload.progress is not None:
+                upload.progress.close()
+            self.console.show(f"Could not send {upload.name}: {printable(reason)}")
+        self._feed()
+
+    def _upload_done(self, text: str) -> None:
+        file_id, _, rest = text.partition(" ")
+        upload = self.uploads.pop(file_id, None)
+        if upload is None:
+            return
+        digest, _, count = rest.partition(" ")
+        self.console.show(f"Sent {upload.name} ({human_size(upload.size)}, sha256 {digest[:16]}...) "
+                          f"to {count or '0'} recipient(s).")
+        self._feed()
+
+    def _upload_sent(self, upload: Upload) -> None:
+        if upload.progress is not None:
+            upload.progress.close()
+
+    def _upload_broken(self, upload: Upload, why: str) -> None:
+        if upload.id is not None:
+            self.uploads.pop(upload.id, None)
+            self.sendLine(f"{CANCEL_COMMAND} {upload.id}".encode(ENCODING))
+        if upload.progress is not None:
+            upload.progress.close()
+        self.console.show(f"Could not send {upload.name}: {why}")
+        self._feed()
+
+    # -- downloads ----------------------------------------------------------------------
+
+    def _file_begin(self, text: str) -> None:
+        parts = text.split(" ", 4)
+        if len(parts) != 5 or not parts[1].isdigit():
+            return
+        file_id, size, digest, sender, name = parts
+        if file_id in self.files:
+            return
+        download = Download(self.run, self.downloads, file_id, int(size), digest, printable(sender), name,
+                            Progress(f"receiving {name}", int(size), enabled=self.progress))
+        download.on_written = self._written
+        self.files[file_id] = download
+        self.console.show(f"Receiving {download.name} ({human_size(int(size))}) from {download.sender}...")
+
+    def _file_chunk(self, text: str) -> None:
+        file_id, _, data = text.partition(" ")
+        download = self.files.get(file_id)
+        if download is None:
+            return
+        try:
+            chunk = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            self._file_abort(f"{file_id} the data was damaged in transit")
+            return
+        download.write(chunk)
+        if not self._reading_paused and sum(d.pending for d in self.files.values()) > MAX_PENDING_WRITES:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+
+    def _written(self) -> None:
+        if self._reading_paused and sum(d.pending for d in self.files.values()) <= MAX_PENDING_WRITES // 4:
+            self._reading_paused = False
+            self.transport.resumeProducing()
+
+    def _file_end(self, text: str) -> None:
+        file_id = text.strip()
+        download = self.files.get(file_id)
+        if download is None:
+            return
+
+        def saved(path: str) -> None:
+            self.console.show(f"Saved {download.name} from {download.sender} to {path} (SHA-256 verified).")
+
+        def failed(failure: Failure) -> None:
+            self.console.show(f"Discarded {download.name} from {download.sender}: {failure.getErrorMessage()}")
+
+        def forget(_: Any) -> None:
+            self.files.pop(file_id, None)
+            self._written()
+            self._feed()
+
+        download.finish().addCallbacks(saved, failed).addBoth(forget)
+
+    def _file_abort(self, text: str) -> None:
+        file_id, _, reason = text.partition(" ")
+        download = self.files.pop(file_id, None)
+        if download is None:
+            return
+        download.abort()
+        self.console.show(f"Transfer of {download.name} from {download.sender} aborted ({printable(reason)}); "
+                          "nothing was saved.")
+        self._written()
+        self._feed()
+
+    _handlers: dict[str, Callable[[ChatClient, str], None]] = {
+        LISTEN: _show,
+        ERROR: _error,
+        PRIVATE: _show,
+        SPEAK: _speak,
+        CREDENTIALS: _credentials,
+        CHAT: _chat,
+        UPLOAD_READY: _upload_ready,
+        UPLOAD_FAILED: _upload_failed,
+        UPLOAD_DONE: _upload_done,
+        FILE_BEGIN: _file_begin,
+        FILE_CHUNK: _file_chunk,
+        FILE_END: _file_end,
+        FILE_ABORT: _file_abort,
+    }
+
+
+class ConnectionGone(Exception):
+    """The server closed the connection, or it broke."""
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="chat", description="Terminal client for chatd.")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"server host (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+    parser.add_argument("--downloads", default=default_downloads(),
+                        help="folder for files others send (default ~/Downloads/chat)")
+    parser.add_argument("--tls", action="store_true", help="connect over TLS")
+    parser.add_argument("--cafile", help="with --tls: trust this PEM certificate (else the system's CAs)")
+    parser.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                        help="progress bars on stderr (auto: when stderr is a terminal)")
+    return parser.parse_args(argv)
+
+
+def endpoint_for(reactor: Any, options: argparse.Namespace) -> Any:
+    """A client endpoint for ``--host/--port``, wrapped in TLS for ``--tls``."""
+    from twisted.internet import endpoints
+
+    endpoint = endpoints.HostnameEndpoint(reactor, options.host, options.port, timeout=10)
+    if not options.tls:
+        return endpoint
+    from twisted.internet import ssl
+
+    trust: Any = None
+    if options.cafile:
+        with open(options.cafile, "rb") as handle:
+            trust = ssl.Certificate.loadPEM(handle.read())
+    return endpoints.wrapClientTLS(ssl.optionsForClientTLS(options.host, trustRoot=trust), endpoint)
+
+
+class _Terminal:
+    """cbreak mode without echo for the session, restored however it ends."""
+
+    def __init__(self, fd: int) -> None:
+        import termios
+        import tty
+
+        self.fd = fd
+        self._termios = termios
+        self.saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd)
+        mode = termios.tcgetattr(fd)
+        mode[3] &= ~termios.ECHO
+        termios.tcsetattr(fd, termios.TCSANOW, mode)
+
+    def restore(self) -> None:
+        if self.saved is not None:
+            self._termios.tcsetattr(self.fd, self._termios.TCSADRAIN, self.saved)
+            self.saved = None
+
+
+async def run(reactor: Any, options: argparse.Namespace) -> None:
+    """Connect, run the session until it ends, and fail with SystemExit(1) on a connection problem."""
+    from twisted.internet import stdio
+    from twisted.internet.threads import deferToThreadPool
+    from twisted.python.threadpool import ThreadPool
+
+    pool = ThreadPool(1, 1, name="chat-files")
+    pool.start()
+    reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
+
+    def run_in_pool(function: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        return deferToThreadPool(reactor, pool, function, *args)
+
+    progress = {"auto": None, "always": True, "never": False}[options.progress]
+    interactive = os.isatty(0) and os.isatty(1)
+    terminal = _Terminal(0) if interactive else None
+    if terminal is not None:
+        reactor.addSystemEventTrigger("before", "shutdown", terminal.restore)
+    try:
+        client: ChatClient | None = None
+        console = Console(lambda line: client and client.user_line(line),
+                          lambda: client and client.user_eof(), interactive)
+        client = ChatClient(console, os.path.abspath(options.downloads), run_in_pool, progress)
+        try:
+            await endpoint_for(reactor, options).connect(protocol.Factory.forProtocol(lambda: client))
+        except Exception as error:
+            message = str(error) or type(error).__name__
+            sys.stderr.write(f"chat: cannot connect to {options.host}:{options.port}: {message}\n")
+            raise SystemExit(1)
+        stdio.StandardIO(console, reactor=reactor)
+        try:
+            await client.done
+        except ConnectionGone as gone:
+            console.show("")
+            sys.stderr.write(f"chat: {gone}\n")
+            raise SystemExit(1)
+    finally:
+        if terminal is not None:
+            terminal.restore()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``chat`` console script."""
+    from twisted.internet import task
+
+    options = parse_args(argv)
+    task.react(lambda reactor: defer.ensureDeferred(run(reactor, options)))
+
+
+if __name__ == "__main__":
+    main()

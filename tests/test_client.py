@@ -1,0 +1,233 @@
+"""Unit tests of the terminal client: its protocol and console over StringTransport, file work run inline."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.testing import StringTransport
+
+from clients.cli import ChatClient, ConnectionGone, Console, parse_args
+from clients.files import Progress, claim_name
+
+
+def run_now(function, *args):
+    """A synchronous stand-in for the client's file thread."""
+    return defer.maybeDeferred(function, *args)
+
+
+class Session:
+    """A client on a StringTransport, its console on another."""
+
+    def __init__(self, downloads: str, interactive: bool = False) -> None:
+        self.console = Console(lambda line: self.client.user_line(line), lambda: self.client.user_eof(), interactive)
+        self.screen = StringTransport()
+        self.console.makeConnection(self.screen)
+        self.client = ChatClient(self.console, downloads, run_now, progress=False)
+        self.wire = StringTransport()
+        self.client.makeConnection(self.wire)
+
+    def server(self, *lines: str) -> None:
+        self.client.dataReceived("".join(line + "\r\n" for line in lines).encode())
+
+    def sent(self) -> str:
+        data = self.wire.value().decode("utf-8", "replace")
+        self.wire.clear()
+        return data
+
+    def shown(self) -> str:
+        data = self.screen.value().decode("utf-8", "replace")
+        self.screen.clear()
+        return data
+
+    def type(self, text: str) -> None:
+        self.console.dataReceived(text.encode())
+
+
+@pytest.fixture
+def session(tmp_path):
+    return Session(str(tmp_path / "downloads"))
+
+
+def test_hello_first_and_one_line_per_prompt(session):
+    """The client announces itself, then answers each 11/01 prompt with exactly one line."""
+    assert session.sent() == "/client chat 1.0\r\n"
+    session.type("register ann\nsecret1\nsecret1\n")
+    assert session.sent() == ""  # nothing asked yet
+    session.server("00 Tagged mode on for chat 1.0.", "11 menu>")
+    assert session.sent() == "register ann\r\n"
+    session.server("01 Choose a password:")
+    assert session.sent() == "secret1\r\n"
+    session.server("01 Repeat the password:")
+    assert session.sent() == "secret1\r\n"
+    shown = session.shown()
+    assert "Tagged mode on" in shown and "menu>" in shown and "secret1" not in shown
+
+
+def test_plain_banner_before_tagged_mode_is_shown(session):
+    """Lines that arrive before the server saw /client are shown; the plain prompt is not."""
+    session.client.dataReceived(b"Welcome to chatd 1.0.\r\nmenu> 00 Tagged mode on for chat 1.0.\r\n11 menu>\r\n")
+    shown = session.shown()
+    assert shown.startswith("Welcome to chatd 1.0.\n")
+    assert "Tagged mode on for chat 1.0.\n" in shown and "menu> 00" not in shown
+
+
+def test_chat_mode_sends_as_typed_and_shows_incoming(session):
+    session.sent()
+    session.server("111 Entered room public (1 here).")
+    session.type("hello\nworld\n")
+    assert session.sent() == "hello\r\nworld\r\n"
+    session.server("111 [12:00:00] bob: hi", "03 [12:00:01] *bob* psst", "02 Error: nope", "99 ignored")
+    shown = session.shown()
+    assert "bob: hi" in shown and "*bob* psst" in shown and "Error: nope" in shown and "ignored" not in shown
+
+
+def test_incoming_escape_sequences_are_not_shown(session):
+    session.server("111 \x1b[2Jevil\x07")
+    shown = session.shown()
+    assert "evil" in shown and "\x1b" not in shown and "\x07" not in shown
+
+
+def test_interactive_typing_survives_incoming_lines(tmp_path):
+    """In a terminal the typed line is redrawn below each incoming line, and secrets are never echoed."""
+    s = Session(str(tmp_path), interactive=True)
+    s.server("111 Entered room public (1 here).")
+    s.shown()
+    s.type("hel")
+    assert s.shown() == "hel"
+    s.server("111 [12:00:00] bob: hi")
+    assert s.shown() == "\r\x1b[K[12:00:00] bob: hi\r\n\r\x1b[K> hel"
+    s.type("lo\x7f\x7fp\x1b[Ds\n")
+    assert s.sent().endswith("helps\r\n")
+    s.server("01 Password:")
+    s.shown()
+    s.type("hunter22\n")
+    assert "hunter22" not in s.shown()
+    assert s.sent() == "hunter22\r\n"
+
+
+def test_eof_leaves_politely(session):
+    """At the end of piped input the client pings, leaves the room, quits, and ends without error."""
+    session.server("111 Entered room public (1 here).")
+    session.sent()
+    session.console.readConnectionLost()
+    assert session.sent() == "/ping\r\n"
+    session.server("111 [12:00:00] bob: late line", "111 pong")
+    assert session.sent() == "/exit\r\n"
+    session.server("00 You left public.", "11 menu>")
+    assert session.sent() == "quit\r\n"
+    session.client.connectionLost(None)
+    assert session.client.done.called
+    assert "late line" in session.shown()
+
+
+def test_server_going_away_is_an_error(session):
+    session.server("02 The server is shutting down. Bye.")
+    session.client.connectionLost(None)
+    failure = []
+    session.client.done.addErrback(failure.append)
+    assert failure and failure[0].check(ConnectionGone)
+    assert "shutting down" in str(failure[0].value)
+
+
+def _offer(session, file_id, data, name="notes.txt", sender="bob"):
+    digest = hashlib.sha256(data).hexdigest()
+    session.server(f"20 {file_id} {len(data)} {digest} {sender} {name}")
+    for start in range(0, len(data), 1000):
+        session.server(f"21 {file_id} " + base64.b64encode(data[start:start + 1000]).decode())
+
+
+def test_download_saved_verified_never_overwrites(session, tmp_path):
+    data = os.urandom(5000)
+    _offer(session, "f1", data)
+    downloads = tmp_path / "downloads"
+    assert os.listdir(downloads) == ["notes.txt.f1.part"]
+    session.server("22 f1")
+    assert (downloads / "notes.txt").read_bytes() == data
+    _offer(session, "f2", b"second")
+    session.server("22 f2")
+    assert (downloads / "notes.txt").read_bytes() == data
+    assert (downloads / "notes (1).txt").read_bytes() == b"second"
+    shown = session.shown()
+    assert "Saved notes.txt from bob to " in shown and "notes (1).txt" in shown
+
+
+def test_download_corrupted_or_aborted_leaves_nothing(session, tmp_path):
+    data = b"x" * 3000
+    digest = hashlib.sha256(b"something else").hexdigest()
+    session.server(f"20 f1 3000 {digest} bob a.bin", "21 f1 " + base64.b64encode(data).decode(), "22 f1")
+    _offer(session, "f2", data, name="b.bin")
+    session.server("23 f2 the sender disconnected")
+    assert os.listdir(tmp_path / "downloads") == []
+    shown = session.shown()
+    assert "Discarded a.bin from bob: SHA-256 mismatch" in shown
+    assert "aborted (the sender disconnected)" in shown
+
+
+def test_download_hostile_name(session, tmp_path):
+    _offer(session, "f1", b"data", name="../../.bashrc")
+    _offer(session, "f2", b"data", name="CON")
+    session.server("22 f1", "22 f2")
+    assert sorted(os.listdir(tmp_path / "downloads")) == ["_CON", "bashrc"]
+
+
+def test_upload_frames_and_hash(session, tmp_path):
+    """``/send PATH`` offers size and name; once accepted, raw frames then ``/done`` with the SHA-256."""
+    path = tmp_path / "report.pdf"
+    data = os.urandom(150_000)
+    path.write_bytes(data)
+    session.server("111 Entered room public (1 here).")
+    session.sent()
+    session.type(f"/send {path}\n")
+    assert session.sent() == "/send 150000 report.pdf\r\n"
+    session.server("24 u7 150000 report.pdf")
+    raw = session.wire.value()
+    session.wire.clear()
+    received = b""
+    while raw.startswith(b"/data "):
+        header, _, rest = raw.partition(b"\r\n")
+        _, file_id, length = header.split(b" ")
+        assert file_id == b"u7" and int(length) <= 65536
+        received += rest[: int(length)]
+        raw = rest[int(length):]
+    assert received == data
+    assert raw == f"/done u7 {hashlib.sha256(data).hexdigest()}\r\n".encode()
+    session.server(f"26 u7 {hashlib.sha256(data).hexdigest()} 2")
+    assert "Sent report.pdf" in session.shown()
+
+
+def test_upload_refused_and_missing_file(session, tmp_path):
+    session.server("111 Entered room public (1 here).")
+    session.sent()
+    session.type(f"/send {tmp_path / 'missing.txt'}\n")
+    assert "Cannot send" in session.shown() and session.sent() == ""
+    (tmp_path / "big.iso").write_bytes(b"0" * 10)
+    session.type(f"/send {tmp_path / 'big.iso'}\n")
+    session.server("25 - the file is larger than the limit")
+    assert "Could not send big.iso: the file is larger than the limit" in session.shown()
+    assert not session.client.offers
+
+
+def test_claim_name_and_progress(tmp_path):
+    partial = tmp_path / "x.part"
+    partial.write_bytes(b"1")
+    (tmp_path / "a.tar.gz").write_bytes(b"old")
+    assert claim_name(str(partial), str(tmp_path), "a.tar.gz").endswith("a.tar (1).gz")
+    frames = []
+    now = [0.0]
+    bar = Progress("sending x", 100, enabled=True, now=lambda: now[0], write=frames.append)
+    bar.update(10)
+    assert frames == []  # quick transfers show no bar
+    now[0] = 1.0
+    bar.update(50)
+    assert "50%" in frames[-1]
+    bar.close()
+    assert frames[-1] == "\r\x1b[K"
+
+
+def test_options_defaults():
+    options = parse_args([])
+    assert (options.host, options.port, options.tls) == ("127.0.0.1", 8023, False)
