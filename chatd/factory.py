@@ -22,8 +22,9 @@ from twisted.logger import Logger
 
 from chatd import errors
 from chatd.broadcast import Batcher, Fanout, Recipient
+from chatd.limits import Limits
 from chatd.passwords import Passwords
-from chatd.persistence import CsvStore, Loaded, RoomRecord, StoreError, UserRecord
+from chatd.persistence import CsvStore, Loaded, RoomRecord, StoreError, UserRecord, user_from_row, user_row
 from chatd.protocol import ChatProtocol
 from chatd.settings import PUBLIC_ROOM, Settings
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key
@@ -113,7 +114,9 @@ class ChatFactory(Factory):
         self.reactor = reactor
         self.clock = Clock(reactor)
         self.batcher = Batcher(reactor)
-        self.accounts: dict[str, UserRecord] = {}
+        self.limits = Limits(settings, reactor)
+        #: users.csv lines by name key (see :func:`~chatd.persistence.user_from_row`).
+        self.accounts: dict[str, str] = {}
         self.online: dict[str, Session] = {}
         self.rooms: dict[str, Room] = {}
         self.connections: set[Any] = set()
@@ -143,6 +146,7 @@ class ChatFactory(Factory):
     def shut_down(self, reason: str) -> None:
         """Tell everyone connected that the server is going away and close."""
         self.batcher.flush()
+        self.limits.stop()
         for connection in list(self.connections):
             connection.kick(reason)
 
@@ -173,7 +177,7 @@ class ChatFactory(Factory):
 
         def saved(_: None) -> str:
             assert record is not None
-            self.accounts[key] = record
+            self.accounts[key] = user_row(record)
             self.store.log_event("register", name)
             return name
 
@@ -191,13 +195,23 @@ class ChatFactory(Factory):
         d.addBoth(release)
         return d
 
-    def authenticate(self, name: str, password: str) -> defer.Deferred[str]:
-        """Fires with the account's name, or fails with LoginFailed."""
-        record = self.accounts.get(name_key(name))
+    def authenticate(self, name: str, password: str, address: str = "") -> defer.Deferred[str]:
+        """
+        Fires with the account's name, or fails with LoginFailed; fails with
+        NotAllowed, without hashing, while ``address`` (a per-address limit
+        key) has used up its failed logins.
+        """
+        wait = self.limits.login_refused(address)
+        if wait:
+            return defer.fail(errors.NotAllowed(
+                f"too many failed logins from your address; try again in {int(wait) + 1} seconds."))
+        row = self.accounts.get(name_key(name))
+        record = user_from_row(row) if row is not None else None
 
         def checked(ok: bool) -> str:
             if ok and record is not None:
                 return record.name
+            self.limits.login_failed(address)
             self.store.log_event("login_failed", record.name if record else "", detail="" if record else "unknown name")
             raise errors.LoginFailed("Login failed: unknown name or wrong password.")
 
@@ -211,6 +225,7 @@ class ChatFactory(Factory):
         if previous is not None and previous is not session:
             previous.kick("You logged in from another connection.")
         self.online[key] = session
+        self.limits.logged_in(session)
         self.store.log_event("login", session.name)
 
     def detach(self, session: Session, event: str = "logout") -> None:

@@ -250,7 +250,7 @@ class Dialogue:
         self.peer.ask(CREDENTIALS, "Password:")
 
     def _login_password(self, password: str) -> None:
-        d = self.factory.authenticate(self._pending_name, password[:PASSWORD_MAX])
+        d = self.factory.authenticate(self._pending_name, password[:PASSWORD_MAX], getattr(self.peer, "address_key", "") or "")
 
         def logged_in(name: str) -> None:
             self.peer.name = name

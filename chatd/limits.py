@@ -1,0 +1,277 @@
+"""
+Limits that keep one connection, or one address, from hurting everyone else.
+
+- :class:`TokenBucket`: the per-connection flood limit. Every received line
+  takes a token; a connection in debt stops being read (TCP pushes back on
+  the sender) until the bucket has refilled. Nothing is dropped and the
+  room never sees it. This is on the per-line hot path: a few float
+  operations, no allocation, no logging.
+- :class:`Limits`: what the factory shares: connections in total and per
+  address, failed logins per address, the login timeout and the optional
+  idle timeout (one :class:`~twisted.internet.task.LoopingCall` sweeps
+  every connection that has a deadline, instead of one timer each), and
+  TCP keepalive for dead peers.
+
+Addresses in the exempt networks (loopback by default, see
+docs/OPERATIONS.md) count towards the total but not towards any
+per-address limit: a TLS proxy or a local benchmark connects from there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from chatd.settings import Settings
+
+#: Shortest pause of a throttled connection, so a flooder costs a few timer
+#: calls a second and not one per line.
+MIN_PAUSE = 0.05
+#: Seconds between two "you are sending too fast" notices to one connection.
+NOTICE_EVERY = 10.0
+
+
+class TokenBucket:
+    """
+    ``burst`` tokens, refilled at ``rate`` per second. :meth:`take` spends one
+    and says how long the caller should pause (0.0: carry on).
+
+    ``last`` is the time of the last :meth:`take`: the connection's last
+    input, which the idle timeout reads.
+    """
+
+    __slots__ = ("rate", "burst", "tokens", "last", "noticed")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.last = now
+        self.noticed = -NOTICE_EVERY
+
+    def take(self, now: float) -> float:
+        """Spend one token; the seconds to pause before the next, or 0.0."""
+        tokens = self.tokens + (now - self.last) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        tokens -= 1.0
+        self.tokens = tokens
+        self.last = now
+        if tokens >= 0.0:
+            return 0.0
+        wait = -tokens / self.rate
+        return wait if wait > MIN_PAUSE else MIN_PAUSE
+
+    def notice_due(self, now: float) -> bool:
+        """Whether to tell the user they are throttled (at most every NOTICE_EVERY s)."""
+        if now - self.noticed >= NOTICE_EVERY:
+            self.noticed = now
+            return True
+        return False
+
+
+def parse_networks(text: str | Iterable[str]) -> tuple[Any, ...]:
+    """``"127.0.0.0/8, ::1"`` (or a list of such) as ip_network objects; ValueError if bad."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in items if item.strip())
+
+
+def tcp_socket(transport: Any) -> socket.socket | None:
+    """The TCP socket under ``transport`` (also under TLS), or None (tests, UNIX sockets)."""
+    for _ in range(4):
+        if transport is None:
+            return None
+        if isinstance(transport, tcp.Connection):
+            sock = transport.socket
+            return sock if sock.family in (socket.AF_INET, socket.AF_INET6) else None
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def set_keepalive(sock: socket.socket, idle: float) -> None:
+    """
+    Turn on TCP keepalive: probes after ``idle`` quiet seconds, then every
+    idle/4 s; four unanswered probes and the kernel reports the peer dead
+    (so a vanished client is found in about 2 * idle seconds).
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(idle)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(idle / 4)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
+
+
+class Limits:
+    """
+    Connection, login and idle limits shared by all connections.
+
+    The protocol calls :meth:`admit` when a connection is made and
+    :meth:`release` when it is lost; the factory calls :meth:`logged_in`,
+    :meth:`login_refused` and :meth:`login_failed`.
+    """
+
+    log = Logger()
+
+    def __init__(self, settings: Settings, reactor: IReactorTime) -> None:
+        self.settings = settings
+        self.reactor = reactor
+        self.exempt = parse_networks(settings.limit_exempt)
+        self.per_address: dict[str, int] = {}
+        #: Connections not logged in yet, with the time they connected.
+        self.unauthenticated: dict[Any, float] = {}
+        self.all: set[Any] = set()
+        self._failures: dict[str, TokenBucket] = {}
+        self._sweeper: LoopingCall | None = None
+        self._refused = 0
+
+    # -- addresses ------------------------------------------------------------
+
+    def address_key(self, transport: Any) -> str:
+        """The per-address key of a connection, or "" if it is exempt."""
+        try:
+            host = transport.getPeer().host
+            address = ipaddress.ip_address(host)
+        except (AttributeError, ValueError):
+            return ""  # a UNIX socket or an in-memory transport: local
+        if getattr(address, "ipv4_mapped", None) is not None:
+            address = address.ipv4_mapped
+        for network in self.exempt:
+            if address in network:
+                return ""
+        return str(address)
+
+    # -- connections ------------------------------------------------------------
+
+    def admit(self, connection: Any, key: str) -> str | None:
+        """Count a new connection; returns why it is refused, or None."""
+        settings = self.settings
+        if settings.max_connections and len(self.all) >= settings.max_connections:
+            return self._refuse("the server is full; please try again later.", key)
+        if key and settings.max_per_address:
+            if self.per_address.get(key, 0) >= settings.max_per_address:
+                return self._refuse("too many connections from your address.", key)
+            self.per_address[key] = self.per_address.get(key, 0) + 1
+        self.all.add(connection)
+        now = self.reactor.seconds()
+        if settings.login_timeout:
+            self.unauthenticated[connection] = now
+        self._start()
+        sock = tcp_socket(connection.transport)
+        if sock is not None and settings.keepalive:
+            try:
+                set_keepalive(sock, settings.keepalive)
+            except OSError:
+                pass
+        return None
+
+    def _refuse(self, reason: str, key: str) -> str:
+        self._refused += 1
+        if self._refused & (self._refused - 1) == 0:  # 1, 2, 4, 8, ...: no log flood
+            self.log.warn("refused a connection from {address}: {reason} ({count} so far)",
+                          address=key or "an exempt address", reason=reason, count=self._refused)
+        return "Error: " + reason
+
+    def release(self, connection: Any, key: str) -> None:
+        """A counted connection is gone."""
+        if connection not in self.all:
+            return
+        self.all.discard(connection)
+        self.unauthenticated.pop(connection, None)
+        if key:
+            left = self.per_address.get(key, 0) - 1
+            if left > 0:
+                self.per_address[key] = left
+            else:
+                self.per_address.pop(key, None)
+
+    def flood_bucket(self) -> TokenBucket | None:
+        """A new connection's flood limit, or None if flood limiting is off."""
+        settings = self.settings
+        if settings.flood_rate <= 0:
+            # The idle timeout reads the last input time from the bucket.
+            return TokenBucket(1e12, 1e12, self.reactor.seconds()) if settings.idle_timeout else None
+        return TokenBucket(settings.flood_rate, max(1.0, float(settings.flood_burst)), self.reactor.seconds())
+
+    # -- logins --------------------------------------------------------------------
+
+    def logged_in(self, connection: Any) -> None:
+        """The login timeout no longer applies to ``connection``."""
+        self.unauthenticated.pop(connection, None)
+
+    def login_refused(self, key: str) -> float:
+        """
+        If ``key`` has used up its failed logins, the seconds until it may
+        try again (no password is even hashed meanwhile), else 0.0.
+        """
+        bucket = self._failures.get(key) if key else None
+        if bucket is None:
+            return 0.0
+        now = self.reactor.seconds()
+        tokens = min(bucket.burst, bucket.tokens + (now - bucket.last) * bucket.rate)
+        if tokens >= 1.0:
+            return 0.0
+        return (1.0 - tokens) / bucket.rate
+
+    def login_failed(self, key: str) -> None:
+        """Count a failed login against ``key``'s allowance."""
+        settings = self.settings
+        if not key or settings.address_login_failures <= 0:
+            return
+        now = self.reactor.seconds()
+        bucket = self._failures.get(key)
+        if bucket is None:
+            burst = float(settings.address_login_failures)
+            bucket = self._failures[key] = TokenBucket(burst / settings.address_login_window, burst, now)
+        if bucket.take(now):
+            self.log.warn("failed logins from {address} are being refused", address=key)
+
+    # -- the sweep: login timeout, idle timeout, forgetting old failures ------------
+
+    def sweep_interval(self) -> float:
+        timeouts = [t for t in (self.settings.login_timeout, self.settings.idle_timeout) if t > 0]
+        return min(10.0, max(0.5, min(timeouts, default=10.0) / 8))
+
+    def _start(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = LoopingCall(self.sweep)
+            self._sweeper.clock = self.reactor
+            self._sweeper.start(self.sweep_interval(), now=False)
+
+    def stop(self) -> None:
+        """Stop the sweep (at shutdown)."""
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        self._sweeper = None
+
+    def sweep(self) -> None:
+        """Close connections past the login or idle timeout; forget old failure counts."""
+        now = self.reactor.seconds()
+        settings = self.settings
+        if settings.login_timeout:
+            deadline = now - settings.login_timeout
+            late = [c for c, since in self.unauthenticated.items() if since <= deadline]
+            for connection in late:
+                if getattr(connection, "_held", False):
+                    continue  # waiting for the server (a queued password hash): not its fault
+                self.unauthenticated.pop(connection, None)
+                connection.kick(f"Error: you did not log in within {settings.login_timeout:g} seconds; goodbye.")
+        if settings.idle_timeout:
+            deadline = now - settings.idle_timeout
+            for connection in list(self.all):
+                bucket = getattr(connection, "_bucket", None)
+                if bucket is not None and bucket.last <= deadline and not getattr(connection, "_held", False):
+                    connection.kick(f"Error: nothing received for {settings.idle_timeout:g} seconds; goodbye.")
+        if self._failures:
+            forgiven = [
+                key for key, bucket in self._failures.items()
+                if bucket.tokens + (now - bucket.last) * bucket.rate >= bucket.burst
+            ]
+            for key in forgiven:
+                del self._failures[key]
