@@ -17,6 +17,22 @@ DEFAULT_LISTEN = f"tcp:{DEFAULT_PORT}"
 DEFAULT_DATA_DIR = "chatd-data"
 _DEFAULTS = Settings()
 
+#: (option, Settings field, type, help) of each limit (docs/OPERATIONS.md, "Limits"); 0 turns a limit off.
+_LIMITS = [
+    ("flood-rate", "flood_rate", float, "Lines per second one connection may send, sustained (0: no limit)."),
+    ("flood-burst", "flood_burst", int, "Lines one connection may send at once before --flood-rate applies."),
+    ("max-connections", "max_connections", int, "Connections in total (0: no limit)."),
+    ("max-per-address", "max_per_address", int, "Connections from one address (0: no limit)."),
+    ("limit-exempt", "limit_exempt", str, "Networks exempt from per-address limits, comma-separated ('' for none)."),
+    ("login-timeout", "login_timeout", float, "Seconds a connection may stay without logging in (0: forever)."),
+    ("idle-timeout", "idle_timeout", float, "Seconds without input after which a connection is closed (0: never)."),
+    ("keepalive", "keepalive", float, "Seconds of silence before TCP keepalive probes (0: off)."),
+    ("max-login-failures", "max_login_failures", int, "Failed logins after which a connection is closed."),
+    ("address-login-failures", "address_login_failures", int,
+     "Failed logins one address may have per --address-login-window (0: no limit)."),
+    ("address-login-window", "address_login_window", float, "Seconds over which --address-login-failures count."),
+]
+
 
 class Options(usage.Options):
     """Options of ``twistd chatd``."""
@@ -36,7 +52,7 @@ class Options(usage.Options):
         ["hash-threads", None, 1, "Threads that hash passwords (bounded, so logins never starve chat).", int],
         ["hash-time-cost", None, 2, "argon2id iterations for new password hashes.", int],
         ["hash-memory-kib", None, 19456, "argon2id memory for new password hashes, in KiB.", int],
-    ]
+    ] + [[option, None, getattr(_DEFAULTS, field), text, kind] for option, field, kind, text in _LIMITS]
 
     def __init__(self) -> None:
         super().__init__()
@@ -52,11 +68,23 @@ class Options(usage.Options):
         for name in ("max-line", "max-outbound", "hash-threads", "hash-time-cost", "hash-memory-kib"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
+        for option, _, kind, _ in _LIMITS:
+            if kind is not str and self[option] < 0:
+                raise usage.UsageError(f"--{option} cannot be negative")
+        if self["max-login-failures"] < 1 or self["address-login-window"] <= 0:
+            raise usage.UsageError("--max-login-failures and --address-login-window must be positive")
+        from chatd.limits import parse_networks
+
+        try:
+            parse_networks(self["limit-exempt"])
+        except ValueError as error:
+            raise usage.UsageError(f"--limit-exempt: {error}") from None
 
     def settings(self) -> Settings:
         """The :class:`Settings` these options describe."""
         return Settings(
-            max_line=self["max-line"], max_outbound=self["max-outbound"], tcp_nodelay=bool(self["tcp-nodelay"])
+            max_line=self["max-line"], max_outbound=self["max-outbound"], tcp_nodelay=bool(self["tcp-nodelay"]),
+            **{field: self[option] for option, field, _, _ in _LIMITS},
         )
 
 

@@ -1,0 +1,316 @@
+"""Unit tests of chatd/limits.py and its hooks in the protocol: StringTransport and a Clock, no sleeps."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.testing import StringTransport
+
+from chatd.limits import MIN_PAUSE, Limits, TokenBucket, parse_networks, set_keepalive
+from chatd.settings import Settings
+from helpers import Client, Held, make_factory
+
+
+class At(Client):
+    """A fake connection from a given peer address."""
+
+    def __init__(self, factory, clock, host: str = "192.0.2.7") -> None:
+        self.factory = factory
+        self.clock = clock
+        self.protocol = factory.buildProtocol(None)
+        peer = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 40000)
+        self.transport = StringTransport(peerAddress=peer)
+        self.protocol.makeConnection(self.transport)
+
+
+def _in_public(factory, clock, name, host="192.0.2.7"):
+    c = At(factory, clock, host)
+    c.register(name)
+    c.send("public")
+    c.output()
+    return c
+
+
+# -- the token bucket --------------------------------------------------------------
+
+
+def test_bucket_burst_then_rate():
+    """A full bucket allows ``burst`` lines at once, then ``rate`` per second; a debtor is told how long to wait."""
+    bucket = TokenBucket(rate=10.0, burst=5.0, now=0.0)
+    assert [bucket.take(0.0) for _ in range(5)] == [0.0] * 5
+    assert bucket.take(0.0) == pytest.approx(0.1)  # one token short at 10/s
+    assert bucket.take(1.0) == 0.0  # refilled by 10, capped at 5, minus the debt
+    bucket = TokenBucket(rate=1000.0, burst=1.0, now=0.0)
+    bucket.take(0.0)
+    assert bucket.take(0.0) == MIN_PAUSE  # never a sub-millisecond timer per line
+
+
+def test_bucket_notice_at_most_every_ten_seconds():
+    bucket = TokenBucket(1.0, 1.0, 0.0)
+    assert bucket.notice_due(0.0) and not bucket.notice_due(5.0) and bucket.notice_due(10.0)
+
+
+# -- flooding ---------------------------------------------------------------------
+
+
+def test_flooder_is_throttled_and_told_room_is_not(tmp_path):
+    """Past its burst a flooder's lines are delayed (not lost, in order) and it is told once; the room sees no notice."""
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=10, flood_burst=20))
+    watcher = _in_public(factory, clock, "watcher", "192.0.2.1")
+    flooder = _in_public(factory, clock, "flooder", "192.0.2.2")
+    clock.advance(10)  # both buckets full again after logging in
+    watcher.output(), flooder.output()
+    flooder.send(b"".join(b"line %d\r\n" % i for i in range(40)))
+    seen = watcher.output()
+    told = flooder.output()
+    assert "too fast" in told and "too fast" not in seen
+    delivered = [line for line in seen.splitlines() if "flooder: line" in line]
+    assert 20 <= len(delivered) <= 22
+    assert flooder.transport.producerState == "paused"
+    for _ in range(30):
+        clock.advance(0.1)
+    seen += watcher.output()
+    delivered = [line.rsplit(" ", 1)[1] for line in seen.splitlines() if "flooder: line" in line]
+    assert delivered == [str(i) for i in range(40)]
+    assert flooder.output().count("too fast") == 0  # told once per 10 s, not per line
+    assert flooder.transport.producerState == "producing"
+
+
+def test_throttle_and_pending_answer_both_hold_input(tmp_path):
+    """The end of a throttle does not resume a connection that waits for the server, nor the other way round."""
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=1, flood_burst=1))
+    c = At(factory, clock)
+    protocol = c.protocol
+    protocol.hold()
+    protocol._throttle(1.0)
+    clock.advance(1.0)
+    assert c.transport.producerState == "paused"  # still waiting for the server
+    protocol._throttle(1.0)
+    protocol.release()
+    assert c.transport.producerState == "paused"  # still throttled
+    clock.advance(1.0)
+    assert c.transport.producerState == "producing"
+
+
+def test_flood_limit_off(tmp_path):
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0))
+    c = At(factory, clock)
+    assert c.protocol._bucket is None
+    c.send(b"ping\r\n" * 3000)
+    assert c.output().count("pong") == 3000
+
+
+def test_default_flood_limit_lets_a_fast_sender_through(tmp_path):
+    """The defaults never delay a sender at 1000 lines/s (the benchmark's senders)."""
+    factory, clock = make_factory(str(tmp_path))
+    c = _in_public(factory, clock, "fast")
+    for _ in range(30):  # 30 s at 1000 lines/s, 100 lines every 0.1 s
+        for _ in range(10):
+            c.send(b"x\r\n" * 100)
+            clock.advance(0.1)
+            assert c.transport.producerState == "producing"
+    assert "too fast" not in c.output()
+
+
+# -- connection limits --------------------------------------------------------------
+
+
+def test_total_connection_limit(tmp_path):
+    """Past max_connections a new connection is told the server is full and closed; a freed slot is reused."""
+    factory, clock = make_factory(str(tmp_path), Settings(max_connections=2))
+    a, b = At(factory, clock, "192.0.2.1"), At(factory, clock, "192.0.2.2")
+    c = At(factory, clock, "192.0.2.3")
+    assert "server is full" in c.output() and c.transport.disconnecting
+    assert len(factory.connections) == 2 and len(factory.limits.all) == 2
+    c.protocol.connectionLost(None)  # a refused connection releases nothing
+    assert len(factory.limits.all) == 2
+    a.disconnect()
+    d = At(factory, clock, "192.0.2.4")
+    assert not d.transport.disconnecting and "Welcome" in d.output()
+    assert not b.transport.disconnecting
+
+
+def test_per_address_limit_and_exempt_networks(tmp_path):
+    factory, clock = make_factory(str(tmp_path), Settings(max_per_address=2))
+    same = [At(factory, clock, "198.51.100.9") for _ in range(3)]
+    assert [c.transport.disconnecting for c in same] == [False, False, True]
+    assert "too many connections from your address" in same[2].output()
+    assert not At(factory, clock, "198.51.100.10").transport.disconnecting
+    # IPv4-mapped IPv6 is the same address.
+    assert At(factory, clock, "::ffff:198.51.100.9").transport.disconnecting
+    same[0].disconnect()
+    assert not At(factory, clock, "198.51.100.9").transport.disconnecting
+    assert factory.limits.per_address["198.51.100.9"] == 2
+    # Loopback is exempt by default (a local proxy or benchmark).
+    local = [At(factory, clock, "127.0.0.1") for _ in range(5)]
+    assert not any(c.transport.disconnecting for c in local)
+    assert At(factory, clock, "::1").transport.disconnecting is False
+    for c in local:
+        c.disconnect()
+    assert "127.0.0.1" not in factory.limits.per_address
+
+
+def test_no_exemption_when_configured_empty(tmp_path):
+    factory, clock = make_factory(str(tmp_path), Settings(max_per_address=1, limit_exempt=""))
+    At(factory, clock, "127.0.0.1")
+    assert At(factory, clock, "127.0.0.1").transport.disconnecting
+
+
+def test_parse_networks():
+    nets = parse_networks(" 10.0.0.0/8 , ::1 ,")
+    assert [str(n) for n in nets] == ["10.0.0.0/8", "::1/128"]
+    with pytest.raises(ValueError):
+        parse_networks("not-a-network")
+
+
+# -- login timeout and idle timeout -----------------------------------------------------
+
+
+def test_login_timeout(tmp_path):
+    """A connection that does not log in is closed after login_timeout; a logged-in one stays."""
+    factory, clock = make_factory(str(tmp_path), Settings(login_timeout=30))
+    lurker = At(factory, clock, "192.0.2.1")
+    user = At(factory, clock, "192.0.2.2")
+    user.register("ursula")
+    clock.advance(29)
+    assert not lurker.transport.disconnecting
+    clock.advance(5)
+    assert "did not log in within 30 seconds" in lurker.output()
+    assert lurker.transport.disconnecting
+    clock.advance(300)
+    assert not user.transport.disconnecting
+    lurker.disconnect()
+    assert not factory.limits.unauthenticated
+
+
+def test_login_timeout_spares_a_connection_waiting_for_its_hash(tmp_path):
+    """A login queued behind other hashes is the server's delay, not the client's: it is not timed out."""
+    held = Held()
+    factory, clock = make_factory(str(tmp_path), Settings(login_timeout=30), hash_runner=held)
+    c = At(factory, clock)
+    c.output()
+    c.send("register patient", "secret1", "secret1")
+    clock.advance(100)
+    assert not c.transport.disconnecting
+    held.run_all()
+    assert "Registered and logged in as patient." in c.output()
+    clock.advance(100)
+    assert not c.transport.disconnecting
+
+
+def test_idle_timeout(tmp_path):
+    """With idle_timeout set, a connection that sends nothing for that long is closed; a talker is not."""
+    factory, clock = make_factory(str(tmp_path), Settings(idle_timeout=60, login_timeout=0))
+    quiet = _in_public(factory, clock, "quiet", "192.0.2.1")
+    talker = _in_public(factory, clock, "talker", "192.0.2.2")
+    for _ in range(8):
+        clock.advance(10)
+        talker.send("still here")
+    assert "nothing received for 60 seconds" in quiet.output()
+    assert quiet.transport.disconnecting and not talker.transport.disconnecting
+
+
+def test_idle_timeout_off_by_default(tmp_path):
+    factory, clock = make_factory(str(tmp_path))
+    c = _in_public(factory, clock, "sleepy")
+    clock.advance(7 * 24 * 3600)
+    assert not c.transport.disconnecting
+
+
+# -- failed logins per address ------------------------------------------------------------
+
+
+def test_failed_logins_limited_per_address(tmp_path):
+    """
+    Failed logins from one address, spread over several connections, use up
+    the address's allowance; then logins from it are refused without hashing
+    until the window has passed. Other addresses are not affected.
+    """
+    hashes = []
+
+    def counting(function, *args):
+        hashes.append(function)
+        from helpers import run_now
+
+        return run_now(function, *args)
+
+    factory, clock = make_factory(
+        str(tmp_path), Settings(address_login_failures=3, address_login_window=300), hash_runner=counting
+    )
+    At(factory, clock, "192.0.2.50").register("victim")
+    for _ in range(3):
+        attacker = At(factory, clock, "203.0.113.5")
+        attacker.send("login victim", "wrong-password")
+        assert "Login failed" in attacker.output()
+        attacker.disconnect()
+    before = len(hashes)
+    attacker = At(factory, clock, "203.0.113.5")
+    attacker.output()
+    attacker.send("login victim", "secret1")
+    out = attacker.output()
+    assert "too many failed logins from your address" in out and "Logged in" not in out
+    assert attacker.transport.disconnecting
+    assert len(hashes) == before  # refused before any hashing
+    # Another address is not affected.
+    assert "Logged in as victim." in At(factory, clock, "192.0.2.51").login("victim")
+    # After a third of the window, one more attempt is allowed.
+    clock.advance(101)
+    assert "Logged in as victim." in At(factory, clock, "203.0.113.5").login("victim")
+    # Forgotten entirely once the allowance is full again (memory stays bounded).
+    clock.advance(300)
+    assert not factory.limits._failures
+
+
+def test_failed_logins_from_exempt_address_not_limited(tmp_path):
+    factory, clock = make_factory(str(tmp_path), Settings(address_login_failures=1))
+    At(factory, clock, "127.0.0.1").register("local")
+    for _ in range(3):
+        c = At(factory, clock, "127.0.0.1")
+        c.send("login local", "wrong-password")
+        assert "Login failed" in c.output()
+    assert "Logged in as local." in At(factory, clock, "127.0.0.1").login("local")
+
+
+def test_login_storm_queues_while_chat_flows(tmp_path):
+    """Fifty logins waiting for the (bounded) hash pool do not stop chat between logged-in users."""
+    held = Held()
+    factory, clock = make_factory(str(tmp_path), hash_runner=held)
+    At(factory, clock, "192.0.2.1").register("ann")
+    held.run_all()
+    ann = At(factory, clock, "192.0.2.1")
+    ann.send("login ann", "secret1")
+    held.run_all()
+    ann.send("public")
+    storm = [At(factory, clock, f"198.51.100.{i}") for i in range(50)]
+    for c in storm:
+        c.send("login ann", "secret1")
+    assert len(held.calls) == 50  # queued, one per connection, none run yet
+    ann.output()
+    ann.send("hello during the storm")
+    assert "ann: hello during the storm" in ann.output()
+    held.run_all()
+    assert all("Logged in as ann." in c.output() for c in storm[-1:])
+
+
+# -- dead peers: TCP keepalive ---------------------------------------------------------------
+
+
+def test_set_keepalive_options():
+    with socket.socket() as sock:
+        set_keepalive(sock, 120)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 120
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 30
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 4
+
+
+def test_limits_without_a_reactor_loop(tmp_path):
+    """The sweep runs on the factory's clock and stops at shutdown."""
+    factory, clock = make_factory(str(tmp_path))
+    At(factory, clock)
+    assert isinstance(factory.limits, Limits) and factory.limits._sweeper is not None
+    factory.shut_down("bye")
+    assert factory.limits._sweeper is None
