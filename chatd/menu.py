@@ -438,3 +438,12 @@ class Dialogue:
     def command_ping(self, argument: str) -> None:
         """/ping: the server answers pong."""
         self.peer.show(CHAT, "pong")
+
+    def command_send(self, argument: str) -> None:
+        """/send PATH: send a file to everyone in the room (with the chat client)."""
+        assert self.room is not None
+        transfers = getattr(self.factory, "transfers", None)
+        if transfers is None:
+            self._error("this server does not accept files.")
+        else:
+            transfers.offer(self.peer, self.room, argument)

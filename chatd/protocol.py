@@ -94,6 +94,8 @@ class ChatProtocol(LineReceiver):
     _held = False
     _throttled = False
     _throttle_timer: Any = None
+    #: File transfers of this connection (chatd.transfer.PeerFiles), once it has any.
+    files: Any = None
 
     # -- connection life ------------------------------------------------
 
@@ -126,12 +128,17 @@ class ChatProtocol(LineReceiver):
             self._throttle_timer.cancel()
         if self.dialogue is not None:
             self.dialogue.connection_lost()
+        if self.files is not None:
+            self.files.connection_lost()
         self._socket = None
 
     # -- input --------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._telnet is not None and (self._telnet.state != "data" or _IAC in data):
+        if self.files is not None and self._telnet is None:
+            # A file client: binary upload frames may follow any line, so no telnet parsing.
+            self._line_data(data)
+        elif self._telnet is not None and (self._telnet.state != "data" or _IAC in data):
             self._parse_telnet(data)
         elif _IAC in data:
             self._telnet = _TelnetFilter(self._line_data, self.transport)
@@ -192,6 +199,8 @@ class ChatProtocol(LineReceiver):
             wait = bucket.take(self.factory.reactor.seconds())  # type: ignore[attr-defined]
             if wait:
                 self._throttle(wait)
+        if self.files is not None and line[:1] == b"/" and self.files.line_received(line.rstrip(b"\r")):
+            return
         if self._hiding_input:
             self._show_input()
         text = clean_line(line)
@@ -203,6 +212,12 @@ class ChatProtocol(LineReceiver):
             self._client_hello(text)
             return
         self.dialogue.line_received(text)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        """Bytes of a binary upload frame (``/data ID LEN``, see chatd.transfer)."""
+        rest = self.files.frame_data(data)
+        if rest is not None:
+            self.setLineMode(rest)
 
     def _throttle(self, wait: float) -> None:
         """Over the flood limit: read nothing more for ``wait`` seconds (this line still counts)."""

@@ -52,6 +52,8 @@ class Options(usage.Options):
         ["hash-threads", None, 1, "Threads that hash passwords (bounded, so logins never starve chat).", int],
         ["hash-time-cost", None, 2, "argon2id iterations for new password hashes.", int],
         ["hash-memory-kib", None, 19456, "argon2id memory for new password hashes, in KiB.", int],
+        ["max-file-size", None, "100M", "Largest file users may send: bytes, or with K, M or G (default 100M)."],
+        ["max-uploads", None, 2, "Files one user may be uploading at once.", int],
     ] + [[option, None, getattr(_DEFAULTS, field), text, kind] for option, field, kind, text in _LIMITS]
 
     def __init__(self) -> None:
@@ -73,6 +75,14 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{option} cannot be negative")
         if self["max-login-failures"] < 1 or self["address-login-window"] <= 0:
             raise usage.UsageError("--max-login-failures and --address-login-window must be positive")
+        from chatd.transfer import parse_size
+
+        try:
+            self["max-file-size"] = parse_size(str(self["max-file-size"]))
+        except ValueError:
+            raise usage.UsageError("--max-file-size takes bytes, or a number with K, M or G") from None
+        if self["max-file-size"] < 0 or self["max-uploads"] < 1:
+            raise usage.UsageError("--max-file-size cannot be negative and --max-uploads must be at least 1")
         from chatd.limits import parse_networks
 
         try:
@@ -93,8 +103,9 @@ def makeService(options: Options) -> Any:
     from twisted.internet import reactor
 
     from chatd.service import ChatService
+    from chatd.transfer import TransferSettings, install
 
-    return ChatService(
+    service = ChatService(
         reactor,
         listen=options["listen"],
         data_dir=options["data-dir"],
@@ -102,3 +113,5 @@ def makeService(options: Options) -> Any:
         hash_threads=options["hash-threads"],
         hash_params={"time_cost": options["hash-time-cost"], "memory_kib": options["hash-memory-kib"]},
     )
+    install(service, reactor, TransferSettings(options["max-file-size"], options["max-uploads"]))
+    return service

@@ -1,0 +1,607 @@
+"""
+Files sent to a room: spooled, verified, then streamed to each recipient.
+
+``/send SIZE NAME`` (from a tagged client, in a room) is checked against the
+limits before any byte flows: the size against ``max_file_size``, the
+sender's uploads in progress against ``max_uploads``. The client then sends
+raw ``/data ID LEN`` frames, which :class:`PeerFiles` appends to a spool file
+under ``DATA_DIR/spool`` (in the file thread pool, hashing as it writes),
+and ``/done ID SHA256``. Once the size and SHA-256 match, the file is
+fsynced, logged and shared: every tagged member of the room (but the
+sender) gets it through its own :class:`Outbox`, a streaming producer on
+that connection's transport, so each recipient is paced by its own socket
+and a slow one holds back nobody else. Plain (telnet) members only see a
+line saying the file was shared.
+
+An upload that is cancelled, fails its checks or whose sender disconnects
+is deleted from the spool and the room is told. A spool file is deleted
+once every recipient has it (or has gone).
+
+docs/PROTOCOL.md, "File transfer", is the prose version.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import os
+import re
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from chatd.text import name_key
+from chatd.wire import (
+    CANCEL_COMMAND,
+    DATA_COMMAND,
+    DONE_COMMAND,
+    ENCODING,
+    ERROR,
+    FILE_ABORT,
+    FILE_BEGIN,
+    FILE_CHUNK,
+    FILE_CHUNK_MAX,
+    FILE_END,
+    UPLOAD_DONE,
+    UPLOAD_FAILED,
+    UPLOAD_FRAME_MAX,
+    UPLOAD_READY,
+    safe_file_name,
+)
+
+#: Runs ``function(*args)`` in the file thread pool; returns a Deferred.
+Runner = Callable[..., "defer.Deferred[Any]"]
+
+SPOOL = "spool"
+MiB = 1024 * 1024
+#: Spool writes queued for one sender after which its socket is not read.
+MAX_PENDING_WRITES = 8
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+@attrs.frozen
+class TransferSettings:
+    """Limits of file transfer (``--max-file-size``, ``--max-uploads``)."""
+
+    #: Largest file that may be sent, in bytes.
+    max_file_size: int = 100 * MiB
+    #: Uploads one user may have in progress at once.
+    max_uploads: int = 2
+
+
+def human_size(size: float) -> str:
+    """``1536`` -> ``1.5 KiB``."""
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def parse_size(text: str) -> int:
+    """``100M``, ``512K``, ``2G`` or plain bytes, for the command line."""
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    factor = {"K": 1024, "M": MiB, "G": 1024 * MiB}.get(text[-1:], 1)
+    return int(text[:-1] if factor > 1 else text) * factor
+
+
+class _Rejected(Exception):
+    """An upload is refused or broken; the text is for the user."""
+
+
+# -- blocking file work (runs in the file thread pool) --------------------------------------------
+
+
+def _prepare_spool(path: str) -> int:
+    """Create the spool directory and empty it of leftovers from a crash; returns how many were removed."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    removed = 0
+    for entry in os.listdir(path):
+        os.unlink(os.path.join(path, entry))
+        removed += 1
+    return removed
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class _SpoolFile:
+    """One upload's file in the spool: written and hashed piece by piece (in the thread pool)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd: int | None = None
+        self.hash = hashlib.sha256()
+
+    def open(self) -> None:
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def write(self, data: bytes) -> None:
+        assert self.fd is not None
+        self.hash.update(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def close(self, sync: bool) -> str:
+        """Close (after an fsync if ``sync``) and return the SHA-256 of what was written."""
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            try:
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        return self.hash.hexdigest()
+
+    def discard(self) -> None:
+        self.close(sync=False)
+        _remove(self.path)
+
+
+# -- the shared state --------------------------------------------------------------------------------
+
+
+class Transfers:
+    """
+    Every transfer of one server. The factory holds it as ``factory.transfers``
+    (set up by ``tap.makeService``); without it ``/send`` says files are off.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory: Any, spool_dir: str, run: Runner, settings: TransferSettings | None = None) -> None:
+        self.factory = factory
+        self.spool_dir = spool_dir
+        self.run = run
+        self.settings = settings or TransferSettings()
+        self._ids = itertools.count(1)
+        #: Uploads in progress per user (name key).
+        self.uploading: dict[str, int] = {}
+
+    def start(self) -> defer.Deferred[None]:
+        """Create the spool directory and delete what an earlier run left in it."""
+
+        def prepared(removed: int) -> None:
+            if removed:
+                self.log.warn("removed {count} unfinished upload(s) from the spool", count=removed)
+
+        return self.run(_prepare_spool, self.spool_dir).addCallback(prepared)
+
+    def files_of(self, peer: Any) -> PeerFiles:
+        """The transfer state of one connection, created on first use."""
+        if peer.files is None:
+            peer.files = PeerFiles(self, peer)
+        return peer.files
+
+    def announce(self, room: Any, text: str) -> None:
+        room.fanout.send(f"[{self.factory.clock.short()}] * {text}")
+
+    def offer(self, peer: Any, room: Any, argument: str) -> None:
+        """``/send SIZE NAME`` in ``room``: accept it (``24``) or refuse it (``25 -``)."""
+        if not peer.tagged or getattr(peer, "_telnet", None) is not None:
+            peer.show(ERROR, "Error: sending files needs the chat client (type /send PATH in chat).")
+            return
+        size_text, _, name = argument.partition(" ")
+        try:
+            size = int(size_text)
+            if size < 0 or not name.strip():
+                raise ValueError
+        except ValueError:
+            peer.show(UPLOAD_FAILED, "- usage: /send SIZE NAME (the chat client sends this for /send PATH)")
+            return
+        name = safe_file_name(name)
+        limit = self.settings.max_file_size
+        key = name_key(peer.name or "")
+        if size > limit:
+            why = f"{name} is {human_size(size)}; the largest file this server accepts is {human_size(limit)}"
+        elif self.uploading.get(key, 0) >= self.settings.max_uploads:
+            why = f"you already have {self.settings.max_uploads} upload(s) in progress; wait for one to finish"
+        else:
+            why = ""
+        if why:
+            self.factory.store.log_event("file_refused", peer.name or "", room.name, f"{name} {size} bytes: {why}")
+            peer.show(UPLOAD_FAILED, f"- {why}")
+            return
+        upload = Upload(self, peer, room, f"f{next(self._ids)}", name, size)
+        self.uploading[key] = self.uploading.get(key, 0) + 1
+        self.files_of(peer).uploads[upload.id] = upload
+        upload.start()
+        peer.show(UPLOAD_READY, f"{upload.id} {size} {name}")
+        self.announce(room, f"{peer.name} is sending {name} ({human_size(size)})")
+
+    def finished(self, upload: Upload) -> None:
+        """``upload`` is over, one way or the other."""
+        key = name_key(upload.sender)
+        count = self.uploading.get(key, 0) - 1
+        if count > 0:
+            self.uploading[key] = count
+        else:
+            self.uploading.pop(key, None)
+
+    def share(self, upload: Upload, digest: str) -> None:
+        """A verified upload: log it and hand it to every tagged member of its room but the sender."""
+        room = upload.room
+        self.log.info(
+            "file shared: {sender} in {room}: {name}, {size} bytes, sha256 {sha256}",
+            sender=upload.sender, room=room.name, name=upload.name, size=upload.size, sha256=digest,
+        )
+        self.factory.store.log_event("file", upload.sender, room.name, f"{upload.name} {upload.size} bytes sha256 {digest}")
+        recipients = [member for member in room.fanout.tagged if member is not upload.peer]
+        shared = SharedFile(self, upload.id, upload.path, upload.name, upload.size, digest, upload.sender,
+                            len(recipients))
+        self.announce(room, f"{upload.sender} shared {upload.name} ({human_size(upload.size)}, sha256 {digest[:16]}...)")
+        upload.peer.show(UPLOAD_DONE, f"{upload.id} {digest} {len(recipients)}")
+        for member in recipients:
+            self.files_of(member).outbox().add(shared)
+        if not recipients:
+            shared.release()
+
+
+@attrs.define(eq=False)
+class SharedFile:
+    """A verified file in the spool, deleted once each recipient is done with it."""
+
+    transfers: Transfers
+    id: str
+    path: str
+    name: str
+    size: int
+    sha256: str
+    sender: str
+    refs: int
+
+    def release(self) -> None:
+        self.refs -= 1
+        if self.refs <= 0:
+            self.transfers.run(_remove, self.path)
+
+
+class Upload:
+    """One file being received from its sender into the spool."""
+
+    log = Logger()
+
+    def __init__(self, transfers: Transfers, peer: Any, room: Any, upload_id: str, name: str, size: int) -> None:
+        self.transfers = transfers
+        self.peer = peer
+        self.room = room
+        self.sender = peer.name or "?"
+        self.id = upload_id
+        self.name = name
+        self.size = size
+        self.received = 0
+        self.pending = 0
+        self.path = os.path.join(transfers.spool_dir, f"{upload_id}.upload")
+        self.over = False
+        self._spool = _SpoolFile(self.path)
+        self._tail: defer.Deferred[Any] = defer.succeed(None)
+
+    def _then(self, function: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        """Run ``function`` in the pool after the previous step of this upload."""
+        self._tail.addCallback(lambda _: self.transfers.run(function, *args))
+        return self._tail
+
+    def start(self) -> None:
+        self._then(self._spool.open)
+        self._tail.addErrback(self._disk_failed)
+
+    def _disk_failed(self, failure: Any) -> None:
+        if not self.over:
+            self.log.failure("could not write upload {id} to the spool", failure, id=self.id)
+            self.fail("the server could not store the file")
+
+    def data(self, data: bytes) -> None:
+        """A frame's bytes (may be part of a frame)."""
+        if self.over:
+            return
+        self.received += len(data)
+        if self.received > self.size:
+            self.fail(f"more data than the announced {self.size} bytes")
+            return
+        self.pending += 1
+        files = self.transfers.files_of(self.peer)
+        files.writes_queued(1)
+
+        def written(result: Any) -> Any:
+            self.pending -= 1
+            files.writes_queued(-1)
+            return result
+
+        self._tail.addCallback(lambda _: self.transfers.run(self._spool.write, data).addBoth(written))
+        self._tail.addErrback(self._disk_failed)
+
+    def done(self, declared: str) -> None:
+        """``/done ID SHA256``: check size and hash, then share."""
+        if self.over:
+            return
+        declared = declared.strip().lower()
+        if self.received != self.size:
+            self.fail(f"only {self.received} of {self.size} bytes arrived")
+            return
+        if not _SHA256.match(declared):
+            self.fail("no valid SHA-256 was given")
+            return
+        self.over = True
+        self.transfers.files_of(self.peer).uploads.pop(self.id, None)
+        self.transfers.finished(self)
+
+        def closed(digest: str) -> None:
+            if digest != declared:
+                self.transfers.run(_remove, self.path)
+                self._failed_after_close(f"SHA-256 mismatch: the server got {digest}")
+                return
+            self.transfers.share(self, digest)
+
+        def failed(failure: Any) -> None:
+            self.log.failure("could not finish upload {id}", failure, id=self.id)
+            self.transfers.run(_remove, self.path)
+            self._failed_after_close("the server could not store the file")
+
+        self._tail.addCallback(lambda _: self.transfers.run(self._spool.close, True))
+        self._tail.addCallbacks(closed, failed)
+
+    def _failed_after_close(self, why: str) -> None:
+        self.peer.show(UPLOAD_FAILED, f"{self.id} {why}")
+        self._aborted(why)
+
+    def fail(self, why: str, tell_sender: bool = True) -> None:
+        """Abandon the upload: delete the spool file (after queued writes) and tell the room."""
+        if self.over:
+            return
+        self.over = True
+        if self.peer.files is not None:
+            self.peer.files.uploads.pop(self.id, None)
+        self.transfers.finished(self)
+        self._tail.addBoth(lambda _: self.transfers.run(self._spool.discard))
+        self._tail.addErrback(lambda failure: self.log.failure("could not delete {path}", failure, path=self.path))
+        if tell_sender:
+            self.peer.show(UPLOAD_FAILED, f"{self.id} {why}")
+        self._aborted(why)
+
+    def _aborted(self, why: str) -> None:
+        self.transfers.factory.store.log_event("file_aborted", self.sender, self.room.name, f"{self.name}: {why}")
+        self.log.info("upload {id} of {name} by {sender} aborted: {why}", id=self.id, name=self.name,
+                      sender=self.sender, why=why)
+        self.transfers.announce(self.room, f"{self.sender}'s file {self.name} was not sent ({why})")
+
+
+# -- one connection ----------------------------------------------------------------------------------
+
+
+class PeerFiles:
+    """
+    The transfers of one connection (``protocol.files``): its uploads, the
+    upload frame being read, and its outbox of files to receive.
+    """
+
+    def __init__(self, transfers: Transfers, peer: Any) -> None:
+        self.transfers = transfers
+        self.peer = peer
+        self.uploads: dict[str, Upload] = {}
+        self._frame: Upload | None = None
+        self._frame_left = 0
+        self._pending = 0
+        self._reading_paused = False
+        self._outbox: Outbox | None = None
+
+    def line_received(self, line: bytes) -> bool:
+        """Handle ``/data``, ``/done`` or ``/cancel``; False for any other line."""
+        command, _, rest = line.partition(b" ")
+        if command == DATA_COMMAND.encode():
+            self._data_header(rest)
+        elif command == DONE_COMMAND.encode():
+            upload_id, _, digest = rest.decode(ENCODING, "replace").partition(" ")
+            upload = self.uploads.get(upload_id)
+            if upload is not None:
+                upload.done(digest)
+        elif command == CANCEL_COMMAND.encode():
+            upload = self.uploads.get(rest.decode(ENCODING, "replace").strip())
+            if upload is not None:
+                upload.fail("the sender cancelled it", tell_sender=False)
+        else:
+            return False
+        return True
+
+    def _data_header(self, rest: bytes) -> None:
+        upload_id, _, length = rest.decode(ENCODING, "replace").strip().partition(" ")
+        if not length.isdigit() or not 0 < int(length) <= UPLOAD_FRAME_MAX:
+            # The stream can no longer be followed.
+            self.peer.show(ERROR, f"Error: bad upload frame (at most {UPLOAD_FRAME_MAX} bytes); closing.")
+            self.peer.close()
+            return
+        # Frames of an upload that has just been refused are read and dropped.
+        self._frame = self.uploads.get(upload_id)
+        self._frame_left = int(length)
+        self.peer.setRawMode()
+
+    def frame_data(self, data: bytes) -> bytes | None:
+        """Bytes of the current frame; returns what follows the frame once it is complete, else None."""
+        piece, rest = data[: self._frame_left], data[self._frame_left:]
+        self._frame_left -= len(piece)
+        if self._frame is not None and piece:
+            self._frame.data(piece)
+        if self._frame_left:
+            return None
+        self._frame = None
+        return rest
+
+    def writes_queued(self, delta: int) -> None:
+        """Stop reading this connection while its spool writes lag behind."""
+        self._pending += delta
+        transport = self.peer.transport
+        if transport is None:
+            return
+        if not self._reading_paused and self._pending > MAX_PENDING_WRITES:
+            self._reading_paused = True
+            transport.pauseProducing()
+        elif self._reading_paused and self._pending <= MAX_PENDING_WRITES // 4:
+            self._reading_paused = False
+            if not getattr(self.peer, "paused", False):
+                transport.resumeProducing()
+
+    def outbox(self) -> Outbox:
+        if self._outbox is None:
+            self._outbox = Outbox(self.transfers, self.peer)
+        return self._outbox
+
+    def connection_lost(self) -> None:
+        """The connection is gone: abandon its uploads and its downloads."""
+        for upload in list(self.uploads.values()):
+            upload.fail("the sender disconnected", tell_sender=False)
+        if self._outbox is not None:
+            self._outbox.stopProducing()
+
+
+@implementer(IPushProducer)
+class Outbox:
+    """
+    The files waiting for one recipient, sent one after the other as
+    ``20``/``21``/``22`` lines. It is the streaming producer of that
+    connection's transport: it reads the next chunk (in the thread pool)
+    only while the transport is not paused, so file data never piles up in
+    the send buffer of a slow reader and never counts against its
+    ``max_outbound``; chat lines go out between chunks.
+    """
+
+    log = Logger()
+
+    def __init__(self, transfers: Transfers, peer: Any) -> None:
+        self.transfers = transfers
+        self.peer = peer
+        self.queue: deque[SharedFile] = deque()
+        self._current: SharedFile | None = None
+        self._handle: Any = None
+        self._sent = 0
+        self._paused = False
+        self._busy = False
+        self._stopped = False
+        self._registered = False
+
+    def add(self, shared: SharedFile) -> None:
+        if self._stopped:
+            shared.release()
+            return
+        self.queue.append(shared)
+        if not self._registered:
+            self._registered = True
+            self._paused = False
+            self.peer.transport.registerProducer(self, True)
+        self._next()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._next()
+
+    def stopProducing(self) -> None:
+        """The connection is gone: let go of every file."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._current is not None:
+            self._close()
+        while self.queue:
+            self.queue.popleft().release()
+
+    def _send(self, code: str, text: str) -> None:
+        self.peer.deliver(f"{code} {text}\r\n".encode(ENCODING))
+
+    def _next(self) -> None:
+        if self._paused or self._busy or self._stopped:
+            return
+        run = self.transfers.run
+        self._busy = True
+        if self._current is None:
+            if not self.queue:
+                self._busy = False
+                if self._registered:
+                    self._registered = False
+                    self.peer.transport.unregisterProducer()
+                return
+            shared = self._current = self.queue.popleft()
+            self._sent = 0
+            run(open, shared.path, "rb").addCallbacks(self._opened, self._failed)
+        else:
+            run(self._handle.read, FILE_CHUNK_MAX).addCallbacks(self._read, self._failed)
+
+    def _opened(self, handle: Any) -> None:
+        self._busy = False
+        shared = self._current
+        if self._stopped or shared is None:
+            self.transfers.run(handle.close)
+            return
+        self._handle = handle
+        self._send(FILE_BEGIN, f"{shared.id} {shared.size} {shared.sha256} {shared.sender} {shared.name}")
+        self._next()
+
+    def _read(self, data: bytes) -> None:
+        self._busy = False
+        shared = self._current
+        if self._stopped or shared is None:
+            return
+        if data:
+            self._sent += len(data)
+            self._send(FILE_CHUNK, f"{shared.id} {base64.b64encode(data).decode('ascii')}")
+        else:
+            self._send(FILE_END, shared.id)
+            self._close()
+        self._next()
+
+    def _failed(self, failure: Any) -> None:
+        self._busy = False
+        shared = self._current
+        if shared is None or self._stopped:
+            return
+        self.log.failure("could not read {path} for {who}", failure, path=shared.path, who=self.peer.name)
+        self._send(FILE_ABORT, f"{shared.id} the server could not read the file")
+        self._close()
+        self._next()
+
+    def _close(self) -> None:
+        shared, self._current = self._current, None
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            self.transfers.run(handle.close)
+        if shared is not None:
+            shared.release()
+
+
+def install(service: Any, reactor: Any, settings: TransferSettings, threads: int = 4) -> Transfers:
+    """
+    Give the chat service's factory its :class:`Transfers`: a spool under the
+    data dir and a thread pool for file work, started when the reactor runs
+    and stopped at shutdown (as ``adbapi.ConnectionPool`` does).
+    """
+    from twisted.internet.threads import deferToThreadPool
+    from twisted.python.threadpool import ThreadPool
+
+    pool = ThreadPool(0, threads, name="chatd-files")
+
+    def run(function: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        return deferToThreadPool(reactor, pool, function, *args)
+
+    transfers = Transfers(service.factory, os.path.join(service.data_dir, SPOOL), run, settings)
+    service.factory.transfers = transfers
+
+    def start() -> None:
+        pool.start()
+        transfers.start().addErrback(lambda failure: transfers.log.failure("could not prepare the spool", failure))
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("after", "shutdown", pool.stop)
+    return transfers
