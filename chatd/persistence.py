@@ -85,6 +85,10 @@ class Loaded:
     repairs: list[str]
 
 
+#: Events kept in memory while log.csv cannot be written; the oldest are dropped beyond this.
+MAX_QUEUED_EVENTS = 100_000
+
+
 class StoreError(Exception):
     """A change could not be made durable; nothing was acknowledged."""
 
@@ -138,11 +142,21 @@ def replace_rows(path: str, rows: list[list[str]]) -> None:
     aside = path + ".new"
     fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, _encode_rows(rows))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(aside, path)
+        try:
+            view = memoryview(_encode_rows(rows))
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(aside, path)
+    except OSError:
+        # Disk full, I/O error: the old file is untouched; leave no half-written copy.
+        try:
+            os.unlink(aside)
+        except OSError:
+            pass
+        raise
     _fsync_dir(os.path.dirname(path) or ".")
 
 
@@ -254,6 +268,7 @@ class CsvStore:
         self._events: list[list[str]] = []
         self._event_flush: defer.Deferred[None] | None = None
         self._ticker: LoopingCall | None = None
+        self._events_failing = False
 
     def _path(self, name: str) -> str:
         return os.path.join(self.data_dir, name)
@@ -288,7 +303,10 @@ class CsvStore:
 
     def _durable(self, function: Callable[..., None], *args: Any) -> defer.Deferred[None]:
         def failed(failure: Any) -> None:
-            self.log.failure("store write failed", failure)
+            if failure.check(OSError):  # disk full, I/O error, read-only: no traceback, the reason
+                self.log.error("store write failed: {why}", why=failure.getErrorMessage())
+            else:
+                self.log.failure("store write failed", failure)
             raise StoreError(str(failure.value))
 
         return self._run(function, *args).addErrback(failed)
@@ -326,11 +344,22 @@ class CsvStore:
             return defer.succeed(None)
         rows, self._events = self._events, []
 
-        def failed(failure: Any) -> None:
-            self.log.error(
-                "could not write {count} event(s) to log.csv: {why}",
-                count=len(rows),
-                why=failure.getErrorMessage(),
-            )
+        def written(_: None) -> None:
+            if self._events_failing:
+                self._events_failing = False
+                self.log.info("log.csv is writable again; queued events written")
 
-        return self._run(append_rows, self._path(EVENTS), rows).addErrback(failed)
+        def failed(failure: Any) -> None:
+            # Keep the rows for the next try (the disk may recover), up to a bound.
+            room = MAX_QUEUED_EVENTS - len(self._events)
+            if room > 0:
+                self._events[:0] = rows[-room:]
+            if not self._events_failing:
+                self._events_failing = True
+                self.log.error(
+                    "could not write {count} event(s) to log.csv: {why}; will retry",
+                    count=len(rows),
+                    why=failure.getErrorMessage(),
+                )
+
+        return self._run(append_rows, self._path(EVENTS), rows).addCallbacks(written, failed)
