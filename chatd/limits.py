@@ -275,3 +275,32 @@ class Limits:
             ]
             for key in forgiven:
                 del self._failures[key]
+
+
+def raise_fd_limit(connections: int) -> None:
+    """
+    Raise the soft limit on open files towards what ``connections`` need
+    (one descriptor each, plus some for files and the listener), up to the
+    hard limit; warn if that is still too low.
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    wanted = connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft < wanted:
+        Limits.log.warn(
+            "open file limit {soft} is below --max-connections {connections} (+256); "
+            "raise it (systemd: LimitNOFILE=) or lower --max-connections",
+            soft=soft, connections=connections,
+        )

@@ -9,18 +9,38 @@ every connected user, write the queued log events, stop the pools.
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, task
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
+from twisted.python.logfile import BaseLogFile
 from twisted.python.threadpool import ThreadPool
 
 from chatd.factory import ChatFactory
+from chatd.limits import raise_fd_limit
 from chatd.passwords import Passwords
 from chatd.persistence import CsvStore
 from chatd.settings import Settings
+
+
+def reopen_log_files() -> int:
+    """
+    Reopen the log files twistd writes to (``--logfile``), for logrotate: it
+    renames the file, then sends SIGHUP, and we start a new one under the
+    old name. twistd keeps its LogFile inside its log observer, so we find
+    it there. Returns how many files were reopened.
+    """
+    reopened = 0
+    for observer in list(getattr(globalLogPublisher, "_observers", ())):
+        out = getattr(observer, "_outFile", None)
+        if isinstance(out, BaseLogFile):
+            out.reopen()
+            reopened += 1
+    return reopened
 
 
 class ChatService(service.Service):
@@ -57,8 +77,13 @@ class ChatService(service.Service):
         #: Fires once the server listens on every endpoint (for embedding and tests).
         self.ready: defer.Deferred[list[Any]] = defer.Deferred()
 
+    _previous_sighup: Any = None
+
     def startService(self) -> None:
         super().startService()
+        if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+        raise_fd_limit(self.settings.max_connections)
         self._store_pool.start()
         self._hash_pool.start()
         d = self.store.load()
@@ -73,6 +98,14 @@ class ChatService(service.Service):
             for description in self.listen
         ]
         return defer.gatherResults(listening, consumeErrors=True).addCallback(self._listening)
+
+    def _sighup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.reopen_logs)
+
+    def reopen_logs(self) -> None:
+        """SIGHUP: reopen the log file (after logrotate moved it)."""
+        count = reopen_log_files()
+        self.log.info("SIGHUP: reopened {count} log file(s)", count=count)
 
     def _listening(self, ports: list[Any]) -> list[Any]:
         self.ports = ports
@@ -89,6 +122,9 @@ class ChatService(service.Service):
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
         for port in self.ports:
             yield port.stopListening()
         if self.factory.connections:
