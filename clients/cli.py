@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, protocol
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -234,6 +235,8 @@ class ChatClient(LineReceiver):
                 self.done.callback(None)
             else:
                 why = self.server_said or "the connection to the server was lost"
+                if not self.server_said and reason is not None and not reason.check(ConnectionDone):
+                    why += f" ({reason.getErrorMessage()})"
                 self.done.errback(ConnectionGone(why))
 
     # -- from the server ----------------------------------------------------------
@@ -524,7 +527,7 @@ class _Terminal:
         self.fd = fd
         self._termios = termios
         self.saved = termios.tcgetattr(fd)
-        tty.setcbreak(fd)
+        tty.setcbreak(fd, termios.TCSANOW)  # TCSAFLUSH would drop what was typed already
         mode = termios.tcgetattr(fd)
         mode[3] &= ~termios.ECHO
         termios.tcsetattr(fd, termios.TCSANOW, mode)
