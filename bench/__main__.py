@@ -23,6 +23,9 @@ def main(argv=None):
     ap.add_argument("--plot", nargs="?", const=os.path.join(REPO, "docs", "latency.png"), default=None, metavar="PNG",
                     help="draw p99 latency against rate (matplotlib) into PNG (default docs/latency.png)")
     ap.add_argument("--summarize", nargs="+", metavar="JSONL", help="print the table (and --plot) from saved results, run nothing")
+    ap.add_argument("--profile", action="store_true",
+                    help="sample chatd with py-spy during every measurement (figures are then disturbed); "
+                         "collapsed stacks go to --out/profile-*.txt")
     ap.add_argument("--no-install", action="store_true", help="do not apt-get install missing peers")
     ap.add_argument("--lat-seconds", type=float, default=0, help="seconds of paced sending per latency point")
     ap.add_argument("--idle", type=int, default=0, help="idle connections (default 10000, --quick 200)")

@@ -125,15 +125,18 @@ class Suite:
         tries = 1 if self.args.quick else 3
         for attempt in range(1, tries + 1):
             srv = self.server(kind, tag, users, rooms, default_cost_users)
+            prof = None
             try:
                 srv.start()
                 time.sleep(0.3)
+                prof = self.start_profiler(srv, tag, run)
                 r = self.peerbench(srv, run, extra, timeout)
             except ServerError as e:
                 alive = srv.proc is not None and srv.proc.poll() is None
                 raise ServerError("%s%s; server log: %s" % (e, "" if alive else " (the server process had exited)",
                                                             srv.log_tail()))
             finally:
+                self.stop_profiler(prof)
                 srv.stop()
             if r.get("disturbed") and attempt < tries:
                 self.log("  disturbed by other work on the machine (%s); measuring again" % ", ".join(r.get("other_top", [])))
@@ -144,6 +147,29 @@ class Suite:
             r["server"] = kind
             r["run"] = run
             return r
+
+    def start_profiler(self, srv, tag, run):
+        """--profile: sample chatd with py-spy during the measurement (collapsed stacks in --out)."""
+        if not self.args.profile or srv.kind != "chatd":
+            return None
+        exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        if not os.path.exists(exe):
+            raise ServerError("--profile needs py-spy (pip install py-spy)")
+        path = os.path.join(self.out, "profile-%s-run%d.txt" % (tag, run))
+        proc = subprocess.Popen([exe, "record", "--pid", str(srv.pid), "--format", "raw", "--rate", "200",
+                                 "--output", path, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        return proc
+
+    def stop_profiler(self, proc):
+        if proc is None:
+            return
+        proc.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
     # ------------------------------------------------------------ scenarios
 
