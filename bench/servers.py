@@ -205,6 +205,7 @@ class Server:
         self.log_path = os.path.join(workdir, "server.log")
         os.makedirs(workdir, exist_ok=True)
         self.data_dir = os.path.join(workdir, "data")
+        self.extra = []  # extra chatd options (only the file-size limit, for the transfer scenario)
 
     def _render(self, template, target):
         with open(os.path.join(HERE, "conf", template)) as f:
@@ -215,7 +216,7 @@ class Server:
     def command(self):
         if self.kind == "chatd":
             return twistd_command() + ["-n", "--pidfile=", "--logfile", self.log_path, "chatd",
-                                       "--listen", "tcp:%d:interface=127.0.0.1" % self.port, "--data-dir", self.data_dir]
+                                       "--listen", "tcp:%d:interface=127.0.0.1" % self.port, "--data-dir", self.data_dir] + self.extra
         if self.kind == "ngircd":
             os.chmod(self.dir, 0o777)  # ngircd drops to nobody and writes its pid file here
             os.makedirs(os.path.join(self.dir, "conf.d"), exist_ok=True)
