@@ -26,6 +26,10 @@ def main(argv=None):
     ap.add_argument("--profile", action="store_true",
                     help="sample chatd with py-spy during every measurement (figures are then disturbed); "
                          "collapsed stacks go to --out/profile-*.txt")
+    ap.add_argument("--chatd-arg", action="append", metavar="ARG",
+                    help="extra option for twistd chatd, e.g. --chatd-arg=--tcp-nodelay=never (repeatable; for "
+                         "experiments: the suite's figures use the default configuration)")
+    ap.add_argument("--transfer-mib", type=int, default=0, help="file size for the transfer scenario (default 1024 MiB)")
     ap.add_argument("--no-install", action="store_true", help="do not apt-get install missing peers")
     ap.add_argument("--lat-seconds", type=float, default=0, help="seconds of paced sending per latency point")
     ap.add_argument("--idle", type=int, default=0, help="idle connections (default 10000, --quick 200)")

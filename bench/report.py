@@ -67,6 +67,8 @@ def table(results):
         out.append("Machine: %s. %s. Median of %d run(s)%s." % (
             meta.get("machine", "?"), "; ".join("%s: %s" % kv for kv in meta.get("versions", {}).items()), runs,
             " (QUICK smoke sizes: not a measurement)" if meta.get("quick") else ""))
+        if meta.get("chatd_args"):
+            out.append("chatd ran with: %s" % " ".join(meta["chatd_args"]))
     head = "| figure | " + " | ".join(srv) + "".join(" | chatd/%s" % p for p in peers) + " |"
     sep = "|---" * (1 + len(srv) + len(peers)) + "|"
 

@@ -48,6 +48,8 @@ class Suite:
             self.p["lat_seconds"] = args.lat_seconds
         if args.idle:
             self.p["idle"] = args.idle
+        if args.transfer_mib:
+            self.p["transfer_bytes"] = args.transfer_mib << 20
         if args.max_rate:
             self.p["max_rate"] = args.max_rate
         self.out = args.out
@@ -74,6 +76,7 @@ class Suite:
         shutil.rmtree(d, ignore_errors=True)
         srv = Server(kind, d)
         if kind == "chatd":
+            srv.extra = list(self.args.chatd_arg or [])
             servers.write_data_dir(srv.data_dir, users=users, rooms=rooms, default_cost_users=default_cost_users)
         return srv
 
@@ -279,7 +282,7 @@ class Suite:
         size, n = p["transfer_bytes"], p["transfer_recipients"]
         srv = self.server("chatd", "transfer", users=["f%d" % i for i in range(n + 1)], rooms=[("files", "f0")])
         # the only non-default option in the suite: the default --max-file-size (100 MiB) refuses a 1 GiB file
-        srv.extra = ["--max-file-size", str(size + (1 << 20))]
+        srv.extra += ["--max-file-size", str(size + (1 << 20))]
         try:
             try:
                 srv.start()
@@ -350,7 +353,8 @@ class Suite:
         for k in kinds[1:]:
             self.versions[k] = servers.peer_version(k)
         meta = dict(bench_scenario="meta", date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    machine=machine(), versions=self.versions, quick=bool(a.quick), runs=a.runs, sizes=self.p)
+                    machine=machine(), versions=self.versions, quick=bool(a.quick), runs=a.runs, sizes=self.p,
+                    chatd_args=list(a.chatd_arg or []))
         self.record(meta)
         for k, v in self.versions.items():
             self.log("%s: %s" % (k, v))
