@@ -62,6 +62,9 @@ class Peer(Protocol):
     def call_later(self, seconds: float, function: Callable[[], None]) -> Any:
         """Run ``function`` after ``seconds``, cancelled if the connection goes."""
 
+    def talking(self) -> None:
+        """A hint: this connection is saying something in a room (protocol.py tunes TCP for talkers)."""
+
     def close(self) -> None:
         """Close the connection after sending what is queued."""
 
@@ -390,6 +393,7 @@ class Dialogue:
             return
         if text.startswith("//"):
             text = text[1:]
+        self.peer.talking()
         self.factory.say(self.room, self.peer, text)  # type: ignore[arg-type]
 
     def command_help(self, argument: str) -> None:

@@ -88,6 +88,7 @@ class ChatProtocol(LineReceiver):
     _refeed: bytes | None = None
     _timer: Any = None
     _socket: socket.socket | None = None
+    _nodelay = False
     #: The per-address limit key ("" if exempt); None until admitted.
     address_key: str | None = None
     _bucket: TokenBucket | None = None
@@ -112,8 +113,8 @@ class ChatProtocol(LineReceiver):
         self._bucket = limits.flood_bucket()
         if isinstance(self.transport, tcp.Server):
             self._socket = self.transport.socket
-            if self.factory.settings.tcp_nodelay:
-                self.transport.setTcpNoDelay(True)
+            if self.factory.settings.tcp_nodelay == "all":
+                self.talking()
         self.factory.connections.add(self)
         self.dialogue = Dialogue(self, self.factory)
         self.dialogue.start()
@@ -353,6 +354,18 @@ class ChatProtocol(LineReceiver):
     def call_later(self, seconds: float, function: Callable[[], None]) -> Any:
         self._timer = self.factory.reactor.callLater(seconds, function)  # type: ignore[attr-defined]
         return self._timer
+
+    def talking(self) -> None:
+        """
+        This connection talks in a room. A peer that sends data delays its
+        ACKs to piggyback them, and with Nagle's algorithm on, our next small
+        write then waits for that delayed ACK (up to 40 ms): so talkers get
+        TCP_NODELAY. Listen-only peers ACK as soon as they read, and for them
+        Nagle merges lines queued meanwhile into fewer packets (less CPU).
+        """
+        if not self._nodelay and self._socket is not None and self.factory.settings.tcp_nodelay != "never":
+            self._nodelay = True
+            self.transport.setTcpNoDelay(True)
 
     def close(self) -> None:
         self.transport.loseConnection()

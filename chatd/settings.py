@@ -44,5 +44,7 @@ class Settings:
     #: seconds (0 = no limit); further attempts are refused without hashing.
     address_login_failures: int = 20
     address_login_window: float = 300.0
-    #: Set TCP_NODELAY on every connection (see docs/PERFORMANCE.md for the trade-off).
-    tcp_nodelay: bool = False
+    #: When to set TCP_NODELAY: "talkers" (on a connection once it says
+    #: something in a room), "all" connections, or "never". See
+    #: docs/PERFORMANCE.md for the measured trade-off.
+    tcp_nodelay: str = "talkers"

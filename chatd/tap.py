@@ -42,10 +42,9 @@ class Options(usage.Options):
         "A multi-room chat server for telnet and the bundled 'chat' client. "
         "Accounts, rooms and an event log are kept as CSV files in --data-dir."
     )
-    optFlags = [
-        ["tcp-nodelay", None, "Set TCP_NODELAY on connections (lower latency for closed-loop traffic, more CPU per line)."],
-    ]
     optParameters = [
+        ["tcp-nodelay", None, _DEFAULTS.tcp_nodelay,
+         "When to set TCP_NODELAY: talkers (once a connection says something in a room), all, or never."],
         ["data-dir", "d", DEFAULT_DATA_DIR, "Directory for users.csv, rooms.csv and log.csv (created 0700)."],
         ["max-line", None, _DEFAULTS.max_line, "Longest accepted input line, in bytes.", int],
         ["max-outbound", None, _DEFAULTS.max_outbound, "Unsent bytes after which a connection is dropped.", int],
@@ -65,6 +64,8 @@ class Options(usage.Options):
         self["listen"].append(description)
 
     def postOptions(self) -> None:
+        if self["tcp-nodelay"] not in ("talkers", "all", "never"):
+            raise usage.UsageError("--tcp-nodelay is one of: talkers, all, never")
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         for name in ("max-line", "max-outbound", "hash-threads", "hash-time-cost", "hash-memory-kib"):
@@ -93,7 +94,7 @@ class Options(usage.Options):
     def settings(self) -> Settings:
         """The :class:`Settings` these options describe."""
         return Settings(
-            max_line=self["max-line"], max_outbound=self["max-outbound"], tcp_nodelay=bool(self["tcp-nodelay"]),
+            max_line=self["max-line"], max_outbound=self["max-outbound"], tcp_nodelay=self["tcp-nodelay"],
             **{field: self[option] for option, field, _, _ in _LIMITS},
         )
 
