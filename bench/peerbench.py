@@ -213,7 +213,7 @@ class ChatdAdapter(Adapter):
         return [("join", b"join %s\r\n" % r, (b"Entered room %s" % r,))]
 
     def message(self, text):
-        return text + b"\r\n"
+        return text + (b"\n" if self.args.chatd_lf else b"\r\n")
 
     def probe(self):
         return ("probe", b"/ping\r\n" if self.args.idle_join else b"ping\r\n", (b"pong",))
@@ -1178,6 +1178,7 @@ def main():
     g.add_argument("--line-probe", metavar="'SEND=>EXPECT'")
     g.add_argument("--line-fail", metavar="A|B", help="substrings that mean a refusal")
     g.add_argument("--line-end", default="\\n", help="line terminator (default \\n)")
+    g.add_argument("--chatd-lf", action="store_true", help="--proto chatd: end chat lines with LF instead of CRLF")
     ap.add_argument("--summarize", nargs="+", metavar="FILE", help="print markdown tables from RESULT lines and exit")
     args = ap.parse_args()
     if args.summarize:

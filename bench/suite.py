@@ -88,7 +88,7 @@ class Suite:
         """peerbench arguments that depend on the server."""
         if kind == "chatd":
             # Twisted's listenTCP backlog is 50 unless the endpoint says otherwise: stay below it
-            return ["--proto", "chatd", "--password", PASSWORD, "--window", "32"]
+            return ["--proto", "chatd", "--password", PASSWORD, "--window", "32"] + (["--chatd-lf"] if self.args.lf else [])
         if kind == "ngircd":
             return ["--proto", "irc", "--window", "8"]   # ngIRCd's listen backlog is hard-coded to 10
         if kind == "inspircd":
@@ -354,7 +354,7 @@ class Suite:
             self.versions[k] = servers.peer_version(k)
         meta = dict(bench_scenario="meta", date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     machine=machine(), versions=self.versions, quick=bool(a.quick), runs=a.runs, sizes=self.p,
-                    chatd_args=list(a.chatd_arg or []))
+                    chatd_args=list(a.chatd_arg or []) + (["(senders end lines with LF, not CRLF)"] if a.lf else []))
         self.record(meta)
         for k, v in self.versions.items():
             self.log("%s: %s" % (k, v))

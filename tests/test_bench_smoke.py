@@ -62,5 +62,6 @@ def test_quick_suite_loses_no_line(tmp_path) -> None:
     (startup,) = by_scenario["startup"]
     assert startup["first_login_seconds"] >= startup["listen_seconds"] > 0
     (transfer,) = by_scenario["transfer"]
-    assert transfer.get("skipped") or transfer.get("mb_per_s_per_recipient", 0) > 0
+    # skipped only while the server has no /send; otherwise every recipient got the file, checked by SHA-256
+    assert transfer.get("skipped") or (transfer["sha_ok"] and transfer["mb_per_s_min"] > 0), transfer
     assert "deliveries/s" in proc.stdout
