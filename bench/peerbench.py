@@ -981,7 +981,11 @@ def run_idle(args):
     nicks = ["%si%d" % (args.nick_prefix, i) for i in range(args.connections)]
     def room_of(k):
         return "%s%d" % (args.room, k % args.idle_rooms) if args.idle_rooms > 0 else args.room
-    items = [(n, None, ad.login(n) + (ad.join(n, room_of(k)) if args.idle_join else [])) for k, n in enumerate(nicks)]
+    def steps_of(k, n):
+        if args.idle_connect_only:  # only the steps that wait for the greeting (no login)
+            return [st for st in ad.login(n) if not st[1]]
+        return ad.login(n) + (ad.join(n, room_of(k)) if args.idle_join else [])
+    items = [(n, None, steps_of(k, n)) for k, n in enumerate(nicks)]
     socks = converse(args, ad, items, args.window, t0 + args.login_timeout, "idle login")
     t_open = time.time() - t0
     ep = select.epoll(len(socks) + 1)
@@ -1012,7 +1016,7 @@ def run_idle(args):
         # responsiveness: one probe round trip on connections spread over the population, one at a time
         rtts = []
         step = ad.probe()
-        if step:
+        if step and not args.idle_connect_only:
             ep.close()
             ep = select.epoll()
             for i in spread(len(socks), 20):
@@ -1153,6 +1157,8 @@ def main():
     g = ap.add_argument_group("idle")
     g.add_argument("--connections", type=int, default=2000, help="C registered idle connections (default 2000)")
     g.add_argument("--idle-join", action="store_true", help="idle connections also join the room")
+    g.add_argument("--idle-connect-only", action="store_true",
+                   help="idle connections only wait for the greeting (no login): the cost of a bare connection")
     g.add_argument("--idle-rooms", type=int, default=0,
                    help="with --idle-join: spread the idle connections over this many rooms, named --room + 0..N-1")
     g.add_argument("--settle", type=float, default=2.0, help="seconds to wait before reading RSS (default 2)")
