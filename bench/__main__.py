@@ -31,6 +31,8 @@ def main(argv=None):
                          "experiments: the suite's figures use the default configuration)")
     ap.add_argument("--transfer-mib", type=int, default=0, help="file size for the transfer scenario (default 1024 MiB)")
     ap.add_argument("--lf", action="store_true", help="chatd senders end chat lines with LF instead of CRLF (an experiment)")
+    ap.add_argument("--refine", type=int, default=None,
+                    help="bisection steps between the last rate with p99 <= 10 ms and the first above (default 2; --quick 0)")
     ap.add_argument("--no-install", action="store_true", help="do not apt-get install missing peers")
     ap.add_argument("--lat-seconds", type=float, default=0, help="seconds of paced sending per latency point")
     ap.add_argument("--idle", type=int, default=0, help="idle connections (default 10000, --quick 200)")

@@ -131,7 +131,7 @@ def table(results):
                            {s: (lambda m: m * 100 if m is not None else None)(median([r.get("server_util") for r in vals[s]]))
                             for s in srv}, "%.0f", False))
         caps = {s: capacity(results, s)[0] for s in srv}
-        out.append(row("**highest rate with p99 ≤ %.0f ms** (lines/s; tested up to the first failing rate)" % P99_LIMIT_MS,
+        out.append(row("**highest rate with p99 ≤ %.0f ms** (lines/s; doubling, then bisection)" % P99_LIMIT_MS,
                        {s: (c if c else None) for s, c in caps.items()}, "%.0f"))
         gen_bound = [s for s in srv for r in by(results, "latency", s) if str(r.get("bound", "")).startswith("generator")]
         if gen_bound:

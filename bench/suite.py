@@ -32,11 +32,11 @@ def profile(quick):
     if quick:
         return dict(receivers=10, senders=2, messages=200, inflight=50, rates=[200, 400], max_rate=400,
                     lat_seconds=1.0, idle=200, idle_rooms=10, storm=10, storm_rate=200, storm_seconds=2.0,
-                    storm_delay=0.5, startup_users=10000, startup_rooms=100, transfer_bytes=1 << 20,
+                    storm_delay=0.5, refine=0, startup_users=10000, startup_rooms=100, transfer_bytes=1 << 20,
                     transfer_recipients=2, quiet_wait=0, max_seconds=20, login_timeout=15)
     return dict(receivers=100, senders=10, messages=2000, inflight=50, rates=[500, 1000, 2000, 4000, 8000],
                 max_rate=64000, lat_seconds=5.0, idle=10000, idle_rooms=100, storm=200, storm_rate=2000,
-                storm_seconds=12.0, storm_delay=1.0, startup_users=1000000, startup_rooms=10000,
+                storm_seconds=12.0, storm_delay=1.0, refine=2, startup_users=1000000, startup_rooms=10000,
                 transfer_bytes=1 << 30, transfer_recipients=10, quiet_wait=20, max_seconds=60, login_timeout=60)
 
 
@@ -50,6 +50,8 @@ class Suite:
             self.p["idle"] = args.idle
         if args.transfer_mib:
             self.p["transfer_bytes"] = args.transfer_mib << 20
+        if args.refine is not None:
+            self.p["refine"] = args.refine
         if args.max_rate:
             self.p["max_rate"] = args.max_rate
         self.out = args.out
@@ -193,12 +195,12 @@ class Suite:
                             rooms=[("bench", "s0")], bench_rate=rate)
 
     def run_latency(self, kind, run):
-        """Paced rates from the list, then doubling, until p99 passes the limit (or the server falls behind)."""
+        """Paced rates from the list, then doubling, until p99 passes the limit (or the server falls behind);
+        then up to --refine bisection steps between the last rate that held and the first that did not."""
         rates = list(self.p["rates"])
         out = []
-        i = 0
-        while i < len(rates) and len(out) < 20:
-            rate = rates[i]
+
+        def point(rate):
             try:
                 r = self.run_latency_point(kind, run, rate)
             except ServerError as e:
@@ -209,12 +211,30 @@ class Suite:
             self.log("  %s %d lines/s: p50 %.2f p99 %.2f max %.1f ms; lost %s; server %.0f%%; %s" % (
                 kind, rate, r.get("lat_p50_ms", math.nan), r.get("lat_p99_ms", math.nan), r.get("lat_max_ms", math.nan),
                 r.get("lost", "?"), 100 * r.get("server_util", math.nan), r.get("bound", r.get("error", ""))))
-            ok = point_ok(r)
-            if i == len(rates) - 1 and ok and rate * 2 <= self.p["max_rate"]:
-                rates.append(rate * 2)
-            i += 1
-            if not ok:
+            return point_ok(r)
+
+        i, good, bad = 0, 0, 0
+        while i < len(rates) and len(out) < 20:
+            rate = rates[i]
+            ok = point(rate)
+            if ok:
+                good = rate
+                if i == len(rates) - 1 and rate * 2 <= self.p["max_rate"]:
+                    rates.append(rate * 2)
+            else:
+                bad = rate
                 break
+            i += 1
+        for _ in range(self.p.get("refine", 0)):
+            if not (good and bad) or bad - good < 250:
+                break
+            mid = int(round((good + bad) / 2 / 250.0)) * 250
+            if mid in (good, bad):
+                break
+            if point(mid):
+                good = mid
+            else:
+                bad = mid
         return out
 
     def run_idle(self, kind, run):
