@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.conch import telnet
-from twisted.internet import tcp
+from twisted.internet import defer, tcp
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
@@ -142,7 +142,7 @@ class ChatProtocol(LineReceiver):
         elif self._telnet is not None and (self._telnet.state != "data" or _IAC in data):
             self._parse_telnet(data)
         elif _IAC in data:
-            self._telnet = _TelnetFilter(self._line_data, self.transport)
+            self._start_telnet()
             self._parse_telnet(data)
         else:
             self._line_data(data)
@@ -318,17 +318,29 @@ class ChatProtocol(LineReceiver):
             self._hide_input()
         self.deliver((text + " ").encode(ENCODING))
 
+    def _start_telnet(self) -> None:
+        """
+        The peer speaks telnet: parse its commands from now on. The parser
+        (about 1.5 KiB) exists only for such peers; if we already offered
+        ECHO with raw bytes, it learns that the answer is on its way.
+        """
+        self._telnet = _TelnetFilter(self._line_data, self.transport)
+        if self._hiding_input:
+            offer = self._telnet.getOptionState(telnet.ECHO).us
+            offer.negotiating = True
+            offer.onResult = defer.Deferred().addErrback(lambda _: None)
+
     def _hide_input(self) -> None:
         """Ask a telnet client to stop echoing (we "will echo", and don't)."""
-        if self._telnet is None:
-            self._telnet = _TelnetFilter(self._line_data, self.transport)
         self._hiding_input = True
-        self._telnet.will(telnet.ECHO).addErrback(lambda _: None)
+        if self._telnet is None:
+            self.transport.write(_IAC + telnet.WILL + telnet.ECHO)
+        else:
+            self._telnet.will(telnet.ECHO).addErrback(lambda _: None)
 
     def _show_input(self) -> None:
-        assert self._telnet is not None
         self._hiding_input = False
-        if self._telnet.echoing():
+        if self._telnet is not None and self._telnet.echoing():
             self._telnet.wont(telnet.ECHO).addErrback(lambda _: None)
             self.deliver(b"\r\n")
 
