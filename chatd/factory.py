@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 from twisted.internet import defer
@@ -28,6 +28,9 @@ from chatd.persistence import CsvStore, Loaded, RoomRecord, StoreError, UserReco
 from chatd.protocol import ChatProtocol
 from chatd.settings import PUBLIC_ROOM, Settings
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key
+
+if TYPE_CHECKING:
+    from chatd.transfer import Transfers
 
 class Session(Recipient, Protocol):
     """What the shared state needs of one connection."""
@@ -100,6 +103,8 @@ class ChatFactory(Factory):
 
     protocol = ChatProtocol
     log = Logger()
+    #: File transfers (chatd.transfer.Transfers), set up by the service; None: no files.
+    transfers: Transfers | None = None
 
     def __init__(
         self,

@@ -446,7 +446,7 @@ class Dialogue:
     def command_send(self, argument: str) -> None:
         """/send PATH: send a file to everyone in the room (with the chat client)."""
         assert self.room is not None
-        transfers = getattr(self.factory, "transfers", None)
+        transfers = self.factory.transfers
         if transfers is None:
             self._error("this server does not accept files.")
         else:

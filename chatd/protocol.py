@@ -88,6 +88,7 @@ class ChatProtocol(LineReceiver):
     _refeed: bytes | None = None
     _timer: Any = None
     _socket: socket.socket | None = None
+    _tcp: tcp.Server | None = None
     _nodelay = False
     #: The per-address limit key ("" if exempt); None until admitted.
     address_key: str | None = None
@@ -111,6 +112,11 @@ class ChatProtocol(LineReceiver):
             return
         self.address_key = key
         self._bucket = limits.flood_bucket()
+        # The TCP connection underneath (under TLS too): its buffer is what
+        # the outbound limit measures.
+        lowest = getattr(self.transport, "transport", self.transport)
+        if isinstance(lowest, tcp.Server):
+            self._tcp = lowest
         if isinstance(self.transport, tcp.Server):
             self._socket = self.transport.socket
             if self.factory.settings.tcp_nodelay == "all":
@@ -132,6 +138,7 @@ class ChatProtocol(LineReceiver):
         if self.files is not None:
             self.files.connection_lost()
         self._socket = None
+        self._tcp = None
 
     # -- input --------------------------------------------------------------
 
@@ -275,8 +282,9 @@ class ChatProtocol(LineReceiver):
                 return
             data = data[sent:]
         transport.write(data)
-        if sock is not None:
-            queued = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        lowest = self._tcp
+        if lowest is not None:
+            queued = len(lowest.dataBuffer) - lowest.offset + lowest._tempDataLen
             if queued > self.factory.settings.max_outbound:
                 self._cut_off(queued)
 
@@ -288,6 +296,7 @@ class ChatProtocol(LineReceiver):
         )
         self.factory.store.log_event("sendq_exceeded", self.name or "", detail=f"{queued} bytes queued")
         self._socket = None
+        self._tcp = None
         self.transport.abortConnection()
 
     def _render(self, code: str, text: str) -> bytes:

@@ -9,6 +9,7 @@ every connected user, write the queued log events, stop the pools.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Any
@@ -25,6 +26,7 @@ from chatd.limits import raise_fd_limit
 from chatd.passwords import Passwords
 from chatd.persistence import CsvStore
 from chatd.settings import Settings
+from chatd.transfer import SPOOL, Transfers, TransferSettings
 
 
 def reopen_log_files() -> int:
@@ -56,6 +58,7 @@ class ChatService(service.Service):
         settings: Settings,
         hash_threads: int = 1,
         hash_params: dict[str, int] | None = None,
+        transfer_settings: TransferSettings | None = None,
     ) -> None:
         self.reactor = reactor
         self.listen = listen
@@ -73,6 +76,13 @@ class ChatService(service.Service):
             run=lambda f, *a: deferToThreadPool(reactor, self._hash_pool, f, *a), **(hash_params or {})
         )
         self.factory = ChatFactory(self.store, self.passwords, settings, reactor)
+        self._files_pool = ThreadPool(0, 4, name="chatd-files")
+        self.factory.transfers = Transfers(
+            self.factory,
+            os.path.join(data_dir, SPOOL),
+            run=lambda f, *a: deferToThreadPool(reactor, self._files_pool, f, *a),
+            settings=transfer_settings or TransferSettings(),
+        )
         self.ports: list[Any] = []
         #: Fires once the server listens on every endpoint (for embedding and tests).
         self.ready: defer.Deferred[list[Any]] = defer.Deferred()
@@ -86,12 +96,16 @@ class ChatService(service.Service):
         raise_fd_limit(self.settings.max_connections)
         self._store_pool.start()
         self._hash_pool.start()
+        self._files_pool.start()
         d = self.store.load()
         d.addCallback(self._loaded)
         d.addCallbacks(self.ready.callback, self._failed_to_start)
 
     def _loaded(self, loaded: Any) -> defer.Deferred[list[Any]]:
         self.factory.restore(loaded)
+        self.factory.transfers.start().addErrback(
+            lambda failure: self.log.failure("could not prepare the file spool", failure)
+        )
         self.store.start()
         listening = [
             endpoints.serverFromString(self.reactor, description).listen(self.factory)
@@ -133,5 +147,6 @@ class ChatService(service.Service):
             yield task.deferLater(self.reactor, 0.2, lambda: None)
         yield self.store.stop()
         self._hash_pool.stop()
+        self._files_pool.stop()
         self._store_pool.stop()
         self.log.info("chatd stopped cleanly")

@@ -104,15 +104,14 @@ def makeService(options: Options) -> Any:
     from twisted.internet import reactor
 
     from chatd.service import ChatService
-    from chatd.transfer import TransferSettings, install
+    from chatd.transfer import TransferSettings
 
-    service = ChatService(
+    return ChatService(
         reactor,
         listen=options["listen"],
         data_dir=options["data-dir"],
         settings=options.settings(),
         hash_threads=options["hash-threads"],
         hash_params={"time_cost": options["hash-time-cost"], "memory_kib": options["hash-memory-kib"]},
+        transfer_settings=TransferSettings(options["max-file-size"], options["max-uploads"]),
     )
-    install(service, reactor, TransferSettings(options["max-file-size"], options["max-uploads"]))
-    return service

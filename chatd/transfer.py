@@ -579,29 +579,3 @@ class Outbox:
             self.transfers.run(handle.close)
         if shared is not None:
             shared.release()
-
-
-def install(service: Any, reactor: Any, settings: TransferSettings, threads: int = 4) -> Transfers:
-    """
-    Give the chat service's factory its :class:`Transfers`: a spool under the
-    data dir and a thread pool for file work, started when the reactor runs
-    and stopped at shutdown (as ``adbapi.ConnectionPool`` does).
-    """
-    from twisted.internet.threads import deferToThreadPool
-    from twisted.python.threadpool import ThreadPool
-
-    pool = ThreadPool(0, threads, name="chatd-files")
-
-    def run(function: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        return deferToThreadPool(reactor, pool, function, *args)
-
-    transfers = Transfers(service.factory, os.path.join(service.data_dir, SPOOL), run, settings)
-    service.factory.transfers = transfers
-
-    def start() -> None:
-        pool.start()
-        transfers.start().addErrback(lambda failure: transfers.log.failure("could not prepare the spool", failure))
-
-    reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger("after", "shutdown", pool.stop)
-    return transfers

@@ -105,3 +105,38 @@ def test_tls_round_trip(tmp_path):
     finally:
         d.stop()
     assert d.unhandled_errors() == [], d.log()
+
+
+def test_non_reading_tls_client_is_cut_off(tmp_path):
+    """The outbound limit applies under TLS too: it measures the TCP buffer beneath the TLS layer."""
+    import time
+
+    key, cert = make_certificate(str(tmp_path))
+    tls_port = free_port()
+    d = Daemon(str(tmp_path / "data"), "--max-outbound", "65536",
+               "--listen", f"ssl:{tls_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}")
+    d.start()
+    try:
+        stuck = None
+        for _ in range(100):
+            try:
+                stuck = TlsConn(tls_port, cert)
+                break
+            except (ConnectionRefusedError, ssl.SSLError):
+                time.sleep(0.05)
+        assert stuck is not None
+        stuck.register("stuck")
+        stuck.send("public")
+        stuck.expect(r"Entered room public")
+        talker = Conn(d.port)
+        talker.register("talker")
+        talker.send("public")
+        talker.expect(r"Entered room public")
+        line = "y" * 1500
+        deadline = time.monotonic() + 30
+        while "send queue exceeded" not in d.log() and time.monotonic() < deadline:
+            talker.send(b"".join(f"{line}\r\n".encode() for _ in range(100)))
+            talker.drain(0.01)
+        assert "send queue exceeded" in d.log()
+    finally:
+        d.stop()
