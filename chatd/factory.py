@@ -25,7 +25,6 @@ from chatd.broadcast import Batcher, Fanout, Recipient
 from chatd.limits import Limits
 from chatd.passwords import Passwords
 from chatd.persistence import CsvStore, Loaded, RoomRecord, StoreError, UserRecord, user_from_row, user_row
-from chatd.protocol import ChatProtocol
 from chatd.settings import PUBLIC_ROOM, Settings
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key
 
@@ -99,9 +98,8 @@ class Clock:
 
 
 class ChatFactory(Factory):
-    """Accounts, online users and rooms; builds a :class:`ChatProtocol` per connection."""
+    """Accounts, online users and rooms; builds a ``protocol`` per connection."""
 
-    protocol = ChatProtocol
     log = Logger()
     #: File transfers (chatd.transfer.Transfers), set up by the service; None: no files.
     transfers: Transfers | None = None
@@ -112,7 +110,10 @@ class ChatFactory(Factory):
         passwords: Passwords,
         settings: Settings,
         reactor: IReactorTime,
+        protocol: type[Any],
     ) -> None:
+        """``protocol`` is the class built for each connection (chatd.protocol.ChatProtocol)."""
+        self.protocol = protocol
         self.store = store
         self.passwords = passwords
         self.settings = settings

@@ -24,6 +24,7 @@ from twisted.python.threadpool import ThreadPool
 from chatd.factory import ChatFactory
 from chatd.limits import raise_fd_limit
 from chatd.passwords import Passwords
+from chatd.protocol import ChatProtocol
 from chatd.persistence import CsvStore
 from chatd.settings import Settings
 from chatd.transfer import SPOOL, Transfers, TransferSettings
@@ -75,7 +76,7 @@ class ChatService(service.Service):
         self.passwords = Passwords(
             run=lambda f, *a: deferToThreadPool(reactor, self._hash_pool, f, *a), **(hash_params or {})
         )
-        self.factory = ChatFactory(self.store, self.passwords, settings, reactor)
+        self.factory = ChatFactory(self.store, self.passwords, settings, reactor, ChatProtocol)
         self._files_pool = ThreadPool(0, 4, name="chatd-files")
         self.factory.transfers = Transfers(
             self.factory,

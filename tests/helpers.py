@@ -11,6 +11,7 @@ from twisted.internet.testing import StringTransport
 from chatd.factory import ChatFactory
 from chatd.passwords import Passwords
 from chatd.persistence import CsvStore
+from chatd.protocol import ChatProtocol
 from chatd.settings import Settings
 
 
@@ -43,7 +44,7 @@ def make_factory(data_dir: str, settings: Settings | None = None, hash_runner: A
     clock.advance(1_790_000_000)
     store = CsvStore(data_dir, run=store_runner, clock=clock, now=lambda: factory.now())
     passwords = Passwords(run=hash_runner, time_cost=1, memory_kib=8, parallelism=1)
-    factory = ChatFactory(store, passwords, settings or Settings(), clock)
+    factory = ChatFactory(store, passwords, settings or Settings(), clock, ChatProtocol)
     store.load().addCallback(factory.restore)
     store.start()
     return factory, clock
