@@ -222,6 +222,8 @@ def plot(results, path):
     ax.set_yscale("log")
     ticks = sorted({r["bench_rate"] for r in results if r.get("bench_scenario") == "latency" and "bench_rate" in r})
     if ticks:
+        # label the doubling rates only (the bisection's rates in between would overlap)
+        ticks = [t for t in ticks if math.log2(t / ticks[0]).is_integer()] or ticks
         ax.set_xticks(ticks)
         ax.set_xticklabels(["%g" % t for t in ticks], fontsize=8)
         ax.minorticks_off()
