@@ -10,9 +10,9 @@ the dialogue (``menu.py``) with Deferreds, reads and writes the store
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 from twisted.internet import defer
@@ -30,6 +30,9 @@ from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key
 
 if TYPE_CHECKING:
     from chatd.transfer import Transfers
+
+T = TypeVar("T")
+
 
 class Session(Recipient, Protocol):
     """What the shared state needs of one connection."""
@@ -161,6 +164,26 @@ class ChatFactory(Factory):
 
     # -- accounts ----------------------------------------------------------
 
+    def _while_claimed(
+        self, claims: set[str], key: str, work: defer.Deferred[Any], done: Callable[[Any], T], failure_text: str
+    ) -> defer.Deferred[T]:
+        """
+        ``key`` stays claimed in ``claims`` until ``work`` (a store write)
+        has finished, so two requests for one name cannot both go ahead;
+        then ``done`` runs on success, and a StoreError becomes NotSaved.
+        """
+        claims.add(key)
+
+        def failed(failure: Any) -> None:
+            failure.trap(StoreError)
+            raise errors.NotSaved(failure_text + " (server storage problem); try again later.")
+
+        def release(result: Any) -> Any:
+            claims.discard(key)
+            return result
+
+        return work.addCallbacks(done, failed).addBoth(release)
+
     def register(self, name: str, password: str) -> defer.Deferred[str]:
         """
         Create an account. Fires with the name once it is on disk; fails with
@@ -169,11 +192,10 @@ class ChatFactory(Factory):
         """
         problem = check_name(name, "user", USER_NAME_MAX)
         if problem:
-            return defer.fail(errors.InvalidName(problem[0].upper() + problem[1:] + "."))
+            return defer.fail(errors.InvalidName(problem))
         key = name_key(name)
         if key in self.accounts or key in self._claimed:
             return defer.fail(errors.NameTaken(f"The name {name} is taken."))
-        self._claimed.add(key)
         record: UserRecord | None = None
 
         def store(password_hash: str) -> defer.Deferred[None]:
@@ -187,19 +209,8 @@ class ChatFactory(Factory):
             self.store.log_event("register", name)
             return name
 
-        def failed(failure: Any) -> None:
-            failure.trap(StoreError)
-            raise errors.NotSaved("Could not save the account (server storage problem); try again later.")
-
-        def release(result: Any) -> Any:
-            self._claimed.discard(key)
-            return result
-
-        d = self.passwords.hash(password)
-        d.addCallback(store)
-        d.addCallbacks(saved, failed)
-        d.addBoth(release)
-        return d
+        work = self.passwords.hash(password).addCallback(store)
+        return self._while_claimed(self._claimed, key, work, saved, "Could not save the account")
 
     def authenticate(self, name: str, password: str, address: str = "") -> defer.Deferred[str]:
         """
@@ -257,26 +268,18 @@ class ChatFactory(Factory):
         """Create a room owned by ``owner``; fires once it is on disk."""
         problem = check_name(name, "room", ROOM_NAME_MAX)
         if problem:
-            return defer.fail(errors.InvalidName(problem[0].upper() + problem[1:] + "."))
+            return defer.fail(errors.InvalidName(problem))
         key = name_key(name)
         if key in self.rooms or key in self._claimed_rooms:
             return defer.fail(errors.NameTaken(f"A room called {name} already exists."))
-        self._claimed_rooms.add(key)
         record = RoomRecord(name, owner, self.now())
 
         def saved(_: None) -> Room:
             self.store.log_event("room_create", owner, name)
             return self._add_room(record)
 
-        def failed(failure: Any) -> None:
-            failure.trap(StoreError)
-            raise errors.NotSaved("Could not save the room (server storage problem); try again later.")
-
-        def release(result: Any) -> Any:
-            self._claimed_rooms.discard(key)
-            return result
-
-        return self.store.add_room(record).addCallbacks(saved, failed).addBoth(release)
+        work = self.store.add_room(record)
+        return self._while_claimed(self._claimed_rooms, key, work, saved, "Could not save the room")
 
     def delete_room(self, name: str, by: str) -> defer.Deferred[None]:
         """Delete a room ``by`` owns; its members go back to the menu."""
@@ -290,7 +293,6 @@ class ChatFactory(Factory):
             return defer.fail(errors.NotAllowed(f"Only its owner, {room.owner}, can delete {room.name}."))
         if room.key in self._claimed_rooms:
             return defer.fail(errors.NotAllowed(f"{room.name} is already being deleted."))
-        self._claimed_rooms.add(room.key)
 
         def saved(_: None) -> None:
             self.rooms.pop(room.key, None)
@@ -300,15 +302,8 @@ class ChatFactory(Factory):
                 room.fanout.discard(member)
                 member.room_deleted(room, by)  # type: ignore[attr-defined]
 
-        def failed(failure: Any) -> None:
-            failure.trap(StoreError)
-            raise errors.NotSaved("Could not delete the room (server storage problem); try again later.")
-
-        def release(result: Any) -> Any:
-            self._claimed_rooms.discard(room.key)
-            return result
-
-        return self.store.delete_room(room.name).addCallbacks(saved, failed).addBoth(release)
+        work = self.store.delete_room(room.name)
+        return self._while_claimed(self._claimed_rooms, room.key, work, saved, "Could not delete the room")
 
     def join(self, room: Room, session: Session) -> None:
         """Put ``session`` in ``room`` and tell the room."""

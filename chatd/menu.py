@@ -206,9 +206,9 @@ class Dialogue:
     def _register_name(self, name: str) -> None:
         problem = check_name(name, "user", USER_NAME_MAX)
         if problem is None and name_key(name) in self.factory.accounts:
-            problem = f"the name {name} is taken"
+            problem = f"The name {name} is taken."
         if problem:
-            self._error(problem + ".")
+            self._error(problem)
             self._menu_prompt()
             return
         self._pending_name = name

@@ -51,20 +51,21 @@ def clean_line(raw: bytes) -> str:
 
 def check_name(name: str, what: str, limit: int) -> str | None:
     """
-    Return why ``name`` is not acceptable as a user or room name, or None.
+    Return why ``name`` is not acceptable as a user or room name (a
+    sentence for the user), or None.
 
     Names are 1..limit ASCII letters, digits, ``_`` and ``-``, starting
     with a letter or digit, so they are safe in CSV, in logs and on any
     terminal, and unique without Unicode case folding surprises.
     """
     if not name:
-        return f"a {what} name cannot be empty"
+        return f"A {what} name cannot be empty."
     if len(name) > limit:
-        return f"a {what} name has at most {limit} characters"
+        return f"A {what} name has at most {limit} characters."
     if not _NAME.match(name):
         return (
-            f"a {what} name uses only letters, digits, '_' and '-', "
-            "and starts with a letter or digit"
+            f"A {what} name uses only letters, digits, '_' and '-', "
+            "and starts with a letter or digit."
         )
     return None
 
