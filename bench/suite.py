@@ -5,14 +5,12 @@ configuration, a temporary data directory, a free 127.0.0.1 port; with --peers a
 drives it with the load generator bench/peerbench.py in separate processes, stops the server by its PID, and
 prints a table of medians. Results are kept as JSON lines in --out.
 """
-import argparse
 import json
 import math
 import os
 import platform
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -306,7 +304,7 @@ class Suite:
         try:
             try:
                 srv.start()
-            except ServerError as e:
+            except ServerError:
                 if "max-file-size" in srv.log_tail(20):
                     return dict(server="chatd", run=run, bench_scenario="transfer", skipped=(
                         "the server has no --max-file-size option, so no file transfer yet (issue 3)"))
