@@ -2,6 +2,7 @@
 import argparse
 import os
 import resource
+import shutil
 import sys
 import time
 
@@ -66,6 +67,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("bench: interrupted\n")
         return 130
+    finally:
+        shutil.rmtree(suite.work, ignore_errors=True)  # the servers' temporary directories
     text = report.table(results)
     with open(os.path.join(a.out, "table.md"), "w") as f:
         f.write(text + "\n")
