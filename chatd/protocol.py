@@ -207,7 +207,9 @@ class ChatProtocol(LineReceiver):
             wait = bucket.take(self.factory.reactor.seconds())  # type: ignore[attr-defined]
             if wait:
                 self._throttle(wait)
-        if self.files is not None and line[:1] == b"/" and self.files.line_received(line.rstrip(b"\r")):
+        if line[-1:] == b"\r":  # CRLF: the delimiter is LF
+            line = line[:-1]
+        if self.files is not None and line[:1] == b"/" and self.files.line_received(line):
             return
         if self._hiding_input:
             self._show_input()

@@ -27,10 +27,8 @@ PASSWORD_MAX: Final = 256
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 
 
-def _printable(char: str) -> str:
-    if char == "\t":
-        return " "
-    return char if char.isprintable() else ""
+#: C0 and C1 controls and DEL are dropped, a tab becomes a space (str.translate, in C).
+_CONTROLS: Final = {**dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0)]), 0x09: " "}
 
 
 def clean_line(raw: bytes) -> str:
@@ -44,8 +42,9 @@ def clean_line(raw: bytes) -> str:
     """
     text = raw.decode("utf-8", "replace")
     if not text.isprintable():
-        text = _ESCAPES.sub("", text)
-        text = "".join(_printable(c) for c in text)
+        text = _ESCAPES.sub("", text).translate(_CONTROLS)
+        if not text.isprintable():  # rarer: bidi overrides, separators...
+            text = "".join(c for c in text if c.isprintable())
     return text.strip()
 
 
