@@ -35,6 +35,7 @@ import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.text import name_key
@@ -108,6 +109,29 @@ def _prepare_spool(path: str) -> int:
         os.unlink(os.path.join(path, entry))
         removed += 1
     return removed
+
+
+#: Raw bytes of a file read and encoded per thread-pool round trip (several FILE_CHUNK lines).
+PIECE = 8 * FILE_CHUNK_MAX
+#: Encoded pieces a shared file keeps for recipients that come behind (about 3 MB).
+PIECES_KEPT = 8
+
+
+def _encode_piece(path: str, offset: int, file_id: bytes) -> tuple[bytes, int]:
+    """
+    Read up to PIECE bytes of ``path`` at ``offset`` and render them as
+    FILE_CHUNK lines; returns the lines and the number of raw bytes (0 at
+    the end of the file). Runs in the thread pool.
+    """
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(PIECE)
+    head = FILE_CHUNK.encode() + b" " + file_id + b" "
+    lines = [
+        head + base64.b64encode(data[start : start + FILE_CHUNK_MAX]) + b"\r\n"
+        for start in range(0, len(data), FILE_CHUNK_MAX)
+    ]
+    return b"".join(lines), len(data)
 
 
 def _remove(path: str) -> None:
@@ -262,6 +286,32 @@ class SharedFile:
     sha256: str
     sender: str
     refs: int
+    #: Encoded pieces by offset, shared by every recipient: the file is read
+    #: and base64-encoded once, not once per recipient.
+    _pieces: dict[int, tuple[bytes, int]] = attrs.field(factory=dict)
+    _reading: dict[int, list[defer.Deferred[tuple[bytes, int]]]] = attrs.field(factory=dict)
+
+    def piece(self, offset: int) -> defer.Deferred[tuple[bytes, int]]:
+        """The FILE_CHUNK lines for the piece at ``offset`` and its raw length (0: the end)."""
+        if offset in self._pieces:
+            return defer.succeed(self._pieces[offset])
+        waiting: defer.Deferred[tuple[bytes, int]] = defer.Deferred()
+        if offset in self._reading:
+            self._reading[offset].append(waiting)
+            return waiting
+        self._reading[offset] = [waiting]
+
+        def done(result: Any) -> None:
+            waiters = self._reading.pop(offset)
+            if not isinstance(result, Failure):
+                self._pieces[offset] = result
+                while len(self._pieces) > PIECES_KEPT:
+                    del self._pieces[min(self._pieces)]
+            for d in waiters:
+                d.callback(result) if not isinstance(result, Failure) else d.errback(result)
+
+        self.transfers.run(_encode_piece, self.path, offset, self.id.encode()).addBoth(done)
+        return waiting
 
     def release(self) -> None:
         self.refs -= 1
@@ -483,7 +533,6 @@ class Outbox:
         self.peer = peer
         self.queue: deque[SharedFile] = deque()
         self._current: SharedFile | None = None
-        self._handle: Any = None
         self._sent = 0
         self._paused = False
         self._busy = False
@@ -524,7 +573,6 @@ class Outbox:
     def _next(self) -> None:
         if self._paused or self._busy or self._stopped:
             return
-        run = self.transfers.run
         self._busy = True
         if self._current is None:
             if not self.queue:
@@ -535,28 +583,21 @@ class Outbox:
                 return
             shared = self._current = self.queue.popleft()
             self._sent = 0
-            run(open, shared.path, "rb").addCallbacks(self._opened, self._failed)
-        else:
-            run(self._handle.read, FILE_CHUNK_MAX).addCallbacks(self._read, self._failed)
+            self._send(FILE_BEGIN, f"{shared.id} {shared.size} {shared.sha256} {shared.sender} {shared.name}")
+        self._current.piece(self._sent).addCallbacks(self._read, self._failed)
 
-    def _opened(self, handle: Any) -> None:
-        self._busy = False
-        shared = self._current
-        if self._stopped or shared is None:
-            self.transfers.run(handle.close)
-            return
-        self._handle = handle
-        self._send(FILE_BEGIN, f"{shared.id} {shared.size} {shared.sha256} {shared.sender} {shared.name}")
-        self._next()
-
-    def _read(self, data: bytes) -> None:
+    def _read(self, piece: tuple[bytes, int]) -> None:
         self._busy = False
         shared = self._current
         if self._stopped or shared is None:
             return
-        if data:
-            self._sent += len(data)
-            self._send(FILE_CHUNK, f"{shared.id} {base64.b64encode(data).decode('ascii')}")
+        lines, length = piece
+        if length:
+            self._sent += length
+            if self._sent < shared.size:
+                # Read ahead: the next piece is ready when the socket drains.
+                shared.piece(self._sent).addErrback(lambda _: None)
+            self.peer.deliver(lines)
         else:
             self._send(FILE_END, shared.id)
             self._close()
@@ -574,8 +615,5 @@ class Outbox:
 
     def _close(self) -> None:
         shared, self._current = self._current, None
-        handle, self._handle = self._handle, None
-        if handle is not None:
-            self.transfers.run(handle.close)
         if shared is not None:
             shared.release()

@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from chatd import transfer
 from chatd.transfer import TransferSettings, Transfers, parse_size
 from helpers import Client, make_factory, run_now
 
@@ -150,13 +151,14 @@ def test_slow_recipient_slows_nobody(world):
     ann, bob, slow = in_room(factory, clock, "ann"), in_room(factory, clock, "bob"), in_room(factory, clock, "slow")
     slow.output()
     reads_slowly(slow)
-    data = os.urandom(300_000)
+    data = os.urandom(3 * transfer.PIECE)
     upload(ann, data)
     assert received_files(bob.output())["notes.txt"] == data
     ann.send("still talking")
     assert "ann: still talking" in bob.output()
     assert "ann: still talking" in slow.transport.value().decode()
-    assert len(slow.transport.value()) < 120_000  # one chunk past the limit, not the whole file
+    # At most one piece (base64) past what the transport accepted, not the whole file.
+    assert len(slow.transport.value()) < transfer.PIECE * 4 // 3 + 20_000
     assert len(os.listdir(tmp_path / "spool")) == 1  # kept for the slow one
     got = ""
     while slow.transport.producer is not None:
@@ -181,3 +183,18 @@ def test_parse_size():
     assert [parse_size(x) for x in ("10", "1K", "2M", "1G", "3MiB")] == [10, 1024, 2 << 20, 1 << 30, 3 << 20]
     with pytest.raises(ValueError):
         parse_size("lots")
+
+
+def test_pieces_encoded_once_for_all_recipients(world, monkeypatch):
+    """Recipients at the same pace share each read-and-encoded piece: the file is encoded once, not per recipient."""
+    factory, clock, tmp_path = world
+    calls = []
+    real = transfer._encode_piece
+    monkeypatch.setattr(transfer, "_encode_piece", lambda *a: (calls.append(a[1]), real(*a))[1])
+    ann = in_room(factory, clock, "ann")
+    others = [in_room(factory, clock, name) for name in ("bob", "cy", "dee")]
+    data = os.urandom(2 * transfer.PIECE + 10)
+    upload(ann, data)
+    for other in others:
+        assert received_files(other.output())["notes.txt"] == data
+    assert sorted(calls) == [0, transfer.PIECE, 2 * transfer.PIECE, len(data)]
