@@ -198,3 +198,25 @@ def test_pieces_encoded_once_for_all_recipients(world, monkeypatch):
     for other in others:
         assert received_files(other.output())["notes.txt"] == data
     assert sorted(calls) == [0, transfer.PIECE, 2 * transfer.PIECE, len(data)]
+
+
+def test_spool_write_failure_is_a_clear_error(world, monkeypatch):
+    """ENOSPC while spooling an upload: the sender is told, the spool is left empty, the server goes on."""
+    import errno
+
+    factory, clock, tmp_path = world
+    ann, bob = in_room(factory, clock, "ann"), in_room(factory, clock, "bob")
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(transfer._SpoolFile, "write", full)
+    file_id = upload(ann, b"z" * 5000, finish=False)
+    out = ann.output()
+    assert f"25 {file_id} the server could not store the file" in out
+    assert os.listdir(tmp_path / "spool") == []
+    assert "20 " not in bob.output()
+    monkeypatch.undo()
+    data = os.urandom(3000)
+    upload(ann, data)
+    assert received_files(bob.output())["notes.txt"] == data
