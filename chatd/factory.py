@@ -300,6 +300,7 @@ class ChatFactory(Factory):
             room.fanout.flush()
             for member in room.fanout.members():
                 room.fanout.discard(member)
+                self.store.log_event("leave", member.name or "", room.name, "room deleted")  # type: ignore[attr-defined]
                 member.room_deleted(room, by)  # type: ignore[attr-defined]
 
         work = self.store.delete_room(room.name)
