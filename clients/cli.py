@@ -409,10 +409,11 @@ class ChatClient(LineReceiver):
         if file_id in self.files:
             return
         download = Download(self.run, self.downloads, file_id, int(size), digest, printable(sender), name,
-                            Progress(f"receiving {name}", int(size), enabled=self.progress))
+                            Progress(f"receiving {name}", int(size), enabled=self.progress), self._download_failed)
         download.on_written = self._written
-        self.files[file_id] = download
-        self.console.show(f"Receiving {download.name} ({human_size(int(size))}) from {download.sender}...")
+        if download.failed is None:  # (it may fail at once: the downloads folder is unusable)
+            self.files[file_id] = download
+            self.console.show(f"Receiving {download.name} ({human_size(int(size))}) from {download.sender}...")
 
     def _file_chunk(self, text: str) -> None:
         file_id, _, data = text.partition(" ")
@@ -428,6 +429,15 @@ class ChatClient(LineReceiver):
         if not self._reading_paused and sum(d.pending for d in self.files.values()) > MAX_PENDING_WRITES:
             self._reading_paused = True
             self.transport.pauseProducing()
+
+    def _download_failed(self, download: Download, why: str) -> None:
+        """A download could not be written: drop the rest of it; chat and other downloads go on."""
+        if self.files.get(download.id) is download:
+            del self.files[download.id]
+        self.console.show(f"Could not save {download.name} from {download.sender}: {why}; "
+                          "the rest of it is skipped and nothing was saved.")
+        self._written()
+        self._feed()
 
     def _written(self) -> None:
         if self._reading_paused and sum(d.pending for d in self.files.values()) <= MAX_PENDING_WRITES // 4:

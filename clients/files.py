@@ -20,6 +20,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd.wire import DATA_COMMAND, DONE_COMMAND, UPLOAD_FRAME_MAX, safe_file_name
 
@@ -120,11 +121,16 @@ class Download:
     """
     One incoming file: written to ``NAME.ID.part`` in the downloads folder,
     hashed as it arrives, and renamed to a free final name only once its
-    size and SHA-256 match what the server announced.
+    size and SHA-256 match what the server announced. If the file cannot be
+    opened or written, the download is over for good: the partial file is
+    removed, later pieces are dropped unwritten, and ``on_failed`` is told.
     """
 
+    log = Logger()
+
     def __init__(self, run: Runner, directory: str, file_id: str, size: int, sha256: str, sender: str,
-                 name: str, progress: Progress | None = None) -> None:
+                 name: str, progress: Progress | None = None,
+                 on_failed: Callable[[Download, str], None] | None = None) -> None:
         self.run = run
         self.directory = directory
         self.id = file_id
@@ -138,9 +144,31 @@ class Download:
         self.pending = 0
         self.on_written: Callable[[], None] | None = None
         self.progress = progress
+        #: Called once with the reason if the file cannot be written (the download is then over).
+        self.on_failed = on_failed
+        #: Why the download failed (None while it is fine); nothing more is written after that.
+        self.failed: str | None = None
         self._fd: int | None = None
         self._hash = hashlib.sha256()
         self._tail: defer.Deferred[Any] = run(self._open)
+        self._tail.addErrback(self._broken)
+
+    def _broken(self, failure: Failure) -> defer.Deferred[Any] | None:
+        """Opening or writing failed: remove the partial file, skip every later write, say why (once)."""
+        if self.failed is not None:
+            return None
+        error = failure.value
+        if isinstance(error, OSError) and error.strerror:
+            self.failed = f"could not write the file ({error.strerror})"
+        else:
+            self.failed = f"could not write the file ({failure.getErrorMessage()})"
+        self.log.warn("download {id} of {name} failed: {error}", id=self.id, name=self.name,
+                      error=failure.getErrorMessage())
+        self._close_progress()
+        if self.on_failed is not None:
+            self.on_failed(self, self.failed)
+        return self.run(self._discard).addErrback(
+            lambda f: self.log.failure("could not remove {path}", f, path=self.partial))
 
     def _open(self) -> None:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
@@ -154,11 +182,16 @@ class Download:
             view = view[os.write(self._fd, view):]
 
     def write(self, data: bytes) -> defer.Deferred[Any]:
-        """Queue a piece of the file; fires once it is written."""
+        """Queue a piece of the file; fires once it is written (or skipped, once the download failed)."""
+        if self.failed is not None:
+            return defer.succeed(None)
         self.received += len(data)
         self.pending += 1
         if self.progress is not None:
             self.progress.update(self.received)
+
+        def step(_: Any) -> defer.Deferred[Any] | None:
+            return None if self.failed is not None else self.run(self._write, data)
 
         def written(result: Any) -> Any:
             self.pending -= 1
@@ -166,29 +199,39 @@ class Download:
                 self.on_written()
             return result
 
-        self._tail.addCallback(lambda _: self.run(self._write, data).addBoth(written))
+        self._tail.addCallback(step)
+        self._tail.addErrback(self._broken)
+        self._tail.addBoth(written)
         return self._tail
 
     def _finish(self) -> str:
         assert self._fd is not None
         fd, self._fd = self._fd, None
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        digest = self._hash.hexdigest()
-        if self.received != self.size:
-            os.unlink(self.partial)
-            raise ValueError(f"size mismatch: got {self.received} bytes, expected {self.size}")
-        if digest != self.sha256:
-            os.unlink(self.partial)
-            raise ValueError(f"SHA-256 mismatch: got {digest}, expected {self.sha256}")
-        return claim_name(self.partial, self.directory, self.name)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            digest = self._hash.hexdigest()
+            if self.received != self.size:
+                raise ValueError(f"size mismatch: got {self.received} bytes, expected {self.size}")
+            if digest != self.sha256:
+                raise ValueError(f"SHA-256 mismatch: got {digest}, expected {self.sha256}")
+            return claim_name(self.partial, self.directory, self.name)
+        except BaseException:
+            self._discard()
+            raise
 
     def finish(self) -> defer.Deferred[str]:
         """Check and keep the file; fires with its final path, or fails (and the partial is gone)."""
         self._close_progress()
-        self._tail.addCallback(lambda _: self.run(self._finish))
+
+        def step(_: Any) -> defer.Deferred[str]:
+            if self.failed is not None:
+                raise OSError(self.failed)
+            return self.run(self._finish)
+
+        self._tail.addCallback(step)
         return self._tail
 
     def _discard(self) -> None:

@@ -11,7 +11,8 @@ from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 
 from clients.cli import ChatClient, ConnectionGone, Console, parse_args
-from clients.files import Progress, claim_name
+from clients.files import Download, Progress, claim_name
+from helpers import Held
 
 
 def run_now(function, *args):
@@ -22,11 +23,11 @@ def run_now(function, *args):
 class Session:
     """A client on a StringTransport, its console on another."""
 
-    def __init__(self, downloads: str, interactive: bool = False) -> None:
+    def __init__(self, downloads: str, interactive: bool = False, run=run_now) -> None:
         self.console = Console(lambda line: self.client.user_line(line), lambda: self.client.user_eof(), interactive)
         self.screen = StringTransport()
         self.console.makeConnection(self.screen)
-        self.client = ChatClient(self.console, downloads, run_now, progress=False)
+        self.client = ChatClient(self.console, downloads, run, progress=False)
         self.wire = StringTransport()
         self.client.makeConnection(self.wire)
 
@@ -231,3 +232,56 @@ def test_claim_name_and_progress(tmp_path):
 def test_options_defaults():
     options = parse_args([])
     assert (options.host, options.port, options.tls) == ("127.0.0.1", 8023, False)
+
+
+def test_unwritable_downloads_folder_does_not_freeze_the_client(tmp_path):
+    """
+    The downloads folder cannot be created (a file is in the way): the
+    download is abandoned, its partial file is gone, reading resumes after
+    the writes that piled up while the open was pending, and chat goes on.
+    """
+    (tmp_path / "blocker").write_bytes(b"not a folder")
+    held = Held()
+    s = Session(str(tmp_path / "blocker" / "downloads"), run=held)
+    s.server("111 Entered room public (1 here).")
+    s.shown()
+    s.sent()
+    data = os.urandom(40_000)
+    _offer(s, "f1", data)  # 40 chunks, none written yet
+    assert s.wire.producerState == "paused"
+    held.run_all()
+    assert s.wire.producerState == "producing"
+    assert "f1" not in s.client.files
+    shown = s.shown()
+    assert "Could not save notes.txt from bob: could not write the file (Not a directory)" in shown
+    assert "nothing was saved" in shown
+    s.server("21 f1 " + base64.b64encode(b"more").decode(), "22 f1", "111 [12:00:00] bob: still here?")
+    held.run_all()
+    shown = s.shown()
+    assert "bob: still here?" in shown and "Saved" not in shown and "Discarded" not in shown
+    s.type("yes\n")
+    assert s.sent() == "yes\r\n"
+
+
+def test_disk_full_stops_one_download_and_others_go_on(session, tmp_path, monkeypatch):
+    """ENOSPC while writing one download: it is abandoned and removed; another download is saved."""
+    import errno
+
+    real = Download._write
+
+    def write(self, data):
+        if self.id == "f1" and self.received > 2000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, data)
+
+    monkeypatch.setattr(Download, "_write", write)
+    good = os.urandom(3000)
+    _offer(session, "f1", os.urandom(5000), name="big.bin")
+    _offer(session, "f2", good, name="small.bin")
+    session.server("22 f1", "22 f2")
+    assert os.listdir(tmp_path / "downloads") == ["small.bin"]
+    assert (tmp_path / "downloads" / "small.bin").read_bytes() == good
+    shown = session.shown()
+    assert "Could not save big.bin from bob: could not write the file (No space left on device)" in shown
+    assert "Saved small.bin from bob" in shown
+    assert session.client.files == {}
