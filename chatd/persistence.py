@@ -22,6 +22,7 @@ The store knows nothing about connections.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 from collections.abc import Callable, Iterable
@@ -100,10 +101,20 @@ def _encode_rows(rows: Iterable[Iterable[str]]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
+#: fsync on a directory is not supported here (some filesystems, FUSE): skip it.
+_DIR_SYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF}
+
+
 def _fsync_dir(path: str) -> None:
+    """fsync the directory ``path`` (its entries: new and renamed names); skipped where unsupported."""
+    if not hasattr(os, "O_DIRECTORY"):  # Windows: directories cannot be opened or synced
+        return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as error:
+        if error.errno not in _DIR_SYNC_UNSUPPORTED:
+            raise
     finally:
         os.close(fd)
 
@@ -111,6 +122,9 @@ def _fsync_dir(path: str) -> None:
 def append_rows(path: str, rows: list[list[str]], sync: bool = True) -> None:
     """
     Append CSV rows to ``path`` and (by default) fsync them.
+
+    If the file was empty (just created), the directory is fsynced too, so
+    the file's name survives a power loss as well as its first rows.
 
     If the write fails half-way (disk full, I/O error) the file is cut back
     to its previous length, so a failed append never leaves a torn line
@@ -127,6 +141,8 @@ def append_rows(path: str, rows: list[list[str]], sync: bool = True) -> None:
                 view = view[written:]
             if sync:
                 os.fsync(fd)
+                if start == 0:
+                    _fsync_dir(os.path.dirname(path) or ".")
         except OSError:
             try:
                 os.ftruncate(fd, start)

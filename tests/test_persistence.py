@@ -50,7 +50,9 @@ def test_adds_are_fsynced_before_they_fire(store, monkeypatch):
     _loaded(store)
     fired = []
     store.add_user(UserRecord("a", "h", "t")).addCallback(lambda _: fired.append(len(synced)))
-    assert fired == [1]
+    assert fired == [2]  # the row, then the directory entry of the new users.csv
+    store.add_user(UserRecord("b", "h", "t")).addCallback(lambda _: fired.append(len(synced)))
+    assert fired == [2, 3]  # the file exists now: only the row
 
 
 def test_torn_last_line_dropped_and_reported(store, tmp_path):
