@@ -1,0 +1,32 @@
+"""Stopping the real daemon with SIGINT (Ctrl-C under ``twistd -n``) is as clean as SIGTERM."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+
+from daemon import Conn, Daemon
+
+
+def test_sigint_tells_users_flushes_log_and_removes_pidfile(tmp_path):
+    pidfile = str(tmp_path / "chatd.pid")
+    d = Daemon(str(tmp_path / "data"), pidfile=pidfile).start()
+    try:
+        assert int(open(pidfile).read()) == d.process.pid
+        c = Conn(d.port)
+        c.register("stayer")
+        c.send("join public")
+        c.expect(r"Entered room public")
+        status = d.stop(signal.SIGINT)
+    finally:
+        d.stop(signal.SIGKILL)
+    assert status in (0, -signal.SIGINT), d.log()  # twistd re-raises the signal it stopped on
+    c.expect(r"The server is shutting down")
+    assert c.closed()
+    assert "stopped cleanly" in d.log()
+    assert not os.path.exists(pidfile)
+    rows = [(row[1], row[2], row[3]) for row in csv.reader(open(tmp_path / "data" / "log.csv"))]
+    # The disconnect rows are queued during the shutdown itself: only the final flush writes them.
+    assert rows[-3:] == [("join", "stayer", "public"), ("disconnect", "stayer", "public"), ("disconnect", "stayer", "")], rows
+    assert d.unhandled_errors() == [], d.log()
