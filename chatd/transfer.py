@@ -38,13 +38,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatd.text import name_key
+from chatd.text import clean_line, name_key
 from chatd.wire import (
     CANCEL_COMMAND,
     DATA_COMMAND,
+    DELIVERY_FAILED,
     DONE_COMMAND,
     ENCODING,
     ERROR,
+    FAILED_COMMAND,
+    FAILED_REASON_MAX,
     FILE_ABORT,
     FILE_BEGIN,
     FILE_CHUNK,
@@ -64,6 +67,8 @@ SPOOL = "spool"
 MiB = 1024 * 1024
 #: Spool writes queued for one sender after which its socket is not read.
 MAX_PENDING_WRITES = 8
+#: Files a connection was sent that it may still report with ``/failed`` (the most recent ones).
+RECENT_DELIVERIES = 32
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
 
@@ -265,13 +270,30 @@ class Transfers:
         self.factory.store.log_event("file", upload.sender, room.name, f"{upload.name} {upload.size} bytes sha256 {digest}")
         recipients = [member for member in room.fanout.tagged if member is not upload.peer]
         shared = SharedFile(self, upload.id, upload.path, upload.name, upload.size, digest, upload.sender,
-                            len(recipients))
+                            len(recipients), upload.peer)
         self.announce(room, f"{upload.sender} shared {upload.name} ({human_size(upload.size)}, sha256 {digest[:16]}...)")
         upload.peer.show(UPLOAD_DONE, f"{upload.id} {digest} {len(recipients)}")
         for member in recipients:
             self.files_of(member).outbox().add(shared)
         if not recipients:
             shared.release()
+
+    def not_delivered(self, delivery: Delivery, text: str) -> None:
+        """Tell the sender of a file (if that connection is still open) that a recipient did not get it: ``text``."""
+        self.log.info("file {id} from {sender} not delivered: {text}", id=delivery.id, sender=delivery.sender,
+                      text=text)
+        if delivery.sender_peer in self.factory.connections:
+            delivery.sender_peer.show(DELIVERY_FAILED, f"{delivery.id} {text}")
+
+
+@attrs.frozen
+class Delivery:
+    """What a recipient's ``/failed`` needs of a file it was sent: whom to tell."""
+
+    id: str
+    name: str
+    sender: str
+    sender_peer: Any
 
 
 @attrs.define(eq=False)
@@ -286,6 +308,8 @@ class SharedFile:
     sha256: str
     sender: str
     refs: int
+    #: The sender's connection (told when a recipient does not get the file).
+    sender_peer: Any = None
     #: Encoded pieces by offset, shared by every recipient: the file is read
     #: and base64-encoded once, not once per recipient.
     _pieces: dict[int, tuple[bytes, int]] = attrs.field(factory=dict)
@@ -312,6 +336,9 @@ class SharedFile:
 
         self.transfers.run(_encode_piece, self.path, offset, self.id.encode()).addBoth(done)
         return waiting
+
+    def delivery(self) -> Delivery:
+        return Delivery(self.id, self.name, self.sender, self.sender_peer)
 
     def release(self) -> None:
         self.refs -= 1
@@ -446,9 +473,11 @@ class PeerFiles:
         self._pending = 0
         self._reading_paused = False
         self._outbox: Outbox | None = None
+        #: The files most recently sent to this connection, by ID (for ``/failed``).
+        self.delivered: dict[str, Delivery] = {}
 
     def line_received(self, line: bytes) -> bool:
-        """Handle ``/data``, ``/done`` or ``/cancel``; False for any other line."""
+        """Handle ``/data``, ``/done``, ``/cancel`` or ``/failed``; False for any other line."""
         command, _, rest = line.partition(b" ")
         if command == DATA_COMMAND.encode():
             self._data_header(rest)
@@ -461,9 +490,26 @@ class PeerFiles:
             upload = self.uploads.get(rest.decode(ENCODING, "replace").strip())
             if upload is not None:
                 upload.fail("the sender cancelled it", tell_sender=False)
+        elif command == FAILED_COMMAND.encode():
+            file_id, _, reason = rest.partition(b" ")
+            self._failed(file_id.decode(ENCODING, "replace"), reason)
         else:
             return False
         return True
+
+    def sending(self, shared: SharedFile) -> None:
+        """``shared`` is being sent to this connection (it may report it with ``/failed``)."""
+        self.delivered[shared.id] = shared.delivery()
+        while len(self.delivered) > RECENT_DELIVERIES:
+            del self.delivered[next(iter(self.delivered))]
+
+    def _failed(self, file_id: str, reason: bytes) -> None:
+        """``/failed ID REASON``: this recipient could not save file ID; its sender is told (once)."""
+        delivery = self.delivered.pop(file_id, None)
+        if delivery is None:
+            return
+        why = clean_line(reason)[:FAILED_REASON_MAX].rstrip() or "no reason given"
+        self.transfers.not_delivered(delivery, f"{self.peer.name} could not save {delivery.name}: {why}")
 
     def _data_header(self, rest: bytes) -> None:
         upload_id, _, length = rest.decode(ENCODING, "replace").strip().partition(" ")
@@ -583,6 +629,8 @@ class Outbox:
                 return
             shared = self._current = self.queue.popleft()
             self._sent = 0
+            if self.peer.files is not None:
+                self.peer.files.sending(shared)
             self._send(FILE_BEGIN, f"{shared.id} {shared.size} {shared.sha256} {shared.sender} {shared.name}")
         self._current.piece(self._sent).addCallbacks(self._read, self._failed)
 
@@ -610,6 +658,10 @@ class Outbox:
             return
         self.log.failure("could not read {path} for {who}", failure, path=shared.path, who=self.peer.name)
         self._send(FILE_ABORT, f"{shared.id} the server could not read the file")
+        if self.peer.files is not None:
+            self.peer.files.delivered.pop(shared.id, None)
+        self.transfers.not_delivered(shared.delivery(),
+                                     f"{self.peer.name} did not get {shared.name}: the server could not read the file")
         self._close()
         self._next()
 

@@ -45,7 +45,11 @@ UPLOAD_FAILED: Final = "25"
 """``25 ID REASON``: an upload was refused (ID ``-``) or failed; stop sending it."""
 UPLOAD_DONE: Final = "26"
 """``26 ID SHA256 COUNT``: upload ID was verified and is being sent to COUNT people."""
-FILE_CODES: Final = frozenset({FILE_BEGIN, FILE_CHUNK, FILE_END, FILE_ABORT, UPLOAD_READY, UPLOAD_FAILED, UPLOAD_DONE})
+DELIVERY_FAILED: Final = "27"
+"""``27 ID TEXT``: a recipient did not get file ID; TEXT says who and why (e.g. ``bob could not save x.pdf: ...``)."""
+FILE_CODES: Final = frozenset(
+    {FILE_BEGIN, FILE_CHUNK, FILE_END, FILE_ABORT, UPLOAD_READY, UPLOAD_FAILED, UPLOAD_DONE, DELIVERY_FAILED}
+)
 
 #: Every code a server may send; a client ignores lines with other codes.
 CODES: Final = frozenset({LISTEN, SPEAK, CREDENTIALS, CHAT, ERROR, PRIVATE}) | FILE_CODES
@@ -53,11 +57,15 @@ CODES: Final = frozenset({LISTEN, SPEAK, CREDENTIALS, CHAT, ERROR, PRIVATE}) | F
 # Client-to-server file commands. ``/send SIZE NAME`` (in a room) offers a
 # file; ``/data ID LEN`` + CRLF is followed by exactly LEN raw bytes of it
 # (1 <= LEN <= UPLOAD_FRAME_MAX); ``/done ID SHA256`` ends it; ``/cancel ID``
-# abandons it.
+# abandons it. A recipient that could not save or verify file ID sends
+# ``/failed ID REASON``; its sender gets DELIVERY_FAILED.
 SEND_COMMAND: Final = "/send"
 DATA_COMMAND: Final = "/data"
 DONE_COMMAND: Final = "/done"
 CANCEL_COMMAND: Final = "/cancel"
+FAILED_COMMAND: Final = "/failed"
+#: Longest REASON of ``/failed`` the server relays, in characters (the rest is cut).
+FAILED_REASON_MAX: Final = 200
 #: Largest raw upload frame, in bytes.
 UPLOAD_FRAME_MAX: Final = 65536
 #: Largest piece of a file in one FILE_CHUNK line, before base64.

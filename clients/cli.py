@@ -41,8 +41,11 @@ from chatd.wire import (
     CREDENTIALS,
     DEFAULT_HOST,
     DEFAULT_PORT,
+    DELIVERY_FAILED,
     ENCODING,
     ERROR,
+    FAILED_COMMAND,
+    FAILED_REASON_MAX,
     FILE_ABORT,
     FILE_BEGIN,
     FILE_CHUNK,
@@ -57,7 +60,7 @@ from chatd.wire import (
     UPLOAD_READY,
     split_tagged,
 )
-from clients.files import Download, Progress, Runner, Sender, Upload, human_size
+from clients.files import Download, Progress, Runner, Sender, Upload, failure_reason, human_size
 
 VERSION = "1.0"
 CHAT_PROMPT = "> "
@@ -424,6 +427,7 @@ class ChatClient(LineReceiver):
             chunk = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
             self._file_abort(f"{file_id} the data was damaged in transit")
+            self._tell_failed(file_id, "the data was damaged in transit")
             return
         download.write(chunk)
         if not self._reading_paused and sum(d.pending for d in self.files.values()) > MAX_PENDING_WRITES:
@@ -436,6 +440,7 @@ class ChatClient(LineReceiver):
             del self.files[download.id]
         self.console.show(f"Could not save {download.name} from {download.sender}: {why}; "
                           "the rest of it is skipped and nothing was saved.")
+        self._tell_failed(download.id, why)
         self._written()
         self._feed()
 
@@ -455,6 +460,7 @@ class ChatClient(LineReceiver):
 
         def failed(failure: Failure) -> None:
             self.console.show(f"Discarded {download.name} from {download.sender}: {failure.getErrorMessage()}")
+            self._tell_failed(file_id, failure_reason(failure))
 
         def forget(_: Any) -> None:
             self.files.pop(file_id, None)
@@ -462,6 +468,16 @@ class ChatClient(LineReceiver):
             self._feed()
 
         download.finish().addCallbacks(saved, failed).addBoth(forget)
+
+    def _tell_failed(self, file_id: str, why: str) -> None:
+        """Tell the server (which tells the sender) that file ``file_id`` could not be saved."""
+        if self.transport is not None and not self.transport.disconnecting:
+            self.sendLine(f"{FAILED_COMMAND} {file_id} {why[:FAILED_REASON_MAX]}".encode(ENCODING))
+
+    def _delivery_failed(self, text: str) -> None:
+        """``27 ID TEXT``: someone did not get a file this client sent."""
+        _, _, notice = text.partition(" ")
+        self.console.show(printable(notice))
 
     def _file_abort(self, text: str) -> None:
         file_id, _, reason = text.partition(" ")
@@ -488,6 +504,7 @@ class ChatClient(LineReceiver):
         FILE_CHUNK: _file_chunk,
         FILE_END: _file_end,
         FILE_ABORT: _file_abort,
+        DELIVERY_FAILED: _delivery_failed,
     }
 
 

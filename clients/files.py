@@ -67,6 +67,14 @@ def claim_name(partial: str, directory: str, name: str) -> str:
     raise OSError(f"no free name for {name} in {directory}")
 
 
+def failure_reason(failure: Failure) -> str:
+    """Why a download failed, short and without local paths (it is sent to the file's sender)."""
+    error = failure.value
+    if isinstance(error, OSError) and error.strerror:
+        return f"could not write the file ({error.strerror})"
+    return failure.getErrorMessage()
+
+
 class Progress:
     """
     A progress bar on stderr, for transfers that take more than a moment:
@@ -149,6 +157,7 @@ class Download:
         #: Why the download failed (None while it is fine); nothing more is written after that.
         self.failed: str | None = None
         self._fd: int | None = None
+        self._created = False  # (a partial file that is not ours is never removed)
         self._hash = hashlib.sha256()
         self._tail: defer.Deferred[Any] = run(self._open)
         self._tail.addErrback(self._broken)
@@ -157,11 +166,7 @@ class Download:
         """Opening or writing failed: remove the partial file, skip every later write, say why (once)."""
         if self.failed is not None:
             return None
-        error = failure.value
-        if isinstance(error, OSError) and error.strerror:
-            self.failed = f"could not write the file ({error.strerror})"
-        else:
-            self.failed = f"could not write the file ({failure.getErrorMessage()})"
+        self.failed = failure_reason(failure)
         self.log.warn("download {id} of {name} failed: {error}", id=self.id, name=self.name,
                       error=failure.getErrorMessage())
         self._close_progress()
@@ -173,6 +178,7 @@ class Download:
     def _open(self) -> None:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._created = True
 
     def _write(self, data: bytes) -> None:
         assert self._fd is not None
@@ -238,10 +244,12 @@ class Download:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
-        try:
-            os.unlink(self.partial)
-        except FileNotFoundError:
-            pass
+        if self._created:
+            self._created = False
+            try:
+                os.unlink(self.partial)
+            except FileNotFoundError:
+                pass
 
     def abort(self) -> defer.Deferred[None]:
         """Throw away what arrived (after any queued writes)."""

@@ -260,7 +260,7 @@ def test_unwritable_downloads_folder_does_not_freeze_the_client(tmp_path):
     shown = s.shown()
     assert "bob: still here?" in shown and "Saved" not in shown and "Discarded" not in shown
     s.type("yes\n")
-    assert s.sent() == "yes\r\n"
+    assert s.sent() == "/failed f1 could not write the file (Not a directory)\r\nyes\r\n"
 
 
 def test_disk_full_stops_one_download_and_others_go_on(session, tmp_path, monkeypatch):
@@ -285,3 +285,17 @@ def test_disk_full_stops_one_download_and_others_go_on(session, tmp_path, monkey
     assert "Could not save big.bin from bob: could not write the file (No space left on device)" in shown
     assert "Saved small.bin from bob" in shown
     assert session.client.files == {}
+
+
+def test_failures_to_save_are_reported_and_reports_shown(session):
+    """A file that fails verification is reported with ``/failed``; a ``27`` about one's own file is shown."""
+    session.sent()
+    digest = hashlib.sha256(b"something else").hexdigest()
+    session.server(f"20 f1 3 {digest} bob a.bin", "21 f1 " + base64.b64encode(b"abc").decode(), "22 f1")
+    assert session.sent().startswith("/failed f1 SHA-256 mismatch: got ")
+    session.server(f"20 f2 3 {digest} bob b.bin", "21 f2 !!!not base64")
+    assert session.sent() == "/failed f2 the data was damaged in transit\r\n"
+    session.shown()
+    session.server("27 f3 cat could not save report.pdf: \x1b[31mdisk full")
+    shown = session.shown()
+    assert "cat could not save report.pdf: " in shown and "disk full" in shown and "\x1b" not in shown

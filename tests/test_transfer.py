@@ -220,3 +220,42 @@ def test_spool_write_failure_is_a_clear_error(world, monkeypatch):
     data = os.urandom(3000)
     upload(ann, data)
     assert received_files(bob.output())["notes.txt"] == data
+
+
+def test_recipient_failure_is_relayed_to_the_sender(world):
+    """``/failed ID REASON`` from a recipient reaches the sender once, cleaned and capped; unknown IDs are ignored."""
+    factory, clock, tmp_path = world
+    ann, bob, cat = in_room(factory, clock, "ann"), in_room(factory, clock, "bob"), in_room(factory, clock, "cat")
+    file_id = upload(ann, os.urandom(5000))
+    ann.output(), cat.output()
+    assert received_files(bob.output())
+    bob.send(f"/failed {file_id} SHA-256 mismatch\x1b[2J\x07 " + "x" * 500)
+    lines = [line for line in ann.output().splitlines() if line.startswith("27 ")]
+    assert len(lines) == 1
+    prefix = f"27 {file_id} bob could not save notes.txt: SHA-256 mismatch "
+    assert lines[0].startswith(prefix) and "\x1b" not in lines[0] and "\x07" not in lines[0]
+    assert len(lines[0]) == len(prefix) + 200 - len("SHA-256 mismatch ")
+    bob.send(f"/failed {file_id} again")  # only once per file
+    ann.send(f"/failed {file_id} not sent to ann")  # the sender was never sent it
+    bob.send("/failed f999 no such file")
+    assert "27 " not in ann.output()
+    assert cat.output() == ""  # nothing reaches the room
+    ann.disconnect()
+    cat.send(f"/failed {file_id} disk full")  # the sender is gone: nobody to tell
+    assert "27 " not in cat.output()
+
+
+def test_spool_read_failure_tells_recipient_and_sender(world, monkeypatch):
+    factory, clock, tmp_path = world
+    ann, bob = in_room(factory, clock, "ann"), in_room(factory, clock, "bob")
+
+    def unreadable(*args):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(transfer, "_encode_piece", unreadable)
+    file_id = upload(ann, os.urandom(5000))
+    assert f"23 {file_id} the server could not read the file" in bob.output()
+    assert f"27 {file_id} bob did not get notes.txt: the server could not read the file" in ann.output()
+    assert os.listdir(tmp_path / "spool") == []
+    bob.send(f"/failed {file_id} whatever")  # already reported by the server
+    assert "27 " not in ann.output()
