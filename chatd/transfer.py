@@ -13,8 +13,9 @@ that connection's transport, so each recipient is paced by its own socket
 and a slow one holds back nobody else. Plain (telnet) members only see a
 line saying the file was shared.
 
-An upload that is cancelled, fails its checks or whose sender disconnects
-is deleted from the spool and the room is told. A spool file is deleted
+An upload that is cancelled, fails its checks, stalls (no frame for
+``upload_timeout`` seconds) or whose sender disconnects is deleted from
+the spool and the room is told. A spool file is deleted
 once every recipient has it (or has gone).
 
 docs/PROTOCOL.md, "File transfer", is the prose version.
@@ -80,6 +81,9 @@ class TransferSettings:
     max_file_size: int = 100 * MiB
     #: Uploads one user may have in progress at once.
     max_uploads: int = 2
+    #: Seconds an accepted upload may go without a ``/data`` frame (while the server
+    #: is not behind with its spool writes) before it fails and frees its slot.
+    upload_timeout: float = 60.0
 
 
 def human_size(size: float) -> str:
@@ -365,6 +369,9 @@ class Upload:
         self.over = False
         self._spool = _SpoolFile(self.path)
         self._tail: defer.Deferred[Any] = defer.succeed(None)
+        self._reactor = transfers.factory.reactor
+        self._last_frame = 0.0
+        self._idle_timer: Any = None
 
     def _then(self, function: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
         """Run ``function`` in the pool after the previous step of this upload."""
@@ -374,6 +381,29 @@ class Upload:
     def start(self) -> None:
         self._then(self._spool.open)
         self._tail.addErrback(self._disk_failed)
+        self._last_frame = self._reactor.seconds()
+        self._idle_timer = self._reactor.callLater(self.transfers.settings.upload_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        """No frame for ``upload_timeout`` seconds (and the server is not behind): the upload has stalled."""
+        self._idle_timer = None
+        if self.over:
+            return
+        timeout = self.transfers.settings.upload_timeout
+        now = self._reactor.seconds()
+        if self.transfers.files_of(self.peer).writes_pending:
+            self._last_frame = now  # the server is behind and not reading: not the sender's fault
+        left = self._last_frame + timeout - now
+        if left > 0:
+            self._idle_timer = self._reactor.callLater(left, self._check_idle)
+            return
+        self.fail(f"no data arrived for {timeout:g} seconds")
+
+    def _stop_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            if self._idle_timer.active():
+                self._idle_timer.cancel()
+            self._idle_timer = None
 
     def _disk_failed(self, failure: Any) -> None:
         if not self.over:
@@ -384,6 +414,7 @@ class Upload:
         """A frame's bytes (may be part of a frame)."""
         if self.over:
             return
+        self._last_frame = self._reactor.seconds()
         self.received += len(data)
         if self.received > self.size:
             self.fail(f"more data than the announced {self.size} bytes")
@@ -412,6 +443,7 @@ class Upload:
             self.fail("no valid SHA-256 was given")
             return
         self.over = True
+        self._stop_idle_timer()
         self.transfers.files_of(self.peer).uploads.pop(self.id, None)
         self.transfers.finished(self)
 
@@ -439,6 +471,7 @@ class Upload:
         if self.over:
             return
         self.over = True
+        self._stop_idle_timer()
         if self.peer.files is not None:
             self.peer.files.uploads.pop(self.id, None)
         self.transfers.finished(self)
@@ -533,6 +566,11 @@ class PeerFiles:
             return None
         self._frame = None
         return rest
+
+    @property
+    def writes_pending(self) -> int:
+        """Spool writes of this connection's uploads not done yet."""
+        return self._pending
 
     def writes_queued(self, delta: int) -> None:
         """Stop reading this connection while its spool writes lag behind."""

@@ -48,8 +48,9 @@ def received_files(text: str) -> dict[str, bytes]:
     return {names[i]: data for i, data in files.items()}
 
 
-def upload(client, data: bytes, name="notes.txt", frame=1000, finish=True) -> str:
-    client.send(f"/send {len(data)} {name}")
+def upload(client, data: bytes, name="notes.txt", frame=1000, finish=True, size=None) -> str:
+    """Offer ``data`` (announced as ``size`` bytes, by default its length) and send it in frames."""
+    client.send(f"/send {len(data) if size is None else size} {name}")
     out = client.output()
     match = re.search(r"^24 (\S+) ", out, re.M)
     assert match, out
@@ -259,3 +260,48 @@ def test_spool_read_failure_tells_recipient_and_sender(world, monkeypatch):
     assert os.listdir(tmp_path / "spool") == []
     bob.send(f"/failed {file_id} whatever")  # already reported by the server
     assert "27 " not in ann.output()
+
+
+def test_stalled_upload_times_out_and_frees_its_slot(world):
+    """An accepted upload with no frame for upload_timeout seconds fails like a cancelled one; frames keep it alive."""
+    factory, clock, tmp_path = world
+    ann, bob = in_room(factory, clock, "ann"), in_room(factory, clock, "bob")
+    assert factory.transfers.settings.upload_timeout == 60
+    file_id = upload(ann, b"s" * 2000, finish=False, size=5000)
+    upload(ann, b"t" * 10, "other.txt", finish=False, size=20)
+    ann.output(), bob.output()
+    clock.advance(59)
+    ann.send(f"/data {file_id} 3\r\n".encode() + b"abc")  # the second upload sends nothing more
+    clock.advance(2)
+    assert "25 f2 no data arrived for 60 seconds" in ann.output()
+    assert "ann's file other.txt was not sent (no data arrived for 60 seconds)" in bob.output()
+    clock.advance(57)
+    assert ann.output() == ""
+    clock.advance(1)
+    assert f"25 {file_id} no data arrived for 60 seconds" in ann.output()
+    assert "ann's file notes.txt was not sent (no data arrived for 60 seconds)" in bob.output()
+    assert os.listdir(tmp_path / "spool") == [] and factory.transfers.uploading == {}
+    ann.send(f"/data {file_id} 3\r\n".encode() + b"abc", "still chatting")  # late frames are dropped
+    assert "ann: still chatting" in bob.output()
+    data = os.urandom(3000)
+    upload(ann, data)  # the slots are free again
+    clock.advance(120)
+    assert received_files(bob.output())["notes.txt"] == data
+    assert "25 " not in ann.output()
+
+
+def test_upload_does_not_time_out_while_the_server_is_behind(world):
+    from helpers import Held
+
+    factory, clock, tmp_path = world
+    ann = in_room(factory, clock, "ann")
+    file_id = upload(ann, b"a" * 10, finish=False, size=20)
+    held = Held()
+    factory.transfers.run = held
+    ann.send(f"/data {file_id} 5\r\n".encode() + b"bbbbb")
+    clock.advance(300)  # the spool write is still pending: not the sender's fault
+    assert "25 " not in ann.output()
+    factory.transfers.run = run_now
+    held.run_all()
+    clock.advance(61)
+    assert f"25 {file_id} no data arrived" in ann.output()
