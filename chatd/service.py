@@ -18,7 +18,7 @@ from twisted.application import service
 from twisted.internet import defer, endpoints, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, globalLogPublisher
-from twisted.python.logfile import BaseLogFile
+from twisted.python.logfile import BaseLogFile, LogFile
 from twisted.python.threadpool import ThreadPool
 
 from chatd.factory import ChatFactory
@@ -30,20 +30,37 @@ from chatd.settings import Settings
 from chatd.transfer import SPOOL, Transfers, TransferSettings
 
 
+def _twistd_log_files() -> list[BaseLogFile]:
+    """The log files twistd writes to (``--logfile``): it keeps them inside its log observers."""
+    outs = (getattr(observer, "_outFile", None) for observer in list(getattr(globalLogPublisher, "_observers", ())))
+    return [out for out in outs if isinstance(out, BaseLogFile)]
+
+
 def reopen_log_files() -> int:
     """
     Reopen the log files twistd writes to (``--logfile``), for logrotate: it
     renames the file, then sends SIGHUP, and we start a new one under the
-    old name. twistd keeps its LogFile inside its log observer, so we find
-    it there. Returns how many files were reopened.
+    old name. Returns how many files were reopened.
     """
-    reopened = 0
-    for observer in list(getattr(globalLogPublisher, "_observers", ())):
-        out = getattr(observer, "_outFile", None)
-        if isinstance(out, BaseLogFile):
-            out.reopen()
-            reopened += 1
-    return reopened
+    files = _twistd_log_files()
+    for out in files:
+        out.reopen()
+    return len(files)
+
+
+def stop_size_rotation() -> list[str]:
+    """
+    Stop twistd's log files from rotating by size (``LogFile`` renames
+    ``chatd.log`` to ``chatd.log.1``, ``.2``, ... at every megabyte and never
+    deletes them), so logrotate owns rotation; SIGUSR1 still rotates on
+    demand. Returns the paths of the files changed.
+    """
+    changed = []
+    for out in _twistd_log_files():
+        if isinstance(out, LogFile) and out.rotateLength:
+            out.rotateLength = None
+            changed.append(out.path)
+    return changed
 
 
 class ChatService(service.Service):
@@ -94,6 +111,11 @@ class ChatService(service.Service):
         super().startService()
         if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+        for path in stop_size_rotation():
+            self.log.info(
+                "log file {path}: rotation by size turned off; rotate it with logrotate and SIGHUP (or SIGUSR1)",
+                path=path,
+            )
         raise_fd_limit(self.settings.max_connections)
         self._store_pool.start()
         self._hash_pool.start()
