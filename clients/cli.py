@@ -23,13 +23,14 @@ import binascii
 import codecs
 import os
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -193,11 +194,15 @@ class ChatClient(LineReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 1 << 20
 
-    def __init__(self, console: Console, downloads: str, run: Runner, progress: bool | None = None) -> None:
+    def __init__(self, console: Console, downloads: str, run: Runner, progress: bool | None = None,
+                 clock: IReactorTime | None = None, progress_out: Callable[[str], None] | None = None) -> None:
         self.console = console
         self.downloads = downloads
         self.run = run
+        #: Progress bars: True, False, or None (when stderr is a terminal); timed by ``clock``, drawn by ``progress_out``.
         self.progress = progress
+        self._now = clock.seconds if clock is not None else time.monotonic
+        self._progress_out = progress_out
         self.state = _WAIT
         self.tagged = False
         self._leaving: str | None = None
@@ -332,6 +337,9 @@ class ChatClient(LineReceiver):
         elif line:
             self.sendLine(line.encode(ENCODING))
 
+    def _progress_bar(self, label: str, total: int) -> Progress:
+        return Progress(label, total, enabled=self.progress, now=self._now, write=self._progress_out)
+
     # -- uploads --------------------------------------------------------------------
 
     def send_file(self, path: str) -> None:
@@ -359,7 +367,7 @@ class ChatClient(LineReceiver):
         upload = self.offers.popleft()
         upload.id = file_id
         self.uploads[file_id] = upload
-        upload.progress = Progress(f"sending {upload.name}", upload.size, enabled=self.progress)
+        upload.progress = self._progress_bar(f"sending {upload.name}", upload.size)
         self.console.show(f"Sending {upload.name} ({human_size(upload.size)})...")
         assert self.sender is not None
         self.sender.add(upload)
@@ -412,7 +420,7 @@ class ChatClient(LineReceiver):
         if file_id in self.files:
             return
         download = Download(self.run, self.downloads, file_id, int(size), digest, printable(sender), name,
-                            Progress(f"receiving {name}", int(size), enabled=self.progress), self._download_failed)
+                            self._progress_bar(f"receiving {name}", int(size)), self._download_failed)
         download.on_written = self._written
         if download.failed is None:  # (it may fail at once: the downloads folder is unusable)
             self.files[file_id] = download
@@ -587,7 +595,7 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
         client: ChatClient | None = None
         console = Console(lambda line: client and client.user_line(line),
                           lambda: client and client.user_eof(), interactive)
-        client = ChatClient(console, os.path.abspath(options.downloads), run_in_pool, progress)
+        client = ChatClient(console, os.path.abspath(options.downloads), run_in_pool, progress, clock=reactor)
         try:
             await endpoint_for(reactor, options).connect(protocol.Factory.forProtocol(lambda: client))
         except Exception as error:

@@ -8,6 +8,7 @@ import os
 
 import pytest
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from clients.cli import ChatClient, ConnectionGone, Console, parse_args
@@ -23,11 +24,14 @@ def run_now(function, *args):
 class Session:
     """A client on a StringTransport, its console on another."""
 
-    def __init__(self, downloads: str, interactive: bool = False, run=run_now) -> None:
+    def __init__(self, downloads: str, interactive: bool = False, run=run_now, clock=None) -> None:
         self.console = Console(lambda line: self.client.user_line(line), lambda: self.client.user_eof(), interactive)
         self.screen = StringTransport()
         self.console.makeConnection(self.screen)
-        self.client = ChatClient(self.console, downloads, run, progress=False)
+        #: Progress bar frames (drawn only with a clock).
+        self.bars: list[str] = []
+        self.client = ChatClient(self.console, downloads, run, progress=clock is not None, clock=clock,
+                                 progress_out=self.bars.append)
         self.wire = StringTransport()
         self.client.makeConnection(self.wire)
 
@@ -299,3 +303,45 @@ def test_failures_to_save_are_reported_and_reports_shown(session):
     session.server("27 f3 cat could not save report.pdf: \x1b[31mdisk full")
     shown = session.shown()
     assert "cat could not save report.pdf: " in shown and "disk full" in shown and "\x1b" not in shown
+
+
+def test_progress_bars_for_transfers_that_take_a_while(tmp_path):
+    """A download or upload that takes more than half a second draws a bar (at most 5 a second), erased at the end."""
+    clock = Clock()
+    s = Session(str(tmp_path / "downloads"), clock=clock)
+    quick = b"q" * 100
+    _offer(s, "f0", quick, name="quick.txt")
+    s.server("22 f0")
+    assert s.bars == []  # over at once: no bar
+    data = os.urandom(10_000)
+    s.server(f"20 f1 {len(data)} {hashlib.sha256(data).hexdigest()} bob movie.bin")
+    for start in range(0, len(data), 1000):
+        clock.advance(0.3)
+        s.server("21 f1 " + base64.b64encode(data[start:start + 1000]).decode())
+    s.server("22 f1")
+    bars = [bar for bar in s.bars if "receiving movie.bin [" in bar]
+    assert len(bars) >= 5
+    assert "] 100% 9.8 KiB/9.8 KiB" in bars[-1] and "#" * 30 in bars[-1]
+    assert s.bars[-1] == "\r\x1b[K"
+    assert "Saved movie.bin" in s.shown()
+
+    # An upload paced by a slow socket: one frame per resume, 0.3 s apart.
+    s.bars.clear()
+    (tmp_path / "big.bin").write_bytes(os.urandom(5 * 65536))
+    s.server("111 Entered room public (1 here).")
+    s.type(f"/send {tmp_path / 'big.bin'}\n")
+    write = s.wire.write
+
+    def full_after_each_write(data):
+        write(data)
+        if s.wire.producer is not None:
+            s.wire.producer.pauseProducing()
+
+    s.wire.write = full_after_each_write
+    s.server("24 u1 327680 big.bin")
+    while s.wire.producer is not None:
+        clock.advance(0.3)
+        s.wire.producer.resumeProducing()
+    bars = [bar for bar in s.bars if "sending big.bin [" in bar]
+    assert bars and "100% 320.0 KiB/320.0 KiB" in bars[-1]
+    assert s.bars[-1] == "\r\x1b[K"
