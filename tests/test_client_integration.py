@@ -255,3 +255,37 @@ def test_slow_recipient_does_not_hold_back_others(tmp_path, clients):
         server.stop()
     assert server.unhandled_errors() == []
     assert "sendq_exceeded" not in open(os.path.join(server.data_dir, "log.csv")).read()
+
+
+def test_chat_flows_both_ways_during_an_upload(daemon):
+    """Lines said by the uploader between its frames reach the room before the upload ends, and replies reach it."""
+    ann, bob = tagged_in_room(daemon.port, "ann"), tagged_in_room(daemon.port, "bob")
+    data = os.urandom(400_000)
+    frames = [data[start:start + 65536] for start in range(0, len(data), 65536)]
+    ann.send(f"/send {len(data)} movie.bin")
+    file_id = re.search(r"24 (\S+) ", ann.expect(r"24 \S+ \d+ movie\.bin\r\n")).group(1)
+    bob.expect(r"ann is sending movie\.bin")
+    for frame in frames[:3]:
+        ann.send(f"/data {file_id} {len(frame)}\r\n".encode() + frame)
+    ann.send("halfway there")
+    seen = bob.expect(r"111 \S+ ann: halfway there\r\n")
+    assert "shared" not in seen and "20 " not in seen
+    bob.send("great, keep going")
+    seen = ann.expect(r"111 \S+ bob: great, keep going\r\n")
+    assert "26 " not in seen and "25 " not in seen
+    for frame in frames[3:]:
+        ann.send(f"/data {file_id} {len(frame)}\r\n".encode() + frame)
+    ann.send("almost done", f"/done {file_id} {hashlib.sha256(data).hexdigest()}")
+    ann.expect(rf"26 {file_id} {hashlib.sha256(data).hexdigest()} 1")
+    before = bob.expect(rf"20 {file_id} {len(data)} ")
+    assert "ann: almost done" in before
+    received = bytearray()
+    while True:
+        line = bob.expect(r"\r\n")
+        if line.startswith("21 "):
+            received += base64.b64decode(line.split(" ", 2)[2])
+        elif line.startswith("22 "):
+            break
+    assert bytes(received) == data
+    ann.close()
+    bob.close()
