@@ -604,10 +604,12 @@ class Outbox:
     """
     The files waiting for one recipient, sent one after the other as
     ``20``/``21``/``22`` lines. It is the streaming producer of that
-    connection's transport: it reads the next chunk (in the thread pool)
+    connection's transport: it reads the next piece (in the thread pool)
     only while the transport is not paused, so file data never piles up in
-    the send buffer of a slow reader and never counts against its
-    ``max_outbound``; chat lines go out between chunks.
+    the send buffer of a slow reader: about one piece at most is queued
+    beyond what the socket took. That piece does count against
+    ``max_outbound`` (it goes through ``deliver``), which must stay well
+    above it. Chat lines go out between pieces.
     """
 
     log = Logger()

@@ -305,3 +305,14 @@ def test_upload_does_not_time_out_while_the_server_is_behind(world):
     held.run_all()
     clock.advance(61)
     assert f"25 {file_id} no data arrived" in ann.output()
+
+
+def test_tagged_telnet_connection_receives_but_cannot_send(world):
+    """As docs/PROTOCOL.md says: a tagged connection that sent telnet commands is refused /send but gets files."""
+    factory, clock, tmp_path = world
+    ann, tel = in_room(factory, clock, "ann"), in_room(factory, clock, "tel")
+    tel.send(b"\xff\xfd\x03", "/send 10 x.txt")  # IAC DO SUPPRESS-GO-AHEAD, as telnet programs send
+    assert "02 Error: sending files needs the chat client" in tel.output()
+    data = os.urandom(5000)
+    upload(ann, data)
+    assert received_files(tel.output())["notes.txt"] == data
