@@ -2,7 +2,8 @@
 Limits that keep one connection, or one address, from hurting everyone else.
 
 - :class:`TokenBucket`: the per-connection flood limit. Every received line
-  takes a token; a connection in debt stops being read (TCP pushes back on
+  takes a token (but the header line of a binary upload frame: uploads
+  have their own limits, see chatd/transfer.py); a connection in debt stops being read (TCP pushes back on
   the sender) until the bucket has refilled. Nothing is dropped and the
   room never sees it. This is on the per-line hot path: a few float
   operations, no allocation, no logging.
@@ -43,7 +44,7 @@ class TokenBucket:
     ``burst`` tokens, refilled at ``rate`` per second. :meth:`take` spends one
     and says how long the caller should pause (0.0: carry on).
 
-    ``last`` is the time of the last :meth:`take`: the connection's last
+    ``last`` is the time of the last :meth:`take` or :meth:`touch`: the connection's last
     input, which the idle timeout reads.
     """
 
@@ -68,6 +69,12 @@ class TokenBucket:
             return 0.0
         wait = -tokens / self.rate
         return wait if wait > MIN_PAUSE else MIN_PAUSE
+
+    def touch(self, now: float) -> None:
+        """Record input at ``now`` without spending a token (refilling as :meth:`take` would)."""
+        tokens = self.tokens + (now - self.last) * self.rate
+        self.tokens = tokens if tokens < self.burst else self.burst
+        self.last = now
 
     def notice_due(self, now: float) -> bool:
         """Whether to tell the user they are throttled (at most every NOTICE_EVERY s)."""

@@ -202,13 +202,19 @@ class ChatProtocol(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         if self.dialogue is None or self.transport is None or self.transport.disconnecting:
             return
-        bucket = self._bucket
-        if bucket is not None:
-            wait = bucket.take(self.factory.reactor.seconds())  # type: ignore[attr-defined]
-            if wait:
-                self._throttle(wait)
         if line[-1:] == b"\r":  # CRLF: the delimiter is LF
             line = line[:-1]
+        bucket = self._bucket
+        if bucket is not None:
+            now = self.factory.reactor.seconds()  # type: ignore[attr-defined]
+            if self.files is not None and line[:6] == b"/data ":
+                # An upload frame header: uploads have their own limits (file
+                # size, uploads at once, spool backpressure), not the line rate.
+                bucket.touch(now)
+            else:
+                wait = bucket.take(now)
+                if wait:
+                    self._throttle(wait)
         if self.files is not None and line[:1] == b"/" and self.files.line_received(line):
             return
         if self._hiding_input:

@@ -24,9 +24,10 @@ class Settings:
 
     #: Lines per second one connection may send, sustained (0 = no limit).
     #: A connection over it is paused (not dropped) until its bucket refills.
-    flood_rate: float = 5000.0
-    #: Lines one connection may send in a burst before the rate applies.
-    flood_burst: int = 10000
+    flood_rate: float = 5.0
+    #: Lines one connection may send in a burst before the rate applies (a
+    #: pasted snippet goes through at once; a flood is slowed and told).
+    flood_burst: int = 50
     #: Connections in total (0 = no limit).
     max_connections: int = 20000
     #: Connections from one address (0 = no limit); exempt networks don't count.

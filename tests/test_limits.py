@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import socket
 
 import pytest
@@ -10,7 +12,8 @@ from twisted.internet.testing import StringTransport
 
 from chatd.limits import MIN_PAUSE, Limits, TokenBucket, parse_networks, set_keepalive
 from chatd.settings import Settings
-from helpers import Client, Held, make_factory
+from chatd.transfer import TransferSettings, Transfers
+from helpers import Client, Held, make_factory, run_now
 
 
 class At(Client):
@@ -102,16 +105,47 @@ def test_flood_limit_off(tmp_path):
     assert c.output().count("pong") == 3000
 
 
-def test_default_flood_limit_lets_a_fast_sender_through(tmp_path):
-    """The defaults never delay a sender at 1000 lines/s (the benchmark's senders)."""
+def test_default_flood_limit_throttles_a_flood(tmp_path):
+    """With the defaults a pasted snippet goes through, but a flood is slowed (not lost) and told."""
     factory, clock = make_factory(str(tmp_path))
+    watcher = _in_public(factory, clock, "watcher", "192.0.2.1")
     c = _in_public(factory, clock, "fast")
-    for _ in range(30):  # 30 s at 1000 lines/s, 100 lines every 0.1 s
-        for _ in range(10):
-            c.send(b"x\r\n" * 100)
-            clock.advance(0.1)
-            assert c.transport.producerState == "producing"
-    assert "too fast" not in c.output()
+    clock.advance(60)  # a full bucket
+    watcher.output(), c.output()
+    c.send(b"".join(b"paste %d\r\n" % i for i in range(40)))
+    assert c.transport.producerState == "producing" and "too fast" not in c.output()
+    clock.advance(60)
+    c.send(b"".join(b"flood %d\r\n" % i for i in range(200)))
+    assert c.transport.producerState == "paused"
+    assert "you are sending too fast" in c.output()
+    seen = watcher.output()
+    assert seen.count("fast: flood") < 100
+    for _ in range(60):  # 5 lines/s: all 200 arrive within 40 s, in order
+        clock.advance(1)
+    seen += watcher.output()
+    assert [line.rsplit(" ", 1)[1] for line in seen.splitlines() if "fast: flood" in line] == [
+        str(i) for i in range(200)]
+
+
+def test_upload_frames_do_not_count_against_the_flood_limit(tmp_path):
+    """With the defaults a multi-MB upload's /data frames are never throttled; chat lines still are."""
+    factory, clock = make_factory(str(tmp_path))
+    transfers = Transfers(factory, str(tmp_path / "spool"), run_now, TransferSettings(max_file_size=10_000_000))
+    factory.transfers = transfers
+    transfers.start()
+    c = _in_public(factory, clock, "up")
+    c.send("/client test 1.0")
+    data = bytes(range(256)) * (8 * 4096)  # 8 MiB: 128 frames of 64 KiB, at one instant
+    c.send(f"/send {len(data)} big.bin")
+    file_id = re.search(r"^24 (\S+) ", c.output(), re.M).group(1)
+    for start in range(0, len(data), 65536):
+        c.send(f"/data {file_id} 65536\r\n".encode() + data[start:start + 65536])
+        assert c.transport.producerState == "producing"
+    c.send(f"/done {file_id} {hashlib.sha256(data).hexdigest()}")
+    out = c.output()
+    assert f"26 {file_id} " in out and "too fast" not in out
+    c.send(b"".join(b"line %d\r\n" % i for i in range(200)))
+    assert c.transport.producerState == "paused" and "too fast" in c.output()
 
 
 # -- connection limits --------------------------------------------------------------
