@@ -102,7 +102,9 @@ class ChatProtocol(LineReceiver):
     # -- connection life ------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.MAX_LENGTH = self.factory.settings.max_line
+        # One byte more than --max-line, for the CR of a CRLF line end (LF is
+        # the delimiter); lineReceived refuses a line still too long without it.
+        self.MAX_LENGTH = self.factory.settings.max_line + 1
         limits = self.factory.limits
         key = limits.address_key(self.transport)
         refusal = limits.admit(self, key)
@@ -192,12 +194,17 @@ class ChatProtocol(LineReceiver):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Refuse an over-long line but keep the connection."""
-        self.show(ERROR, f"Error: that line was longer than {self.MAX_LENGTH} bytes and was ignored.")
+        self._refuse_long_line()
         _, found, rest = line.partition(self.delimiter)
         if found:
             self._refeed = rest
         else:
             self._discarding = True
+
+    def _refuse_long_line(self) -> None:
+        """Tell the user a line over --max-line (line end not counted) was dropped."""
+        limit = self.factory.settings.max_line
+        self.show(ERROR, f"Error: that line was longer than {limit} bytes and was ignored.")
 
     def lineReceived(self, line: bytes) -> None:
         if self.dialogue is None or self.transport is None or self.transport.disconnecting:
@@ -215,6 +222,9 @@ class ChatProtocol(LineReceiver):
                 wait = bucket.take(now)
                 if wait:
                     self._throttle(wait)
+        if len(line) >= self.MAX_LENGTH:  # over --max-line without the CR
+            self._refuse_long_line()
+            return
         if self.files is not None and line[:1] == b"/" and self.files.line_received(line):
             return
         if self._hiding_input:

@@ -307,6 +307,30 @@ def test_over_long_line_keeps_connection(tmp_path):
     assert not c.transport.disconnecting
 
 
+@pytest.mark.parametrize("max_line", [100, 4096])
+def test_line_limit_does_not_count_the_line_end(tmp_path, max_line):
+    """A line of exactly --max-line bytes is accepted with LF and with CRLF; one byte more is refused with either."""
+    factory, clock = make_factory(str(tmp_path), Settings(max_line=max_line))
+    c = Client(factory, clock)
+    c.output()
+    exact = b"ping" + b" " * (max_line - 4)
+    for end in (b"\n", b"\r\n"):
+        c.send(exact + end)
+        out = c.output()
+        assert "pong" in out and "longer than" not in out
+        c.send(exact + b" " + end + b"ping\r\n")
+        out = c.output()
+        assert f"Error: that line was longer than {max_line} bytes and was ignored." in out
+        assert out.count("pong") == 1
+        # The same, arriving one byte at a time.
+        for byte in exact + b" " + end:
+            c.send(bytes([byte]))
+        c.send(b"ping\r\n")
+        out = c.output()
+        assert f"longer than {max_line} bytes" in out and out.count("pong") == 1
+    assert not c.transport.disconnecting
+
+
 def test_empty_lines_ignored(world):
     factory, clock, _ = world
     a = _in_room(factory, clock, "ann")
