@@ -60,30 +60,41 @@ class Batcher:
 class Fanout:
     """The members of one room and the lines waiting to be sent to them."""
 
-    __slots__ = ("_batcher", "_pending", "plain", "tagged")
+    __slots__ = ("_batcher", "_pending", "_joined", "plain", "tagged")
 
     def __init__(self, batcher: Batcher) -> None:
         self._batcher = batcher
         self._pending: list[str] = []
-        #: Members in plain mode and in tagged mode (dicts keep join order).
+        #: Everyone, in the order they joined (only for listing; flush never reads it).
+        self._joined: dict[Recipient, None] = {}
+        #: Members in plain mode and in tagged mode: the audiences flush writes to.
         self.plain: dict[Recipient, None] = {}
         self.tagged: dict[Recipient, None] = {}
 
     def __len__(self) -> int:
-        return len(self.plain) + len(self.tagged)
+        return len(self._joined)
 
     def add(self, member: Recipient) -> None:
         """Start delivering to ``member`` (from the next flush on)."""
+        self._joined[member] = None
         (self.tagged if member.tagged else self.plain)[member] = None
 
     def discard(self, member: Recipient) -> None:
         """Stop delivering to ``member``; lines not yet flushed are not sent to it."""
+        self._joined.pop(member, None)
         self.plain.pop(member, None)
         self.tagged.pop(member, None)
 
+    def regroup(self, member: Recipient) -> None:
+        """``member`` switched mode: move it to its new audience, keeping its place in the join order."""
+        if member in self._joined:
+            self.plain.pop(member, None)
+            self.tagged.pop(member, None)
+            (self.tagged if member.tagged else self.plain)[member] = None
+
     def members(self) -> list[Recipient]:
-        """Everyone in the room."""
-        return [*self.plain, *self.tagged]
+        """Everyone in the room, in the order they joined."""
+        return list(self._joined)
 
     def send(self, text: str) -> None:
         """Queue one already-rendered, already-clean line (no line end)."""

@@ -269,8 +269,7 @@ class ChatProtocol(LineReceiver):
             self.tagged = True
             room = self.dialogue.room if self.dialogue else None
             if room is not None:
-                room.fanout.discard(self)
-                room.fanout.add(self)
+                room.fanout.regroup(self)
         client = text[len(CLIENT_HELLO) :].strip()[:60] or "unknown client"
         self.show(LISTEN, f"Tagged mode on for {client}.")
         if self._prompt is not None:

@@ -136,6 +136,24 @@ def _in_room(factory, clock, name, room="public", tagged=False):
     return c
 
 
+def test_who_lists_members_in_join_order(world):
+    """/who (and info) list members in the order they joined, whatever their mode; /client keeps the place."""
+    factory, clock, _ = world
+    ann = _in_room(factory, clock, "ann")
+    bob = _in_room(factory, clock, "bob", tagged=True)
+    cat = _in_room(factory, clock, "cat")
+    ann.send("/client test 1.0")
+    ann.output()
+    dan = _in_room(factory, clock, "dan", tagged=True)
+    cat.send("/who")
+    assert "In public (4): ann, bob, cat, dan" in cat.output()
+    dan.send("/exit", "info public")
+    assert "In it now (3): ann, bob, cat" in dan.output()
+    bob.output(), cat.output()
+    cat.send("still here")  # both audiences still get room lines once
+    assert ann.output().count("cat: still here") == 1 and bob.output().count("cat: still here") == 1
+
+
 def test_broadcast_reaches_room_only(world):
     factory, clock, _ = world
     owner = Client(factory, clock)
