@@ -18,6 +18,10 @@ from chatd.wire import DEFAULT_PORT
 DEFAULT_LISTEN = f"tcp:{DEFAULT_PORT}:backlog=1024"
 DEFAULT_DATA_DIR = "chatd-data"
 _DEFAULTS = Settings()
+#: Smallest --max-outbound: a file download keeps up to about one piece (some
+#: 350 KB of base64, chatd.transfer) queued per recipient, and that counts
+#: against the limit, so a lower one would cut off recipients that read.
+MIN_OUTBOUND = 1 << 20
 
 #: (option, Settings field, type, help) of each limit (docs/OPERATIONS.md, "Limits"); 0 turns a limit off.
 _LIMITS = [
@@ -73,6 +77,10 @@ class Options(usage.Options):
         for name in ("max-line", "max-outbound", "hash-threads", "hash-time-cost", "hash-memory-kib"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
+        if self["max-outbound"] < MIN_OUTBOUND:
+            raise usage.UsageError(
+                f"--max-outbound must be at least {MIN_OUTBOUND} (1 MiB): a file download keeps "
+                "up to about 350 KB queued per recipient, and it counts against this limit")
         for option, _, kind, _ in _LIMITS:
             if kind is not str and self[option] < 0:
                 raise usage.UsageError(f"--{option} cannot be negative")

@@ -1,0 +1,32 @@
+"""The command-line options of ``twistd chatd`` (chatd/tap.py)."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.python import usage
+
+from chatd.tap import MIN_OUTBOUND, Options
+
+
+def _parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_max_outbound_below_one_mib_is_refused():
+    """A file download keeps about one 350 KB piece queued per recipient: a smaller send limit is a usage error."""
+    assert MIN_OUTBOUND == 1 << 20
+    for value in ("65536", str(MIN_OUTBOUND - 1)):
+        with pytest.raises(usage.UsageError, match="--max-outbound must be at least 1048576"):
+            _parse("--max-outbound", value)
+    assert _parse("--max-outbound", str(MIN_OUTBOUND)).settings().max_outbound == MIN_OUTBOUND
+    assert _parse().settings().max_outbound == 4 * 1024 * 1024
+
+
+def test_flood_defaults_and_relaxed_values_parse():
+    """The default flood limit reaches Settings; the benchmark's relaxed values parse too."""
+    settings = _parse().settings()
+    assert (settings.flood_rate, settings.flood_burst) == (5.0, 50)
+    settings = _parse("--flood-rate", "1e9", "--flood-burst", "1000000000").settings()
+    assert (settings.flood_rate, settings.flood_burst) == (1e9, 1_000_000_000)
