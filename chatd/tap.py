@@ -59,6 +59,7 @@ class Options(usage.Options):
         ["hash-memory-kib", None, 19456, "argon2id memory for new password hashes, in KiB.", int],
         ["max-file-size", None, "100M", "Largest file users may send: bytes, or with K, M or G (default 100M)."],
         ["max-uploads", None, 2, "Files one user may be uploading at once.", int],
+        ["upload-timeout", None, 60.0, "Seconds an upload may go without a frame before it fails.", float],
     ] + [[option, None, getattr(_DEFAULTS, field), text, kind] for option, field, kind, text in _LIMITS]
 
     def __init__(self) -> None:
@@ -94,6 +95,8 @@ class Options(usage.Options):
             raise usage.UsageError("--max-file-size takes bytes, or a number with K, M or G") from None
         if self["max-file-size"] < 0 or self["max-uploads"] < 1:
             raise usage.UsageError("--max-file-size cannot be negative and --max-uploads must be at least 1")
+        if self["upload-timeout"] <= 0:
+            raise usage.UsageError("--upload-timeout must be more than 0 seconds")
         from chatd.limits import parse_networks
 
         try:
@@ -123,5 +126,7 @@ def makeService(options: Options) -> Any:
         settings=options.settings(),
         hash_threads=options["hash-threads"],
         hash_params={"time_cost": options["hash-time-cost"], "memory_kib": options["hash-memory-kib"]},
-        transfer_settings=TransferSettings(options["max-file-size"], options["max-uploads"]),
+        transfer_settings=TransferSettings(
+            options["max-file-size"], options["max-uploads"], upload_timeout=options["upload-timeout"]
+        ),
     )

@@ -222,7 +222,7 @@ def test_slow_recipient_does_not_hold_back_others(tmp_path, clients):
     than the server's --max-outbound goes out: the reading recipient gets it,
     chat flows, and the slow one is paced (not cut off) and gets it later.
     """
-    server = Daemon(str(tmp_path / "data"), "--max-outbound", "1000000").start()
+    server = Daemon(str(tmp_path / "data"), "--max-outbound", "1048576").start()
     try:
         ann, bob = clients(server.port, "ann"), clients(server.port, "bob")
         ann.join_room("ann")

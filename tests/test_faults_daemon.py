@@ -44,7 +44,7 @@ def test_non_reading_client_cut_off_others_keep_receiving(tmp_path):
     --max-outbound (logged as "send queue exceeded"); the members that read
     receive every line of the room exactly once, in order.
     """
-    d = Daemon(str(tmp_path / "data"), "--max-outbound", "65536").start()
+    d = Daemon(str(tmp_path / "data"), "--max-outbound", "1048576", "--flood-rate", "0").start()
     try:
         stuck = Conn(d.port)
         stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -53,7 +53,7 @@ def test_non_reading_client_cut_off_others_keep_receiving(tmp_path):
         stuck.expect(r"Entered room public")
         reader = _in_room(d.port, "reader")
         talker = _in_room(d.port, "talker")
-        count = 4000  # 6 MB: more than the kernel buffers on both sides plus the limit
+        count = 8000  # 12 MB: more than the kernel buffers on both sides plus the 1 MiB limit
         for start in range(0, count, 100):
             talker.send(b"".join(f"n{i} {'y' * 1500}\r\n".encode() for i in range(start, start + 100)))
             _slurp(talker)

@@ -30,3 +30,16 @@ def test_flood_defaults_and_relaxed_values_parse():
     assert (settings.flood_rate, settings.flood_burst) == (5.0, 50)
     settings = _parse("--flood-rate", "1e9", "--flood-burst", "1000000000").settings()
     assert (settings.flood_rate, settings.flood_burst) == (1e9, 1_000_000_000)
+
+
+def test_upload_timeout_reaches_the_transfer_settings():
+    """--upload-timeout sets how long an upload may stall; zero or less is refused."""
+    from chatd.tap import makeService
+
+    for value in ("0", "-1"):
+        with pytest.raises(usage.UsageError, match="--upload-timeout"):
+            _parse("--upload-timeout", value)
+    options = _parse("--upload-timeout", "7.5")
+    assert options["upload-timeout"] == 7.5
+    service = makeService(options)
+    assert service.factory.transfers.settings.upload_timeout == 7.5

@@ -113,7 +113,7 @@ def test_non_reading_tls_client_is_cut_off(tmp_path):
 
     key, cert = make_certificate(str(tmp_path))
     tls_port = free_port()
-    d = Daemon(str(tmp_path / "data"), "--max-outbound", "65536",
+    d = Daemon(str(tmp_path / "data"), "--max-outbound", "1048576", "--flood-rate", "0",
                "--listen", f"ssl:{tls_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}")
     d.start()
     try:
