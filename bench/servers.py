@@ -205,7 +205,7 @@ class Server:
         self.log_path = os.path.join(workdir, "server.log")
         os.makedirs(workdir, exist_ok=True)
         self.data_dir = os.path.join(workdir, "data")
-        self.extra = []  # extra chatd options (only the file-size limit, for the transfer scenario)
+        self.extra = []  # extra chatd options: the relaxed flood limit (like the peers'), and the file-size limit for the transfer scenario
 
     def _render(self, template, target):
         with open(os.path.join(HERE, "conf", template)) as f:

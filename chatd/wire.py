@@ -25,7 +25,10 @@ CREDENTIALS: Final = "01"
 CHAT: Final = "111"
 """Chat mode: show the line; the user may type at any time."""
 ERROR: Final = "02"
-"""An error message about the user's last input (shown like LISTEN)."""
+"""
+A notice the user must see: an error (text starts with ``Error:``) or the
+server's own notice (shutdown, logged in elsewhere); shown like LISTEN.
+"""
 PRIVATE: Final = "03"
 """A private message from another user (shown like LISTEN)."""
 
