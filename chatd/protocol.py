@@ -22,12 +22,14 @@ from twisted.protocols.basic import LineReceiver
 from chatd.limits import TokenBucket
 from chatd.menu import Dialogue
 from chatd.text import clean_line
-from chatd.wire import CHAT, CLIENT_HELLO, CREDENTIALS, ENCODING, ERROR, LISTEN, PRIVATE
+from chatd.wire import CHAT, CLIENT_HELLO, CREDENTIALS, DATA_COMMAND, ENCODING, ERROR, LISTEN, PRIVATE
 
 if TYPE_CHECKING:
     from chatd.factory import ChatFactory, Room
 
 _IAC = telnet.IAC
+#: The start of an upload frame header line (``/data ID LEN``).
+_DATA_FRAME = DATA_COMMAND.encode() + b" "
 
 
 class _TelnetFilter(telnet.Telnet):
@@ -214,7 +216,7 @@ class ChatProtocol(LineReceiver):
         bucket = self._bucket
         if bucket is not None:
             now = self.factory.reactor.seconds()  # type: ignore[attr-defined]
-            if self.files is not None and line[:6] == b"/data ":
+            if self.files is not None and line.startswith(_DATA_FRAME):
                 # An upload frame header: uploads have their own limits (file
                 # size, uploads at once, spool backpressure), not the line rate.
                 bucket.touch(now)
