@@ -284,6 +284,10 @@ class Limits:
                 del self._failures[key]
 
 
+#: Descriptors kept for other things than connections (data files, spool, listeners, log).
+FD_RESERVE = 256
+
+
 def raise_fd_limit(connections: int) -> None:
     """
     Raise the soft limit on open files towards what ``connections`` need
@@ -294,7 +298,7 @@ def raise_fd_limit(connections: int) -> None:
         import resource
     except ImportError:  # not on this platform
         return
-    wanted = connections + 256
+    wanted = connections + FD_RESERVE
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= wanted:
         return

@@ -295,6 +295,10 @@ class CsvStore:
         """Create the data directory if needed and read users and rooms."""
         return self._run(self._load)
 
+    def load_now(self) -> Loaded:
+        """:meth:`load` in the calling thread, for start-up before the reactor runs; raises OSError."""
+        return self._load()
+
     def _load(self) -> Loaded:
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         users, notes = read_user_lines(self._path(USERS))

@@ -2,20 +2,28 @@
 The running server as a Twisted service: thread pools, the store, the
 factory and the listening endpoints, started and stopped in order.
 
-Start-up: start the thread pools, load the data directory (in the writer
-thread), then listen. Shut-down (SIGTERM, SIGINT): stop listening, tell
-every connected user, write the queued log events, stop the pools.
+Start-up, all before the reactor runs (under twistd): bind the listening
+ports (``privilegedStartService``, still as root under ``twistd --uid``, like
+Twisted's ``StreamServerEndpointService``), then load the data directory,
+then start the thread pools; connections that arrive meanwhile wait in the
+listen backlog and are accepted once the reactor runs. A start that fails
+raises :class:`StartError`: one line in the log and on stderr, exit status 1.
+Shut-down (SIGTERM, SIGINT): stop listening, tell every connected user,
+write the queued log events, stop the pools.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, task
+from twisted.internet.error import CannotListenError
+from twisted.python.failure import Failure
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, globalLogPublisher
 from twisted.python.logfile import BaseLogFile, LogFile
@@ -63,6 +71,31 @@ def stop_size_rotation() -> list[str]:
     return changed
 
 
+class StartError(Exception, SystemExit):
+    """
+    The server cannot start (a port in use, an unusable data directory).
+
+    Its message is one line, for the log and the operator's terminal. It is
+    an ``Exception``, so twistd handles it like any failed start (removes the
+    pid file, tells the parent of a daemonizing twistd, which prints it and
+    exits 1), and a ``SystemExit`` with code 1, so Python ends the process
+    with exit status 1 and no traceback (systemd's ``Restart=on-failure``
+    then sees a failure).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = 1
+
+
+def _reason(error: BaseException) -> str:
+    """One line for an error: an OSError's (or CannotListenError's) own text names the errno and the path."""
+    text = str(error).splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, (OSError, CannotListenError)) and text:
+        return text
+    return f"{type(error).__name__}: {text}".rstrip(": ")
+
+
 class ChatService(service.Service):
     """The whole chat server: create it, hand it to twistd (or start it yourself)."""
 
@@ -102,12 +135,49 @@ class ChatService(service.Service):
             settings=transfer_settings or TransferSettings(),
         )
         self.ports: list[Any] = []
-        #: Fires once the server listens on every endpoint (for embedding and tests).
-        self.ready: defer.Deferred[list[Any]] = defer.Deferred()
+        self._bound = False
 
     _previous_sighup: Any = None
 
+    def privilegedStartService(self) -> None:
+        """Bind every ``--listen`` endpoint (as root under ``twistd --uid``, so ports below 1024 work)."""
+        super().privilegedStartService()
+        self._bind()
+
+    def _bind(self) -> None:
+        """
+        Listen on every endpoint now. Twisted's tcp, ssl and unix endpoints
+        listen synchronously; one that has not answered by the time its
+        ``listen`` returns is waited for, and a later failure only logged.
+        Raises :class:`StartError` (after closing the ports already bound).
+        """
+        self._bound = True
+        raise_fd_limit(self.settings.max_connections)
+        for description in self.listen:
+            outcome: list[Any] = []
+            try:
+                listening = endpoints.serverFromString(self.reactor, description).listen(self.factory)
+            except Exception as error:
+                outcome.append(Failure(error))
+            else:
+                listening.addBoth(outcome.append)
+            if not outcome:
+                listening.addCallback(self._listening_late).addErrback(self._failed_late, description)
+            elif isinstance(outcome[0], Failure):
+                self._close_ports()
+                raise self._fail(f"cannot listen on {description}: {_reason(outcome[0].value)}")
+            else:
+                self.ports.append(outcome[0])
+
     def startService(self) -> None:
+        """Load the data directory, then start serving; raises :class:`StartError`."""
+        if not self._bound:
+            self._bind()
+        try:
+            loaded = self.store.load_now()
+        except Exception as error:
+            self._close_ports()
+            raise self._fail(f"data directory {self.data_dir}: {_reason(error)}") from error
         super().startService()
         if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
@@ -116,25 +186,33 @@ class ChatService(service.Service):
                 "log file {path}: rotation by size turned off; rotate it with logrotate and SIGHUP (or SIGUSR1)",
                 path=path,
             )
-        raise_fd_limit(self.settings.max_connections)
         self._store_pool.start()
         self._hash_pool.start()
         self._files_pool.start()
-        d = self.store.load()
-        d.addCallback(self._loaded)
-        d.addCallbacks(self.ready.callback, self._failed_to_start)
-
-    def _loaded(self, loaded: Any) -> defer.Deferred[list[Any]]:
         self.factory.restore(loaded)
         self.factory.transfers.start().addErrback(
             lambda failure: self.log.failure("could not prepare the file spool", failure)
         )
         self.store.start()
-        listening = [
-            endpoints.serverFromString(self.reactor, description).listen(self.factory)
-            for description in self.listen
-        ]
-        return defer.gatherResults(listening, consumeErrors=True).addCallback(self._listening)
+        for port in self.ports:
+            self.log.info("chatd listening on {address}", address=port.getHost())
+
+    def _fail(self, reason: str) -> StartError:
+        """Log ``chatd could not start: REASON`` and write it to the terminal; return the error to raise."""
+        message = f"chatd could not start: {reason}"
+        self.log.error("{message}", message=message)
+        if sys.__stderr__ is not None:  # the real stderr: twistd points sys.stderr at its log
+            try:
+                sys.__stderr__.write(message + "\n")
+                sys.__stderr__.flush()
+            except (OSError, ValueError):
+                pass
+        return StartError(message)
+
+    def _close_ports(self) -> None:
+        for port in self.ports:
+            port.stopListening()
+        self.ports = []
 
     def _sighup(self, signum: int, frame: Any) -> None:
         self.reactor.callFromThread(self.reopen_logs)
@@ -144,15 +222,13 @@ class ChatService(service.Service):
         count = reopen_log_files()
         self.log.info("SIGHUP: reopened {count} log file(s)", count=count)
 
-    def _listening(self, ports: list[Any]) -> list[Any]:
-        self.ports = ports
-        for port in ports:
-            self.log.info("chatd listening on {address}", address=port.getHost())
-        return ports
+    def _listening_late(self, port: Any) -> None:
+        self.ports.append(port)
+        self.log.info("chatd listening on {address}", address=port.getHost())
 
-    def _failed_to_start(self, failure: Any) -> None:
-        self.log.failure("chatd could not start", failure)
-        self.ready.errback(failure)
+    def _failed_late(self, failure: Failure, description: str) -> None:
+        self.log.error("chatd could not start: cannot listen on {description}: {reason}",
+                       description=description, reason=_reason(failure.value))
         if self.reactor.running:
             self.reactor.stop()
 

@@ -27,7 +27,8 @@ MIN_OUTBOUND = 1 << 20
 _LIMITS = [
     ("flood-rate", "flood_rate", float, "Lines per second one connection may send, sustained (0: no limit)."),
     ("flood-burst", "flood_burst", int, "Lines one connection may send at once before --flood-rate applies."),
-    ("max-connections", "max_connections", int, "Connections in total (0: no limit)."),
+    ("max-connections", "max_connections", int,
+     "Connections in total (0: no limit). Default: 20000, or the hard open-file limit minus 256 if that is lower."),
     ("max-per-address", "max_per_address", int, "Connections from one address (0: no limit)."),
     ("limit-exempt", "limit_exempt", str, "Networks exempt from per-address limits, comma-separated ('' for none)."),
     ("login-timeout", "login_timeout", float, "Seconds a connection may stay without logging in (0: forever)."),
@@ -38,6 +39,28 @@ _LIMITS = [
      "Failed logins one address may have per --address-login-window (0: no limit)."),
     ("address-login-window", "address_login_window", float, "Seconds over which --address-login-failures count."),
 ]
+
+def default_max_connections() -> int:
+    """
+    The default ``--max-connections``: 20000, or fewer if the hard limit on
+    open files (RLIMIT_NOFILE, one descriptor per connection) is lower, so
+    that chatd can always raise its soft limit far enough and a default
+    start never warns. At least 1.
+    """
+    from chatd.limits import FD_RESERVE
+
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return _DEFAULTS.max_connections
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return _DEFAULTS.max_connections
+    return max(1, min(_DEFAULTS.max_connections, hard - FD_RESERVE))
+
+
+#: Options whose default is worked out when the server starts.
+_AUTOMATIC = {"max-connections": default_max_connections}
 
 
 class Options(usage.Options):
@@ -60,7 +83,8 @@ class Options(usage.Options):
         ["max-file-size", None, "100M", "Largest file users may send: bytes, or with K, M or G (default 100M)."],
         ["max-uploads", None, 2, "Files one user may be uploading at once.", int],
         ["upload-timeout", None, 60.0, "Seconds an upload may go without a frame before it fails.", float],
-    ] + [[option, None, getattr(_DEFAULTS, field), text, kind] for option, field, kind, text in _LIMITS]
+    ] + [[option, None, None if option in _AUTOMATIC else getattr(_DEFAULTS, field), text, kind]
+         for option, field, kind, text in _LIMITS]
 
     def __init__(self) -> None:
         super().__init__()
@@ -82,6 +106,9 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--max-outbound must be at least {MIN_OUTBOUND} (1 MiB): a file download keeps "
                 "up to about 350 KB queued per recipient, and it counts against this limit")
+        for option, compute in _AUTOMATIC.items():
+            if self[option] is None:
+                self[option] = compute()
         for option, _, kind, _ in _LIMITS:
             if kind is not str and self[option] < 0:
                 raise usage.UsageError(f"--{option} cannot be negative")

@@ -43,3 +43,18 @@ def test_upload_timeout_reaches_the_transfer_settings():
     assert options["upload-timeout"] == 7.5
     service = makeService(options)
     assert service.factory.transfers.settings.upload_timeout == 7.5
+
+
+@pytest.mark.parametrize(
+    "hard, expected",
+    [(4096, 4096 - 256), (1024, 1024 - 256), (20000, 20000 - 256), (65536, 20000), (200, 1), ("infinity", 20000)],
+)
+def test_default_max_connections_fits_the_hard_open_file_limit(monkeypatch, hard, expected):
+    """The default --max-connections is 20000, lowered to the hard open-file limit minus 256; an explicit value stays."""
+    import resource
+
+    hard = resource.RLIM_INFINITY if hard == "infinity" else hard
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (min(1024, hard), hard))
+    assert _parse().settings().max_connections == expected
+    assert _parse("--max-connections", "30000").settings().max_connections == 30000
+    assert _parse("--max-connections", "0").settings().max_connections == 0
