@@ -300,6 +300,7 @@ class ChatFactory(Factory):
             room.fanout.flush()
             for member in room.fanout.members():
                 room.fanout.discard(member)
+                self._left_room(member, room, "room deleted")
                 self.store.log_event("leave", member.name or "", room.name, "room deleted")  # type: ignore[attr-defined]
                 member.room_deleted(room, by)  # type: ignore[attr-defined]
 
@@ -315,8 +316,14 @@ class ChatFactory(Factory):
     def leave(self, room: Room, session: Session, event: str = "leave") -> None:
         """Take ``session`` out of ``room`` and tell the room."""
         room.fanout.discard(session)
+        self._left_room(session, room, event)
         room.fanout.send(f"[{self.clock.short()}] * {session.name} left {room.name}")
         self.store.log_event(event, session.name or "", room.name)
+
+    def _left_room(self, session: Session, room: Room, event: str) -> None:
+        """``session`` is no longer in ``room``: its uploads there are cancelled (chatd.transfer)."""
+        if self.transfers is not None:
+            self.transfers.left_room(session, room, event)
 
     def say(self, room: Room, session: Session, text: str) -> None:
         """Broadcast one clean line from ``session`` to everyone in ``room``."""

@@ -80,9 +80,13 @@ class Options(usage.Options):
         ["hash-threads", None, 1, "Threads that hash passwords (bounded, so logins never starve chat).", int],
         ["hash-time-cost", None, 2, "argon2id iterations for new password hashes.", int],
         ["hash-memory-kib", None, 19456, "argon2id memory for new password hashes, in KiB.", int],
-        ["max-file-size", None, "100M", "Largest file users may send: bytes, or with K, M or G (default 100M)."],
+        ["max-file-size", None, "100M", "Largest file users may send: bytes, or with K, M or G (0: no limit)."],
         ["max-uploads", None, 2, "Files one user may be uploading at once.", int],
         ["upload-timeout", None, 60.0, "Seconds an upload may go without a frame before it fails.", float],
+        ["spool-quota", None, "1G", "Bytes all files waiting in the spool may take together (K, M, G; 0: no limit)."],
+        ["user-spool-quota", None, "256M", "Bytes the files of one user waiting in the spool may take (0: no limit)."],
+        ["delivery-timeout", None, 1800.0,
+         "Seconds after a file is shared within which each recipient must take it (0: no deadline).", float],
     ] + [[option, None, None if option in _AUTOMATIC else getattr(_DEFAULTS, field), text, kind]
          for option, field, kind, text in _LIMITS]
 
@@ -116,14 +120,17 @@ class Options(usage.Options):
             raise usage.UsageError("--max-login-failures and --address-login-window must be positive")
         from chatd.transfer import parse_size
 
-        try:
-            self["max-file-size"] = parse_size(str(self["max-file-size"]))
-        except ValueError:
-            raise usage.UsageError("--max-file-size takes bytes, or a number with K, M or G") from None
-        if self["max-file-size"] < 0 or self["max-uploads"] < 1:
-            raise usage.UsageError("--max-file-size cannot be negative and --max-uploads must be at least 1")
+        for name in ("max-file-size", "spool-quota", "user-spool-quota"):
+            try:
+                self[name] = parse_size(str(self[name]))
+            except ValueError:
+                raise usage.UsageError(f"--{name} takes bytes, or a number with K, M or G") from None
+        if self["max-uploads"] < 1:
+            raise usage.UsageError("--max-uploads must be at least 1")
         if self["upload-timeout"] <= 0:
             raise usage.UsageError("--upload-timeout must be more than 0 seconds")
+        if self["delivery-timeout"] < 0:
+            raise usage.UsageError("--delivery-timeout cannot be negative")
         from chatd.limits import parse_networks
 
         try:
@@ -154,6 +161,8 @@ def makeService(options: Options) -> Any:
         hash_threads=options["hash-threads"],
         hash_params={"time_cost": options["hash-time-cost"], "memory_kib": options["hash-memory-kib"]},
         transfer_settings=TransferSettings(
-            options["max-file-size"], options["max-uploads"], upload_timeout=options["upload-timeout"]
+            options["max-file-size"], options["max-uploads"], upload_timeout=options["upload-timeout"],
+            spool_quota=options["spool-quota"], user_spool_quota=options["user-spool-quota"],
+            delivery_timeout=options["delivery-timeout"],
         ),
     )

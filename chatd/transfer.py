@@ -2,21 +2,24 @@
 Files sent to a room: spooled, verified, then streamed to each recipient.
 
 ``/send SIZE NAME`` (from a tagged client, in a room) is checked against the
-limits before any byte flows: the size against ``max_file_size``, the
-sender's uploads in progress against ``max_uploads``. The client then sends
-raw ``/data ID LEN`` frames, which :class:`PeerFiles` appends to a spool file
-under ``DATA_DIR/spool`` (in the file thread pool, hashing as it writes),
-and ``/done ID SHA256``. Once the size and SHA-256 match, the file is
-fsynced, logged and shared: every tagged member of the room (but the
-sender) gets it through its own :class:`Outbox`, a streaming producer on
+limits before any byte flows: the size against ``max_file_size`` and the
+spool quotas (in all and per user), the sender's uploads in progress against
+``max_uploads``. The client then sends raw ``/data ID LEN`` frames, which
+:class:`PeerFiles` appends to a spool file under ``DATA_DIR/spool`` (in the
+file thread pool, hashing exactly the bytes the disk took), and ``/done ID
+SHA256``. The file is fsynced and its size on disk checked; once size and
+SHA-256 match, it is logged and shared: every tagged member of the room (but
+the sender) gets it through its own :class:`Outbox`, a streaming producer on
 that connection's transport, so each recipient is paced by its own socket
 and a slow one holds back nobody else. Plain (telnet) members only see a
 line saying the file was shared.
 
-An upload that is cancelled, fails its checks, stalls (no frame for
-``upload_timeout`` seconds) or whose sender disconnects is deleted from
-the spool and the room is told. A spool file is deleted
-once every recipient has it (or has gone).
+An upload that is cancelled, fails its checks, hits a spool error, stalls
+(no frame for ``upload_timeout`` seconds), or whose sender leaves its room
+(or disconnects, or the room is deleted) is deleted from the spool and the
+room is told. A spool file is deleted once every recipient has it (or has
+gone, or the ``delivery_timeout`` has passed); until then it counts against
+its sender's spool quota.
 
 docs/PROTOCOL.md, "File transfer", is the prose version.
 """
@@ -24,6 +27,7 @@ docs/PROTOCOL.md, "File transfer", is the prose version.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import itertools
 import os
@@ -54,10 +58,13 @@ from chatd.wire import (
     FILE_CHUNK,
     FILE_CHUNK_MAX,
     FILE_END,
+    FILE_SIZE_MAX,
     UPLOAD_DONE,
     UPLOAD_FAILED,
     UPLOAD_FRAME_MAX,
     UPLOAD_READY,
+    human_size,
+    parse_count,
     safe_file_name,
 )
 
@@ -71,35 +78,46 @@ MAX_PENDING_WRITES = 8
 #: Files a connection was sent that it may still report with ``/failed`` (the most recent ones).
 RECENT_DELIVERIES = 32
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+#: Why an upload is cancelled when its sender leaves its room, by the event of the leave.
+_LEFT_REASONS = {"disconnect": "the sender disconnected", "room deleted": "the room was deleted"}
 
 
 @attrs.frozen
 class TransferSettings:
-    """Limits of file transfer (``--max-file-size``, ``--max-uploads``)."""
+    """
+    Limits of file transfer (``--max-file-size``, ``--max-uploads``,
+    ``--upload-timeout``, ``--spool-quota``, ``--user-spool-quota``,
+    ``--delivery-timeout``); 0 turns a size limit or the delivery deadline off.
+    """
 
-    #: Largest file that may be sent, in bytes.
+    #: Largest file that may be sent, in bytes (0: no limit).
     max_file_size: int = 100 * MiB
     #: Uploads one user may have in progress at once.
     max_uploads: int = 2
     #: Seconds an accepted upload may go without a ``/data`` frame (while the server
     #: is not behind with its spool writes) before it fails and frees its slot.
     upload_timeout: float = 60.0
-
-
-def human_size(size: float) -> str:
-    """``1536`` -> ``1.5 KiB``."""
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
+    #: Bytes all files in the spool may take together (announced sizes of uploads in
+    #: progress and of shared files not yet taken by every recipient; 0: no limit).
+    spool_quota: int = 1024 * MiB
+    #: The same, for the files of one user (0: no limit).
+    user_spool_quota: int = 256 * MiB
+    #: Seconds after a file is shared within which each recipient must take it;
+    #: then it gets ``23`` and the spool file is let go (0: no deadline).
+    delivery_timeout: float = 1800.0
 
 
 def parse_size(text: str) -> int:
-    """``100M``, ``512K``, ``2G`` or plain bytes, for the command line."""
+    """
+    ``100M``, ``512K``, ``2G`` or plain bytes (ASCII digits), for the command
+    line; raises ValueError for anything else or over FILE_SIZE_MAX.
+    """
     text = text.strip().upper().removesuffix("B").removesuffix("I")
     factor = {"K": 1024, "M": MiB, "G": 1024 * MiB}.get(text[-1:], 1)
-    return int(text[:-1] if factor > 1 else text) * factor
+    count = parse_count(text[:-1] if factor > 1 else text, FILE_SIZE_MAX // factor)
+    if count is None:
+        raise ValueError(f"not a size: {text!r}")
+    return count * factor
 
 
 class _Rejected(Exception):
@@ -150,37 +168,106 @@ def _remove(path: str) -> None:
         pass
 
 
-class _SpoolFile:
-    """One upload's file in the spool: written and hashed piece by piece (in the thread pool)."""
+class SpoolError(Exception):
+    """The spool file does not hold what was sent (found after the fsync); the text says how."""
 
-    def __init__(self, path: str) -> None:
+
+#: What the sender is told for expected spool errors (errno -> reason); others get their strerror.
+_STORAGE_REASONS = {
+    errno.ENOSPC: "its disk is full",
+    errno.EDQUOT: "its disk quota is used up",
+    errno.EFBIG: "the file is too large for its disk",
+    errno.EROFS: "its spool is read-only",
+    errno.EACCES: "its spool is not writable",
+    errno.EPERM: "its spool is not writable",
+    errno.EIO: "its disk failed",
+}
+
+
+def storage_reason(error: BaseException) -> str:
+    """The ``25`` reason for a spool failure: ``the server could not store the file (its disk is full)``."""
+    if isinstance(error, OSError):
+        detail = _STORAGE_REASONS.get(error.errno or 0) or (error.strerror or "input/output error").lower()
+    else:
+        detail = str(error) or type(error).__name__
+    return f"the server could not store the file ({detail})"
+
+
+class _SpoolFile:
+    """
+    One upload's file in the spool, written and hashed piece by piece (in the
+    thread pool). The hash covers exactly the bytes the kernel took. Once an
+    operation fails the file is broken: later writes do nothing and
+    :meth:`finish` raises that first error, so a short write can never be
+    followed by a "verified" file.
+    """
+
+    #: ``os.write``; a test replaces it to simulate a disk that fills up.
+    write_fd: Callable[[int, Any], int] = staticmethod(os.write)
+
+    def __init__(self, path: str, size: int) -> None:
         self.path = path
+        self.size = size
         self.fd: int | None = None
         self.hash = hashlib.sha256()
+        self.written = 0
+        self.error: BaseException | None = None
 
     def open(self) -> None:
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as error:
+            self.error = error
+            raise
 
     def write(self, data: bytes) -> None:
-        assert self.fd is not None
-        self.hash.update(data)
+        """Append ``data``; raises the OSError of the first failure (later calls do nothing)."""
+        if self.error is not None or self.fd is None:
+            return
         view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        try:
+            while view:
+                count = self.write_fd(self.fd, view)
+                if count <= 0:
+                    raise OSError(errno.EIO, "the disk took no bytes")
+                self.hash.update(view[:count])
+                self.written += count
+                view = view[count:]
+        except BaseException as error:
+            self.error = error
+            raise
 
-    def close(self, sync: bool) -> str:
-        """Close (after an fsync if ``sync``) and return the SHA-256 of what was written."""
-        if self.fd is not None:
-            fd, self.fd = self.fd, None
-            try:
-                if sync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+    def finish(self) -> str:
+        """
+        fsync, check the size on disk and close; returns the SHA-256 of what
+        was written. Raises the first write error, or SpoolError when the
+        file on disk does not have the announced size.
+        """
+        if self.error is not None:
+            self.close()
+            raise self.error
+        if self.fd is None:
+            raise SpoolError("the spool file was never opened")
+        try:
+            os.fsync(self.fd)
+            on_disk = os.fstat(self.fd).st_size
+        except OSError as error:
+            self.error = error
+            raise
+        finally:
+            self.close()
+        if on_disk != self.size or self.written != self.size:
+            self.error = SpoolError(f"the spool file has {on_disk} bytes, not {self.size}")
+            raise self.error
         return self.hash.hexdigest()
 
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
     def discard(self) -> None:
-        self.close(sync=False)
+        self.close()
         _remove(self.path)
 
 
@@ -203,6 +290,10 @@ class Transfers:
         self._ids = itertools.count(1)
         #: Uploads in progress per user (name key).
         self.uploading: dict[str, int] = {}
+        #: Bytes held in the spool (announced sizes), in all and per user (name key):
+        #: an upload counts from its ``24`` until it fails or its shared file is let go.
+        self.spooled = 0
+        self.spooled_by: dict[str, int] = {}
 
     def start(self) -> defer.Deferred[None]:
         """Create the spool directory and delete what an earlier run left in it."""
@@ -228,32 +319,70 @@ class Transfers:
             peer.show(ERROR, "Error: sending files needs the chat client (type /send PATH in chat).")
             return
         size_text, _, name = argument.partition(" ")
-        try:
-            size = int(size_text)
-            if size < 0 or not name.strip():
-                raise ValueError
-        except ValueError:
-            peer.show(UPLOAD_FAILED, "- usage: /send SIZE NAME (the chat client sends this for /send PATH)")
+        size = parse_count(size_text, FILE_SIZE_MAX)
+        if size is None or not name.strip():
+            peer.show(UPLOAD_FAILED, f"- usage: /send SIZE NAME, SIZE in bytes as ASCII digits (at most "
+                                     f"{FILE_SIZE_MAX}); the chat client sends this for /send PATH")
             return
         name = safe_file_name(name)
-        limit = self.settings.max_file_size
         key = name_key(peer.name or "")
-        if size > limit:
-            why = f"{name} is {human_size(size)}; the largest file this server accepts is {human_size(limit)}"
-        elif self.uploading.get(key, 0) >= self.settings.max_uploads:
-            why = f"you already have {self.settings.max_uploads} upload(s) in progress; wait for one to finish"
-        else:
-            why = ""
+        why = self._refusal(key, name, size)
         if why:
             self.factory.store.log_event("file_refused", peer.name or "", room.name, f"{name} {size} bytes: {why}")
             peer.show(UPLOAD_FAILED, f"- {why}")
             return
         upload = Upload(self, peer, room, f"f{next(self._ids)}", name, size)
         self.uploading[key] = self.uploading.get(key, 0) + 1
+        self.hold(key, size)
         self.files_of(peer).uploads[upload.id] = upload
         upload.start()
         peer.show(UPLOAD_READY, f"{upload.id} {size} {name}")
         self.announce(room, f"{peer.name} is sending {name} ({human_size(size)})")
+
+    def _refusal(self, key: str, name: str, size: int) -> str:
+        """Why user ``key`` may not send a file ``name`` of ``size`` bytes now; "" if it may."""
+        settings = self.settings
+        limit, total, mine = settings.max_file_size, settings.spool_quota, settings.user_spool_quota
+        held = self.spooled_by.get(key, 0)
+        if limit and size > limit:
+            return f"{name} is {human_size(size)}; the largest file this server accepts is {human_size(limit)}"
+        if self.uploading.get(key, 0) >= settings.max_uploads:
+            return f"you already have {settings.max_uploads} upload(s) in progress; wait for one to finish"
+        if mine and held + size > mine:
+            return (f"{name} ({human_size(size)}) does not fit in your space on the server: your files not yet "
+                    f"delivered take {human_size(held)} of {human_size(mine)}; wait until they are delivered")
+        if total and self.spooled + size > total:
+            return (f"{name} ({human_size(size)}) does not fit in the server's file spool: "
+                    f"{human_size(self.spooled)} of {human_size(total)} is in use; try again later")
+        return ""
+
+    def hold(self, key: str, size: int) -> None:
+        """Count ``size`` bytes of user ``key`` against the spool quotas."""
+        self.spooled += size
+        self.spooled_by[key] = self.spooled_by.get(key, 0) + size
+
+    def let_go(self, key: str, size: int) -> None:
+        """``size`` bytes of user ``key`` no longer take spool space."""
+        self.spooled -= size
+        left = self.spooled_by.get(key, 0) - size
+        if left > 0:
+            self.spooled_by[key] = left
+        else:
+            self.spooled_by.pop(key, None)
+
+    def left_room(self, peer: Any, room: Any, event: str = "leave") -> None:
+        """
+        ``peer`` is no longer in ``room`` (``event``: ``leave``, ``disconnect``
+        or ``room deleted``): its uploads offered there are cancelled, even one
+        being verified, so no file reaches a room its sender is not in.
+        """
+        files = peer.files
+        if files is None or not files.uploads:
+            return
+        why = _LEFT_REASONS.get(event, "the sender left the room")
+        for upload in list(files.uploads.values()):
+            if upload.room is room:
+                upload.fail(why, tell_sender=event != "disconnect")
 
     def finished(self, upload: Upload) -> None:
         """``upload`` is over, one way or the other."""
@@ -275,6 +404,7 @@ class Transfers:
         recipients = [member for member in room.fanout.tagged if member is not upload.peer]
         shared = SharedFile(self, upload.id, upload.path, upload.name, upload.size, digest, upload.sender,
                             len(recipients), upload.peer)
+        shared.start_deadline()
         self.announce(room, f"{upload.sender} shared {upload.name} ({human_size(upload.size)}, sha256 {digest[:16]}...)")
         upload.peer.show(UPLOAD_DONE, f"{upload.id} {digest} {len(recipients)}")
         for member in recipients:
@@ -302,7 +432,11 @@ class Delivery:
 
 @attrs.define(eq=False)
 class SharedFile:
-    """A verified file in the spool, deleted once each recipient is done with it."""
+    """
+    A verified file in the spool, deleted once each recipient is done with it
+    or the delivery deadline (``delivery_timeout``) has passed; until then it
+    counts against its sender's spool quota.
+    """
 
     transfers: Transfers
     id: str
@@ -314,10 +448,26 @@ class SharedFile:
     refs: int
     #: The sender's connection (told when a recipient does not get the file).
     sender_peer: Any = None
+    #: The outboxes that still hold this file (queued or being sent).
+    holders: set[Outbox] = attrs.field(factory=set)
     #: Encoded pieces by offset, shared by every recipient: the file is read
     #: and base64-encoded once, not once per recipient.
     _pieces: dict[int, tuple[bytes, int]] = attrs.field(factory=dict)
     _reading: dict[int, list[defer.Deferred[tuple[bytes, int]]]] = attrs.field(factory=dict)
+    _deadline: Any = None
+    _released: bool = False
+
+    def start_deadline(self) -> None:
+        """Recipients that have not taken the file within ``delivery_timeout`` seconds will not get it."""
+        timeout = self.transfers.settings.delivery_timeout
+        if timeout and self.refs > 0:
+            self._deadline = self.transfers.factory.reactor.callLater(timeout, self._expired)
+
+    def _expired(self) -> None:
+        self._deadline = None
+        why = f"it was not taken within {self.transfers.settings.delivery_timeout:g} seconds"
+        for outbox in list(self.holders):
+            outbox.drop(self, why)
 
     def piece(self, offset: int) -> defer.Deferred[tuple[bytes, int]]:
         """The FILE_CHUNK lines for the piece at ``offset`` and its raw length (0: the end)."""
@@ -344,14 +494,26 @@ class SharedFile:
     def delivery(self) -> Delivery:
         return Delivery(self.id, self.name, self.sender, self.sender_peer)
 
-    def release(self) -> None:
+    def release(self, holder: Outbox | None = None) -> None:
+        """One recipient (``holder``) is done with the file; the last one deletes it and frees its quota."""
+        self.holders.discard(holder)  # type: ignore[arg-type]
         self.refs -= 1
-        if self.refs <= 0:
+        if self.refs <= 0 and not self._released:
+            self._released = True
+            self._pieces.clear()
+            if self._deadline is not None and self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+            self.transfers.let_go(name_key(self.sender), self.size)
             self.transfers.run(_remove, self.path)
 
 
 class Upload:
-    """One file being received from its sender into the spool."""
+    """
+    One file being received from its sender into the spool. Its spool work
+    (open, writes, the final fsync) runs in order in the thread pool; the
+    first spool error fails the upload and no later step is run.
+    """
 
     log = Logger()
 
@@ -360,27 +522,34 @@ class Upload:
         self.peer = peer
         self.room = room
         self.sender = peer.name or "?"
+        self.key = name_key(self.sender)
         self.id = upload_id
         self.name = name
         self.size = size
         self.received = 0
         self.pending = 0
         self.path = os.path.join(transfers.spool_dir, f"{upload_id}.upload")
+        #: No more frames are taken (after ``/done`` or once it failed).
         self.over = False
-        self._spool = _SpoolFile(self.path)
+        #: Shared or failed: nothing more happens to it.
+        self.ended = False
+        self._broken = False
+        self._spool = _SpoolFile(self.path, size)
         self._tail: defer.Deferred[Any] = defer.succeed(None)
         self._reactor = transfers.factory.reactor
         self._last_frame = 0.0
         self._idle_timer: Any = None
 
     def _then(self, function: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        """Run ``function`` in the pool after the previous step of this upload."""
-        self._tail.addCallback(lambda _: self.transfers.run(function, *args))
-        return self._tail
+        """Run ``function`` in the pool after the previous step of this upload, unless the spool has failed."""
+
+        def step(_: Any) -> Any:
+            return None if self._broken else self.transfers.run(function, *args)
+
+        return self._tail.addCallback(step).addErrback(self._spool_failed)
 
     def start(self) -> None:
         self._then(self._spool.open)
-        self._tail.addErrback(self._disk_failed)
         self._last_frame = self._reactor.seconds()
         self._idle_timer = self._reactor.callLater(self.transfers.settings.upload_timeout, self._check_idle)
 
@@ -405,10 +574,17 @@ class Upload:
                 self._idle_timer.cancel()
             self._idle_timer = None
 
-    def _disk_failed(self, failure: Any) -> None:
-        if not self.over:
-            self.log.failure("could not write upload {id} to the spool", failure, id=self.id)
-            self.fail("the server could not store the file")
+    def _spool_failed(self, failure: Failure) -> None:
+        """The first spool error: logged once (a traceback only for the unexpected), the upload fails."""
+        if self._broken:
+            return
+        self._broken = True
+        if failure.check(OSError, SpoolError):
+            self.log.error("could not store upload {id} in the spool ({path}): {error}", id=self.id,
+                           path=self.path, error=failure.value)
+        else:
+            self.log.failure("could not store upload {id} in the spool", failure, id=self.id)
+        self.fail(storage_reason(failure.value))
 
     def data(self, data: bytes) -> None:
         """A frame's bytes (may be part of a frame)."""
@@ -423,16 +599,18 @@ class Upload:
         files = self.transfers.files_of(self.peer)
         files.writes_queued(1)
 
+        def write(_: Any) -> Any:
+            return None if self._broken else self.transfers.run(self._spool.write, data)
+
         def written(result: Any) -> Any:
             self.pending -= 1
             files.writes_queued(-1)
             return result
 
-        self._tail.addCallback(lambda _: self.transfers.run(self._spool.write, data).addBoth(written))
-        self._tail.addErrback(self._disk_failed)
+        self._tail.addCallback(write).addBoth(written).addErrback(self._spool_failed)
 
     def done(self, declared: str) -> None:
-        """``/done ID SHA256``: check size and hash, then share."""
+        """``/done ID SHA256``: check the size and hash of what is on disk (after an fsync), then share."""
         if self.over:
             return
         declared = declared.strip().lower()
@@ -444,44 +622,36 @@ class Upload:
             return
         self.over = True
         self._stop_idle_timer()
-        self.transfers.files_of(self.peer).uploads.pop(self.id, None)
-        self.transfers.finished(self)
 
-        def closed(digest: str) -> None:
-            if digest != declared:
-                self.transfers.run(_remove, self.path)
-                self._failed_after_close(f"SHA-256 mismatch: the server got {digest}")
+        def verified(digest: str | None) -> None:
+            if self.ended or digest is None:  # failed meanwhile (spool error, sender left the room)
                 return
+            if digest != declared:
+                self.fail(f"SHA-256 mismatch: the server got {digest}")
+                return
+            self._end()
             self.transfers.share(self, digest)
 
-        def failed(failure: Any) -> None:
-            self.log.failure("could not finish upload {id}", failure, id=self.id)
-            self.transfers.run(_remove, self.path)
-            self._failed_after_close("the server could not store the file")
+        self._then(self._spool.finish).addCallback(verified)
 
-        self._tail.addCallback(lambda _: self.transfers.run(self._spool.close, True))
-        self._tail.addCallbacks(closed, failed)
-
-    def _failed_after_close(self, why: str) -> None:
-        self.peer.show(UPLOAD_FAILED, f"{self.id} {why}")
-        self._aborted(why)
-
-    def fail(self, why: str, tell_sender: bool = True) -> None:
-        """Abandon the upload: delete the spool file (after queued writes) and tell the room."""
-        if self.over:
-            return
-        self.over = True
+    def _end(self) -> None:
+        """The upload no longer counts against ``--max-uploads`` and takes no more commands."""
+        self.ended = self.over = True
         self._stop_idle_timer()
         if self.peer.files is not None:
             self.peer.files.uploads.pop(self.id, None)
         self.transfers.finished(self)
+
+    def fail(self, why: str, tell_sender: bool = True) -> None:
+        """Abandon the upload: delete the spool file (after queued writes), free its quota and tell the room."""
+        if self.ended:
+            return
+        self._end()
+        self.transfers.let_go(self.key, self.size)
         self._tail.addBoth(lambda _: self.transfers.run(self._spool.discard))
         self._tail.addErrback(lambda failure: self.log.failure("could not delete {path}", failure, path=self.path))
         if tell_sender:
             self.peer.show(UPLOAD_FAILED, f"{self.id} {why}")
-        self._aborted(why)
-
-    def _aborted(self, why: str) -> None:
         self.transfers.factory.store.log_event("file_aborted", self.sender, self.room.name, f"{self.name}: {why}")
         self.log.info("upload {id} of {name} by {sender} aborted: {why}", id=self.id, name=self.name,
                       sender=self.sender, why=why)
@@ -545,15 +715,17 @@ class PeerFiles:
         self.transfers.not_delivered(delivery, f"{self.peer.name} could not save {delivery.name}: {why}")
 
     def _data_header(self, rest: bytes) -> None:
-        upload_id, _, length = rest.decode(ENCODING, "replace").strip().partition(" ")
-        if not length.isdigit() or not 0 < int(length) <= UPLOAD_FRAME_MAX:
+        upload_id, _, length_text = rest.decode(ENCODING, "replace").strip().partition(" ")
+        length = parse_count(length_text, UPLOAD_FRAME_MAX)
+        if not length:
             # The stream can no longer be followed.
-            self.peer.show(ERROR, f"Error: bad upload frame (at most {UPLOAD_FRAME_MAX} bytes); closing.")
+            self.peer.show(ERROR, f"Error: bad upload frame (LEN must be 1 to {UPLOAD_FRAME_MAX} in ASCII digits); "
+                                  "closing.")
             self.peer.close()
             return
         # Frames of an upload that has just been refused are read and dropped.
         self._frame = self.uploads.get(upload_id)
-        self._frame_left = int(length)
+        self._frame_left = length
         self.peer.setRawMode()
 
     def frame_data(self, data: bytes) -> bytes | None:
@@ -629,6 +801,7 @@ class Outbox:
         if self._stopped:
             shared.release()
             return
+        shared.holders.add(self)
         self.queue.append(shared)
         if not self._registered:
             self._registered = True
@@ -651,7 +824,25 @@ class Outbox:
         if self._current is not None:
             self._close()
         while self.queue:
-            self.queue.popleft().release()
+            self.queue.popleft().release(self)
+
+    def drop(self, shared: SharedFile, why: str) -> None:
+        """
+        ``shared`` will not be sent (or finished) to this recipient: it gets
+        ``23 ID WHY`` and the sender ``27``; the next file follows.
+        """
+        if shared is self._current:
+            self._close()
+        elif shared in self.queue:
+            self.queue.remove(shared)
+            shared.release(self)
+        else:
+            return
+        self._send(FILE_ABORT, f"{shared.id} {why}")
+        if self.peer.files is not None:
+            self.peer.files.delivered.pop(shared.id, None)
+        self.transfers.not_delivered(shared.delivery(), f"{self.peer.name} did not get {shared.name}: {why}")
+        self._next()
 
     def _send(self, code: str, text: str) -> None:
         self.peer.deliver(f"{code} {text}\r\n".encode(ENCODING))
@@ -672,12 +863,15 @@ class Outbox:
             if self.peer.files is not None:
                 self.peer.files.sending(shared)
             self._send(FILE_BEGIN, f"{shared.id} {shared.size} {shared.sha256} {shared.sender} {shared.name}")
-        self._current.piece(self._sent).addCallbacks(self._read, self._failed)
+        current = self._current
+        current.piece(self._sent).addCallbacks(self._read, self._failed, (current,), errbackArgs=(current,))
 
-    def _read(self, piece: tuple[bytes, int]) -> None:
+    def _read(self, piece: tuple[bytes, int], shared: SharedFile) -> None:
         self._busy = False
-        shared = self._current
-        if self._stopped or shared is None:
+        if self._stopped:
+            return
+        if shared is not self._current:  # dropped while the piece was read
+            self._next()
             return
         lines, length = piece
         if length:
@@ -691,21 +885,21 @@ class Outbox:
             self._close()
         self._next()
 
-    def _failed(self, failure: Any) -> None:
+    def _failed(self, failure: Any, shared: SharedFile) -> None:
         self._busy = False
-        shared = self._current
-        if shared is None or self._stopped:
+        if self._stopped:
             return
-        self.log.failure("could not read {path} for {who}", failure, path=shared.path, who=self.peer.name)
-        self._send(FILE_ABORT, f"{shared.id} the server could not read the file")
-        if self.peer.files is not None:
-            self.peer.files.delivered.pop(shared.id, None)
-        self.transfers.not_delivered(shared.delivery(),
-                                     f"{self.peer.name} did not get {shared.name}: the server could not read the file")
-        self._close()
-        self._next()
+        if shared is not self._current:
+            self._next()
+            return
+        if failure.check(OSError):
+            self.log.error("could not read {path} for {who}: {error}", path=shared.path, who=self.peer.name,
+                           error=failure.value)
+        else:
+            self.log.failure("could not read {path} for {who}", failure, path=shared.path, who=self.peer.name)
+        self.drop(shared, "the server could not read the file")
 
     def _close(self) -> None:
         shared, self._current = self._current, None
         if shared is not None:
-            shared.release()
+            shared.release(self)

@@ -6,6 +6,7 @@ that ``clients/cli.py`` can use it without pulling in any server state.
 docs/PROTOCOL.md is the prose version of what is here.
 """
 
+from decimal import Decimal
 from typing import Final
 
 ENCODING: Final = "utf-8"
@@ -75,6 +76,10 @@ UPLOAD_FRAME_MAX: Final = 65536
 FILE_CHUNK_MAX: Final = 32768
 #: Longest file name kept by :func:`safe_file_name`, in UTF-8 bytes.
 FILE_NAME_MAX: Final = 120
+#: Longest extension (after the last dot, in characters) that :func:`safe_file_name` keeps when it cuts a name.
+FILE_EXTENSION_MAX: Final = 16
+#: Largest file size a peer may announce (``/send``, ``20``): the largest a file system offset can be.
+FILE_SIZE_MAX: Final = 2**63 - 1
 
 _DEVICE_NAMES: Final = frozenset(
     {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
@@ -105,20 +110,51 @@ def safe_file_name(name: str) -> str:
     """
     Reduce a file name from the network to a safe base name: no directory
     part, no ``..`` or leading dots, no control or reserved characters, no
-    Windows device name (``CON``, ``nul.txt``), at most FILE_NAME_MAX bytes
-    (the extension is kept). Never empty.
+    Windows device name (``CON``, ``nul.txt``), no trailing dot or space,
+    at most FILE_NAME_MAX bytes of UTF-8 (an extension of at most
+    FILE_EXTENSION_MAX characters is kept). Never empty.
     """
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(c for c in name if c.isprintable() and c not in _UNSAFE_CHARS)
-    name = name.strip().lstrip(". ").rstrip(". ")
-    stem, dot, extension = name.partition(".")
-    if stem.upper().rstrip(" ") in _DEVICE_NAMES:
-        name = "_" + name
-    if len(name.encode("utf-8")) > FILE_NAME_MAX:
-        base, dot, extension = name.rpartition(".")
-        if not dot or len(extension) > 16:
-            base, extension = name, ""
-        tail = (dot + extension).encode("utf-8")
-        head = base.encode("utf-8")[: FILE_NAME_MAX - len(tail)].decode("utf-8", "ignore").rstrip(". ")
-        name = head + tail.decode("utf-8")
+    name = _fit(name.strip().lstrip(". ").rstrip(". "))
+    if name.partition(".")[0].upper().rstrip(" ") in _DEVICE_NAMES:
+        name = _fit("_" + name)
     return name or "file"
+
+
+def _fit(name: str) -> str:
+    """Cut ``name`` (without leading or trailing dots and spaces) to FILE_NAME_MAX bytes, keeping a short extension."""
+    if len(name.encode("utf-8")) <= FILE_NAME_MAX:
+        return name
+    base, dot, extension = name.rpartition(".")
+    if not dot or len(extension) > FILE_EXTENSION_MAX:
+        base, dot, extension = name, "", ""
+    tail = (dot + extension).encode("utf-8")
+    head = base.encode("utf-8")[: FILE_NAME_MAX - len(tail)].decode("utf-8", "ignore").rstrip(". ")
+    return (head or "file") + tail.decode("utf-8")
+
+
+def parse_count(text: str, maximum: int) -> int | None:
+    """
+    A count typed or sent by a peer: ASCII digits only (no sign, spaces,
+    underscores or other scripts' digits, which ``int()`` would take), of
+    value at most ``maximum``; None for anything else. At most as many
+    digits as ``maximum`` has are looked at, so a huge number costs nothing.
+    """
+    if not text or len(text) > len(str(maximum)) or not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if value <= maximum else None
+
+
+_SIZE_UNITS: Final = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+def human_size(size: int | float) -> str:
+    """``1536`` -> ``1.5 KiB`` (binary units, up to EiB); defined for every size, however large."""
+    scaled = Decimal(size)
+    for unit in _SIZE_UNITS:
+        if scaled < 1024 or unit == _SIZE_UNITS[-1]:
+            break
+        scaled /= 1024
+    return f"{scaled:.0f} B" if unit == "B" else f"{scaled:.1f} {unit}"

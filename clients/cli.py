@@ -51,6 +51,7 @@ from chatd.wire import (
     FILE_BEGIN,
     FILE_CHUNK,
     FILE_END,
+    FILE_SIZE_MAX,
     LINE_END,
     LISTEN,
     PRIVATE,
@@ -59,9 +60,11 @@ from chatd.wire import (
     UPLOAD_DONE,
     UPLOAD_FAILED,
     UPLOAD_READY,
+    human_size,
+    parse_count,
     split_tagged,
 )
-from clients.files import Download, Progress, Runner, Sender, Upload, failure_reason, human_size
+from clients.files import Download, Progress, Runner, Sender, Upload, failure_reason
 
 VERSION = "1.0"
 CHAT_PROMPT = "> "
@@ -414,17 +417,18 @@ class ChatClient(LineReceiver):
 
     def _file_begin(self, text: str) -> None:
         parts = text.split(" ", 4)
-        if len(parts) != 5 or not parts[1].isdigit():
+        size = parse_count(parts[1], FILE_SIZE_MAX) if len(parts) == 5 else None
+        if size is None:
             return
-        file_id, size, digest, sender, name = parts
+        file_id, _, digest, sender, name = parts
         if file_id in self.files:
             return
-        download = Download(self.run, self.downloads, file_id, int(size), digest, printable(sender), name,
-                            self._progress_bar(f"receiving {name}", int(size)), self._download_failed)
+        download = Download(self.run, self.downloads, file_id, size, digest, printable(sender), name,
+                            self._progress_bar(f"receiving {name}", size), self._download_failed)
         download.on_written = self._written
         if download.failed is None:  # (it may fail at once: the downloads folder is unusable)
             self.files[file_id] = download
-            self.console.show(f"Receiving {download.name} ({human_size(int(size))}) from {download.sender}...")
+            self.console.show(f"Receiving {download.name} ({human_size(size)}) from {download.sender}...")
 
     def _file_chunk(self, text: str) -> None:
         file_id, _, data = text.partition(" ")

@@ -22,19 +22,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatd.wire import DATA_COMMAND, DONE_COMMAND, UPLOAD_FRAME_MAX, safe_file_name
+from chatd.wire import DATA_COMMAND, DONE_COMMAND, UPLOAD_FRAME_MAX, human_size, safe_file_name
 
 #: Runs ``function(*args)`` off the reactor thread; returns a Deferred.
 Runner = Callable[..., "defer.Deferred[Any]"]
-
-
-def human_size(size: float) -> str:
-    """``1536`` -> ``1.5 KiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def claim_name(partial: str, directory: str, name: str) -> str:

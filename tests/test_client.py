@@ -345,3 +345,14 @@ def test_progress_bars_for_transfers_that_take_a_while(tmp_path):
     bars = [bar for bar in s.bars if "sending big.bin [" in bar]
     assert bars and "100% 320.0 KiB/320.0 KiB" in bars[-1]
     assert s.bars[-1] == "\r\x1b[K"
+
+
+def test_file_begin_with_a_size_that_is_not_ascii_digits_is_ignored(session, tmp_path):
+    """``20 f1 ² ...`` ('²'.isdigit() is true) or 400 digits: ignored, no ValueError, nothing written."""
+    digest = hashlib.sha256(b"").hexdigest()
+    for size in ("\u00b2", "\u0665", "9" * 400):
+        session.server(f"20 f1 {size} {digest} bob a.bin")
+    assert session.client.files == {}
+    assert not os.path.exists(tmp_path / "downloads") or os.listdir(tmp_path / "downloads") == []
+    session.server(f"20 f2 0 {digest} bob b.bin", "22 f2")
+    assert (tmp_path / "downloads" / "b.bin").read_bytes() == b""

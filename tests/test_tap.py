@@ -58,3 +58,20 @@ def test_default_max_connections_fits_the_hard_open_file_limit(monkeypatch, hard
     assert _parse().settings().max_connections == expected
     assert _parse("--max-connections", "30000").settings().max_connections == 30000
     assert _parse("--max-connections", "0").settings().max_connections == 0
+
+
+def test_file_limits_and_spool_quotas_reach_the_transfer_settings():
+    """--max-file-size 0 turns the limit off (as docs/OPERATIONS.md says); the quotas and the deadline parse."""
+    from chatd.tap import makeService
+
+    settings = makeService(_parse()).factory.transfers.settings
+    assert (settings.max_file_size, settings.spool_quota, settings.user_spool_quota, settings.delivery_timeout) == (
+        100 << 20, 1 << 30, 256 << 20, 1800.0)
+    options = _parse("--max-file-size", "0", "--spool-quota", "2G", "--user-spool-quota", "0",
+                     "--delivery-timeout", "90")
+    settings = makeService(options).factory.transfers.settings
+    assert (settings.max_file_size, settings.spool_quota, settings.user_spool_quota, settings.delivery_timeout) == (
+        0, 2 << 30, 0, 90.0)
+    for option, value in (("--spool-quota", "\u0665M"), ("--max-file-size", "-1"), ("--delivery-timeout", "-1")):
+        with pytest.raises(usage.UsageError, match=option):
+            _parse(option, value)

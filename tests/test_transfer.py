@@ -316,3 +316,323 @@ def test_tagged_telnet_connection_receives_but_cannot_send(world):
     data = os.urandom(5000)
     upload(ann, data)
     assert received_files(tel.output())["notes.txt"] == data
+
+
+# -- issue 11, kind 10: what is announced as verified is what is on disk; the spool is bounded ---------------
+
+
+@pytest.fixture
+def transfer_log():
+    """Events logged by chatd.transfer while the test runs."""
+    from twisted.logger import globalLogPublisher
+
+    events = []
+
+    def observe(event):
+        if event.get("log_namespace", "").startswith("chatd.transfer"):
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield events
+    globalLogPublisher.removeObserver(observe)
+
+
+def no_iac(size: int) -> bytes:
+    """Random bytes without 0xFF: a first write with telnet's IAC in it would make the connection telnet."""
+    return os.urandom(size).replace(b"\xff", b"\xfe")
+
+
+def one_write(file_id: str, data: bytes, frame: int, size: int | None = None) -> bytes:
+    """``/send``, every ``/data`` frame and ``/done`` of ``data`` as one TCP write (IDs are predictable)."""
+    out = [f"/send {len(data) if size is None else size} r.bin\r\n".encode()]
+    for start in range(0, len(data), frame):
+        piece = data[start:start + frame]
+        out.append(f"/data {file_id} {len(piece)}\r\n".encode() + piece)
+    out.append(f"/done {file_id} {hashlib.sha256(data).hexdigest()}\r\n".encode())
+    return b"".join(out)
+
+
+def disk_with_room_for(free: int):
+    """An ``os.write`` for a disk with ``free`` bytes left: short writes, then ENOSPC (as Linux does)."""
+    import errno
+
+    def write(fd, data):
+        nonlocal free
+        if not free:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        count = os.write(fd, bytes(data[:free]))
+        free -= count
+        return count
+
+    return write
+
+
+def test_full_disk_short_write_is_never_announced_as_verified(world, monkeypatch, transfer_log):
+    """48 KiB free, 120 KiB sent in one TCP write with /done: a storage error, not 26; recipients get nothing."""
+    from helpers import Held
+
+    factory, clock, tmp_path = world
+    ann, bob = in_room(factory, clock, "ann"), in_room(factory, clock, "bob")
+    monkeypatch.setattr(transfer._SpoolFile, "write_fd", staticmethod(disk_with_room_for(48 * 1024)), raising=False)
+    factory.transfers.run = held = Held()
+    ann.send(one_write("f1", no_iac(122880), 8192))
+    held.run_all()
+    out = ann.output()
+    assert "24 f1 122880 r.bin" in out
+    assert "25 f1 the server could not store the file (its disk is full)" in out
+    assert "26 " not in out and "mismatch" not in out
+    room = bob.output()
+    assert "20 " not in room and "22 " not in room
+    assert "ann's file r.bin was not sent (the server could not store the file (its disk is full))" in room
+    assert os.listdir(tmp_path / "spool") == []
+    assert factory.transfers.spooled == 0 and factory.transfers.uploading == {}
+    # Logged once, as an error without a traceback (not a critical "Unhandled Error").
+    problems = [e for e in transfer_log if e["log_level"].name in ("error", "critical")]
+    assert [e["log_level"].name for e in problems] == ["error"]
+    assert "No space left on device" in str(problems[0]["error"]) and "log_failure" not in problems[0]
+
+
+def test_read_only_spool_is_a_storage_error_not_a_hash_mismatch(world, monkeypatch, transfer_log):
+    import errno
+
+    from helpers import Held
+
+    factory, clock, tmp_path = world
+    ann, bob = in_room(factory, clock, "ann"), in_room(factory, clock, "bob")
+
+    def read_only(self):
+        raise OSError(errno.EROFS, "Read-only file system", self.path)
+
+    monkeypatch.setattr(transfer._SpoolFile, "open", read_only)
+    factory.transfers.run = held = Held()
+    ann.send(one_write("f1", no_iac(20000), 8192))
+    held.run_all()
+    out = ann.output()
+    assert "25 f1 the server could not store the file (its spool is read-only)" in out
+    assert "mismatch" not in out and "e3b0" not in out and "26 " not in out
+    assert "20 " not in bob.output()
+    assert [e["log_level"].name for e in transfer_log if e["log_level"].name in ("error", "critical")] == ["error"]
+
+
+def test_size_on_disk_is_checked_before_26(world, monkeypatch):
+    """A disk that says it took bytes it did not keep: the fstat after the fsync catches it."""
+    factory, clock, tmp_path = world
+    ann, bob = in_room(factory, clock, "ann"), in_room(factory, clock, "bob")
+    keep = 1000
+
+    def lying(fd, data):
+        nonlocal keep
+        os.write(fd, bytes(data[:keep]))
+        keep = max(0, keep - len(data))
+        return len(data)
+
+    monkeypatch.setattr(transfer._SpoolFile, "write_fd", staticmethod(lying), raising=False)
+    upload(ann, os.urandom(5000), frame=700)
+    out = ann.output()
+    assert "25 f1 the server could not store the file (the spool file has 1000 bytes, not 5000)" in out
+    assert "26 " not in out and "20 " not in bob.output()
+    assert os.listdir(tmp_path / "spool") == []
+
+
+def in_lab(factory, clock):
+    """olga owns the room lab; ann (uploading) and bob are in it."""
+    olga = Client(factory, clock, tagged=True)
+    olga.register("olga")
+    olga.send("create lab")
+    ann, bob = Client(factory, clock, tagged=True), Client(factory, clock, tagged=True)
+    for client, name in ((ann, "ann"), (bob, "bob")):
+        client.register(name)
+        client.send("join lab")
+    for client in (olga, ann, bob):
+        client.output()
+    return olga, ann, bob
+
+
+def log_rows(tmp_path, clock):
+    clock.advance(1)
+    return [row[1:] for row in csv.reader(open(tmp_path / "log.csv"))]
+
+
+def test_upload_is_cancelled_when_its_room_is_deleted(world):
+    """Deleted while frames still come: 25 at once; the rest is dropped, and no file is shared or logged."""
+    factory, clock, tmp_path = world
+    olga, ann, bob = in_lab(factory, clock)
+    data = os.urandom(6000)
+    file_id = upload(ann, data[:3000], finish=False, size=6000)
+    olga.send("delete lab")
+    assert f"25 {file_id} the room was deleted" in ann.output()
+    ann.send(f"/data {file_id} 3000\r\n".encode() + data[3000:], f"/done {file_id} {hashlib.sha256(data).hexdigest()}")
+    assert "26 " not in ann.output() and "20 " not in bob.output()
+    assert os.listdir(tmp_path / "spool") == []
+    rows = log_rows(tmp_path, clock)
+    events = [row[0] for row in rows]
+    assert "file" not in events
+    assert events.index("file_aborted") > events.index("room_delete")
+    assert factory.transfers.spooled == 0 and factory.transfers.uploading == {}
+
+
+def test_upload_being_verified_when_its_room_is_deleted_is_not_shared(world):
+    """/done arrived but the fsync is still in the pool when the room goes: 25, never 26 ... 0."""
+    from helpers import Held
+
+    factory, clock, tmp_path = world
+    olga, ann, bob = in_lab(factory, clock)
+    factory.transfers.run = held = Held()
+    ann.send(one_write("f1", no_iac(3000), 1000))
+    olga.send("delete lab")
+    held.run_all()
+    out = ann.output()
+    assert "25 f1 the room was deleted" in out and "26 " not in out
+    assert "file" not in [row[0] for row in log_rows(tmp_path, clock)]
+    assert os.listdir(tmp_path / "spool") == []
+
+
+def test_upload_is_cancelled_when_its_sender_leaves_the_room(world):
+    """Offered in public, finished after the sender moved to lab: public gets no file, and neither does lab."""
+    factory, clock, tmp_path = world
+    olga, ann, bob = in_lab(factory, clock)
+    for client in (ann, bob):
+        client.send("/exit", "join public")
+    cat = in_room(factory, clock, "cat")
+    for client in (olga, ann, bob, cat):
+        client.output()
+    data = os.urandom(4000)
+    file_id = upload(ann, data[:2000], finish=False, size=4000)
+    bob.output()
+    ann.send("/exit", "join lab")
+    assert f"25 {file_id} the sender left the room" in ann.output()
+    room = bob.output()
+    assert "ann's file notes.txt was not sent (the sender left the room)" in room
+    assert room.index("was not sent") < room.index("* ann left public")
+    olga.send("join lab")
+    olga.output()
+    ann.send(f"/data {file_id} 2000\r\n".encode() + data[2000:], f"/done {file_id} {hashlib.sha256(data).hexdigest()}")
+    assert "26 " not in ann.output()
+    assert "20 " not in bob.output() + cat.output() + olga.output()
+    assert os.listdir(tmp_path / "spool") == [] and factory.transfers.uploading == {}
+
+
+def test_user_and_total_spool_quotas_refuse_at_send(world):
+    """Announced sizes count from 24 until every recipient is done; what does not fit is refused with 25 -."""
+    factory, clock, tmp_path = world
+    factory.transfers.settings = TransferSettings(max_file_size=0, spool_quota=8_000, user_spool_quota=6_000)
+    ann, bob, cat = in_room(factory, clock, "ann"), in_room(factory, clock, "bob"), in_room(factory, clock, "cat")
+    reads_slowly(bob, limit=0)  # bob takes nothing: ann's files stay in the spool
+    upload(ann, os.urandom(4000), "one.bin")
+    assert "26 f1 " in ann.output()
+    ann.send("/send 2001 two.bin")
+    assert ("25 - two.bin (2.0 KiB) does not fit in your space on the server: your files not yet delivered "
+            "take 3.9 KiB of 5.9 KiB; wait until they are delivered") in ann.output()
+    upload(cat, os.urandom(3500), "three.bin", finish=False)
+    cat.send("/send 1001 four.bin")
+    assert ("25 - four.bin (1001 B) does not fit in the server's file spool: 7.3 KiB of 7.8 KiB is in use; "
+            "try again later") in cat.output()
+    assert factory.transfers.spooled == 7500
+    rows = [row for row in log_rows(tmp_path, clock) if row[0] == "file_refused"]
+    assert len(rows) == 2
+    # bob reads after all: ann's file leaves the spool and her quota is free again.
+    while bob.transport.producer is not None:
+        bob.output()
+        bob.transport.producer.resumeProducing()
+    assert factory.transfers.spooled_by == {"cat": 3500}
+    ann.send("/send 4500 two.bin")
+    assert "24 f3 4500 two.bin" in ann.output()
+
+
+def test_delivery_deadline_releases_a_file_nobody_takes(world):
+    """A recipient that never reads gets 23 after --delivery-timeout; the file and its quota are let go."""
+    factory, clock, tmp_path = world
+    ann, bob, slow = in_room(factory, clock, "ann"), in_room(factory, clock, "bob"), in_room(factory, clock, "slow")
+    assert factory.transfers.settings.delivery_timeout == 1800
+    reads_slowly(slow)
+    data = os.urandom(3 * transfer.PIECE)
+    upload(ann, data, "big.bin")
+    assert received_files(bob.output())["big.bin"] == data
+    ann.output(), slow.output()
+    queued = os.urandom(1000)
+    clock.advance(100)
+    upload(ann, queued, "small.bin")  # queued for slow behind big.bin
+    ann.output()
+    assert len(os.listdir(tmp_path / "spool")) == 2 and factory.transfers.spooled == len(data) + len(queued)
+    clock.advance(1699)
+    assert "23 " not in slow.output()
+    clock.advance(1)
+    got = slow.output()
+    assert "23 f1 it was not taken within 1800 seconds" in got
+    assert "27 f1 slow did not get big.bin: it was not taken within 1800 seconds" in ann.output()
+    # small.bin (shared later) is sent next, as the socket drains, and still counts until then.
+    assert factory.transfers.spooled == len(queued) and len(os.listdir(tmp_path / "spool")) == 1
+    while slow.transport.producer is not None:
+        got += slow.output()
+        slow.transport.producer.resumeProducing()
+    got += slow.output()
+    assert received_files(got)["small.bin"] == queued
+    assert os.listdir(tmp_path / "spool") == [] and factory.transfers.spooled == 0
+
+
+def test_max_file_size_zero_turns_the_limit_off(world):
+    """As docs/OPERATIONS.md says of every limit: 0 turns it off."""
+    factory, clock, tmp_path = world
+    factory.transfers.settings = TransferSettings(max_file_size=0, spool_quota=0, user_spool_quota=0)
+    ann = in_room(factory, clock, "ann")
+    ann.send("/send 5000000000 big.iso")
+    assert "24 f1 5000000000 big.iso" in ann.output()
+
+
+# -- issue 11, kind 7 (files): numbers are ASCII digits with a bound ----------------------------------------
+
+
+def test_send_size_of_400_digits_is_refused_clearly(world):
+    factory, clock, tmp_path = world
+    ann = in_room(factory, clock, "ann")
+    ann.send(f"/send {'9' * 400} x")
+    assert ann.output() == ("25 - usage: /send SIZE NAME, SIZE in bytes as ASCII digits (at most "
+                            "9223372036854775807); the chat client sends this for /send PATH\r\n")
+    ann.send("still here")
+    assert "ann: still here" in ann.output()
+
+
+def test_send_size_in_other_digits_is_not_a_number(world):
+    """``/send ٥ x`` (ARABIC-INDIC DIGIT FIVE): int() would read 5; the protocol says ASCII digits."""
+    factory, clock, tmp_path = world
+    ann = in_room(factory, clock, "ann")
+    for size in ("\u0665", "\uff15", "\u00b2", "1_000", "+5", "-0", "0x10"):
+        ann.send(f"/send {size} x")
+        assert ann.output().startswith("25 - usage: /send SIZE NAME"), size
+    assert os.listdir(tmp_path / "spool") == [] and factory.transfers.uploading == {}
+
+
+def test_frame_length_superscript_two_is_a_bad_frame(world):
+    """``/data f1 ²``: '²'.isdigit() is true but it is no number; the documented bad-frame answer, no ValueError."""
+    factory, clock, tmp_path = world
+    ann = in_room(factory, clock, "ann")
+    upload(ann, b"", finish=False, size=10)
+    ann.send("/data f1 \u00b2")
+    assert ann.output() == "02 Error: bad upload frame (LEN must be 1 to 65536 in ASCII digits); closing.\r\n"
+    assert ann.transport.disconnecting
+
+
+def test_parse_count_and_human_size_are_total():
+    from chatd.wire import human_size, parse_count
+
+    assert [parse_count(t, 100) for t in ("0", "7", "100", "0100")] == [0, 7, 100, None]
+    for text in ("", "101", "\u0665", "\u00b2", "1_0", "+1", "1 ", "-1", "1e2", "9" * 400):
+        assert parse_count(text, 100) is None, text
+    assert human_size(0) == "0 B" and human_size(1536) == "1.5 KiB" and human_size(5 * 2**30) == "5.0 GiB"
+    assert human_size(10**400).endswith(" EiB")
+    assert human_size(2**63 - 1) == "8.0 EiB"
+    with pytest.raises(ValueError):
+        parse_size("\u0665M")
+    with pytest.raises(ValueError):
+        parse_size("9" * 400)
+
+
+def test_safe_file_name_of_a_long_name_with_a_long_extension():
+    from chatd.wire import FILE_NAME_MAX, safe_file_name
+
+    name = safe_file_name("x" * 130 + "." + "e" * 17)
+    assert name == "x" * 120
+    # Cutting a name must not leave a Windows device name behind.
+    assert safe_file_name("CON" + " " * 130 + "x") == "_CON"
+    assert safe_file_name("a" * 200 + ".txt") == "a" * 116 + ".txt"
+    assert len(safe_file_name("é" * 200 + "." + "é" * 17).encode()) <= FILE_NAME_MAX
