@@ -30,7 +30,7 @@ from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import IHalfCloseableProtocol, IOpenSSLClientConnectionCreator, IReactorTime
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -246,7 +246,9 @@ class ChatClient(LineReceiver):
                 self.done.callback(None)
             else:
                 why = self.server_said or "the connection to the server was lost"
-                if not self.server_said and reason is not None and not reason.check(ConnectionDone):
+                if reason is not None and reason.check(CertificateRefused):
+                    why = reason.getErrorMessage()
+                elif not self.server_said and reason is not None and not reason.check(ConnectionDone):
                     why += f" ({reason.getErrorMessage()})"
                 self.done.errback(ConnectionGone(why))
 
@@ -553,7 +555,59 @@ def endpoint_for(reactor: Any, options: argparse.Namespace) -> Any:
     if options.cafile:
         with open(options.cafile, "rb") as handle:
             trust = ssl.Certificate.loadPEM(handle.read())
-    return endpoints.wrapClientTLS(ssl.optionsForClientTLS(options.host, trustRoot=trust), endpoint)
+    return endpoints.wrapClientTLS(HostCheckedTLS(options.host, trust), endpoint)
+
+
+class CertificateRefused(Exception):
+    """The server's certificate does not name the host we connected to (RFC 6125)."""
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class HostCheckedTLS:
+    """
+    Twisted's ``optionsForClientTLS`` (trust, SNI), with a host check that
+    also refuses a certificate with no subjectAltName at all: Twisted's own
+    check lets that one through after logging a ``CertificateError``
+    traceback, so a certificate for any name would be accepted.
+
+    :param host: ``--host``: a DNS name or an IP address, matched against the
+        certificate's subjectAltName (RFC 6125; the CN is not used).
+    :param trust: the trusted root(s), or None for the system's CAs.
+    """
+
+    def __init__(self, host: str, trust: Any) -> None:
+        from twisted.internet import ssl
+        from twisted.internet.abstract import isIPAddress, isIPv6Address
+        from service_identity.hazmat import DNS_ID, IPAddress_ID
+
+        self.host = host
+        self._creator = ssl.optionsForClientTLS(host, trustRoot=trust)
+        self._identity = IPAddress_ID(host) if isIPAddress(host) or isIPv6Address(host) else DNS_ID(host)
+
+    def clientConnectionForTLS(self, tls_protocol: Any) -> Any:
+        from OpenSSL import SSL
+
+        connection = self._creator.clientConnectionForTLS(tls_protocol)
+
+        def verify(_connection: Any, certificate: Any, _error: int, depth: int, ok: bool) -> bool:
+            if not ok or depth != 0:
+                return bool(ok)  # the chain: OpenSSL's own verdict against the trust roots
+            from service_identity.exceptions import CertificateError, VerificationError
+            from service_identity.hazmat import verify_service_identity
+            from service_identity.pyopenssl import extract_patterns
+
+            try:
+                verify_service_identity(extract_patterns(certificate), [self._identity], [])
+            except (CertificateError, VerificationError) as error:
+                detail = str(error) if isinstance(error, CertificateError) else "it names other hosts"
+                tls_protocol.failVerification(
+                    Failure(CertificateRefused(f"the server's certificate is not valid for {self.host}: {detail}"))
+                )
+                return False
+            return True
+
+        connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
+        return connection
 
 
 class _Terminal:

@@ -17,23 +17,34 @@ from cryptography.x509.oid import NameOID
 from daemon import ROOT, Conn, Daemon, free_port
 
 
-def make_certificate(directory) -> tuple[str, str]:
-    """A self-signed certificate for localhost and 127.0.0.1; returns (key path, cert path)."""
+def make_certificate(directory, alt_names: tuple[str, ...] | None = ("localhost", "127.0.0.1")) -> tuple[str, str]:
+    """
+    A self-signed certificate with CN=localhost and ``alt_names`` (DNS names and IP addresses) as its
+    subjectAltName (None: no subjectAltName at all); returns (key path, cert path).
+    """
+    import ipaddress
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    import ipaddress
 
-    cert = (
+    def general_name(text: str) -> x509.GeneralName:
+        try:
+            return x509.IPAddress(ipaddress.ip_address(text))
+        except ValueError:
+            return x509.DNSName(text)
+
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
     )
+    if alt_names is not None:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([general_name(text) for text in alt_names]), critical=False)
+    cert = builder.sign(key, hashes.SHA256())
     key_path, cert_path = os.path.join(directory, "key.pem"), os.path.join(directory, "cert.pem")
     with open(key_path, "wb") as handle:
         handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

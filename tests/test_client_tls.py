@@ -1,0 +1,74 @@
+"""The bundled client over TLS (real daemon): it refuses a certificate that does not name --host, in one line."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from cryptography import x509
+
+from daemon import ROOT, Daemon, free_port
+from test_tls import make_certificate
+
+
+def _tls_daemon(tmp_path, key: str, cert: str) -> tuple[Daemon, int]:
+    tls_port = free_port()
+    d = Daemon(str(tmp_path / "data"),
+               "--listen", f"ssl:{tls_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}").start()
+    return d, tls_port
+
+
+def _chat(cafile: str, host: str, port: int, script: str = "login nobody\nsecret1\nquit\n") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "clients.cli", "--tls", "--cafile", cafile, "--host", host, "--port", str(port)],
+        input=script, capture_output=True, text=True, timeout=30, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+    )
+
+
+@pytest.mark.parametrize("alt_names, host, why", [
+    (None, "localhost", "Certificate does not contain any `subjectAltName`s."),
+    (("chat.example.org",), "localhost", "it names other hosts"),
+    (("localhost",), "127.0.0.1", "it names other hosts"),
+])
+def test_client_refuses_a_certificate_for_another_host(tmp_path, alt_names, host, why):
+    """No subjectAltName, or one for other names: one line on stderr, exit status 1, nothing sent or shown."""
+    key, cert = make_certificate(str(tmp_path), alt_names)
+    d, port = _tls_daemon(tmp_path, key, cert)
+    try:
+        done = _chat(cert, host, port)
+    finally:
+        d.stop()
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.splitlines() == [f"chat: the server's certificate is not valid for {host}: {why}"], done.stderr
+    assert "menu>" not in done.stdout and "chatd" not in done.stdout, done.stdout
+    assert d.unhandled_errors() == [], d.log()
+
+
+def _recipe(name: str) -> str:
+    """The ```sh block of docs/OPERATIONS.md that follows the paragraph mentioning ``name``."""
+    text = open(os.path.join(ROOT, "docs", "OPERATIONS.md"), encoding="utf-8").read()
+    match = re.search(re.escape(name) + r".*?```sh\n(.*?)```", text, re.S)
+    assert match, f"no sh block after {name!r} in docs/OPERATIONS.md"
+    return match.group(1)
+
+
+def test_docs_tls_recipe_makes_a_certificate_the_client_accepts(tmp_path):
+    """The OPERATIONS.md self-signed recipe, run as written, gives a certificate with subjectAltName that works."""
+    subprocess.run(["sh", "-e", "-c", _recipe("A self-signed certificate for testing")], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=60)
+    certificate = x509.load_pem_x509_certificate((tmp_path / "cert.pem").read_bytes())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    d, port = _tls_daemon(tmp_path, str(tmp_path / "key.pem"), str(tmp_path / "cert.pem"))
+    try:
+        for host in ("localhost", "127.0.0.1"):
+            done = _chat(str(tmp_path / "cert.pem"), host, port, "register tess\nsecret1\nsecret1\nquit\n"
+                         if host == "localhost" else "login tess\nsecret1\nquit\n")
+            assert done.returncode == 0, (done.stdout, done.stderr)
+            assert re.search(r"(Registered and logged|Logged) in as tess\.", done.stdout), done.stdout
+    finally:
+        d.stop()
+    assert d.unhandled_errors() == [], d.log()
