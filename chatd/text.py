@@ -3,8 +3,11 @@ Turning untrusted bytes into text that is safe to show other people.
 
 Everything a user types passes through :func:`clean_line` before it reaches
 another user, the event log or a data file: invalid UTF-8 is replaced,
-terminal escape sequences are removed and other control characters are
-dropped. Names of users and rooms are checked by :func:`check_name`.
+terminal escape sequences and the characters that can move a cursor, break
+a line or reorder text are removed, and every space becomes a plain space;
+everything else (joiners, emoji tags, variation selectors, combining marks,
+characters newer than this Python's Unicode tables) is kept. Names of users
+and rooms are checked by :func:`check_name` and looked up by :func:`name_key`.
 """
 
 import re
@@ -27,24 +30,37 @@ PASSWORD_MAX: Final = 256
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 
 
-#: C0 and C1 controls and DEL are dropped, a tab becomes a space (str.translate, in C).
-_CONTROLS: Final = {**dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0)]), 0x09: " "}
+#: Unicode space separators (General Category Zs, unchanged since Unicode 6.3) other than U+0020.
+_SPACES: Final = (0xA0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)
+#: Bidi_Control characters (Unicode PropList.txt; UAX #9): the marks ALM, LRM, RLM, the
+#: embeddings and overrides LRE..RLO (U+202A-U+202E) and the isolates LRI..PDI (U+2066-U+2069).
+BIDI_CONTROLS: Final = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+#: What clean_line removes (None) or replaces (str.translate, in C): every control
+#: character (Cc: C0, DEL, C1, so CR, LF, VT, FF and NEL too), the line and paragraph
+#: separators (Zl U+2028, Zp U+2029) and the bidi controls; a tab and every space
+#: separator become U+0020.
+_UNSAFE: Final = {
+    **dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *BIDI_CONTROLS]),
+    **dict.fromkeys([0x09, *_SPACES], " "),
+}
 
 
 def clean_line(raw: bytes) -> str:
     """
-    Decode one received line and make it safe to relay.
+    Decode one received line and make it safe to relay (docs/PROTOCOL.md,
+    "Transport and lines").
 
-    Invalid UTF-8 becomes U+FFFD, escape sequences are removed, a tab
-    becomes a space, and every other non-printable character (C0/C1
-    controls, bidirectional overrides, line separators) is dropped.
-    Surrounding whitespace is stripped.
+    Invalid UTF-8 becomes U+FFFD; escape sequences (ECMA-48 CSI, OSC, DCS,
+    PM, APC, SOS and two-character ESC sequences, also in their C1 forms)
+    are removed; a tab and every space separator (Zs: U+00A0, U+3000, ...)
+    become a space; control characters (Cc), U+2028, U+2029 and the bidi
+    controls (:data:`BIDI_CONTROLS`) are removed. Every other character
+    stays, including format characters such as ZWJ, ZWNJ and emoji tags.
+    Surrounding spaces are stripped. Idempotent on its own output.
     """
     text = raw.decode("utf-8", "replace")
-    if not text.isprintable():
-        text = _ESCAPES.sub("", text).translate(_CONTROLS)
-        if not text.isprintable():  # rarer: bidi overrides, separators...
-            text = "".join(c for c in text if c.isprintable())
+    if not text.isprintable():  # the fast path: printable text is already clean
+        text = _ESCAPES.sub("", text).translate(_UNSAFE)
     return text.strip()
 
 
@@ -69,9 +85,20 @@ def check_name(name: str, what: str, limit: int) -> str | None:
     return None
 
 
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def name_key(name: str) -> str:
-    """The case-insensitive key under which a user or room name is unique."""
-    return name.lower()
+    """
+    The key under which a user or room name is unique and looked up: the
+    name with ASCII letters lowered, nothing else changed. Names are ASCII
+    (:func:`check_name`), so a name with any other character never finds
+    an account or a room: U+212A KELVIN SIGN is not ``k``, although
+    ``str.lower`` says so.
+    """
+    if name.isascii():
+        return name.lower()
+    return name.translate(_ASCII_LOWER)
 
 
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
