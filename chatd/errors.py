@@ -34,3 +34,7 @@ class NotAllowed(ChatError):
 
 class NotSaved(ChatError):
     """The disk refused the change; nothing was changed."""
+
+
+class BadPassword(ChatError):
+    """A password that can be neither stored nor checked (not UTF-8, too long, ...)."""

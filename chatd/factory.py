@@ -140,6 +140,7 @@ class ChatFactory(Factory):
         for note in loaded.repairs:
             self.log.warn("data repaired at start-up: {note}", note=note)
         self.accounts = loaded.users
+        self.passwords.count_stored(self.accounts.values())
         for record in loaded.rooms:
             if record.name and name_key(record.name) not in self.rooms:
                 self._add_room(record)
@@ -206,6 +207,7 @@ class ChatFactory(Factory):
         def saved(_: None) -> str:
             assert record is not None
             self.accounts[key] = user_row(record)
+            self.passwords.count_stored([record.password_hash])
             self.store.log_event("register", name)
             return name
 
@@ -216,7 +218,8 @@ class ChatFactory(Factory):
         """
         Fires with the account's name, or fails with LoginFailed; fails with
         NotAllowed, without hashing, while ``address`` (a per-address limit
-        key) has used up its failed logins.
+        key) has used up its failed logins. A password whose stored hash has
+        older argon2 parameters is rehashed and stored again before this fires.
         """
         wait = self.limits.login_refused(address)
         if wait:
@@ -225,14 +228,44 @@ class ChatFactory(Factory):
         row = self.accounts.get(name_key(name))
         record = user_from_row(row) if row is not None else None
 
-        def checked(ok: bool) -> str:
+        def checked(ok: bool) -> str | defer.Deferred[str]:
             if ok and record is not None:
+                if self.passwords.needs_rehash(record.password_hash):
+                    return self._rehash(record, password)
                 return record.name
             self.limits.login_failed(address)
             self.store.log_event("login_failed", record.name if record else "", detail="" if record else "unknown name")
             raise errors.LoginFailed("Login failed: unknown name or wrong password.")
 
         return self.passwords.verify(record.password_hash if record else None, password).addCallback(checked)
+
+    def _rehash(self, record: UserRecord, password: str) -> defer.Deferred[str]:
+        """
+        Store a hash of ``password`` with the current parameters for the
+        account of ``record`` (appended to users.csv; see persistence.py);
+        fires with the name once it is durable. If it cannot be stored, the
+        old hash stays (and still works): the login goes ahead all the same.
+        """
+        updated: UserRecord | None = None
+
+        def store(password_hash: str) -> defer.Deferred[None]:
+            nonlocal updated
+            updated = attrs.evolve(record, password_hash=password_hash)
+            return self.store.add_user(updated)
+
+        def saved(_: None) -> str:
+            assert updated is not None
+            key = name_key(record.name)
+            self.passwords.uncount_stored(self.accounts.get(key, ""))  # the line replaced
+            self.accounts[key] = user_row(updated)
+            self.passwords.count_stored([updated.password_hash])
+            return record.name
+
+        def not_saved(failure: Any) -> str:
+            failure.trap(StoreError)  # the store has logged why
+            return record.name
+
+        return self.passwords.hash(password).addCallback(store).addCallbacks(saved, not_saved)
 
     def attach(self, session: Session) -> None:
         """``session`` has logged in; an older session of the same user is closed."""

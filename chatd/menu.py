@@ -18,7 +18,8 @@ from twisted.logger import Logger
 
 from chatd import errors
 from chatd.settings import PUBLIC_ROOM
-from chatd.text import PASSWORD_MAX, PASSWORD_MIN, USER_NAME_MAX, check_name, name_key
+from chatd.passwords import decode_password
+from chatd.text import PASSWORD_MIN, USER_NAME_MAX, check_name, name_key
 from chatd.wire import CHAT, CREDENTIALS, ERROR, LISTEN, SPEAK
 
 if TYPE_CHECKING:
@@ -79,7 +80,9 @@ class Dialogue:
         self.peer = peer
         self.factory = factory
         self.room: Room | None = None
-        self._state: Callable[[str], None] = self._menu_choice
+        #: Handles the next answer: a clean text line (str), or, after a
+        #: CREDENTIALS prompt, the answer's raw bytes (see :meth:`secret_received`).
+        self._state: Callable[[Any], None] = self._menu_choice
         self._pending_name = ""
         self._pending_password = ""
         self._failures = 0
@@ -96,6 +99,14 @@ class Dialogue:
     def line_received(self, text: str) -> None:
         """Handle one clean, non-empty line of user input."""
         self._state(text)
+
+    def secret_received(self, raw: bytes) -> None:
+        """
+        Handle the answer to a CREDENTIALS prompt: one non-empty line as
+        received, without its line end, neither decoded nor cleaned (a
+        password is compared as it was typed; :func:`decode_password`).
+        """
+        self._state(raw)
 
     def connection_lost(self) -> None:
         """The connection is gone: leave the room and log out."""
@@ -129,6 +140,22 @@ class Dialogue:
 
     def _error(self, text: str) -> None:
         self.peer.show(ERROR, "Error: " + text)
+
+    def _ask_password(self, question: str, then: Callable[[str], None]) -> None:
+        """Ask a CREDENTIALS question; ``then`` gets the answer if it is an acceptable password."""
+
+        def answered(raw: bytes) -> None:
+            try:
+                password = decode_password(raw)
+            except errors.BadPassword as error:
+                self._pending_password = ""
+                self._error(str(error))
+                self._menu_prompt()
+            else:
+                then(password)
+
+        self._state = answered
+        self.peer.ask(CREDENTIALS, question)
 
     def _wait(self, d: defer.Deferred[Any], done: Callable[[Any], None]) -> None:
         """
@@ -212,17 +239,11 @@ class Dialogue:
             self._menu_prompt()
             return
         self._pending_name = name
-        self._state = self._register_password
-        self.peer.ask(CREDENTIALS, f"Choose a password (at least {PASSWORD_MIN} characters):")
+        self._ask_password(f"Choose a password (at least {PASSWORD_MIN} characters):", self._register_password)
 
     def _register_password(self, password: str) -> None:
-        if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-            self._error(f"a password has {PASSWORD_MIN} to {PASSWORD_MAX} characters.")
-            self._menu_prompt()
-            return
         self._pending_password = password
-        self._state = self._register_repeat
-        self.peer.ask(CREDENTIALS, "Repeat the password:")
+        self._ask_password("Repeat the password:", self._register_repeat)
 
     def _register_repeat(self, password: str) -> None:
         first, self._pending_password = self._pending_password, ""
@@ -249,11 +270,10 @@ class Dialogue:
 
     def _login_name(self, name: str) -> None:
         self._pending_name = name[: USER_NAME_MAX * 2]
-        self._state = self._login_password
-        self.peer.ask(CREDENTIALS, "Password:")
+        self._ask_password("Password:", self._login_password)
 
     def _login_password(self, password: str) -> None:
-        d = self.factory.authenticate(self._pending_name, password[:PASSWORD_MAX], getattr(self.peer, "address_key", "") or "")
+        d = self.factory.authenticate(self._pending_name, password, getattr(self.peer, "address_key", "") or "")
 
         def logged_in(name: str) -> None:
             self.peer.name = name

@@ -4,7 +4,11 @@ The CSV store: accounts, rooms and the event log, on disk, off the reactor.
 Three files live in the data directory:
 
 ``users.csv``
-    ``name,password_hash,created``, appended once per registration.
+    ``name,password_hash,created``, appended at registration, and again
+    whenever an account's password hash is replaced (a login rehashes a
+    password whose hash has older argon2 parameters): the last line of a
+    name is the account. Appending one line is the whole update, so a crash
+    at any moment leaves the old line or the new one, never neither.
 ``rooms.csv``
     ``name,owner,created``, appended on create, rewritten atomically on delete.
 ``log.csv``
@@ -234,7 +238,8 @@ def read_rows(path: str, width: int) -> tuple[list[list[str]], list[str]]:
 
 def read_user_lines(path: str) -> tuple[dict[str, str], list[str]]:
     """
-    users.csv as ``{name key: line}``, after :func:`repair_tail`.
+    users.csv as ``{name key: line}``, after :func:`repair_tail`; of
+    several lines of one name (a replaced password hash), the last.
 
     The name is the first field and is never quoted (names are plain ASCII
     letters, digits, ``_`` and ``-``), so the key is everything before the
@@ -248,9 +253,10 @@ def read_user_lines(path: str) -> tuple[dict[str, str], list[str]]:
         return {}, notes
     lines = text.split("\n")
     lines.pop()  # after the final newline
-    users = {line[: line.find(",")].lower(): line for line in lines if "," in line}
-    if len(users) < len(lines):
-        notes.append(f"{os.path.basename(path)}: {len(lines) - len(users)} line(s) without a name or repeated")
+    users = {name_key(line[: line.find(",")]): line for line in lines if "," in line}
+    nameless = sum(1 for line in lines if "," not in line)
+    if nameless:
+        notes.append(f"{os.path.basename(path)}: skipped {nameless} line(s) without a name")
     return users, notes
 
 
@@ -332,7 +338,10 @@ class CsvStore:
         return self._run(function, *args).addErrback(failed)
 
     def add_user(self, record: UserRecord) -> defer.Deferred[None]:
-        """Append an account; fires once it is fsynced, fails with StoreError."""
+        """
+        Append an account, or a new version of one (the last line of a name
+        counts); fires once it is fsynced, fails with StoreError.
+        """
         row = [record.name, record.password_hash, record.created]
         return self._durable(append_rows, self._path(USERS), [row])
 

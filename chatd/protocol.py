@@ -231,6 +231,9 @@ class ChatProtocol(LineReceiver):
             return
         if self._hiding_input:
             self._show_input()
+        if line and self._prompt is not None and self._prompt[0] == CREDENTIALS:
+            self.dialogue.secret_received(line)  # a password: compared as typed, never cleaned
+            return
         text = clean_line(line)
         if not text:
             if self._prompt is not None and not self.tagged and self._prompt[0] != CHAT:

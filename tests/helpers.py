@@ -37,13 +37,17 @@ class Held:
             defer.maybeDeferred(function, *args).chainDeferred(d)
 
 
+#: Cheap argon2 parameters for tests (the defaults cost ~50 ms a hash).
+CHEAP_HASH = {"time_cost": 1, "memory_kib": 8, "parallelism": 1}
+
+
 def make_factory(data_dir: str, settings: Settings | None = None, hash_runner: Any = run_now,
-                 store_runner: Any = run_now) -> tuple[ChatFactory, Clock]:
-    """A loaded factory on ``data_dir`` with cheap argon2 parameters and a Clock."""
+                 store_runner: Any = run_now, hash_params: dict[str, int] | None = None) -> tuple[ChatFactory, Clock]:
+    """A loaded factory on ``data_dir`` with (cheap, unless given) argon2 parameters and a Clock."""
     clock = Clock()
     clock.advance(1_790_000_000)
     store = CsvStore(data_dir, run=store_runner, clock=clock, now=lambda: factory.now())
-    passwords = Passwords(run=hash_runner, time_cost=1, memory_kib=8, parallelism=1)
+    passwords = Passwords(run=hash_runner, **(hash_params or CHEAP_HASH))
     factory = ChatFactory(store, passwords, settings or Settings(), clock, ChatProtocol)
     store.load().addCallback(factory.restore)
     store.start()
