@@ -6,12 +6,13 @@ Imported only when twistd runs the plugin, never when plugins are listed.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from twisted.python import usage
 
 from chatd.settings import Settings
-from chatd.wire import DEFAULT_PORT
+from chatd.wire import DEFAULT_PORT, parse_count
 
 #: A listen backlog of 1024 (Twisted's default is 50) so a reconnect storm
 #: after a restart is not met with dropped SYNs and 1-3 s retries.
@@ -23,21 +24,44 @@ _DEFAULTS = Settings()
 #: against the limit, so a lower one would cut off recipients that read.
 MIN_OUTBOUND = 1 << 20
 
+#: Largest whole-number option value.
+COUNT_MAX = 2**63 - 1
+
+
+def count(text: str) -> int:
+    """A whole-number option: ASCII digits only, as every number chatd reads (``chatd.wire.parse_count``)."""
+    value = parse_count(str(text), COUNT_MAX)
+    if value is None:
+        raise ValueError(f"{text!r} is not a whole number in ASCII digits")
+    return value
+
+
+def number(text: str) -> float:
+    """A decimal option (``2.5``, ``1e9``): ASCII only (``float()`` would take other scripts' digits), finite."""
+    value = float(text) if str(text).isascii() else math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a number in ASCII digits")
+    return value
+
+
+count.coerceDoc = "ASCII digits."  # type: ignore[attr-defined]
+number.coerceDoc = "A number in ASCII digits."  # type: ignore[attr-defined]
+
 #: (option, Settings field, type, help) of each limit (docs/OPERATIONS.md, "Limits"); 0 turns a limit off.
 _LIMITS = [
-    ("flood-rate", "flood_rate", float, "Lines per second one connection may send, sustained (0: no limit)."),
-    ("flood-burst", "flood_burst", int, "Lines one connection may send at once before --flood-rate applies."),
-    ("max-connections", "max_connections", int,
+    ("flood-rate", "flood_rate", number, "Lines per second one connection may send, sustained (0: no limit)."),
+    ("flood-burst", "flood_burst", count, "Lines one connection may send at once before --flood-rate applies."),
+    ("max-connections", "max_connections", count,
      "Connections in total (0: no limit). Default: 20000, or the hard open-file limit minus 256 if that is lower."),
-    ("max-per-address", "max_per_address", int, "Connections from one address (0: no limit)."),
+    ("max-per-address", "max_per_address", count, "Connections from one address (0: no limit)."),
     ("limit-exempt", "limit_exempt", str, "Networks exempt from per-address limits, comma-separated ('' for none)."),
-    ("login-timeout", "login_timeout", float, "Seconds a connection may stay without logging in (0: forever)."),
-    ("idle-timeout", "idle_timeout", float, "Seconds without input after which a connection is closed (0: never)."),
-    ("keepalive", "keepalive", float, "Seconds of silence before TCP keepalive probes (0: off)."),
-    ("max-login-failures", "max_login_failures", int, "Failed logins after which a connection is closed."),
-    ("address-login-failures", "address_login_failures", int,
+    ("login-timeout", "login_timeout", number, "Seconds a connection may stay without logging in (0: forever)."),
+    ("idle-timeout", "idle_timeout", number, "Seconds without input after which a connection is closed (0: never)."),
+    ("keepalive", "keepalive", number, "Seconds of silence before TCP keepalive probes (0: off)."),
+    ("max-login-failures", "max_login_failures", count, "Failed logins after which a connection is closed."),
+    ("address-login-failures", "address_login_failures", count,
      "Failed logins one address may have per --address-login-window (0: no limit)."),
-    ("address-login-window", "address_login_window", float, "Seconds over which --address-login-failures count."),
+    ("address-login-window", "address_login_window", number, "Seconds over which --address-login-failures count."),
 ]
 
 def default_max_connections() -> int:
@@ -75,18 +99,18 @@ class Options(usage.Options):
         ["tcp-nodelay", None, _DEFAULTS.tcp_nodelay,
          "When to set TCP_NODELAY: talkers (once a connection says something in a room), all, or never."],
         ["data-dir", "d", DEFAULT_DATA_DIR, "Directory for users.csv, rooms.csv and log.csv (created 0700)."],
-        ["max-line", None, _DEFAULTS.max_line, "Longest accepted input line, in bytes.", int],
-        ["max-outbound", None, _DEFAULTS.max_outbound, "Unsent bytes after which a connection is dropped.", int],
-        ["hash-threads", None, 1, "Threads that hash passwords (bounded, so logins never starve chat).", int],
-        ["hash-time-cost", None, 2, "argon2id iterations for new password hashes.", int],
-        ["hash-memory-kib", None, 19456, "argon2id memory for new password hashes, in KiB.", int],
+        ["max-line", None, _DEFAULTS.max_line, "Longest accepted input line, in bytes.", count],
+        ["max-outbound", None, _DEFAULTS.max_outbound, "Unsent bytes after which a connection is dropped.", count],
+        ["hash-threads", None, 1, "Threads that hash passwords (bounded, so logins never starve chat).", count],
+        ["hash-time-cost", None, 2, "argon2id iterations for new password hashes.", count],
+        ["hash-memory-kib", None, 19456, "argon2id memory for new password hashes, in KiB.", count],
         ["max-file-size", None, "100M", "Largest file users may send: bytes, or with K, M or G (0: no limit)."],
-        ["max-uploads", None, 2, "Files one user may be uploading at once.", int],
-        ["upload-timeout", None, 60.0, "Seconds an upload may go without a frame before it fails.", float],
+        ["max-uploads", None, 2, "Files one user may be uploading at once.", count],
+        ["upload-timeout", None, 60.0, "Seconds an upload may go without a frame before it fails.", number],
         ["spool-quota", None, "1G", "Bytes all files waiting in the spool may take together (K, M, G; 0: no limit)."],
         ["user-spool-quota", None, "256M", "Bytes the files of one user waiting in the spool may take (0: no limit)."],
         ["delivery-timeout", None, 1800.0,
-         "Seconds after a file is shared within which each recipient must take it (0: no deadline).", float],
+         "Seconds after a file is shared within which each recipient must take it (0: no deadline).", number],
     ] + [[option, None, None if option in _AUTOMATIC else getattr(_DEFAULTS, field), text, kind]
          for option, field, kind, text in _LIMITS]
 

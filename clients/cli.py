@@ -529,10 +529,18 @@ class ConnectionGone(Exception):
 # -- the command line -----------------------------------------------------------------------
 
 
+def _port(text: str) -> int:
+    """``--port``: 1 to 65535 in ASCII digits (``int()`` would take other scripts' digits)."""
+    port = parse_count(text, 65535)
+    if not port:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)")
+    return port
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="chat", description="Terminal client for chatd.")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"server host (default {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
     parser.add_argument("--downloads", default=default_downloads(),
                         help="folder for files others send (default ~/Downloads/chat)")
     parser.add_argument("--tls", action="store_true", help="connect over TLS")

@@ -356,3 +356,11 @@ def test_file_begin_with_a_size_that_is_not_ascii_digits_is_ignored(session, tmp
     assert not os.path.exists(tmp_path / "downloads") or os.listdir(tmp_path / "downloads") == []
     session.server(f"20 f2 0 {digest} bob b.bin", "22 f2")
     assert (tmp_path / "downloads" / "b.bin").read_bytes() == b""
+
+
+def test_port_takes_ascii_digits_only(capsys):
+    assert parse_args(["--port", "8024"]).port == 8024
+    for value in ("\u0665", "0", "65536", "+80", "8_0"):
+        with pytest.raises(SystemExit):
+            parse_args(["--port", value])
+        assert "is not a port number (1 to 65535)" in capsys.readouterr().err

@@ -75,3 +75,14 @@ def test_file_limits_and_spool_quotas_reach_the_transfer_settings():
     for option, value in (("--spool-quota", "\u0665M"), ("--max-file-size", "-1"), ("--delivery-timeout", "-1")):
         with pytest.raises(usage.UsageError, match=option):
             _parse(option, value)
+
+
+def test_numeric_options_take_ascii_digits_only():
+    """int() and float() read '٥' (ARABIC-INDIC FIVE) and '1_000'; options, like every number chatd reads, do not."""
+    for option, value in (("--max-line", "\u0665"), ("--max-line", "1_000"), ("--flood-burst", "+5"),
+                          ("--flood-rate", "\u0665"), ("--login-timeout", "nan"), ("--idle-timeout", "inf"),
+                          ("--max-connections", "9" * 400)):
+        with pytest.raises(usage.UsageError, match="ASCII"):
+            _parse(option, value)
+    settings = _parse("--max-line", "2048", "--flood-rate", "2.5", "--login-timeout", "1e2").settings()
+    assert (settings.max_line, settings.flood_rate, settings.login_timeout) == (2048, 2.5, 100.0)
