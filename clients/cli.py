@@ -22,10 +22,15 @@ import base64
 import binascii
 import codecs
 import os
+import re
+import shutil
+import signal
 import sys
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from twisted.internet import defer, protocol
@@ -73,6 +78,46 @@ MAX_PENDING_WRITES = 16
 
 _WAIT, _LINE, _SECRET, _CHAT = "wait", "line", "secret", "chat"
 
+#: Exit statuses of ``chat`` (README.md, "Scripting the client").
+EXIT_OK, EXIT_CONNECTION, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 3, 130
+
+#: The ``[HH:MM:SS] `` (UTC) that starts room and private lines (docs/PROTOCOL.md).
+_STAMP = re.compile(r"\[(\d\d):(\d\d):(\d\d)\] ")
+
+
+def local_time(text: str, now: datetime, zone: tzinfo | None = None) -> str:
+    """
+    Rewrite a leading ``[HH:MM:SS] `` from UTC (the server's clock) into
+    ``zone`` (None: this computer's time zone). ``now`` (aware, UTC) gives
+    the date: the stamp is taken as the moment nearest to it. Text without
+    a stamp is returned unchanged.
+    """
+    match = _STAMP.match(text)
+    if not match:
+        return text
+    hour, minute, second = (int(part) for part in match.groups())
+    if hour > 23 or minute > 59 or second > 59:
+        return text
+    moment = now.replace(hour=hour, minute=minute, second=second, microsecond=0)
+    if moment - now > timedelta(hours=12):
+        moment -= timedelta(days=1)
+    elif now - moment > timedelta(hours=12):
+        moment += timedelta(days=1)
+    return f"[{moment.astimezone(zone).strftime('%H:%M:%S')}] " + text[match.end():]
+
+
+def cells(text: str) -> int:
+    """Terminal columns ``text`` takes: 2 for wide (East Asian) characters, 0 for combining marks."""
+    return sum(
+        0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        for char in text
+    )
+
+
+def terminal_width() -> int:
+    """Columns of the terminal on stdout (80 if unknown)."""
+    return max(1, shutil.get_terminal_size((80, 24)).columns)
+
 
 def default_downloads() -> str:
     """``~/Downloads/chat`` (the folder is created on the first download)."""
@@ -91,17 +136,22 @@ class Console(protocol.Protocol):
 
     In a terminal (``interactive``) it reads keystrokes (the terminal is in
     cbreak mode without echo) and keeps the line being typed at the bottom,
-    redrawn after every printed line; a secret line is not shown. From a
-    pipe it reads whole lines.
+    redrawn after every printed line; a secret line is not shown. The line
+    being typed may wrap over several rows (``width`` gives the terminal's
+    columns): redrawing erases all of them. From a pipe it reads whole lines.
     """
 
-    def __init__(self, on_line: Callable[[str], None], on_eof: Callable[[], None], interactive: bool) -> None:
+    def __init__(self, on_line: Callable[[str], None], on_eof: Callable[[], None], interactive: bool,
+                 width: Callable[[], int] = terminal_width) -> None:
         self.on_line = on_line
         self.on_eof = on_eof
         self.interactive = interactive
+        self.width = width
         self.prompt = ""
         self.secret = False
         self.buffer = ""
+        #: Columns the prompt and the typed line take on screen now (the cursor is at their end).
+        self._drawn = 0
         self._escape = ""
         self._pending = b""
         self._ended = False
@@ -130,7 +180,8 @@ class Console(protocol.Protocol):
             self._escape = char
         elif char in "\r\n":
             line, self.buffer = self.buffer, ""
-            self._write("\r\x1b[K" + ("" if self.secret else self.prompt + line) + "\r\n")
+            self._write(self._erase() + ("" if self.secret else self.prompt + line) + "\r\n")
+            self._drawn = 0
             self.on_line(line)
             self.redraw()
         elif char in "\x7f\x08":
@@ -146,6 +197,7 @@ class Console(protocol.Protocol):
             self.buffer += char
             if self.secret:
                 return
+            self._drawn += cells(char)
             self._write(char)
 
     def readConnectionLost(self) -> None:
@@ -170,11 +222,26 @@ class Console(protocol.Protocol):
         if self.transport is not None:
             self.transport.write(text.encode(ENCODING, "replace"))
 
+    def _erase(self) -> str:
+        """Go to the first row of the prompt and typed line, and clear from there to the end of the screen."""
+        up = (self._drawn - 1) // self.width() if self._drawn else 0
+        return "\r" + (f"\x1b[{up}A" if up else "") + "\x1b[J"
+
     def show(self, text: str) -> None:
         """Print a line, keeping the line being typed intact below it."""
         if self.interactive:
-            self._write("\r\x1b[K" + text + "\r\n")
+            self._write(self._erase() + text + "\r\n")
+            self._drawn = 0
             self.redraw()
+        else:
+            self._write(text + "\n")
+
+    def end(self, text: str) -> None:
+        """The session is over: print ``text`` as the last line, with no prompt and no typed line left."""
+        self.prompt, self.buffer, self.secret = "", "", False
+        if self.interactive:
+            self._write(self._erase() + text + "\r\n")
+            self._drawn = 0
         else:
             self._write(text + "\n")
 
@@ -188,7 +255,9 @@ class Console(protocol.Protocol):
 
     def redraw(self) -> None:
         if self.interactive:
-            self._write("\r\x1b[K" + self.prompt + ("" if self.secret else self.buffer))
+            shown = self.prompt + ("" if self.secret else self.buffer)
+            self._write(self._erase() + shown)
+            self._drawn = cells(shown)
 
 
 class ChatClient(LineReceiver):
@@ -198,8 +267,11 @@ class ChatClient(LineReceiver):
     MAX_LENGTH = 1 << 20
 
     def __init__(self, console: Console, downloads: str, run: Runner, progress: bool | None = None,
-                 clock: IReactorTime | None = None, progress_out: Callable[[str], None] | None = None) -> None:
+                 clock: IReactorTime | None = None, progress_out: Callable[[str], None] | None = None,
+                 zone: tzinfo | None = None) -> None:
         self.console = console
+        #: The time zone chat lines are shown in (None: this computer's).
+        self.zone = zone
         self.downloads = downloads
         self.run = run
         #: Progress bars: True, False, or None (when stderr is a terminal); timed by ``clock``, drawn by ``progress_out``.
@@ -219,6 +291,12 @@ class ChatClient(LineReceiver):
         self.sender: Sender | None = None
         self.done: defer.Deferred[None] = defer.Deferred()
         self._reading_paused = False
+        #: A password was just sent and not yet answered (a scripted session stops if it is refused).
+        self._answered_secret = False
+        #: The server's answer to a scripted password, when it refused it.
+        self.refused = ""
+        #: The user pressed Ctrl-C.
+        self.interrupted = False
 
     def sendLine(self, line: bytes) -> None:
         """Lines go out with CRLF (the server accepts either)."""
@@ -242,7 +320,9 @@ class ChatClient(LineReceiver):
         if self.sender is not None:
             self.sender.stopProducing()
         if not self.done.called:
-            if self.quitting:
+            if self.refused:
+                self.done.errback(LoginRefused(self.refused))
+            elif self.quitting:
                 self.done.callback(None)
             else:
                 why = self.server_said or "the connection to the server was lost"
@@ -265,6 +345,8 @@ class ChatClient(LineReceiver):
                 return
             code, text = LISTEN, after
         self.tagged = True
+        if code != ERROR:
+            self._answered_secret = False
         handler = self._handlers.get(code)
         if handler is not None:
             handler(self, text)
@@ -272,10 +354,32 @@ class ChatClient(LineReceiver):
     def _show(self, text: str) -> None:
         self.console.show(printable(text))
 
+    def _show_line(self, text: str) -> None:
+        """A room or private line: its ``[HH:MM:SS]`` (UTC) is shown in local time."""
+        self.console.show(printable(local_time(text, datetime.now(timezone.utc), self.zone)))
+
     def _error(self, text: str) -> None:
         self.console.show(printable(text))
         if "shutting down" in text or "another connection" in text:
             self.server_said = text
+        if self._answered_secret and not self.console.interactive and text.startswith("Error:"):
+            # A script's password was refused: its next lines would be typed into the menu. Stop here.
+            self.refused = text.removeprefix("Error:").strip()
+            self.inbox.clear()
+            self.state = _WAIT
+            if self.transport is not None:
+                self.transport.loseConnection()
+
+    def interrupt(self) -> None:
+        """Ctrl-C: say goodbye on a line of its own and close the connection (exit status 130)."""
+        if self.done.called or self.interrupted:
+            return
+        self.interrupted = self.quitting = True
+        self.inbox.clear()
+        self.state = _WAIT
+        self.console.end("Interrupted. Bye.")
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def _speak(self, text: str) -> None:
         self.state = _LINE
@@ -293,7 +397,7 @@ class ChatClient(LineReceiver):
             self.state = _WAIT
             self.sendLine(b"/exit")
             return
-        self.console.show(printable(text))
+        self._show_line(text)
         if self.state != _CHAT and self._leaving != "exit":
             self.state = _CHAT
             self.console.set_prompt(CHAT_PROMPT)
@@ -319,7 +423,9 @@ class ChatClient(LineReceiver):
                 continue
             if self.state == _LINE and line.strip().lower() in ("9", "quit", "exit"):
                 self.quitting = True
+            self._answered_secret = self.state == _SECRET
             self.state = _WAIT
+            self.console.set_prompt("")  # answered: no prompt until the server asks again
             self.sendLine(line.encode(ENCODING))
         if self.eof and not self.inbox and not self.offers and not self.uploads and not self.files:
             # Leave politely: a /ping round trip first, so everything said before
@@ -507,7 +613,7 @@ class ChatClient(LineReceiver):
     _handlers: dict[str, Callable[[ChatClient, str], None]] = {
         LISTEN: _show,
         ERROR: _error,
-        PRIVATE: _show,
+        PRIVATE: _show_line,
         SPEAK: _speak,
         CREDENTIALS: _credentials,
         CHAT: _chat,
@@ -524,6 +630,10 @@ class ChatClient(LineReceiver):
 
 class ConnectionGone(Exception):
     """The server closed the connection, or it broke."""
+
+
+class LoginRefused(Exception):
+    """A scripted session's password was refused (wrong password, passwords that differ, ...)."""
 
 
 # -- the command line -----------------------------------------------------------------------
@@ -640,7 +750,11 @@ class _Terminal:
 
 
 async def run(reactor: Any, options: argparse.Namespace) -> None:
-    """Connect, run the session until it ends, and fail with SystemExit(1) on a connection problem."""
+    """
+    Connect and run the session until it ends. Raises SystemExit with
+    EXIT_CONNECTION (cannot connect, connection lost, certificate refused),
+    EXIT_REFUSED (a scripted password was refused) or EXIT_INTERRUPTED (Ctrl-C).
+    """
     from twisted.internet import stdio
     from twisted.internet.threads import deferToThreadPool
     from twisted.python.threadpool import ThreadPool
@@ -667,14 +781,20 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
         except Exception as error:
             message = str(error) or type(error).__name__
             sys.stderr.write(f"chat: cannot connect to {options.host}:{options.port}: {message}\n")
-            raise SystemExit(1)
+            raise SystemExit(EXIT_CONNECTION)
         stdio.StandardIO(console, reactor=reactor)
+        signal.signal(signal.SIGINT, lambda signum, frame: reactor.callFromThread(client.interrupt))
         try:
             await client.done
         except ConnectionGone as gone:
-            console.show("")
+            console.end("")
             sys.stderr.write(f"chat: {gone}\n")
-            raise SystemExit(1)
+            raise SystemExit(EXIT_CONNECTION)
+        except LoginRefused as refused:
+            sys.stderr.write(f"chat: {refused}\n")
+            raise SystemExit(EXIT_REFUSED)
+        if client.interrupted:
+            raise SystemExit(EXIT_INTERRUPTED)
     finally:
         if terminal is not None:
             terminal.restore()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from datetime import datetime, timedelta, timezone, tzinfo
 
 import pytest
 from twisted.internet import defer
@@ -24,14 +25,16 @@ def run_now(function, *args):
 class Session:
     """A client on a StringTransport, its console on another."""
 
-    def __init__(self, downloads: str, interactive: bool = False, run=run_now, clock=None) -> None:
-        self.console = Console(lambda line: self.client.user_line(line), lambda: self.client.user_eof(), interactive)
+    def __init__(self, downloads: str, interactive: bool = False, run=run_now, clock=None,
+                 zone: tzinfo | None = timezone.utc, width: int = 80) -> None:
+        self.console = Console(lambda line: self.client.user_line(line), lambda: self.client.user_eof(), interactive,
+                               width=lambda: width)
         self.screen = StringTransport()
         self.console.makeConnection(self.screen)
         #: Progress bar frames (drawn only with a clock).
         self.bars: list[str] = []
         self.client = ChatClient(self.console, downloads, run, progress=clock is not None, clock=clock,
-                                 progress_out=self.bars.append)
+                                 progress_out=self.bars.append, zone=zone)
         self.wire = StringTransport()
         self.client.makeConnection(self.wire)
 
@@ -104,7 +107,7 @@ def test_interactive_typing_survives_incoming_lines(tmp_path):
     s.type("hel")
     assert s.shown() == "hel"
     s.server("111 [12:00:00] bob: hi")
-    assert s.shown() == "\r\x1b[K[12:00:00] bob: hi\r\n\r\x1b[K> hel"
+    assert s.shown() == "\r\x1b[J[12:00:00] bob: hi\r\n\r\x1b[J> hel"
     s.type("lo\x7f\x7fp\x1b[Ds\n")
     assert s.sent().endswith("helps\r\n")
     s.server("01 Password:")
@@ -364,3 +367,118 @@ def test_port_takes_ascii_digits_only(capsys):
         with pytest.raises(SystemExit):
             parse_args(["--port", value])
         assert "is not a port number (1 to 65535)" in capsys.readouterr().err
+
+
+def test_a_wrapped_input_line_is_erased_whole_when_a_message_arrives(tmp_path):
+    """A typed line wider than the terminal takes several rows: the redraw goes up to its first row and clears below."""
+    s = Session(str(tmp_path), interactive=True, width=10)
+    s.server("111 Entered room public (1 here).")
+    s.shown()
+    s.type("x" * 25)  # "> " and 25 characters: 27 columns, rows 1-3 of a 10-column terminal
+    s.shown()
+    s.server("111 [12:00:00] bob: hi")
+    assert s.shown() == "\r\x1b[2A\x1b[J[12:00:00] bob: hi\r\n\r\x1b[J> " + "x" * 25
+    s.type("\x7f" * 7)  # back to 20 columns: exactly two full rows (the cursor waits at the end of the second)
+    s.shown()
+    s.server("111 [12:00:01] bob: again")
+    assert s.shown().startswith("\r\x1b[1A\x1b[J[12:00:01] bob: again\r\n")
+    s.type("\n")
+    assert s.shown().startswith("\r\x1b[1A\x1b[J> " + "x" * 18 + "\r\n")  # the sent line, written over itself
+    s.server("111 [12:00:02] bob: short")
+    assert s.shown().startswith("\r\x1b[J[12:00:02] bob: short")
+    s.type("界" * 6)  # wide characters take two columns each: "> " + 12 = 14 columns, two rows
+    s.shown()
+    s.server("111 [12:00:03] bob: wide")
+    assert s.shown().startswith("\r\x1b[1A\x1b[J[12:00:03] bob: wide")
+
+
+def test_ctrl_c_says_goodbye_on_its_own_line_and_ends_cleanly(tmp_path):
+    """Ctrl-C in a room: the typed line is erased, a goodbye line printed, the connection closed, no error."""
+    s = Session(str(tmp_path), interactive=True)
+    s.server("111 Entered room public (1 here).")
+    s.type("half a sentence")
+    s.shown()
+    s.sent()
+    s.client.interrupt()
+    assert s.shown() == "\r\x1b[J" + "Interrupted. Bye.\r\n"
+    assert s.wire.disconnecting and s.sent() == ""
+    s.client.connectionLost(None)
+    assert s.client.done.called and s.client.interrupted
+    assert s.client.done.result is None  # a clean end: run() exits with EXIT_INTERRUPTED (130), not an error
+
+
+def _assert_refused(session, why: str) -> None:
+    """The client closed the connection, and its session ends with LoginRefused(why)."""
+    from clients.cli import LoginRefused
+
+    assert session.wire.disconnecting
+    session.client.connectionLost(None)
+    failures = []
+    session.client.done.addErrback(failures.append)
+    assert failures and failures[0].check(LoginRefused)
+    assert str(failures[0].value) == why
+
+
+def test_scripted_wrong_password_stops_the_script_with_an_error(session):
+    """A piped session whose password is refused sends none of its next lines and ends with LoginRefused."""
+    session.sent()
+    session.type("login ann\nwrong\npublic\nhello\n")
+    session.server("11 menu>")
+    assert session.sent() == "login ann\r\n"
+    session.server("01 Password:")
+    assert session.sent() == "wrong\r\n"
+    session.server("02 Error: Login failed: unknown name or wrong password.", "11 menu>")
+    assert session.sent() == ""
+    _assert_refused(session, "Login failed: unknown name or wrong password.")
+
+
+def test_scripted_registration_with_different_passwords_is_refused(session):
+    session.type("register ann\nsecret1\nsecret2\n")
+    session.server("11 menu>", "01 Choose a password:", "01 Repeat the password:")
+    session.server("02 Error: the passwords do not match; nothing was created.")
+    _assert_refused(session, "the passwords do not match; nothing was created.")
+
+
+def test_scripted_right_password_goes_on(session):
+    """Errors that do not answer a password (a room that does not exist) do not stop a script."""
+    session.sent()
+    session.type("login ann\nsecret1\njoin nowhere\nquit\n")
+    session.server("11 menu>", "01 Password:", "00 Logged in as ann.", "11 menu>")
+    session.server("02 Error: no room named nowhere.", "11 menu>")
+    assert session.sent() == "login ann\r\nsecret1\r\njoin nowhere\r\nquit\r\n"
+    assert not session.wire.disconnecting
+
+
+def test_no_prompt_is_redrawn_after_bye(tmp_path):
+    """Once a prompt is answered it is not drawn again: after `9` and `Bye.` the screen ends on an empty line."""
+    s = Session(str(tmp_path), interactive=True)
+    s.server("11 menu>")
+    s.type("9\n")
+    s.server("00 Bye.")
+    s.client.connectionLost(None)
+    shown = s.shown()
+    assert shown.endswith("Bye.\r\n\r\x1b[J"), repr(shown)
+    assert "menu>" not in shown.split("9\r\n", 1)[1]
+    assert s.client.done.called and s.client.done.result is None
+
+
+def test_times_are_shown_in_local_time(tmp_path):
+    """The server's [HH:MM:SS] is UTC; the client shows it in the local zone (room and private lines)."""
+    s = Session(str(tmp_path), zone=timezone(timedelta(hours=2)))
+    s.server("111 Entered room public (1 here).", "111 [12:00:00] bob: hi", "03 [23:30:05] *bob* late",
+             "111 [12:00:00] * bob said [01:02:03] in text")
+    shown = s.shown()
+    assert "[14:00:00] bob: hi" in shown and "[01:30:05] *bob* late" in shown
+    assert "[14:00:00] * bob said [01:02:03] in text" in shown  # only the leading stamp
+
+
+def test_local_time_takes_the_nearest_day():
+    """Across midnight the stamp is the moment nearest to now, so the local time is right on both sides."""
+    from clients.cli import local_time
+
+    new_york = timezone(timedelta(hours=-5))
+    now = datetime(2026, 11, 29, 0, 0, 30, tzinfo=timezone.utc)
+    assert local_time("[23:59:50] a", now, new_york) == "[18:59:50] a"  # yesterday 23:59:50 UTC
+    assert local_time("[00:00:10] b", now, new_york) == "[19:00:10] b"
+    assert local_time("[99:00:00] c", now, new_york) == "[99:00:00] c"
+    assert local_time("no stamp", now, new_york) == "no stamp"

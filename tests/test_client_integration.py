@@ -289,3 +289,29 @@ def test_chat_flows_both_ways_during_an_upload(daemon):
     assert bytes(received) == data
     ann.close()
     bob.close()
+
+
+def test_ctrl_c_in_a_room_ends_with_a_goodbye_line_and_status_130(daemon, clients):
+    """SIGINT (Ctrl-C) in a room: the goodbye on a line of its own, no "connection lost" error, exit status 130."""
+    ann = clients(daemon.port, "ann")
+    ann.join_room("ann")
+    watcher = tagged_in_room(daemon.port, "watcher")
+    ann.process.send_signal(signal.SIGINT)
+    assert ann.process.wait(15) == 130
+    wait_until(lambda: ann.text.endswith("\nInterrupted. Bye.\n"), what="the goodbye line")
+    assert ann.errors == ""
+    watcher.expect(r"\* ann left public")
+
+
+def test_scripted_wrong_password_exits_3_and_sends_nothing_more(daemon, clients):
+    """A script whose login is refused stops there (its lines never reach the menu) and exits with status 3."""
+    owner = Conn(daemon.port)
+    owner.register("ann")
+    watcher = tagged_in_room(daemon.port, "watcher")
+    ann = clients(daemon.port, "ann")
+    ann.type("login ann", "wrong-password", "public", "this must not be said")
+    status = ann.finish()
+    assert status == 3, (ann.text, ann.errors)
+    assert ann.errors == "chat: Login failed: unknown name or wrong password.\n"
+    assert "Entered room" not in ann.text
+    assert "this must not be said" not in watcher.drain(0.5)
