@@ -193,6 +193,18 @@ def storage_reason(error: BaseException) -> str:
     return f"the server could not store the file ({detail})"
 
 
+def log_storage_error(log: Logger, failure: Failure, text: str, **fields: Any) -> None:
+    """
+    Log a failed spool operation: a file-system error (disk full, read-only,
+    ...) as an error with its reason, no traceback; anything else, a bug,
+    with its traceback.
+    """
+    if failure.check(OSError, SpoolError):
+        log.error(text + ": {error}", error=failure.value, **fields)
+    else:
+        log.failure(text, failure, **fields)
+
+
 class _SpoolFile:
     """
     One upload's file in the spool, written and hashed piece by piece (in the
@@ -579,11 +591,8 @@ class Upload:
         if self._broken:
             return
         self._broken = True
-        if failure.check(OSError, SpoolError):
-            self.log.error("could not store upload {id} in the spool ({path}): {error}", id=self.id,
-                           path=self.path, error=failure.value)
-        else:
-            self.log.failure("could not store upload {id} in the spool", failure, id=self.id)
+        log_storage_error(self.log, failure, "could not store upload {id} in the spool ({path})", id=self.id,
+                          path=self.path)
         self.fail(storage_reason(failure.value))
 
     def data(self, data: bytes) -> None:
@@ -634,6 +643,9 @@ class Upload:
 
         self._then(self._spool.finish).addCallback(verified)
 
+    def _not_deleted(self, failure: Failure) -> None:
+        log_storage_error(self.log, failure, "could not delete {path}", path=self.path)
+
     def _end(self) -> None:
         """The upload no longer counts against ``--max-uploads`` and takes no more commands."""
         self.ended = self.over = True
@@ -649,7 +661,7 @@ class Upload:
         self._end()
         self.transfers.let_go(self.key, self.size)
         self._tail.addBoth(lambda _: self.transfers.run(self._spool.discard))
-        self._tail.addErrback(lambda failure: self.log.failure("could not delete {path}", failure, path=self.path))
+        self._tail.addErrback(self._not_deleted)
         if tell_sender:
             self.peer.show(UPLOAD_FAILED, f"{self.id} {why}")
         self.transfers.factory.store.log_event("file_aborted", self.sender, self.room.name, f"{self.name}: {why}")
@@ -892,11 +904,7 @@ class Outbox:
         if shared is not self._current:
             self._next()
             return
-        if failure.check(OSError):
-            self.log.error("could not read {path} for {who}: {error}", path=shared.path, who=self.peer.name,
-                           error=failure.value)
-        else:
-            self.log.failure("could not read {path} for {who}", failure, path=shared.path, who=self.peer.name)
+        log_storage_error(self.log, failure, "could not read {path} for {who}", path=shared.path, who=self.peer.name)
         self.drop(shared, "the server could not read the file")
 
     def _close(self) -> None:

@@ -9,6 +9,8 @@ import os
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatd import transfer
 from chatd.transfer import TransferSettings, Transfers, parse_size
@@ -636,3 +638,27 @@ def test_safe_file_name_of_a_long_name_with_a_long_extension():
     assert safe_file_name("CON" + " " * 130 + "x") == "_CON"
     assert safe_file_name("a" * 200 + ".txt") == "a" * 116 + ".txt"
     assert len(safe_file_name("é" * 200 + "." + "é" * 17).encode()) <= FILE_NAME_MAX
+
+
+def _valid_file_name(name: str) -> None:
+    from chatd.wire import _DEVICE_NAMES, _UNSAFE_CHARS, FILE_NAME_MAX
+
+    assert name and len(name.encode()) <= FILE_NAME_MAX
+    assert name[0] not in ". " and name[-1] not in ". "
+    assert all(c.isprintable() and c not in _UNSAFE_CHARS for c in name)
+    assert name.partition(".")[0].upper().rstrip(" ") not in _DEVICE_NAMES
+
+
+_NAME_PARTS = st.sampled_from(["CON", "nul", "COM1", ".", "..", " ", "/", "\\", "x" * 40, "é" * 30, "\x00", "\u202e",
+                               "e" * 17, ".txt", "😀" * 10])
+
+
+@given(st.lists(st.one_of(_NAME_PARTS, st.text(max_size=40)), max_size=12).map("".join))
+@settings(max_examples=300, deadline=None)
+def test_safe_file_name_is_always_a_valid_name(name):
+    """Whatever arrives, the result is a valid base name within the limit, and cleaning it again changes nothing."""
+    from chatd.wire import safe_file_name
+
+    cleaned = safe_file_name(name)
+    _valid_file_name(cleaned)
+    assert safe_file_name(cleaned) == cleaned
