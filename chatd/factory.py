@@ -185,11 +185,13 @@ class ChatFactory(Factory):
 
         return work.addCallbacks(done, failed).addBoth(release)
 
-    def register(self, name: str, password: str) -> defer.Deferred[str]:
+    def register(self, name: str, password: str, address: str = "") -> defer.Deferred[str]:
         """
         Create an account. Fires with the name once it is on disk; fails with
-        InvalidName, NameTaken or NotSaved. Of two concurrent registrations
-        of one name exactly one wins: the name is claimed before hashing.
+        InvalidName, NameTaken or NotSaved, or with NotAllowed, without
+        hashing, while ``address`` (a per-address limit key) has used up its
+        registrations. Of two concurrent registrations of one name exactly
+        one wins: the name is claimed before hashing.
         """
         problem = check_name(name, "user", USER_NAME_MAX)
         if problem:
@@ -197,6 +199,10 @@ class ChatFactory(Factory):
         key = name_key(name)
         if key in self.accounts or key in self._claimed:
             return defer.fail(errors.NameTaken(f"The name {name} is taken."))
+        wait = self.limits.registration_refused(address)
+        if wait:
+            return defer.fail(errors.NotAllowed(
+                f"too many new accounts from your address; try again in {int(wait) + 1} seconds."))
         record: UserRecord | None = None
 
         def store(password_hash: str) -> defer.Deferred[None]:

@@ -1,14 +1,22 @@
 """
-Limits that keep one connection, or one address, from hurting everyone else.
+Limits that keep one connection, one account or one address from hurting
+everyone else.
 
-- :class:`TokenBucket`: the per-connection flood limit. Every received line
-  takes a token (but the header line of a binary upload frame: uploads
-  have their own limits, see chatd/transfer.py); a connection in debt stops being read (TCP pushes back on
-  the sender) until the bucket has refilled. Nothing is dropped and the
-  room never sees it. This is on the per-line hot path: a few float
+- :class:`TokenBucket`: one allowance (``burst`` at once, ``rate`` per
+  second sustained). The flood limit is one: every received line and every
+  telnet command takes a token (but the header line of a frame of the
+  connection's own active upload: uploads have their own limits, see
+  chatd/transfer.py); a connection in debt stops being read (TCP pushes
+  back on the sender) until the bucket has refilled. Nothing is dropped and
+  the room never sees it. This is on the per-line hot path: a few float
   operations, no allocation, no logging.
+- :class:`KeyedBuckets`: the buckets of one allowance by key, made on first
+  use and forgotten once full again. Keys are a connection (its own bucket
+  until it logs in), an account (the flood allowance once logged in: one
+  for all the account's connections, past and present, so logging in again
+  never buys a fresh burst) and an address (failed logins, registrations).
 - :class:`Limits`: what the factory shares: connections in total and per
-  address, failed logins per address, the login timeout and the optional
+  address, the keyed allowances above, the login timeout and the optional
   idle timeout (one :class:`~twisted.internet.task.LoopingCall` sweeps
   every connection that has a deadline, instead of one timer each), and
   TCP keepalive for dead peers.
@@ -31,6 +39,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chatd.settings import Settings
+from chatd.text import name_key
 
 #: Shortest pause of a throttled connection, so a flooder costs a few timer
 #: calls a second and not one per line.
@@ -84,6 +93,48 @@ class TokenBucket:
         return False
 
 
+class KeyedBuckets:
+    """
+    The :class:`TokenBucket` of each key (an account name key, an address)
+    for one allowance: ``burst`` tokens, refilled at ``rate`` per second.
+    A bucket is made on first use and forgotten by :meth:`forget_full` once
+    it has refilled (it would be made again in the same state), so only
+    keys that used their allowance recently take memory.
+    """
+
+    def __init__(self, rate: float, burst: float, clock: IReactorTime) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def get(self, key: str) -> TokenBucket:
+        """``key``'s bucket (shared by every holder: it is the same object)."""
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, self.clock.seconds())
+        return bucket
+
+    def wait(self, key: str) -> float:
+        """Seconds until ``key`` has a token again (0.0: it has one now); spends nothing."""
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens = min(bucket.burst, bucket.tokens + (self.clock.seconds() - bucket.last) * bucket.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / bucket.rate
+
+    def take(self, key: str) -> float:
+        """Spend one of ``key``'s tokens; like :meth:`TokenBucket.take`."""
+        return self.get(key).take(self.clock.seconds())
+
+    def forget_full(self, now: float) -> None:
+        """Drop the buckets that have refilled."""
+        full = [key for key, bucket in self.buckets.items()
+                if bucket.tokens + (now - bucket.last) * bucket.rate >= bucket.burst]
+        for key in full:
+            del self.buckets[key]
+
+
 def parse_networks(text: str | Iterable[str]) -> tuple[Any, ...]:
     """``"127.0.0.0/8, ::1"`` (or a list of such) as ip_network objects; ValueError if bad."""
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -134,7 +185,18 @@ class Limits:
         #: Connections not logged in yet, with the time they connected.
         self.unauthenticated: dict[Any, float] = {}
         self.all: set[Any] = set()
-        self._failures: dict[str, TokenBucket] = {}
+        #: Failed logins per address.
+        self.login_failures = KeyedBuckets(
+            settings.address_login_failures / settings.address_login_window,
+            float(settings.address_login_failures), reactor)
+        #: New accounts per address.
+        self.registrations = KeyedBuckets(
+            settings.address_registrations / settings.address_registration_window,
+            float(settings.address_registrations), reactor)
+        #: The flood allowance of each logged-in account (None: no flood limit).
+        self.lines: KeyedBuckets | None = None
+        if settings.flood_rate > 0:
+            self.lines = KeyedBuckets(settings.flood_rate, max(1.0, float(settings.flood_burst)), reactor)
         self._sweeper: LoopingCall | None = None
         self._refused = 0
 
@@ -209,35 +271,42 @@ class Limits:
     # -- logins --------------------------------------------------------------------
 
     def logged_in(self, connection: Any) -> None:
-        """The login timeout no longer applies to ``connection``."""
+        """
+        ``connection`` has logged in: the login timeout no longer applies, and
+        from now on its lines draw on its account's flood allowance, shared
+        with every other (earlier or later) connection of that account.
+        """
         self.unauthenticated.pop(connection, None)
+        if self.lines is not None and getattr(connection, "name", None):
+            bucket = self.lines.get(name_key(connection.name))
+            bucket.touch(self.reactor.seconds())
+            connection.share_allowance(bucket)
 
     def login_refused(self, key: str) -> float:
         """
         If ``key`` has used up its failed logins, the seconds until it may
         try again (no password is even hashed meanwhile), else 0.0.
         """
-        bucket = self._failures.get(key) if key else None
-        if bucket is None:
-            return 0.0
-        now = self.reactor.seconds()
-        tokens = min(bucket.burst, bucket.tokens + (now - bucket.last) * bucket.rate)
-        if tokens >= 1.0:
-            return 0.0
-        return (1.0 - tokens) / bucket.rate
+        return self.login_failures.wait(key) if key and self.settings.address_login_failures > 0 else 0.0
 
     def login_failed(self, key: str) -> None:
         """Count a failed login against ``key``'s allowance."""
-        settings = self.settings
-        if not key or settings.address_login_failures <= 0:
-            return
-        now = self.reactor.seconds()
-        bucket = self._failures.get(key)
-        if bucket is None:
-            burst = float(settings.address_login_failures)
-            bucket = self._failures[key] = TokenBucket(burst / settings.address_login_window, burst, now)
-        if bucket.take(now):
+        if key and self.settings.address_login_failures > 0 and self.login_failures.take(key):
             self.log.warn("failed logins from {address} are being refused", address=key)
+
+    def registration_refused(self, key: str) -> float:
+        """
+        If the address ``key`` has used up its registrations, the seconds
+        until it may register again, else 0.0 (and the registration is
+        counted: call this once per attempt, before hashing).
+        """
+        if not key or self.settings.address_registrations <= 0:
+            return 0.0
+        wait = self.registrations.wait(key)
+        if wait:
+            return wait
+        self.registrations.take(key)
+        return 0.0
 
     # -- the sweep: login timeout, idle timeout, forgetting old failures ------------
 
@@ -258,14 +327,14 @@ class Limits:
         self._sweeper = None
 
     def sweep(self) -> None:
-        """Close connections past the login or idle timeout; forget old failure counts."""
+        """Close connections past the login or idle timeout; forget refilled allowances."""
         now = self.reactor.seconds()
         settings = self.settings
         if settings.login_timeout:
             deadline = now - settings.login_timeout
             late = [c for c, since in self.unauthenticated.items() if since <= deadline]
             for connection in late:
-                if getattr(connection, "_held", False):
+                if getattr(connection, "held", False):
                     continue  # waiting for the server (a queued password hash): not its fault
                 self.unauthenticated.pop(connection, None)
                 connection.kick(f"Error: you did not log in within {settings.login_timeout:g} seconds; goodbye.")
@@ -273,15 +342,11 @@ class Limits:
             deadline = now - settings.idle_timeout
             for connection in list(self.all):
                 bucket = getattr(connection, "_bucket", None)
-                if bucket is not None and bucket.last <= deadline and not getattr(connection, "_held", False):
+                if bucket is not None and bucket.last <= deadline and not getattr(connection, "held", False):
                     connection.kick(f"Error: nothing received for {settings.idle_timeout:g} seconds; goodbye.")
-        if self._failures:
-            forgiven = [
-                key for key, bucket in self._failures.items()
-                if bucket.tokens + (now - bucket.last) * bucket.rate >= bucket.burst
-            ]
-            for key in forgiven:
-                del self._failures[key]
+        for keyed in (self.login_failures, self.registrations, self.lines):
+            if keyed is not None and keyed.buckets:
+                keyed.forget_full(now)
 
 
 #: Descriptors kept for other things than connections (data files, spool, listeners, log).

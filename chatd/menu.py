@@ -258,7 +258,8 @@ class Dialogue:
             self.peer.show(LISTEN, f"Registered and logged in as {name}.")
             self._menu_prompt()
 
-        self._wait(self.factory.register(self._pending_name, password), registered)
+        address = getattr(self.peer, "address_key", "") or ""
+        self._wait(self.factory.register(self._pending_name, password, address), registered)
 
     def choice_login(self, argument: str) -> None:
         """Log in: a name, then a password."""

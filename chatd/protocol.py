@@ -14,61 +14,34 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.conch import telnet
-from twisted.internet import defer, tcp
+from twisted.internet import tcp
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from chatd.limits import TokenBucket
 from chatd.menu import Dialogue
+from chatd.telnet import ECHO, WANTYES, WILL, TelnetParser, command
 from chatd.text import clean_line
 from chatd.wire import CHAT, CLIENT_HELLO, CREDENTIALS, DATA_COMMAND, ENCODING, ERROR, LISTEN, PRIVATE
 
 if TYPE_CHECKING:
     from chatd.factory import ChatFactory, Room
 
-_IAC = telnet.IAC
+_IAC = b"\xff"
+_WILL_ECHO = command(WILL, ECHO)
 #: The start of an upload frame header line (``/data ID LEN``).
 _DATA_FRAME = DATA_COMMAND.encode() + b" "
 
-
-class _TelnetFilter(telnet.Telnet):
-    """
-    Parses telnet commands out of the input of one connection (created only
-    once the peer sends an IAC byte or we negotiate ECHO) and passes the
-    remaining application data on. We agree to do ECHO (to hide passwords)
-    and refuse every other option.
-    """
-
-    def __init__(self, receiver: Callable[[bytes], None], transport: Any) -> None:
-        super().__init__()
-        self._receiver = receiver
-        self.transport = transport
-
-    def applicationDataReceived(self, data: bytes) -> None:
-        self._receiver(data)
-
-    def enableLocal(self, option: bytes) -> bool:
-        return option == telnet.ECHO
-
-    def enableRemote(self, option: bytes) -> bool:
-        return False
-
-    def disableLocal(self, option: bytes) -> None:
-        pass
-
-    def disableRemote(self, option: bytes) -> None:
-        pass
-
-    def unhandledCommand(self, command: bytes, argument: bytes | None) -> None:
-        pass
-
-    def unhandledSubnegotiation(self, command: bytes, data: Any) -> None:
-        pass
-
-    def echoing(self) -> bool:
-        """Whether the peer agreed that we echo (so it does not)."""
-        return bool(self.getOptionState(telnet.ECHO).us.state == "yes")
+# Why a connection is not being read (ChatProtocol.pause_reading): it reads
+# again only once no reason is left.
+#: Over its flood allowance (chatd.limits), until the bucket has refilled.
+FLOOD = "flood limit"
+#: Its uploads' spool writes lag behind (chatd.transfer).
+SPOOL_BACKLOG = "spool backlog"
+#: Waiting for the server to answer (a password hash, a disk write): hold/release.
+ANSWER = "waiting for an answer"
+#: pauseProducing from a consumer (the IPushProducer interface of LineReceiver).
+CONSUMER = "consumer"
 
 
 class ChatProtocol(LineReceiver):
@@ -83,7 +56,9 @@ class ChatProtocol(LineReceiver):
     name: str | None = None
     tagged = False
     dialogue: Dialogue | None = None
-    _telnet: _TelnetFilter | None = None
+    _telnet: TelnetParser | None = None
+    _echo_offered = False
+    _echo_hidden = False
     _prompt: tuple[str, str] | None = None
     _hiding_input = False
     _discarding = False
@@ -95,8 +70,9 @@ class ChatProtocol(LineReceiver):
     #: The per-address limit key ("" if exempt); None until admitted.
     address_key: str | None = None
     _bucket: TokenBucket | None = None
-    _held = False
-    _throttled = False
+    #: Why reading is paused (pause_reading); empty: reading.
+    _pause_reasons: set[str] | frozenset[str] = frozenset()
+    _catching_up = False
     _throttle_timer: Any = None
     #: File transfers of this connection (chatd.transfer.PeerFiles), once it has any.
     files: Any = None
@@ -147,41 +123,54 @@ class ChatProtocol(LineReceiver):
     # -- input --------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self.files is not None and self._telnet is None:
-            # A file client: binary upload frames may follow any line, so no telnet parsing.
-            self._line_data(data)
-        elif self._telnet is not None and (self._telnet.state != "data" or _IAC in data):
-            self._parse_telnet(data)
-        elif _IAC in data:
-            self._start_telnet()
-            self._parse_telnet(data)
-        else:
-            self._line_data(data)
+        if self._telnet is None:
+            if self.files is not None:
+                # A file client: binary upload frames may follow any line, so the
+                # bytes go to the line receiver untouched (no telnet, no CR NUL).
+                self._line_data(data)
+                return
+            if _IAC not in data:  # the hot path: no telnet
+                self.telnet_data(data)
+                return
+            self._telnet = self._start_telnet()
+        self._telnet.feed(data)
 
-    def _parse_telnet(self, data: bytes) -> None:
+    def _start_telnet(self) -> TelnetParser:
         """
-        Feed the telnet parser, each IAC and the byte after it on their own:
-        the parser raises ValueError on a byte after IAC that is no command,
-        and would lose the rest of the chunk with it; this way only the two
-        bytes are dropped.
+        The peer speaks telnet: parse its commands from now on (the parser
+        exists only for such peers). If we offered ECHO with raw bytes, its
+        answer may be on the way: the parser starts in RFC 1143's WANTYES.
         """
-        telnet_filter = self._telnet
-        assert telnet_filter is not None
-        start, end = 0, len(data)
-        while start < end:
-            if telnet_filter.state == "escaped":
-                cut = start + 1
-            else:
-                cut = data.find(_IAC, start)
-                if cut == start:
-                    cut = start + 2
-                elif cut < 0:
-                    cut = end
-            try:
-                telnet_filter.dataReceived(data[start:cut])
-            except ValueError:
-                telnet_filter.state = "data"
-            start = cut
+        if not self._echo_offered:
+            return TelnetParser(self)
+        parser = TelnetParser(self, WANTYES)
+        parser.want_echo(self._echo_hidden)
+        return parser
+
+    def telnet_data(self, data: bytes) -> None:
+        """
+        Text input without telnet commands. CR NUL (how RFC 854 sends a bare
+        CR, and telnet's Enter key) ends a line like CR LF; CR LF and LF do
+        anyway (LF is the delimiter, lineReceived drops the CR).
+        """
+        if b"\0" in data:
+            if data[:1] == b"\0" and self._buffer[-1:] == b"\r":  # CR | NUL split between reads
+                data = b"\n" + data[1:]
+            data = data.replace(b"\r\0", b"\r\n")
+        self._line_data(data)
+
+    def telnet_send(self, data: bytes) -> None:
+        """A telnet negotiation answer: counted output, and never to a tagged connection."""
+        if not self.tagged:
+            self.deliver(data)
+
+    def telnet_command(self) -> None:
+        """A telnet command costs one token of the flood allowance, like a line."""
+        bucket = self._bucket
+        if bucket is not None:
+            wait = bucket.take(self.factory.reactor.seconds())  # type: ignore[attr-defined]
+            if wait:
+                self._throttle(wait)
 
     def _line_data(self, data: bytes) -> None:
         if self._discarding:
@@ -216,9 +205,10 @@ class ChatProtocol(LineReceiver):
         bucket = self._bucket
         if bucket is not None:
             now = self.factory.reactor.seconds()  # type: ignore[attr-defined]
-            if self.files is not None and line.startswith(_DATA_FRAME):
-                # An upload frame header: uploads have their own limits (file
-                # size, uploads at once, spool backpressure), not the line rate.
+            if self.files is not None and line.startswith(_DATA_FRAME) and self._own_upload_frame(line):
+                # A frame of this connection's own active upload: uploads have their own
+                # limits (file size, uploads at once, spool backpressure), not the line
+                # rate. Any other frame costs a token like a line.
                 bucket.touch(now)
             else:
                 wait = bucket.take(now)
@@ -230,7 +220,7 @@ class ChatProtocol(LineReceiver):
         if self.files is not None and line[:1] == b"/" and self.files.line_received(line):
             return
         if self._hiding_input:
-            self._show_input()
+            self._password_read()
         if line and self._prompt is not None and self._prompt[0] == CREDENTIALS:
             self.dialogue.secret_received(line)  # a password: compared as typed, never cleaned
             return
@@ -250,23 +240,83 @@ class ChatProtocol(LineReceiver):
         if rest is not None:
             self.setLineMode(rest)
 
+    def _own_upload_frame(self, line: bytes) -> bool:
+        """Whether ``line`` (``/data ID LEN``) is a frame header of an active upload of this connection."""
+        upload_id = line[len(_DATA_FRAME):].partition(b" ")[0]
+        return upload_id.decode(ENCODING, "replace") in self.files.uploads
+
     def _throttle(self, wait: float) -> None:
         """Over the flood limit: read nothing more for ``wait`` seconds (this line still counts)."""
         assert self._bucket is not None
         reactor = self.factory.reactor
         if self._throttle_timer is not None and self._throttle_timer.active():
             self._throttle_timer.cancel()
-        self._throttled = True
-        self.pauseProducing()
+        self.pause_reading(FLOOD)
         if self._bucket.notice_due(reactor.seconds()):  # type: ignore[attr-defined]
             self.show(ERROR, "Error: you are sending too fast; your lines are being delayed.")
         self._throttle_timer = reactor.callLater(wait, self._unthrottle)  # type: ignore[attr-defined]
 
     def _unthrottle(self) -> None:
-        self._throttled = False
         self._throttle_timer = None
-        if not self._held:
-            self._resume()
+        self.resume_reading(FLOOD)
+
+    # -- whether the transport reads: one owner, one set of reasons ---------------------
+
+    def pause_reading(self, reason: str) -> None:
+        """
+        Stop reading this connection for ``reason`` (FLOOD, SPOOL_BACKLOG,
+        ANSWER, CONSUMER). Lines already received wait too; TCP pushes back
+        on the sender.
+        """
+        reasons = self._pause_reasons
+        if reason in reasons:
+            return
+        if not reasons:
+            self._pause_reasons = reasons = set()
+            self.paused = True
+            transport = self.transport
+            if transport is not None and not transport.disconnecting:
+                transport.pauseProducing()
+        reasons.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        """``reason`` no longer holds; read again (input already received first) if no other does."""
+        reasons = self._pause_reasons
+        if reason not in reasons:
+            return
+        reasons.discard(reason)
+        if reasons:
+            return
+        self.paused = False
+        transport = self.transport
+        if transport is None or not getattr(transport, "connected", True) or transport.disconnecting:
+            return
+        transport.resumeProducing()
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Handle the input that arrived while paused: buffered lines, then unparsed telnet bytes."""
+        if self._catching_up:
+            return  # the caller further up the stack carries on
+        self._catching_up = True
+        try:
+            self._line_data(b"")
+            parser = self._telnet
+            if parser is not None and parser.held and not self.paused:
+                parser.feed(b"")
+        finally:
+            self._catching_up = False
+
+    def pauseProducing(self) -> None:
+        self.pause_reading(CONSUMER)
+
+    def resumeProducing(self) -> None:
+        self.resume_reading(CONSUMER)
+
+    @property
+    def held(self) -> bool:
+        """Whether the connection waits for an answer of the server (see :meth:`hold`)."""
+        return ANSWER in self._pause_reasons
 
     def _client_hello(self, text: str) -> None:
         """``/client NAME VERSION``: switch to tagged mode and repeat the prompt."""
@@ -342,57 +392,54 @@ class ChatProtocol(LineReceiver):
     def _send_prompt(self) -> None:
         assert self._prompt is not None
         code, text = self._prompt
-        if self.tagged or code == CHAT:
+        if self.tagged:
             self.deliver(self._render(code, text))
             return
-        if code == CREDENTIALS:
-            self._hide_input()
+        # Before the prompt, so a telnet client has switched its echo when it shows it.
+        self._hide_echo(code == CREDENTIALS)
+        if code == CHAT:
+            self.deliver(self._render(code, text))
+            return
+        self._hiding_input = code == CREDENTIALS
         self.deliver((text + " ").encode(ENCODING))
 
-    def _start_telnet(self) -> None:
+    def _hide_echo(self, hidden: bool) -> None:
         """
-        The peer speaks telnet: parse its commands from now on. The parser
-        (about 1.5 KiB) exists only for such peers; if we already offered
-        ECHO with raw bytes, it learns that the answer is on its way.
+        Hide what a telnet user types (we "will echo", and don't) or show it
+        again. The state follows the prompts: from one password prompt to the
+        next (registration's "Repeat the password:") echo stays off, and it
+        comes back before the next prompt that is no password prompt. A peer
+        that has sent no telnet command yet gets ``IAC WILL ECHO`` before
+        every password prompt and never ``WONT``; once it speaks telnet, the
+        RFC 1143 negotiation of :class:`~chatd.telnet.TelnetParser` decides.
         """
-        self._telnet = _TelnetFilter(self._line_data, self.transport)
-        if self._hiding_input:
-            offer = self._telnet.getOptionState(telnet.ECHO).us
-            offer.negotiating = True
-            offer.onResult = defer.Deferred().addErrback(lambda _: None)
+        self._echo_hidden = hidden
+        parser = self._telnet
+        if parser is not None:
+            parser.want_echo(hidden)
+        elif hidden:
+            self._echo_offered = True
+            self.deliver(_WILL_ECHO)
 
-    def _hide_input(self) -> None:
-        """Ask a telnet client to stop echoing (we "will echo", and don't)."""
-        self._hiding_input = True
-        if self._telnet is None:
-            self.transport.write(_IAC + telnet.WILL + telnet.ECHO)
-        else:
-            self._telnet.will(telnet.ECHO).addErrback(lambda _: None)
-
-    def _show_input(self) -> None:
+    def _password_read(self) -> None:
+        """A password line arrived: the client did not echo its line end, so we send one."""
         self._hiding_input = False
-        if self._telnet is not None and self._telnet.echoing():
-            self._telnet.wont(telnet.ECHO).addErrback(lambda _: None)
+        if self._telnet is not None and self._telnet.echoing:
             self.deliver(b"\r\n")
 
     # -- what the dialogue and the factory ask of a connection ----------------------
 
     def hold(self) -> None:
-        """Stop reading lines until :meth:`release`."""
-        self._held = True
-        if not self.transport.disconnecting:
-            self.pauseProducing()
+        """Stop reading lines until :meth:`release` (the server is working on an answer)."""
+        self.pause_reading(ANSWER)
 
     def release(self) -> None:
-        """Read lines again (including any already received), unless throttled."""
-        self._held = False
-        if not self._throttled:
-            self._resume()
+        """Read lines again (including any already received), unless another reason holds."""
+        self.resume_reading(ANSWER)
 
-    def _resume(self) -> None:
-        transport = self.transport
-        if transport is not None and getattr(transport, "connected", True) and not transport.disconnecting:
-            self.resumeProducing()
+    def share_allowance(self, bucket: TokenBucket) -> None:
+        """From now on take the flood allowance from ``bucket`` (the account's, see chatd.limits)."""
+        self._bucket = bucket
 
     def call_later(self, seconds: float, function: Callable[[], None]) -> Any:
         self._timer = self.factory.reactor.callLater(seconds, function)  # type: ignore[attr-defined]

@@ -45,6 +45,10 @@ class Settings:
     #: seconds (0 = no limit); further attempts are refused without hashing.
     address_login_failures: int = 20
     address_login_window: float = 300.0
+    #: Accounts one address may register within ``address_registration_window``
+    #: seconds (0 = no limit); further attempts are refused without hashing.
+    address_registrations: int = 20
+    address_registration_window: float = 3600.0
     #: When to set TCP_NODELAY: "talkers" (on a connection once it says
     #: something in a room), "all" connections, or "never". See
     #: docs/PERFORMANCE.md for the measured trade-off.

@@ -49,8 +49,10 @@ number.coerceDoc = "A number in ASCII digits."  # type: ignore[attr-defined]
 
 #: (option, Settings field, type, help) of each limit (docs/OPERATIONS.md, "Limits"); 0 turns a limit off.
 _LIMITS = [
-    ("flood-rate", "flood_rate", number, "Lines per second one connection may send, sustained (0: no limit)."),
-    ("flood-burst", "flood_burst", count, "Lines one connection may send at once before --flood-rate applies."),
+    ("flood-rate", "flood_rate", number,
+     "Lines (and telnet commands) per second one connection, or once logged in one account, may send, "
+     "sustained (0: no limit)."),
+    ("flood-burst", "flood_burst", count, "Lines a connection (or account) may send at once before --flood-rate applies."),
     ("max-connections", "max_connections", count,
      "Connections in total (0: no limit). Default: 20000, or the hard open-file limit minus 256 if that is lower."),
     ("max-per-address", "max_per_address", count, "Connections from one address (0: no limit)."),
@@ -62,6 +64,10 @@ _LIMITS = [
     ("address-login-failures", "address_login_failures", count,
      "Failed logins one address may have per --address-login-window (0: no limit)."),
     ("address-login-window", "address_login_window", number, "Seconds over which --address-login-failures count."),
+    ("address-registrations", "address_registrations", count,
+     "Accounts one address may register per --address-registration-window (0: no limit)."),
+    ("address-registration-window", "address_registration_window", number,
+     "Seconds over which --address-registrations count."),
 ]
 
 def default_max_connections() -> int:
@@ -140,8 +146,9 @@ class Options(usage.Options):
         for option, _, kind, _ in _LIMITS:
             if kind is not str and self[option] < 0:
                 raise usage.UsageError(f"--{option} cannot be negative")
-        if self["max-login-failures"] < 1 or self["address-login-window"] <= 0:
-            raise usage.UsageError("--max-login-failures and --address-login-window must be positive")
+        if self["max-login-failures"] < 1 or self["address-login-window"] <= 0 or self["address-registration-window"] <= 0:
+            raise usage.UsageError(
+                "--max-login-failures, --address-login-window and --address-registration-window must be positive")
         from chatd.transfer import parse_size
 
         for name in ("max-file-size", "spool-quota", "user-spool-quota"):

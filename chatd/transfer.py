@@ -43,6 +43,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.protocol import SPOOL_BACKLOG
 from chatd.text import clean_line, name_key
 from chatd.wire import (
     CANCEL_COMMAND,
@@ -759,16 +760,14 @@ class PeerFiles:
     def writes_queued(self, delta: int) -> None:
         """Stop reading this connection while its spool writes lag behind."""
         self._pending += delta
-        transport = self.peer.transport
-        if transport is None:
+        if self.peer.transport is None:
             return
         if not self._reading_paused and self._pending > MAX_PENDING_WRITES:
             self._reading_paused = True
-            transport.pauseProducing()
+            self.peer.pause_reading(SPOOL_BACKLOG)
         elif self._reading_paused and self._pending <= MAX_PENDING_WRITES // 4:
             self._reading_paused = False
-            if not getattr(self.peer, "paused", False):
-                transport.resumeProducing()
+            self.peer.resume_reading(SPOOL_BACKLOG)
 
     def outbox(self) -> Outbox:
         if self._outbox is None:

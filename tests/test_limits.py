@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 
 from chatd.limits import MIN_PAUSE, Limits, TokenBucket, parse_networks, set_keepalive
 from chatd.settings import Settings
-from chatd.transfer import TransferSettings, Transfers
+from chatd.transfer import MAX_PENDING_WRITES, TransferSettings, Transfers
 from helpers import Client, Held, make_factory, run_now
 
 
@@ -294,7 +294,7 @@ def test_failed_logins_limited_per_address(tmp_path):
     assert "Logged in as victim." in At(factory, clock, "203.0.113.5").login("victim")
     # Forgotten entirely once the allowance is full again (memory stays bounded).
     clock.advance(300)
-    assert not factory.limits._failures
+    assert not factory.limits.login_failures.buckets
 
 
 def test_failed_logins_from_exempt_address_not_limited(tmp_path):
@@ -348,3 +348,134 @@ def test_limits_without_a_reactor_loop(tmp_path):
     assert isinstance(factory.limits, Limits) and factory.limits._sweeper is not None
     factory.shut_down("bye")
     assert factory.limits._sweeper is None
+
+
+# -- one owner decides whether a connection reads -------------------------------------------------
+
+
+def _file_client(factory, clock, tmp_path, name="up"):
+    transfers = Transfers(factory, str(tmp_path / "spool"), run_now, TransferSettings(max_file_size=10_000_000))
+    factory.transfers = transfers
+    transfers.start()
+    c = _in_public(factory, clock, name)
+    c.send("/client test 1.0")
+    c.output()
+    return c, transfers
+
+
+def test_end_of_throttle_does_not_resume_a_spool_backlog(tmp_path):
+    """The flood pause ends while the spool writes still lag: the connection stays paused until they catch up."""
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=1, flood_burst=10))
+    c, transfers = _file_client(factory, clock, tmp_path)
+    files = transfers.files_of(c.protocol)
+    files.writes_queued(MAX_PENDING_WRITES + 1)  # the disk lags behind this connection's uploads
+    assert c.transport.producerState == "paused"
+    c.protocol._throttle(1.0)
+    clock.advance(1.0)
+    assert c.transport.producerState == "paused"  # the spool still lags
+    c.send("buffered meanwhile")
+    assert "buffered meanwhile" not in c.output()
+    files.writes_queued(-(MAX_PENDING_WRITES + 1))
+    assert c.transport.producerState == "producing"
+    assert "up: buffered meanwhile" in c.output()  # what arrived meanwhile is handled at once
+
+
+def test_spool_catching_up_does_not_resume_a_throttled_or_waiting_connection(tmp_path):
+    """Each reason holds on its own: spool, flood limit, a pending answer, a consumer's pause."""
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=1, flood_burst=10))
+    c, transfers = _file_client(factory, clock, tmp_path)
+    protocol, files = c.protocol, transfers.files_of(c.protocol)
+    files.writes_queued(MAX_PENDING_WRITES + 1)
+    protocol._throttle(5.0)
+    protocol.hold()
+    protocol.pauseProducing()
+    files.writes_queued(-(MAX_PENDING_WRITES + 1))
+    assert c.transport.producerState == "paused"
+    protocol.release()
+    assert c.transport.producerState == "paused"
+    protocol.resumeProducing()
+    assert c.transport.producerState == "paused"  # still throttled
+    clock.advance(5.0)
+    assert c.transport.producerState == "producing" and not protocol.paused
+
+
+# -- rate limits per account and per address ---------------------------------------------------
+
+
+def test_logging_in_again_does_not_buy_a_new_burst(tmp_path):
+    """Re-login cycling: five connections of one account, 50 lines each, reach the room as one allowance."""
+    factory, clock = make_factory(str(tmp_path))  # the defaults: 5 lines/s, burst 50
+    watcher = _in_public(factory, clock, "watcher", "192.0.2.1")
+    At(factory, clock, "192.0.2.2").register("flood")
+    watcher.output()
+    seen = 0
+    for _ in range(5):
+        c = At(factory, clock, "192.0.2.2")
+        c.send(b"login flood\r\nsecret1\r\njoin public\r\n" + b"".join(b"x %d\r\n" % i for i in range(50)))
+        seen += len(re.findall(r"flood: x", watcher.output()))
+    assert seen <= 50  # one connection alone: 49 (join took a token)
+    assert seen >= 45
+
+
+def test_account_allowance_is_shared_not_per_connection(tmp_path):
+    """The account's bucket is what a logged-in connection draws on, and a new login draws on the same one."""
+    factory, clock = make_factory(str(tmp_path))
+    first = _in_public(factory, clock, "amy")
+    bucket = first.protocol._bucket
+    assert bucket is factory.limits.lines.get("amy")
+    second = At(factory, clock)
+    second.login("amy")
+    assert second.protocol._bucket is bucket
+
+
+def test_registrations_per_address_limited(tmp_path):
+    """An address may register --address-registrations accounts per window; then it is refused without hashing."""
+    factory, clock = make_factory(str(tmp_path), Settings(address_registrations=3, address_registration_window=60))
+    for i in range(3):
+        assert "Registered and logged in" in At(factory, clock, "203.0.113.9").register(f"user{i}")
+    late = At(factory, clock, "203.0.113.9")
+    out = late.register("user3")
+    assert "Error: too many new accounts from your address; try again in 21 seconds." in out
+    assert "user3" not in factory.accounts
+    assert "Registered and logged in" in At(factory, clock, "192.0.2.10").register("user4")  # another address
+    assert "Registered and logged in" in Client(factory, clock).register("user5")  # exempt (local)
+    clock.advance(20)
+    assert "Registered and logged in" in At(factory, clock, "203.0.113.9").register("user3")
+    clock.advance(60)
+    factory.limits.sweep()
+    assert not factory.limits.registrations.buckets  # forgotten once refilled
+
+
+def test_default_registration_limit(tmp_path):
+    """The default is documented: 20 accounts per address per hour."""
+    settings = Settings()
+    assert (settings.address_registrations, settings.address_registration_window) == (20, 3600.0)
+
+
+def test_frames_of_no_active_upload_cost_tokens(tmp_path):
+    """``/data zz 1`` + ``A`` for an ID that is not this connection's active upload is charged like a line."""
+    factory, clock = make_factory(str(tmp_path))
+    c, _ = _file_client(factory, clock, tmp_path)
+    c.send("/send 10 x.txt")
+    assert re.search(r"^24 (\S+) ", c.output(), re.M)
+    c.send(b"/data zz 1\r\nA" * 200)
+    assert c.transport.producerState == "paused"
+    assert "02 Error: you are sending too fast" in c.output()
+
+
+def test_iac_nop_flood_before_login_is_charged(tmp_path):
+    """IAC NOP before login costs a token each: past the burst the connection stops being read."""
+    factory, clock = make_factory(str(tmp_path))
+    c = At(factory, clock)
+    c.output()
+    c.send(b"\xff\xf1" * 200 + b"ping\r\n")
+    assert c.transport.producerState == "paused"
+    assert "too fast" in c.output()
+    assert c.protocol._telnet.held  # the rest waits, unparsed
+    waited = 0.0
+    while "pong" not in c.output() and waited < 60:
+        clock.advance(0.25)
+        waited += 0.25
+    assert 29 <= waited <= 31  # 150 commands past the burst of 50, at 5 per second
+    clock.advance(1)
+    assert c.transport.producerState == "producing"

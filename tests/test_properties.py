@@ -53,20 +53,22 @@ _LINE = st.one_of(
 )
 
 
-@_QUICK
-@given(chunks=st.lists(st.binary(max_size=300), max_size=20))
-def test_random_bytes_never_raise(chunks):
-    """Arbitrary bytes (telnet commands, invalid UTF-8, long lines, split anywhere) never raise."""
+#: IAC SE twice ends a telnet subnegotiation from any parser state (even right after IAC SB IAC).
+_END_TELNET = b"\xff\xf0\xff\xf0"
+
+
+def _feed_then_ping(chunks: list[bytes], settings: Settings = _SETTINGS) -> None:
+    """Feed ``chunks`` to a new connection, then pings: no exception, an answer, consistent state."""
     directory = tempfile.mkdtemp()
     try:
-        factory, clock = make_factory(directory, _SETTINGS)
+        factory, clock = make_factory(directory, settings)
         c = Client(factory, clock)
         for chunk in chunks:
             c.protocol.dataReceived(chunk)
             clock.advance(1)
         # "ping" may first be taken as an answer to an open question (a name,
         # a password); within four lines any question ends and the menu answers.
-        c.protocol.dataReceived(b"\r\nping\r\nping\r\nping\r\nping\r\n")
+        c.protocol.dataReceived(_END_TELNET + b"\r\nping\r\nping\r\nping\r\nping\r\n")
         for _ in range(5):
             clock.advance(31)
         if not c.transport.disconnecting:
@@ -76,6 +78,23 @@ def test_random_bytes_never_raise(chunks):
         assert not factory.connections and not factory.online
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@_QUICK
+@given(chunks=st.lists(st.binary(max_size=300), max_size=20))
+def test_random_bytes_never_raise(chunks):
+    """Arbitrary bytes (telnet commands, invalid UTF-8, long lines, split anywhere) never raise."""
+    _feed_then_ping(chunks)
+
+
+_TELNET_BYTES = st.sampled_from([255, 254, 253, 252, 251, 250, 240, 241, 1, 0x18, 0, 10, 13, 0x41])
+
+
+@_QUICK
+@given(chunks=st.lists(st.lists(_TELNET_BYTES, max_size=60).map(bytes), max_size=12))
+def test_random_telnet_bytes_never_raise(chunks):
+    """Telnet-heavy bytes (IAC, SB/SE, options, CR NUL) never raise; the connection still answers."""
+    _feed_then_ping(chunks, Settings(max_line=256, login_timeout=0, flood_rate=0))
 
 
 @_QUICK

@@ -291,7 +291,10 @@ def test_hostile_input_is_cleaned(world):
 
 
 def test_telnet_negotiation_stripped_and_password_hidden(world):
-    """A telnet client gets WILL ECHO before a password prompt and WONT ECHO after it."""
+    """
+    A telnet client gets WILL ECHO before the first password prompt, keeps it over
+    "Repeat the password:", and gets WONT ECHO before the next prompt that is no password prompt.
+    """
     factory, clock, _ = world
     c = Client(factory, clock)
     c.output()
@@ -303,11 +306,16 @@ def test_telnet_negotiation_stripped_and_password_hidden(world):
     assert telnet.IAC + telnet.WILL + telnet.ECHO in raw
     c.send(telnet.IAC + telnet.DO + telnet.ECHO)
     c.send("secret1")
-    raw = c.transport.value()
-    assert raw.startswith(telnet.IAC + telnet.WONT + telnet.ECHO + b"\r\n")
+    # The line end the client did not echo, then the second prompt, still hidden.
+    assert c.transport.value() == b"\r\nRepeat the password: "
     c.output()
-    c.send(telnet.IAC + telnet.DONT + telnet.ECHO, "secret1")
-    assert "Registered and logged in as tel." in c.output()
+    c.send("secret1")
+    raw = c.transport.value()
+    assert raw.startswith(b"\r\nRegistered and logged in as tel.\r\n")
+    assert raw.endswith(telnet.IAC + telnet.WONT + telnet.ECHO + b"menu> ")
+    c.output()
+    c.send(telnet.IAC + telnet.DONT + telnet.ECHO, "ping")
+    assert c.output() == "pong\r\nmenu> "
     assert factory.accounts["tel"].startswith("tel,")
 
 

@@ -1,0 +1,233 @@
+"""
+Telnet, as much as a line-based chat server needs: RFC 854 parsing and
+RFC 1143 option negotiation.
+
+:class:`TelnetParser` takes the bytes of one connection that has sent an
+IAC byte (0xFF), hands the application data on and answers the commands:
+
+- ``IAC IAC`` is one data byte 0xFF; ``IAC SB ... IAC SE`` (of any length,
+  empty included) is skipped; every other command (``NOP``, ``AYT``,
+  ``GA``, ...) is ignored. No byte sequence makes it raise: a command byte
+  it does not know is ignored like NOP.
+- The server negotiates one option, ``ECHO`` on its own side ("the server
+  echoes", so the client stops echoing: how passwords are hidden), with
+  RFC 1143's Q method: four states (NO, YES, WANTNO, WANTYES) and a
+  one-bit queue, so a request is never answered twice and a change of mind
+  while a request is in flight is sent after the answer, never lost.
+- Every other option is refused (``WILL X`` is answered ``DONT X``,
+  ``DO X`` is answered ``WONT X``) once per change of the peer's request:
+  a repeated ``DO X`` gets no second answer until the peer has said
+  ``DONT X`` (RFC 1143: we are already in state NO). So the answers to a
+  peer never outnumber its own changes of mind.
+
+The parser does not write: it calls its peer (:class:`TelnetPeer`), which
+counts every answer against its output limit, charges every command to its
+flood allowance, and may stop the parser (``paused``); the bytes not
+parsed yet are kept in :attr:`TelnetParser.held` until the peer reads again.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+IAC = 255
+DONT = 254
+DO = 253
+WONT = 252
+WILL = 251
+SB = 250
+SE = 240
+#: RFC 857.
+ECHO = 1
+
+_IAC_BYTE = b"\xff"
+
+# Parser states.
+_DATA, _COMMAND, _OPTION, _SUB, _SUB_IAC = range(5)
+
+# RFC 1143 option states, for ECHO on our side.
+NO, YES, WANTNO, WANTYES = "no", "yes", "wantno", "wantyes"
+
+# Bits of TelnetParser.refused: requests of the peer already refused.
+_REFUSED_WILL = 1
+_REFUSED_DO = 2
+
+
+class TelnetPeer(Protocol):
+    """What the parser needs from its connection."""
+
+    #: True while the connection does not read (the parser stops too).
+    paused: bool
+
+    def telnet_data(self, data: bytes) -> None:
+        """Application data (telnet commands removed)."""
+
+    def telnet_send(self, data: bytes) -> None:
+        """Send a negotiation answer (the peer counts it as output)."""
+
+    def telnet_command(self) -> None:
+        """A command was received: charge it (the peer may pause, which stops the parser)."""
+
+
+def command(verb: int, option: int) -> bytes:
+    """``IAC verb option`` as bytes."""
+    return bytes((IAC, verb, option))
+
+
+class TelnetParser:
+    """
+    The telnet state of one connection (see the module docstring).
+
+    :attr:`echo` is our ECHO option's RFC 1143 state; :attr:`echo_wanted`
+    is what the server wants it to be (input hidden or not).
+    """
+
+    __slots__ = ("peer", "state", "verb", "echo", "echo_queued", "echo_wanted", "refused", "held")
+
+    def __init__(self, peer: TelnetPeer, echo: str = NO) -> None:
+        self.peer = peer
+        self.state = _DATA
+        self.verb = 0
+        #: RFC 1143 state of ECHO on our side, and its one-bit queue ("OPPOSITE").
+        self.echo = echo
+        self.echo_queued = False
+        self.echo_wanted = echo in (YES, WANTYES)
+        #: Per option, the peer's requests already refused (_REFUSED_* bits).
+        self.refused = bytearray(256)
+        #: Bytes received but not parsed yet (the peer stopped reading).
+        self.held = b""
+
+    # -- input ------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; stops (keeping the rest in :attr:`held`) when the peer pauses."""
+        if self.held:
+            data, self.held = self.held + data, b""
+        peer = self.peer
+        i, end = 0, len(data)
+        while i < end:
+            if peer.paused:
+                self.held = data[i:]
+                return
+            state = self.state
+            if state == _DATA:
+                j = data.find(_IAC_BYTE, i)
+                if j < 0:
+                    peer.telnet_data(data[i:] if i else data)
+                    return
+                if j > i:
+                    peer.telnet_data(data[i:j])
+                    if peer.paused:
+                        self.held = data[j:]
+                        return
+                self.state = _COMMAND
+                i = j + 1
+            elif state == _COMMAND:
+                byte = data[i]
+                i += 1
+                if byte == IAC:  # an escaped 0xFF: data
+                    self.state = _DATA
+                    peer.telnet_data(_IAC_BYTE)
+                    continue
+                if byte in (WILL, WONT, DO, DONT):
+                    self.verb = byte
+                    self.state = _OPTION
+                    continue  # charged with its option byte
+                self.state = _SUB if byte == SB else _DATA
+                peer.telnet_command()
+            elif state == _OPTION:
+                option = data[i]
+                i += 1
+                self.state = _DATA
+                self._negotiate(self.verb, option)
+                peer.telnet_command()
+            elif state == _SUB:
+                j = data.find(_IAC_BYTE, i)
+                if j < 0:
+                    return  # the rest is subnegotiation data: skipped
+                self.state = _SUB_IAC
+                i = j + 1
+            else:  # _SUB_IAC
+                byte = data[i]
+                i += 1
+                # IAC SE ends it; IAC IAC is a 0xFF inside it; anything else is not
+                # allowed there (RFC 854) and is skipped with it.
+                self.state = _DATA if byte == SE else _SUB
+
+    def _negotiate(self, verb: int, option: int) -> None:
+        if option == ECHO and verb in (DO, DONT):
+            if verb == DO:
+                self._do_echo()
+            else:
+                self._dont_echo()
+            return
+        if verb in (WILL, DO):
+            bit = _REFUSED_WILL if verb == WILL else _REFUSED_DO
+            if not self.refused[option] & bit:
+                self.refused[option] |= bit
+                self.peer.telnet_send(command(DONT if verb == WILL else WONT, option))
+        else:  # WONT, DONT: the option stays off, nothing to answer (RFC 1143)
+            self.refused[option] &= ~(_REFUSED_WILL if verb == WONT else _REFUSED_DO)
+
+    # -- ECHO on our side (RFC 1143, section 7, "us") ------------------------------------
+
+    def want_echo(self, wanted: bool) -> None:
+        """Ask for ECHO on (``True``: the client stops echoing) or off, as RFC 1143 allows."""
+        self.echo_wanted = wanted
+        state = self.echo
+        if wanted:
+            if state == NO:
+                self.echo = WANTYES
+                self.peer.telnet_send(command(WILL, ECHO))
+            elif state == WANTNO:
+                self.echo_queued = True
+            elif state == WANTYES:
+                self.echo_queued = False
+        else:
+            if state == YES:
+                self.echo = WANTNO
+                self.peer.telnet_send(command(WONT, ECHO))
+            elif state == WANTYES:
+                self.echo_queued = True
+            elif state == WANTNO:
+                self.echo_queued = False
+
+    def _do_echo(self) -> None:
+        state = self.echo
+        if state == NO:
+            if self.echo_wanted:
+                self.echo = YES
+                self.peer.telnet_send(command(WILL, ECHO))
+            elif not self.refused[ECHO] & _REFUSED_DO:
+                self.refused[ECHO] |= _REFUSED_DO
+                self.peer.telnet_send(command(WONT, ECHO))
+        elif state == WANTNO:
+            # An answer to our WONT that is no agreement (RFC 1143: an error); or our queued change of mind.
+            self.echo = YES if self.echo_queued else NO
+            self.echo_queued = False
+        elif state == WANTYES:
+            if self.echo_queued:
+                self.echo, self.echo_queued = WANTNO, False
+                self.peer.telnet_send(command(WONT, ECHO))
+            else:
+                self.echo = YES
+
+    def _dont_echo(self) -> None:
+        self.refused[ECHO] &= ~_REFUSED_DO
+        state = self.echo
+        if state == YES:
+            self.echo = NO
+            self.peer.telnet_send(command(WONT, ECHO))
+        elif state == WANTNO:
+            if self.echo_queued:
+                self.echo, self.echo_queued = WANTYES, False
+                self.peer.telnet_send(command(WILL, ECHO))
+            else:
+                self.echo = NO
+        elif state == WANTYES:
+            self.echo, self.echo_queued = NO, False
+
+    @property
+    def echoing(self) -> bool:
+        """Whether the client has agreed that we echo (so it does not)."""
+        return self.echo == YES
