@@ -328,6 +328,8 @@ class ChatClient(LineReceiver):
                 why = self.server_said or "the connection to the server was lost"
                 if reason is not None and reason.check(CertificateRefused):
                     why = reason.getErrorMessage()
+                elif reason is not None and _tls_error(reason):
+                    why = _tls_error(reason)
                 elif not self.server_said and reason is not None and not reason.check(ConnectionDone):
                     why += f" ({reason.getErrorMessage()})"
                 self.done.errback(ConnectionGone(why))
@@ -674,6 +676,20 @@ def endpoint_for(reactor: Any, options: argparse.Namespace) -> Any:
         with open(options.cafile, "rb") as handle:
             trust = ssl.Certificate.loadPEM(handle.read())
     return endpoints.wrapClientTLS(HostCheckedTLS(options.host, trust), endpoint)
+
+
+def _tls_error(reason: Failure) -> str:
+    """One line for a failed TLS handshake (pyOpenSSL's ``SSL.Error``), or "" for other failures."""
+    from OpenSSL import SSL
+
+    if not reason.check(SSL.Error):
+        return ""
+    texts = [str(item[-1]) for item in (reason.value.args[0] if reason.value.args else [])
+             if isinstance(item, tuple) and item]
+    text = "; ".join(texts) or reason.getErrorMessage()
+    if "certificate verify failed" in text:
+        return "the server's certificate is not trusted (certificate verify failed); use --cafile for a self-signed one"
+    return f"the TLS handshake failed: {text}"
 
 
 class CertificateRefused(Exception):

@@ -47,6 +47,22 @@ def test_client_refuses_a_certificate_for_another_host(tmp_path, alt_names, host
     assert d.unhandled_errors() == [], d.log()
 
 
+def test_client_refuses_an_untrusted_certificate(tmp_path):
+    """A certificate not signed by --cafile (nor the system's CAs): one line that says so, exit status 1."""
+    key, cert = make_certificate(str(tmp_path))
+    other = tmp_path / "other"
+    other.mkdir()
+    _, unrelated = make_certificate(str(other))
+    d, port = _tls_daemon(tmp_path, key, cert)
+    try:
+        done = _chat(unrelated, "localhost", port)
+    finally:
+        d.stop()
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.splitlines() == [
+        "chat: the server's certificate is not trusted (certificate verify failed); use --cafile for a self-signed one"]
+
+
 def _recipe(name: str) -> str:
     """The ```sh block of docs/OPERATIONS.md that follows the paragraph mentioning ``name``."""
     text = open(os.path.join(ROOT, "docs", "OPERATIONS.md"), encoding="utf-8").read()
