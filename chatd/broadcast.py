@@ -7,6 +7,18 @@ room that has queued lines: the lines are joined into one blob per kind of
 audience (plain text, and tagged with the chat code) and that same blob is
 handed to each member. Per member there is exactly one Python call per
 turn, whatever the number of lines.
+
+Order: a room's pending lines always belong to its current members. Before
+the membership changes (:meth:`Fanout.add`, :meth:`Fanout.discard`) and
+before a member gets output of its own (a reply, a private message, a
+prompt: :meth:`Fanout.flush` called by the connection), the pending lines
+are flushed. So each member's output is one stream in the order things
+happened, a line reaches exactly those who were members when it was said,
+and lines said in one turn are still sent as one batch.
+
+Isolation: one member whose delivery raises is dropped from the room and
+logged (like ``Group.receive`` in ``twisted/words/service.py``); the other
+members, and the other rooms of the same turn, still get their lines.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from chatd.wire import CHAT, ENCODING
 
@@ -31,10 +44,14 @@ class Recipient(Protocol):
     def deliver(self, data: bytes) -> None:
         """Send already-encoded bytes (whole CRLF lines) to this member."""
 
+    def drop(self) -> None:
+        """Delivering to this member raised: it was taken out of the room; end its connection."""
+
 
 class Batcher:
     """Flushes every dirty :class:`Fanout` once per reactor turn."""
 
+    log = Logger()
     __slots__ = ("_clock", "_dirty", "_scheduled")
 
     def __init__(self, clock: IReactorTime) -> None:
@@ -54,7 +71,12 @@ class Batcher:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         for fanout in dirty:
-            fanout.flush()
+            try:
+                fanout.flush()
+            except Exception:
+                # Fanout.flush takes its lines before anything can fail, so
+                # the room is marked again by its next line; later rooms still go.
+                self.log.failure("flushing a room failed")
 
 
 class Fanout:
@@ -75,12 +97,19 @@ class Fanout:
         return len(self._joined)
 
     def add(self, member: Recipient) -> None:
-        """Start delivering to ``member`` (from the next flush on)."""
+        """Start delivering to ``member``: lines queued before it joined are not sent to it."""
+        if self._pending:
+            self.flush()
         self._joined[member] = None
         (self.tagged if member.tagged else self.plain)[member] = None
 
     def discard(self, member: Recipient) -> None:
-        """Stop delivering to ``member``; lines not yet flushed are not sent to it."""
+        """Stop delivering to ``member``, after sending it (and everyone) the lines queued so far."""
+        if self._pending and member in self._joined:
+            self.flush()
+        self._forget(member)
+
+    def _forget(self, member: Recipient) -> None:
         self._joined.pop(member, None)
         self.plain.pop(member, None)
         self.tagged.pop(member, None)
@@ -103,15 +132,38 @@ class Fanout:
         self._pending.append(text)
 
     def flush(self) -> None:
-        """Send the queued lines: one blob per audience, written to each member."""
-        lines, self._pending = self._pending, []
+        """
+        Send the queued lines now: one blob per audience, written to each
+        member. A member whose ``deliver`` raises is logged, taken out of
+        the room and asked to :meth:`~Recipient.drop`; the others still get
+        the blob. Cheap when nothing is queued (a connection calls it before
+        each output of its own).
+        """
+        lines = self._pending
         if not lines:
             return
+        self._pending = []
         if self.plain:
             blob = ("\r\n".join(lines) + "\r\n").encode(ENCODING)
             for member in list(self.plain):
-                member.deliver(blob)
+                try:
+                    member.deliver(blob)
+                except Exception:
+                    self._failed(member)
         if self.tagged:
             blob = (_TAG + _TAG_JOIN.join(lines) + "\r\n").encode(ENCODING)
             for member in list(self.tagged):
-                member.deliver(blob)
+                try:
+                    member.deliver(blob)
+                except Exception:
+                    self._failed(member)
+
+    def _failed(self, member: Recipient) -> None:
+        """``member.deliver`` raised (called inside the ``except``): drop it, keep the room going."""
+        self._batcher.log.failure("delivering room lines to {member!r} failed; dropping it from the room",
+                                  member=member)
+        self._forget(member)
+        try:
+            member.drop()
+        except Exception:
+            self._batcher.log.failure("dropping {member!r} failed", member=member)

@@ -48,8 +48,11 @@ class Session(Recipient, Protocol):
     def room_deleted(self, room: Room, by: str) -> None:
         """The room this session is in was deleted; go back to the menu."""
 
-    def kick(self, reason: str) -> None:
-        """Tell the user why and close the connection."""
+    def kick(self, reason: str, event: str = "disconnect") -> None:
+        """
+        Tell the user why and close the connection; the session leaves its
+        room and the online list at once (one ``event`` row in log.csv).
+        """
 
 
 @attrs.define(slots=True, eq=False)
@@ -104,6 +107,8 @@ class ChatFactory(Factory):
     """Accounts, online users and rooms; builds a ``protocol`` per connection."""
 
     log = Logger()
+    #: Set by :meth:`shut_down`: rooms are no longer told who leaves.
+    closing = False
     #: File transfers (chatd.transfer.Transfers), set up by the service; None: no files.
     transfers: Transfers | None = None
 
@@ -157,6 +162,9 @@ class ChatFactory(Factory):
         """Tell everyone connected that the server is going away and close."""
         self.batcher.flush()
         self.limits.stop()
+        # Everyone is told the server is going away: "left" lines to the
+        # others would only cost (each kick sends its room's queued lines first).
+        self.closing = True
         for connection in list(self.connections):
             connection.kick(reason)
 
@@ -279,16 +287,25 @@ class ChatFactory(Factory):
         key = name_key(session.name)
         previous = self.online.get(key)
         if previous is not None and previous is not session:
-            previous.kick("You logged in from another connection.")
+            previous.kick("You logged in from another connection.", "replaced")
         self.online[key] = session
         self.limits.logged_in(session)
         self.store.log_event("login", session.name)
 
-    def detach(self, session: Session, event: str = "logout") -> None:
-        """``session`` logged out or disconnected."""
-        if session.name is not None and self.online.get(name_key(session.name)) is session:
-            del self.online[name_key(session.name)]
-            self.store.log_event(event, session.name)
+    def detach(self, session: Session, event: str = "logout", room: Room | None = None) -> None:
+        """
+        ``session`` logged out, disconnected or was replaced, from ``room``
+        if it was in one: it leaves the room (the room is told, no row of
+        its own) and the online list, and log.csv gets one ``event`` row.
+        """
+        if room is not None:
+            # Its uploads there end as the connection's do (the sender is not told).
+            self._leave(room, session, "disconnect")
+        online = session.name is not None and self.online.get(name_key(session.name)) is session
+        if online:
+            del self.online[name_key(session.name)]  # type: ignore[arg-type]
+        if online or room is not None:
+            self.store.log_event(event, session.name or "", room.name if room is not None else "")
 
     # -- rooms ---------------------------------------------------------------
 
@@ -347,17 +364,21 @@ class ChatFactory(Factory):
         return self._while_claimed(self._claimed_rooms, room.key, work, saved, "Could not delete the room")
 
     def join(self, room: Room, session: Session) -> None:
-        """Put ``session`` in ``room`` and tell the room."""
+        """Put ``session`` in ``room`` and tell the room (lines said before are not sent to it)."""
         room.fanout.add(session)
         room.fanout.send(f"[{self.clock.short()}] * {session.name} joined {room.name}")
         self.store.log_event("join", session.name or "", room.name)
 
-    def leave(self, room: Room, session: Session, event: str = "leave") -> None:
-        """Take ``session`` out of ``room`` and tell the room."""
+    def leave(self, room: Room, session: Session) -> None:
+        """Take ``session`` out of ``room`` (it still gets the lines said before) and tell the room."""
+        self._leave(room, session, "leave")
+        self.store.log_event("leave", session.name or "", room.name)
+
+    def _leave(self, room: Room, session: Session, event: str) -> None:
         room.fanout.discard(session)
         self._left_room(session, room, event)
-        room.fanout.send(f"[{self.clock.short()}] * {session.name} left {room.name}")
-        self.store.log_event(event, session.name or "", room.name)
+        if not self.closing:
+            room.fanout.send(f"[{self.clock.short()}] * {session.name} left {room.name}")
 
     def _left_room(self, session: Session, room: Room, event: str) -> None:
         """``session`` is no longer in ``room``: its uploads there are cancelled (chatd.transfer)."""

@@ -74,12 +74,15 @@ class Dialogue:
     """The menu and room dialogue of one connection."""
 
     log = Logger()
-    __slots__ = ("peer", "factory", "room", "_state", "_pending_name", "_pending_password", "_failures", "_closed")
+    __slots__ = ("peer", "factory", "room", "_gone", "_state", "_pending_name", "_pending_password", "_failures",
+                 "_closed")
 
     def __init__(self, peer: Peer, factory: ChatFactory) -> None:
         self.peer = peer
         self.factory = factory
         self.room: Room | None = None
+        #: The name of the room that was deleted under us while we were in chat mode ("" if none).
+        self._gone = ""
         #: Handles the next answer: a clean text line (str), or, after a
         #: CREDENTIALS prompt, the answer's raw bytes (see :meth:`secret_received`).
         self._state: Callable[[Any], None] = self._menu_choice
@@ -108,20 +111,34 @@ class Dialogue:
         """
         self._state(raw)
 
-    def connection_lost(self) -> None:
-        """The connection is gone: leave the room and log out."""
+    def connection_lost(self, event: str = "disconnect") -> None:
+        """
+        The session ended (``event``: disconnect, replaced): leave the room
+        and log out at once; nothing more is done for this connection.
+        """
         self._closed = True
-        if self.room is not None:
-            self.factory.leave(self.room, self.peer, "disconnect")  # type: ignore[arg-type]
-            self.room = None
-        self.factory.detach(self.peer, "disconnect")  # type: ignore[arg-type]
+        room, self.room = self.room, None
+        self._gone = ""
+        self.factory.detach(self.peer, event, room)  # type: ignore[arg-type]
 
     def room_deleted(self, room: Room, by: str) -> None:
-        """Our room was deleted by its owner: back to the menu."""
+        """
+        Our room was deleted by its owner. The connection stays in chat
+        mode: lines typed meanwhile were meant as chat, so none of them is
+        ever run as a menu choice; the user leaves with /exit.
+        """
         if self.room is room:
             self.room = None
-            self.peer.show(LISTEN, f"Room {room.name} was deleted by {by}; you are back in the main menu.")
-            self._back_to_menu()
+            self._gone = room.name
+            self.peer.show(LISTEN, f"Room {room.name} was deleted by {by}; type /exit to go back to the main menu.")
+
+    def _room_gone(self) -> bool:
+        """True (and the user is told) if our room was deleted under us."""
+        if self.room is None:
+            self._error(f"room {self._gone} was deleted; nothing you type here is sent. "
+                        "Type /exit to go back to the main menu.")
+            return True
+        return False
 
     # -- helpers -----------------------------------------------------------------
 
@@ -395,15 +412,15 @@ class Dialogue:
             return
         self.room = room
         self._state = self._room_line
-        self.factory.join(room, self.peer)  # type: ignore[arg-type]
-        here = len(room.fanout)
+        # The answer first, then the join: the room's own "joined" line
+        # follows it, and lines said before are not sent to the newcomer.
         self.peer.ask(
             CHAT,
-            f"Entered room {room.name} ({here} here). Type /help for commands, /exit to leave.",
+            f"Entered room {room.name} ({len(room.fanout) + 1} here). Type /help for commands, /exit to leave.",
         )
+        self.factory.join(room, self.peer)  # type: ignore[arg-type]
 
     def _room_line(self, text: str) -> None:
-        assert self.room is not None
         if text.startswith("/") and not text.startswith("//"):
             word, _, argument = text[1:].partition(" ")
             handler = getattr(self, "command_" + word.lower(), None)
@@ -412,6 +429,9 @@ class Dialogue:
             else:
                 handler(argument.strip())
             return
+        if self._room_gone():
+            return
+        assert self.room is not None
         if text.startswith("//"):
             text = text[1:]
         self.peer.talking()
@@ -428,14 +448,17 @@ class Dialogue:
 
     def command_exit(self, argument: str) -> None:
         """/exit: leave the room and go back to the main menu."""
-        assert self.room is not None
         room, self.room = self.room, None
-        self.factory.leave(room, self.peer)  # type: ignore[arg-type]
-        self.peer.show(LISTEN, f"You left {room.name}.")
+        if room is not None:
+            self.factory.leave(room, self.peer)  # type: ignore[arg-type]
+        self.peer.show(LISTEN, f"You left {room.name if room is not None else self._gone}.")
+        self._gone = ""
         self._back_to_menu()
 
     def command_who(self, argument: str) -> None:
         """/who: list who is in the room."""
+        if self._room_gone():
+            return
         assert self.room is not None
         names = self.room.member_names()
         self.peer.show(CHAT, f"In {self.room.name} ({len(names)}): {', '.join(names)}")
@@ -456,6 +479,8 @@ class Dialogue:
 
     def command_me(self, argument: str) -> None:
         """/me TEXT: describe an action (shown as '* name TEXT')."""
+        if self._room_gone():
+            return
         assert self.room is not None
         if argument:
             self.factory.emote(self.room, self.peer, argument)  # type: ignore[arg-type]
@@ -466,6 +491,8 @@ class Dialogue:
 
     def command_send(self, argument: str) -> None:
         """/send PATH: send a file to everyone in the room (with the chat client)."""
+        if self._room_gone():
+            return
         assert self.room is not None
         transfers = self.factory.transfers
         if transfers is None:

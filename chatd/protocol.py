@@ -74,6 +74,10 @@ class ChatProtocol(LineReceiver):
     _pause_reasons: set[str] | frozenset[str] = frozenset()
     _catching_up = False
     _throttle_timer: Any = None
+    #: The timer that aborts the transport if a close has not completed (see :meth:`close`).
+    _abort_timer: Any = None
+    #: The session ended (kicked, replaced or dropped) before the connection closed.
+    _ended = False
     #: File transfers of this connection (chatd.transfer.PeerFiles), once it has any.
     files: Any = None
 
@@ -88,7 +92,7 @@ class ChatProtocol(LineReceiver):
         refusal = limits.admit(self, key)
         if refusal is not None:
             self.transport.write(self._render(ERROR, refusal))
-            self.transport.loseConnection()
+            self.close()
             return
         self.address_key = key
         self._bucket = limits.flood_bucket()
@@ -106,19 +110,29 @@ class ChatProtocol(LineReceiver):
         self.dialogue.start()
 
     def connectionLost(self, reason: Any = None) -> None:
+        for timer in (self._timer, self._throttle_timer, self._abort_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._end_session("disconnect")
+        self._socket = None
+        self._tcp = None
+
+    def _end_session(self, event: str) -> None:
+        """
+        Everything this connection holds in the shared state goes, at once
+        and only once: its room, the online list (one ``event`` row in
+        log.csv), its connection slots, its file transfers.
+        """
+        if self._ended:
+            return
+        self._ended = True
         self.factory.connections.discard(self)
         if self.address_key is not None:
             self.factory.limits.release(self, self.address_key)
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        if self._throttle_timer is not None and self._throttle_timer.active():
-            self._throttle_timer.cancel()
         if self.dialogue is not None:
-            self.dialogue.connection_lost()
+            self.dialogue.connection_lost(event)
         if self.files is not None:
             self.files.connection_lost()
-        self._socket = None
-        self._tcp = None
 
     # -- input --------------------------------------------------------------
 
@@ -198,7 +212,7 @@ class ChatProtocol(LineReceiver):
         self.show(ERROR, f"Error: that line was longer than {limit} bytes and was ignored.")
 
     def lineReceived(self, line: bytes) -> None:
-        if self.dialogue is None or self.transport is None or self.transport.disconnecting:
+        if self._ended or self.dialogue is None or self.transport is None or self.transport.disconnecting:
             return
         if line[-1:] == b"\r":  # CRLF: the delimiter is LF
             line = line[:-1]
@@ -321,8 +335,10 @@ class ChatProtocol(LineReceiver):
     def _client_hello(self, text: str) -> None:
         """``/client NAME VERSION``: switch to tagged mode and repeat the prompt."""
         if not self.tagged:
-            self.tagged = True
             room = self.dialogue.room if self.dialogue else None
+            if room is not None:
+                room.fanout.flush()  # lines said before the switch, in the old mode
+            self.tagged = True
             if room is not None:
                 room.fanout.regroup(self)
         client = text[len(CLIENT_HELLO) :].strip()[:60] or "unknown client"
@@ -331,6 +347,17 @@ class ChatProtocol(LineReceiver):
             self._send_prompt()
 
     # -- output --------------------------------------------------------------
+
+    def _direct(self, data: bytes) -> None:
+        """
+        Output of this connection's own (a reply, a private message, a
+        prompt): the lines its room has queued so far go first, so its
+        output stays in the order things happened (chatd.broadcast).
+        """
+        dialogue = self.dialogue
+        if dialogue is not None and dialogue.room is not None:
+            dialogue.room.fanout.flush()
+        self.deliver(data)
 
     def deliver(self, data: bytes) -> None:
         """
@@ -371,6 +398,14 @@ class ChatProtocol(LineReceiver):
         self._tcp = None
         self.transport.abortConnection()
 
+    def drop(self) -> None:
+        """Delivering room lines to this connection raised (chatd.broadcast): end it now."""
+        self._socket = None
+        self._tcp = None
+        self._end_session("disconnect")
+        if self.transport is not None:
+            self.transport.abortConnection()
+
     def _render(self, code: str, text: str) -> bytes:
         if self.tagged:
             return f"{code} {text}\r\n".encode(ENCODING)
@@ -378,7 +413,7 @@ class ChatProtocol(LineReceiver):
 
     def show(self, code: str, text: str) -> None:
         """Send one line (the text must already be clean)."""
-        self.deliver(self._render(code, text))
+        self._direct(self._render(code, text))
 
     def show_private(self, text: str) -> None:
         """A private message from another user."""
@@ -393,15 +428,15 @@ class ChatProtocol(LineReceiver):
         assert self._prompt is not None
         code, text = self._prompt
         if self.tagged:
-            self.deliver(self._render(code, text))
+            self._direct(self._render(code, text))
             return
         # Before the prompt, so a telnet client has switched its echo when it shows it.
         self._hide_echo(code == CREDENTIALS)
         if code == CHAT:
-            self.deliver(self._render(code, text))
+            self._direct(self._render(code, text))
             return
         self._hiding_input = code == CREDENTIALS
-        self.deliver((text + " ").encode(ENCODING))
+        self._direct((text + " ").encode(ENCODING))
 
     def _hide_echo(self, hidden: bool) -> None:
         """
@@ -425,7 +460,7 @@ class ChatProtocol(LineReceiver):
         """A password line arrived: the client did not echo its line end, so we send one."""
         self._hiding_input = False
         if self._telnet is not None and self._telnet.echoing:
-            self.deliver(b"\r\n")
+            self._direct(b"\r\n")
 
     # -- what the dialogue and the factory ask of a connection ----------------------
 
@@ -458,11 +493,36 @@ class ChatProtocol(LineReceiver):
             self.transport.setTcpNoDelay(True)
 
     def close(self) -> None:
-        self.transport.loseConnection()
+        """
+        Close after sending what is queued; if the peer has not taken it
+        within ``--close-grace`` seconds (it stopped reading, or a TLS peer
+        never finished its handshake), abort the connection.
+        """
+        transport = self.transport
+        transport.loseConnection()
+        if self._abort_timer is None:
+            grace = self.factory.settings.close_grace
+            self._abort_timer = self.factory.reactor.callLater(  # type: ignore[attr-defined]
+                grace, self._abort_late)
 
-    def kick(self, reason: str) -> None:
-        """Tell the user why, then close the connection."""
+    def _abort_late(self) -> None:
+        self._abort_timer = None
+        self.log.info("{who} did not close within {grace:g} seconds; aborting the connection",
+                      who=self.name or self.address_key or "a connection", grace=self.factory.settings.close_grace)
+        self._socket = None
+        self._tcp = None
+        self.transport.abortConnection()
+
+    def kick(self, reason: str, event: str = "disconnect") -> None:
+        """
+        Tell the user why and close the connection. The session ends at
+        once (room, online list, connection slots; logged as ``event`` if
+        it was logged in); the connection itself within ``--close-grace``.
+        """
+        if self._ended:
+            return
         self.show(ERROR, reason)
+        self._end_session(event)
         self.close()
 
     def room_deleted(self, room: Room, by: str) -> None:

@@ -53,3 +53,6 @@ class Settings:
     #: something in a room), "all" connections, or "never". See
     #: docs/PERFORMANCE.md for the measured trade-off.
     tcp_nodelay: str = "talkers"
+    #: Seconds a connection the server closes (kicked, replaced, timed out,
+    #: quit) may take to drain its output before it is aborted.
+    close_grace: float = 5.0

@@ -59,6 +59,8 @@ _LIMITS = [
     ("limit-exempt", "limit_exempt", str, "Networks exempt from per-address limits, comma-separated ('' for none)."),
     ("login-timeout", "login_timeout", number, "Seconds a connection may stay without logging in (0: forever)."),
     ("idle-timeout", "idle_timeout", number, "Seconds without input after which a connection is closed (0: never)."),
+    ("close-grace", "close_grace", number,
+     "Seconds a connection the server closes may take to drain its output before it is aborted."),
     ("keepalive", "keepalive", number, "Seconds of silence before TCP keepalive probes (0: off)."),
     ("max-login-failures", "max_login_failures", count, "Failed logins after which a connection is closed."),
     ("address-login-failures", "address_login_failures", count,

@@ -39,11 +39,12 @@ def test_chat_across_clients(daemon):
     outsider.send("/who")
     seen = outsider.expect(r"In public \(1\): out")
     assert "hello from ann" not in seen
-    # Delete the room with members inside: they are returned to the menu.
+    # Delete the room with members inside: they are told, and leave it with /exit.
     owner.send("delete lab")
     owner.expect(r"Room lab deleted\.")
-    a.expect(r"Room lab was deleted by owner; you are back in the main menu\.")
+    a.expect(r"Room lab was deleted by owner; type /exit to go back to the main menu\.")
     b.expect(r"Room lab was deleted by owner")
+    a.send("/exit")
     a.expect(r"menu> ")
     a.send("list")
     listing = a.expect(r"menu> ")

@@ -240,10 +240,14 @@ def test_rooms_create_info_delete_with_members(world, tmp_path):
     owner.send("delete lab")
     assert "Room lab deleted." in owner.output()
     notice = other.output()
-    assert "Room Lab was deleted by olga" in notice and "menu>" in notice
+    assert "Room Lab was deleted by olga; type /exit to go back to the main menu." in notice
+    assert "menu>" not in notice
     assert list(csv.reader(open(tmp_path / "rooms.csv"))) == []
     other.send("hello?")
-    assert "unknown choice" in other.output()
+    assert "Error: room Lab was deleted; nothing you type here is sent." in other.output()
+    other.send("/exit")
+    back = other.output()
+    assert "You left Lab." in back and back.endswith("menu> ")
 
 
 def test_tagged_mode(world):
