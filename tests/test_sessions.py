@@ -205,6 +205,19 @@ def test_line_said_before_a_join_is_not_delivered_to_the_newcomer(world):
     _in_order(alice.output(), "alice: before-0", "* bob joined public", "alice: after-0")
 
 
+def test_lines_said_before_switching_to_tagged_mode_come_first_and_untagged(world):
+    factory, clock, _ = world
+    alice = _in_room(factory, clock, "alice")
+    bob = _in_room(factory, clock, "bob")
+    bob.output()
+    alice.protocol.dataReceived(b"said-while-plain\r\n")
+    bob.protocol.dataReceived(b"/client test 1.0\r\n")
+    alice.protocol.dataReceived(b"said-while-tagged\r\n")
+    seen = bob.output()
+    _in_order(seen, "] alice: said-while-plain", "00 Tagged mode on", "111 [", "alice: said-while-tagged")
+    assert "111 [" not in seen.split("00 Tagged mode on")[0]
+
+
 def test_lines_of_one_turn_are_still_one_batch(world):
     """Ordering does not cost batching: lines said in one turn reach each member in one write."""
     factory, clock, _ = world
