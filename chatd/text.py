@@ -43,6 +43,8 @@ _UNSAFE: Final = {
     **dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *BIDI_CONTROLS]),
     **dict.fromkeys([0x09, *_SPACES], " "),
 }
+#: Any character of _UNSAFE: a search is much cheaper than str.translate on non-ASCII text.
+_UNSAFE_CHAR: Final = re.compile("[" + "".join(map(re.escape, map(chr, _UNSAFE))) + "]")
 
 
 def clean_line(raw: bytes) -> str:
@@ -60,8 +62,23 @@ def clean_line(raw: bytes) -> str:
     """
     text = raw.decode("utf-8", "replace")
     if not text.isprintable():  # the fast path: printable text is already clean
-        text = _ESCAPES.sub("", text).translate(_UNSAFE)
+        text = clean_text(text)
     return text.strip()
+
+
+def clean_text(text: str) -> str:
+    """
+    :func:`clean_line` for text that is already decoded, without the
+    stripping: what a client may show of text it received, or keep of a
+    typed character (``""`` if it is a control character).
+    """
+    if text.isprintable():
+        return text
+    if "\x1b" in text or "\x9b" in text or "\x9d" in text:  # what every escape sequence starts with
+        text = _ESCAPES.sub("", text)
+    if _UNSAFE_CHAR.search(text) is None:  # only format, private-use, unassigned... characters: all kept
+        return text
+    return text.translate(_UNSAFE)
 
 
 def check_name(name: str, what: str, limit: int) -> str | None:

@@ -40,6 +40,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.text import clean_text
 from chatd.wire import (
     CANCEL_COMMAND,
     CHAT,
@@ -125,8 +126,11 @@ def default_downloads() -> str:
 
 
 def printable(text: str) -> str:
-    """Drop control characters (escape sequences included) from text we are about to show."""
-    return "".join(c for c in text if c.isprintable())
+    """
+    Text we are about to show, by the server's own rule (chatd.text.clean_text): escape sequences,
+    control characters, bidi controls and line separators removed; joiners, emoji tags and the like kept.
+    """
+    return clean_text(text)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -193,7 +197,7 @@ class Console(protocol.Protocol):
         elif char == "\x04":  # Ctrl-D
             if not self.buffer:
                 self.on_eof()
-        elif char.isprintable():
+        elif char != "\t" and clean_text(char):  # not a control character (ZWJ, NBSP, ... are typed as they are)
             self.buffer += char
             if self.secret:
                 return

@@ -482,3 +482,17 @@ def test_local_time_takes_the_nearest_day():
     assert local_time("[00:00:10] b", now, new_york) == "[19:00:10] b"
     assert local_time("[99:00:00] c", now, new_york) == "[99:00:00] c"
     assert local_time("no stamp", now, new_york) == "no stamp"
+
+
+def test_text_keeps_its_meaning_on_screen_and_when_typed(tmp_path):
+    """The client shows and sends joiners, emoji tags and spaces by the server's rule (issue 11, kind 8)."""
+    family = "\U0001F468\u200D\U0001F469\u200D\U0001F467"
+    scotland = "\U0001F3F4\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F"
+    persian = "\u0645\u06CC\u200C\u062E\u0648\u0627\u0647\u0645"
+    s = Session(str(tmp_path), interactive=True)
+    s.server("111 Entered room public (1 here).")
+    s.shown()
+    s.server(f"111 [12:00:00] bob: {family} {scotland} {persian} \u202Eevil")
+    assert f"bob: {family} {scotland} {persian} evil\r\n" in s.shown()
+    s.type(f"{family} 10\u00A0000\u2067 {persian}\n")
+    assert s.sent().endswith(f"{family} 10\u00A0000 {persian}\r\n")

@@ -153,3 +153,12 @@ def test_dummy_hash_has_the_stored_parameters(tmp_path):
     assert _dummy(factory) == (2, 16)
     factory, clock = make_factory(str(tmp_path), hash_params=CHEAP_HASH)  # back to the old settings
     assert _dummy(factory) == (2, 16)  # now the stored majority
+
+
+def test_client_hello_at_a_password_prompt_is_the_password(tmp_path):
+    """Every answer to a password prompt is the password, even one that looks like /client."""
+    factory, clock = make_factory(str(tmp_path))
+    c = _fresh(factory, clock)
+    assert "Registered and logged in as kate." in c.register("kate", "/client x 1")
+    assert not c.protocol.tagged
+    assert "Logged in as kate." in _fresh(factory, clock).login("kate", "/client x 1")
