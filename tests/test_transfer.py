@@ -662,3 +662,19 @@ def test_safe_file_name_is_always_a_valid_name(name):
     cleaned = safe_file_name(name)
     _valid_file_name(cleaned)
     assert safe_file_name(cleaned) == cleaned
+
+
+def test_upload_is_cancelled_when_its_sender_is_replaced_by_a_new_login(world):
+    """ann logs in again elsewhere while uploading: the old session's upload ends at once, never reaches the room."""
+    factory, clock, tmp_path = world
+    ann, bob = in_room(factory, clock, "ann"), in_room(factory, clock, "bob")
+    data = os.urandom(4000)
+    file_id = upload(ann, data[:2000], finish=False, size=4000)
+    bob.output()
+    again = Client(factory, clock, tagged=True)
+    again.login("ann")
+    assert "ann's file notes.txt was not sent (the sender disconnected)" in bob.output()
+    assert os.listdir(tmp_path / "spool") == []
+    assert factory.transfers.spooled == 0 and factory.transfers.uploading == {}
+    ann.send(f"/data {file_id} 2000\r\n".encode() + data[2000:], f"/done {file_id} {hashlib.sha256(data).hexdigest()}")
+    assert "26 " not in ann.output() and "20 " not in bob.output()
