@@ -10,7 +10,7 @@ the dialogue (``menu.py``) with Deferreds, reads and writes the store
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -38,6 +38,8 @@ class Session(Recipient, Protocol):
     """What the shared state needs of one connection."""
 
     name: str | None
+    #: The client's address as log.csv fields (``address``, ``port``; persistence.address_fields).
+    origin: Mapping[str, str]
 
     def show(self, code: str, text: str) -> None:
         """Send one line of text with its mode code."""
@@ -193,13 +195,15 @@ class ChatFactory(Factory):
 
         return work.addCallbacks(done, failed).addBoth(release)
 
-    def register(self, name: str, password: str, address: str = "") -> defer.Deferred[str]:
+    def register(self, name: str, password: str, address: str = "",
+                 origin: Mapping[str, str] | None = None) -> defer.Deferred[str]:
         """
         Create an account. Fires with the name once it is on disk; fails with
         InvalidName, NameTaken or NotSaved, or with NotAllowed, without
         hashing, while ``address`` (a per-address limit key) has used up its
         registrations. Of two concurrent registrations of one name exactly
-        one wins: the name is claimed before hashing.
+        one wins: the name is claimed before hashing. ``origin``: the
+        client's address fields for the ``register`` row of log.csv.
         """
         problem = check_name(name, "user", USER_NAME_MAX)
         if problem:
@@ -222,18 +226,20 @@ class ChatFactory(Factory):
             assert record is not None
             self.accounts[key] = user_row(record)
             self.passwords.count_stored([record.password_hash])
-            self.store.log_event("register", name)
+            self.store.log_event("register", name, **(origin or {}))
             return name
 
         work = self.passwords.hash(password).addCallback(store)
         return self._while_claimed(self._claimed, key, work, saved, "Could not save the account")
 
-    def authenticate(self, name: str, password: str, address: str = "") -> defer.Deferred[str]:
+    def authenticate(self, name: str, password: str, address: str = "",
+                     origin: Mapping[str, str] | None = None) -> defer.Deferred[str]:
         """
         Fires with the account's name, or fails with LoginFailed; fails with
         NotAllowed, without hashing, while ``address`` (a per-address limit
         key) has used up its failed logins. A password whose stored hash has
         older argon2 parameters is rehashed and stored again before this fires.
+        ``origin``: the client's address fields for a ``login_failed`` row.
         """
         wait = self.limits.login_refused(address)
         if wait:
@@ -248,7 +254,8 @@ class ChatFactory(Factory):
                     return self._rehash(record, password)
                 return record.name
             self.limits.login_failed(address)
-            self.store.log_event("login_failed", record.name if record else "", detail="" if record else "unknown name")
+            self.store.log_event("login_failed", record.name if record else "",
+                                 reason="wrong_password" if record else "unknown_name", **(origin or {}))
             raise errors.LoginFailed("Login failed: unknown name or wrong password.")
 
         return self.passwords.verify(record.password_hash if record else None, password).addCallback(checked)
@@ -290,7 +297,7 @@ class ChatFactory(Factory):
             previous.kick("You logged in from another connection.", "replaced")
         self.online[key] = session
         self.limits.logged_in(session)
-        self.store.log_event("login", session.name)
+        self.store.log_event("login", session.name, **session.origin)
 
     def detach(self, session: Session, event: str = "logout", room: Room | None = None) -> None:
         """
@@ -305,7 +312,7 @@ class ChatFactory(Factory):
         if online:
             del self.online[name_key(session.name)]  # type: ignore[arg-type]
         if online or room is not None:
-            self.store.log_event(event, session.name or "", room.name if room is not None else "")
+            self.store.log_event(event, session.name or "", room.name if room is not None else "", **session.origin)
 
     # -- rooms ---------------------------------------------------------------
 
@@ -357,7 +364,7 @@ class ChatFactory(Factory):
             for member in room.fanout.members():
                 room.fanout.discard(member)
                 self._left_room(member, room, "room deleted")
-                self.store.log_event("leave", member.name or "", room.name, "room deleted")  # type: ignore[attr-defined]
+                self.store.log_event("leave", member.name or "", room.name, reason="room_deleted")  # type: ignore[attr-defined]
                 member.room_deleted(room, by)  # type: ignore[attr-defined]
 
         work = self.store.delete_room(room.name)

@@ -276,7 +276,8 @@ class Dialogue:
             self._menu_prompt()
 
         address = getattr(self.peer, "address_key", "") or ""
-        self._wait(self.factory.register(self._pending_name, password, address), registered)
+        origin = getattr(self.peer, "origin", None)
+        self._wait(self.factory.register(self._pending_name, password, address, origin), registered)
 
     def choice_login(self, argument: str) -> None:
         """Log in: a name, then a password."""
@@ -291,7 +292,8 @@ class Dialogue:
         self._ask_password("Password:", self._login_password)
 
     def _login_password(self, password: str) -> None:
-        d = self.factory.authenticate(self._pending_name, password, getattr(self.peer, "address_key", "") or "")
+        d = self.factory.authenticate(self._pending_name, password, getattr(self.peer, "address_key", "") or "",
+                                      getattr(self.peer, "origin", None))
 
         def logged_in(name: str) -> None:
             self.peer.name = name

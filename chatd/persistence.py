@@ -12,7 +12,10 @@ Three files live in the data directory:
 ``rooms.csv``
     ``name,owner,created``, appended on create, rewritten atomically on delete.
 ``log.csv``
-    ``timestamp,event,user,room,detail``, appended in batches.
+    ``timestamp,event,user,room,detail``, appended in batches. The detail
+    is ``key=value`` fields joined by ``&``, form-urlencoded (WHATWG URL
+    standard, application/x-www-form-urlencoded): :func:`encode_detail`,
+    :func:`decode_detail`; every event's fields are in docs/OPERATIONS.md.
 
 Every file operation runs in one dedicated writer thread, so writes happen
 in the order they were asked for and the reactor thread never waits on the
@@ -29,8 +32,9 @@ import csv
 import errno
 import io
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode
 
 import attrs
 from twisted.internet import defer
@@ -96,6 +100,34 @@ MAX_QUEUED_EVENTS = 100_000
 
 class StoreError(Exception):
     """A change could not be made durable; nothing was acknowledged."""
+
+
+def encode_detail(fields: Mapping[str, object]) -> str:
+    """
+    The detail column of log.csv: ``key=value&key=value`` in the order
+    given, values form-urlencoded (``%20`` for a space; ``&``, ``=``, ``,``,
+    quotes and line ends encoded, ``:`` kept for IPv6 addresses), so the
+    cell never needs CSV quoting and never starts like a formula.
+    """
+    return urlencode({key: str(value) for key, value in fields.items()}, quote_via=quote, safe=":")
+
+
+def address_fields(address: Any) -> dict[str, str]:
+    """
+    log.csv fields for a client's address (an ``IAddress``, from
+    ``transport.getPeer()``): ``address`` (the IP) and ``port`` (the source
+    port, which tells apart users behind one NAT; RFC 6302); ``{}`` for
+    anything that is not an IP address (a UNIX socket).
+    """
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if not isinstance(host, str) or not isinstance(port, int):
+        return {}
+    return {"address": host, "port": str(port)}
+
+
+def decode_detail(detail: str) -> dict[str, str]:
+    """The fields of a log.csv detail cell (:func:`encode_detail`'s inverse; ``urllib.parse.parse_qsl``)."""
+    return dict(parse_qsl(detail, keep_blank_values=True))
 
 
 def _encode_rows(rows: Iterable[Iterable[str]]) -> bytes:
@@ -361,10 +393,15 @@ class CsvStore:
 
     # -- the event log --------------------------------------------------
 
-    def log_event(self, event: str, user: str = "", room: str = "", detail: str = "") -> None:
-        """Queue one row for log.csv; it is written within ``log_interval``."""
+    def log_event(self, event: str, user: str = "", room: str = "", **details: object) -> None:
+        """
+        Queue one row for log.csv; it is written within ``log_interval``.
+        ``details`` become the detail column (:func:`encode_detail`): the
+        client's ``address`` and ``port``, sizes in bytes, reasons as
+        lower_case words; docs/OPERATIONS.md lists them per event.
+        """
         self._events.append(
-            [self._now(), event, spreadsheet_safe(user), spreadsheet_safe(room), spreadsheet_safe(detail)]
+            [self._now(), event, spreadsheet_safe(user), spreadsheet_safe(room), encode_detail(details)]
         )
 
     def flush_events(self) -> defer.Deferred[None]:

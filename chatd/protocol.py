@@ -11,7 +11,8 @@ them, straight to the socket when nothing is queued for this connection.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp
@@ -20,6 +21,7 @@ from twisted.protocols.basic import LineReceiver
 
 from chatd.limits import TokenBucket
 from chatd.menu import Dialogue
+from chatd.persistence import address_fields
 from chatd.telnet import ECHO, WANTYES, WILL, TelnetParser, command
 from chatd.text import clean_line
 from chatd.wire import CHAT, CLIENT_HELLO, CREDENTIALS, DATA_COMMAND, ENCODING, ERROR, LISTEN, PRIVATE
@@ -69,6 +71,8 @@ class ChatProtocol(LineReceiver):
     _nodelay = False
     #: The per-address limit key ("" if exempt); None until admitted.
     address_key: str | None = None
+    #: The client's address as log.csv fields (persistence.address_fields); set on connect.
+    origin: Mapping[str, str] = MappingProxyType({})
     _bucket: TokenBucket | None = None
     #: Why reading is paused (pause_reading); empty: reading.
     _pause_reasons: set[str] | frozenset[str] = frozenset()
@@ -87,6 +91,7 @@ class ChatProtocol(LineReceiver):
         # One byte more than --max-line, for the CR of a CRLF line end (LF is
         # the delimiter); lineReceived refuses a line still too long without it.
         self.MAX_LENGTH = self.factory.settings.max_line + 1
+        self.origin = address_fields(self.transport.getPeer())
         limits = self.factory.limits
         key = limits.address_key(self.transport)
         refusal = limits.admit(self, key)
@@ -393,7 +398,7 @@ class ChatProtocol(LineReceiver):
             queued=queued,
             who=self.name or self.transport.getPeer(),
         )
-        self.factory.store.log_event("sendq_exceeded", self.name or "", detail=f"{queued} bytes queued")
+        self.factory.store.log_event("sendq_exceeded", self.name or "", queued=queued, **self.origin)
         self._socket = None
         self._tcp = None
         self.transport.abortConnection()

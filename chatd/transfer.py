@@ -341,7 +341,7 @@ class Transfers:
         key = name_key(peer.name or "")
         why = self._refusal(key, name, size)
         if why:
-            self.factory.store.log_event("file_refused", peer.name or "", room.name, f"{name} {size} bytes: {why}")
+            self.factory.store.log_event("file_refused", peer.name or "", room.name, name=name, size=size, reason=why)
             peer.show(UPLOAD_FAILED, f"- {why}")
             return
         upload = Upload(self, peer, room, f"f{next(self._ids)}", name, size)
@@ -413,7 +413,8 @@ class Transfers:
             "file shared: {sender} in {room}: {name}, {size} bytes, sha256 {sha256}",
             sender=upload.sender, room=room.name, name=upload.name, size=upload.size, sha256=digest,
         )
-        self.factory.store.log_event("file", upload.sender, room.name, f"{upload.name} {upload.size} bytes sha256 {digest}")
+        self.factory.store.log_event(
+            "file", upload.sender, room.name, id=upload.id, name=upload.name, size=upload.size, sha256=digest)
         recipients = [member for member in room.fanout.tagged if member is not upload.peer]
         shared = SharedFile(self, upload.id, upload.path, upload.name, upload.size, digest, upload.sender,
                             len(recipients), upload.peer)
@@ -665,7 +666,8 @@ class Upload:
         self._tail.addErrback(self._not_deleted)
         if tell_sender:
             self.peer.show(UPLOAD_FAILED, f"{self.id} {why}")
-        self.transfers.factory.store.log_event("file_aborted", self.sender, self.room.name, f"{self.name}: {why}")
+        self.transfers.factory.store.log_event(
+            "file_aborted", self.sender, self.room.name, id=self.id, name=self.name, reason=why)
         self.log.info("upload {id} of {name} by {sender} aborted: {why}", id=self.id, name=self.name,
                       sender=self.sender, why=why)
         self.transfers.announce(self.room, f"{self.sender}'s file {self.name} was not sent ({why})")

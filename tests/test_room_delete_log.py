@@ -32,4 +32,4 @@ def test_room_delete_logs_a_leave_for_each_member(tmp_path):
         ("join", "rita", "lab", ""),
         ("room_delete", "olga", "lab", ""),
     ]
-    assert sorted(room_rows[4:]) == [("leave", "pete", "lab", "room deleted"), ("leave", "rita", "lab", "room deleted")]
+    assert sorted(room_rows[4:]) == [("leave", "pete", "lab", "reason=room_deleted"), ("leave", "rita", "lab", "reason=room_deleted")]

@@ -36,6 +36,10 @@ def _in_room(factory, clock, name, room="public", tagged=False) -> Client:
     return c
 
 
+#: The detail of a row about a StringTransport connection (its default peer address), docs/OPERATIONS.md.
+PEER = "address=192.168.1.1&port=54321"
+
+
 def _rows(factory, data_dir):
     factory.store.flush_events()
     return [tuple(row[1:5]) for row in csv.reader(open(data_dir / "log.csv"))]
@@ -90,7 +94,7 @@ def test_replaced_login_is_one_event_in_the_log(world):
     Client(factory, clock).login("alice")
     old.protocol.connectionLost(None)
     rows = [row for row in _rows(factory, data) if row[1] == "alice"]
-    assert rows[-2:] == [("replaced", "alice", "public", ""), ("login", "alice", "", "")]
+    assert rows[-2:] == [("replaced", "alice", "public", PEER), ("login", "alice", "", PEER)]
     assert not [row for row in rows if row[0] in ("disconnect", "leave")]
 
 
@@ -99,7 +103,7 @@ def test_disconnect_from_a_room_is_one_row(world):
     ann = _in_room(factory, clock, "ann")
     ann.disconnect()
     assert [row for row in _rows(factory, data) if row[0] in ("disconnect", "leave")] == [
-        ("disconnect", "ann", "public", "")
+        ("disconnect", "ann", "public", PEER)
     ]
 
 
@@ -367,4 +371,4 @@ def test_shutdown_ends_every_session_without_left_lines(world):
         assert seen == "The server is shutting down. Bye.\r\n" and member.transport.disconnecting
     assert factory.rooms["public"].member_names() == [] and not factory.online
     assert sorted(row for row in _rows(factory, data) if row[0] == "disconnect") == [
-        ("disconnect", f"m{i}", "public", "") for i in range(3)]
+        ("disconnect", f"m{i}", "public", PEER) for i in range(3)]
