@@ -70,11 +70,12 @@ def test_torn_last_line_dropped_and_reported(store, tmp_path):
 def test_event_log_batched_quoted_and_formula_safe(store, tmp_path):
     _loaded(store)
     store.start()
-    store.log_event("login", "=cmd|' /C calc'!A0", "room,with\"quote", "+1\nnewline")
+    store.log_event("login", "=cmd|' /C calc'!A0", "room,with\"quote", reason="+1\nnewline", address="::1")
     assert not (tmp_path / "log.csv").exists()  # batched: not yet written
     store.clock.advance(0.5)
     rows = list(csv.reader(open(tmp_path / "log.csv", newline="")))
-    assert rows == [["2026-11-24T00:00:00Z", "login", "'=cmd|' /C calc'!A0", 'room,with"quote', "'+1\nnewline"]]
+    assert rows == [["2026-11-24T00:00:00Z", "login", "'=cmd|' /C calc'!A0", 'room,with"quote',
+                     "reason=%2B1%0Anewline&address=::1"]]
     store.log_event("logout", "a")
     store.stop()
     assert len(list(csv.reader(open(tmp_path / "log.csv", newline="")))) == 2
