@@ -57,11 +57,11 @@ class Daemon:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"chatd exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            # The port is bound before the data is loaded (chatd.service): ready once the log says so.
+            if "chatd listening on" in self.log():
+                socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
                 return self
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         raise RuntimeError(f"chatd did not listen within {timeout} s:\n{self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
