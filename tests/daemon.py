@@ -51,6 +51,7 @@ class Daemon:
 
     def start(self, timeout: float = 20.0) -> Daemon:
         env = dict(os.environ, PYTHONPATH=ROOT)
+        before = len(self.log())  # a restart appends to the same log
         self.process = subprocess.Popen(self.command(), cwd=ROOT, env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -58,7 +59,7 @@ class Daemon:
             if self.process.poll() is not None:
                 raise RuntimeError(f"chatd exited with {self.process.returncode}:\n{self.log()}")
             # The port is bound before the data is loaded (chatd.service): ready once the log says so.
-            if "chatd listening on" in self.log():
+            if "chatd listening on" in self.log()[before:]:
                 socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
                 return self
             time.sleep(0.05)
