@@ -390,10 +390,10 @@ class Transfers:
         being verified, so no file reaches a room its sender is not in.
         """
         files = peer.files
-        if files is None or not files.uploads:
+        if files is None or not (files.uploads or files.verifying):
             return
         why = _LEFT_REASONS.get(event, "the sender left the room")
-        for upload in list(files.uploads.values()):
+        for upload in files.all_uploads():
             if upload.room is room:
                 upload.fail(why, tell_sender=event != "disconnect")
 
@@ -633,6 +633,8 @@ class Upload:
             return
         self.over = True
         self._stop_idle_timer()
+        files = self.transfers.files_of(self.peer)
+        files.verifying[self.id] = files.uploads.pop(self.id, self)
 
         def verified(digest: str | None) -> None:
             if self.ended or digest is None:  # failed meanwhile (spool error, sender left the room)
@@ -654,6 +656,7 @@ class Upload:
         self._stop_idle_timer()
         if self.peer.files is not None:
             self.peer.files.uploads.pop(self.id, None)
+            self.peer.files.verifying.pop(self.id, None)
         self.transfers.finished(self)
 
     def fail(self, why: str, tell_sender: bool = True) -> None:
@@ -685,7 +688,10 @@ class PeerFiles:
     def __init__(self, transfers: Transfers, peer: Any) -> None:
         self.transfers = transfers
         self.peer = peer
+        #: Uploads taking frames, by ID.
         self.uploads: dict[str, Upload] = {}
+        #: Uploads after their ``/done``, while the size and hash are checked (no frames, no ``/cancel``).
+        self.verifying: dict[str, Upload] = {}
         self._frame: Upload | None = None
         self._frame_left = 0
         self._pending = 0
@@ -714,6 +720,10 @@ class PeerFiles:
         else:
             return False
         return True
+
+    def all_uploads(self) -> list[Upload]:
+        """Every upload of this connection that has not ended (taking frames or being verified)."""
+        return [*self.uploads.values(), *self.verifying.values()]
 
     def sending(self, shared: SharedFile) -> None:
         """``shared`` is being sent to this connection (it may report it with ``/failed``)."""
@@ -778,7 +788,7 @@ class PeerFiles:
 
     def connection_lost(self) -> None:
         """The connection is gone: abandon its uploads and its downloads."""
-        for upload in list(self.uploads.values()):
+        for upload in self.all_uploads():
             upload.fail("the sender disconnected", tell_sender=False)
         if self._outbox is not None:
             self._outbox.stopProducing()

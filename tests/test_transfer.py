@@ -481,6 +481,8 @@ def test_upload_being_verified_when_its_room_is_deleted_is_not_shared(world):
     olga, ann, bob = in_lab(factory, clock)
     factory.transfers.run = held = Held()
     ann.send(one_write("f1", no_iac(3000), 1000))
+    files = ann.protocol.files
+    assert files.uploads == {} and list(files.verifying) == ["f1"]  # frames for it are no longer an upload's
     olga.send("delete lab")
     held.run_all()
     out = ann.output()
