@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 
 from twisted.internet.address import IPv4Address, IPv6Address
 
@@ -104,3 +105,34 @@ def test_real_connection_logs_its_address_and_source_port(daemon):
             break
         time.sleep(0.05)
     assert [decode_detail(row[4]) for row in rows] == [{"address": "127.0.0.1", "port": str(source_port)}]
+
+
+def _documented_events() -> dict[str, list[str]]:
+    """docs/OPERATIONS.md's event table: event name -> its example row (as CSV cells)."""
+    from daemon import ROOT
+
+    text = open(os.path.join(ROOT, "docs", "OPERATIONS.md"), encoding="utf-8").read()
+    section = text.split("## The event log (log.csv)", 1)[1].split("\n## ", 1)[0]
+    documented = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[3].startswith("`20"):
+            example = next(csv.reader([cells[3].strip("`")]))
+            for name in re.findall(r"`(\w+)`", cells[0]):
+                documented[name] = example
+    return documented
+
+
+def test_every_event_is_documented_with_an_example_row():
+    """Each event the server writes (log_event calls, and the session ends) has a row in the docs' table, and each
+    example is five cells whose detail decodes."""
+    from daemon import ROOT
+
+    source = "".join(open(os.path.join(ROOT, "chatd", name), encoding="utf-8").read()
+                     for name in os.listdir(os.path.join(ROOT, "chatd")) if name.endswith(".py"))
+    written = set(re.findall(r"log_event\(\s*\"(\w+)\"", source)) | {"logout", "disconnect", "replaced"}
+    documented = _documented_events()
+    assert written <= set(documented), written - set(documented)
+    for name, example in documented.items():
+        assert len(example) == 5 and example[1] in documented, (name, example)
+        assert encode_detail(decode_detail(example[4])) == example[4], example
