@@ -1,11 +1,17 @@
 """
 The wire: bytes in, bytes out.
 
-:class:`ChatProtocol` splits input into lines (LF or CRLF), strips telnet
-negotiation, enforces the line limit, cleans each line into safe text and
-hands it to the connection's :class:`~chatd.menu.Dialogue`. On the way out
-it renders lines for plain (people) or tagged (client) mode and writes
-them, straight to the socket when nothing is queued for this connection.
+:class:`ChatProtocol` splits input into lines (LF, CR LF or CR NUL), hands
+telnet commands to :class:`~chatd.telnet.TelnetParser` (created only for a
+peer that sends an IAC byte: the no-IAC path stays a single scan), charges
+lines and telnet commands to the flood allowance, enforces the line limit,
+cleans each line into safe text and hands it to the connection's
+:class:`~chatd.menu.Dialogue`. Whether the transport reads is decided in one
+place, :meth:`ChatProtocol.pause_reading` / :meth:`~ChatProtocol.resume_reading`,
+from a set of reasons. On the way out it renders lines for plain (people) or
+tagged (client) mode and writes them through :meth:`ChatProtocol.deliver`
+(telnet answers too), straight to the socket when nothing is queued for this
+connection, counting what waits against ``--max-outbound``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from chatd.menu import Dialogue
 from chatd.persistence import address_fields
 from chatd.telnet import ECHO, WANTYES, WILL, TelnetParser, command
 from chatd.text import clean_line
-from chatd.wire import CHAT, CLIENT_HELLO, CREDENTIALS, DATA_COMMAND, ENCODING, ERROR, LISTEN, PRIVATE
+from chatd.wire import (
+    CHAT, CLIENT_HELLO, CREDENTIALS, DATA_COMMAND, ENCODING, ERROR, LISTEN, PRIVATE, UPLOAD_FRAME_MAX, parse_count,
+)
 
 if TYPE_CHECKING:
     from chatd.factory import ChatFactory, Room
@@ -33,6 +41,8 @@ _IAC = b"\xff"
 _WILL_ECHO = command(WILL, ECHO)
 #: The start of an upload frame header line (``/data ID LEN``).
 _DATA_FRAME = DATA_COMMAND.encode() + b" "
+#: Smallest upload frame that does not count against the flood allowance (but the last one of an upload).
+MIN_FREE_FRAME = 512
 
 # Why a connection is not being read (ChatProtocol.pause_reading): it reads
 # again only once no reason is left.
@@ -149,7 +159,9 @@ class ChatProtocol(LineReceiver):
                 self._line_data(data)
                 return
             if _IAC not in data:  # the hot path: no telnet
-                self.telnet_data(data)
+                if b"\0" in data:
+                    data = self._cr_nul(data)
+                self._line_data(data)
                 return
             self._telnet = self._start_telnet()
         self._telnet.feed(data)
@@ -167,16 +179,20 @@ class ChatProtocol(LineReceiver):
         return parser
 
     def telnet_data(self, data: bytes) -> None:
-        """
-        Text input without telnet commands. CR NUL (how RFC 854 sends a bare
-        CR, and telnet's Enter key) ends a line like CR LF; CR LF and LF do
-        anyway (LF is the delimiter, lineReceived drops the CR).
-        """
+        """Text input from the telnet parser (commands removed)."""
         if b"\0" in data:
-            if data[:1] == b"\0" and self._buffer[-1:] == b"\r":  # CR | NUL split between reads
-                data = b"\n" + data[1:]
-            data = data.replace(b"\r\0", b"\r\n")
+            data = self._cr_nul(data)
         self._line_data(data)
+
+    def _cr_nul(self, data: bytes) -> bytes:
+        """
+        CR NUL (how RFC 854 sends a bare CR, and telnet's Enter key) ends a
+        line like CR LF: it becomes CR LF (LF is the delimiter, lineReceived
+        drops the CR), also when CR and NUL arrive in different reads.
+        """
+        if data[:1] == b"\0" and self._buffer[-1:] == b"\r":
+            data = b"\n" + data[1:]
+        return data.replace(b"\r\0", b"\r\n")
 
     def telnet_send(self, data: bytes) -> None:
         """A telnet negotiation answer: counted output, and never to a tagged connection."""
@@ -260,9 +276,19 @@ class ChatProtocol(LineReceiver):
             self.setLineMode(rest)
 
     def _own_upload_frame(self, line: bytes) -> bool:
-        """Whether ``line`` (``/data ID LEN``) is a frame header of an active upload of this connection."""
-        upload_id = line[len(_DATA_FRAME):].partition(b" ")[0]
-        return upload_id.decode(ENCODING, "replace") in self.files.uploads
+        """
+        Whether ``line`` (``/data ID LEN``) is a frame header of an active
+        upload of this connection that carries a fair share of it: at least
+        MIN_FREE_FRAME bytes, or all that is left. Only such frames are free
+        of the flood allowance, so an upload costs at most one free frame per
+        MIN_FREE_FRAME bytes of its (limited) size.
+        """
+        upload_id, _, length = line[len(_DATA_FRAME):].decode(ENCODING, "replace").partition(" ")
+        upload = self.files.uploads.get(upload_id)
+        if upload is None:
+            return False
+        size = parse_count(length.strip(), UPLOAD_FRAME_MAX)
+        return size is not None and (size >= MIN_FREE_FRAME or size >= upload.size - upload.received)
 
     def _throttle(self, wait: float) -> None:
         """Over the flood limit: read nothing more for ``wait`` seconds (this line still counts)."""

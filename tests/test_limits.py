@@ -479,3 +479,22 @@ def test_iac_nop_flood_before_login_is_charged(tmp_path):
     assert 29 <= waited <= 31  # 150 commands past the burst of 50, at 5 per second
     clock.advance(1)
     assert c.transport.producerState == "producing"
+
+
+def test_tiny_frames_of_own_upload_cost_tokens_full_ones_do_not(tmp_path):
+    """Own active upload: 1-byte frames are charged (no free frame flood); full frames and the last piece are free."""
+    factory, clock = make_factory(str(tmp_path))
+    c, _ = _file_client(factory, clock, tmp_path)
+    data = b"z" * (100 * 4096 + 7)
+    c.send(f"/send {len(data)} z.bin")
+    file_id = re.search(r"^24 (\S+) ", c.output(), re.M).group(1)
+    for start in range(0, len(data) - 7, 4096):  # 100 full frames: free
+        c.send(f"/data {file_id} 4096\r\n".encode() + data[start:start + 4096])
+    c.send(f"/data {file_id} 7\r\n".encode() + data[-7:])  # the last piece: free
+    assert c.transport.producerState == "producing"
+    c.send(f"/done {file_id} {hashlib.sha256(data).hexdigest()}")
+    assert f"26 {file_id} " in c.output()
+    c.send(f"/send {len(data)} z2.bin")
+    file_id = re.search(r"^24 (\S+) ", c.output(), re.M).group(1)
+    c.send(f"/data {file_id} 1\r\nz".encode() * 100)
+    assert c.transport.producerState == "paused" and "too fast" in c.output()
