@@ -295,9 +295,11 @@ class ChatClient(LineReceiver):
         self.sender: Sender | None = None
         self.done: defer.Deferred[None] = defer.Deferred()
         self._reading_paused = False
-        #: A password was just sent and not yet answered (a scripted session stops if it is refused).
-        self._answered_secret = False
-        #: The server's answer to a scripted password, when it refused it.
+        #: A line sent at a prompt awaits its answer (no new prompt yet).
+        self._answering = False
+        #: The server said "Logged in as NAME." (or "Registered and logged in as NAME.").
+        self.logged_in = False
+        #: The error that stopped a script before it was logged in (a wrong password, a name taken, ...).
         self.refused = ""
         #: The user pressed Ctrl-C.
         self.interrupted = False
@@ -351,14 +353,19 @@ class ChatClient(LineReceiver):
                 return
             code, text = LISTEN, after
         self.tagged = True
-        if code != ERROR:
-            self._answered_secret = False
+        if code in (SPEAK, CREDENTIALS, CHAT):
+            self._answering = False
         handler = self._handlers.get(code)
         if handler is not None:
             handler(self, text)
 
     def _show(self, text: str) -> None:
         self.console.show(printable(text))
+
+    def _listen(self, text: str) -> None:
+        if text.startswith(("Logged in as ", "Registered and logged in as ")):
+            self.logged_in = True
+        self._show(text)
 
     def _show_line(self, text: str) -> None:
         """A room or private line: its ``[HH:MM:SS]`` (UTC) is shown in local time."""
@@ -368,8 +375,9 @@ class ChatClient(LineReceiver):
         self.console.show(printable(text))
         if "shutting down" in text or "another connection" in text:
             self.server_said = text
-        if self._answered_secret and not self.console.interactive and text.startswith("Error:"):
-            # A script's password was refused: its next lines would be typed into the menu. Stop here.
+        if self._answering and not self.logged_in and not self.console.interactive and text.startswith("Error:"):
+            # A script was refused before it logged in (a wrong password, a name that is taken): its next
+            # lines would be typed into the wrong prompts, passwords into the menu. Stop here.
             self.refused = text.removeprefix("Error:").strip()
             self.inbox.clear()
             self.state = _WAIT
@@ -429,7 +437,7 @@ class ChatClient(LineReceiver):
                 continue
             if self.state == _LINE and line.strip().lower() in ("9", "quit", "exit"):
                 self.quitting = True
-            self._answered_secret = self.state == _SECRET
+            self._answering = True
             self.state = _WAIT
             self.console.set_prompt("")  # answered: no prompt until the server asks again
             self.sendLine(line.encode(ENCODING))
@@ -617,7 +625,7 @@ class ChatClient(LineReceiver):
         self._feed()
 
     _handlers: dict[str, Callable[[ChatClient, str], None]] = {
-        LISTEN: _show,
+        LISTEN: _listen,
         ERROR: _error,
         PRIVATE: _show_line,
         SPEAK: _speak,
@@ -639,7 +647,7 @@ class ConnectionGone(Exception):
 
 
 class LoginRefused(Exception):
-    """A scripted session's password was refused (wrong password, passwords that differ, ...)."""
+    """A scripted session was refused before it logged in (wrong password, a name that is taken, ...)."""
 
 
 # -- the command line -----------------------------------------------------------------------

@@ -439,6 +439,16 @@ def test_scripted_registration_with_different_passwords_is_refused(session):
     _assert_refused(session, "the passwords do not match; nothing was created.")
 
 
+def test_scripted_registration_of_a_taken_name_never_sends_the_passwords(session):
+    """Refused at the name: the script stops there, so its passwords are never typed into the menu."""
+    session.sent()
+    session.type("register ann\nsecret1\nsecret1\npublic\n")
+    session.server("11 menu>")
+    session.server("02 Error: The name ann is taken.", "11 menu>")
+    assert "secret1" not in session.sent()
+    _assert_refused(session, "The name ann is taken.")
+
+
 def test_scripted_right_password_goes_on(session):
     """Errors that do not answer a password (a room that does not exist) do not stop a script."""
     session.sent()
