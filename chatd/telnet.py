@@ -111,7 +111,7 @@ class TelnetParser:
                 return
             state = self.state
             if state == _DATA:
-                j = data.find(_IAC_BYTE, i)
+                j = data.find(IAC, i)
                 if j < 0:
                     peer.telnet_data(data[i:] if i else data)
                     return
@@ -142,7 +142,7 @@ class TelnetParser:
                 self._negotiate(self.verb, option)
                 peer.telnet_command()
             elif state == _SUB:
-                j = data.find(_IAC_BYTE, i)
+                j = data.find(IAC, i)
                 if j < 0:
                     return  # the rest is subnegotiation data: skipped
                 self.state = _SUB_IAC
