@@ -105,6 +105,11 @@ class Clock:
         return self._iso
 
 
+def registrations_refused(wait: float) -> str:
+    """The answer to a registration past ``--address-registrations``, ``wait`` seconds before the next."""
+    return f"too many new accounts from your address; try again in {int(wait) + 1} seconds."
+
+
 class ChatFactory(Factory):
     """Accounts, online users and rooms; builds a ``protocol`` per connection."""
 
@@ -195,6 +200,11 @@ class ChatFactory(Factory):
 
         return work.addCallbacks(done, failed).addBoth(release)
 
+    def registration_wait(self, address: str) -> str | None:
+        """Why ``address`` may not register now (the user's sentence), or None; counts nothing."""
+        wait = self.limits.registration_wait(address)
+        return registrations_refused(wait) if wait else None
+
     def register(self, name: str, password: str, address: str = "",
                  origin: Mapping[str, str] | None = None) -> defer.Deferred[str]:
         """
@@ -213,8 +223,7 @@ class ChatFactory(Factory):
             return defer.fail(errors.NameTaken(f"The name {name} is taken."))
         wait = self.limits.registration_refused(address)
         if wait:
-            return defer.fail(errors.NotAllowed(
-                f"too many new accounts from your address; try again in {int(wait) + 1} seconds."))
+            return defer.fail(errors.NotAllowed(registrations_refused(wait)))
         record: UserRecord | None = None
 
         def store(password_hash: str) -> defer.Deferred[None]:

@@ -294,19 +294,22 @@ class Limits:
         if key and self.settings.address_login_failures > 0 and self.login_failures.take(key):
             self.log.warn("failed logins from {address} are being refused", address=key)
 
+    def registration_wait(self, key: str) -> float:
+        """Seconds until the address ``key`` may register again (0.0: now); counts nothing."""
+        if not key or self.settings.address_registrations <= 0:
+            return 0.0
+        return self.registrations.wait(key)
+
     def registration_refused(self, key: str) -> float:
         """
         If the address ``key`` has used up its registrations, the seconds
         until it may register again, else 0.0 (and the registration is
         counted: call this once per attempt, before hashing).
         """
-        if not key or self.settings.address_registrations <= 0:
-            return 0.0
-        wait = self.registrations.wait(key)
-        if wait:
-            return wait
-        self.registrations.take(key)
-        return 0.0
+        wait = self.registration_wait(key)
+        if not wait and key and self.settings.address_registrations > 0:
+            self.registrations.take(key)
+        return wait
 
     # -- the sweep: login timeout, idle timeout, forgetting old failures ------------
 

@@ -245,6 +245,11 @@ class Dialogue:
             self._error(f"you are already logged in as {self.peer.name}.")
             self._menu_prompt()
             return
+        refused = self.factory.registration_wait(getattr(self.peer, "address_key", "") or "")
+        if refused:  # said before the name and passwords are typed, not after
+            self._error(refused)
+            self._menu_prompt()
+            return
         self._ask_then(argument, "New account name:", self._register_name)
 
     def _register_name(self, name: str) -> None:

@@ -434,9 +434,9 @@ def test_registrations_per_address_limited(tmp_path):
     for i in range(3):
         assert "Registered and logged in" in At(factory, clock, "203.0.113.9").register(f"user{i}")
     late = At(factory, clock, "203.0.113.9")
-    out = late.register("user3")
-    assert "Error: too many new accounts from your address; try again in 21 seconds." in out
-    assert "user3" not in factory.accounts
+    late.output()
+    late.send("register")  # told at once, before typing a name and two passwords
+    assert late.output() == "Error: too many new accounts from your address; try again in 21 seconds.\r\nmenu> "
     assert "Registered and logged in" in At(factory, clock, "192.0.2.10").register("user4")  # another address
     assert "Registered and logged in" in Client(factory, clock).register("user5")  # exempt (local)
     clock.advance(20)
@@ -444,6 +444,20 @@ def test_registrations_per_address_limited(tmp_path):
     clock.advance(60)
     factory.limits.sweep()
     assert not factory.limits.registrations.buckets  # forgotten once refilled
+
+
+def test_registration_limit_also_holds_for_registrations_already_under_way(tmp_path):
+    """Two connections that both started before the limit was reached: the second to finish is refused, unhashed."""
+    factory, clock = make_factory(str(tmp_path), Settings(address_registrations=1, address_registration_window=60))
+    first, second = At(factory, clock, "203.0.113.9"), At(factory, clock, "203.0.113.9")
+    first.send("register user3", "secret1")
+    second.send("register user4", "secret1")
+    first.send("secret1")
+    assert "Registered and logged in as user3." in first.output()
+    second.output()
+    second.send("secret1")
+    assert second.output() == "Error: too many new accounts from your address; try again in 61 seconds.\r\nmenu> "
+    assert "user4" not in factory.accounts
 
 
 def test_default_registration_limit(tmp_path):
