@@ -100,51 +100,66 @@ class TelnetParser:
     # -- input ------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        """Parse ``data``; stops (keeping the rest in :attr:`held`) when the peer pauses."""
+        """
+        Parse ``data``. Application data is handed on in one piece per run
+        between commands (so ``IAC IAC`` pairs cost no call each); parsing
+        stops, keeping the rest in :attr:`held`, when the peer pauses.
+        """
         if self.held:
             data, self.held = self.held + data, b""
         peer = self.peer
+        if peer.paused:
+            self.held = data
+            return
+        text: list[bytes] = []  # application data not handed on yet
         i, end = 0, len(data)
         while i < end:
-            if peer.paused:
-                self.held = data[i:]
-                return
             state = self.state
             if state == _DATA:
                 j = data.find(IAC, i)
                 if j < 0:
-                    peer.telnet_data(data[i:] if i else data)
-                    return
+                    text.append(data[i:] if i else data)
+                    break
                 if j > i:
-                    peer.telnet_data(data[i:j])
-                    if peer.paused:
-                        self.held = data[j:]
-                        return
+                    text.append(data[i:j])
                 self.state = _COMMAND
                 i = j + 1
             elif state == _COMMAND:
                 byte = data[i]
                 i += 1
                 if byte == IAC:  # an escaped 0xFF: data
+                    text.append(_IAC_BYTE)
                     self.state = _DATA
-                    peer.telnet_data(_IAC_BYTE)
                     continue
+                if text:  # the data before this command first: its lines may pause the peer
+                    peer.telnet_data(b"".join(text))
+                    text = []
+                    if peer.paused:  # then this command waits too (text was appended here, so i >= 2)
+                        self.state = _DATA
+                        self.held = data[i - 2:]
+                        return
                 if byte in (WILL, WONT, DO, DONT):
                     self.verb = byte
                     self.state = _OPTION
                     continue  # charged with its option byte
                 self.state = _SUB if byte == SB else _DATA
                 peer.telnet_command()
+                if peer.paused:
+                    self.held = data[i:]
+                    return
             elif state == _OPTION:
                 option = data[i]
                 i += 1
                 self.state = _DATA
                 self._negotiate(self.verb, option)
                 peer.telnet_command()
+                if peer.paused:
+                    self.held = data[i:]
+                    return
             elif state == _SUB:
                 j = data.find(IAC, i)
                 if j < 0:
-                    return  # the rest is subnegotiation data: skipped
+                    break  # the rest is subnegotiation data: skipped
                 self.state = _SUB_IAC
                 i = j + 1
             else:  # _SUB_IAC
@@ -153,6 +168,8 @@ class TelnetParser:
                 # IAC SE ends it; IAC IAC is a 0xFF inside it; anything else is not
                 # allowed there (RFC 854) and is skipped with it.
                 self.state = _DATA if byte == SE else _SUB
+        if text:
+            peer.telnet_data(b"".join(text))
 
     def _negotiate(self, verb: int, option: int) -> None:
         if option == ECHO and verb in (DO, DONT):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatd.settings import Settings
@@ -114,7 +114,7 @@ _CHUNK = st.one_of(st.binary(max_size=40), st.lists(_TELNET_BYTES, max_size=40).
 
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chunks=st.lists(_CHUNK, max_size=12), want=st.lists(st.booleans(), max_size=3))
 def test_parser_never_raises_and_ignores_how_input_is_split(chunks, want):
     """Any bytes, split anywhere: the parser never raises, and data and answers are those of one whole read."""
@@ -130,6 +130,55 @@ def test_parser_never_raises_and_ignores_how_input_is_split(chunks, want):
     assert bytes(split.data) == bytes(whole.data) and bytes(split.sent) == bytes(whole.sent)
     assert split.commands == whole.commands
     assert one.echo in (NO, YES, WANTNO, WANTYES)
+
+
+class Pausing(Recorder):
+    """A peer that pauses after some of the parser's calls (``pattern``), as a throttled connection does."""
+
+    def __init__(self, pattern: list[bool]) -> None:
+        super().__init__()
+        self.pattern = pattern
+        self.calls = 0
+
+    def _maybe_pause(self) -> None:
+        self.calls += 1
+        if self.pattern and self.pattern[self.calls % len(self.pattern)]:
+            self.paused = True
+
+    def telnet_data(self, data: bytes) -> None:
+        super().telnet_data(data)
+        self._maybe_pause()
+
+    def telnet_command(self) -> None:
+        super().telnet_command()
+        self._maybe_pause()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunks=st.lists(_CHUNK, max_size=12), pattern=st.lists(st.booleans(), max_size=5))
+def test_pausing_loses_and_reorders_nothing(chunks, pattern):
+    """Paused anywhere (after data or a command) and resumed: the same data, answers and charges as one read."""
+    whole, paused = Recorder(), Pausing(pattern)
+    TelnetParser(whole).feed(b"".join(chunks))
+    parser = TelnetParser(paused)
+    for chunk in chunks:
+        parser.feed(chunk)
+        for _ in range(10_000):  # the connection reads again: what was held is parsed first
+            if not paused.paused:
+                break
+            paused.paused = False
+            parser.feed(b"")
+    assert bytes(paused.data) == bytes(whole.data) and bytes(paused.sent) == bytes(whole.sent)
+    assert paused.commands == whole.commands and not parser.held
+
+
+def test_escaped_iac_pairs_are_handed_on_in_one_piece():
+    """A run of ``IAC IAC`` (data 0xFF) between commands is one call, not one per pair."""
+    peer = Recorder()
+    calls = []
+    peer.telnet_data = calls.append  # type: ignore[method-assign]
+    TelnetParser(peer).feed(b"a" + b"\xff\xff" * 10_000 + b"b\xff\xf1c")
+    assert calls == [b"a" + b"\xff" * 10_000 + b"b", b"c"]
 
 
 # -- the connection ------------------------------------------------------------------------------
