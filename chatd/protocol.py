@@ -204,6 +204,10 @@ class ChatProtocol(LineReceiver):
 
     def telnet_command(self) -> None:
         """A telnet command costs one token of the flood allowance, like a line."""
+        self._charge()
+
+    def _charge(self) -> None:
+        """Spend one token of the flood allowance; past it, stop reading for a while."""
         bucket = self._bucket
         if bucket is not None:
             wait = bucket.take(self.factory.reactor.seconds())  # type: ignore[attr-defined]
@@ -222,7 +226,8 @@ class ChatProtocol(LineReceiver):
             LineReceiver.dataReceived(self, data)
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        """Refuse an over-long line but keep the connection."""
+        """Refuse an over-long line but keep the connection (it costs a token like any line)."""
+        self._charge()
         self._refuse_long_line()
         _, found, rest = line.partition(self.delimiter)
         if found:

@@ -512,3 +512,14 @@ def test_tiny_frames_of_own_upload_cost_tokens_full_ones_do_not(tmp_path):
     file_id = re.search(r"^24 (\S+) ", c.output(), re.M).group(1)
     c.send(f"/data {file_id} 1\r\nz".encode() * 100)
     assert c.transport.producerState == "paused" and "too fast" in c.output()
+
+
+def test_over_long_lines_cost_tokens(tmp_path):
+    """Lines over --max-line are refused and charged like any line, so they cannot flood the error answer."""
+    factory, clock = make_factory(str(tmp_path), Settings(max_line=100))
+    c = At(factory, clock)
+    c.output()
+    c.send((b"x" * 200 + b"\r\n") * 100)
+    out = c.output()
+    assert c.transport.producerState == "paused" and "too fast" in out
+    assert out.count("longer than 100 bytes") <= 51
