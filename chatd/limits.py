@@ -48,6 +48,18 @@ MIN_PAUSE = 0.05
 NOTICE_EVERY = 10.0
 
 
+# Why a connection is not being read (ChatProtocol.pause_reading): it reads
+# again only once no reason is left.
+#: Over its flood allowance (TokenBucket), until the bucket has refilled.
+FLOOD = "flood limit"
+#: Its uploads' spool writes lag behind (chatd.transfer).
+SPOOL_BACKLOG = "spool backlog"
+#: Waiting for the server to answer (a password hash, a disk write): hold/release.
+ANSWER = "waiting for an answer"
+#: pauseProducing from a consumer (the IPushProducer interface of LineReceiver).
+CONSUMER = "consumer"
+
+
 class TokenBucket:
     """
     ``burst`` tokens, refilled at ``rate`` per second. :meth:`take` spends one

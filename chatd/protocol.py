@@ -25,7 +25,7 @@ from twisted.internet import tcp
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
-from chatd.limits import TokenBucket
+from chatd.limits import ANSWER, CONSUMER, FLOOD, TokenBucket
 from chatd.menu import Dialogue
 from chatd.persistence import address_fields
 from chatd.telnet import ECHO, WANTYES, WILL, TelnetParser, command
@@ -47,16 +47,6 @@ _DATA_FRAME = DATA_COMMAND.encode() + b" "
 #: Smallest upload frame that does not count against the flood allowance (but the last one of an upload).
 MIN_FREE_FRAME = 512
 
-# Why a connection is not being read (ChatProtocol.pause_reading): it reads
-# again only once no reason is left.
-#: Over its flood allowance (chatd.limits), until the bucket has refilled.
-FLOOD = "flood limit"
-#: Its uploads' spool writes lag behind (chatd.transfer).
-SPOOL_BACKLOG = "spool backlog"
-#: Waiting for the server to answer (a password hash, a disk write): hold/release.
-ANSWER = "waiting for an answer"
-#: pauseProducing from a consumer (the IPushProducer interface of LineReceiver).
-CONSUMER = "consumer"
 
 
 class ChatProtocol(LineReceiver):

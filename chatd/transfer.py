@@ -43,7 +43,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatd.protocol import SPOOL_BACKLOG
+from chatd.limits import SPOOL_BACKLOG
 from chatd.text import clean_line, name_key
 from chatd.wire import (
     CANCEL_COMMAND,
