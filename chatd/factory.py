@@ -26,7 +26,7 @@ from chatd.limits import Limits
 from chatd.passwords import Passwords
 from chatd.persistence import CsvStore, Loaded, RoomRecord, StoreError, UserRecord, user_from_row, user_row
 from chatd.settings import PUBLIC_ROOM, Settings
-from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key
+from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key, unknown_name
 
 if TYPE_CHECKING:
     from chatd.transfer import Transfers
@@ -141,8 +141,9 @@ class ChatFactory(Factory):
         self.online: dict[str, Session] = {}
         self.rooms: dict[str, Room] = {}
         self.connections: set[Any] = set()
-        self._claimed: set[str] = set()
-        self._claimed_rooms: set[str] = set()
+        #: Names being registered / rooms being created or deleted: name key -> the name as it will be stored.
+        self._claimed: dict[str, str] = {}
+        self._claimed_rooms: dict[str, str] = {}
         self._add_room(RoomRecord(PUBLIC_ROOM, "", ""))
 
     # -- start and stop --------------------------------------------------
@@ -181,24 +182,38 @@ class ChatFactory(Factory):
     # -- accounts ----------------------------------------------------------
 
     def _while_claimed(
-        self, claims: set[str], key: str, work: defer.Deferred[Any], done: Callable[[Any], T], failure_text: str
+        self, claims: dict[str, str], name: str, work: defer.Deferred[Any], done: Callable[[Any], T],
+        failure_text: str,
     ) -> defer.Deferred[T]:
         """
-        ``key`` stays claimed in ``claims`` until ``work`` (a store write)
-        has finished, so two requests for one name cannot both go ahead;
-        then ``done`` runs on success, and a StoreError becomes NotSaved.
+        ``name`` (as it will be stored) stays claimed in ``claims`` under its
+        key until ``work`` (a store write) has finished, so two requests for
+        one name cannot both go ahead; then ``done`` runs on success, and a
+        StoreError becomes NotSaved.
         """
-        claims.add(key)
+        key = name_key(name)
+        claims[key] = name
 
         def failed(failure: Any) -> None:
             failure.trap(StoreError)
             raise errors.NotSaved(failure_text + " (server storage problem); try again later.")
 
         def release(result: Any) -> Any:
-            claims.discard(key)
+            claims.pop(key, None)
             return result
 
         return work.addCallbacks(done, failed).addBoth(release)
+
+    def user_name_taken(self, name: str) -> str | None:
+        """
+        Why ``name`` cannot be registered because it (in any case) is
+        someone's already, naming the account as stored; or None.
+        """
+        key = name_key(name)
+        row = self.accounts.get(key)
+        record = user_from_row(row) if row is not None else None
+        stored = record.name if record is not None else self._claimed.get(key)
+        return f"The name {stored} is taken." if stored is not None else None
 
     def registration_wait(self, address: str) -> str | None:
         """Why ``address`` may not register now (the user's sentence), or None; counts nothing."""
@@ -219,8 +234,9 @@ class ChatFactory(Factory):
         if problem:
             return defer.fail(errors.InvalidName(problem))
         key = name_key(name)
-        if key in self.accounts or key in self._claimed:
-            return defer.fail(errors.NameTaken(f"The name {name} is taken."))
+        taken = self.user_name_taken(name)
+        if taken:
+            return defer.fail(errors.NameTaken(taken))
         wait = self.limits.registration_refused(address)
         if wait:
             return defer.fail(errors.NotAllowed(registrations_refused(wait)))
@@ -239,7 +255,7 @@ class ChatFactory(Factory):
             return name
 
         work = self.passwords.hash(password).addCallback(store)
-        return self._while_claimed(self._claimed, key, work, saved, "Could not save the account")
+        return self._while_claimed(self._claimed, name, work, saved, "Could not save the account")
 
     def authenticate(self, name: str, password: str, address: str = "",
                      origin: Mapping[str, str] | None = None) -> defer.Deferred[str]:
@@ -329,7 +345,7 @@ class ChatFactory(Factory):
         """The room called ``name`` (any case), or NoSuchRoom."""
         room = self.rooms.get(name_key(name))
         if room is None:
-            raise errors.NoSuchRoom(f"There is no room called {name}.")
+            raise errors.NoSuchRoom(unknown_name(name, "room", ROOM_NAME_MAX, f"There is no room called {name}."))
         return room
 
     def list_rooms(self) -> list[Room]:
@@ -342,8 +358,10 @@ class ChatFactory(Factory):
         if problem:
             return defer.fail(errors.InvalidName(problem))
         key = name_key(name)
-        if key in self.rooms or key in self._claimed_rooms:
-            return defer.fail(errors.NameTaken(f"A room called {name} already exists."))
+        existing = self.rooms.get(key)
+        stored = existing.name if existing is not None else self._claimed_rooms.get(key)
+        if stored is not None:
+            return defer.fail(errors.NameTaken(f"A room called {stored} already exists."))
         record = RoomRecord(name, owner, self.now())
 
         def saved(_: None) -> Room:
@@ -351,10 +369,10 @@ class ChatFactory(Factory):
             return self._add_room(record)
 
         work = self.store.add_room(record)
-        return self._while_claimed(self._claimed_rooms, key, work, saved, "Could not save the room")
+        return self._while_claimed(self._claimed_rooms, name, work, saved, "Could not save the room")
 
-    def delete_room(self, name: str, by: str) -> defer.Deferred[None]:
-        """Delete a room ``by`` owns; its members go back to the menu."""
+    def delete_room(self, name: str, by: str) -> defer.Deferred[Room]:
+        """Delete a room ``by`` owns (fires with it once that is on disk); its members go back to the menu."""
         try:
             room = self.find_room(name)
         except errors.ChatError as error:
@@ -366,7 +384,7 @@ class ChatFactory(Factory):
         if room.key in self._claimed_rooms:
             return defer.fail(errors.NotAllowed(f"{room.name} is already being deleted."))
 
-        def saved(_: None) -> None:
+        def saved(_: None) -> Room:
             self.rooms.pop(room.key, None)
             self.store.log_event("room_delete", by, room.name)
             room.fanout.flush()
@@ -375,9 +393,10 @@ class ChatFactory(Factory):
                 self._left_room(member, room, "room deleted")
                 self.store.log_event("leave", member.name or "", room.name, reason="room_deleted")  # type: ignore[attr-defined]
                 member.room_deleted(room, by)  # type: ignore[attr-defined]
+            return room
 
         work = self.store.delete_room(room.name)
-        return self._while_claimed(self._claimed_rooms, room.key, work, saved, "Could not delete the room")
+        return self._while_claimed(self._claimed_rooms, room.name, work, saved, "Could not delete the room")
 
     def join(self, room: Room, session: Session) -> None:
         """Put ``session`` in ``room`` and tell the room (lines said before are not sent to it)."""
@@ -413,7 +432,7 @@ class ChatFactory(Factory):
         """Send ``text`` to the logged-in user ``target``; returns their name."""
         session = self.online.get(name_key(target))
         if session is None or session.name is None:
-            raise errors.NoSuchUser(f"{target} is not logged in.")
+            raise errors.NoSuchUser(unknown_name(target, "user", USER_NAME_MAX, f"{target} is not logged in."))
         session.show_private(f"[{self.clock.short()}] *{sender.name}* {text}")
         return session.name
 

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from chatd import errors
 from chatd.settings import PUBLIC_ROOM
 from chatd.passwords import decode_password
-from chatd.text import PASSWORD_MIN, USER_NAME_MAX, check_name, name_key
+from chatd.text import PASSWORD_MIN, USER_NAME_MAX, check_name
 from chatd.wire import CHAT, CREDENTIALS, ERROR, LISTEN, SPEAK
 
 if TYPE_CHECKING:
@@ -215,7 +215,8 @@ class Dialogue:
         word = _BY_NUMBER.get(word, word.lower())
         handler = getattr(self, "choice_" + word, None)
         if handler is None:
-            self._error(f"unknown choice {text[:40]!r}. Type a number from 1 to 9, or 'menu' to see the menu.")
+            # Never quoted: a password typed here by mistake must not be shown back (or logged).
+            self._error("unknown choice. Type a number from 1 to 9 or a keyword, or 'menu' to see the menu.")
             self._menu_prompt()
             return
         handler(argument.strip())
@@ -254,8 +255,8 @@ class Dialogue:
 
     def _register_name(self, name: str) -> None:
         problem = check_name(name, "user", USER_NAME_MAX)
-        if problem is None and name_key(name) in self.factory.accounts:
-            problem = f"The name {name} is taken."
+        if problem is None:
+            problem = self.factory.user_name_taken(name)
         if problem:
             self._error(problem)
             self._menu_prompt()
@@ -357,8 +358,8 @@ class Dialogue:
     def _delete(self, name: str) -> None:
         assert self.peer.name is not None
 
-        def deleted(_: None) -> None:
-            self.peer.show(LISTEN, f"Room {name} deleted.")
+        def deleted(room: Room) -> None:
+            self.peer.show(LISTEN, f"Room {room.name} deleted.")
             self._menu_prompt()
 
         self._wait(self.factory.delete_room(name, self.peer.name), deleted)

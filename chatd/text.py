@@ -102,6 +102,17 @@ def check_name(name: str, what: str, limit: int) -> str | None:
     return None
 
 
+def unknown_name(name: str, what: str, limit: int, sentence: str) -> str:
+    """
+    The answer when no ``what`` (user or room) is called ``name``:
+    ``sentence`` (which names it) if ``name`` could be a name at all, else
+    why it cannot be one (:func:`check_name`), without repeating it. Input
+    that is no name (a password typed at the wrong prompt, say) is never
+    shown back on screen or written to a log.
+    """
+    return check_name(name, what, limit) or sentence
+
+
 _ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 

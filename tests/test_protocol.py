@@ -238,7 +238,7 @@ def test_rooms_create_info_delete_with_members(world, tmp_path):
     owner.send("delete public")
     assert "cannot be deleted" in owner.output()
     owner.send("delete lab")
-    assert "Room lab deleted." in owner.output()
+    assert "Room Lab deleted." in owner.output()
     notice = other.output()
     assert "Room Lab was deleted by olga; type /exit to go back to the main menu." in notice
     assert "menu>" not in notice
