@@ -31,7 +31,8 @@ from chatd.persistence import address_fields
 from chatd.telnet import ECHO, WANTYES, WILL, TelnetParser, command
 from chatd.text import clean_line
 from chatd.wire import (
-    CHAT, CLIENT_HELLO, CREDENTIALS, DATA_COMMAND, ENCODING, ERROR, LISTEN, PRIVATE, UPLOAD_FRAME_MAX, parse_count,
+    CHAT, CLIENT_HELLO, CREDENTIALS, DATA_COMMAND, ENCODING, ERROR, LISTEN, PRIVATE, TAGGED_ON, UPLOAD_FRAME_MAX,
+    parse_count,
 )
 
 if TYPE_CHECKING:
@@ -371,7 +372,7 @@ class ChatProtocol(LineReceiver):
             if room is not None:
                 room.fanout.regroup(self)
         client = text[len(CLIENT_HELLO) :].strip()[:60] or "unknown client"
-        self.show(LISTEN, f"Tagged mode on for {client}.")
+        self.show(LISTEN, f"{TAGGED_ON}{client}.")
         if self._prompt is not None:
             self._send_prompt()
 

@@ -90,6 +90,8 @@ _UNSAFE_CHARS: Final = frozenset('<>:"/\\|?*')
 #: The line a client sends to switch the connection to tagged mode:
 #: ``/client NAME VERSION``.
 CLIENT_HELLO: Final = "/client"
+#: The start of the server's answer to :data:`CLIENT_HELLO`: ``00 Tagged mode on for NAME VERSION.``
+TAGGED_ON: Final = "Tagged mode on for "
 
 
 def split_tagged(line: str) -> tuple[str, str]:

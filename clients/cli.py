@@ -63,6 +63,7 @@ from chatd.wire import (
     PRIVATE,
     SEND_COMMAND,
     SPEAK,
+    TAGGED_ON,
     UPLOAD_DONE,
     UPLOAD_FAILED,
     UPLOAD_READY,
@@ -240,13 +241,17 @@ class Console(protocol.Protocol):
         else:
             self._write(text + "\n")
 
-    def end(self, text: str) -> None:
-        """The session is over: print ``text`` as the last line, with no prompt and no typed line left."""
+    def end(self, text: str = "") -> None:
+        """
+        The session is over: print ``text`` (if any) as the last line, with no
+        prompt and no typed line left on screen; with no text nothing is
+        written but the erasing (a script's output gets no empty line).
+        """
         self.prompt, self.buffer, self.secret = "", "", False
         if self.interactive:
-            self._write(self._erase() + text + "\r\n")
+            self._write(self._erase() + (text + "\r\n" if text else ""))
             self._drawn = 0
-        else:
+        elif text:
             self._write(text + "\n")
 
     def set_prompt(self, prompt: str, secret: bool = False) -> None:
@@ -363,6 +368,8 @@ class ChatClient(LineReceiver):
         self.console.show(printable(text))
 
     def _listen(self, text: str) -> None:
+        if text.startswith(TAGGED_ON):
+            return  # the answer to our own /client hello: protocol, not news for the user
         if text.startswith(("Logged in as ", "Registered and logged in as ")):
             self.logged_in = True
         self._show(text)
@@ -450,9 +457,11 @@ class ChatClient(LineReceiver):
             elif self.state == _LINE:
                 self.state = _WAIT
                 self.quitting = True
+                self.console.set_prompt("")  # answered (by quit): not drawn again under Bye.
                 self.sendLine(b"quit")
             elif self.state == _SECRET and self.transport is not None:
                 self.quitting = True
+                self.console.set_prompt("")
                 self.transport.loseConnection()
 
     def _chat_line(self, line: str) -> None:
@@ -690,6 +699,15 @@ def endpoint_for(reactor: Any, options: argparse.Namespace) -> Any:
     return endpoints.wrapClientTLS(HostCheckedTLS(options.host, trust), endpoint)
 
 
+#: What ``chat: ...`` says when TLS refuses the server (docs/OPERATIONS.md lists them exactly): a certificate
+#: no trusted CA (nor ``--cafile``) signed; one that does not name ``--host`` (DETAIL: :data:`OTHER_HOSTS` or
+#: service_identity's reason, e.g. no subjectAltName at all); any other handshake failure (OpenSSL's reason).
+UNTRUSTED = "the server's certificate is not trusted (certificate verify failed); use --cafile for a self-signed one"
+NOT_VALID_FOR = "the server's certificate is not valid for {host}: {detail}"
+OTHER_HOSTS = "it names other hosts"
+HANDSHAKE_FAILED = "the TLS handshake failed: {reason}"
+
+
 def _tls_error(reason: Failure) -> str:
     """One line for a failed TLS handshake (pyOpenSSL's ``SSL.Error``), or "" for other failures."""
     from OpenSSL import SSL
@@ -700,8 +718,8 @@ def _tls_error(reason: Failure) -> str:
              if isinstance(item, tuple) and item]
     text = "; ".join(texts) or reason.getErrorMessage()
     if "certificate verify failed" in text:
-        return "the server's certificate is not trusted (certificate verify failed); use --cafile for a self-signed one"
-    return f"the TLS handshake failed: {text}"
+        return UNTRUSTED
+    return HANDSHAKE_FAILED.format(reason=text)
 
 
 class CertificateRefused(Exception):
@@ -745,9 +763,9 @@ class HostCheckedTLS:
             try:
                 verify_service_identity(extract_patterns(certificate), [self._identity], [])
             except (CertificateError, VerificationError) as error:
-                detail = str(error) if isinstance(error, CertificateError) else "it names other hosts"
+                detail = str(error) if isinstance(error, CertificateError) else OTHER_HOSTS
                 tls_protocol.failVerification(
-                    Failure(CertificateRefused(f"the server's certificate is not valid for {self.host}: {detail}"))
+                    Failure(CertificateRefused(NOT_VALID_FOR.format(host=self.host, detail=detail)))
                 )
                 return False
             return True
@@ -815,7 +833,7 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
         try:
             await client.done
         except ConnectionGone as gone:
-            console.end("")
+            console.end()
             sys.stderr.write(f"chat: {gone}\n")
             raise SystemExit(EXIT_CONNECTION)
         except LoginRefused as refused:

@@ -72,15 +72,15 @@ def test_hello_first_and_one_line_per_prompt(session):
     session.server("01 Repeat the password:")
     assert session.sent() == "secret1\r\n"
     shown = session.shown()
-    assert "Tagged mode on" in shown and "menu>" in shown and "secret1" not in shown
+    assert "menu>" in shown and "secret1" not in shown
+    assert "Tagged mode on" not in shown  # the answer to the client's own hello is not shown
 
 
 def test_plain_banner_before_tagged_mode_is_shown(session):
     """Lines that arrive before the server saw /client are shown; the plain prompt is not."""
     session.client.dataReceived(b"Welcome to chatd 1.0.\r\nmenu> 00 Tagged mode on for chat 1.0.\r\n11 menu>\r\n")
     shown = session.shown()
-    assert shown.startswith("Welcome to chatd 1.0.\n")
-    assert "Tagged mode on for chat 1.0.\n" in shown and "menu> 00" not in shown
+    assert shown == "Welcome to chatd 1.0.\nmenu>\n"  # not the plain prompt, nor the answer to /client
 
 
 def test_chat_mode_sends_as_typed_and_shows_incoming(session):
@@ -470,6 +470,38 @@ def test_no_prompt_is_redrawn_after_bye(tmp_path):
     assert shown.endswith("Bye.\r\n\r\x1b[J"), repr(shown)
     assert "menu>" not in shown.split("9\r\n", 1)[1]
     assert s.client.done.called and s.client.done.result is None
+
+
+def test_ctrl_d_at_the_menu_quits_without_drawing_the_prompt_again(tmp_path):
+    """Ctrl-D at `menu>`: quit is sent, `Bye.` is the last line and no `menu> ` follows it."""
+    s = Session(str(tmp_path), interactive=True)
+    s.server("11 menu>")
+    s.shown(), s.sent()
+    s.type("\x04")
+    assert s.sent() == "quit\r\n"
+    s.server("00 Bye.")
+    s.client.connectionLost(None)
+    shown = s.shown()
+    assert shown == "\r\x1b[J" + "\r\x1b[JBye.\r\n\r\x1b[J", repr(shown)
+    assert s.client.done.called and s.client.done.result is None
+
+
+def test_end_of_input_at_a_password_prompt_leaves_no_prompt(tmp_path):
+    s = Session(str(tmp_path), interactive=True)
+    s.server("01 Password:")
+    s.shown()
+    s.type("\x04")
+    assert s.wire.disconnecting and s.shown() == "\r\x1b[J"
+
+
+def test_a_scripted_session_that_ends_in_an_error_writes_no_empty_line(tmp_path):
+    """Piped: the end of a session (a refused certificate, a lost connection) adds nothing to stdout."""
+    s = Session(str(tmp_path))
+    s.shown()
+    s.console.end()
+    assert s.shown() == ""
+    s.console.end("Interrupted. Bye.")
+    assert s.shown() == "Interrupted. Bye.\n"
 
 
 def test_times_are_shown_in_local_time(tmp_path):

@@ -21,11 +21,20 @@ def _tls_daemon(tmp_path, key: str, cert: str) -> tuple[Daemon, int]:
     return d, tls_port
 
 
-def _chat(cafile: str, host: str, port: int, script: str = "login nobody\nsecret1\nquit\n") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "clients.cli", "--tls", "--cafile", cafile, "--host", host, "--port", str(port)],
-        input=script, capture_output=True, text=True, timeout=30, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-    )
+def _chat(cafile: str | None, host: str, port: int, script: str = "login nobody\nsecret1\nquit\n",
+          stdout_file: str | None = None) -> subprocess.CompletedProcess:
+    """Run the client with ``script`` piped in; its stdout captured, or written to the regular file ``stdout_file``."""
+    trust = ["--cafile", cafile] if cafile else []
+    command = [sys.executable, "-m", "clients.cli", "--tls", *trust, "--host", host, "--port", str(port)]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    if stdout_file is None:
+        return subprocess.run(command, input=script, capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)
+    with open(stdout_file, "w") as out:
+        done = subprocess.run(command, input=script, stdout=out, stderr=subprocess.PIPE, text=True, timeout=30,
+                              cwd=ROOT, env=env)
+    with open(stdout_file) as out:
+        done.stdout = out.read()
+    return done
 
 
 @pytest.mark.parametrize("alt_names, host, why", [
@@ -56,11 +65,15 @@ def test_client_refuses_an_untrusted_certificate(tmp_path):
     d, port = _tls_daemon(tmp_path, key, cert)
     try:
         done = _chat(unrelated, "localhost", port)
+        # `printf 'list\n' | chat --tls ... >o.txt` (no --cafile, a self-signed server): o.txt stays empty.
+        into_file = _chat(None, "localhost", port, "list\n", stdout_file=str(tmp_path / "o.txt"))
     finally:
         d.stop()
-    assert done.returncode == 1, (done.stdout, done.stderr)
-    assert done.stderr.splitlines() == [
-        "chat: the server's certificate is not trusted (certificate verify failed); use --cafile for a self-signed one"]
+    for run in (done, into_file):
+        assert run.returncode == 1, (run.stdout, run.stderr)
+        assert run.stderr.splitlines() == [
+            "chat: the server's certificate is not trusted (certificate verify failed); use --cafile for a self-signed one"]
+        assert run.stdout == ""  # not even an empty line
 
 
 def _recipe(name: str) -> str:
@@ -88,3 +101,17 @@ def test_docs_tls_recipe_makes_a_certificate_the_client_accepts(tmp_path):
     finally:
         d.stop()
     assert d.unhandled_errors() == [], d.log()
+
+
+def test_operations_lists_the_exact_tls_refusals():
+    """docs/OPERATIONS.md names each line the client prints when it refuses a server's TLS, word for word."""
+    from service_identity.exceptions import CertificateError
+
+    from clients.cli import HANDSHAKE_FAILED, NOT_VALID_FOR, OTHER_HOSTS, UNTRUSTED
+
+    text = open(os.path.join(ROOT, "docs", "OPERATIONS.md"), encoding="utf-8").read()
+    no_alt_names = "Certificate does not contain any `subjectAltName`s."
+    assert str(CertificateError(no_alt_names)) == no_alt_names
+    for line in (UNTRUSTED, NOT_VALID_FOR.format(host="HOST", detail=OTHER_HOSTS),
+                 NOT_VALID_FOR.format(host="HOST", detail=no_alt_names), HANDSHAKE_FAILED.format(reason="REASON")):
+        assert f"`chat: {line}`" in text, line

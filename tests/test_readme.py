@@ -31,3 +31,18 @@ def test_readme_explains_the_pid_file_and_ctrl_c():
     assert "Ctrl-C stops it" in README
     for status in ("| 0 |", "| 1 |", "| 3 |", "| 130 |"):
         assert status in README
+
+
+def test_wrong_client_options_print_what_the_readme_says(capsys):
+    """README: wrong options get the usage, then `chat: error: WHAT`, status 2 (argparse's way), not one line."""
+    import pytest
+
+    from clients.cli import parse_args
+
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["-x"])
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("usage: chat [-h] [--host HOST]") and lines[-1] == "chat: error: unrecognized arguments: -x"
+    assert "`usage: chat [-h] [--host HOST] ...`" in README and "`chat: error: unrecognized arguments: -x`" in README
+    assert "with status 2" in README
