@@ -71,21 +71,65 @@ def stop_size_rotation() -> list[str]:
     return changed
 
 
+#: Bytes of a :class:`StartError` summary. A daemonizing twistd's child reports a failed start to its
+#: parent through a pipe as ``1 chatd.service.StartError: SUMMARY``, cut at 100 bytes (twistd's
+#: ``_formatChildException``); the parent prints ``An error has occurred: b'...'`` with those bytes
+#: but the first two. 100 - 2 - 26 = 72 bytes keep the summary whole.
+SUMMARY_MAX = 72
+
+
+def summarize(text: str, limit: int = SUMMARY_MAX) -> str:
+    """
+    ``text`` in at most ``limit`` ASCII bytes: non-ASCII characters as ``?``;
+    if too long, cut at a space with ``...``, never inside a word.
+    """
+    text = text.encode("ascii", "replace").decode("ascii")
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 3]
+    if " " in cut:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" :,") + "..."
+
+
 class StartError(Exception, SystemExit):
     """
     The server cannot start (a port in use, an unusable data directory).
 
-    Its message is one line, for the log and the operator's terminal. It is
-    an ``Exception``, so twistd handles it like any failed start (removes the
-    pid file, tells the parent of a daemonizing twistd, which prints it and
-    exits 1), and a ``SystemExit`` with code 1, so Python ends the process
-    with exit status 1 and no traceback (systemd's ``Restart=on-failure``
-    then sees a failure).
+    ``message`` is the whole line, for the log and the operator's terminal
+    (``chatd could not start: REASON``); ``str()`` of the error is its
+    ``summary`` (at most :data:`SUMMARY_MAX` ASCII bytes, see
+    :func:`summarize`), which is all a daemonizing twistd can show. It is
+    an ``Exception``, so twistd handles it like any failed start (removes
+    the pid file, tells the parent of a daemonizing twistd, which prints
+    the summary and exits 1), and a ``SystemExit`` with code 1, so Python
+    ends the process with exit status 1 and no traceback (systemd's
+    ``Restart=on-failure`` then sees a failure).
     """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, summary: str = "") -> None:
         super().__init__(message)
         self.code = 1
+        self.message = message
+        self.summary = summarize(summary or message)
+
+    def __str__(self) -> str:
+        return self.summary
+
+
+def _short_reason(error: BaseException) -> str:
+    """
+    The gist of an error for a :class:`StartError` summary: the socket
+    error of a CannotListenError and an OSError's strerror with its file
+    name, without Python's quotes and errno; anything else as :func:`_reason`.
+    """
+    if isinstance(error, CannotListenError):
+        cause = error.socketError
+        why = getattr(cause, "strerror", None) or str(cause)
+        return f"{error.interface or 'any'}:{error.port}: {why}"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return _reason(error)
 
 
 def _reason(error: BaseException) -> str:
@@ -165,7 +209,9 @@ class ChatService(service.Service):
                 listening.addCallback(self._listening_late).addErrback(self._failed_late, description)
             elif isinstance(outcome[0], Failure):
                 self._close_ports()
-                raise self._fail(f"cannot listen on {description}: {_reason(outcome[0].value)}")
+                error = outcome[0].value
+                raise self._fail(f"cannot listen on {description}: {_reason(error)}",
+                                 f"cannot listen on {_short_reason(error)}")
             else:
                 self.ports.append(outcome[0])
 
@@ -177,7 +223,8 @@ class ChatService(service.Service):
             loaded = self.store.load_now()
         except Exception as error:
             self._close_ports()
-            raise self._fail(f"data directory {self.data_dir}: {_reason(error)}") from error
+            raise self._fail(f"data directory {self.data_dir}: {_reason(error)}",
+                             f"data directory: {_short_reason(error)}") from error
         super().startService()
         if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
@@ -197,8 +244,12 @@ class ChatService(service.Service):
         for port in self.ports:
             self.log.info("chatd listening on {address}", address=port.getHost())
 
-    def _fail(self, reason: str) -> StartError:
-        """Log ``chatd could not start: REASON`` and write it to the terminal; return the error to raise."""
+    def _fail(self, reason: str, summary: str) -> StartError:
+        """
+        Log ``chatd could not start: REASON`` and write it to the terminal;
+        return the error to raise, with ``summary`` (the reason in short)
+        for a daemonizing twistd's parent.
+        """
         message = f"chatd could not start: {reason}"
         self.log.error("{message}", message=message)
         if sys.__stderr__ is not None:  # the real stderr: twistd points sys.stderr at its log
@@ -207,7 +258,7 @@ class ChatService(service.Service):
                 sys.__stderr__.flush()
             except (OSError, ValueError):
                 pass
-        return StartError(message)
+        return StartError(message, summary)
 
     def _close_ports(self) -> None:
         for port in self.ports:

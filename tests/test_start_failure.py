@@ -80,3 +80,53 @@ def test_default_start_does_not_warn_about_the_open_file_limit(tmp_path):
         d.stop()
     assert "chatd listening on" in d.log()
     assert "open file limit" not in d.log(), d.log()
+
+
+def _daemonizing_start(daemon: Daemon) -> tuple[int, str]:
+    """Start like `twistd --pidfile p --logfile l chatd ...` (no -n): the parent waits for the child's verdict."""
+    command = [part for part in daemon.command() if part != "-n"]
+    done = subprocess.run(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=60)
+    return done.returncode, done.stderr
+
+
+def test_daemonizing_start_shows_the_whole_reason(tmp_path):
+    """A daemonizing twistd prints twistd's line with the reason whole (not cut at 100 bytes), as OPERATIONS.md shows."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        d = Daemon(str(tmp_path / "data"), port=port, pidfile=str(tmp_path / "chatd.pid"))
+        d.log_path = str(tmp_path / "chatd.log")
+        status, stderr = _daemonizing_start(d)
+    assert status == 1, stderr
+    assert stderr.splitlines() == [
+        f"An error has occurred: b'chatd.service.StartError: cannot listen on 127.0.0.1:{port}: Address already in use'",
+        "Please look at log file for more information.",
+    ], stderr
+    assert (f"chatd could not start: cannot listen on tcp:{port}:interface=127.0.0.1: "
+            f"Couldn't listen on 127.0.0.1:{port}: [Errno 98] Address already in use.") in d.log()
+    assert not os.path.exists(d.pidfile)
+    docs = open(os.path.join(ROOT, "docs", "OPERATIONS.md"), encoding="utf-8").read()
+    assert ("An error has occurred: b'chatd.service.StartError: cannot listen on 127.0.0.1:8023: "
+            "Address already in use'\nPlease look at log file for more information.") in docs
+
+
+def test_daemonizing_start_with_an_unusable_data_dir(tmp_path):
+    d = Daemon("/proc/nope", pidfile=str(tmp_path / "chatd.pid"))
+    d.log_path = str(tmp_path / "chatd.log")
+    status, stderr = _daemonizing_start(d)
+    assert status == 1, stderr
+    assert stderr.splitlines()[0] == (
+        "An error has occurred: b'chatd.service.StartError: data directory: No such file or directory: /proc/nope'")
+
+
+def test_start_error_summaries_fit_twistds_status_pipe():
+    """Whatever the reason, the summary is whole ASCII within 72 bytes (twistd passes 100 bytes, 28 are its own)."""
+    from chatd.service import SUMMARY_MAX, StartError, summarize
+
+    assert SUMMARY_MAX == 100 - len("1 ") - len("chatd.service.StartError: ")
+    long = "data directory: Permission denied: /srv/" + "x" * 80 + "/users.csv"
+    assert summarize(long) == "data directory: Permission denied..."
+    error = StartError("chatd could not start: " + long, "cannot listen on " + "é" * 100)
+    assert len(str(error)) <= SUMMARY_MAX and str(error).isascii() and error.message.endswith("users.csv")
