@@ -245,13 +245,12 @@ class ChatFactory(Factory):
         def store(password_hash: str) -> defer.Deferred[None]:
             nonlocal record
             record = UserRecord(name, password_hash, self.now())
-            return self.store.add_user(record)
+            return self.store.add_user(record, self.store.event_row("register", name, **(origin or {})))
 
         def saved(_: None) -> str:
             assert record is not None
             self.accounts[key] = user_row(record)
             self.passwords.count_stored([record.password_hash])
-            self.store.log_event("register", name, **(origin or {}))
             return name
 
         work = self.passwords.hash(password).addCallback(store)
@@ -276,7 +275,7 @@ class ChatFactory(Factory):
         def checked(ok: bool) -> str | defer.Deferred[str]:
             if ok and record is not None:
                 if self.passwords.needs_rehash(record.password_hash):
-                    return self._rehash(record, password)
+                    return self._rehash(record, password, origin or {})
                 return record.name
             self.limits.login_failed(address)
             self.store.log_event("login_failed", record.name if record else "",
@@ -285,7 +284,7 @@ class ChatFactory(Factory):
 
         return self.passwords.verify(record.password_hash if record else None, password).addCallback(checked)
 
-    def _rehash(self, record: UserRecord, password: str) -> defer.Deferred[str]:
+    def _rehash(self, record: UserRecord, password: str, origin: Mapping[str, str]) -> defer.Deferred[str]:
         """
         Store a hash of ``password`` with the current parameters for the
         account of ``record`` (appended to users.csv; see persistence.py);
@@ -297,7 +296,7 @@ class ChatFactory(Factory):
         def store(password_hash: str) -> defer.Deferred[None]:
             nonlocal updated
             updated = attrs.evolve(record, password_hash=password_hash)
-            return self.store.add_user(updated)
+            return self.store.add_user(updated, self.store.event_row("rehash", record.name, **origin))
 
         def saved(_: None) -> str:
             assert updated is not None
@@ -365,10 +364,9 @@ class ChatFactory(Factory):
         record = RoomRecord(name, owner, self.now())
 
         def saved(_: None) -> Room:
-            self.store.log_event("room_create", owner, name)
             return self._add_room(record)
 
-        work = self.store.add_room(record)
+        work = self.store.add_room(record, self.store.event_row("room_create", owner, name))
         return self._while_claimed(self._claimed_rooms, name, work, saved, "Could not save the room")
 
     def delete_room(self, name: str, by: str) -> defer.Deferred[Room]:
@@ -386,7 +384,6 @@ class ChatFactory(Factory):
 
         def saved(_: None) -> Room:
             self.rooms.pop(room.key, None)
-            self.store.log_event("room_delete", by, room.name)
             room.fanout.flush()
             for member in room.fanout.members():
                 room.fanout.discard(member)
@@ -395,7 +392,7 @@ class ChatFactory(Factory):
                 member.room_deleted(room, by)  # type: ignore[attr-defined]
             return room
 
-        work = self.store.delete_room(room.name)
+        work = self.store.delete_room(room.name, self.store.event_row("room_delete", by, room.name))
         return self._while_claimed(self._claimed_rooms, room.name, work, saved, "Could not delete the room")
 
     def join(self, room: Room, session: Session) -> None:

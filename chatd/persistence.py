@@ -359,7 +359,37 @@ class CsvStore:
 
     # -- durable changes ------------------------------------------------
 
-    def _durable(self, function: Callable[..., None], *args: Any) -> defer.Deferred[None]:
+    def _durable(self, function: Callable[..., None], *args: Any, event: list[str] | None = None
+                 ) -> defer.Deferred[None]:
+        """
+        Run ``function(*args)`` (a data write that fsyncs) in the writer
+        thread; fires once it is durable, fails with StoreError. With an
+        ``event`` row (:meth:`event_row`), the same job then appends to
+        log.csv, and fsyncs, the events queued so far and that row, so an
+        acknowledged change always has its row on disk before the user is
+        told (a ``kill -9`` right after cannot leave one without the other
+        in that order); other events keep their batch. If the data write
+        fails, the queued events are still written (not the row: nothing
+        changed); rows log.csv refuses are kept for the next flush.
+        """
+        job: Callable[..., None] = function
+        unwritten: list[tuple[list[list[str]], str]] = []
+        if event is not None:
+            earlier, self._events = self._events, []
+
+            def job(*args: Any) -> None:
+                try:
+                    function(*args)
+                except BaseException:
+                    self._append_events(earlier, unwritten)
+                    raise
+                self._append_events(earlier + [event], unwritten)
+
+        def logged(result: Any) -> Any:
+            for rows, why in unwritten:
+                self._keep_events(rows, why)
+            return result
+
         def failed(failure: Any) -> None:
             if failure.check(OSError):  # disk full, I/O error, read-only: no traceback, the reason
                 self.log.error("store write failed: {why}", why=failure.getErrorMessage())
@@ -367,24 +397,34 @@ class CsvStore:
                 self.log.failure("store write failed", failure)
             raise StoreError(str(failure.value))
 
-        return self._run(function, *args).addErrback(failed)
+        return self._run(job, *args).addBoth(logged).addErrback(failed)
 
-    def add_user(self, record: UserRecord) -> defer.Deferred[None]:
+    def _append_events(self, rows: list[list[str]], unwritten: list[tuple[list[list[str]], str]]) -> None:
+        """In the writer thread: append ``rows`` to log.csv; on an OSError note them in ``unwritten``."""
+        if not rows:
+            return
+        try:
+            append_rows(self._path(EVENTS), rows)
+        except OSError as error:
+            unwritten.append((rows, str(error)))
+
+    def add_user(self, record: UserRecord, event: list[str] | None = None) -> defer.Deferred[None]:
         """
         Append an account, or a new version of one (the last line of a name
-        counts); fires once it is fsynced, fails with StoreError.
+        counts); fires once it and its ``event`` row (``register``,
+        ``rehash``; see :meth:`_durable`) are fsynced, fails with StoreError.
         """
         row = [record.name, record.password_hash, record.created]
-        return self._durable(append_rows, self._path(USERS), [row])
+        return self._durable(append_rows, self._path(USERS), [row], event=event)
 
-    def add_room(self, record: RoomRecord) -> defer.Deferred[None]:
-        """Append a room; fires once it is fsynced, fails with StoreError."""
+    def add_room(self, record: RoomRecord, event: list[str] | None = None) -> defer.Deferred[None]:
+        """Append a room; fires once it and its ``event`` row are fsynced, fails with StoreError."""
         row = [record.name, record.owner, record.created]
-        return self._durable(append_rows, self._path(ROOMS), [row])
+        return self._durable(append_rows, self._path(ROOMS), [row], event=event)
 
-    def delete_room(self, name: str) -> defer.Deferred[None]:
-        """Rewrite rooms.csv without ``name``, atomically; fires once durable."""
-        return self._durable(self._delete_room, name_key(name))
+    def delete_room(self, name: str, event: list[str] | None = None) -> defer.Deferred[None]:
+        """Rewrite rooms.csv without ``name``, atomically; fires once it and its ``event`` row are durable."""
+        return self._durable(self._delete_room, name_key(name), event=event)
 
     def _delete_room(self, key: str) -> None:
         path = self._path(ROOMS)
@@ -393,16 +433,18 @@ class CsvStore:
 
     # -- the event log --------------------------------------------------
 
+    def event_row(self, event: str, user: str = "", room: str = "", **details: object) -> list[str]:
+        """
+        One log.csv row, stamped now. ``details`` become the detail column
+        (:func:`encode_detail`): the client's ``address`` and ``port``, sizes
+        in bytes, reasons as lower_case words; docs/OPERATIONS.md lists them
+        per event.
+        """
+        return [self._now(), event, spreadsheet_safe(user), spreadsheet_safe(room), encode_detail(details)]
+
     def log_event(self, event: str, user: str = "", room: str = "", **details: object) -> None:
-        """
-        Queue one row for log.csv; it is written within ``log_interval``.
-        ``details`` become the detail column (:func:`encode_detail`): the
-        client's ``address`` and ``port``, sizes in bytes, reasons as
-        lower_case words; docs/OPERATIONS.md lists them per event.
-        """
-        self._events.append(
-            [self._now(), event, spreadsheet_safe(user), spreadsheet_safe(room), encode_detail(details)]
-        )
+        """Queue one row (:meth:`event_row`) for log.csv; it is written within ``log_interval``."""
+        self._events.append(self.event_row(event, user, room, **details))
 
     def flush_events(self) -> defer.Deferred[None]:
         """Write the queued events now (in the writer thread)."""
@@ -416,16 +458,15 @@ class CsvStore:
                 self.log.info("log.csv is writable again; queued events written")
 
         def failed(failure: Any) -> None:
-            # Keep the rows for the next try (the disk may recover), up to a bound.
-            room = MAX_QUEUED_EVENTS - len(self._events)
-            if room > 0:
-                self._events[:0] = rows[-room:]
-            if not self._events_failing:
-                self._events_failing = True
-                self.log.error(
-                    "could not write {count} event(s) to log.csv: {why}; will retry",
-                    count=len(rows),
-                    why=failure.getErrorMessage(),
-                )
+            self._keep_events(rows, failure.getErrorMessage())
 
         return self._run(append_rows, self._path(EVENTS), rows).addCallbacks(written, failed)
+
+    def _keep_events(self, rows: list[list[str]], why: str) -> None:
+        """log.csv refused ``rows``: keep them for the next try (the disk may recover), up to a bound."""
+        room = MAX_QUEUED_EVENTS - len(self._events)
+        if room > 0:
+            self._events[:0] = rows[-room:]
+        if not self._events_failing:
+            self._events_failing = True
+            self.log.error("could not write {count} event(s) to log.csv: {why}; will retry", count=len(rows), why=why)

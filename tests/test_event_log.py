@@ -130,7 +130,7 @@ def test_every_event_is_documented_with_an_example_row():
 
     source = "".join(open(os.path.join(ROOT, "chatd", name), encoding="utf-8").read()
                      for name in os.listdir(os.path.join(ROOT, "chatd")) if name.endswith(".py"))
-    written = set(re.findall(r"log_event\(\s*\"(\w+)\"", source)) | {"logout", "disconnect", "replaced"}
+    written = set(re.findall(r"(?:log_event|event_row)\(\s*\"(\w+)\"", source)) | {"logout", "disconnect", "replaced"}
     documented = _documented_events()
     assert written <= set(documented), written - set(documented)
     for name, example in documented.items():
