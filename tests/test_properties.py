@@ -131,6 +131,7 @@ class ChatModel(RuleBasedStateMachine):
         self.factory, self.clock = make_factory(self.directory, _SETTINGS)
         self.accounts: dict[str, str] = {}  # key -> password
         self.rooms: dict[str, str] = {"public": ""}  # key -> owner key
+        self.room_names: dict[str, str] = {"public": "public"}  # key -> the name as created (stored)
         self.where: dict[int, str | None] = {}  # client id -> room key (None: menu)
         self.user: dict[int, str | None] = {}  # client id -> user key
         self.conns: dict[int, Client] = {}
@@ -199,10 +200,11 @@ class ChatModel(RuleBasedStateMachine):
         if self.user[cid] is None:
             assert "please log in first" in out
         elif room.lower() in self.rooms:
-            assert "already exists" in out
+            assert f"A room called {self.room_names[room.lower()]} already exists." in out
         else:
             assert f"Room {room} created." in out
             self.rooms[room.lower()] = self.user[cid]
+            self.room_names[room.lower()] = room
 
     @rule(cid=clients, room=st.sampled_from(["lab", "den", "public", "none"]))
     def join(self, cid, room):
@@ -238,7 +240,7 @@ class ChatModel(RuleBasedStateMachine):
         elif self.rooms[room] != self.user[cid]:
             assert "Only its owner" in out
         else:
-            assert f"Room {room} deleted." in out
+            assert f"Room {self.room_names[room]} deleted." in out  # named as stored, whatever case was typed
             del self.rooms[room]
             for other, where in self.where.items():
                 if where == room:
