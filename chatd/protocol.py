@@ -67,6 +67,14 @@ class ChatProtocol(LineReceiver):
     _echo_hidden = False
     _prompt: tuple[str, str] | None = None
     _hiding_input = False
+    #: Plain mode: a prompt of ours (not chat mode's) is on the user's screen, not answered yet.
+    _prompt_open = False
+    #: Plain mode: the user's cursor is not at the start of a line (after our prompt, or after a
+    #: password whose Enter the client did not echo): our next output starts with CRLF.
+    _mid_line = False
+    #: Plain mode: when the open prompt was sent, a whole line after the one it answers had already
+    #: arrived (typed ahead): the user's screen shows that line before the prompt, not after it.
+    _typed_ahead = False
     _discarding = False
     _refeed: bytes | None = None
     _timer: Any = None
@@ -236,6 +244,8 @@ class ChatProtocol(LineReceiver):
             return
         if line[-1:] == b"\r":  # CRLF: the delimiter is LF
             line = line[:-1]
+        if self._mid_line or self._hiding_input:  # plain mode, at a prompt (never in chat mode)
+            self._input_line_ended()
         bucket = self._bucket
         if bucket is not None:
             now = self.factory.reactor.seconds()  # type: ignore[attr-defined]
@@ -253,8 +263,6 @@ class ChatProtocol(LineReceiver):
             return
         if self.files is not None and line[:1] == b"/" and self.files.line_received(line):
             return
-        if self._hiding_input:
-            self._password_read()
         if line and self._prompt is not None and self._prompt[0] == CREDENTIALS:
             self.dialogue.secret_received(line)  # a password: compared as typed, never cleaned
             return
@@ -442,8 +450,20 @@ class ChatProtocol(LineReceiver):
         return f"{text}\r\n".encode(ENCODING)
 
     def show(self, code: str, text: str) -> None:
-        """Send one line (the text must already be clean)."""
-        self._direct(self._render(code, text))
+        """
+        Send one line (the text must already be clean). In plain mode it
+        starts on a line of its own; one that arrives while a prompt waits
+        for an answer (a private message, a notice) is followed by the
+        prompt again.
+        """
+        data = self._render(code, text)
+        if self._mid_line:
+            data = b"\r\n" + data
+            if self._prompt_open:
+                data += self._prompt_bytes()  # the cursor is after it again
+            else:
+                self._mid_line = False
+        self._direct(data)
 
     def show_private(self, text: str) -> None:
         """A private message from another user."""
@@ -463,10 +483,31 @@ class ChatProtocol(LineReceiver):
         # Before the prompt, so a telnet client has switched its echo when it shows it.
         self._hide_echo(code == CREDENTIALS)
         if code == CHAT:
-            self._direct(self._render(code, text))
+            data = self._render(code, text)
+            if self._mid_line:
+                data = b"\r\n" + data
+            self._mid_line = self._prompt_open = False
+            self._direct(data)
             return
         self._hiding_input = code == CREDENTIALS
-        self._direct((text + " ").encode(ENCODING))
+        data = self._prompt_bytes()
+        if self._mid_line:
+            data = b"\r\n" + data
+        self._mid_line = self._prompt_open = True
+        self._typed_ahead = self._line_waiting()
+        self._direct(data)
+
+    def _line_waiting(self) -> bool:
+        """Whether a whole line has arrived that is not handled yet (in the line buffer, or held by the parser)."""
+        if self.delimiter in self._buffer:
+            return True
+        parser = self._telnet
+        return parser is not None and (self.delimiter in parser.held or b"\r\0" in parser.held)
+
+    def _prompt_bytes(self) -> bytes:
+        """A plain-mode prompt as sent: its text and a space, no line end (the user types after it)."""
+        assert self._prompt is not None
+        return (self._prompt[1] + " ").encode(ENCODING)
 
     def _hide_echo(self, hidden: bool) -> None:
         """
@@ -486,11 +527,21 @@ class ChatProtocol(LineReceiver):
             self._echo_offered = True
             self.deliver(_WILL_ECHO)
 
-    def _password_read(self) -> None:
-        """A password line arrived: the client did not echo its line end, so we send one."""
-        self._hiding_input = False
-        if self._telnet is not None and self._telnet.echoing:
-            self._direct(b"\r\n")
+    def _input_line_ended(self) -> None:
+        """
+        A line arrived at a plain-mode prompt: the prompt is answered, and
+        the client's echo of the Enter put the cursor at the start of a line,
+        unless the line was typed ahead (it had arrived before the prompt
+        was sent: the prompt was shown after it) or it was a password read
+        while a telnet client had agreed that we echo (it echoed nothing):
+        then a line end is due, sent at the start of our next output in the
+        same write, so output never continues a prompt's line and a line end
+        never lands apart from (or inside) a line.
+        """
+        self._prompt_open = False
+        self._mid_line = self._typed_ahead or (
+            self._hiding_input and self._telnet is not None and self._telnet.echoing)
+        self._hiding_input = self._typed_ahead = False
 
     # -- what the dialogue and the factory ask of a connection ----------------------
 
@@ -551,6 +602,7 @@ class ChatProtocol(LineReceiver):
         """
         if self._ended:
             return
+        self._prompt_open = False  # no prompt again after the last words
         self.show(ERROR, reason)
         self._end_session(event)
         self.close()

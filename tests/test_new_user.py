@@ -111,3 +111,107 @@ def test_a_name_being_registered_is_named_as_it_will_be_stored(tmp_path):
     b.send("register carol", "secret1", "secret1")
     held.run_all()
     assert "Error: The name Carol is taken." in b.output()
+
+
+# -- plain (telnet, nc) output: a line never continues a prompt's line ------------------------------------------
+
+
+def _at_menu(factory, clock, name, tagged=False):
+    c = Client(factory, clock, tagged=tagged)
+    c.register(name)
+    c.output()
+    return c
+
+
+def test_a_private_message_at_the_menu_starts_a_new_line_and_the_prompt_follows(world):
+    """`menu> [17:12:24] *student1* was lab deleted?` was glued: the line comes on its own, then `menu> ` again."""
+    factory, clock, _ = world
+    alice, bob = _at_menu(factory, clock, "student1"), _at_menu(factory, clock, "bob")
+    alice.send("public", "/msg bob was lab deleted?")
+    stamp = factory.clock.short()
+    assert bob.output() == f"\r\n[{stamp}] *student1* was lab deleted?\r\nmenu> "
+    alice.send("/msg bob and now?")
+    assert bob.output() == f"\r\n[{stamp}] *student1* and now?\r\nmenu> "
+    bob.send("6")  # the user answers the prompt: the client echoed the Enter, so no extra line end
+    assert bob.output().startswith("Rooms (1):\r\n")
+    alice.send("/msg bob hi")
+    assert bob.output() == f"\r\n[{stamp}] *student1* hi\r\nmenu> "
+
+
+def test_a_message_at_a_name_prompt_repeats_that_prompt(world):
+    factory, clock, _ = world
+    alice = _at_menu(factory, clock, "student1")
+    bob = Client(factory, clock)
+    bob.register("bob")
+    bob.send("3")  # create: asks "Name of the new room:"
+    assert bob.output().endswith("Name of the new room: ")
+    alice.send("public", "/msg bob psst")
+    assert bob.output() == f"\r\n[{factory.clock.short()}] *student1* psst\r\nName of the new room: "
+    bob.send("lab")
+    assert bob.output() == "Room lab created.\r\nmenu> "
+
+
+def test_tagged_and_chat_mode_output_is_unchanged(world):
+    factory, clock, _ = world
+    alice = _at_menu(factory, clock, "student1")
+    tagged = _at_menu(factory, clock, "tina", tagged=True)
+    in_room = _at_menu(factory, clock, "rob")
+    in_room.send("public")
+    in_room.output()
+    alice.send("public", "/msg tina hi", "/msg rob hi")
+    stamp = factory.clock.short()
+    assert tagged.output() == f"03 [{stamp}] *student1* hi\r\n"
+    assert in_room.output().endswith(f"[{stamp}] *student1* hi\r\n")
+    assert not in_room.output()
+
+
+def test_a_kick_at_the_menu_is_a_line_of_its_own_without_a_prompt_after(world):
+    factory, clock, _ = world
+    old = _at_menu(factory, clock, "student1")
+    Client(factory, clock).login("student1")
+    assert old.output() == "\r\nYou logged in from another connection.\r\n"
+
+
+REGISTER_AHEAD = b"1 student1\r\nStudent#1\r\nStudent#1\r\n"
+
+
+def test_register_typed_ahead_by_a_raw_script_gives_whole_lines(world):
+    """nc with the answers in one write: each prompt's answer was on screen before it, so output goes on new lines."""
+    factory, clock, _ = world
+    c = Client(factory, clock)
+    c.output()
+    c.send(REGISTER_AHEAD)
+    out = c.transport.value()
+    assert out == (b"\xff\xfb\x01Choose a password (at least 6 characters): "
+                   b"\xff\xfb\x01\r\nRepeat the password: "
+                   b"\r\nRegistered and logged in as student1.\r\nmenu> ")
+
+
+def test_register_typed_ahead_in_telnet_gives_whole_lines(world):
+    """A telnet client (it spoke IAC) types ahead; its DO ECHO arrives later: the result is one whole line."""
+    factory, clock, _ = world
+    c = Client(factory, clock)
+    c.send(b"\xff\xfd\x03")  # DO SGA, as telnet sends on connect (refused)
+    c.transport.clear()
+    c.send(REGISTER_AHEAD)
+    assert c.transport.value() == (b"\xff\xfb\x01Choose a password (at least 6 characters): "
+                                   b"\r\nRepeat the password: "
+                                   b"\r\nRegistered and logged in as student1.\r\nmenu> ")
+    c.transport.clear()
+    c.send(b"\xff\xfd\x01")  # DO ECHO, late: echo goes back at once
+    assert c.transport.value() == b"\xff\xfc\x01"
+
+
+def test_register_typed_at_each_prompt_in_telnet_ends_each_password_line(world):
+    """Typed after each prompt (echo off agreed): the CRLF for the unechoed Enter starts the next output."""
+    factory, clock, _ = world
+    c = Client(factory, clock)
+    c.send(b"\xff\xfd\x03")
+    c.send("1 student1")
+    c.send(b"\xff\xfd\x01")  # DO ECHO: the client stops echoing
+    c.transport.clear()
+    c.send("Student#1")
+    assert c.transport.value() == b"\r\nRepeat the password: "
+    c.transport.clear()
+    c.send("Student#1")
+    assert c.transport.value() == b"\r\nRegistered and logged in as student1.\r\n\xff\xfc\x01menu> "
