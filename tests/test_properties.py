@@ -135,6 +135,7 @@ class ChatModel(RuleBasedStateMachine):
         self.where: dict[int, str | None] = {}  # client id -> room key (None: menu)
         self.user: dict[int, str | None] = {}  # client id -> user key
         self.conns: dict[int, Client] = {}
+        self.failures: dict[int, int] = {}  # client id -> failed logins on that connection
 
     def teardown(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -146,7 +147,7 @@ class ChatModel(RuleBasedStateMachine):
 
     def _gone(self, cid: int) -> None:
         self.conns[cid].protocol.connectionLost(None)
-        for table in (self.where, self.user, self.conns):
+        for table in (self.where, self.user, self.conns, self.failures):
             table.pop(cid, None)
 
     @rule(target=clients)
@@ -185,10 +186,16 @@ class ChatModel(RuleBasedStateMachine):
             assert "already logged in" in out
         elif right and key in self.accounts:
             assert "Logged in as" in out
+            self.failures.pop(cid, None)
             self.user[cid] = key
             self._logout_elsewhere(key, cid)
         else:
-            assert "Login failed" in out
+            self.failures[cid] = self.failures.get(cid, 0) + 1
+            if self.failures[cid] >= _SETTINGS.max_login_failures:
+                assert "too many failed logins; goodbye." in out
+                self._gone(cid)
+            else:
+                assert "Login failed" in out
 
     @rule(cid=clients, room=st.sampled_from(["lab", "Lab", "den"]))
     def create(self, cid, room):
