@@ -4,7 +4,8 @@ everyone else.
 
 - :class:`TokenBucket`: one allowance (``burst`` at once, ``rate`` per
   second sustained). The flood limit is one: every received line and every
-  telnet command takes a token (but the header line of a frame of the
+  telnet command takes a token (input that never becomes a line, an over-long
+  line or a telnet subnegotiation body, one per line's length of it) (but the header line of a frame of the
   connection's own active upload: uploads have their own limits, see
   chatd/transfer.py); a connection in debt stops being read (TCP pushes
   back on the sender) until the bucket has refilled. Nothing is dropped and
@@ -78,12 +79,12 @@ class TokenBucket:
         self.last = now
         self.noticed = -NOTICE_EVERY
 
-    def take(self, now: float) -> float:
-        """Spend one token; the seconds to pause before the next, or 0.0."""
+    def take(self, now: float, cost: float = 1.0) -> float:
+        """Spend ``cost`` tokens (one line's worth by default); the seconds to pause before the next, or 0.0."""
         tokens = self.tokens + (now - self.last) * self.rate
         if tokens > self.burst:
             tokens = self.burst
-        tokens -= 1.0
+        tokens -= cost
         self.tokens = tokens
         self.last = now
         if tokens >= 0.0:

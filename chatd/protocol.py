@@ -76,6 +76,8 @@ class ChatProtocol(LineReceiver):
     #: arrived (typed ahead): the user's screen shows that line before the prompt, not after it.
     _typed_ahead = False
     _discarding = False
+    #: Bytes of the over-long line being dropped not charged yet (see :meth:`_charge_dropped`).
+    _dropped = 0
     _refeed: bytes | None = None
     _timer: Any = None
     _socket: socket.socket | None = None
@@ -205,17 +207,29 @@ class ChatProtocol(LineReceiver):
         """A telnet command costs one token of the flood allowance, like a line."""
         self._charge()
 
-    def _charge(self) -> None:
-        """Spend one token of the flood allowance; past it, stop reading for a while."""
+    def _charge(self, cost: int = 1) -> None:
+        """Spend ``cost`` tokens of the flood allowance; past it, stop reading for a while."""
         bucket = self._bucket
         if bucket is not None:
-            wait = bucket.take(self.factory.reactor.seconds())  # type: ignore[attr-defined]
+            wait = bucket.take(self.factory.reactor.seconds(), cost)  # type: ignore[attr-defined]
             if wait:
                 self._throttle(wait)
 
+    def _charge_dropped(self, size: int) -> None:
+        """
+        ``size`` more bytes of an over-long line were dropped: input that
+        never becomes a line costs a token per ``--max-line`` bytes, as
+        lines of that length would, so flooding it is slowed like lines.
+        """
+        dropped = self._dropped + size
+        cost, self._dropped = divmod(dropped, self.MAX_LENGTH)
+        if cost:
+            self._charge(cost)
+
     def _line_data(self, data: bytes) -> None:
         if self._discarding:
-            _, found, data = data.partition(self.delimiter)
+            dropped, found, data = data.partition(self.delimiter)
+            self._charge_dropped(len(dropped))
             if not found:
                 return
             self._discarding = False
@@ -225,10 +239,11 @@ class ChatProtocol(LineReceiver):
             LineReceiver.dataReceived(self, data)
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        """Refuse an over-long line but keep the connection (it costs a token like any line)."""
-        self._charge()
+        """Refuse an over-long line but keep the connection (it costs a token per --max-line bytes)."""
+        dropped, found, rest = line.partition(self.delimiter)
+        self._dropped = 0
+        self._charge(max(1, len(dropped) // self.MAX_LENGTH))
         self._refuse_long_line()
-        _, found, rest = line.partition(self.delimiter)
         if found:
             self._refeed = rest
         else:

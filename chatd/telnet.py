@@ -6,7 +6,8 @@ RFC 1143 option negotiation.
 IAC byte (0xFF), hands the application data on and answers the commands:
 
 - ``IAC IAC`` is one data byte 0xFF; ``IAC SB ... IAC SE`` (of any length,
-  empty included) is skipped; every other command (``NOP``, ``AYT``,
+  empty included) is skipped, its body charged one command per
+  SUB_CHARGE_BYTES (it never becomes a line); every other command (``NOP``, ``AYT``,
   ``GA``, ...) is ignored. No byte sequence makes it raise: a command byte
   it does not know is ignored like NOP.
 - The server negotiates one option, ``ECHO`` on its own side ("the server
@@ -28,6 +29,7 @@ parsed yet are kept in :attr:`TelnetParser.held` until the peer reads again.
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 IAC = 255
@@ -41,6 +43,17 @@ SE = 240
 ECHO = 1
 
 _IAC_BYTE = b"\xff"
+_IAC_PAIR = b"\xff\xff"
+#: From an IAC: plain bytes and ``IAC IAC`` pairs (escaped 0xFF data), up to a
+#: command's IAC (an IAC followed by another byte) or the end. Possessive, so
+#: the match never backtracks: one pass at C speed.
+_DATA_RUN = re.compile(rb"[^\xff]*+(?:(?:\xff\xff)++[^\xff]*+)*+")
+#: A subnegotiation body: plain bytes and ``IAC x`` pairs (x not SE), up to
+#: ``IAC SE`` or an IAC that is the last byte received so far.
+_SUB_RUN = re.compile(rb"[^\xff]*+(?:\xff[^\xf0][^\xff]*+)*+")
+#: A subnegotiation body is charged one command per this many bytes (like
+#: lines of that length: it never becomes one).
+SUB_CHARGE_BYTES = 4096
 
 # Parser states.
 _DATA, _COMMAND, _OPTION, _SUB, _SUB_IAC = range(5)
@@ -82,7 +95,7 @@ class TelnetParser:
     is what the server wants it to be (input hidden or not).
     """
 
-    __slots__ = ("peer", "state", "verb", "echo", "echo_queued", "echo_wanted", "refused", "held")
+    __slots__ = ("peer", "state", "verb", "echo", "echo_queued", "echo_wanted", "refused", "held", "sub_bytes")
 
     def __init__(self, peer: TelnetPeer, echo: str = NO) -> None:
         self.peer = peer
@@ -96,14 +109,22 @@ class TelnetParser:
         self.refused = bytearray(256)
         #: Bytes received but not parsed yet (the peer stopped reading).
         self.held = b""
+        #: Bytes of the current subnegotiation's body so far (it is charged by the 4 KiB).
+        self.sub_bytes = 0
 
     # -- input ------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
         """
-        Parse ``data``. Application data is handed on in one piece per run
-        between commands (so ``IAC IAC`` pairs cost no call each); parsing
-        stops, keeping the rest in :attr:`held`, when the peer pauses.
+        Parse ``data``. The work is done on runs, at C speed (``bytes.find``,
+        two regular expressions, ``bytes.replace``), never byte by byte, so
+        escaped 0xFF data and subnegotiation bodies cost about what plain
+        bytes cost. Application data is handed on in one piece per run
+        between commands (so ``IAC IAC`` pairs cost no call each); a
+        subnegotiation body is charged one command per SUB_CHARGE_BYTES
+        bytes (it never becomes a line, so it is charged as lines would
+        be); parsing stops, keeping the rest in :attr:`held`, when the
+        peer pauses.
         """
         if self.held:
             data, self.held = self.held + data, b""
@@ -120,21 +141,26 @@ class TelnetParser:
                 if j < 0:
                     text.append(data[i:] if i else data)
                     break
+                # Plain bytes and IAC IAC pairs up to the next command IAC (or the end).
+                j = _DATA_RUN.match(data, j).end()
                 if j > i:
-                    text.append(data[i:j])
+                    run = data[i:j]
+                    text.append(run.replace(_IAC_PAIR, _IAC_BYTE) if IAC in run else run)
+                if j == end:
+                    break
                 self.state = _COMMAND
                 i = j + 1
             elif state == _COMMAND:
                 byte = data[i]
                 i += 1
-                if byte == IAC:  # an escaped 0xFF: data
+                if byte == IAC:  # an escaped 0xFF (split from its pair by a read): data
                     text.append(_IAC_BYTE)
                     self.state = _DATA
                     continue
                 if text:  # the data before this command first: its lines may pause the peer
                     peer.telnet_data(b"".join(text))
                     text = []
-                    if peer.paused:  # then this command waits too (text was appended here, so i >= 2)
+                    if peer.paused:  # then this command waits too (its IAC was in this read: i >= 2)
                         self.state = _DATA
                         self.held = data[i - 2:]
                         return
@@ -142,7 +168,11 @@ class TelnetParser:
                     self.verb = byte
                     self.state = _OPTION
                     continue  # charged with its option byte
-                self.state = _SUB if byte == SB else _DATA
+                if byte == SB:
+                    self.state = _SUB
+                    self.sub_bytes = 0
+                else:
+                    self.state = _DATA
                 peer.telnet_command()
                 if peer.paused:
                     self.held = data[i:]
@@ -156,18 +186,37 @@ class TelnetParser:
                 if peer.paused:
                     self.held = data[i:]
                     return
-            elif state == _SUB:
-                j = data.find(IAC, i)
-                if j < 0:
-                    break  # the rest is subnegotiation data: skipped
-                self.state = _SUB_IAC
-                i = j + 1
-            else:  # _SUB_IAC
-                byte = data[i]
-                i += 1
-                # IAC SE ends it; IAC IAC is a 0xFF inside it; anything else is not
-                # allowed there (RFC 854) and is skipped with it.
-                self.state = _DATA if byte == SE else _SUB
+            else:
+                if state == _SUB:
+                    # The body up to IAC SE: skipped (IAC and any byte but SE is a pair in it).
+                    j = data.find(IAC, i)
+                    j = end if j < 0 else _SUB_RUN.match(data, j).end()
+                    skipped = j - i
+                    if j < end:  # data[j] is an IAC: IAC SE, or the last byte of this read
+                        self.state = _SUB_IAC
+                        j += 1
+                else:  # _SUB_IAC: the byte after an IAC in a body, in the next read
+                    j = i
+                    skipped = 0
+                if self.state == _SUB_IAC and j < end:
+                    byte = data[j]
+                    j += 1
+                    # IAC SE ends it; IAC IAC is a 0xFF inside it; anything else is not
+                    # allowed there (RFC 854) and is skipped with it.
+                    if byte == SE:
+                        self.state = _DATA
+                    else:
+                        self.state = _SUB
+                        skipped += 2
+                i = j
+                if skipped:
+                    cost = (self.sub_bytes + skipped) // SUB_CHARGE_BYTES - self.sub_bytes // SUB_CHARGE_BYTES
+                    self.sub_bytes += skipped
+                    for _ in range(cost):
+                        peer.telnet_command()
+                    if cost and peer.paused:
+                        self.held = data[i:]
+                        return
         if text:
             peer.telnet_data(b"".join(text))
 

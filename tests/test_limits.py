@@ -523,3 +523,18 @@ def test_over_long_lines_cost_tokens(tmp_path):
     out = c.output()
     assert c.transport.producerState == "paused" and "too fast" in out
     assert out.count("longer than 100 bytes") <= 51
+
+
+def test_dropped_bytes_of_an_over_long_line_cost_tokens(tmp_path):
+    """An unterminated line is dropped past --max-line, and each --max-line bytes dropped cost a token like a line."""
+    factory, clock = make_factory(str(tmp_path))  # --max-line 4096, burst 50
+    c = At(factory, clock)
+    c.output()
+    c.send(b"x" * 65536)
+    assert 33 <= c.protocol._bucket.tokens <= 35  # 16 tokens for 64 KiB
+    assert c.transport.producerState == "producing"
+    c.send(b"x" * 65536 * 3)
+    assert c.transport.producerState == "paused" and "too fast" in c.output()
+    clock.advance(60)
+    c.send(b"\r\nping\r\n")
+    assert "pong" in c.output()  # the line after it is read as usual

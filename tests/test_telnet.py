@@ -8,7 +8,9 @@ peer that negotiates as netkit telnet does.
 from __future__ import annotations
 
 import re
+import sys
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -179,6 +181,56 @@ def test_escaped_iac_pairs_are_handed_on_in_one_piece():
     peer.telnet_data = calls.append  # type: ignore[method-assign]
     TelnetParser(peer).feed(b"a" + b"\xff\xff" * 10_000 + b"b\xff\xf1c")
     assert calls == [b"a" + b"\xff" * 10_000 + b"b", b"c"]
+
+
+def _lines_run(data: bytes) -> tuple[int, Recorder]:
+    """Feed ``data`` to a parser; the Python lines of chatd/telnet.py it executed (its interpreted work)."""
+    import chatd.telnet
+
+    peer = Recorder()
+    parser = TelnetParser(peer)
+    lines = 0
+
+    def trace(frame, event, arg):
+        nonlocal lines
+        if frame.f_code.co_filename != chatd.telnet.__file__:
+            return None
+        if event == "line":
+            lines += 1
+        return trace
+
+    previous = sys.gettrace()
+    sys.settrace(trace)
+    try:
+        parser.feed(data)
+    finally:
+        sys.settrace(previous)
+    return lines, peer
+
+
+@pytest.mark.parametrize("data, want", [
+    (b"\xff\xff" * 32768, b"\xff" * 32768),  # 64 KiB of escaped 0xFF
+    (b"A\xff\xff" * 21845, b"A\xff" * 21845),  # escaped 0xFF between plain bytes
+    (b"\xff\xfa\x18" + b"\xff\xff" * 32768 + b"\xff\xf0z", b"z"),  # IAC IAC in a subnegotiation body
+    (b"\xff\xfa\x18" + b"A\xff\x01" * 21845 + b"\xff\xf0z", b"z"),  # IAC x pairs in a body
+])
+def test_escaped_data_and_subnegotiation_bodies_are_parsed_in_bulk(data, want):
+    """64 KiB of FF FF (as data or in a subnegotiation) costs a bounded number of interpreted steps, not one per byte."""
+    lines, peer = _lines_run(data)
+    assert bytes(peer.data) == want
+    assert lines < 100  # per pair, as before, it was over 200,000
+
+
+def test_subnegotiation_body_is_charged_per_4_kib():
+    """An SB body never becomes a line: it costs one command per 4 KiB, like lines of that length, however split."""
+    body = b"\xff\xfa\x18" + b"\xff\xff" * 32768  # 64 KiB, unterminated
+    whole, split = Recorder(), Recorder()
+    TelnetParser(whole).feed(body)
+    assert whole.commands == 1 + 65536 // 4096
+    parser = TelnetParser(split)
+    for i in range(0, len(body), 999):
+        parser.feed(body[i:i + 999])
+    assert split.commands == whole.commands
 
 
 # -- the connection ------------------------------------------------------------------------------
