@@ -50,6 +50,9 @@ class Session(Recipient, Protocol):
     def room_deleted(self, room: Room, by: str) -> None:
         """The room this session is in was deleted; go back to the menu."""
 
+    def spend_allowance(self) -> None:
+        """Charge one token of the flood allowance for something the others see that no line paid for."""
+
     def kick(self, reason: str, event: str = "disconnect") -> None:
         """
         Tell the user why and close the connection; the session leaves its
@@ -240,6 +243,9 @@ class ChatFactory(Factory):
         wait = self.limits.registration_refused(address)
         if wait:
             return defer.fail(errors.NotAllowed(registrations_refused(wait)))
+        refused = self.limits.password_check_refused(address)
+        if refused:
+            return defer.fail(errors.NotAllowed(refused))
         record: UserRecord | None = None
 
         def store(password_hash: str) -> defer.Deferred[None]:
@@ -261,7 +267,8 @@ class ChatFactory(Factory):
         """
         Fires with the account's name, or fails with LoginFailed; fails with
         NotAllowed, without hashing, while ``address`` (a per-address limit
-        key) has used up its failed logins. A password whose stored hash has
+        key) has used up its failed logins, or it or the account ``name``
+        its password checks (chatd.limits). A password whose stored hash has
         older argon2 parameters is rehashed and stored again before this fires.
         ``origin``: the client's address fields for a ``login_failed`` row.
         """
@@ -269,6 +276,9 @@ class ChatFactory(Factory):
         if wait:
             return defer.fail(errors.NotAllowed(
                 f"too many failed logins from your address; try again in {int(wait) + 1} seconds."))
+        refused = self.limits.password_check_refused(address, name)
+        if refused:
+            return defer.fail(errors.NotAllowed(refused))
         row = self.accounts.get(name_key(name))
         record = user_from_row(row) if row is not None else None
 
@@ -332,6 +342,8 @@ class ChatFactory(Factory):
         if room is not None:
             # Its uploads there end as the connection's do (the sender is not told).
             self._leave(room, session, "disconnect")
+            # The room is told, and no line paid for it: the account does (chatd.limits).
+            session.spend_allowance()
         online = session.name is not None and self.online.get(name_key(session.name)) is session
         if online:
             del self.online[name_key(session.name)]  # type: ignore[arg-type]

@@ -16,6 +16,13 @@ everyone else.
   until it logs in), an account (the flood allowance once logged in: one
   for all the account's connections, past and present, so logging in again
   never buys a fresh burst) and an address (failed logins, registrations).
+  Everything an account makes others see is charged to its flood
+  allowance: its lines, and a leave it announces by going away (a
+  disconnect, a new login replacing it), which no line paid for; a new
+  connection of an account in debt reads nothing until the debt is paid.
+  Password checks (argon2 hashes: every login attempt, failed or not, and
+  every registration) are limited per address and per account name, so
+  neither can keep the hash pool busy.
 - :class:`Limits`: what the factory shares: connections in total and per
   address, the keyed allowances above, the login timeout and the optional
   idle timeout (one :class:`~twisted.internet.task.LoopingCall` sweeps
@@ -206,6 +213,12 @@ class Limits:
         self.registrations = KeyedBuckets(
             settings.address_registrations / settings.address_registration_window,
             float(settings.address_registrations), reactor)
+        #: Password checks (argon2 hashes) per address and per account name.
+        window = settings.password_check_window
+        self.address_checks = KeyedBuckets(
+            settings.address_password_checks / window, float(settings.address_password_checks), reactor)
+        self.account_checks = KeyedBuckets(
+            settings.account_password_checks / window, float(settings.account_password_checks), reactor)
         #: The flood allowance of each logged-in account (None: no flood limit).
         self.lines: KeyedBuckets | None = None
         if settings.flood_rate > 0:
@@ -287,13 +300,17 @@ class Limits:
         """
         ``connection`` has logged in: the login timeout no longer applies, and
         from now on its lines draw on its account's flood allowance, shared
-        with every other (earlier or later) connection of that account.
+        with every other (earlier or later) connection of that account. If
+        the account is in debt (an earlier connection used more than its
+        allowance, or left a room by going away), this one reads nothing
+        until the debt is paid: logging in again never buys a line.
         """
         self.unauthenticated.pop(connection, None)
         if self.lines is not None and getattr(connection, "name", None):
             bucket = self.lines.get(name_key(connection.name))
-            bucket.touch(self.reactor.seconds())
-            connection.share_allowance(bucket)
+            now = self.reactor.seconds()
+            bucket.touch(now)
+            connection.share_allowance(bucket, -bucket.tokens / bucket.rate if bucket.tokens < 0 else 0.0)
 
     def login_refused(self, key: str) -> float:
         """
@@ -306,6 +323,31 @@ class Limits:
         """Count a failed login against ``key``'s allowance."""
         if key and self.settings.address_login_failures > 0 and self.login_failures.take(key):
             self.log.warn("failed logins from {address} are being refused", address=key)
+
+    def password_check_refused(self, address: str, account: str = "") -> str:
+        """
+        Why a password check (an argon2 hash: a login attempt, failed or
+        not, or a registration) for ``account`` (a name as typed; "" for
+        none) from the address ``address`` (a per-address key, "" if
+        exempt) may not be made now, as the user's sentence; or "" (and
+        the check is counted against both allowances). Call it once per
+        attempt, before hashing: so no address and no account can keep
+        the hash pool busy, whatever the outcome of its attempts.
+        """
+        settings = self.settings
+        by_address = bool(address) and settings.address_password_checks > 0
+        account = name_key(account) if account and settings.account_password_checks > 0 else ""
+        wait = self.address_checks.wait(address) if by_address else 0.0
+        if wait:
+            return f"too many logins from your address; try again in {int(wait) + 1} seconds."
+        wait = self.account_checks.wait(account) if account else 0.0
+        if wait:
+            return f"too many logins to this account; try again in {int(wait) + 1} seconds."
+        if by_address and self.address_checks.take(address):
+            self.log.warn("password checks from {address} are being refused", address=address)
+        if account and self.account_checks.take(account):
+            self.log.warn("password checks for the account {account} are being refused", account=account)
+        return ""
 
     def registration_wait(self, key: str) -> float:
         """Seconds until the address ``key`` may register again (0.0: now); counts nothing."""
@@ -360,7 +402,8 @@ class Limits:
                 bucket = getattr(connection, "_bucket", None)
                 if bucket is not None and bucket.last <= deadline and not getattr(connection, "held", False):
                     connection.kick(f"Error: nothing received for {settings.idle_timeout:g} seconds; goodbye.")
-        for keyed in (self.login_failures, self.registrations, self.lines):
+        for keyed in (self.login_failures, self.registrations, self.address_checks, self.account_checks,
+                      self.lines):
             if keyed is not None and keyed.buckets:
                 keyed.forget_full(now)
 

@@ -312,14 +312,14 @@ class ChatProtocol(LineReceiver):
         size = parse_count(length.strip(), UPLOAD_FRAME_MAX)
         return size is not None and (size >= MIN_FREE_FRAME or size >= upload.size - upload.received)
 
-    def _throttle(self, wait: float) -> None:
+    def _throttle(self, wait: float, notice: bool = True) -> None:
         """Over the flood limit: read nothing more for ``wait`` seconds (this line still counts)."""
         assert self._bucket is not None
         reactor = self.factory.reactor
         if self._throttle_timer is not None and self._throttle_timer.active():
             self._throttle_timer.cancel()
         self.pause_reading(FLOOD)
-        if self._bucket.notice_due(reactor.seconds()):  # type: ignore[attr-defined]
+        if notice and self._bucket.notice_due(reactor.seconds()):  # type: ignore[attr-defined]
             self.show(ERROR, "Error: you are sending too fast; your lines are being delayed.")
         self._throttle_timer = reactor.callLater(wait, self._unthrottle)  # type: ignore[attr-defined]
 
@@ -568,9 +568,24 @@ class ChatProtocol(LineReceiver):
         """Read lines again (including any already received), unless another reason holds."""
         self.resume_reading(ANSWER)
 
-    def share_allowance(self, bucket: TokenBucket) -> None:
-        """From now on take the flood allowance from ``bucket`` (the account's, see chatd.limits)."""
+    def share_allowance(self, bucket: TokenBucket, wait: float = 0.0) -> None:
+        """
+        From now on take the flood allowance from ``bucket`` (the account's,
+        see chatd.limits); if ``wait`` (the account is in debt), read nothing
+        more for that many seconds (without a notice: nothing was sent yet).
+        """
         self._bucket = bucket
+        if wait:
+            self._throttle(wait, notice=False)
+
+    def spend_allowance(self) -> None:
+        """
+        Charge one token for something the others see that no line paid
+        for (leaving a room by going away): the account's next connection
+        pays the debt by waiting (see :meth:`share_allowance`).
+        """
+        if self._bucket is not None:
+            self._bucket.take(self.factory.reactor.seconds())  # type: ignore[attr-defined]
 
     def call_later(self, seconds: float, function: Callable[[], None]) -> Any:
         self._timer = self.factory.reactor.callLater(seconds, function)  # type: ignore[attr-defined]

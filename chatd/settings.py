@@ -49,6 +49,12 @@ class Settings:
     #: seconds (0 = no limit); further attempts are refused without hashing.
     address_registrations: int = 20
     address_registration_window: float = 3600.0
+    #: Password checks (logins, failed or not, and registrations: each costs
+    #: an argon2 hash) per ``password_check_window`` seconds, per address and
+    #: per account name (0 = no limit); further attempts are refused without hashing.
+    address_password_checks: int = 60
+    account_password_checks: int = 10
+    password_check_window: float = 60.0
     #: When to set TCP_NODELAY: "talkers" (on a connection once it says
     #: something in a room), "all" connections, or "never". See
     #: docs/PERFORMANCE.md for the measured trade-off.

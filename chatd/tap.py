@@ -70,6 +70,13 @@ _LIMITS = [
      "Accounts one address may register per --address-registration-window (0: no limit)."),
     ("address-registration-window", "address_registration_window", number,
      "Seconds over which --address-registrations count."),
+    ("address-password-checks", "address_password_checks", count,
+     "Password checks (logins, failed or not, and registrations: each costs a hash) one address may cause "
+     "per --password-check-window (0: no limit)."),
+    ("account-password-checks", "account_password_checks", count,
+     "Password checks (logins, failed or not) of one account name per --password-check-window (0: no limit)."),
+    ("password-check-window", "password_check_window", number,
+     "Seconds over which --address-password-checks and --account-password-checks count."),
 ]
 
 def default_max_connections() -> int:
@@ -148,9 +155,11 @@ class Options(usage.Options):
         for option, _, kind, _ in _LIMITS:
             if kind is not str and self[option] < 0:
                 raise usage.UsageError(f"--{option} cannot be negative")
-        if self["max-login-failures"] < 1 or self["address-login-window"] <= 0 or self["address-registration-window"] <= 0:
+        if (self["max-login-failures"] < 1 or self["address-login-window"] <= 0
+                or self["address-registration-window"] <= 0 or self["password-check-window"] <= 0):
             raise usage.UsageError(
-                "--max-login-failures, --address-login-window and --address-registration-window must be positive")
+                "--max-login-failures, --address-login-window, --address-registration-window and "
+                "--password-check-window must be positive")
         from chatd.transfer import parse_size
 
         for name in ("max-file-size", "spool-quota", "user-spool-quota"):

@@ -310,7 +310,7 @@ def test_failed_logins_from_exempt_address_not_limited(tmp_path):
 def test_login_storm_queues_while_chat_flows(tmp_path):
     """Fifty logins waiting for the (bounded) hash pool do not stop chat between logged-in users."""
     held = Held()
-    factory, clock = make_factory(str(tmp_path), hash_runner=held)
+    factory, clock = make_factory(str(tmp_path), Settings(account_password_checks=100), hash_runner=held)
     At(factory, clock, "192.0.2.1").register("ann")
     held.run_all()
     ann = At(factory, clock, "192.0.2.1")
@@ -538,3 +538,120 @@ def test_dropped_bytes_of_an_over_long_line_cost_tokens(tmp_path):
     clock.advance(60)
     c.send(b"\r\nping\r\n")
     assert "pong" in c.output()  # the line after it is read as usual
+
+
+# -- re-login cycling: what an account makes others see, and password checks ------------------------
+
+
+def test_relogin_cycling_joins_and_leaves_are_held_to_the_account_allowance(tmp_path):
+    """
+    One account logs in again and again from new connections, each sending
+    ``/client``, login and ``join public`` (every new login replaces the
+    last, which leaves the room): the room gets its joins and leaves at the
+    account's allowance (burst 50, then 5 a second), not one pair per
+    connection; nothing is dropped: the last connection, left alone, joins.
+    """
+    factory, clock = make_factory(str(tmp_path), Settings(account_password_checks=0, address_password_checks=0))
+    watcher = _in_public(factory, clock, "watcher", "192.0.2.1")
+    At(factory, clock, "192.0.2.2").register("flood")
+    watcher.output()
+    seen = 0
+    connections = []
+    for _ in range(500):  # 10 seconds: one connection every 20 ms, the 30 latest kept open
+        c = Client(factory, clock)
+        c.send(b"/client x 1\r\nlogin flood\r\nsecret1\r\njoin public\r\n")
+        connections.append(c)
+        if len(connections) > 30:
+            connections.pop(0).disconnect()
+        clock.advance(0.02)
+        seen += len(re.findall(r"\* flood (?:joined|left) public", watcher.output()))
+    assert 50 <= seen <= 50 + 5 * 10 + 2  # was 999: a join and a leave per connection
+    clock.advance(120)
+    assert "Entered room public" in c.output()
+    assert "* flood joined public" in watcher.output()
+
+
+def test_leaving_by_going_away_costs_the_account_a_token(tmp_path):
+    """A disconnect from a room is announced to it, and charged: the account's next connection waits for it."""
+    factory, clock = make_factory(str(tmp_path), Settings(flood_burst=5))
+    first = _in_public(factory, clock, "amy")
+    first.send("one", "two", "three", "four")  # the account's allowance is used up
+    bucket = factory.limits.lines.get("amy")
+    assert bucket is first.protocol._bucket and bucket.tokens == 0.0
+    first.disconnect()
+    assert bucket.tokens == -1.0
+    second = At(factory, clock)
+    second.login("amy")
+    second.send("public")
+    assert "Entered room public" not in second.output()  # in debt: paused, not refused
+    assert second.transport.producerState == "paused"
+    clock.advance(0.2)  # the debt is paid at 5 tokens a second
+    assert "Entered room public" in second.output()
+
+
+def _counting_factory(tmp_path, settings):
+    hashes = []
+
+    def counting(function, *args):
+        hashes.append(function)
+        return run_now(function, *args)
+
+    factory, clock = make_factory(str(tmp_path), settings, hash_runner=counting)
+    return factory, clock, hashes
+
+
+def test_password_checks_limited_per_account(tmp_path):
+    """
+    Every login attempt of one account, from any address, failed or not,
+    costs a password check: past --account-password-checks per window the
+    next is refused without hashing (and the connection closed); other
+    accounts are not affected.
+    """
+    factory, clock, hashes = _counting_factory(tmp_path, Settings(address_login_failures=0))
+    At(factory, clock, "192.0.2.9").register("flood")
+    for i in range(10):
+        c = At(factory, clock, f"198.51.100.{i}")
+        assert ("Logged in" if i % 2 else "Login failed") in c.login("flood", "secret1" if i % 2 else "wrong-password")
+    before = len(hashes)
+    late = At(factory, clock, "198.51.100.99")
+    late.output()
+    late.send("login flood", "secret1")
+    assert late.output().endswith("Password: Error: too many logins to this account; try again in 7 seconds.\r\n")
+    assert late.transport.disconnecting and len(hashes) == before
+    assert "logged in as carol." in At(factory, clock, "198.51.100.99").register("carol")  # another account
+    clock.advance(6)
+    assert "Logged in as flood." in At(factory, clock, "198.51.100.99").login("flood")
+
+
+def test_password_checks_limited_per_address(tmp_path):
+    """
+    One address may cause --address-password-checks hashes per window
+    (logins to any accounts, failed or not, and registrations); then it is
+    refused without hashing. Another address, or an exempt one, is not.
+    """
+    settings = Settings(address_password_checks=3, password_check_window=30)
+    factory, clock, hashes = _counting_factory(tmp_path, settings)
+    for name in ("ann", "bob"):
+        Client(factory, clock).register(name)  # exempt (local)
+    c = At(factory, clock, "203.0.113.9")
+    assert "logged in as carl." in c.register("carl")
+    assert "Logged in as ann." in At(factory, clock, "203.0.113.9").login("ann")
+    assert "Login failed" in At(factory, clock, "203.0.113.9").login("nobody")
+    before = len(hashes)
+    late = At(factory, clock, "203.0.113.9")
+    late.output()
+    late.send("login bob", "secret1")
+    assert late.output().endswith("Password: Error: too many logins from your address; try again in 11 seconds.\r\n")
+    assert len(hashes) == before
+    assert "Logged in as bob." in At(factory, clock, "192.0.2.10").login("bob")
+    for _ in range(5):
+        assert "Logged in as bob." in At(factory, clock, "127.0.0.1").login("bob")  # exempt: only the account counts
+    clock.advance(10)
+    assert "Logged in as bob." in At(factory, clock, "203.0.113.9").login("bob")
+
+
+def test_default_password_check_limits(tmp_path):
+    """The defaults are documented: 60 per address and 10 per account per minute."""
+    settings = Settings()
+    assert (settings.address_password_checks, settings.account_password_checks,
+            settings.password_check_window) == (60, 10, 60.0)

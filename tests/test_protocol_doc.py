@@ -52,7 +52,7 @@ class From(Client):
 
 
 def test_table_exists():
-    assert len(_unprompted_rows()) == 10
+    assert len(_unprompted_rows()) == 12
 
 
 def test_connect_refusals_are_documented(tmp_path):
@@ -96,6 +96,23 @@ def test_login_refusals_are_documented(tmp_path):
     c = From(factory, clock)
     c.send("login nobody", "wrong-1")
     assert c.transport.disconnecting and _documented(*c.last())
+
+
+def test_password_check_refusals_are_documented(tmp_path):
+    """Past --address-password-checks or --account-password-checks: a documented answer, and closed."""
+    factory, clock = make_factory(str(tmp_path), Settings(address_password_checks=1, account_password_checks=1))
+    From(factory, clock, "192.0.2.9").register("ann")
+    c = From(factory, clock, "192.0.2.9")
+    c.send("login bob", "secret1")
+    code, text = c.last()
+    assert c.transport.disconnecting and _documented(code, text) and "address" in text
+    c = From(factory, clock, "192.0.2.10")
+    c.send("login ann", "secret1")
+    c.output()
+    c = From(factory, clock, "192.0.2.11")
+    c.send("login ann", "secret1")
+    code, text = c.last()
+    assert c.transport.disconnecting and _documented(code, text) and "account" in text
 
 
 def test_room_deleted_logged_in_elsewhere_and_shutdown_are_documented(tmp_path):
