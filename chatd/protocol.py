@@ -30,6 +30,7 @@ from chatd.menu import Dialogue
 from chatd.persistence import address_fields
 from chatd.telnet import ECHO, WANTYES, WILL, TelnetParser, command
 from chatd.text import clean_line
+from chatd.transfer import PeerFiles
 from chatd.wire import (
     CHAT, CLIENT_HELLO, CREDENTIALS, DATA_COMMAND, ENCODING, ERROR, LISTEN, PRIVATE, TAGGED_ON, UPLOAD_FRAME_MAX,
     parse_count,
@@ -276,8 +277,11 @@ class ChatProtocol(LineReceiver):
         if len(line) >= self.MAX_LENGTH:  # over --max-line without the CR
             self._refuse_long_line()
             return
-        if self.files is not None and line[:1] == b"/" and self.files.line_received(line):
-            return
+        if line[:1] == b"/" and (self.files is not None or self.tagged and line.startswith(_DATA_FRAME)):
+            # A tagged connection's every /data header starts a frame, whether or not
+            # it has file state yet: its bytes are never read as lines.
+            if self._files().line_received(line):
+                return
         if line and self._prompt is not None and self._prompt[0] == CREDENTIALS:
             self.dialogue.secret_received(line)  # a password: compared as typed, never cleaned
             return
@@ -290,6 +294,13 @@ class ChatProtocol(LineReceiver):
             self._client_hello(text)
             return
         self.dialogue.line_received(text)
+
+    def _files(self) -> PeerFiles:
+        """This connection's file transfer state (chatd.transfer), made on first use."""
+        if self.files is None:
+            transfers = self.factory.transfers
+            self.files = transfers.files_of(self) if transfers is not None else PeerFiles(None, self)
+        return self.files
 
     def rawDataReceived(self, data: bytes) -> None:
         """Bytes of a binary upload frame (``/data ID LEN``, see chatd.transfer)."""

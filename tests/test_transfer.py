@@ -680,3 +680,65 @@ def test_upload_is_cancelled_when_its_sender_is_replaced_by_a_new_login(world):
     assert factory.transfers.spooled == 0 and factory.transfers.uploading == {}
     ann.send(f"/data {file_id} 2000\r\n".encode() + data[2000:], f"/done {file_id} {hashlib.sha256(data).hexdigest()}")
     assert "26 " not in ann.output() and "20 " not in bob.output()
+
+
+# -- every /data header of a tagged connection is a frame -----------------------------------------
+
+
+def test_frame_on_a_tagged_connection_without_uploads_is_read_and_dropped(world):
+    """``/data zz 12`` from a client that never uploaded: its 12 bytes are dropped, never read as lines."""
+    factory, clock, _ = world
+    alice, bob = in_room(factory, clock, "alice"), in_room(factory, clock, "bob")
+    alice.output()
+    bob.output()
+    alice.send(b"/data zz 12\r\nhi\r\n/exit\r\nxx/ping\r\n")  # the frame is "hi\r\n/exit\r\nx"
+    said = re.compile(r"^111 \[\d\d:\d\d:\d\d\] alice: x/ping\r\n$")
+    assert said.match(alice.output())  # no "unknown command /data", no "hi", no "You left"
+    assert said.match(bob.output()) and alice.protocol.dialogue.room is not None
+
+
+def test_frame_tail_of_a_replaced_session_is_dropped_by_the_new_one(world):
+    """A new session that gets the tail of the old one's frame (and its /done) drops them: nothing reaches the room."""
+    factory, clock, _ = world
+    ann, bob = in_room(factory, clock, "ann"), in_room(factory, clock, "bob")
+    file_id = upload(ann, b"hel", finish=False, size=5)
+    again = Client(factory, clock, tagged=True)
+    again.login("ann")
+    again.send("public")
+    bob.output()
+    again.output()
+    again.send(f"/data {file_id} 2\r\nlo/done {file_id} {hashlib.sha256(b'hello').hexdigest()}\r\n".encode())
+    again.send("after")
+    assert again.output().endswith("ann: after\r\n") and "lo/done" not in bob.output()
+
+
+def test_frame_at_the_menu_of_a_tagged_connection_is_dropped(world):
+    """At the menu too: ``/data zz 6`` then ``quit`` as frame bytes does not quit."""
+    factory, clock, _ = world
+    dave = Client(factory, clock, tagged=True)
+    dave.register("dave")
+    dave.output()
+    dave.send(b"/data zz 6\r\nquit\r\nlist\r\n")
+    out = dave.output()
+    assert "Bye." not in out and "Rooms (" in out and not dave.transport.disconnecting
+
+
+def test_data_on_a_plain_connection_is_an_ordinary_line(world):
+    """A plain (telnet) connection sends no frames: ``/data`` there is an unknown command, what follows is lines."""
+    factory, clock, _ = world
+    carol, bob = in_room(factory, clock, "carol", tagged=False), in_room(factory, clock, "bob")
+    bob.output()
+    carol.send(b"/data zz 6\r\nsecret/ping\r\n")
+    assert "Error: unknown command /data." in carol.output()
+    assert "carol: secret/ping" in bob.output()
+
+
+def test_frames_are_dropped_without_a_file_service(tmp_path):
+    """Even on a server without files (no Transfers), a tagged /data frame's bytes are read and dropped."""
+    factory, clock = make_factory(str(tmp_path))
+    c = Client(factory, clock, tagged=True)
+    c.register("erin")
+    c.output()
+    c.send(b"/data zz 5\r\nquit\r\n/ping\r\n")  # "quit\r\n" is 6 bytes: the frame takes "quit\r"
+    out = c.output()
+    assert "Bye." not in out and not c.transport.disconnecting
