@@ -487,11 +487,13 @@ class Dialogue:
 
     def command_me(self, argument: str) -> None:
         """/me TEXT: describe an action (shown as '* name TEXT')."""
+        if not argument:
+            self.peer.show(ERROR, "Error: usage: /me TEXT")
+            return
         if self._room_gone():
             return
         assert self.room is not None
-        if argument:
-            self.factory.emote(self.room, self.peer, argument)  # type: ignore[arg-type]
+        self.factory.emote(self.room, self.peer, argument)  # type: ignore[arg-type]
 
     def command_ping(self, argument: str) -> None:
         """/ping: the server answers pong."""

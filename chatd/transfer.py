@@ -324,7 +324,9 @@ class Transfers:
         return peer.files
 
     def announce(self, room: Any, text: str) -> None:
-        room.fanout.send(f"[{self.factory.clock.short()}] * {text}")
+        """Tell ``room`` about a file: ``[HH:MM:SS] * text``; nothing if the room is gone (deleted)."""
+        if self.factory.rooms.get(room.key) is room:
+            room.fanout.send(f"[{self.factory.clock.short()}] * {text}")
 
     def offer(self, peer: Any, room: Any, argument: str) -> None:
         """``/send SIZE NAME`` in ``room``: accept it (``24``) or refuse it (``25 -``)."""

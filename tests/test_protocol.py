@@ -402,3 +402,14 @@ def test_store_failure_is_a_clear_error(world, tmp_path):
     out = c.register("dora")
     assert "Could not save the account" in out and "menu>" in out
     assert "dora" not in factory.accounts
+
+
+def test_me_without_text_is_a_usage_error(world):
+    """``/me`` alone is answered like ``/msg`` alone, and the room sees nothing."""
+    factory, clock, _ = world
+    ann, bob = _in_room(factory, clock, "ann", tagged=True), _in_room(factory, clock, "bob")
+    ann.output()
+    bob.output()
+    ann.send("/me", "/me   ")
+    assert ann.output() == "02 Error: usage: /me TEXT\r\n" * 2
+    assert bob.output() == ""

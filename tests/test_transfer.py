@@ -461,8 +461,11 @@ def test_upload_is_cancelled_when_its_room_is_deleted(world):
     olga, ann, bob = in_lab(factory, clock)
     data = os.urandom(6000)
     file_id = upload(ann, data[:3000], finish=False, size=6000)
+    bob.output()
     olga.send("delete lab")
     assert f"25 {file_id} the room was deleted" in ann.output()
+    # The room is going away: its members are not told about the file (only the sender is).
+    assert "was not sent" not in bob.output() and "was not sent" not in olga.output()
     ann.send(f"/data {file_id} 3000\r\n".encode() + data[3000:], f"/done {file_id} {hashlib.sha256(data).hexdigest()}")
     assert "26 " not in ann.output() and "20 " not in bob.output()
     assert os.listdir(tmp_path / "spool") == []
@@ -742,3 +745,13 @@ def test_frames_are_dropped_without_a_file_service(tmp_path):
     c.send(b"/data zz 5\r\nquit\r\n/ping\r\n")  # "quit\r\n" is 6 bytes: the frame takes "quit\r"
     out = c.output()
     assert "Bye." not in out and not c.transport.disconnecting
+
+
+def test_done_takes_the_sha256_in_either_case(world):
+    """``/done ID SHA`` in uppercase hex is accepted (the docs say either case); 26 answers in lowercase."""
+    factory, clock, _ = world
+    ann = in_room(factory, clock, "ann")
+    data = b"hello world"
+    file_id = upload(ann, data, finish=False)
+    ann.send(f"/done {file_id} {hashlib.sha256(data).hexdigest().upper()}")
+    assert f"26 {file_id} {hashlib.sha256(data).hexdigest()} 0" in ann.output()
