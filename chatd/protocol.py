@@ -277,9 +277,11 @@ class ChatProtocol(LineReceiver):
         if len(line) >= self.MAX_LENGTH:  # over --max-line without the CR
             self._refuse_long_line()
             return
-        if line[:1] == b"/" and (self.files is not None or self.tagged and line.startswith(_DATA_FRAME)):
+        if (line[:1] == b"/" and (self.files is not None or self.tagged and line.startswith(_DATA_FRAME))
+                and (self._prompt is None or self._prompt[0] != CREDENTIALS)):
             # A tagged connection's every /data header starts a frame, whether or not
-            # it has file state yet: its bytes are never read as lines.
+            # it has file state yet: its bytes are never read as lines. (The answer to
+            # a password prompt is a password, whatever it starts with.)
             if self._files().line_received(line):
                 return
         if line and self._prompt is not None and self._prompt[0] == CREDENTIALS:

@@ -46,6 +46,7 @@ from chatd.wire import (
     CHAT,
     CLIENT_HELLO,
     CREDENTIALS,
+    DATA_COMMAND,
     DEFAULT_HOST,
     DEFAULT_PORT,
     DELIVERY_FAILED,
@@ -439,6 +440,11 @@ class ChatClient(LineReceiver):
     def _feed(self) -> None:
         while self.inbox and self.state != _WAIT:
             line = self.inbox.popleft()
+            if self.state != _SECRET and line.startswith(DATA_COMMAND + " "):
+                # The server reads the bytes after a /data line as file data, not as lines.
+                self.console.show(f"{DATA_COMMAND} is how the client sends files: use {SEND_COMMAND} PATH "
+                                  f"(to say it in a room, type /{line}).")
+                continue
             if self.state == _CHAT:
                 self._chat_line(line)
                 continue

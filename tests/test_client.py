@@ -538,3 +538,12 @@ def test_text_keeps_its_meaning_on_screen_and_when_typed(tmp_path):
     assert f"bob: {family} {scotland} {persian} evil\r\n" in s.shown()
     s.type(f"{family} 10\u00A0000\u2067 {persian}\n")
     assert s.sent().endswith(f"{family} 10\u00A0000 {persian}\r\n")
+
+
+def test_a_typed_data_line_is_not_sent(session):
+    """A typed ``/data ...`` would make the server read the next bytes as a file frame: the client says so instead."""
+    session.sent()
+    session.server("00 Tagged mode on for chat 1.0.", "111 Entered room public (1 here).")
+    session.type("/data x 5\nhello\n")
+    assert session.sent() == "hello\r\n"
+    assert "/data is how the client sends files: use /send PATH" in session.shown()

@@ -755,3 +755,14 @@ def test_done_takes_the_sha256_in_either_case(world):
     file_id = upload(ann, data, finish=False)
     ann.send(f"/done {file_id} {hashlib.sha256(data).hexdigest().upper()}")
     assert f"26 {file_id} {hashlib.sha256(data).hexdigest()} 0" in ann.output()
+
+
+def test_a_password_that_looks_like_a_frame_header_is_a_password(world):
+    """At a password prompt a tagged line starting ``/data `` is the password, not a frame."""
+    factory, clock, _ = world
+    c = Client(factory, clock, tagged=True)
+    c.send("register frank", "/data x 9", "/data x 9")
+    assert "Registered and logged in as frank." in c.output()
+    again = Client(factory, clock, tagged=True)
+    again.send("login frank", "/data x 9")
+    assert "Logged in as frank." in again.output()
