@@ -12,7 +12,7 @@ from typing import Any
 from twisted.python import usage
 
 from chatd.settings import Settings
-from chatd.wire import DEFAULT_PORT, parse_count
+from chatd.wire import DEFAULT_PORT, parse_count, parse_size
 
 #: A listen backlog of 1024 (Twisted's default is 50) so a reconnect storm
 #: after a restart is not met with dropped SYNs and 1-3 s retries.
@@ -38,14 +38,22 @@ def count(text: str) -> int:
 
 def number(text: str) -> float:
     """A decimal option (``2.5``, ``1e9``): ASCII only (``float()`` would take other scripts' digits), finite."""
-    value = float(text) if str(text).isascii() else math.nan
+    try:
+        value = float(text) if str(text).isascii() else math.nan
+    except ValueError:
+        value = math.nan
     if not math.isfinite(value):
         raise ValueError(f"{text!r} is not a number in ASCII digits")
     return value
 
 
-count.coerceDoc = "ASCII digits."  # type: ignore[attr-defined]
-number.coerceDoc = "A number in ASCII digits."  # type: ignore[attr-defined]
+def size(text: str) -> int:
+    """A size in bytes: ASCII digits, optionally ending in K, M or G (``chatd.wire.parse_size``)."""
+    return parse_size(str(text))
+
+
+#: What each kind of option value takes, for --help.
+_KIND_DOCS = {count: "ASCII digits.", number: "A number in ASCII digits.", size: "Bytes; may end in K, M or G."}
 
 #: (option, Settings field, type, help) of each limit (docs/OPERATIONS.md, "Limits"); 0 turns a limit off.
 _LIMITS = [
@@ -114,20 +122,30 @@ class Options(usage.Options):
         ["tcp-nodelay", None, _DEFAULTS.tcp_nodelay,
          "When to set TCP_NODELAY: talkers (once a connection says something in a room), all, or never."],
         ["data-dir", "d", DEFAULT_DATA_DIR, "Directory for users.csv, rooms.csv and log.csv (created 0700)."],
-        ["max-line", None, _DEFAULTS.max_line, "Longest accepted input line, in bytes.", count],
-        ["max-outbound", None, _DEFAULTS.max_outbound, "Unsent bytes after which a connection is dropped.", count],
+        ["max-line", None, _DEFAULTS.max_line, "Longest accepted input line, in bytes.", size],
+        ["max-outbound", None, _DEFAULTS.max_outbound,
+         "Unsent bytes past which a connection is cut off instead of queuing more.", size],
         ["hash-threads", None, 1, "Threads that hash passwords (bounded, so logins never starve chat).", count],
         ["hash-time-cost", None, 2, "argon2id iterations for new password hashes.", count],
         ["hash-memory-kib", None, 19456, "argon2id memory for new password hashes, in KiB.", count],
-        ["max-file-size", None, "100M", "Largest file users may send: bytes, or with K, M or G (0: no limit)."],
+        ["max-file-size", None, "100M", "Largest file users may send: bytes, or with K, M or G (0: no limit).", size],
         ["max-uploads", None, 2, "Files one user may be uploading at once.", count],
         ["upload-timeout", None, 60.0, "Seconds an upload may go without a frame before it fails.", number],
-        ["spool-quota", None, "1G", "Bytes all files waiting in the spool may take together (K, M, G; 0: no limit)."],
-        ["user-spool-quota", None, "256M", "Bytes the files of one user waiting in the spool may take (0: no limit)."],
+        ["spool-quota", None, "1G", "Bytes all files waiting in the spool may take together (K, M, G; 0: no limit).", size],
+        ["user-spool-quota", None, "256M", "Bytes the files of one user waiting in the spool may take (0: no limit).", size],
         ["delivery-timeout", None, 1800.0,
          "Seconds after a file is shared within which each recipient must take it (0: no deadline).", number],
     ] + [[option, None, None if option in _AUTOMATIC else getattr(_DEFAULTS, field), text, kind]
          for option, field, kind, text in _LIMITS]
+    #: The type of each option's value. Values are converted in postOptions, not by
+    #: usage.Options (whose error names the last option twistd read, not this one),
+    #: so that every bad value is refused as ``--OPTION: WHY``.
+    _kinds = {row[0]: row.pop() for row in optParameters if len(row) == 5 and row[4] is not str}
+    for row in optParameters:
+        if row[0] in _kinds:
+            row[3] = f"{row[3]} {_KIND_DOCS[_kinds[row[0]]]}"
+        del row[4:]
+    del row
 
     def __init__(self) -> None:
         super().__init__()
@@ -138,6 +156,12 @@ class Options(usage.Options):
         self["listen"].append(description)
 
     def postOptions(self) -> None:
+        for name, kind in self._kinds.items():
+            if self[name] is not None:
+                try:
+                    self[name] = kind(self[name])
+                except ValueError as error:
+                    raise usage.UsageError(f"--{name}: {error}") from None
         if self["tcp-nodelay"] not in ("talkers", "all", "never"):
             raise usage.UsageError("--tcp-nodelay is one of: talkers, all, never")
         if not self["listen"]:
@@ -160,13 +184,6 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "--max-login-failures, --address-login-window, --address-registration-window and "
                 "--password-check-window must be positive")
-        from chatd.transfer import parse_size
-
-        for name in ("max-file-size", "spool-quota", "user-spool-quota"):
-            try:
-                self[name] = parse_size(str(self[name]))
-            except ValueError:
-                raise usage.UsageError(f"--{name} takes bytes, or a number with K, M or G") from None
         if self["max-uploads"] < 1:
             raise usage.UsageError("--max-uploads must be at least 1")
         if self["upload-timeout"] <= 0:

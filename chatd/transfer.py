@@ -108,19 +108,6 @@ class TransferSettings:
     delivery_timeout: float = 1800.0
 
 
-def parse_size(text: str) -> int:
-    """
-    ``100M``, ``512K``, ``2G`` or plain bytes (ASCII digits), for the command
-    line; raises ValueError for anything else or over FILE_SIZE_MAX.
-    """
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
-    factor = {"K": 1024, "M": MiB, "G": 1024 * MiB}.get(text[-1:], 1)
-    count = parse_count(text[:-1] if factor > 1 else text, FILE_SIZE_MAX // factor)
-    if count is None:
-        raise ValueError(f"not a size: {text!r}")
-    return count * factor
-
-
 class _Rejected(Exception):
     """An upload is refused or broken; the text is for the user."""
 

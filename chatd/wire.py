@@ -149,6 +149,24 @@ def parse_count(text: str, maximum: int) -> int | None:
     return value if value <= maximum else None
 
 
+_SIZE_FACTORS: Final = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """
+    A size in bytes from the command line: ASCII digits, optionally ending in
+    ``K``, ``M`` or ``G`` (binary: 1024, 1024², 1024³; ``KB``/``KiB`` and lower
+    case too), e.g. ``100M``, ``512K``, ``4096``. Raises ValueError for anything
+    else or over FILE_SIZE_MAX.
+    """
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    factor = _SIZE_FACTORS.get(text[-1:], 1)
+    count = parse_count(text[:-1] if factor > 1 else text, FILE_SIZE_MAX // factor)
+    if count is None:
+        raise ValueError("not a size: bytes in ASCII digits, optionally ending in K, M or G")
+    return count * factor
+
+
 _SIZE_UNITS: Final = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 

@@ -86,3 +86,31 @@ def test_numeric_options_take_ascii_digits_only():
             _parse(option, value)
     settings = _parse("--max-line", "2048", "--flood-rate", "2.5", "--login-timeout", "1e2").settings()
     assert (settings.max_line, settings.flood_rate, settings.login_timeout) == (2048, 2.5, 100.0)
+
+
+def test_size_options_take_k_m_g_and_every_bad_value_names_its_option():
+    """Every size option in bytes takes K, M or G (OPERATIONS.md 'Limits'); a bad value of any option names that
+    option (usage.Options' own coercion named the last option twistd read, '-n')."""
+    settings = _parse("--max-outbound", "2M", "--max-line", "4K").settings()
+    assert (settings.max_outbound, settings.max_line) == (2 << 20, 4096)
+    options = _parse("--max-file-size", "1G", "--spool-quota", "3g", "--user-spool-quota", "512K")
+    assert (options["max-file-size"], options["spool-quota"], options["user-spool-quota"]) == (
+        1 << 30, 3 << 30, 512 << 10)
+    for option, value in (("--max-outbound", "2X"), ("--max-line", "4.5K"), ("--flood-rate", "fast"),
+                          ("--flood-burst", "1_000"), ("--close-grace", "nan"), ("--hash-threads", "two"),
+                          ("--max-file-size", "lots"), ("--max-connections", "-1")):
+        with pytest.raises(usage.UsageError) as raised:
+            _parse("--flood-rate", "5", option, value)
+        assert str(raised.value).startswith(f"{option}: "), str(raised.value)
+
+
+def test_twistd_reports_a_bad_option_value_under_its_own_name():
+    """Through twistd's own command line (what `twistd -n chatd --max-outbound 2X` prints)."""
+    from twisted.scripts.twistd import ServerOptions as TwistdOptions
+
+    with pytest.raises(usage.UsageError) as raised:
+        TwistdOptions().parseOptions(["-n", "chatd", "--max-outbound", "2X"])
+    assert str(raised.value).startswith("--max-outbound: ")
+    options = TwistdOptions()
+    options.parseOptions(["-n", "chatd", "--max-outbound", "2M"])
+    assert options.subOptions.settings().max_outbound == 2 << 20

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatd import transfer
-from chatd.transfer import TransferSettings, Transfers, parse_size
+from chatd.transfer import TransferSettings, Transfers
+from chatd.wire import parse_size
 from helpers import Client, make_factory, run_now
 
 
