@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import tcp
+from twisted.internet import abstract, tcp
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
@@ -82,7 +82,7 @@ class ChatProtocol(LineReceiver):
     _refeed: bytes | None = None
     _timer: Any = None
     _socket: socket.socket | None = None
-    _tcp: tcp.Server | None = None
+    _tcp: abstract.FileDescriptor | None = None
     _nodelay = False
     #: The per-address limit key ("" if exempt); None until admitted.
     address_key: str | None = None
@@ -119,7 +119,7 @@ class ChatProtocol(LineReceiver):
         # The TCP connection underneath (under TLS too): its buffer is what
         # the outbound limit measures.
         lowest = getattr(self.transport, "transport", self.transport)
-        if isinstance(lowest, tcp.Server):
+        if isinstance(lowest, abstract.FileDescriptor):
             self._tcp = lowest
         if isinstance(self.transport, tcp.Server):
             self._socket = self.transport.socket
@@ -429,8 +429,9 @@ class ChatProtocol(LineReceiver):
         """
         Send encoded lines: straight to the socket when nothing is queued for
         this connection (no wait for the next reactor turn), otherwise through
-        the transport's buffer. A connection whose unsent output passes the
-        limit is cut off.
+        the transport's buffer. Output that would take the connection's unsent
+        bytes past ``--max-outbound`` is not queued: the connection is cut off
+        instead, so no connection ever holds more than the limit.
         """
         transport = self.transport
         sock = self._socket
@@ -446,20 +447,32 @@ class ChatProtocol(LineReceiver):
             if sent == len(data):
                 return
             data = data[sent:]
-        transport.write(data)
         lowest = self._tcp
-        if lowest is not None:
-            queued = len(lowest.dataBuffer) - lowest.offset + lowest._tempDataLen
-            if queued > self.factory.settings.max_outbound:
-                self._cut_off(queued)
+        if lowest is None:
+            transport.write(data)
+            return
+        queued = len(lowest.dataBuffer) - lowest.offset + lowest._tempDataLen
+        if queued + len(data) > self.factory.settings.max_outbound:
+            self._cut_off(queued, len(data))
+            return
+        transport.write(data)
+        # Under TLS what is queued is the encrypted form, a little longer.
+        queued = len(lowest.dataBuffer) - lowest.offset + lowest._tempDataLen
+        if queued > self.factory.settings.max_outbound:
+            self._cut_off(queued, 0)
 
-    def _cut_off(self, queued: int) -> None:
+    def _cut_off(self, queued: int, refused: int) -> None:
+        """Unsent output would pass --max-outbound: log it (with the room, if in one) and abort the connection."""
         self.log.warn(
-            "send queue exceeded: {queued} bytes unsent to {who}; disconnecting",
+            "send queue exceeded: {queued} bytes unsent to {who} and {refused} more to send; disconnecting",
             queued=queued,
+            refused=refused,
             who=self.name or self.transport.getPeer(),
         )
-        self.factory.store.log_event("sendq_exceeded", self.name or "", queued=queued, **self.origin)
+        dialogue = self.dialogue
+        room = dialogue.room.name if dialogue is not None and dialogue.room is not None else ""
+        self.factory.store.log_event(
+            "sendq_exceeded", self.name or "", room, queued=queued, refused=refused, **self.origin)
         self._socket = None
         self._tcp = None
         self.transport.abortConnection()

@@ -57,11 +57,13 @@ def make_factory(data_dir: str, settings: Settings | None = None, hash_runner: A
 class Client:
     """One fake connection: a protocol on a StringTransport."""
 
-    def __init__(self, factory: ChatFactory, clock: Clock, tagged: bool = False, peer: Any = None) -> None:
+    def __init__(self, factory: ChatFactory, clock: Clock, tagged: bool = False, peer: Any = None,
+                 transport: Any = None) -> None:
         self.factory = factory
         self.clock = clock
         self.protocol = factory.buildProtocol(None)
-        self.transport = StringTransport(peerAddress=peer)  # peer None: IPv4 192.168.1.1 port 54321
+        # peer None: IPv4 192.168.1.1 port 54321
+        self.transport = StringTransport(peerAddress=peer) if transport is None else transport
         self.protocol.makeConnection(self.transport)
         if tagged:
             self.send("/client test 1.0")
