@@ -3,7 +3,7 @@ The shared state of the server: accounts, who is online, rooms.
 
 :class:`ChatFactory` is the one object every connection shares. It answers
 the dialogue (``menu.py``) with Deferreds, reads and writes the store
-(``persistence.py``) and keeps rooms, whose output goes through
+(a :class:`chatd.store.Store`: never a file format) and keeps rooms, whose output goes through
 ``broadcast.py``. It knows connections only through the small
 :class:`Session` interface.
 """
@@ -24,8 +24,8 @@ from chatd import errors
 from chatd.broadcast import Batcher, Fanout, Recipient
 from chatd.limits import Limits
 from chatd.passwords import Passwords
-from chatd.persistence import CsvStore, Loaded, RoomRecord, StoreError, UserRecord, user_from_row, user_row
 from chatd.settings import PUBLIC_ROOM, Settings
+from chatd.store import AccountDict, Accounts, Loaded, LogEvent, RoomRecord, Store, StoreError, UserRecord
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key, unknown_name
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class ChatFactory(Factory):
 
     def __init__(
         self,
-        store: CsvStore,
+        store: Store,
         passwords: Passwords,
         settings: Settings,
         reactor: IReactorTime,
@@ -139,8 +139,8 @@ class ChatFactory(Factory):
         self.clock = Clock(reactor)
         self.batcher = Batcher(reactor)
         self.limits = Limits(settings, reactor)
-        #: users.csv lines by name key (see :func:`~chatd.persistence.user_from_row`).
-        self.accounts: dict[str, str] = {}
+        #: Accounts by name key (the store's :class:`~chatd.store.Accounts`).
+        self.accounts: Accounts = AccountDict()
         self.online: dict[str, Session] = {}
         self.rooms: dict[str, Room] = {}
         self.connections: set[Any] = set()
@@ -155,8 +155,10 @@ class ChatFactory(Factory):
         """Take over what the store loaded at start-up."""
         for note in loaded.repairs:
             self.log.warn("data repaired at start-up: {note}", note=note)
+        for note in loaded.migrations:
+            self.log.info("data migrated at start-up: {note}", note=note)
         self.accounts = loaded.users
-        self.passwords.count_stored(self.accounts.values())
+        self.passwords.count_stored(self.accounts.hash_texts())
         for record in loaded.rooms:
             if record.name and name_key(record.name) not in self.rooms:
                 self._add_room(record)
@@ -213,8 +215,7 @@ class ChatFactory(Factory):
         someone's already, naming the account as stored; or None.
         """
         key = name_key(name)
-        row = self.accounts.get(key)
-        record = user_from_row(row) if row is not None else None
+        record = self.accounts.get(key)
         stored = record.name if record is not None else self._claimed.get(key)
         return f"The name {stored} is taken." if stored is not None else None
 
@@ -251,11 +252,11 @@ class ChatFactory(Factory):
         def store(password_hash: str) -> defer.Deferred[None]:
             nonlocal record
             record = UserRecord(name, password_hash, self.now())
-            return self.store.add_user(record, self.store.event_row("register", name, **(origin or {})))
+            return self.store.add_user(record, LogEvent("register", name, details=origin or {}))
 
         def saved(_: None) -> str:
             assert record is not None
-            self.accounts[key] = user_row(record)
+            self.accounts[key] = record
             self.passwords.count_stored([record.password_hash])
             return name
 
@@ -279,8 +280,7 @@ class ChatFactory(Factory):
         refused = self.limits.password_check_refused(address, name)
         if refused:
             return defer.fail(errors.NotAllowed(refused))
-        row = self.accounts.get(name_key(name))
-        record = user_from_row(row) if row is not None else None
+        record = self.accounts.get(name_key(name))
 
         def checked(ok: bool) -> str | defer.Deferred[str]:
             if ok and record is not None:
@@ -297,7 +297,7 @@ class ChatFactory(Factory):
     def _rehash(self, record: UserRecord, password: str, origin: Mapping[str, str]) -> defer.Deferred[str]:
         """
         Store a hash of ``password`` with the current parameters for the
-        account of ``record`` (appended to users.csv; see persistence.py);
+        account of ``record`` (``Store.replace_password``);
         fires with the name once it is durable. If it cannot be stored, the
         old hash stays (and still works): the login goes ahead all the same.
         """
@@ -306,13 +306,15 @@ class ChatFactory(Factory):
         def store(password_hash: str) -> defer.Deferred[None]:
             nonlocal updated
             updated = attrs.evolve(record, password_hash=password_hash)
-            return self.store.add_user(updated, self.store.event_row("rehash", record.name, **origin))
+            return self.store.replace_password(updated, LogEvent("rehash", record.name, details=origin))
 
         def saved(_: None) -> str:
             assert updated is not None
             key = name_key(record.name)
-            self.passwords.uncount_stored(self.accounts.get(key, ""))  # the line replaced
-            self.accounts[key] = user_row(updated)
+            replaced = self.accounts.get(key)
+            if replaced is not None:
+                self.passwords.uncount_stored(replaced.password_hash)
+            self.accounts[key] = updated
             self.passwords.count_stored([updated.password_hash])
             return record.name
 
@@ -378,7 +380,7 @@ class ChatFactory(Factory):
         def saved(_: None) -> Room:
             return self._add_room(record)
 
-        work = self.store.add_room(record, self.store.event_row("room_create", owner, name))
+        work = self.store.add_room(record, LogEvent("room_create", owner, name))
         return self._while_claimed(self._claimed_rooms, name, work, saved, "Could not save the room")
 
     def delete_room(self, name: str, by: str) -> defer.Deferred[Room]:
@@ -404,7 +406,7 @@ class ChatFactory(Factory):
                 member.room_deleted(room, by)  # type: ignore[attr-defined]
             return room
 
-        work = self.store.delete_room(room.name, self.store.event_row("room_delete", by, room.name))
+        work = self.store.delete_room(room.name, LogEvent("room_delete", by, room.name))
         return self._while_claimed(self._claimed_rooms, room.name, work, saved, "Could not delete the room")
 
     def join(self, room: Room, session: Session) -> None:

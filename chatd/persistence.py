@@ -17,7 +17,14 @@ Three files live in the data directory:
     standard, application/x-www-form-urlencoded): :func:`encode_detail`,
     :func:`decode_detail`; every event's fields are in docs/OPERATIONS.md.
 
-Every file operation runs in one dedicated writer thread, so writes happen
+Each file starts with a header row, ``#chatd-KIND,MAJOR.MINOR,COLUMN,...``
+(:class:`Table`, :data:`VERSION`): rows are read by column name, a newer
+minor version may add columns at the end (read as before), a newer major
+version is refused at start-up (:class:`FormatError`), and files of format 1
+(before the header) are migrated on load (:func:`open_table`).
+
+:class:`CsvStore` implements :class:`chatd.store.Store`. Every file
+operation runs in one dedicated writer thread, so writes happen
 in the order they were asked for and the reactor thread never waits on the
 disk. Callers get Deferreds. ``add_user``, ``add_room`` and ``delete_room``
 fire only after the data is fsynced; log events are queued and written at
@@ -32,8 +39,8 @@ import csv
 import errno
 import io
 import os
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, quote, urlencode
 
 import attrs
@@ -42,7 +49,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from chatd.store import Accounts, Loaded, LogEvent, RoomRecord, StoreError, UserRecord
 from chatd.text import name_key, spreadsheet_safe
+
+__all__ = ["CsvStore", "Loaded", "RoomRecord", "StoreError", "UserRecord"]
 
 T = TypeVar("T")
 #: Runs ``f(*args)`` somewhere (the writer thread) and returns a Deferred.
@@ -53,53 +63,83 @@ ROOMS = "rooms.csv"
 EVENTS = "log.csv"
 
 
-@attrs.frozen(slots=True)
-class UserRecord:
-    """One account as stored in users.csv."""
-
-    name: str
-    password_hash: str
-    created: str
+#: The format version this chatd writes: ``(major, minor)``. A file of a newer
+#: minor version (columns added at the end) is read; a newer major is refused.
+VERSION = (2, 0)
+#: The version of the files written before the header existed (no header row).
+HEADERLESS = "1"
 
 
 @attrs.frozen(slots=True)
-class RoomRecord:
-    """One room as stored in rooms.csv."""
+class Table:
+    """One data file's format: its kind (in the header), its file name, the columns this version needs."""
 
-    name: str
-    owner: str
-    created: str
+    kind: str
+    file: str
+    columns: tuple[str, ...]
+
+    def header(self) -> list[str]:
+        """The header row: ``#chatd-KIND,MAJOR.MINOR,COLUMN,...`` (a CSV row a spreadsheet shows as titles)."""
+        return [f"#chatd-{self.kind}", "%d.%d" % VERSION, *self.columns]
 
 
-def user_from_row(row: str) -> UserRecord | None:
-    """Parse one users.csv line (as kept in :attr:`Loaded.users`); None if malformed."""
+USERS_TABLE = Table("users", USERS, ("name", "password_hash", "created"))
+ROOMS_TABLE = Table("rooms", ROOMS, ("name", "owner", "created"))
+EVENTS_TABLE = Table("log", EVENTS, ("timestamp", "event", "user", "room", "detail"))
+
+
+class FormatError(Exception):
+    """A data file this chatd cannot read (a newer major version, a header missing a column); start-up stops."""
+
+
+def user_from_row(row: str, indices: tuple[int, int, int] = (0, 1, 2)) -> UserRecord | None:
+    """Parse one users.csv line (``indices``: where name, hash and created are); None if malformed."""
     fields = next(csv.reader([row]), [])
-    return UserRecord(*fields) if len(fields) == 3 else None
+    if len(fields) <= max(indices):
+        return None
+    return UserRecord(*(fields[index] for index in indices))
 
 
-def user_row(record: UserRecord) -> str:
-    """The users.csv line of ``record``, without its line end."""
-    return _encode_rows([[record.name, record.password_hash, record.created]]).decode("utf-8")[:-1]
+class CsvAccounts(Accounts):
+    """
+    Accounts as loaded from users.csv: each the raw line, parsed into a
+    :class:`UserRecord` only when read (a million accounts load in about a
+    second and take one string each); accounts set later are records.
+    A malformed line reads as no account.
+    """
 
+    def __init__(self, lines: dict[str, str], indices: tuple[int, int, int] = (0, 1, 2)) -> None:
+        self._lines = cast("dict[str, str | UserRecord]", lines)
+        self._indices = indices
 
-@attrs.frozen(slots=True)
-class Loaded:
-    """What the data directory held at start-up."""
+    def __getitem__(self, key: str) -> UserRecord:
+        value = self._lines[key]
+        if isinstance(value, UserRecord):
+            return value
+        record = user_from_row(value, self._indices)
+        if record is None:
+            raise KeyError(key)
+        return record
 
-    #: users.csv lines by name key, parsed only when needed (:func:`user_from_row`):
-    #: a million accounts load in about a second and take one string each.
-    users: dict[str, str]
-    rooms: list[RoomRecord]
-    #: Human-readable notes about damage that was repaired (torn lines).
-    repairs: list[str]
+    def __setitem__(self, key: str, record: UserRecord) -> None:
+        self._lines[key] = record
+
+    def __delitem__(self, key: str) -> None:
+        del self._lines[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def hash_texts(self) -> Iterable[str]:
+        """The raw lines (each holds its hash) and the hashes of records set since."""
+        return (value if isinstance(value, str) else value.password_hash for value in self._lines.values())
 
 
 #: Events kept in memory while log.csv cannot be written; the oldest are dropped beyond this.
 MAX_QUEUED_EVENTS = 100_000
-
-
-class StoreError(Exception):
-    """A change could not be made durable; nothing was acknowledged."""
 
 
 def encode_detail(fields: Mapping[str, object]) -> str:
@@ -155,9 +195,10 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def append_rows(path: str, rows: list[list[str]], sync: bool = True) -> None:
+def append_rows(path: str, rows: list[list[str]], sync: bool = True, header: list[str] | None = None) -> None:
     """
-    Append CSV rows to ``path`` and (by default) fsync them.
+    Append CSV rows to ``path`` and (by default) fsync them; an empty (or
+    new) file gets the ``header`` row first, in the same write.
 
     If the file was empty (just created), the directory is fsynced too, so
     the file's name survives a power loss as well as its first rows.
@@ -170,6 +211,8 @@ def append_rows(path: str, rows: list[list[str]], sync: bool = True) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         start = os.fstat(fd).st_size
+        if start == 0 and header is not None:
+            data = _encode_rows([header]) + data
         try:
             view = memoryview(data)
             while view:
@@ -244,52 +287,150 @@ def repair_tail(path: str) -> list[str]:
     return [f"{os.path.basename(path)}: dropped a torn last line ({size - keep} bytes)"]
 
 
-def read_rows(path: str, width: int) -> tuple[list[list[str]], list[str]]:
+def _first_row(path: str) -> tuple[list[str], int] | None:
+    """The first CSV row of ``path`` and its length in bytes (with its newline); None if the file is empty."""
+    with open(path, "rb") as handle:
+        line = handle.readline()
+    if not line:
+        return None
+    return next(csv.reader([line.decode("utf-8", "replace")]), []), len(line)
+
+
+def _parse_version(text: str) -> tuple[int, int] | None:
+    major, _, minor = text.partition(".")
+    if not (major.isdigit() and (minor.isdigit() or not minor)):
+        return None
+    return int(major), int(minor or 0)
+
+
+def _migrate_headerless(path: str, table: Table) -> str:
     """
-    Read the rows of a CSV file written by this module, after
-    :func:`repair_tail`. Rows of the wrong width are skipped and reported.
-    Returns the rows and notes about what was repaired.
+    Give a file of format 1 (no header) today's header: write the header and
+    the old bytes aside, fsync, rename over the old file, fsync the
+    directory (a kill at any instant leaves the old file or the new one).
+    Format 1's columns are version 2.0's, so the rows are kept byte for byte.
+    """
+    aside = path + ".new"
+    rows = 0
+    with open(path, "rb") as old, open(aside, "wb") as new:
+        os.chmod(aside, 0o600)
+        new.write(_encode_rows([table.header()]))
+        while chunk := old.read(1 << 20):
+            rows += chunk.count(b"\n")
+            new.write(chunk)
+        new.flush()
+        os.fsync(new.fileno())
+    os.replace(aside, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+    return (f"{table.file}: migrated from format {HEADERLESS} (no header) to {'%d.%d' % VERSION}: "
+            f"added the header row, kept {rows} row(s) as they were")
+
+
+def open_table(path: str, table: Table, migrations: list[str] | None = None) -> tuple[list[str], int, list[str]]:
+    """
+    Prepare the data file ``path`` of ``table`` for reading and appending:
+    cut a torn last line (:func:`repair_tail`), migrate a file without a
+    header (:func:`_migrate_headerless`); a missing or empty file gets its
+    header with its first row (:func:`append_rows`).
+    Returns its column names (from its header), the byte length of the
+    header row, and notes on what was repaired; what was migrated is
+    appended to ``migrations``. Raises :class:`FormatError`
+    for a file of a newer major version, of another kind, or whose header
+    lacks a column this version needs; OSError.
     """
     notes = repair_tail(path)
+    try:
+        first = _first_row(path)
+    except FileNotFoundError:
+        first = None
+    if first is None:  # the first append writes the header (append_rows)
+        return list(table.columns), 0, notes
+    row, length = first
+    if not row or not row[0].startswith("#chatd-"):
+        note = _migrate_headerless(path, table)
+        if migrations is not None:
+            migrations.append(note)
+        return list(table.columns), len(_encode_rows([table.header()])), notes
+    version = _parse_version(row[1]) if len(row) > 1 else None
+    if row[0] != f"#chatd-{table.kind}" or version is None:
+        raise FormatError(f"{table.file}: not a chatd {table.kind} file (its header is {','.join(row)[:80]!r})")
+    if version[0] > VERSION[0]:
+        raise FormatError(f"{table.file} is format {row[1]}, newer than this chatd reads "
+                          f"({VERSION[0]}.x); run a newer chatd or restore a backup")
+    columns = row[2:]
+    missing = [column for column in table.columns if column not in columns]
+    if missing:
+        raise FormatError(f"{table.file}: its header lacks the column(s) {', '.join(missing)}")
+    return columns, length, notes
+
+
+def _indices(columns: list[str], table: Table) -> tuple[int, ...]:
+    """Where each column ``table`` needs is in a file with these ``columns``."""
+    return tuple(columns.index(column) for column in table.columns)
+
+
+def read_rows(path: str, table: Table, migrations: list[str] | None = None) -> tuple[list[list[str]], list[str]]:
+    """
+    The rows of the data file ``path`` (:func:`open_table` first), each
+    cut down to ``table``'s columns in its order, read by column name: a
+    file of a newer minor version with more columns reads the same. Rows
+    too short are skipped and reported. Returns the rows and notes.
+    """
+    columns, header_length, notes = open_table(path, table, migrations)
+    indices = _indices(columns, table)
+    needed = max(indices)
+    rows: list[list[str]] = []
+    bad = 0
     try:
         handle = open(path, encoding="utf-8", errors="replace", newline="")
     except FileNotFoundError:
-        return [], notes
-    rows = []
-    bad = 0
+        return rows, notes
     with handle:
+        handle.seek(header_length)
         for row in csv.reader(handle):
-            if len(row) == width:
-                rows.append(row)
+            if len(row) > needed:
+                rows.append([row[index] for index in indices])
             elif row:
                 bad += 1
     if bad:
-        notes.append(f"{os.path.basename(path)}: skipped {bad} malformed row(s)")
+        notes.append(f"{table.file}: skipped {bad} malformed row(s)")
     return rows, notes
 
 
-def read_user_lines(path: str) -> tuple[dict[str, str], list[str]]:
+def read_user_lines(path: str, migrations: list[str] | None = None) -> tuple[CsvAccounts, list[str]]:
     """
-    users.csv as ``{name key: line}``, after :func:`repair_tail`; of
-    several lines of one name (a replaced password hash), the last.
+    users.csv as :class:`CsvAccounts` (``{name key: line}``, parsed when
+    read), after :func:`open_table`; of several lines of one name (a
+    replaced password hash), the last.
 
-    The name is the first field and is never quoted (names are plain ASCII
-    letters, digits, ``_`` and ``-``), so the key is everything before the
-    first comma; the rest of the line is parsed only at login.
+    The name is never quoted (names are plain ASCII letters, digits, ``_``
+    and ``-``); where it is the first column (format 2.x), the key is
+    everything before the first comma and the rest of the line is parsed
+    only at login.
     """
-    notes = repair_tail(path)
+    columns, header_length, notes = open_table(path, USERS_TABLE, migrations)
+    indices = cast("tuple[int, int, int]", _indices(columns, USERS_TABLE))
     try:
         with open(path, "rb") as handle:
+            handle.seek(header_length)
             text = handle.read().decode("utf-8", "replace")
     except FileNotFoundError:
-        return {}, notes
+        return CsvAccounts({}, indices), notes
     lines = text.split("\n")
     lines.pop()  # after the final newline
-    users = {name_key(line[: line.find(",")]): line for line in lines if "," in line}
-    nameless = sum(1 for line in lines if "," not in line)
+    if indices[0] == 0:
+        users = {name_key(line[: line.find(",")]): line for line in lines if "," in line}
+        nameless = sum(1 for line in lines if "," not in line)
+    else:
+        users = {}
+        for line in lines:
+            record = user_from_row(line, indices)
+            if record is not None:
+                users[name_key(record.name)] = line
+        nameless = len(lines) - len(users)
     if nameless:
-        notes.append(f"{os.path.basename(path)}: skipped {nameless} line(s) without a name")
-    return users, notes
+        notes.append(f"{USERS}: skipped {nameless} line(s) without a name")
+    return CsvAccounts(users, indices), notes
 
 
 class CsvStore:
@@ -334,22 +475,28 @@ class CsvStore:
         return self._run(self._load)
 
     def load_now(self) -> Loaded:
-        """:meth:`load` in the calling thread, for start-up before the reactor runs; raises OSError."""
+        """
+        :meth:`load` in the calling thread, for start-up before the reactor
+        runs (a migration of old files happens here); raises OSError and
+        :class:`FormatError` (a file of a newer major version).
+        """
         return self._load()
 
     def _load(self) -> Loaded:
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
-        users, notes = read_user_lines(self._path(USERS))
-        room_rows, room_notes = read_rows(self._path(ROOMS), 3)
-        event_notes = repair_tail(self._path(EVENTS))
+        migrations: list[str] = []
+        users, notes = read_user_lines(self._path(USERS), migrations)
+        room_rows, room_notes = read_rows(self._path(ROOMS), ROOMS_TABLE, migrations)
+        _, _, event_notes = open_table(self._path(EVENTS), EVENTS_TABLE, migrations)
         rooms = [RoomRecord(*row) for row in room_rows]
-        return Loaded(users, rooms, notes + room_notes + event_notes)
+        return Loaded(users, rooms, notes + room_notes + event_notes, migrations)
 
-    def start(self) -> None:
+    def start(self) -> defer.Deferred[None]:
         """Start writing queued log events every ``log_interval`` seconds."""
         self._ticker = LoopingCall(self.flush_events)
         self._ticker.clock = self._clock
         self._ticker.start(self._log_interval, now=False)
+        return defer.succeed(None)
 
     def stop(self) -> defer.Deferred[None]:
         """Stop the ticker and write every queued event."""
@@ -404,32 +551,49 @@ class CsvStore:
         if not rows:
             return
         try:
-            append_rows(self._path(EVENTS), rows)
+            append_rows(self._path(EVENTS), rows, header=EVENTS_TABLE.header())
         except OSError as error:
             unwritten.append((rows, str(error)))
 
-    def add_user(self, record: UserRecord, event: list[str] | None = None) -> defer.Deferred[None]:
+    def add_user(self, record: UserRecord, event: LogEvent | None = None) -> defer.Deferred[None]:
         """
-        Append an account, or a new version of one (the last line of a name
-        counts); fires once it and its ``event`` row (``register``,
-        ``rehash``; see :meth:`_durable`) are fsynced, fails with StoreError.
+        Append an account; fires once it and its ``event`` row (``register``;
+        see :meth:`_durable`) are fsynced, fails with StoreError.
         """
         row = [record.name, record.password_hash, record.created]
-        return self._durable(append_rows, self._path(USERS), [row], event=event)
+        return self._durable(append_rows, self._path(USERS), [row], True, USERS_TABLE.header(),
+                             event=self._event_row(event))
 
-    def add_room(self, record: RoomRecord, event: list[str] | None = None) -> defer.Deferred[None]:
+    def replace_password(self, record: UserRecord, event: LogEvent | None = None) -> defer.Deferred[None]:
+        """
+        Append a new version of the account (the last line of a name counts:
+        one appended line is the whole update, so a crash leaves the old line
+        or the new one); fires once it and its ``event`` row (``rehash``) are
+        fsynced, fails with StoreError.
+        """
+        return self.add_user(record, event)
+
+    def add_room(self, record: RoomRecord, event: LogEvent | None = None) -> defer.Deferred[None]:
         """Append a room; fires once it and its ``event`` row are fsynced, fails with StoreError."""
         row = [record.name, record.owner, record.created]
-        return self._durable(append_rows, self._path(ROOMS), [row], event=event)
+        return self._durable(append_rows, self._path(ROOMS), [row], True, ROOMS_TABLE.header(),
+                             event=self._event_row(event))
 
-    def delete_room(self, name: str, event: list[str] | None = None) -> defer.Deferred[None]:
+    def delete_room(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
         """Rewrite rooms.csv without ``name``, atomically; fires once it and its ``event`` row are durable."""
-        return self._durable(self._delete_room, name_key(name), event=event)
+        return self._durable(self._delete_room, name_key(name), event=self._event_row(event))
 
     def _delete_room(self, key: str) -> None:
+        """In the writer thread: rooms.csv without the room ``key``; its header and other columns kept."""
         path = self._path(ROOMS)
-        rows, _ = read_rows(path, 3)
-        replace_rows(path, [row for row in rows if name_key(row[0]) != key])
+        columns, header_length, _ = open_table(path, ROOMS_TABLE)
+        first = _first_row(path)
+        header = first[0] if first is not None else ROOMS_TABLE.header()
+        name = columns.index("name")
+        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+            handle.seek(header_length)
+            rows = [row for row in csv.reader(handle) if len(row) > name and name_key(row[name]) != key]
+        replace_rows(path, [header] + rows)
 
     # -- the event log --------------------------------------------------
 
@@ -442,9 +606,15 @@ class CsvStore:
         """
         return [self._now(), event, spreadsheet_safe(user), spreadsheet_safe(room), encode_detail(details)]
 
-    def log_event(self, event: str, user: str = "", room: str = "", **details: object) -> None:
-        """Queue one row (:meth:`event_row`) for log.csv; it is written within ``log_interval``."""
+    def _event_row(self, event: LogEvent | None) -> list[str] | None:
+        if event is None:
+            return None
+        return self.event_row(event.event, event.user, event.room, **event.details)
+
+    def log_event(self, event: str, user: str = "", room: str = "", **details: object) -> defer.Deferred[None]:
+        """Queue one row (:meth:`event_row`) for log.csv; it is written within ``log_interval``. Fires at once."""
         self._events.append(self.event_row(event, user, room, **details))
+        return defer.succeed(None)
 
     def flush_events(self) -> defer.Deferred[None]:
         """Write the queued events now (in the writer thread)."""
@@ -460,7 +630,7 @@ class CsvStore:
         def failed(failure: Any) -> None:
             self._keep_events(rows, failure.getErrorMessage())
 
-        return self._run(append_rows, self._path(EVENTS), rows).addCallbacks(written, failed)
+        return self._run(append_rows, self._path(EVENTS), rows, True, EVENTS_TABLE.header()).addCallbacks(written, failed)
 
     def _keep_events(self, rows: list[list[str]], why: str) -> None:
         """log.csv refused ``rows``: keep them for the next try (the disk may recover), up to a bound."""

@@ -92,3 +92,14 @@ class Client:
     def disconnect(self) -> None:
         self.transport.loseConnection()
         self.protocol.connectionLost(None)
+
+
+def data_rows(path: Any) -> list[list[str]]:
+    """The data rows of a chatd CSV file (its ``#chatd-...`` header row left out); [] if it is missing."""
+    import csv
+    import os
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    return rows[1:] if rows and rows[0] and rows[0][0].startswith("#chatd-") else rows

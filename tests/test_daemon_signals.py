@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 
 from daemon import Conn, Daemon
+from helpers import data_rows
 
 
 def test_sigint_tells_users_flushes_log_and_removes_pidfile(tmp_path):
@@ -26,7 +26,7 @@ def test_sigint_tells_users_flushes_log_and_removes_pidfile(tmp_path):
     assert c.closed()
     assert "stopped cleanly" in d.log()
     assert not os.path.exists(pidfile)
-    rows = [(row[1], row[2], row[3]) for row in csv.reader(open(tmp_path / "data" / "log.csv"))]
+    rows = [(row[1], row[2], row[3]) for row in data_rows(tmp_path / "data" / "log.csv")]
     # The disconnect row (one per disconnect, naming the room) is queued during the shutdown itself:
     # only the final flush writes it.
     assert rows[-2:] == [("join", "stayer", "public"), ("disconnect", "stayer", "public")], rows

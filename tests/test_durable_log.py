@@ -3,24 +3,19 @@ made durable in one writer-thread job before the user is told; other events keep
 
 from __future__ import annotations
 
-import csv
 import os
 
 from twisted.internet import defer
 
 from chatd.settings import Settings
-from helpers import Client, Held, make_factory
+from helpers import data_rows, Client, Held, make_factory
 
 NEWER_HASH = {"time_cost": 2, "memory_kib": 16, "parallelism": 1}
 
 
 def _on_disk(data_dir, name: str) -> list[list[str]]:
     """What a crash right now would leave in ``name`` (nothing more is run: no batch, no callbacks)."""
-    path = os.path.join(data_dir, name)
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.reader(handle))
+    return data_rows(os.path.join(data_dir, name))
 
 
 def _held_world(tmp_path, **kwargs):

@@ -13,7 +13,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from chatd.persistence import decode_detail, encode_detail
 from chatd.wire import safe_file_name
 from daemon import Conn
-from helpers import Client, make_factory
+from helpers import data_rows, Client, make_factory
 from test_transfer import in_room, upload, world  # noqa: F401 (world is a fixture)
 
 ALICE = IPv4Address("TCP", "203.0.113.7", 40001)
@@ -22,8 +22,7 @@ BOB = IPv6Address("TCP", "2001:db8::5", 40002)
 
 def _rows(factory, clock, data_dir) -> list[list[str]]:
     clock.advance(1)
-    with open(os.path.join(data_dir, "log.csv"), newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
+    rows = data_rows(os.path.join(data_dir, "log.csv"))
     assert all(len(row) == 5 for row in rows), rows
     return rows
 
@@ -100,7 +99,7 @@ def test_real_connection_logs_its_address_and_source_port(daemon):
     deadline = time.monotonic() + 10
     rows: list[list[str]] = []
     while time.monotonic() < deadline:
-        rows = [row for row in csv.reader(open(path, newline="")) if row[1] == "login"] if os.path.exists(path) else []
+        rows = [row for row in data_rows(path) if row[1] == "login"] if os.path.exists(path) else []
         if rows:
             break
         time.sleep(0.05)
@@ -130,7 +129,7 @@ def test_every_event_is_documented_with_an_example_row():
 
     source = "".join(open(os.path.join(ROOT, "chatd", name), encoding="utf-8").read()
                      for name in os.listdir(os.path.join(ROOT, "chatd")) if name.endswith(".py"))
-    written = set(re.findall(r"(?:log_event|event_row)\(\s*\"(\w+)\"", source)) | {"logout", "disconnect", "replaced"}
+    written = set(re.findall(r"(?:log_event|event_row|LogEvent)\(\s*\"(\w+)\"", source)) | {"logout", "disconnect", "replaced"}
     documented = _documented_events()
     assert written <= set(documented), written - set(documented)
     for name, example in documented.items():

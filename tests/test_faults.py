@@ -5,14 +5,13 @@ clients vanishing mid-login and mid-room. StringTransport and a Clock, no sleeps
 
 from __future__ import annotations
 
-import csv
 import errno
 import os
 
 import pytest
 
 from chatd import persistence
-from helpers import Client, Held, make_factory
+from helpers import data_rows, Client, Held, make_factory
 
 
 @pytest.fixture
@@ -78,7 +77,7 @@ def test_failed_registration_is_clear_harmless_and_recovers(world, monkeypatch, 
     assert "pong" in c.output()  # still serving
     fault.broken = False
     assert "Registered and logged in as newbie." in c.register("newbie")
-    rows = list(csv.reader(open(data / "users.csv")))
+    rows = list(data_rows(data / "users.csv"))
     assert [row[0] for row in rows] == ["existing", "newbie"]
 
 
@@ -123,7 +122,7 @@ def test_event_log_kept_while_disk_fails_and_written_after(world, monkeypatch):
         clock.advance(0.5)
     finally:
         globalLogPublisher.removeObserver(observer)
-    events = [row[1] for row in csv.reader(open(data / "log.csv"))]
+    events = [row[1] for row in data_rows(data / "log.csv")]
     assert events.count("login_failed") == 1
 
 

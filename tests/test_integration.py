@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import socket
 import threading
 
 from daemon import Conn, Daemon
+from helpers import data_rows
 
 
 def _room_user(port: int, name: str, room: str) -> Conn:
@@ -75,7 +75,7 @@ def test_restart_keeps_accounts_and_rooms(tmp_path):
         d.expect(r"Owner: keeper")
         d.send("login keeper")  # already logged in
         d.expect(r"already logged in")
-        events = [row[1] for row in csv.reader(open(os.path.join(data, "log.csv")))]
+        events = [row[1] for row in data_rows(os.path.join(data, "log.csv"))]
         assert events[:3] == ["register", "login", "room_create"]
     finally:
         second.stop()
@@ -87,7 +87,7 @@ def test_sigterm_tells_users_and_flushes_log(tmp_path):
     assert d.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
     c.expect(r"The server is shutting down")
     assert "stopped cleanly" in d.log()
-    rows = list(csv.reader(open(tmp_path / "data" / "log.csv")))
+    rows = list(data_rows(tmp_path / "data" / "log.csv"))
     assert [row[1] for row in rows][-1] in ("disconnect", "leave", "join")
     assert d.unhandled_errors() == []
 
@@ -151,7 +151,7 @@ def test_torn_line_is_dropped_and_reported(tmp_path):
     finally:
         d.stop()
     assert "dropped a torn last line" in d.log()
-    names = [row[0] for row in csv.reader(open(data / "users.csv"))]
+    names = [row[0] for row in data_rows(data / "users.csv")]
     assert names == ["ok", "torn"]
 
 

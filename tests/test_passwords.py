@@ -7,7 +7,6 @@ stored hashes' parameters.
 
 from __future__ import annotations
 
-import csv
 
 import argon2
 import pytest
@@ -16,7 +15,7 @@ from twisted.internet import defer
 from chatd.persistence import StoreError
 from chatd.text import PASSWORD_MAX
 
-from helpers import CHEAP_HASH, Client, make_factory
+from helpers import data_rows, CHEAP_HASH, Client, make_factory
 
 #: Cheap too, but different from CHEAP_HASH (as after --hash-time-cost/--hash-memory-kib change).
 NEWER_HASH = {"time_cost": 2, "memory_kib": 16, "parallelism": 1}
@@ -33,7 +32,7 @@ def _fresh(factory, clock) -> Client:
 
 
 def _rows(path):
-    return list(csv.reader(open(path / "users.csv")))
+    return list(data_rows(path / "users.csv"))
 
 
 def test_register_refuses_a_password_that_is_not_utf8(tmp_path):
@@ -116,7 +115,7 @@ def test_kill_during_rehash_leaves_old_or_new_hash(tmp_path, torn):
     after = (tmp_path / "users.csv").read_bytes()
     (tmp_path / "users.csv").write_bytes(after[: len(before) + 40] if torn else after)
     factory, clock = make_factory(str(tmp_path), hash_params=NEWER_HASH)
-    stored = argon2.extract_parameters(factory.accounts["kate"].split('"')[1])
+    stored = argon2.extract_parameters(factory.accounts["kate"].password_hash)
     assert stored.time_cost == (1 if torn else 2)
     assert "Logged in as kate." in _fresh(factory, clock).login("kate")
 
@@ -127,7 +126,7 @@ def test_rehash_that_cannot_be_stored_still_logs_in(tmp_path):
     factory, clock = make_factory(str(tmp_path), hash_params=NEWER_HASH)
     factory.store.add_user = lambda record, event=None: defer.fail(StoreError("disk full"))
     assert "Logged in as kate." in _fresh(factory, clock).login("kate")
-    assert argon2.extract_parameters(factory.accounts["kate"].split('"')[1]).time_cost == 1
+    assert argon2.extract_parameters(factory.accounts["kate"].password_hash).time_cost == 1
 
 
 def _dummy(factory) -> tuple[int, int]:

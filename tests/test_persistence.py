@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import errno
 import os
 
@@ -12,7 +11,7 @@ from twisted.internet.task import Clock
 from chatd import persistence
 from chatd.persistence import CsvStore, RoomRecord, StoreError, UserRecord
 from chatd.text import clean_line, spreadsheet_safe
-from helpers import run_now
+from helpers import data_rows, run_now
 
 
 @pytest.fixture
@@ -36,7 +35,7 @@ def test_users_and_rooms_round_trip(store, tmp_path):
     store.add_room(RoomRecord("Other", "ann", "t"))
     store.delete_room("other")
     loaded = _loaded(store)
-    assert persistence.user_from_row(loaded.users["alice"]) == UserRecord("alice", "$argon2id$m=8,t=1", "t")
+    assert loaded.users["alice"] == UserRecord("alice", "$argon2id$m=8,t=1", "t")
     assert [r.name for r in loaded.rooms] == ["lab"]
     assert not os.path.exists(tmp_path / "rooms.csv.new")
     assert oct(os.stat(tmp_path).st_mode & 0o777) == "0o700"
@@ -62,7 +61,7 @@ def test_torn_last_line_dropped_and_reported(store, tmp_path):
     assert sorted(loaded.users) == ["a", "b"]
     assert any("users.csv: dropped a torn last line" in note for note in loaded.repairs)
     assert any("log.csv: dropped a torn last line" in note for note in loaded.repairs)
-    assert (tmp_path / "users.csv").read_bytes() == b"a,h,t\nb,h,t\n"
+    assert (tmp_path / "users.csv").read_bytes() == b"#chatd-users,2.0,name,password_hash,created\na,h,t\nb,h,t\n"
     store.add_user(UserRecord("c", "h", "t"))
     assert sorted(_loaded(store).users) == ["a", "b", "c"]
 
@@ -73,12 +72,12 @@ def test_event_log_batched_quoted_and_formula_safe(store, tmp_path):
     store.log_event("login", "=cmd|' /C calc'!A0", "room,with\"quote", reason="+1\nnewline", address="::1")
     assert not (tmp_path / "log.csv").exists()  # batched: not yet written
     store.clock.advance(0.5)
-    rows = list(csv.reader(open(tmp_path / "log.csv", newline="")))
+    rows = data_rows(tmp_path / "log.csv")
     assert rows == [["2026-11-24T00:00:00Z", "login", "'=cmd|' /C calc'!A0", 'room,with"quote',
                      "reason=%2B1%0Anewline&address=::1"]]
     store.log_event("logout", "a")
     store.stop()
-    assert len(list(csv.reader(open(tmp_path / "log.csv", newline="")))) == 2
+    assert len(data_rows(tmp_path / "log.csv")) == 2
 
 
 def test_failed_append_leaves_file_intact(store, tmp_path, monkeypatch):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 
-from helpers import Client, make_factory
+from helpers import data_rows, Client, make_factory
 
 
 def test_room_delete_logs_a_leave_for_each_member(tmp_path):
@@ -24,7 +23,7 @@ def test_room_delete_logs_a_leave_for_each_member(tmp_path):
     for member in members:
         assert "Room lab was deleted by olga" in member.output()
     factory.store.flush_events()
-    rows = list(csv.reader(open(tmp_path / "log.csv")))
+    rows = list(data_rows(tmp_path / "log.csv"))
     room_rows = [(row[1], row[2], row[3], row[4]) for row in rows if row[3] == "lab"]
     assert room_rows[:4] == [
         ("room_create", "olga", "lab", ""),

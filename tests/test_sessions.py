@@ -12,14 +12,13 @@ sessions): in memory, StringTransport and a Clock, no sleeps.
 
 from __future__ import annotations
 
-import csv
 
 import pytest
 from twisted.logger import globalLogPublisher
 
 from chatd.broadcast import Batcher, Fanout
 from chatd.settings import Settings
-from helpers import Client, make_factory
+from helpers import data_rows, Client, make_factory
 
 
 @pytest.fixture
@@ -42,7 +41,7 @@ PEER = "address=192.168.1.1&port=54321"
 
 def _rows(factory, data_dir):
     factory.store.flush_events()
-    return [tuple(row[1:5]) for row in csv.reader(open(data_dir / "log.csv"))]
+    return [tuple(row[1:5]) for row in data_rows(data_dir / "log.csv")]
 
 
 def _in_order(text: str, *parts: str) -> None:

@@ -6,11 +6,11 @@ reading, and a TLS peer that never sends a byte. Every wait is bounded.
 
 from __future__ import annotations
 
-import csv
 import socket
 import time
 
 from daemon import Conn, Daemon, free_port
+from helpers import data_rows
 from test_faults_daemon import _slurp
 from test_tls import make_certificate
 
@@ -73,7 +73,7 @@ def test_replaced_session_that_stopped_reading_leaves_at_once(tmp_path):
     finally:
         d.stop()
     assert d.unhandled_errors() == [], d.log()
-    rows = [row[1:4] for row in csv.reader(open(data / "log.csv")) if row[2] == "alice"]
+    rows = [row[1:4] for row in data_rows(data / "log.csv") if row[2] == "alice"]
     assert rows == [["register", "alice", ""], ["login", "alice", ""], ["join", "alice", "public"],
                     ["replaced", "alice", "public"], ["login", "alice", ""], ["join", "alice", "public"],
                     ["disconnect", "alice", "public"]]  # the last: the new session, at shutdown

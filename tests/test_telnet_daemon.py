@@ -6,12 +6,12 @@ and logged, like any other reader that does not keep up.
 
 from __future__ import annotations
 
-import csv
 import os
 import socket
 import time
 
 from daemon import Daemon
+from helpers import data_rows
 
 DO_TTYPE, DONT_TTYPE = b"\xff\xfd\x18", b"\xff\xfe\x18"
 
@@ -54,7 +54,7 @@ def test_negotiation_flood_to_a_non_reader_is_cut_off_and_logged(tmp_path):
         assert sent < 20_000_000
     finally:
         d.stop()
-    rows = list(csv.reader(open(os.path.join(d.data_dir, "log.csv"), encoding="utf-8")))
+    rows = list(data_rows(os.path.join(d.data_dir, "log.csv")))
     assert any(row[1] == "sendq_exceeded" for row in rows)
     assert d.unhandled_errors() == [], d.log()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import os
 import re
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 from chatd import transfer
 from chatd.transfer import TransferSettings, Transfers
 from chatd.wire import parse_size
-from helpers import Client, make_factory, run_now
+from helpers import Client, data_rows, make_factory, run_now
 
 
 @pytest.fixture
@@ -84,7 +83,7 @@ def test_file_reaches_tagged_members_and_plain_ones_are_told(world):
     assert "notes.txt" not in received_files(out)  # the sender does not get its own file back
     assert os.listdir(tmp_path / "spool") == []
     clock.advance(1)
-    rows = [row for row in csv.reader(open(tmp_path / "log.csv")) if row[1] == "file"]
+    rows = [row for row in data_rows(tmp_path / "log.csv") if row[1] == "file"]
     assert rows and rows[0][2:4] == ["ann", "public"] and hashlib.sha256(data).hexdigest() in rows[0][4]
     # Chat goes on as usual afterwards.
     ann.send("done!")
@@ -453,7 +452,7 @@ def in_lab(factory, clock):
 
 def log_rows(tmp_path, clock):
     clock.advance(1)
-    return [row[1:] for row in csv.reader(open(tmp_path / "log.csv"))]
+    return [row[1:] for row in data_rows(tmp_path / "log.csv")]
 
 
 def test_upload_is_cancelled_when_its_room_is_deleted(world):

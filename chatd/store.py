@@ -1,0 +1,139 @@
+"""
+The Store interface: what the shared state (chatd.factory) needs of the
+place accounts, rooms and the event log are kept, and the values that cross
+it. No file format lives here: ``chatd.persistence.CsvStore`` (the embedded
+default) and ``chatd.stores.memory.MemoryStore`` (unit tests) implement it,
+and only the composition root (chatd.service) names a concrete store.
+
+Every method answers with a Deferred, the in-memory store too
+(``defer.succeed``), so a store on a network changes no caller.
+docs/ARCHITECTURE.md, "Stores".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from typing import Protocol
+
+import attrs
+from twisted.internet import defer
+
+
+@attrs.frozen(slots=True)
+class UserRecord:
+    """One account: its name as registered, its argon2 PHC hash, its ISO-8601 UTC creation time."""
+
+    name: str
+    password_hash: str
+    created: str
+
+
+@attrs.frozen(slots=True)
+class RoomRecord:
+    """One room: its name, its owner's name ("" for the public room), its ISO-8601 UTC creation time."""
+
+    name: str
+    owner: str
+    created: str
+
+
+@attrs.frozen(slots=True)
+class LogEvent:
+    """
+    One event for the event log, written with the change it belongs to
+    (:meth:`Store.add_user` ...): ``event`` a lower_case word, the ``user``
+    and ``room`` it concerns ("" if none), ``details`` short fields
+    (docs/OPERATIONS.md lists them per event). The store stamps the time.
+    """
+
+    event: str
+    user: str = ""
+    room: str = ""
+    details: Mapping[str, object] = attrs.field(factory=dict)
+
+
+class Accounts(MutableMapping[str, UserRecord]):
+    """
+    Accounts by name key (chatd.text.name_key). A store may keep them in a
+    compact form and build the :class:`UserRecord` when one is read (a
+    million accounts then load in about a second, one string each), so read
+    single accounts, not :meth:`values`, on a hot path.
+    """
+
+    def hash_texts(self) -> Iterable[str]:
+        """For each account a text holding its password hash (the hash, or the stored form around it); cheap."""
+        return (record.password_hash for record in self.values())
+
+
+class AccountDict(Accounts):
+    """:class:`Accounts` as a plain dict of records (the in-memory store, a fresh server)."""
+
+    def __init__(self, records: Mapping[str, UserRecord] | None = None) -> None:
+        self._records: dict[str, UserRecord] = dict(records or {})
+
+    def __getitem__(self, key: str) -> UserRecord:
+        return self._records[key]
+
+    def __setitem__(self, key: str, record: UserRecord) -> None:
+        self._records[key] = record
+
+    def __delitem__(self, key: str) -> None:
+        del self._records[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+@attrs.frozen(slots=True)
+class Loaded:
+    """What the store held at start-up."""
+
+    users: Accounts
+    rooms: list[RoomRecord]
+    #: Human-readable notes about damage that was repaired (torn lines).
+    repairs: list[str]
+    #: Human-readable notes about files brought to the current format.
+    migrations: list[str] = attrs.field(factory=list)
+
+
+class StoreError(Exception):
+    """A change could not be made durable; nothing was acknowledged."""
+
+
+class Store(Protocol):
+    """
+    Accounts, rooms and the event log. Changes fire once durable and fail
+    with :class:`StoreError`; a change given a :class:`LogEvent` has that
+    event stored no later than the change (an acknowledged change always has
+    its log row).
+    """
+
+    def load(self) -> defer.Deferred[Loaded]:
+        """Everything stored, at start-up."""
+
+    def start(self) -> defer.Deferred[None]:
+        """Start writing batched events (:meth:`log_event`)."""
+
+    def stop(self) -> defer.Deferred[None]:
+        """Stop; fires once every queued event is written."""
+
+    def add_user(self, record: UserRecord, event: LogEvent | None = None) -> defer.Deferred[None]:
+        """Store a new account."""
+
+    def replace_password(self, record: UserRecord, event: LogEvent | None = None) -> defer.Deferred[None]:
+        """Store ``record.password_hash`` as the new hash of the account ``record.name``."""
+
+    def add_room(self, record: RoomRecord, event: LogEvent | None = None) -> defer.Deferred[None]:
+        """Store a new room."""
+
+    def delete_room(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
+        """Remove the room ``name`` (any case)."""
+
+    def log_event(self, event: str, user: str = "", room: str = "", **details: object) -> defer.Deferred[None]:
+        """Queue one event (:class:`LogEvent`'s fields); fires once queued, it is written in the next batch."""
+
+    def flush_events(self) -> defer.Deferred[None]:
+        """Write the queued events now; fires once they are written (or kept for a retry)."""
