@@ -80,12 +80,14 @@ def write_data_dir(path, users=(), rooms=(), default_cost_users=()):
     os.makedirs(path, mode=0o700, exist_ok=True)
     chunk = 100000
     with open(os.path.join(path, "users.csv"), "w", newline="") as f:
+        f.write("#chatd-users,2.0,name,password_hash,created\n")  # the versioned header (docs/OPERATIONS.md)
         for names, cost in ((users, CHEAP_HASH), (default_cost_users, DEFAULT_HASH)):
             tail = ",%s,%s\n" % (_quoted(password_hash(cost)), CREATED)
             names = list(names) if not isinstance(names, (list, range)) else names
             for i in range(0, len(names), chunk):
                 f.write("".join(n + tail for n in names[i:i + chunk]))
     with open(os.path.join(path, "rooms.csv"), "w", newline="") as f:
+        f.write("#chatd-rooms,2.0,name,owner,created\n")
         f.write("".join("%s,%s,%s\n" % (r, o, CREATED) for r, o in rooms))
 
 

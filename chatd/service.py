@@ -33,7 +33,7 @@ from chatd.factory import ChatFactory
 from chatd.limits import raise_fd_limit
 from chatd.passwords import Passwords
 from chatd.protocol import ChatProtocol
-from chatd.persistence import CsvStore
+from chatd.persistence import CsvStore, FormatError
 from chatd.settings import Settings
 from chatd.transfer import SPOOL, Transfers, TransferSettings
 
@@ -133,9 +133,9 @@ def _short_reason(error: BaseException) -> str:
 
 
 def _reason(error: BaseException) -> str:
-    """One line for an error: an OSError's (or CannotListenError's) own text names the errno and the path."""
+    """One line for an error: an OSError's (CannotListenError's, FormatError's) own text names the errno and the path."""
     text = str(error).splitlines()[0] if str(error).strip() else ""
-    if isinstance(error, (OSError, CannotListenError)) and text:
+    if isinstance(error, (OSError, CannotListenError, FormatError)) and text:
         return text
     return f"{type(error).__name__}: {text}".rstrip(": ")
 

@@ -13,6 +13,7 @@ from chatd.passwords import Passwords
 from chatd.persistence import CsvStore
 from chatd.protocol import ChatProtocol
 from chatd.settings import Settings
+from chatd.store import Store
 
 
 def run_now(function: Any, *args: Any) -> defer.Deferred[Any]:
@@ -42,11 +43,16 @@ CHEAP_HASH = {"time_cost": 1, "memory_kib": 8, "parallelism": 1}
 
 
 def make_factory(data_dir: str, settings: Settings | None = None, hash_runner: Any = run_now,
-                 store_runner: Any = run_now, hash_params: dict[str, int] | None = None) -> tuple[ChatFactory, Clock]:
-    """A loaded factory on ``data_dir`` with (cheap, unless given) argon2 parameters and a Clock."""
+                 store_runner: Any = run_now, hash_params: dict[str, int] | None = None,
+                 store: Store | None = None) -> tuple[ChatFactory, Clock]:
+    """
+    A loaded factory on ``data_dir`` (a CsvStore; or on ``store``) with
+    (cheap, unless given) argon2 parameters and a Clock.
+    """
     clock = Clock()
     clock.advance(1_790_000_000)
-    store = CsvStore(data_dir, run=store_runner, clock=clock, now=lambda: factory.now())
+    if store is None:
+        store = CsvStore(data_dir, run=store_runner, clock=clock, now=lambda: factory.now())
     passwords = Passwords(run=hash_runner, **(hash_params or CHEAP_HASH))
     factory = ChatFactory(store, passwords, settings or Settings(), clock, ChatProtocol)
     store.load().addCallback(factory.restore)

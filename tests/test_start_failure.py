@@ -42,10 +42,17 @@ def test_port_in_use(tmp_path):
     assert not os.path.exists(tmp_path / "data")  # the data directory is untouched: binding comes first
 
 
-@pytest.mark.parametrize("case", ["missing parent", "data file is a directory"])
+@pytest.mark.parametrize("case", ["missing parent", "data file is a directory", "data file of a newer format"])
 def test_unusable_data_dir(tmp_path, case):
     if case == "missing parent":
         data_dir, reason = "/proc/nope", "[Errno 2] No such file or directory: '/proc/nope'"
+    elif case == "data file of a newer format":
+        data_dir = str(tmp_path / "data")
+        os.makedirs(data_dir)
+        newer = b"#chatd-rooms,3.0,name,owner,created\nlab,ann,2030-01-01T00:00:00Z\n"
+        with open(os.path.join(data_dir, "rooms.csv"), "wb") as handle:
+            handle.write(newer)
+        reason = "rooms.csv is format 3.0, newer than this chatd reads (2.x); run a newer chatd or restore a backup"
     else:
         data_dir = str(tmp_path / "data")
         os.makedirs(os.path.join(data_dir, "users.csv"))
@@ -56,6 +63,8 @@ def test_unusable_data_dir(tmp_path, case):
     _assert_one_line_failure(d, status, stderr, f"data directory {data_dir}: {reason}")
     with socket.socket() as probe:  # the port it had bound is free again
         probe.bind(("127.0.0.1", d.port))
+    if case == "data file of a newer format":  # refused, not truncated or rewritten
+        assert open(os.path.join(data_dir, "rooms.csv"), "rb").read() == newer
 
 
 class _LimitedDaemon(Daemon):

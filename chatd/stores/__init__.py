@@ -1,0 +1,1 @@
+"""Implementations of :class:`chatd.store.Store` beside the embedded CSV one (chatd.persistence)."""

@@ -1,0 +1,173 @@
+"""
+The Store contract (chatd.store.Store), run on every implementation: the
+CSV store (chatd.persistence.CsvStore, synchronously on a temp dir) and the
+in-memory one (chatd.stores.memory.MemoryStore). A new store joins by adding
+one entry to STORES.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from chatd.persistence import CsvStore, decode_detail
+from chatd.store import LogEvent, RoomRecord, Store, UserRecord
+from chatd.stores.memory import MemoryStore
+from helpers import Client, data_rows, make_factory, run_now
+
+NOW = "2026-11-29T12:00:00Z"
+
+
+class CsvWorld:
+    """A CsvStore on a directory; reopen() is a new store on the same files (a restart)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.clock = Clock()
+
+    def reopen(self) -> Store:
+        return CsvStore(self.path, run=run_now, clock=self.clock, now=lambda: NOW)
+
+    def events(self, store: Store) -> list[tuple[str, str, str, dict[str, str]]]:
+        return [(row[1], row[2], row[3], decode_detail(row[4])) for row in data_rows(os.path.join(self.path, "log.csv"))]
+
+
+class MemoryWorld:
+    """One MemoryStore; reopen() is the same store (its data lives as long as it)."""
+
+    def __init__(self, path: str) -> None:
+        self.store = MemoryStore(now=lambda: NOW)
+
+    def reopen(self) -> Store:
+        return self.store
+
+    def events(self, store: Store) -> list[tuple[str, str, str, dict[str, str]]]:
+        return [(event.event, event.user, event.room, {k: str(v) for k, v in event.details.items()})
+                for _, event in self.store.events]
+
+
+STORES: dict[str, Callable[[str], Any]] = {"csv": CsvWorld, "memory": MemoryWorld}
+
+
+@pytest.fixture(params=sorted(STORES))
+def world(request, tmp_path):
+    return STORES[request.param](str(tmp_path))
+
+
+def _result(d: defer.Deferred[Any]) -> Any:
+    """The result of an already-fired Deferred (the stores here answer synchronously)."""
+    assert isinstance(d, defer.Deferred)
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out, "the Deferred has not fired"
+    if isinstance(out[0], Exception) or hasattr(out[0], "raiseException"):
+        out[0].raiseException()
+    return out[0]
+
+
+def _loaded(world):
+    store = world.reopen()
+    return _result(store.load())
+
+
+def test_an_empty_store_loads_nothing(world):
+    loaded = _loaded(world)
+    assert len(loaded.users) == 0 and loaded.rooms == [] and loaded.repairs == []
+
+
+def test_every_method_answers_with_a_deferred(world):
+    store = world.reopen()
+    _result(store.load())
+    for d in (store.start(), store.add_user(UserRecord("ann", "$argon2id$h1", "t")),
+              store.replace_password(UserRecord("ann", "$argon2id$h2", "t")),
+              store.add_room(RoomRecord("lab", "ann", "t")), store.delete_room("lab"),
+              store.log_event("login", "ann"), store.flush_events(), store.stop()):
+        assert _result(d) is None
+
+
+def test_accounts_survive_a_restart_by_name_key(world):
+    store = world.reopen()
+    _result(store.load())
+    _result(store.add_user(UserRecord("Ann", "$argon2id$h1", "2026-01-01T00:00:00Z")))
+    _result(store.add_user(UserRecord("bob", "$argon2id$h2", "2026-01-02T00:00:00Z")))
+    users = _loaded(world).users
+    assert sorted(users) == ["ann", "bob"]
+    assert users["ann"] == UserRecord("Ann", "$argon2id$h1", "2026-01-01T00:00:00Z")
+    assert users.get("nobody") is None
+    assert sorted(users.hash_texts())  # one text per account, each holding its hash
+    assert all(any(h in text for text in users.hash_texts()) for h in ("$argon2id$h1", "$argon2id$h2"))
+
+
+def test_a_replaced_password_hash_is_the_one_loaded(world):
+    store = world.reopen()
+    _result(store.load())
+    _result(store.add_user(UserRecord("ann", "$argon2id$old", "2026-01-01T00:00:00Z")))
+    _result(store.replace_password(UserRecord("ann", "$argon2id$new", "2026-01-01T00:00:00Z"),
+                                   LogEvent("rehash", "ann", details={"address": "::1"})))
+    users = _loaded(world).users
+    assert len(users) == 1 and users["ann"] == UserRecord("ann", "$argon2id$new", "2026-01-01T00:00:00Z")
+    assert world.events(store) == [("rehash", "ann", "", {"address": "::1"})]
+
+
+def test_rooms_added_and_deleted_in_any_case(world):
+    store = world.reopen()
+    _result(store.load())
+    _result(store.add_room(RoomRecord("lab", "ann", "t1")))
+    _result(store.add_room(RoomRecord("Other", "ann", "t2")))
+    _result(store.delete_room("OTHER", LogEvent("room_delete", "ann", "Other")))
+    assert _loaded(world).rooms == [RoomRecord("lab", "ann", "t1")]
+    assert world.events(store) == [("room_delete", "ann", "Other", {})]
+
+
+def test_a_change_has_its_event_stored_with_it_after_the_queued_ones(world):
+    """The event of a change is stored by the time the change fires, after the events queued before it."""
+    store = world.reopen()
+    _result(store.load())
+    _result(store.start())
+    _result(store.log_event("login", "ann", address="::1", port=4000))
+    assert world.events(store) == []  # batched
+    _result(store.add_user(UserRecord("bob", "$argon2id$h", "t"), LogEvent("register", "bob")))
+    assert world.events(store) == [("login", "ann", "", {"address": "::1", "port": "4000"}),
+                                   ("register", "bob", "", {})]
+    _result(store.log_event("logout", "ann"))
+    _result(store.stop())  # stop writes what is queued
+    assert world.events(store)[-1] == ("logout", "ann", "", {})
+
+
+def test_the_factory_runs_on_the_memory_store(tmp_path):
+    """The shared state needs only the Store interface: register, log in, create a room, all in memory."""
+    store = MemoryStore()
+    factory, clock = make_factory(str(tmp_path), store=store)
+    alice = Client(factory, clock)
+    alice.output()
+    assert "Registered and logged in as alice." in alice.register("alice", "secret1")
+    alice.send("create lab")
+    assert "Room lab created." in alice.output()
+    assert list(store.users) == ["alice"] and list(store.rooms) == ["lab"]
+    again, clock = make_factory(str(tmp_path), store=store)
+    assert "Logged in as alice." in Client(again, clock).login("alice", "secret1")
+    assert [room.name for room in again.list_rooms()] == ["public", "lab"]
+    assert os.listdir(tmp_path) == []  # nothing on disk
+
+
+def test_only_the_composition_root_names_a_concrete_store():
+    """chatd.service builds the store; the state and the front-ends import only chatd.store."""
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "chatd")
+    imports: dict[str, list[str]] = {}
+    for directory, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(directory, name)
+                for line in open(path, encoding="utf-8"):
+                    if re.match(r"\s*(from|import) chatd\.(persistence|stores)\b", line):
+                        imports.setdefault(os.path.relpath(path, root), []).append(line.strip())
+    assert imports == {
+        "service.py": ["from chatd.persistence import CsvStore, FormatError"],
+        "protocol.py": ["from chatd.persistence import address_fields"],  # a format-free helper
+    }
