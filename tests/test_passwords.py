@@ -124,7 +124,7 @@ def test_rehash_that_cannot_be_stored_still_logs_in(tmp_path):
     factory, clock = make_factory(str(tmp_path))
     _fresh(factory, clock).register("kate")
     factory, clock = make_factory(str(tmp_path), hash_params=NEWER_HASH)
-    factory.store.add_user = lambda record, event=None: defer.fail(StoreError("disk full"))
+    factory.store.replace_password = lambda record, event=None: defer.fail(StoreError("disk full"))
     assert "Logged in as kate." in _fresh(factory, clock).login("kate")
     assert argon2.extract_parameters(factory.accounts["kate"].password_hash).time_cost == 1
 
