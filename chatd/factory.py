@@ -68,6 +68,9 @@ class Room:
     owner: str
     created: str
     fanout: Fanout
+    #: Its owner has deleted it and the store is writing that (docs/PROTOCOL.md,
+    #: "Rooms"): closed to joins and to files finishing, open again if the write fails.
+    closing: bool = False
 
     @property
     def key(self) -> str:
@@ -396,6 +399,10 @@ class ChatFactory(Factory):
         if room.key in self._claimed_rooms:
             return defer.fail(errors.NotAllowed(f"{room.name} is already being deleted."))
 
+        def reopen(failure: Any) -> Any:
+            room.closing = False
+            return failure
+
         def saved(_: None) -> Room:
             self.rooms.pop(room.key, None)
             room.fanout.flush()
@@ -406,8 +413,19 @@ class ChatFactory(Factory):
                 member.room_deleted(room, by)  # type: ignore[attr-defined]
             return room
 
+        # Closed from now on, so that log.csv's room_delete row (written with
+        # rooms.csv) comes after everything that happened in the room.
+        room.closing = True
         work = self.store.delete_room(room.name, LogEvent("room_delete", by, room.name))
+        work.addErrback(reopen)
         return self._while_claimed(self._claimed_rooms, room.name, work, saved, "Could not delete the room")
+
+    def room_to_join(self, name: str) -> Room:
+        """The room called ``name``, open to joins: NoSuchRoom, or NotAllowed while it is being deleted."""
+        room = self.find_room(name)
+        if room.closing:
+            raise errors.NotAllowed(f"Room {room.name} is being deleted.")
+        return room
 
     def join(self, room: Room, session: Session) -> None:
         """Put ``session`` in ``room`` and tell the room (lines said before are not sent to it)."""

@@ -413,7 +413,7 @@ class Dialogue:
 
     def _enter(self, name: str) -> None:
         try:
-            room = self.factory.find_room(name)
+            room = self.factory.room_to_join(name)
         except errors.ChatError as error:
             self._error(str(error))
             self._menu_prompt()

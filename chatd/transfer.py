@@ -80,6 +80,8 @@ MAX_PENDING_WRITES = 8
 RECENT_DELIVERIES = 32
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 #: Why an upload is cancelled when its sender leaves its room, by the event of the leave.
+#: Why an upload that finishes while its room is being deleted is cancelled.
+ROOM_CLOSING = "the room is being deleted"
 _LEFT_REASONS = {"disconnect": "the sender disconnected", "room deleted": "the room was deleted"}
 
 
@@ -630,6 +632,9 @@ class Upload:
                 return
             if digest != declared:
                 self.fail(f"SHA-256 mismatch: the server got {digest}")
+                return
+            if self.room.closing:
+                self.fail(ROOM_CLOSING)
                 return
             self._end()
             self.transfers.share(self, digest)

@@ -766,3 +766,31 @@ def test_a_password_that_looks_like_a_frame_header_is_a_password(world):
     again = Client(factory, clock, tagged=True)
     again.send("login frank", "/data x 9")
     assert "Logged in as frank." in again.output()
+
+
+def test_upload_finishing_while_its_room_is_being_deleted_is_cancelled_not_shared(world):
+    """
+    The race: ann's /done is verified while olga's delete of lab is being written (rooms.csv and the
+    room_delete row, one store job). The room is closed from the moment olga confirms (the time of the
+    room_delete row), so the file is not shared: 25, and log.csv reads room_delete, then file_aborted for
+    this cancellation (was: 26 ... and a 'file' row, shared in lab, after room_delete).
+    """
+    from helpers import Held
+
+    factory, clock, tmp_path = world
+    olga, ann, bob = in_lab(factory, clock)
+    factory.store._run = store = Held()
+    olga.send("delete lab")  # held in the store
+    data = os.urandom(3000)
+    upload(ann, data)
+    out = ann.output()
+    assert "25 f1 the room is being deleted" in out and "26 " not in out
+    assert "20 " not in bob.output()
+    store.run_all()
+    assert "Room lab deleted." in olga.output()
+    factory.store.flush_events()
+    store.run_all()
+    events = [row[0] for row in log_rows(tmp_path, clock) if row[2] == "lab"]
+    assert "file" not in events
+    assert events[-4:] == ["room_delete", "file_aborted", "leave", "leave"]
+    assert os.listdir(tmp_path / "spool") == [] and factory.transfers.spooled == 0
