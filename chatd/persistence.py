@@ -110,6 +110,8 @@ class CsvAccounts(Accounts):
 
     def __init__(self, lines: dict[str, str], indices: tuple[int, int, int] = (0, 1, 2)) -> None:
         self._lines = cast("dict[str, str | UserRecord]", lines)
+        #: No record set yet: every value is a line (hash_texts can hand out the values as they are).
+        self._all_lines = True
         self._indices = indices
 
     def __getitem__(self, key: str) -> UserRecord:
@@ -123,6 +125,7 @@ class CsvAccounts(Accounts):
 
     def __setitem__(self, key: str, record: UserRecord) -> None:
         self._lines[key] = record
+        self._all_lines = False
 
     def __delitem__(self, key: str) -> None:
         del self._lines[key]
@@ -135,6 +138,8 @@ class CsvAccounts(Accounts):
 
     def hash_texts(self) -> Iterable[str]:
         """The raw lines (each holds its hash) and the hashes of records set since."""
+        if self._all_lines:
+            return cast("Iterable[str]", self._lines.values())
         return (value if isinstance(value, str) else value.password_hash for value in self._lines.values())
 
 

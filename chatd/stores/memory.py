@@ -65,7 +65,10 @@ class MemoryStore:
         return self._change(lambda: self.rooms.__setitem__(name_key(record.name), record), event)
 
     def delete_room(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
-        return self._change(lambda: self.rooms.pop(name_key(name), None) and None, event)
+        def remove() -> None:
+            self.rooms.pop(name_key(name), None)
+
+        return self._change(remove, event)
 
     def log_event(self, event: str, user: str = "", room: str = "", **details: object) -> defer.Deferred[None]:
         self._queued.append((self._now(), LogEvent(event, user, room, dict(details))))
