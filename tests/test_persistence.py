@@ -124,3 +124,15 @@ def test_spreadsheet_safe():
     assert spreadsheet_safe("=1+1") == "'=1+1"
     assert spreadsheet_safe("@SUM") == "'@SUM"
     assert spreadsheet_safe("plain") == "plain"
+
+
+def test_accounts_load_as_one_line_each_and_are_parsed_when_read(store, tmp_path):
+    """A million accounts must load in about a second: users.csv lines are kept as they are, records built on read."""
+    (tmp_path / "users.csv").write_bytes(b'#chatd-users,2.0,name,password_hash,created\nann,"$argon2id$a,b",t\nbob,h,t\n')
+    users = _loaded(store).users
+    assert isinstance(users, persistence.CsvAccounts)
+    assert list(users._lines.values()) == ['ann,"$argon2id$a,b",t', "bob,h,t"]  # one string per account
+    assert list(users.hash_texts()) == ['ann,"$argon2id$a,b",t', "bob,h,t"]
+    assert users["ann"] == UserRecord("ann", "$argon2id$a,b", "t")
+    users["bob"] = UserRecord("bob", "$argon2id$new", "t")
+    assert list(users.hash_texts()) == ['ann,"$argon2id$a,b",t', "$argon2id$new"]
