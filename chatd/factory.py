@@ -38,7 +38,7 @@ class Session(Recipient, Protocol):
     """What the shared state needs of one connection."""
 
     name: str | None
-    #: The client's address as log.csv fields (``address``, ``port``; persistence.address_fields).
+    #: The client's address as log.csv fields (``address``, ``port``; chatd.store.address_fields).
     origin: Mapping[str, str]
 
     def show(self, code: str, text: str) -> None:

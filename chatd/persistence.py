@@ -49,10 +49,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from chatd.store import Accounts, Loaded, LogEvent, RoomRecord, StoreError, UserRecord
+from chatd.store import Accounts, Loaded, LogEvent, RoomRecord, StoreError, UserRecord, address_fields
 from chatd.text import name_key, spreadsheet_safe
 
-__all__ = ["CsvStore", "Loaded", "RoomRecord", "StoreError", "UserRecord"]
+__all__ = ["CsvStore", "Loaded", "RoomRecord", "StoreError", "UserRecord", "address_fields"]
 
 T = TypeVar("T")
 #: Runs ``f(*args)`` somewhere (the writer thread) and returns a Deferred.
@@ -155,19 +155,6 @@ def encode_detail(fields: Mapping[str, object]) -> str:
     cell never needs CSV quoting and never starts like a formula.
     """
     return urlencode({key: str(value) for key, value in fields.items()}, quote_via=quote, safe=":")
-
-
-def address_fields(address: Any) -> dict[str, str]:
-    """
-    log.csv fields for a client's address (an ``IAddress``, from
-    ``transport.getPeer()``): ``address`` (the IP) and ``port`` (the source
-    port, which tells apart users behind one NAT; RFC 6302); ``{}`` for
-    anything that is not an IP address (a UNIX socket).
-    """
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    if not isinstance(host, str) or not isinstance(port, int):
-        return {}
-    return {"address": host, "port": str(port)}
 
 
 def decode_detail(detail: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ from twisted.protocols.basic import LineReceiver
 
 from chatd.limits import ANSWER, CONSUMER, FLOOD, TokenBucket
 from chatd.menu import Dialogue
-from chatd.persistence import address_fields
+from chatd.store import address_fields
 from chatd.telnet import ECHO, WANTYES, WILL, TelnetParser, command
 from chatd.text import clean_line
 from chatd.transfer import PeerFiles
@@ -86,7 +86,7 @@ class ChatProtocol(LineReceiver):
     _nodelay = False
     #: The per-address limit key ("" if exempt); None until admitted.
     address_key: str | None = None
-    #: The client's address as log.csv fields (persistence.address_fields); set on connect.
+    #: The client's address as log.csv fields (chatd.store.address_fields); set on connect.
     origin: Mapping[str, str] = MappingProxyType({})
     _bucket: TokenBucket | None = None
     #: Why reading is paused (pause_reading); empty: reading.

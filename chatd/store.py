@@ -13,7 +13,7 @@ docs/ARCHITECTURE.md, "Stores".
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet import defer
@@ -50,6 +50,19 @@ class LogEvent:
     user: str = ""
     room: str = ""
     details: Mapping[str, object] = attrs.field(factory=dict)
+
+
+def address_fields(address: Any) -> dict[str, str]:
+    """
+    Event-log fields for a client's address (an ``IAddress``, from
+    ``transport.getPeer()``): ``address`` (the IP) and ``port`` (the source
+    port, which tells apart users behind one NAT; RFC 6302); ``{}`` for
+    anything that is not an IP address (a UNIX socket).
+    """
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if not isinstance(host, str) or not isinstance(port, int):
+        return {}
+    return {"address": host, "port": str(port)}
 
 
 class Accounts(MutableMapping[str, UserRecord]):

@@ -169,5 +169,4 @@ def test_only_the_composition_root_names_a_concrete_store():
                         imports.setdefault(os.path.relpath(path, root), []).append(line.strip())
     assert imports == {
         "service.py": ["from chatd.persistence import CsvStore, FormatError"],
-        "protocol.py": ["from chatd.persistence import address_fields"],  # a format-free helper
     }
