@@ -345,8 +345,8 @@ class ChatFactory(Factory):
         its own) and the online list, and log.csv gets one ``event`` row.
         """
         if room is not None:
-            # Its uploads there end as the connection's do (the sender is not told).
-            self._leave(room, session, "disconnect")
+            # Its uploads there end as the connection's do (the sender is not told), for the session's reason.
+            self._leave(room, session, event)
             # The room is told, and no line paid for it: the account does (chatd.limits).
             session.spend_allowance()
         online = session.name is not None and self.online.get(name_key(session.name)) is session

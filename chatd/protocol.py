@@ -399,7 +399,12 @@ class ChatProtocol(LineReceiver):
         return ANSWER in self._pause_reasons
 
     def _client_hello(self, text: str) -> None:
-        """``/client NAME VERSION``: switch to tagged mode and repeat the prompt."""
+        """
+        ``/client NAME VERSION``: switch to tagged mode and repeat the prompt
+        waiting for an answer (a menu or password prompt). In chat mode
+        nothing is repeated: the chat prompt (``Entered room ...``) would read
+        as a second join.
+        """
         if not self.tagged:
             room = self.dialogue.room if self.dialogue else None
             if room is not None:
@@ -409,7 +414,7 @@ class ChatProtocol(LineReceiver):
                 room.fanout.regroup(self)
         client = text[len(CLIENT_HELLO) :].strip()[:60] or "unknown client"
         self.show(LISTEN, f"{TAGGED_ON}{client}.")
-        if self._prompt is not None:
+        if self._prompt is not None and self._prompt[0] != CHAT:
             self._send_prompt()
 
     # -- output --------------------------------------------------------------

@@ -82,7 +82,10 @@ _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 #: Why an upload is cancelled when its sender leaves its room, by the event of the leave.
 #: Why an upload that finishes while its room is being deleted is cancelled.
 ROOM_CLOSING = "the room is being deleted"
-_LEFT_REASONS = {"disconnect": "the sender disconnected", "room deleted": "the room was deleted"}
+_LEFT_REASONS = {"disconnect": "the sender disconnected", "replaced": "the sender logged in elsewhere",
+                 "room deleted": "the room was deleted"}
+#: Leaves after which the sender's connection is still there to be told (``25``).
+_SENDER_STAYS = frozenset({"leave", "room deleted"})
 
 
 @attrs.frozen
@@ -376,8 +379,8 @@ class Transfers:
 
     def left_room(self, peer: Any, room: Any, event: str = "leave") -> None:
         """
-        ``peer`` is no longer in ``room`` (``event``: ``leave``, ``disconnect``
-        or ``room deleted``): its uploads offered there are cancelled, even one
+        ``peer`` is no longer in ``room`` (``event``: ``leave``, ``disconnect``,
+        ``replaced`` or ``room deleted``): its uploads offered there are cancelled, even one
         being verified, so no file reaches a room its sender is not in.
         """
         files = peer.files
@@ -386,7 +389,7 @@ class Transfers:
         why = _LEFT_REASONS.get(event, "the sender left the room")
         for upload in files.all_uploads():
             if upload.room is room:
-                upload.fail(why, tell_sender=event != "disconnect")
+                upload.fail(why, tell_sender=event in _SENDER_STAYS)
 
     def finished(self, upload: Upload) -> None:
         """``upload`` is over, one way or the other."""

@@ -269,6 +269,20 @@ def test_tagged_mode(world):
         assert line.split(" ", 1)[0] in {"00", "01", "02", "03", "11", "111"}
 
 
+def test_client_hello_in_a_room_does_not_repeat_the_chat_prompt(world):
+    """/client sent in chat mode: the switch is answered, but '111 Entered room public (1 here)...' is not sent
+    again (it read as a second join); a menu prompt is still repeated after /exit."""
+    factory, clock, _ = world
+    c = _in_room(factory, clock, "yan")
+    c.output()
+    c.send("/client y 2")
+    assert c.output() == "00 Tagged mode on for y 2.\r\n"
+    c.send("/exit")
+    assert c.output().endswith("11 menu>\r\n")
+    c.send("/client y 2")
+    assert c.output() == "00 Tagged mode on for y 2.\r\n11 menu>\r\n"
+
+
 def test_tagged_and_plain_in_one_room(world):
     factory, clock, _ = world
     plain = _in_room(factory, clock, "pam")

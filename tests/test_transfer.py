@@ -678,7 +678,9 @@ def test_upload_is_cancelled_when_its_sender_is_replaced_by_a_new_login(world):
     bob.output()
     again = Client(factory, clock, tagged=True)
     again.login("ann")
-    assert "ann's file notes.txt was not sent (the sender disconnected)" in bob.output()
+    assert "ann's file notes.txt was not sent (the sender logged in elsewhere)" in bob.output()
+    [aborted] = [row for row in log_rows(tmp_path, clock) if row[0] == "file_aborted"]
+    assert aborted[1:3] == ["ann", "public"] and aborted[3].endswith("&reason=the%20sender%20logged%20in%20elsewhere")
     assert os.listdir(tmp_path / "spool") == []
     assert factory.transfers.spooled == 0 and factory.transfers.uploading == {}
     ann.send(f"/data {file_id} 2000\r\n".encode() + data[2000:], f"/done {file_id} {hashlib.sha256(data).hexdigest()}")
