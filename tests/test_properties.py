@@ -135,6 +135,7 @@ class ChatModel(RuleBasedStateMachine):
         self.where: dict[int, str | None] = {}  # client id -> room key (None: menu)
         self.user: dict[int, str | None] = {}  # client id -> user key
         self.conns: dict[int, Client] = {}
+        self.next_cid = 0
         self.failures: dict[int, int] = {}  # client id -> failed logins on that connection
 
     def teardown(self) -> None:
@@ -154,7 +155,8 @@ class ChatModel(RuleBasedStateMachine):
     def connect(self):
         c = Client(self.factory, self.clock)
         c.output()
-        cid = len(self.conns) + 1000 * len(self.where) + id(c)
+        self.next_cid += 1
+        cid = self.next_cid  # deterministic: hypothesis replays must draw the same
         self.conns[cid], self.where[cid], self.user[cid] = c, None, None
         return cid
 
