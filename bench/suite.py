@@ -80,7 +80,15 @@ class Suite:
             # The default flood limit (5 lines/s) would throttle the load generator's senders; like the
             # peers (bench/conf: relaxed flood protection) chatd is measured flat out. A huge rate and
             # burst rather than --flood-rate 0, which removes the token bucket: it still runs on every line.
-            srv.extra = ["--flood-rate", "1e9", "--flood-burst", "1000000000"] + list(self.args.chatd_arg or [])
+            srv.extra = ["--flood-rate", "1e9", "--flood-burst", "1000000000"]
+            if not default_cost_users:
+                # The accounts share a cheap hash (bench/servers.py); a login whose stored hash has other
+                # parameters than the server's is rehashed and saved (docs/PROTOCOL.md, "Login"), which
+                # would add a default-cost hash and an fsync to every login of the scenario. So the server
+                # hashes with the accounts' parameters. The storm keeps the defaults: it measures them.
+                srv.extra += ["--hash-time-cost", str(servers.CHEAP_HASH["time_cost"]),
+                              "--hash-memory-kib", str(servers.CHEAP_HASH["memory_cost"])]
+            srv.extra += list(self.args.chatd_arg or [])
             servers.write_data_dir(srv.data_dir, users=users, rooms=rooms, default_cost_users=default_cost_users)
         return srv
 
