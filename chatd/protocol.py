@@ -158,9 +158,10 @@ class ChatProtocol(LineReceiver):
 
     def dataReceived(self, data: bytes) -> None:
         if self._telnet is None:
-            if self.files is not None:
-                # A file client: binary upload frames may follow any line, so the
-                # bytes go to the line receiver untouched (no telnet, no CR NUL).
+            if self.tagged or self.files is not None:
+                # A client (tagged, no telnet command so far): binary frames may follow
+                # any line, so the bytes go to the line receiver untouched (no telnet, no
+                # CR NUL): a frame's LEN counts the bytes as sent.
                 self._line_data(data)
                 return
             if _IAC not in data:  # the hot path: no telnet
@@ -168,7 +169,18 @@ class ChatProtocol(LineReceiver):
                     data = self._cr_nul(data)
                 self._line_data(data)
                 return
-            self._telnet = self._start_telnet()
+            first = data.index(_IAC)
+            if first:
+                # What comes before the first IAC is handled first: it may be the
+                # `/client` hello (and a frame header) of a client whose following
+                # bytes are frame data, not telnet.
+                head, data = data[:first], data[first:]
+                self.dataReceived(head)
+                if self._telnet is None and (self.tagged or self.files is not None):
+                    self._line_data(data)
+                    return
+            if self._telnet is None:
+                self._telnet = self._start_telnet()
         self._telnet.feed(data)
 
     def _start_telnet(self) -> TelnetParser:

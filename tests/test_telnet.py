@@ -292,9 +292,14 @@ def test_repeated_do_gets_one_answer(tmp_path):
 
 
 def test_tagged_connection_never_gets_telnet_bytes(tmp_path):
-    """Tagged, in a room, ``x FF FB 01 y``: the room sees ``xy``; every line to the sender starts with a code."""
+    """
+    A telnet program that sent /client (it negotiated on connect), in a room, ``x FF FB 01 y``: the room
+    sees ``xy``; every line to the sender starts with a code, no telnet answer.
+    """
     factory, clock = _world(tmp_path)
-    tim = Client(factory, clock, tagged=True)
+    tim = Client(factory, clock)
+    tim.send(_tel(DO, TTYPE))  # as telnet programs do on connect
+    tim.send("/client telnet 1.0")
     tim.register("tim")
     tim.send("public")
     ann = Client(factory, clock)
@@ -310,14 +315,34 @@ def test_tagged_connection_never_gets_telnet_bytes(tmp_path):
     assert "tim: xy" in seen and "tim: z" in seen
 
 
+def test_client_that_sent_no_telnet_before_its_hello_is_binary_clean(tmp_path):
+    """
+    A client (tagged before any telnet command) may send frames with any byte, so 0xFF there is data: the
+    line ``x FF FB 01 y`` reaches the room cleaned (invalid UTF-8 shown as U+FFFD, the control removed), and
+    nothing is answered.
+    """
+    factory, clock = _world(tmp_path)
+    tim = Client(factory, clock, tagged=True)
+    tim.register("tim")
+    tim.send("public")
+    ann = Client(factory, clock)
+    ann.register("ann")
+    ann.send("public")
+    tim.output(), ann.output()
+    tim.send(b"x\xff\xfb\x01y\r\n")
+    assert b"\xff" not in tim.transport.value()
+    assert "tim: x\ufffd\ufffdy\r\n" in ann.output()
+
+
 def test_tagged_telnet_login_gets_no_echo_negotiation(tmp_path):
     """A tagged connection that sent telnet commands is never sent WILL/WONT ECHO around its password."""
     factory, clock = _world(tmp_path)
     Client(factory, clock).register("kit")
-    c = Client(factory, clock, tagged=True)
-    c.send(_tel(DO, ECHO), "login kit", _tel(DO, ECHO), "secret1")
+    c = Client(factory, clock)
+    c.send(_tel(DO, TTYPE), "/client telnet 1.0", "login kit", _tel(DO, ECHO), "secret1")
     raw = c.transport.value()
-    assert b"\xff" not in raw and b"00 Logged in as kit." in raw
+    tagged = raw[raw.index(b"00 Tagged mode on"):]  # before /client it was a plain telnet connection
+    assert b"\xff" not in tagged and b"00 Logged in as kit." in tagged
 
 
 # -- line ends (RFC 854: CR NUL is a bare CR; telnet's Enter) --------------------------------------

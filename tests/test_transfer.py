@@ -310,10 +310,17 @@ def test_upload_does_not_time_out_while_the_server_is_behind(world):
 
 
 def test_tagged_telnet_connection_receives_but_cannot_send(world):
-    """As docs/PROTOCOL.md says: a tagged connection that sent telnet commands is refused /send but gets files."""
+    """
+    As docs/PROTOCOL.md says: a connection that sent telnet commands before its /client (a telnet program
+    negotiates on connect) is refused /send but gets files.
+    """
     factory, clock, tmp_path = world
-    ann, tel = in_room(factory, clock, "ann"), in_room(factory, clock, "tel")
-    tel.send(b"\xff\xfd\x03", "/send 10 x.txt")  # IAC DO SUPPRESS-GO-AHEAD, as telnet programs send
+    ann = in_room(factory, clock, "ann")
+    tel = Client(factory, clock)
+    tel.send(b"\xff\xfd\x03")  # IAC DO SUPPRESS-GO-AHEAD, as telnet programs send on connect
+    tel.send("/client telnet 1.0")
+    tel.register("tel")
+    tel.send("join public", "/send 10 x.txt")
     assert "02 Error: sending files needs the chat client" in tel.output()
     data = os.urandom(5000)
     upload(ann, data)
@@ -796,3 +803,30 @@ def test_upload_finishing_while_its_room_is_being_deleted_is_cancelled_not_share
     assert "file" not in events
     assert events[-4:] == ["room_delete", "file_aborted", "leave", "leave"]
     assert os.listdir(tmp_path / "spool") == [] and factory.transfers.spooled == 0
+
+
+def test_frame_bytes_of_a_client_never_go_through_telnet(world):
+    """
+    0xFF bytes in a frame of a tagged connection that sent no telnet command are frame bytes: telnet did
+    not shorten the frame, so the next frame's payload never reached the room (final attacker's input).
+    """
+    factory, clock, _ = world
+    mia, bob = in_room(factory, clock, "mia"), in_room(factory, clock, "bob")
+    mia.output()
+    bob.output()
+    mia.send(b"/data z 6\r\n" + b"\xff" * 6 + b"/data w 16\r\nSMUGGLED-PAYLOAD" + b"after\r\n")
+    heard = bob.output()
+    assert "SMUGGLED" not in heard and "w 16" not in heard
+    assert re.match(r"^111 \[\d\d:\d\d:\d\d\] mia: after\r\n$", heard)
+    assert b"\xff" not in mia.transport.value()  # no telnet answer either
+
+
+def test_hello_and_frame_with_telnet_bytes_in_one_write(world):
+    """A fresh connection's first write holds /client, a frame with IAC DO ECHO and NUL bytes, then ping."""
+    factory, clock, _ = world
+    eve = Client(factory, clock)
+    eve.output()
+    eve.send(b"/client x 1\r\n/data z 8\r\n\xff\xfd\x01\r\x00\xff\xffX" + b"ping\r\n")
+    out = eve.transport.value()
+    assert out.endswith(b"00 pong\r\n11 menu>\r\n"), out
+    assert b"\xff" not in out  # no telnet answer to frame bytes
