@@ -7,6 +7,7 @@ Imported only when twistd runs the plugin, never when plugins are listed.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from twisted.python import usage
@@ -36,14 +37,23 @@ def count(text: str) -> int:
     return value
 
 
+#: A decimal option as written: ASCII digits, one optional point, an optional exponent; no sign, space or ``_``.
+_DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?\Z")
+#: Largest decimal option value (seconds, or lines per second): far beyond any useful setting.
+NUMBER_MAX = 1e12
+
+
 def number(text: str) -> float:
-    """A decimal option (``2.5``, ``1e9``): ASCII only (``float()`` would take other scripts' digits), finite."""
-    try:
-        value = float(text) if str(text).isascii() else math.nan
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ValueError(f"{text!r} is not a number in ASCII digits")
+    """
+    A decimal option (``2.5``, ``1e9``): ASCII digits only (``float()`` would take other scripts' digits,
+    ``1_000`` and spaces), at most NUMBER_MAX, and never a non-zero value that rounds to 0 (``1e-400``).
+    """
+    text = str(text)
+    value = float(text) if _DECIMAL.match(text) else math.nan
+    if not math.isfinite(value) or value > NUMBER_MAX:
+        raise ValueError(f"{text!r} is not a number in ASCII digits of at most {NUMBER_MAX:g}")
+    if value == 0.0 and re.search(r"[1-9]", text.partition("e")[0].partition("E")[0]):
+        raise ValueError(f"{text!r} is too small to be told from 0")
     return value
 
 

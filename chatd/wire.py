@@ -156,10 +156,10 @@ def parse_size(text: str) -> int:
     """
     A size in bytes from the command line: ASCII digits, optionally ending in
     ``K``, ``M`` or ``G`` (binary: 1024, 1024², 1024³; ``KB``/``KiB`` and lower
-    case too), e.g. ``100M``, ``512K``, ``4096``. Raises ValueError for anything
-    else or over FILE_SIZE_MAX.
+    case too), e.g. ``100M``, ``512K``, ``4096``; no spaces. Raises ValueError for
+    anything else or over FILE_SIZE_MAX.
     """
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    text = text.upper().removesuffix("B").removesuffix("I")
     factor = _SIZE_FACTORS.get(text[-1:], 1)
     count = parse_count(text[:-1] if factor > 1 else text, FILE_SIZE_MAX // factor)
     if count is None:

@@ -114,3 +114,21 @@ def test_twistd_reports_a_bad_option_value_under_its_own_name():
     options = TwistdOptions()
     options.parseOptions(["-n", "chatd", "--max-outbound", "2M"])
     assert options.subOptions.settings().max_outbound == 2 << 20
+
+
+@pytest.mark.parametrize("option", ["--flood-rate", "--login-timeout", "--idle-timeout", "--close-grace",
+                                    "--keepalive", "--upload-timeout", "--delivery-timeout",
+                                    "--password-check-window", "--address-login-window"])
+@pytest.mark.parametrize("value", ["1_000", " 5", "5 ", "9" * 26, "1e-400", "-1", "+1", "0x10"])
+def test_decimal_options_take_only_plain_ascii_numbers(option, value):
+    """The final attacker's sweep: decimal options took '1_000', spaces, 1e26 and '1e-400' (silently 0: off)."""
+    with pytest.raises(usage.UsageError, match=option):
+        _parse(option, value)
+
+
+@pytest.mark.parametrize("option", ["--max-line", "--max-file-size", "--spool-quota", "--user-spool-quota"])
+@pytest.mark.parametrize("value", [" 5", "5 ", "4 K"])
+def test_size_options_take_no_spaces(option, value):
+    """Sizes are ASCII digits with an optional K, M or G, without spaces (the sweep found ' 5' and '5 ' taken)."""
+    with pytest.raises(usage.UsageError, match=option):
+        _parse(option, value)
