@@ -82,13 +82,16 @@ class Batcher:
 class Fanout:
     """The members of one room and the lines waiting to be sent to them."""
 
-    __slots__ = ("_batcher", "_pending", "_joined", "plain", "tagged")
+    __slots__ = ("_batcher", "_pending", "_joined", "_start", "plain", "tagged")
 
     def __init__(self, batcher: Batcher) -> None:
         self._batcher = batcher
         self._pending: list[str] = []
         #: Everyone, in the order they joined (only for listing; flush never reads it).
         self._joined: dict[Recipient, None] = {}
+        #: Members that already have, or must never get, the first N queued lines: those
+        #: that joined after N lines were queued, and those sent them early by :meth:`catch_up`.
+        self._start: dict[Recipient, int] = {}
         #: Members in plain mode and in tagged mode: the audiences flush writes to.
         self.plain: dict[Recipient, None] = {}
         self.tagged: dict[Recipient, None] = {}
@@ -98,19 +101,36 @@ class Fanout:
 
     def add(self, member: Recipient) -> None:
         """Start delivering to ``member``: lines queued before it joined are not sent to it."""
-        if self._pending:
-            self.flush()
         self._joined[member] = None
         (self.tagged if member.tagged else self.plain)[member] = None
+        if self._pending:
+            self._start[member] = len(self._pending)
 
     def discard(self, member: Recipient) -> None:
-        """Stop delivering to ``member``, after sending it (and everyone) the lines queued so far."""
+        """Stop delivering to ``member``, after sending it the lines queued so far (the others get them in the batch)."""
         if self._pending and member in self._joined:
-            self.flush()
+            self.catch_up(member)
         self._forget(member)
+
+    def catch_up(self, member: Recipient) -> None:
+        """
+        Send ``member`` now the queued lines it has not had, so that its own
+        output (a reply, a prompt) or its leaving comes after them. The rest
+        of the room still gets them in this turn's batch, which stays one
+        blob per audience; ``member`` gets only the lines queued after this
+        from it. Cheap when nothing is queued.
+        """
+        pending = self._pending
+        if not pending or member not in self._joined:
+            return
+        start = self._start.get(member, 0)
+        self._start[member] = len(pending)
+        if start < len(pending):
+            self._deliver(member, _render(pending[start:], member.tagged))
 
     def _forget(self, member: Recipient) -> None:
         self._joined.pop(member, None)
+        self._start.pop(member, None)
         self.plain.pop(member, None)
         self.tagged.pop(member, None)
 
@@ -134,29 +154,46 @@ class Fanout:
     def flush(self) -> None:
         """
         Send the queued lines now: one blob per audience, written to each
-        member. A member whose ``deliver`` raises is logged, taken out of
-        the room and asked to :meth:`~Recipient.drop`; the others still get
-        the blob. Cheap when nothing is queued (a connection calls it before
-        each output of its own).
+        member (a member that joined meanwhile, or was caught up early, gets
+        only the lines it has not had). A member whose ``deliver`` raises is
+        logged, taken out of the room and asked to
+        :meth:`~Recipient.drop`; the others still get the blob.
         """
         lines = self._pending
         if not lines:
             return
         self._pending = []
+        start = self._start
+        if start:
+            self._start = {}
         if self.plain:
-            blob = ("\r\n".join(lines) + "\r\n").encode(ENCODING)
+            blob = _render(lines, False)
             for member in list(self.plain):
+                if start and member in start:
+                    if start[member] < len(lines):
+                        self._deliver(member, _render(lines[start[member]:], False))
+                    continue
                 try:
                     member.deliver(blob)
                 except Exception:
                     self._failed(member)
         if self.tagged:
-            blob = (_TAG + _TAG_JOIN.join(lines) + "\r\n").encode(ENCODING)
+            blob = _render(lines, True)
             for member in list(self.tagged):
+                if start and member in start:
+                    if start[member] < len(lines):
+                        self._deliver(member, _render(lines[start[member]:], True))
+                    continue
                 try:
                     member.deliver(blob)
                 except Exception:
                     self._failed(member)
+
+    def _deliver(self, member: Recipient, data: bytes) -> None:
+        try:
+            member.deliver(data)
+        except Exception:
+            self._failed(member)
 
     def _failed(self, member: Recipient) -> None:
         """``member.deliver`` raised (called inside the ``except``): drop it, keep the room going."""
@@ -167,3 +204,10 @@ class Fanout:
             member.drop()
         except Exception:
             self._batcher.log.failure("dropping {member!r} failed", member=member)
+
+
+def _render(lines: list[str], tagged: bool) -> bytes:
+    """Queued lines as one blob for a plain or a tagged audience."""
+    if tagged:
+        return (_TAG + _TAG_JOIN.join(lines) + "\r\n").encode(ENCODING)
+    return ("\r\n".join(lines) + "\r\n").encode(ENCODING)

@@ -420,7 +420,7 @@ class ChatProtocol(LineReceiver):
         if not self.tagged:
             room = self.dialogue.room if self.dialogue else None
             if room is not None:
-                room.fanout.flush()  # lines said before the switch, in the old mode
+                room.fanout.catch_up(self)  # lines said before the switch, in the old mode
             self.tagged = True
             if room is not None:
                 room.fanout.regroup(self)
@@ -434,12 +434,13 @@ class ChatProtocol(LineReceiver):
     def _direct(self, data: bytes) -> None:
         """
         Output of this connection's own (a reply, a private message, a
-        prompt): the lines its room has queued so far go first, so its
-        output stays in the order things happened (chatd.broadcast).
+        prompt): the lines its room has queued so far go to it first, so its
+        output stays in the order things happened (chatd.broadcast); the
+        rest of the room gets them in the batch as usual.
         """
         dialogue = self.dialogue
         if dialogue is not None and dialogue.room is not None:
-            dialogue.room.fanout.flush()
+            dialogue.room.fanout.catch_up(self)
         self.deliver(data)
 
     def deliver(self, data: bytes) -> None:
