@@ -167,27 +167,22 @@ class Fanout:
         if start:
             self._start = {}
         if self.plain:
-            blob = _render(lines, False)
-            for member in list(self.plain):
-                if start and member in start:
-                    if start[member] < len(lines):
-                        self._deliver(member, _render(lines[start[member]:], False))
-                    continue
-                try:
-                    member.deliver(blob)
-                except Exception:
-                    self._failed(member)
+            self._send(self.plain, lines, False, start)
         if self.tagged:
-            blob = _render(lines, True)
-            for member in list(self.tagged):
-                if start and member in start:
-                    if start[member] < len(lines):
-                        self._deliver(member, _render(lines[start[member]:], True))
-                    continue
-                try:
-                    member.deliver(blob)
-                except Exception:
-                    self._failed(member)
+            self._send(self.tagged, lines, True, start)
+
+    def _send(self, audience: dict[Recipient, None], lines: list[str], tagged: bool, start: dict[Recipient, int]) -> None:
+        """Write one audience's blob to each of its members (the hot loop: one ``deliver`` per member)."""
+        blob = _render(lines, tagged)
+        for member in list(audience):
+            if start and member in start:
+                if start[member] < len(lines):
+                    self._deliver(member, _render(lines[start[member]:], tagged))
+                continue
+            try:
+                member.deliver(blob)
+            except Exception:
+                self._failed(member)
 
     def _deliver(self, member: Recipient, data: bytes) -> None:
         try:
