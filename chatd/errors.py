@@ -3,6 +3,19 @@ The errors the chat service answers with. Each carries the sentence shown
 to the user, so the dialogue never has to format a traceback.
 """
 
+from twisted.python.failure import Failure
+
+
+def failure_error(failure: Failure) -> BaseException:
+    """
+    The exception a Failure holds. Twisted types ``Failure.value`` as
+    optional (its constructor starts from None), but a Failure always holds
+    one: without one its constructor raises NoCurrentExceptionError.
+    """
+    error = failure.value
+    assert error is not None, "a Failure without an exception"
+    return error
+
 
 class ChatError(Exception):
     """A request could not be done; ``str(error)`` is for the user."""

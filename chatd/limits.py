@@ -235,7 +235,7 @@ class Limits:
             address = ipaddress.ip_address(host)
         except (AttributeError, ValueError):
             return ""  # a UNIX socket or an in-memory transport: local
-        if getattr(address, "ipv4_mapped", None) is not None:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         for network in self.exempt:
             if address in network:

@@ -49,7 +49,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from chatd.store import Accounts, Loaded, LogEvent, RoomRecord, StoreError, UserRecord, address_fields
+from chatd.store import Accounts, EventName, Loaded, LogEvent, RoomRecord, StoreError, UserRecord, address_fields
 from chatd.text import name_key, spreadsheet_safe
 
 __all__ = ["CsvStore", "Loaded", "RoomRecord", "StoreError", "UserRecord", "address_fields"]
@@ -589,7 +589,7 @@ class CsvStore:
 
     # -- the event log --------------------------------------------------
 
-    def event_row(self, event: str, user: str = "", room: str = "", **details: object) -> list[str]:
+    def event_row(self, event: EventName, user: str = "", room: str = "", **details: object) -> list[str]:
         """
         One log.csv row, stamped now. ``details`` become the detail column
         (:func:`encode_detail`): the client's ``address`` and ``port``, sizes
@@ -603,7 +603,7 @@ class CsvStore:
             return None
         return self.event_row(event.event, event.user, event.room, **event.details)
 
-    def log_event(self, event: str, user: str = "", room: str = "", **details: object) -> defer.Deferred[None]:
+    def log_event(self, event: EventName, user: str = "", room: str = "", **details: object) -> defer.Deferred[None]:
         """Queue one row (:meth:`event_row`) for log.csv; it is written within ``log_interval``. Fires at once."""
         self._events.append(self.event_row(event, user, room, **details))
         return defer.succeed(None)

@@ -29,6 +29,7 @@ from twisted.logger import Logger, globalLogPublisher
 from twisted.python.logfile import BaseLogFile, LogFile
 from twisted.python.threadpool import ThreadPool
 
+from chatd.errors import failure_error
 from chatd.factory import ChatFactory
 from chatd.limits import raise_fd_limit
 from chatd.passwords import Passwords
@@ -172,7 +173,7 @@ class ChatService(service.Service):
         )
         self.factory = ChatFactory(self.store, self.passwords, settings, reactor, ChatProtocol)
         self._files_pool = ThreadPool(0, 4, name="chatd-files")
-        self.factory.transfers = Transfers(
+        self.transfers = self.factory.transfers = Transfers(
             self.factory,
             os.path.join(data_dir, SPOOL),
             run=lambda f, *a: deferToThreadPool(reactor, self._files_pool, f, *a),
@@ -209,9 +210,9 @@ class ChatService(service.Service):
                 listening.addCallback(self._listening_late).addErrback(self._failed_late, description)
             elif isinstance(outcome[0], Failure):
                 self._close_ports()
-                error = outcome[0].value
-                raise self._fail(f"cannot listen on {description}: {_reason(error)}",
-                                 f"cannot listen on {_short_reason(error)}")
+                cause = failure_error(outcome[0])
+                raise self._fail(f"cannot listen on {description}: {_reason(cause)}",
+                                 f"cannot listen on {_short_reason(cause)}")
             else:
                 self.ports.append(outcome[0])
 
@@ -237,7 +238,7 @@ class ChatService(service.Service):
         self._hash_pool.start()
         self._files_pool.start()
         self.factory.restore(loaded)
-        self.factory.transfers.start().addErrback(
+        self.transfers.start().addErrback(
             lambda failure: self.log.failure("could not prepare the file spool", failure)
         )
         self.store.start()
@@ -279,7 +280,7 @@ class ChatService(service.Service):
 
     def _failed_late(self, failure: Failure, description: str) -> None:
         self.log.error("chatd could not start: cannot listen on {description}: {reason}",
-                       description=description, reason=_reason(failure.value))
+                       description=description, reason=_reason(failure_error(failure)))
         if self.reactor.running:
             self.reactor.stop()
 

@@ -1,9 +1,16 @@
 """The server's tunable limits, as one immutable value built from the command line."""
 
+from typing import Literal, get_args
+
 import attrs
 
 #: The room that always exists and cannot be deleted.
 PUBLIC_ROOM = "public"
+
+#: When to set TCP_NODELAY (``--tcp-nodelay``): on a connection once it says
+#: something in a room, on all connections, or never.
+NoDelayPolicy = Literal["talkers", "all", "never"]
+NODELAY_POLICIES: tuple[NoDelayPolicy, ...] = get_args(NoDelayPolicy)
 
 
 @attrs.frozen
@@ -58,7 +65,7 @@ class Settings:
     #: When to set TCP_NODELAY: "talkers" (on a connection once it says
     #: something in a room), "all" connections, or "never". See
     #: docs/PERFORMANCE.md for the measured trade-off.
-    tcp_nodelay: str = "talkers"
+    tcp_nodelay: NoDelayPolicy = attrs.field(default="talkers", validator=attrs.validators.in_(NODELAY_POLICIES))
     #: Seconds a connection the server closes (kicked, replaced, timed out,
     #: quit) may take to drain its output before it is aborted.
     close_grace: float = 5.0

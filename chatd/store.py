@@ -13,7 +13,7 @@ docs/ARCHITECTURE.md, "Stores".
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import attrs
 from twisted.internet import defer
@@ -37,16 +37,24 @@ class RoomRecord:
     created: str
 
 
+#: The events of the event log (log.csv's ``event`` column): one row each,
+#: docs/OPERATIONS.md, "The event log", lists their fields.
+EventName = Literal[
+    "register", "login", "rehash", "login_failed", "logout", "disconnect", "replaced", "sendq_exceeded",
+    "room_create", "room_delete", "join", "leave", "file_refused", "file", "file_aborted",
+]
+
+
 @attrs.frozen(slots=True)
 class LogEvent:
     """
     One event for the event log, written with the change it belongs to
-    (:meth:`Store.add_user` ...): ``event`` a lower_case word, the ``user``
+    (:meth:`Store.add_user` ...): ``event`` one of :data:`EventName`, the ``user``
     and ``room`` it concerns ("" if none), ``details`` short fields
     (docs/OPERATIONS.md lists them per event). The store stamps the time.
     """
 
-    event: str
+    event: EventName
     user: str = ""
     room: str = ""
     details: Mapping[str, object] = attrs.field(factory=dict)
@@ -145,7 +153,7 @@ class Store(Protocol):
     def delete_room(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
         """Remove the room ``name`` (any case)."""
 
-    def log_event(self, event: str, user: str = "", room: str = "", **details: object) -> defer.Deferred[None]:
+    def log_event(self, event: EventName, user: str = "", room: str = "", **details: object) -> defer.Deferred[None]:
         """Queue one event (:class:`LogEvent`'s fields); fires once queued, it is written in the next batch."""
 
     def flush_events(self) -> defer.Deferred[None]:

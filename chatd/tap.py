@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from chatd.settings import Settings
+from chatd.settings import NODELAY_POLICIES, Settings
 from chatd.wire import DEFAULT_PORT, parse_count, parse_size
 
 #: A listen backlog of 1024 (Twisted's default is 50) so a reconnect storm
@@ -128,7 +128,7 @@ class Options(usage.Options):
         "A multi-room chat server for telnet and the bundled 'chat' client. "
         "Accounts, rooms and an event log are kept as CSV files in --data-dir."
     )
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["tcp-nodelay", None, _DEFAULTS.tcp_nodelay,
          "When to set TCP_NODELAY: talkers (once a connection says something in a room), all, or never."],
         ["data-dir", "d", DEFAULT_DATA_DIR, "Directory for users.csv, rooms.csv and log.csv (created 0700)."],
@@ -145,8 +145,9 @@ class Options(usage.Options):
         ["user-spool-quota", None, "256M", "Bytes the files of one user waiting in the spool may take (0: no limit).", size],
         ["delivery-timeout", None, 1800.0,
          "Seconds after a file is shared within which each recipient must take it (0: no deadline).", number],
-    ] + [[option, None, None if option in _AUTOMATIC else getattr(_DEFAULTS, field), text, kind]
-         for option, field, kind, text in _LIMITS]
+        *([option, None, None if option in _AUTOMATIC else getattr(_DEFAULTS, field), text, kind]
+          for option, field, kind, text in _LIMITS),
+    ]
     #: The type of each option's value. Values are converted in postOptions, not by
     #: usage.Options (whose error names the last option twistd read, not this one),
     #: so that every bad value is refused as ``--OPTION: WHY``.
@@ -172,8 +173,8 @@ class Options(usage.Options):
                     self[name] = kind(self[name])
                 except ValueError as error:
                     raise usage.UsageError(f"--{name}: {error}") from None
-        if self["tcp-nodelay"] not in ("talkers", "all", "never"):
-            raise usage.UsageError("--tcp-nodelay is one of: talkers, all, never")
+        if self["tcp-nodelay"] not in NODELAY_POLICIES:
+            raise usage.UsageError(f"--tcp-nodelay is one of: {', '.join(NODELAY_POLICIES)}")
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         for name in ("max-line", "max-outbound", "hash-threads", "hash-time-cost", "hash-memory-kib"):

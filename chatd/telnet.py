@@ -30,7 +30,7 @@ parsed yet are kept in :attr:`TelnetParser.held` until the peer reads again.
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import Final, Literal, Protocol
 
 IAC = 255
 DONT = 254
@@ -51,6 +51,7 @@ _DATA_RUN = re.compile(rb"[^\xff]*+(?:(?:\xff\xff)++[^\xff]*+)*+")
 #: A subnegotiation body: plain bytes and ``IAC x`` pairs (x not SE), up to
 #: ``IAC SE`` or an IAC that is the last byte received so far.
 _SUB_RUN = re.compile(rb"[^\xff]*+(?:\xff[^\xf0][^\xff]*+)*+")
+
 #: A subnegotiation body is charged one command per this many bytes (like
 #: lines of that length: it never becomes one).
 SUB_CHARGE_BYTES = 4096
@@ -59,7 +60,11 @@ SUB_CHARGE_BYTES = 4096
 _DATA, _COMMAND, _OPTION, _SUB, _SUB_IAC = range(5)
 
 # RFC 1143 option states, for ECHO on our side.
-NO, YES, WANTNO, WANTYES = "no", "yes", "wantno", "wantyes"
+OptionState = Literal["no", "yes", "wantno", "wantyes"]
+NO: Final = "no"
+YES: Final = "yes"
+WANTNO: Final = "wantno"
+WANTYES: Final = "wantyes"
 
 # Bits of TelnetParser.refused: requests of the peer already refused.
 _REFUSED_WILL = 1
@@ -82,6 +87,13 @@ class TelnetPeer(Protocol):
         """A command was received: charge it (the peer may pause, which stops the parser)."""
 
 
+def _run_end(run: re.Pattern[bytes], data: bytes, start: int) -> int:
+    """Where ``run`` (_DATA_RUN or _SUB_RUN: each matches the empty string too) ends in ``data`` from ``start``."""
+    found = run.match(data, start)
+    assert found is not None
+    return found.end()
+
+
 def command(verb: int, option: int) -> bytes:
     """``IAC verb option`` as bytes."""
     return bytes((IAC, verb, option))
@@ -97,12 +109,12 @@ class TelnetParser:
 
     __slots__ = ("peer", "state", "verb", "echo", "echo_queued", "echo_wanted", "refused", "held", "sub_bytes")
 
-    def __init__(self, peer: TelnetPeer, echo: str = NO) -> None:
+    def __init__(self, peer: TelnetPeer, echo: OptionState = NO) -> None:
         self.peer = peer
         self.state = _DATA
         self.verb = 0
         #: RFC 1143 state of ECHO on our side, and its one-bit queue ("OPPOSITE").
-        self.echo = echo
+        self.echo: OptionState = echo
         self.echo_queued = False
         self.echo_wanted = echo in (YES, WANTYES)
         #: Per option, the peer's requests already refused (_REFUSED_* bits).
@@ -142,7 +154,7 @@ class TelnetParser:
                     text.append(data[i:] if i else data)
                     break
                 # Plain bytes and IAC IAC pairs up to the next command IAC (or the end).
-                j = _DATA_RUN.match(data, j).end()
+                j = _run_end(_DATA_RUN, data, j)
                 if j > i:
                     run = data[i:j]
                     text.append(run.replace(_IAC_PAIR, _IAC_BYTE) if IAC in run else run)
@@ -190,7 +202,7 @@ class TelnetParser:
                 if state == _SUB:
                     # The body up to IAC SE: skipped (IAC and any byte but SE is a pair in it).
                     j = data.find(IAC, i)
-                    j = end if j < 0 else _SUB_RUN.match(data, j).end()
+                    j = end if j < 0 else _run_end(_SUB_RUN, data, j)
                     skipped = j - i
                     if j < end:  # data[j] is an IAC: IAC SE, or the last byte of this read
                         self.state = _SUB_IAC

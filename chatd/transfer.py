@@ -43,6 +43,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.errors import failure_error
 from chatd.limits import SPOOL_BACKLOG
 from chatd.text import clean_line, name_key
 from chatd.wire import (
@@ -504,7 +505,7 @@ class SharedFile:
 
     def release(self, holder: Outbox | None = None) -> None:
         """One recipient (``holder``) is done with the file; the last one deletes it and frees its quota."""
-        self.holders.discard(holder)  # type: ignore[arg-type]
+        self.holders.discard(holder)
         self.refs -= 1
         if self.refs <= 0 and not self._released:
             self._released = True
@@ -589,7 +590,7 @@ class Upload:
         self._broken = True
         log_storage_error(self.log, failure, "could not store upload {id} in the spool ({path})", id=self.id,
                           path=self.path)
-        self.fail(storage_reason(failure.value))
+        self.fail(storage_reason(failure_error(failure)))
 
     def data(self, data: bytes) -> None:
         """A frame's bytes (may be part of a frame)."""

@@ -31,7 +31,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any
+from typing import Any, Protocol, cast
 
 from twisted.internet import defer, protocol
 from twisted.internet.error import ConnectionDone
@@ -270,6 +270,26 @@ class Console(protocol.Protocol):
             self._drawn = cells(shown)
 
 
+class _Connection(Protocol):
+    """
+    What :class:`ChatClient` uses of its transport. A TCP connection, a TLS
+    one (``TLSMemoryBIOProtocol``) and the tests' ``StringTransport`` all have
+    it, but Twisted declares only ``ITransport`` of the TLS one (its
+    ``pauseProducing``/``resumeProducing`` are undeclared IPushProducer
+    methods), and no interface names ``disconnecting``.
+    """
+
+    disconnecting: bool
+
+    def write(self, data: bytes) -> None: ...
+
+    def loseConnection(self) -> None: ...
+
+    def pauseProducing(self) -> None: ...
+
+    def resumeProducing(self) -> None: ...
+
+
 class ChatClient(LineReceiver):
     """The connection to the server: follows its codes, drives the console, moves files."""
 
@@ -310,9 +330,15 @@ class ChatClient(LineReceiver):
         #: The user pressed Ctrl-C.
         self.interrupted = False
 
+    @property
+    def connection(self) -> _Connection:
+        """The transport, once connected (:class:`_Connection` says why it is more than ``ITransport``)."""
+        assert self.transport is not None, "not connected yet"
+        return cast(_Connection, self.transport)
+
     def sendLine(self, line: bytes) -> None:
         """Lines go out with CRLF (the server accepts either)."""
-        self.transport.write(line + LINE_END)
+        self.connection.write(line + LINE_END)
 
     # -- connection ---------------------------------------------------------
 
@@ -581,7 +607,7 @@ class ChatClient(LineReceiver):
         download.write(chunk)
         if not self._reading_paused and sum(d.pending for d in self.files.values()) > MAX_PENDING_WRITES:
             self._reading_paused = True
-            self.transport.pauseProducing()
+            self.connection.pauseProducing()
 
     def _download_failed(self, download: Download, why: str) -> None:
         """A download could not be written: drop the rest of it; chat and other downloads go on."""
@@ -596,7 +622,7 @@ class ChatClient(LineReceiver):
     def _written(self) -> None:
         if self._reading_paused and sum(d.pending for d in self.files.values()) <= MAX_PENDING_WRITES // 4:
             self._reading_paused = False
-            self.transport.resumeProducing()
+            self.connection.resumeProducing()
 
     def _file_end(self, text: str) -> None:
         file_id = text.strip()
@@ -620,7 +646,7 @@ class ChatClient(LineReceiver):
 
     def _tell_failed(self, file_id: str, why: str) -> None:
         """Tell the server (which tells the sender) that file ``file_id`` could not be saved."""
-        if self.transport is not None and not self.transport.disconnecting:
+        if self.transport is not None and not self.connection.disconnecting:
             self.sendLine(f"{FAILED_COMMAND} {file_id} {why[:FAILED_REASON_MAX]}".encode(ENCODING))
 
     def _delivery_failed(self, text: str) -> None:
@@ -718,9 +744,10 @@ def _tls_error(reason: Failure) -> str:
     """One line for a failed TLS handshake (pyOpenSSL's ``SSL.Error``), or "" for other failures."""
     from OpenSSL import SSL
 
-    if not reason.check(SSL.Error):
+    error = reason.value
+    if not isinstance(error, SSL.Error):
         return ""
-    texts = [str(item[-1]) for item in (reason.value.args[0] if reason.value.args else [])
+    texts = [str(item[-1]) for item in (error.args[0] if error.args else [])
              if isinstance(item, tuple) and item]
     text = "; ".join(texts) or reason.getErrorMessage()
     if "certificate verify failed" in text:
@@ -759,7 +786,7 @@ class HostCheckedTLS:
 
         connection = self._creator.clientConnectionForTLS(tls_protocol)
 
-        def verify(_connection: Any, certificate: Any, _error: int, depth: int, ok: bool) -> bool:
+        def verify(_connection: Any, certificate: Any, _error: int, depth: int, ok: int) -> bool:
             if not ok or depth != 0:
                 return bool(ok)  # the chain: OpenSSL's own verdict against the trust roots
             from service_identity.exceptions import CertificateError, VerificationError
@@ -789,7 +816,7 @@ class _Terminal:
 
         self.fd = fd
         self._termios = termios
-        self.saved = termios.tcgetattr(fd)
+        self.saved: list[Any] | None = termios.tcgetattr(fd)
         tty.setcbreak(fd, termios.TCSANOW)  # TCSAFLUSH would drop what was typed already
         mode = termios.tcgetattr(fd)
         mode[3] &= ~termios.ECHO
@@ -825,8 +852,16 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
         reactor.addSystemEventTrigger("before", "shutdown", terminal.restore)
     try:
         client: ChatClient | None = None
-        console = Console(lambda line: client and client.user_line(line),
-                          lambda: client and client.user_eof(), interactive)
+
+        def user_line(line: str) -> None:
+            if client is not None:
+                client.user_line(line)
+
+        def user_eof() -> None:
+            if client is not None:
+                client.user_eof()
+
+        console = Console(user_line, user_eof, interactive)
         client = ChatClient(console, os.path.abspath(options.downloads), run_in_pool, progress, clock=reactor)
         try:
             await endpoint_for(reactor, options).connect(protocol.Factory.forProtocol(lambda: client))

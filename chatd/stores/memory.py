@@ -11,7 +11,7 @@ from collections.abc import Callable
 import attrs
 from twisted.internet import defer
 
-from chatd.store import AccountDict, Loaded, LogEvent, RoomRecord, StoreError, UserRecord
+from chatd.store import AccountDict, EventName, Loaded, LogEvent, RoomRecord, StoreError, UserRecord
 from chatd.text import name_key
 
 
@@ -70,7 +70,7 @@ class MemoryStore:
 
         return self._change(remove, event)
 
-    def log_event(self, event: str, user: str = "", room: str = "", **details: object) -> defer.Deferred[None]:
+    def log_event(self, event: EventName, user: str = "", room: str = "", **details: object) -> defer.Deferred[None]:
         self._queued.append((self._now(), LogEvent(event, user, room, dict(details))))
         return defer.succeed(None)
 

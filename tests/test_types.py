@@ -1,0 +1,91 @@
+"""
+Types: mypy checks the tree under test with setup.cfg's ``[mypy]``
+configuration (mypy-zope for Twisted's interfaces), in this process.
+docs/ARCHITECTURE.md, "Types", says how to run it by hand and the rule on
+``# type: ignore``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from mypy import api
+
+from daemon import ROOT
+
+#: The modules checked so far. chatd/factory.py, menu.py, broadcast.py and
+#: protocol.py are being rewritten (issue 12's core) and join the list with
+#: it; until then they are read for the types they give the others
+#: (--follow-imports=silent) but their own errors are not reported.
+CHECKED = [
+    "chatd/__init__.py",
+    "chatd/errors.py",
+    "chatd/limits.py",
+    "chatd/passwords.py",
+    "chatd/persistence.py",
+    "chatd/service.py",
+    "chatd/settings.py",
+    "chatd/store.py",
+    "chatd/stores",
+    "chatd/tap.py",
+    "chatd/telnet.py",
+    "chatd/text.py",
+    "chatd/transfer.py",
+    "chatd/wire.py",
+    "clients",
+]
+
+#: An ignore names its error code and says, after it, why (a fact of a third-party API).
+_IGNORE = re.compile(r"#\s*type:\s*ignore(?P<rest>.*)")
+_EXPLAINED = re.compile(r"\[[a-z-]+(?:,\s*[a-z-]+)*\]\s+#\s*\S")
+
+
+def run_mypy(*arguments: str) -> tuple[str, int]:
+    """mypy's report (stdout and stderr) and exit status, with the tree's setup.cfg and no cache written."""
+    stdout, stderr, status = api.run(
+        ["--config-file", os.path.join(ROOT, "setup.cfg"), "--cache-dir", os.devnull, *arguments])
+    return stdout + stderr, status
+
+
+def test_mypy_passes(monkeypatch):
+    """mypy finds no error in the checked modules (setup.cfg: check_untyped_defs, disallow_untyped_defs, ...)."""
+    monkeypatch.chdir(ROOT)
+    report, status = run_mypy("--follow-imports=silent", *CHECKED)
+    assert status == 0, f"mypy failed (exit status {status}):\n{report}"
+
+
+def test_the_configuration_refuses_a_bare_or_needless_ignore(tmp_path, monkeypatch):
+    """The configuration is in force: an ignore without an error code, or one that ignores nothing, is an error."""
+    monkeypatch.chdir(ROOT)
+    sample = tmp_path / "sample.py"
+    sample.write_text('number: int = "one"  # type: ignore\nword: str = "two"  # type: ignore[assignment]\n')
+    report, status = run_mypy(str(sample))
+    assert status == 1, report
+    assert "[ignore-without-code]" in report and "[unused-ignore]" in report, report
+
+
+def test_every_ignore_names_its_code_and_says_why():
+    """``# type: ignore[CODE]  # WHY``: never a bare ignore, never one without its reason."""
+    bare = []
+    for path in checked_files():
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                found = _IGNORE.search(line)
+                if found and not _EXPLAINED.match(found.group("rest")):
+                    bare.append(f"{os.path.relpath(path, ROOT)}:{number}: {line.strip()}")
+    assert len(checked_files()) >= 15
+    assert bare == [], "\n".join(bare)
+
+
+def checked_files() -> list[str]:
+    """The .py files of :data:`CHECKED`, as paths."""
+    paths = []
+    for entry in CHECKED:
+        path = os.path.join(ROOT, entry)
+        if entry.endswith(".py"):
+            paths.append(path)
+            continue
+        for folder, _, files in os.walk(path):
+            paths.extend(os.path.join(folder, name) for name in sorted(files) if name.endswith(".py"))
+    return paths
