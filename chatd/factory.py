@@ -184,6 +184,32 @@ class ChatFactory(Factory):
         for connection in list(self.connections):
             connection.kick(reason)
 
+    #: Connections whose transport is open (connectionMade to connectionLost; the session may have ended).
+    open_transports = 0
+    _all_closed: list[defer.Deferred[None]] | None = None
+
+    def transport_opened(self) -> None:
+        """A connection's transport opened (``ChatProtocol.connectionMade``)."""
+        self.open_transports += 1
+
+    def transport_closed(self) -> None:
+        """A connection's transport closed (``ChatProtocol.connectionLost``): the last one fires :meth:`all_closed`."""
+        self.open_transports = max(0, self.open_transports - 1)
+        if not self.open_transports and self._all_closed:
+            waiting, self._all_closed = self._all_closed, None
+            for d in waiting:
+                d.callback(None)
+
+    def all_closed(self) -> defer.Deferred[None]:
+        """Fires once no connection's transport is open (at once if none is): the shut-down waits for it."""
+        if not self.open_transports:
+            return defer.succeed(None)
+        if self._all_closed is None:
+            self._all_closed = []
+        d: defer.Deferred[None] = defer.Deferred()
+        self._all_closed.append(d)
+        return d
+
     def now(self) -> str:
         return self.clock.iso()
 

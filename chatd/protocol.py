@@ -31,6 +31,7 @@ from chatd.store import address_fields
 from chatd.telnet import ECHO, WANTYES, WILL, TelnetParser, command
 from chatd.text import clean_line
 from chatd.transfer import PeerFiles
+from chatd.twisted_internals import line_buffer, nothing_unsent, unsent_bytes
 from chatd.wire import (
     CHAT, CLIENT_HELLO, CREDENTIALS, DATA_COMMAND, ENCODING, ERROR, LISTEN, PRIVATE, TAGGED_ON, UPLOAD_FRAME_MAX,
     parse_count,
@@ -103,6 +104,7 @@ class ChatProtocol(LineReceiver):
     # -- connection life ------------------------------------------------
 
     def connectionMade(self) -> None:
+        self.factory.transport_opened()
         # One byte more than --max-line, for the CR of a CRLF line end (LF is
         # the delimiter); lineReceived refuses a line still too long without it.
         self.MAX_LENGTH = self.factory.settings.max_line + 1
@@ -136,6 +138,7 @@ class ChatProtocol(LineReceiver):
         self._end_session("disconnect")
         self._socket = None
         self._tcp = None
+        self.factory.transport_closed()
 
     def _end_session(self, event: str) -> None:
         """
@@ -207,7 +210,7 @@ class ChatProtocol(LineReceiver):
         line like CR LF: it becomes CR LF (LF is the delimiter, lineReceived
         drops the CR), also when CR and NUL arrive in different reads.
         """
-        if data[:1] == b"\0" and self._buffer[-1:] == b"\r":
+        if data[:1] == b"\0" and line_buffer(self)[-1:] == b"\r":
             data = b"\n" + data[1:]
         return data.replace(b"\r\0", b"\r\n")
 
@@ -453,7 +456,7 @@ class ChatProtocol(LineReceiver):
         """
         transport = self.transport
         sock = self._socket
-        if sock is not None and not transport.dataBuffer and not transport._tempDataLen:
+        if sock is not None and nothing_unsent(transport):
             if transport.disconnecting or not transport.connected:
                 return
             try:
@@ -469,13 +472,13 @@ class ChatProtocol(LineReceiver):
         if lowest is None:
             transport.write(data)
             return
-        queued = len(lowest.dataBuffer) - lowest.offset + lowest._tempDataLen
+        queued = unsent_bytes(lowest)
         if queued + len(data) > self.factory.settings.max_outbound:
             self._cut_off(queued, len(data))
             return
         transport.write(data)
         # Under TLS what is queued is the encrypted form, a little longer.
-        queued = len(lowest.dataBuffer) - lowest.offset + lowest._tempDataLen
+        queued = unsent_bytes(lowest)
         if queued > self.factory.settings.max_outbound:
             self._cut_off(queued, 0)
 
@@ -558,7 +561,7 @@ class ChatProtocol(LineReceiver):
 
     def _line_waiting(self) -> bool:
         """Whether a whole line has arrived that is not handled yet (in the line buffer, or held by the parser)."""
-        if self.delimiter in self._buffer:
+        if self.delimiter in line_buffer(self):
             return True
         parser = self._telnet
         return parser is not None and (self.delimiter in parser.held or b"\r\0" in parser.held)

@@ -1,15 +1,28 @@
 """
-The running server as a Twisted service: thread pools, the store, the
-factory and the listening endpoints, started and stopped in order.
+The running server as a tree of Twisted services, built in one place
+(:class:`ChatService`, the composition root) and started and stopped in
+order::
 
-Start-up, all before the reactor runs (under twistd): bind the listening
-ports (``privilegedStartService``, still as root under ``twistd --uid``, like
-Twisted's ``StreamServerEndpointService``), then load the data directory,
-then start the thread pools; connections that arrive meanwhile wait in the
-listen backlog and are accepted once the reactor runs. A start that fails
-raises :class:`StartError`: one line in the log and on stderr, exit status 1.
-Shut-down (SIGTERM, SIGINT): stop listening, tell every connected user,
-write the queued log events, stop the pools.
+    ChatService (MultiService)
+      LogFilesService   SIGHUP reopens twistd's --logfile; no rotation by size
+      StoreService      the CSV store and its writer thread
+      (the bus)         issue 12: between the store and the state
+      StateService      the factory, file transfers, the hash and file pools
+      Listeners         one StreamServerEndpointService per --listen
+
+Start-up, all before the reactor runs (under twistd): check the Twisted
+internals chatd reads (:mod:`chatd.twisted_internals`), bind the listening
+ports (``privilegedStartService``, still as root under ``twistd --uid``, so
+a port below 1024 works), then, in the order above, load the data directory
+and start the pools; connections that arrive meanwhile wait in the listen
+backlog and are accepted once the reactor runs. A start that fails raises
+:class:`StartError`: one line in the log and on stderr, exit status 1.
+
+Shut-down (SIGTERM, SIGINT): the services stop in the reverse order, each
+once the one listed after it has stopped: stop listening; tell every
+connected user and wait until every connection has closed (no fixed wait: a
+connection is aborted ``--close-grace`` seconds after it was closed, so this
+ends); stop the pools; write the queued log events.
 """
 
 from __future__ import annotations
@@ -18,31 +31,37 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from twisted.application import service
-from twisted.internet import defer, endpoints, task
+from twisted.application import service, strports
+from twisted.internet import defer
 from twisted.internet.error import CannotListenError
-from twisted.python.failure import Failure
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger, globalLogPublisher
-from twisted.python.logfile import BaseLogFile, LogFile
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.logfile import LogFile
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
+from chatd import twisted_internals
 from chatd.errors import failure_error
 from chatd.factory import ChatFactory
 from chatd.limits import raise_fd_limit
 from chatd.passwords import Passwords
-from chatd.protocol import ChatProtocol
 from chatd.persistence import CsvStore, FormatError
+from chatd.protocol import ChatProtocol
 from chatd.settings import Settings
+from chatd.store import Loaded
 from chatd.transfer import SPOOL, Transfers, TransferSettings
+from chatd.twisted_internals import twistd_log_files
 
+log = Logger()
 
-def _twistd_log_files() -> list[BaseLogFile]:
-    """The log files twistd writes to (``--logfile``): it keeps them inside its log observers."""
-    outs = (getattr(observer, "_outFile", None) for observer in list(getattr(globalLogPublisher, "_observers", ())))
-    return [out for out in outs if isinstance(out, BaseLogFile)]
+#: Seconds past ``--close-grace`` the shut-down waits for connections to close: an aborted
+#: connection is closed at the next reactor turn, so this bound is only met if something is wrong.
+CLOSE_MARGIN = 1.0
 
 
 def reopen_log_files() -> int:
@@ -51,7 +70,7 @@ def reopen_log_files() -> int:
     renames the file, then sends SIGHUP, and we start a new one under the
     old name. Returns how many files were reopened.
     """
-    files = _twistd_log_files()
+    files = twistd_log_files()
     for out in files:
         out.reopen()
     return len(files)
@@ -65,7 +84,7 @@ def stop_size_rotation() -> list[str]:
     demand. Returns the paths of the files changed.
     """
     changed = []
-    for out in _twistd_log_files():
+    for out in twistd_log_files():
         if isinstance(out, LogFile) and out.rotateLength:
             out.rotateLength = None
             changed.append(out.path)
@@ -141,10 +160,253 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}".rstrip(": ")
 
 
-class ChatService(service.Service):
-    """The whole chat server: create it, hand it to twistd (or start it yourself)."""
+def start_error(reason: str, summary: str) -> StartError:
+    """
+    Log ``chatd could not start: REASON`` and write it to the terminal;
+    return the :class:`StartError` to raise, with ``summary`` (the reason in
+    short) for a daemonizing twistd's parent.
+    """
+    message = f"chatd could not start: {reason}"
+    log.error("{message}", message=message)
+    if sys.__stderr__ is not None:  # the real stderr: twistd points sys.stderr at its log
+        try:
+            sys.__stderr__.write(message + "\n")
+            sys.__stderr__.flush()
+        except (OSError, ValueError):
+            pass
+    return StartError(message, summary)
 
-    log = Logger()
+
+class LogFilesService(service.Service):
+    """
+    twistd's ``--logfile`` under logrotate: SIGHUP reopens it (and goes back
+    to the previous handler when the service stops), and it never rotates by
+    size (see :func:`stop_size_rotation`).
+    """
+
+    _previous_sighup: Any = None
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+        for path in stop_size_rotation():
+            log.info("log file {path}: rotation by size turned off; rotate it with logrotate and SIGHUP (or SIGUSR1)",
+                     path=path)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
+
+    def _sighup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.reopen_logs)
+
+    def reopen_logs(self) -> None:
+        """SIGHUP: reopen the log file (after logrotate moved it)."""
+        count = reopen_log_files()
+        log.info("SIGHUP: reopened {count} log file(s)", count=count)
+
+
+class StoreService(service.Service):
+    """
+    The store (``store``, a :class:`~chatd.persistence.CsvStore`) and its
+    writer thread. Starting loads the data directory in the calling thread
+    (before the reactor runs) and raises :class:`StartError` if it cannot;
+    the state takes what was loaded with :meth:`take_loaded`. Stopping
+    writes the queued log events, then stops the thread.
+    """
+
+    def __init__(self, reactor: Any, data_dir: str, now: Callable[[], str]) -> None:
+        self.data_dir = data_dir
+        self._pool = ThreadPool(1, 1, name="chatd-store")
+        self.store = CsvStore(data_dir, run=lambda f, *a: deferToThreadPool(reactor, self._pool, f, *a),
+                              clock=reactor, now=now)
+        self._loaded: Loaded | None = None
+
+    def startService(self) -> None:
+        try:
+            self._loaded = self.store.load_now()
+        except Exception as error:
+            raise start_error(f"data directory {self.data_dir}: {_reason(error)}",
+                              f"data directory: {_short_reason(error)}") from error
+        super().startService()
+        self._pool.start()
+        self.store.start()
+
+    def take_loaded(self) -> Loaded:
+        """What the start loaded (once: the store forgets it)."""
+        loaded, self._loaded = self._loaded, None
+        assert loaded is not None, "the store service has not started"
+        return loaded
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        try:
+            yield self.store.stop()
+        finally:
+            self._pool.stop()
+
+
+class StateService(service.Service):
+    """
+    The shared state: the :class:`~chatd.factory.ChatFactory` (built here
+    and nowhere else), its file transfers and the hash and file thread
+    pools. Starting takes over what the store loaded; stopping tells every
+    connected user, waits until every connection has closed (no fixed
+    wait: :meth:`~chatd.factory.ChatFactory.all_closed`), then stops the
+    pools.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        stores: StoreService,
+        settings: Settings,
+        hash_threads: int = 1,
+        hash_params: dict[str, int] | None = None,
+        transfer_settings: TransferSettings | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.stores = stores
+        self._hash_pool = ThreadPool(0, hash_threads, name="chatd-hash")
+        self._files_pool = ThreadPool(0, 4, name="chatd-files")
+        self.passwords = Passwords(
+            run=lambda f, *a: deferToThreadPool(reactor, self._hash_pool, f, *a), **(hash_params or {}))
+        self.factory = ChatFactory(stores.store, self.passwords, settings, reactor, ChatProtocol)
+        self.transfers = self.factory.transfers = Transfers(
+            self.factory,
+            os.path.join(stores.data_dir, SPOOL),
+            run=lambda f, *a: deferToThreadPool(reactor, self._files_pool, f, *a),
+            settings=transfer_settings or TransferSettings(),
+        )
+
+    def startService(self) -> None:
+        super().startService()
+        self._hash_pool.start()
+        self._files_pool.start()
+        self.factory.restore(self.stores.take_loaded())
+        self.transfers.start().addErrback(lambda failure: log.failure("could not prepare the file spool", failure))
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        try:
+            if self.factory.connections:
+                self.factory.shut_down("The server is shutting down. Bye.")
+            yield self._connections_closed()
+        finally:
+            self._hash_pool.stop()
+            self._files_pool.stop()
+
+    def _connections_closed(self) -> defer.Deferred[None]:
+        """Fires once every connection has closed, or (logged) ``--close-grace`` + CLOSE_MARGIN seconds from now."""
+        limit = self.factory.settings.close_grace + CLOSE_MARGIN
+        closed = self.factory.all_closed()
+
+        def late(failure: Failure) -> None:
+            failure.trap(defer.TimeoutError)
+            log.warn("{count} connection(s) still open {limit:g} seconds after the shut-down began; stopping anyway",
+                     count=self.factory.open_transports, limit=limit)
+
+        return closed.addTimeout(limit, self.reactor).addErrback(late)
+
+
+@implementer(IStreamServerEndpoint)
+class _Reported:
+    """An endpoint that tells its :class:`Listeners` the port it listens on, and a failure that comes late."""
+
+    def __init__(self, endpoint: IStreamServerEndpoint, description: str, listeners: Listeners) -> None:
+        self.endpoint = endpoint
+        self.description = description
+        self.listeners = listeners
+
+    def listen(self, factory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
+        listening = self.endpoint.listen(factory)
+        listening.addCallback(self.listeners.listening)
+        if not listening.called:  # after the start: a failure is logged here (and stops chatd), not raised
+            listening.addErrback(self.listeners.failed_late, self.description)
+        return listening
+
+
+class Listeners(service.MultiService):
+    """
+    One ``StreamServerEndpointService`` per ``--listen`` description (made
+    by ``strports.service``, whose service raises a failure to listen from
+    ``privilegedStartService`` instead of only logging it), all bound or
+    none. ``ports`` are the ports listened on.
+    """
+
+    def __init__(self, reactor: Any, descriptions: list[str], factory: ChatFactory) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.descriptions = descriptions
+        self.factory = factory
+        self.ports: list[IListeningPort] = []
+        self._bound = False
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind every endpoint now (as root under ``twistd --uid``, so ports
+        below 1024 work). Twisted's tcp, ssl and unix endpoints listen at
+        once; one that has not answered by then is waited for, and a later
+        failure only logged. Raises :class:`StartError` (after closing the
+        ports already bound).
+        """
+        service.Service.privilegedStartService(self)
+        self._bound = True
+        raise_fd_limit(self.factory.settings.max_connections)
+        for description in self.descriptions:
+            try:
+                listener = strports.service(description, self.factory, self.reactor)
+                listener.endpoint = _Reported(listener.endpoint, description, self)
+                listener.privilegedStartService()
+            except Exception as error:
+                self.unbind()
+                raise start_error(f"cannot listen on {description}: {_reason(error)}",
+                                  f"cannot listen on {_short_reason(error)}") from error
+            listener.setServiceParent(self)
+
+    def startService(self) -> None:
+        """Bind (if :meth:`privilegedStartService` has not), then say where chatd listens."""
+        if not self._bound:
+            self.privilegedStartService()
+        super().startService()
+        for port in self.ports:
+            log.info("chatd listening on {address}", address=port.getHost())
+
+    def unbind(self) -> None:
+        """Stop listening on what is bound (a start that failed)."""
+        for listener in list(self):
+            listener.stopService()
+            self.removeService(listener)
+        self.ports = []
+
+    def listening(self, port: IListeningPort) -> IListeningPort:
+        self.ports.append(port)
+        if self.running:  # a late endpoint: the start has logged the others
+            log.info("chatd listening on {address}", address=port.getHost())
+        return port
+
+    def failed_late(self, failure: Failure, description: str) -> None:
+        log.error("chatd could not start: cannot listen on {description}: {reason}",
+                  description=description, reason=_reason(failure_error(failure)))
+        if self.reactor.running:
+            self.reactor.stop()
+
+
+class ChatService(service.MultiService):
+    """
+    The whole chat server, the composition root: create it, hand it to
+    twistd (``chatd.tap.makeService``) or start it yourself. Its children
+    start in order and stop in the reverse order, each after the one after
+    it has stopped.
+    """
 
     def __init__(
         self,
@@ -156,148 +418,61 @@ class ChatService(service.Service):
         hash_params: dict[str, int] | None = None,
         transfer_settings: TransferSettings | None = None,
     ) -> None:
+        super().__init__()
         self.reactor = reactor
-        self.listen = listen
-        self.data_dir = data_dir
-        self.settings = settings
-        self._store_pool = ThreadPool(1, 1, name="chatd-store")
-        self._hash_pool = ThreadPool(0, hash_threads, name="chatd-hash")
-        self.store = CsvStore(
-            data_dir,
-            run=lambda f, *a: deferToThreadPool(reactor, self._store_pool, f, *a),
-            clock=reactor,
-            now=lambda: self.factory.now(),
-        )
-        self.passwords = Passwords(
-            run=lambda f, *a: deferToThreadPool(reactor, self._hash_pool, f, *a), **(hash_params or {})
-        )
-        self.factory = ChatFactory(self.store, self.passwords, settings, reactor, ChatProtocol)
-        self._files_pool = ThreadPool(0, 4, name="chatd-files")
-        self.transfers = self.factory.transfers = Transfers(
-            self.factory,
-            os.path.join(data_dir, SPOOL),
-            run=lambda f, *a: deferToThreadPool(reactor, self._files_pool, f, *a),
-            settings=transfer_settings or TransferSettings(),
-        )
-        self.ports: list[Any] = []
-        self._bound = False
+        LogFilesService(reactor).setServiceParent(self)
+        self.stores = StoreService(reactor, data_dir, now=lambda: self.factory.now())
+        self.stores.setServiceParent(self)
+        # The bus (issue 12) is built here, between the store and the state, and handed to StateService.
+        self.state = StateService(reactor, self.stores, settings, hash_threads, hash_params, transfer_settings)
+        self.state.setServiceParent(self)
+        self.listeners = Listeners(reactor, listen, self.state.factory)
+        self.listeners.setServiceParent(self)
+        self._checked = False
 
-    _previous_sighup: Any = None
+    @property
+    def factory(self) -> ChatFactory:
+        return self.state.factory
+
+    @property
+    def passwords(self) -> Passwords:
+        return self.state.passwords
+
+    @property
+    def store(self) -> CsvStore:
+        return self.stores.store
+
+    def _check_twisted(self) -> None:
+        """The Twisted internals chatd reads are there (:func:`chatd.twisted_internals.check`), else StartError."""
+        if not self._checked:
+            try:
+                twisted_internals.check()
+            except RuntimeError as error:
+                raise start_error(str(error), str(error)) from error
+            self._checked = True
 
     def privilegedStartService(self) -> None:
-        """Bind every ``--listen`` endpoint (as root under ``twistd --uid``, so ports below 1024 work)."""
+        self._check_twisted()
         super().privilegedStartService()
-        self._bind()
-
-    def _bind(self) -> None:
-        """
-        Listen on every endpoint now. Twisted's tcp, ssl and unix endpoints
-        listen synchronously; one that has not answered by the time its
-        ``listen`` returns is waited for, and a later failure only logged.
-        Raises :class:`StartError` (after closing the ports already bound).
-        """
-        self._bound = True
-        raise_fd_limit(self.settings.max_connections)
-        for description in self.listen:
-            outcome: list[Any] = []
-            try:
-                listening = endpoints.serverFromString(self.reactor, description).listen(self.factory)
-            except Exception as error:
-                outcome.append(Failure(error))
-            else:
-                listening.addBoth(outcome.append)
-            if not outcome:
-                listening.addCallback(self._listening_late).addErrback(self._failed_late, description)
-            elif isinstance(outcome[0], Failure):
-                self._close_ports()
-                cause = failure_error(outcome[0])
-                raise self._fail(f"cannot listen on {description}: {_reason(cause)}",
-                                 f"cannot listen on {_short_reason(cause)}")
-            else:
-                self.ports.append(outcome[0])
 
     def startService(self) -> None:
-        """Load the data directory, then start serving; raises :class:`StartError`."""
-        if not self._bound:
-            self._bind()
+        """Start every service in order; raises :class:`StartError` (after stopping what had started)."""
+        self._check_twisted()
         try:
-            loaded = self.store.load_now()
-        except Exception as error:
-            self._close_ports()
-            raise self._fail(f"data directory {self.data_dir}: {_reason(error)}",
-                             f"data directory: {_short_reason(error)}") from error
-        super().startService()
-        if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
-            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
-        for path in stop_size_rotation():
-            self.log.info(
-                "log file {path}: rotation by size turned off; rotate it with logrotate and SIGHUP (or SIGUSR1)",
-                path=path,
-            )
-        self._store_pool.start()
-        self._hash_pool.start()
-        self._files_pool.start()
-        self.factory.restore(loaded)
-        self.transfers.start().addErrback(
-            lambda failure: self.log.failure("could not prepare the file spool", failure)
-        )
-        self.store.start()
-        for port in self.ports:
-            self.log.info("chatd listening on {address}", address=port.getHost())
-
-    def _fail(self, reason: str, summary: str) -> StartError:
-        """
-        Log ``chatd could not start: REASON`` and write it to the terminal;
-        return the error to raise, with ``summary`` (the reason in short)
-        for a daemonizing twistd's parent.
-        """
-        message = f"chatd could not start: {reason}"
-        self.log.error("{message}", message=message)
-        if sys.__stderr__ is not None:  # the real stderr: twistd points sys.stderr at its log
-            try:
-                sys.__stderr__.write(message + "\n")
-                sys.__stderr__.flush()
-            except (OSError, ValueError):
-                pass
-        return StartError(message, summary)
-
-    def _close_ports(self) -> None:
-        for port in self.ports:
-            port.stopListening()
-        self.ports = []
-
-    def _sighup(self, signum: int, frame: Any) -> None:
-        self.reactor.callFromThread(self.reopen_logs)
-
-    def reopen_logs(self) -> None:
-        """SIGHUP: reopen the log file (after logrotate moved it)."""
-        count = reopen_log_files()
-        self.log.info("SIGHUP: reopened {count} log file(s)", count=count)
-
-    def _listening_late(self, port: Any) -> None:
-        self.ports.append(port)
-        self.log.info("chatd listening on {address}", address=port.getHost())
-
-    def _failed_late(self, failure: Failure, description: str) -> None:
-        self.log.error("chatd could not start: cannot listen on {description}: {reason}",
-                       description=description, reason=_reason(failure_error(failure)))
-        if self.reactor.running:
-            self.reactor.stop()
+            super().startService()
+        except BaseException:
+            self.running = 0
+            for child in reversed(list(self)):
+                if child.running:
+                    child.stopService()
+            self.listeners.unbind()
+            raise
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        super().stopService()
-        if self._previous_sighup is not None:
-            signal.signal(signal.SIGHUP, self._previous_sighup)
-            self._previous_sighup = None
-        for port in self.ports:
-            yield port.stopListening()
-        if self.factory.connections:
-            self.factory.shut_down("The server is shutting down. Bye.")
-            # Give the goodbye lines a moment to leave the socket buffers.
-            yield task.deferLater(self.reactor, 0.2, lambda: None)
-        yield self.store.stop()
-        self._hash_pool.stop()
-        self._files_pool.stop()
-        self._store_pool.stop()
-        self.log.info("chatd stopped cleanly")
+        """Stop the services in reverse order, each once the one started after it has stopped."""
+        service.Service.stopService(self)
+        for child in reversed(list(self)):
+            if child.running:
+                yield defer.maybeDeferred(child.stopService)
+        log.info("chatd stopped cleanly")

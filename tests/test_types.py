@@ -32,6 +32,7 @@ CHECKED = [
     "chatd/telnet.py",
     "chatd/text.py",
     "chatd/transfer.py",
+    "chatd/twisted_internals.py",
     "chatd/wire.py",
     "clients",
 ]
