@@ -9,7 +9,7 @@ import pytest
 import pytest_twisted
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import defer
+from twisted.internet import defer, protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock
 
@@ -192,3 +192,62 @@ async def test_a_real_shutdown_closes_every_connection_before_the_store_stops(tm
     assert open_when_stopped == [0] and not chat.running
     rows = [(row[1], row[2]) for row in data_rows(tmp_path / "data" / "log.csv")]
     assert rows[-1] == ("disconnect", "ann"), rows
+
+
+class _LateEndpoint:
+    """An endpoint that answers when the test says (Twisted's own answer at once; a plugin's may not)."""
+
+    def __init__(self) -> None:
+        self.answer: defer.Deferred[Any] = defer.Deferred()
+
+    def listen(self, factory: Any) -> defer.Deferred[Any]:
+        return self.answer
+
+
+def _late_listeners(tmp_path: Any, monkeypatch: Any) -> tuple[Listeners, _LateEndpoint, MemoryReactorClock]:
+    from twisted.application import strports
+
+    endpoint = _LateEndpoint()
+    monkeypatch.setattr(strports.endpoints, "serverFromString", lambda reactor, description: endpoint)
+    reactor = MemoryReactorClock()
+    chat = ChatService(reactor, ["late:1"], str(tmp_path / "data"), Settings())
+    chat.listeners.privilegedStartService()  # nothing raised: the answer is not there yet
+    chat.listeners.startService()
+    return chat.listeners, endpoint, reactor
+
+
+def test_an_endpoint_that_listens_late_is_logged_when_it_does(tmp_path, monkeypatch):
+    from twisted.internet.testing import EventLoggingObserver
+    from twisted.logger import globalLogPublisher
+
+    events = EventLoggingObserver()
+    globalLogPublisher.addObserver(events)
+    try:
+        listeners, endpoint, _ = _late_listeners(tmp_path, monkeypatch)
+        assert listeners.ports == []
+        port = MemoryReactorClock().listenTCP(8023, protocol.Factory())
+        endpoint.answer.callback(port)
+    finally:
+        globalLogPublisher.removeObserver(events)
+    assert listeners.ports == [port]
+    assert [e["log_format"] for e in events if "address" in e] == ["chatd listening on {address}"]
+
+
+def test_an_endpoint_that_fails_late_stops_the_reactor_with_one_line(tmp_path, monkeypatch):
+    from twisted.internet.error import CannotListenError
+    from twisted.internet.testing import EventLoggingObserver
+    from twisted.logger import globalLogPublisher
+
+    events = EventLoggingObserver()
+    globalLogPublisher.addObserver(events)
+    try:
+        listeners, endpoint, reactor = _late_listeners(tmp_path, monkeypatch)
+        reactor.running = True
+        endpoint.answer.errback(CannotListenError("127.0.0.1", 1, OSError(98, "Address already in use")))
+    finally:
+        globalLogPublisher.removeObserver(events)
+    assert reactor.hasStopped and listeners.ports == []
+    (error,) = [e for e in events if e["log_level"].name == "error"]
+    assert error["description"] == "late:1" and "Address already in use" in error["reason"]
+    stopped = list(listeners)[0].stopService()  # the failure was handled: stopping the listener still works
+    assert stopped.called
