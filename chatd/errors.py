@@ -51,3 +51,7 @@ class NotSaved(ChatError):
 
 class BadPassword(ChatError):
     """A password that can be neither stored nor checked (not UTF-8, too long, ...)."""
+
+
+class BadArguments(ChatError):
+    """A command's arguments are missing or refused; the text says how to use it."""

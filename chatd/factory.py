@@ -2,17 +2,19 @@
 The shared state of the server: accounts, who is online, rooms.
 
 :class:`ChatFactory` is the one object every connection shares. It answers
-the dialogue (``menu.py``) with Deferreds, reads and writes the store
-(a :class:`chatd.store.Store`: never a file format) and keeps rooms, whose output goes through
-``broadcast.py``. It knows connections only through the small
-:class:`Session` interface.
+the commands (``chatd.commands``) with Deferreds, reads and writes the
+store (a :class:`chatd.store.Store`: never a file format) and keeps rooms.
+What happens in a room becomes a :class:`~chatd.core.events.RoomEvent`
+published on the bus (a :class:`chatd.core.ports.Bus`); what the bus
+delivers goes to the room's fan-out (``broadcast.py``). It knows
+connections only through the :class:`chatd.core.ports.Session` interface.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from twisted.internet import defer
@@ -21,7 +23,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from chatd import errors
-from chatd.broadcast import Batcher, Fanout, Recipient
+from chatd.broadcast import Batcher, Fanout
+from chatd.core.events import EventKind, PrivateMessage, RoomEvent
+from chatd.core.ports import Bus, Session
 from chatd.limits import Limits
 from chatd.passwords import Passwords
 from chatd.settings import PUBLIC_ROOM, Settings
@@ -34,32 +38,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class Session(Recipient, Protocol):
-    """What the shared state needs of one connection."""
-
-    name: str | None
-    #: The client's address as log.csv fields (``address``, ``port``; chatd.store.address_fields).
-    origin: Mapping[str, str]
-
-    def show(self, code: str, text: str) -> None:
-        """Send one line of text with its mode code."""
-
-    def show_private(self, text: str) -> None:
-        """Deliver a private message from another user."""
-
-    def room_deleted(self, room: Room, by: str) -> None:
-        """The room this session is in was deleted; go back to the menu."""
-
-    def spend_allowance(self) -> None:
-        """Charge one token of the flood allowance for something the others see that no line paid for."""
-
-    def kick(self, reason: str, event: str = "disconnect") -> None:
-        """
-        Tell the user why and close the connection; the session leaves its
-        room and the online list at once (one ``event`` row in log.csv).
-        """
-
-
 @attrs.define(slots=True, eq=False)
 class Room:
     """A chat room: its record and its members."""
@@ -67,10 +45,12 @@ class Room:
     name: str
     owner: str
     created: str
-    fanout: Fanout
+    fanout: Fanout[Session]
     #: Its owner has deleted it and the store is writing that (docs/PROTOCOL.md,
     #: "Rooms"): closed to joins and to files finishing, open again if the write fails.
     closing: bool = False
+    #: The id of its last event (chatd.core.events.RoomEvent.id); 0: none yet.
+    last_id: int = 0
 
     @property
     def key(self) -> str:
@@ -78,7 +58,7 @@ class Room:
 
     def member_names(self) -> list[str]:
         """Names of the members, in the order they joined."""
-        return [member.name or "?" for member in self.fanout.members()]  # type: ignore[attr-defined]
+        return [member.name or "?" for member in self.fanout.members()]
 
 
 class Clock:
@@ -132,10 +112,17 @@ class ChatFactory(Factory):
         settings: Settings,
         reactor: IReactorTime,
         protocol: type[Any],
+        *,
+        bus: Bus,
     ) -> None:
-        """``protocol`` is the class built for each connection (chatd.protocol.ChatProtocol)."""
+        """
+        ``protocol`` is the class built for each connection
+        (chatd.protocol.ChatProtocol); room events go through ``bus``.
+        """
         self.protocol = protocol
         self.store = store
+        self.bus = bus
+        bus.subscribe(self._deliver)
         self.passwords = passwords
         self.settings = settings
         self.reactor = reactor
@@ -146,6 +133,8 @@ class ChatFactory(Factory):
         self.accounts: Accounts = AccountDict()
         self.online: dict[str, Session] = {}
         self.rooms: dict[str, Room] = {}
+        #: The rooms by their name as stored (the ``room`` of their events).
+        self._by_name: dict[str, Room] = {}
         self.connections: set[Any] = set()
         #: Names being registered / rooms being created or deleted: name key -> the name as it will be stored.
         self._claimed: dict[str, str] = {}
@@ -172,6 +161,7 @@ class ChatFactory(Factory):
     def _add_room(self, record: RoomRecord) -> Room:
         room = Room(record.name, record.owner, record.created, Fanout(self.batcher))
         self.rooms[room.key] = room
+        self._by_name[room.name] = room
         return room
 
     def shut_down(self, reason: str) -> None:
@@ -377,22 +367,25 @@ class ChatFactory(Factory):
             session.spend_allowance()
         online = session.name is not None and self.online.get(name_key(session.name)) is session
         if online:
-            del self.online[name_key(session.name)]  # type: ignore[arg-type]
+            del self.online[name_key(session.name or "")]
         if online or room is not None:
             self.store.log_event(event, session.name or "", room.name if room is not None else "", **session.origin)
 
     # -- rooms ---------------------------------------------------------------
 
-    def find_room(self, name: str) -> Room:
-        """The room called ``name`` (any case), or NoSuchRoom."""
+    def _room(self, name: str) -> Room:
         room = self.rooms.get(name_key(name))
         if room is None:
             raise errors.NoSuchRoom(unknown_name(name, "room", ROOM_NAME_MAX, f"There is no room called {name}."))
         return room
 
-    def list_rooms(self) -> list[Room]:
+    def find_room(self, name: str) -> defer.Deferred[Room]:
+        """The room called ``name`` (any case); fails with NoSuchRoom."""
+        return defer.execute(self._room, name)
+
+    def list_rooms(self) -> defer.Deferred[list[Room]]:
         """All rooms, the public room first, then by name."""
-        return sorted(self.rooms.values(), key=lambda room: (room.name != PUBLIC_ROOM, room.key))
+        return defer.succeed(sorted(self.rooms.values(), key=lambda room: (room.name != PUBLIC_ROOM, room.key)))
 
     def create_room(self, name: str, owner: str) -> defer.Deferred[Room]:
         """Create a room owned by ``owner``; fires once it is on disk."""
@@ -415,7 +408,7 @@ class ChatFactory(Factory):
     def delete_room(self, name: str, by: str) -> defer.Deferred[Room]:
         """Delete a room ``by`` owns (fires with it once that is on disk); its members go back to the menu."""
         try:
-            room = self.find_room(name)
+            room = self._room(name)
         except errors.ChatError as error:
             return defer.fail(error)
         if room.name == PUBLIC_ROOM:
@@ -431,12 +424,13 @@ class ChatFactory(Factory):
 
         def saved(_: None) -> Room:
             self.rooms.pop(room.key, None)
+            self._by_name.pop(room.name, None)
             room.fanout.flush()
-            for member in room.fanout.members():
+            for member in self.members(room):
                 room.fanout.discard(member)
                 self._left_room(member, room, "room deleted")
-                self.store.log_event("leave", member.name or "", room.name, reason="room_deleted")  # type: ignore[attr-defined]
-                member.room_deleted(room, by)  # type: ignore[attr-defined]
+                self.store.log_event("leave", member.name or "", room.name, reason="room_deleted")
+                member.room_deleted(room, by)
             return room
 
         # Closed from now on, so that log.csv's room_delete row (written with
@@ -446,21 +440,28 @@ class ChatFactory(Factory):
         work.addErrback(reopen)
         return self._while_claimed(self._claimed_rooms, room.name, work, saved, "Could not delete the room")
 
-    def room_to_join(self, name: str) -> Room:
-        """The room called ``name``, open to joins: NoSuchRoom, or NotAllowed while it is being deleted."""
-        room = self.find_room(name)
+    def room_to_join(self, name: str) -> defer.Deferred[Room]:
+        """The room called ``name``, open to joins; fails with NoSuchRoom, or NotAllowed while it is being deleted."""
+        try:
+            room = self._room(name)
+        except errors.ChatError as error:
+            return defer.fail(error)
         if room.closing:
-            raise errors.NotAllowed(f"Room {room.name} is being deleted.")
-        return room
+            return defer.fail(errors.NotAllowed(f"Room {room.name} is being deleted."))
+        return defer.succeed(room)
+
+    def members(self, room: Room) -> list[Session]:
+        """The sessions in ``room`` connected here, in the order they joined."""
+        return room.fanout.members()
 
     def join(self, room: Room, session: Session) -> None:
-        """Put ``session`` in ``room`` and tell the room (lines said before are not sent to it)."""
+        """Put ``session`` in ``room`` and tell the room (events before are not sent to it)."""
         room.fanout.add(session)
-        room.fanout.send(f"[{self.clock.short()}] * {session.name} joined {room.name}")
+        self._publish(room, session, EventKind.JOIN)
         self.store.log_event("join", session.name or "", room.name)
 
     def leave(self, room: Room, session: Session) -> None:
-        """Take ``session`` out of ``room`` (it still gets the lines said before) and tell the room."""
+        """Take ``session`` out of ``room`` (it still gets the events before) and tell the room."""
         self._leave(room, session, "leave")
         self.store.log_event("leave", session.name or "", room.name)
 
@@ -468,30 +469,54 @@ class ChatFactory(Factory):
         room.fanout.discard(session)
         self._left_room(session, room, event)
         if not self.closing:
-            room.fanout.send(f"[{self.clock.short()}] * {session.name} left {room.name}")
+            self._publish(room, session, EventKind.LEAVE)
 
     def _left_room(self, session: Session, room: Room, event: str) -> None:
         """``session`` is no longer in ``room``: its uploads there are cancelled (chatd.transfer)."""
         if self.transfers is not None:
             self.transfers.left_room(session, room, event)
 
+    def _publish(self, room: Room, session: Session, kind: EventKind, text: str = "") -> None:
+        """A new event in ``room`` caused by ``session``, on the bus (the hot path: once per line)."""
+        room.last_id += 1
+        self.bus.publish(RoomEvent(room.name, room.last_id, self.reactor.seconds(), session.name or "", kind, text))
+
+    def publish(self, room: Room, sender: str, kind: EventKind, text: str = "") -> None:
+        """A new event in ``room`` caused by the account ``sender`` (files: chatd.transfer), on the bus."""
+        room.last_id += 1
+        self.bus.publish(RoomEvent(room.name, room.last_id, self.reactor.seconds(), sender, kind, text))
+
+    def _deliver(self, event: RoomEvent) -> None:
+        """The bus delivers ``event``: queue it for the room's members connected here (none: the room is gone)."""
+        room = self._by_name.get(event.room)
+        if room is not None:
+            room.fanout.send(event)
+
     def say(self, room: Room, session: Session, text: str) -> None:
         """Broadcast one clean line from ``session`` to everyone in ``room``."""
-        room.fanout.send(f"[{self.clock.short()}] {session.name}: {text}")
+        self._publish(room, session, EventKind.SAY, text)
 
     def emote(self, room: Room, session: Session, text: str) -> None:
         """Broadcast an action (``/me``) to ``room``."""
-        room.fanout.send(f"[{self.clock.short()}] * {session.name} {text}")
+        self._publish(room, session, EventKind.ME, text)
 
-    def private_message(self, sender: Session, target: str, text: str) -> str:
-        """Send ``text`` to the logged-in user ``target``; returns their name."""
+    def private_message(self, sender: Session, target: str, text: str) -> defer.Deferred[PrivateMessage]:
+        """
+        Send ``text`` (clean) to the logged-in user ``target``; fires with
+        the message as delivered, or fails with NoSuchUser.
+        """
         session = self.online.get(name_key(target))
         if session is None or session.name is None:
-            raise errors.NoSuchUser(unknown_name(target, "user", USER_NAME_MAX, f"{target} is not logged in."))
-        session.show_private(f"[{self.clock.short()}] *{sender.name}* {text}")
-        return session.name
+            return defer.fail(
+                errors.NoSuchUser(unknown_name(target, "user", USER_NAME_MAX, f"{target} is not logged in.")))
+        message = PrivateMessage(self.reactor.seconds(), sender.name or "", session.name, text)
+        session.private(message)
+        return defer.succeed(message)
+
+    def online_names(self) -> defer.Deferred[list[str]]:
+        """The names of every logged-in user, by name (case-insensitively)."""
+        return defer.succeed(sorted((session.name or "" for session in self.online.values()), key=name_key))
 
     def sessions(self) -> Iterator[Session]:
         """Every logged-in session."""
         return iter(self.online.values())
-

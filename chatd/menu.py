@@ -1,25 +1,29 @@
 """
-The dialogue: what the server says, and what each answer does.
+The dialogue of the line front-end: the main menu, the questions, and chat
+inside a room.
 
-A :class:`Dialogue` is the state machine one connection walks through: the
-main menu, the register and login questions, and chat inside a room. It
-sees text lines, never bytes or sockets: it talks to its connection only
-through the :class:`Peer` interface and to the shared state through the
-factory, whose answers are Deferreds.
+A :class:`Dialogue` is the state machine one line connection walks through.
+It sees text lines, never bytes or sockets: it talks to its connection
+through the :class:`Peer` interface and runs every command through the
+command table (``chatd.commands``), as the :class:`~chatd.commands.table.Caller`
+of this connection. What it adds to the table is what only a line dialogue
+needs: numbers and keywords at the menu, ``/word`` in a room, asking for an
+argument that was not typed, prompts, and wire codes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from chatd import errors
-from chatd.settings import PUBLIC_ROOM
+from chatd.commands import SAY, TABLE
+from chatd.commands.table import Command, CommandTable, Place
+from chatd.core.ports import Session
 from chatd.passwords import decode_password
-from chatd.text import PASSWORD_MIN, USER_NAME_MAX, check_name
 from chatd.wire import CHAT, CREDENTIALS, ERROR, LISTEN, SPEAK
 
 if TYPE_CHECKING:
@@ -27,26 +31,11 @@ if TYPE_CHECKING:
 
 VERSION = "1.0"
 MENU_PROMPT = "menu>"
-
-#: (number, keyword, description) of each main menu item, in order.
-MENU_ITEMS = (
-    ("1", "register", "create an account"),
-    ("2", "login", "log in to your account"),
-    ("3", "create", "create a room"),
-    ("4", "delete", "delete a room you own"),
-    ("5", "info", "show a room's owner, age and members"),
-    ("6", "list", "list the rooms"),
-    ("7", "public", "enter the public room"),
-    ("8", "join", "enter a room by name"),
-    ("9", "quit", "disconnect"),
-)
-_BY_NUMBER = {number: keyword for number, keyword, _ in MENU_ITEMS}
+MENU, ROOM = Place.MENU, Place.ROOM
 
 
-class Peer(Protocol):
-    """What the dialogue needs of its connection (implemented by protocol.py)."""
-
-    name: str | None
+class Peer(Session, Protocol):
+    """What the dialogue needs of its connection (implemented by protocol.py): a session that shows lines."""
 
     def show(self, code: str, text: str) -> None:
         """Send one line of text with its mode code."""
@@ -70,12 +59,15 @@ class Peer(Protocol):
         """Close the connection after sending what is queued."""
 
 
+def _answer(text: Any) -> str:
+    return text if isinstance(text, str) else text.decode("utf-8", "replace")
+
+
 class Dialogue:
-    """The menu and room dialogue of one connection."""
+    """The menu and room dialogue of one connection: the :class:`~chatd.commands.table.Caller` of its commands."""
 
     log = Logger()
-    __slots__ = ("peer", "factory", "room", "_gone", "_state", "_pending_name", "_pending_password", "_failures",
-                 "_closed")
+    __slots__ = ("peer", "factory", "room", "_gone", "_state", "login_failures", "_closed")
 
     def __init__(self, peer: Peer, factory: ChatFactory) -> None:
         self.peer = peer
@@ -86,10 +78,79 @@ class Dialogue:
         #: Handles the next answer: a clean text line (str), or, after a
         #: CREDENTIALS prompt, the answer's raw bytes (see :meth:`secret_received`).
         self._state: Callable[[Any], None] = self._menu_choice
-        self._pending_name = ""
-        self._pending_password = ""
-        self._failures = 0
+        self.login_failures = 0
         self._closed = False
+
+    # -- what the command table needs (chatd.commands.table.Caller) --------------
+
+    @property
+    def session(self) -> Peer:
+        return self.peer
+
+    @property
+    def place(self) -> Place:
+        return ROOM if self.room is not None or self._gone else MENU
+
+    @property
+    def room_gone(self) -> str:
+        return self._gone
+
+    def reply(self, text: str) -> None:
+        if self._closed:
+            return
+        self.peer.show(CHAT if self.room is not None or self._gone else LISTEN, text)
+
+    def error(self, text: str) -> None:
+        if self._closed:
+            return
+        self.peer.show(ERROR, "Error: " + text)
+
+    def logged_in(self, name: str, text: str) -> None:
+        if self._closed:  # the session ended while the command was running: nothing more happens for it
+            return
+        self.peer.name = name
+        self.factory.attach(self.peer)
+        self.peer.show(LISTEN, text)
+
+    def entered(self, room: Room) -> None:
+        if self._closed:
+            return
+        self.room = room
+        self._state = self._room_line
+        # The answer first, then the join: the room's own "joined" line
+        # follows it, and lines said before are not sent to the newcomer.
+        self.peer.ask(
+            CHAT,
+            f"Entered room {room.name} ({len(room.fanout) + 1} here). Type /help for commands, /exit to leave.",
+        )
+        self.factory.join(room, self.peer)
+
+    def left(self) -> None:
+        room, self.room = self.room, None
+        if room is not None:
+            self.factory.leave(room, self.peer)
+        self.peer.show(LISTEN, f"You left {room.name if room is not None else self._gone}.")
+        self._gone = ""
+        self._show_menu()
+        self._menu_prompt()
+
+    def show_help(self, table: CommandTable) -> None:
+        if self.place is MENU:
+            self._show_menu()
+            return
+        self.peer.show(CHAT, "Commands (anything else you type is sent to the room):")
+        for command in table.listed(ROOM):
+            self.peer.show(CHAT, f"  {command.usage()}: {command.help}.")
+        self.peer.show(CHAT, "  //text: send a line that starts with '/'")
+
+    def later(self, seconds: float) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        self.peer.call_later(seconds, lambda: d.callback(None))
+        return d
+
+    def close(self) -> None:
+        self.peer.close()
+        self._closed = True
 
     # -- entry points from the protocol ----------------------------------------
 
@@ -119,7 +180,7 @@ class Dialogue:
         self._closed = True
         room, self.room = self.room, None
         self._gone = ""
-        self.factory.detach(self.peer, event, room)  # type: ignore[arg-type]
+        self.factory.detach(self.peer, event, room)
 
     def room_deleted(self, room: Room, by: str) -> None:
         """
@@ -132,380 +193,122 @@ class Dialogue:
             self._gone = room.name
             self.peer.show(LISTEN, f"Room {room.name} was deleted by {by}; type /exit to go back to the main menu.")
 
-    def _room_gone(self) -> bool:
-        """True (and the user is told) if our room was deleted under us."""
-        if self.room is None:
-            self._error(f"room {self._gone} was deleted; nothing you type here is sent. "
-                        "Type /exit to go back to the main menu.")
-            return True
-        return False
-
-    # -- helpers -----------------------------------------------------------------
+    # -- the menu ----------------------------------------------------------------------
 
     def _show_menu(self) -> None:
         self.peer.show(LISTEN, "Main menu (type a number or a keyword):")
-        for number, keyword, description in MENU_ITEMS:
-            self.peer.show(LISTEN, f"  {number}  {keyword:<9} {description}")
+        for command in TABLE.menu():
+            self.peer.show(LISTEN, f"{command.number:>3}  {command.name:<9} {command.help}")
 
     def _menu_prompt(self) -> None:
         self._state = self._menu_choice
         self.peer.ask(SPEAK, MENU_PROMPT)
 
-    def _back_to_menu(self) -> None:
-        self._show_menu()
-        self._menu_prompt()
-
-    def _error(self, text: str) -> None:
-        self.peer.show(ERROR, "Error: " + text)
-
-    def _ask_password(self, question: str, then: Callable[[str], None]) -> None:
-        """Ask a CREDENTIALS question; ``then`` gets the answer if it is an acceptable password."""
-
-        def answered(raw: bytes) -> None:
-            try:
-                password = decode_password(raw)
-            except errors.BadPassword as error:
-                self._pending_password = ""
-                self._error(str(error))
-                self._menu_prompt()
-            else:
-                then(password)
-
-        self._state = answered
-        self.peer.ask(CREDENTIALS, question)
-
-    def _wait(self, d: defer.Deferred[Any], done: Callable[[Any], None]) -> None:
-        """
-        Hold input until ``d`` fires, then call ``done`` with its result, or
-        show a ChatError to the user; other failures are logged and reported
-        as an internal error, never as a traceback.
-        """
-        self.peer.hold()
-
-        def succeeded(result: Any) -> None:
-            if not self._closed:
-                done(result)
-
-        def failed(failure: Any) -> None:
-            if failure.check(errors.ChatError):
-                if not self._closed:
-                    self._error(str(failure.value))
-                    self._menu_prompt()
-                return
-            self.log.failure("unexpected error in the dialogue", failure)
-            if not self._closed:
-                self._error("something went wrong on the server; please try again.")
-                self._menu_prompt()
-
-        d.addCallbacks(succeeded, failed)
-        d.addErrback(lambda failure: self.log.failure("error while answering", failure))
-        d.addBoth(lambda _: self.peer.release())
-
-    def _need_login(self) -> bool:
-        if self.peer.name is None:
-            self._error("please log in first (login) or create an account (register).")
-            self._menu_prompt()
-            return True
-        return False
-
-    # -- the main menu -------------------------------------------------------------
-
     def _menu_choice(self, text: str) -> None:
-        word, _, argument = text.partition(" ")
-        word = _BY_NUMBER.get(word, word.lower())
-        handler = getattr(self, "choice_" + word, None)
-        if handler is None:
+        word, _, rest = text.partition(" ")
+        command = TABLE.find(word.lower(), MENU)
+        if command is None:
             # Never quoted: a password typed here by mistake must not be shown back (or logged).
-            self._error("unknown choice. Type a number from 1 to 9 or a keyword, or 'menu' to see the menu.")
+            self.error(f"unknown choice. Type a number from 1 to {TABLE.menu()[-1].number} or a keyword, "
+                       "or 'menu' to see the menu.")
             self._menu_prompt()
             return
-        handler(argument.strip())
+        self._begin(command, rest)
 
-    def _ask_then(self, argument: str, question: str, then: Callable[[str], None]) -> None:
-        """Use ``argument`` if the user gave one inline, else ask for it."""
-        if argument:
-            then(argument)
-        else:
-            self._state = then
-            self.peer.ask(SPEAK, question)
-
-    def choice_menu(self, argument: str) -> None:
-        """Show the main menu again."""
-        self._back_to_menu()
-
-    choice_help = choice_menu
-
-    def choice_ping(self, argument: str) -> None:
-        """Answer pong (a cheap round trip for clients and monitoring)."""
-        self.peer.show(LISTEN, "pong")
-        self._menu_prompt()
-
-    def choice_register(self, argument: str) -> None:
-        """Create an account: a name, then a password twice."""
-        if self.peer.name is not None:
-            self._error(f"you are already logged in as {self.peer.name}.")
-            self._menu_prompt()
-            return
-        refused = self.factory.registration_wait(getattr(self.peer, "address_key", "") or "")
-        if refused:  # said before the name and passwords are typed, not after
-            self._error(refused)
-            self._menu_prompt()
-            return
-        self._ask_then(argument, "New account name:", self._register_name)
-
-    def _register_name(self, name: str) -> None:
-        problem = check_name(name, "user", USER_NAME_MAX)
-        if problem is None:
-            problem = self.factory.user_name_taken(name)
-        if problem:
-            self._error(problem)
-            self._menu_prompt()
-            return
-        self._pending_name = name
-        self._ask_password(f"Choose a password (at least {PASSWORD_MIN} characters):", self._register_password)
-
-    def _register_password(self, password: str) -> None:
-        self._pending_password = password
-        self._ask_password("Repeat the password:", self._register_repeat)
-
-    def _register_repeat(self, password: str) -> None:
-        first, self._pending_password = self._pending_password, ""
-        if password != first:
-            self._error("the passwords do not match; nothing was created.")
-            self._menu_prompt()
-            return
-
-        def registered(name: str) -> None:
-            self.peer.name = name
-            self.factory.attach(self.peer)  # type: ignore[arg-type]
-            self.peer.show(LISTEN, f"Registered and logged in as {name}.")
-            self._menu_prompt()
-
-        address = getattr(self.peer, "address_key", "") or ""
-        origin = getattr(self.peer, "origin", None)
-        self._wait(self.factory.register(self._pending_name, password, address, origin), registered)
-
-    def choice_login(self, argument: str) -> None:
-        """Log in: a name, then a password."""
-        if self.peer.name is not None:
-            self._error(f"you are already logged in as {self.peer.name}.")
-            self._menu_prompt()
-            return
-        self._ask_then(argument, "Name:", self._login_name)
-
-    def _login_name(self, name: str) -> None:
-        self._pending_name = name[: USER_NAME_MAX * 2]
-        self._ask_password("Password:", self._login_password)
-
-    def _login_password(self, password: str) -> None:
-        d = self.factory.authenticate(self._pending_name, password, getattr(self.peer, "address_key", "") or "",
-                                      getattr(self.peer, "origin", None))
-
-        def logged_in(name: str) -> None:
-            self.peer.name = name
-            self._failures = 0
-            self.factory.attach(self.peer)  # type: ignore[arg-type]
-            self.peer.show(LISTEN, f"Logged in as {name}.")
-            self._menu_prompt()
-
-        def failed(failure: Any) -> defer.Deferred[None]:
-            failure.trap(errors.LoginFailed)
-            self._failures += 1
-            settings = self.factory.settings
-            if self._failures >= settings.max_login_failures:
-                raise errors.NotAllowed("too many failed logins; goodbye.")
-            self.peer.show(ERROR, "Error: " + str(failure.value))
-            delay = min(2.0 ** (self._failures - 1), settings.login_delay_cap)
-            slowed: defer.Deferred[None] = defer.Deferred()
-            self.peer.call_later(delay, lambda: slowed.callback(None))
-            return slowed
-
-        def after(result: str | None) -> None:
-            if result is None:
-                self._menu_prompt()
-            else:
-                logged_in(result)
-
-        d.addErrback(failed)
-        d.addErrback(self._too_many)
-        self._wait(d, after)
-
-    def _too_many(self, failure: Any) -> None:
-        failure.trap(errors.NotAllowed)
-        self._error(str(failure.value))
-        self.peer.close()
-        self._closed = True
-
-    def choice_create(self, argument: str) -> None:
-        """Create a room that you own."""
-        if not self._need_login():
-            self._ask_then(argument, "Name of the new room:", self._create)
-
-    def _create(self, name: str) -> None:
-        assert self.peer.name is not None
-
-        def created(room: Room) -> None:
-            self.peer.show(LISTEN, f"Room {room.name} created.")
-            self._menu_prompt()
-
-        self._wait(self.factory.create_room(name, self.peer.name), created)
-
-    def choice_delete(self, argument: str) -> None:
-        """Delete a room that you own; people in it go back to the menu."""
-        if not self._need_login():
-            self._ask_then(argument, "Name of the room to delete:", self._delete)
-
-    def _delete(self, name: str) -> None:
-        assert self.peer.name is not None
-
-        def deleted(room: Room) -> None:
-            self.peer.show(LISTEN, f"Room {room.name} deleted.")
-            self._menu_prompt()
-
-        self._wait(self.factory.delete_room(name, self.peer.name), deleted)
-
-    def choice_info(self, argument: str) -> None:
-        """Show a room's name, owner, creation time and members."""
-        self._ask_then(argument, "Name of the room:", self._info)
-
-    def _info(self, name: str) -> None:
-        try:
-            room = self.factory.find_room(name)
-        except errors.ChatError as error:
-            self._error(str(error))
-        else:
-            members = room.member_names()
-            self.peer.show(LISTEN, f"Room: {room.name}")
-            self.peer.show(LISTEN, f"Owner: {room.owner or '(none: the public room)'}")
-            self.peer.show(LISTEN, f"Created: {room.created or '(always there)'}")
-            self.peer.show(LISTEN, f"In it now ({len(members)}): {', '.join(members) or 'nobody'}")
-        self._menu_prompt()
-
-    def choice_list(self, argument: str) -> None:
-        """List the rooms and how many people are in each."""
-        rooms = self.factory.list_rooms()
-        self.peer.show(LISTEN, f"Rooms ({len(rooms)}):")
-        for room in rooms:
-            owner = f"owner {room.owner}" if room.owner else "public"
-            self.peer.show(LISTEN, f"  {room.name}  ({len(room.fanout)} here, {owner})")
-        self._menu_prompt()
-
-    def choice_public(self, argument: str) -> None:
-        """Enter the public room."""
-        if not self._need_login():
-            self._enter(PUBLIC_ROOM)
-
-    def choice_join(self, argument: str) -> None:
-        """Enter a room by name."""
-        if not self._need_login():
-            self._ask_then(argument, "Name of the room to enter:", self._enter)
-
-    def choice_quit(self, argument: str) -> None:
-        """Disconnect."""
-        self.peer.show(LISTEN, "Bye.")
-        if self.peer.name is not None:
-            self.factory.detach(self.peer, "logout")  # type: ignore[arg-type]
-        self.peer.close()
-
-    choice_exit = choice_quit
-
-    # -- inside a room -------------------------------------------------------------------
-
-    def _enter(self, name: str) -> None:
-        try:
-            room = self.factory.room_to_join(name)
-        except errors.ChatError as error:
-            self._error(str(error))
-            self._menu_prompt()
-            return
-        self.room = room
-        self._state = self._room_line
-        # The answer first, then the join: the room's own "joined" line
-        # follows it, and lines said before are not sent to the newcomer.
-        self.peer.ask(
-            CHAT,
-            f"Entered room {room.name} ({len(room.fanout) + 1} here). Type /help for commands, /exit to leave.",
-        )
-        self.factory.join(room, self.peer)  # type: ignore[arg-type]
+    # -- in a room -------------------------------------------------------------------
 
     def _room_line(self, text: str) -> None:
-        if text.startswith("/") and not text.startswith("//"):
-            word, _, argument = text[1:].partition(" ")
-            handler = getattr(self, "command_" + word.lower(), None)
-            if handler is None:
-                self.peer.show(ERROR, f"Error: unknown command /{word[:30]}. Type /help for the list.")
+        if text[:1] == "/" and text[:2] != "//":
+            word, _, rest = text[1:].partition(" ")
+            command = TABLE.find(word.lower(), ROOM)
+            if command is None:
+                self.error(f"unknown command /{word[:30]}. Type /help for the list.")
             else:
-                handler(argument.strip())
+                self._begin(command, rest)
             return
-        if self._room_gone():
-            return
-        assert self.room is not None
-        if text.startswith("//"):
+        if text[:2] == "//":
             text = text[1:]
-        self.peer.talking()
-        self.factory.say(self.room, self.peer, text)  # type: ignore[arg-type]
+        if self.room is not None:
+            self.peer.talking()
+        self._run(SAY, (text,), ROOM)
 
-    def command_help(self, argument: str) -> None:
-        """/help: list the commands."""
-        self.peer.show(CHAT, "Commands (anything else you type is sent to the room):")
-        for attribute in sorted(dir(self)):
-            if attribute.startswith("command_"):
-                doc = (getattr(self, attribute).__doc__ or "").strip().splitlines()[0]
-                self.peer.show(CHAT, "  " + doc)
-        self.peer.show(CHAT, "  //text: send a line that starts with '/'")
+    # -- running a command -------------------------------------------------------------
 
-    def command_exit(self, argument: str) -> None:
-        """/exit: leave the room and go back to the main menu."""
-        room, self.room = self.room, None
-        if room is not None:
-            self.factory.leave(room, self.peer)  # type: ignore[arg-type]
-        self.peer.show(LISTEN, f"You left {room.name if room is not None else self._gone}.")
-        self._gone = ""
-        self._back_to_menu()
-
-    def command_who(self, argument: str) -> None:
-        """/who: list who is in the room."""
-        if self._room_gone():
+    def _begin(self, command: Command, rest: str) -> None:
+        """Check the rules, take the arguments typed after the command word, ask for the others at the menu."""
+        place = self.place
+        refused = TABLE.refusal(self, command)
+        if refused is not None:
+            self.error(refused)
+            self._after(place)
             return
-        assert self.room is not None
-        names = self.room.member_names()
-        self.peer.show(CHAT, f"In {self.room.name} ({len(names)}): {', '.join(names)}")
+        values = command.split(rest)
+        for arg, value in zip(command.args, values):
+            problem = arg.check(self, value) if arg.check is not None else None
+            if problem:
+                self.error(problem)
+                self._after(place)
+                return
+        self._next(command, values, place)
 
-    def command_msg(self, argument: str) -> None:
-        """/msg NAME TEXT: send a private message to a logged-in user."""
-        target, _, text = argument.partition(" ")
-        text = text.strip()
-        if not target or not text:
-            self.peer.show(ERROR, "Error: usage: /msg NAME TEXT")
+    def _next(self, command: Command, values: list[str], place: Place) -> None:
+        """Ask for the next missing argument (at the menu, if it has a question), or run the command."""
+        if len(values) < len(command.args) and place is MENU:
+            arg = command.args[len(values)]
+            if arg.question:
+
+                def answered(answer: Any, confirmed: str | None = None) -> None:
+                    try:
+                        value = decode_password(answer) if arg.secret else _answer(answer)
+                    except errors.BadPassword as error:
+                        self.error(str(error))
+                        self._after(place)
+                        return
+                    problem = arg.check(self, value) if arg.check is not None and confirmed is None else None
+                    if problem:
+                        self.error(problem)
+                        self._after(place)
+                    elif arg.confirm and confirmed is None:
+                        self._state = lambda again: answered(again, value)
+                        self.peer.ask(CREDENTIALS, arg.confirm)
+                    elif confirmed is not None and value != confirmed:
+                        self.error("the passwords do not match; nothing was created.")
+                        self._after(place)
+                    else:
+                        self._next(command, [*values, value], place)
+
+                self._state = answered
+                self.peer.ask(CREDENTIALS if arg.secret else SPEAK, arg.question)
+                return
+        self._run(command, values, place)
+
+    def _run(self, command: Command, values: Sequence[str], place: Place) -> None:
+        """
+        Run ``command`` through the table. While its answer is pending no
+        input is read; then a ChatError is shown to the user, any other
+        failure is logged and reported as an internal error (never as a
+        traceback), and at the menu the prompt comes again.
+        """
+        d = TABLE.run(self, command, values)
+        d.addCallbacks(lambda _: self._after(place), self._failed, errbackArgs=(place,))
+        d.addErrback(lambda failure: self.log.failure("error while answering", failure))
+        answered: list[None] = []
+        d.addCallback(answered.append)
+        if not answered:  # most commands answer at once: no pause and resume of the transport then
+            self.peer.hold()
+            d.addCallback(lambda _: self.peer.release())
+
+    def _failed(self, failure: Any, place: Place) -> None:
+        if self._closed:
             return
-        try:
-            name = self.factory.private_message(self.peer, target, text)  # type: ignore[arg-type]
-        except errors.ChatError as error:
-            self.peer.show(ERROR, "Error: " + str(error))
+        if failure.check(errors.ChatError):
+            self.error(str(failure.value))
         else:
-            self.peer.show(CHAT, f"[{self.factory.clock.short()}] -> *{name}* {text}")
+            self.log.failure("unexpected error in the dialogue", failure)
+            self.error("something went wrong on the server; please try again.")
+        self._after(place)
 
-    def command_me(self, argument: str) -> None:
-        """/me TEXT: describe an action (shown as '* name TEXT')."""
-        if not argument:
-            self.peer.show(ERROR, "Error: usage: /me TEXT")
-            return
-        if self._room_gone():
-            return
-        assert self.room is not None
-        self.factory.emote(self.room, self.peer, argument)  # type: ignore[arg-type]
-
-    def command_ping(self, argument: str) -> None:
-        """/ping: the server answers pong."""
-        self.peer.show(CHAT, "pong")
-
-    def command_send(self, argument: str) -> None:
-        """/send PATH: send a file to everyone in the room (with the chat client)."""
-        if self._room_gone():
-            return
-        assert self.room is not None
-        transfers = self.factory.transfers
-        if transfers is None:
-            self._error("this server does not accept files.")
-        else:
-            transfers.offer(self.peer, self.room, argument)
+    def _after(self, place: Place) -> None:
+        """A command begun at the menu is over: prompt again, unless it entered a room or closed the connection."""
+        if place is MENU and not self._closed and self.place is MENU:
+            self._menu_prompt()

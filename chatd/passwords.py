@@ -38,8 +38,7 @@ def decode_password(raw: bytes) -> str:
     """
     The password in ``raw``, exactly as received (one line without its line
     end), or :class:`~chatd.errors.BadPassword` with the sentence to show:
-    it is not valid UTF-8, it has control characters, or it has fewer than
-    PASSWORD_MIN or more than PASSWORD_MAX characters (code points).
+    it is not valid UTF-8, or :func:`password_problem` says why not.
     """
     try:
         password = raw.decode("utf-8")
@@ -47,11 +46,23 @@ def decode_password(raw: bytes) -> str:
         raise errors.BadPassword(
             "a password must be valid UTF-8 text, and this one is not (set your terminal or client to UTF-8)."
         ) from None
-    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-        raise errors.BadPassword(f"a password has {PASSWORD_MIN} to {PASSWORD_MAX} characters.")
-    if _CONTROL.search(password):
-        raise errors.BadPassword("a password cannot contain control characters (tab, backspace, escape, ...).")
+    problem = password_problem(password)
+    if problem:
+        raise errors.BadPassword(problem)
     return password
+
+
+def password_problem(password: str) -> str | None:
+    """
+    Why ``password`` can be neither stored nor checked (the sentence to
+    show), or None: it has fewer than PASSWORD_MIN or more than
+    PASSWORD_MAX characters (code points), or control characters.
+    """
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        return f"a password has {PASSWORD_MIN} to {PASSWORD_MAX} characters."
+    if _CONTROL.search(password):
+        return "a password cannot contain control characters (tab, backspace, escape, ...)."
+    return None
 
 
 def _parameters(key: str) -> argon2.Parameters:

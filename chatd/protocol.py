@@ -25,8 +25,11 @@ from twisted.internet import abstract, tcp
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
+from chatd.core.events import PrivateMessage
+from chatd.core.ports import Renderer
 from chatd.limits import ANSWER, CONSUMER, FLOOD, TokenBucket
 from chatd.menu import Dialogue
+from chatd.render import PLAIN, TAGGED, private_line
 from chatd.store import address_fields
 from chatd.telnet import ECHO, WANTYES, WILL, TelnetParser, command
 from chatd.text import clean_line
@@ -527,9 +530,21 @@ class ChatProtocol(LineReceiver):
                 self._mid_line = False
         self._direct(data)
 
-    def show_private(self, text: str) -> None:
-        """A private message from another user."""
-        self.show(PRIVATE, text)
+    @property
+    def renderer(self) -> Renderer:
+        """Room events are rendered as tagged lines for the bundled client, as plain lines for people."""
+        return TAGGED if self.tagged else PLAIN
+
+    def private(self, message: PrivateMessage, sent: bool = False) -> None:
+        """A private message to this user (code PRIVATE), or the echo of one it ``sent`` (code CHAT)."""
+        if sent:
+            self.show(CHAT, private_line(message, True))
+        else:
+            self.show(PRIVATE, private_line(message, False))
+
+    def notice(self, text: str) -> None:
+        """An unprompted line of information."""
+        self.show(LISTEN, text)
 
     def ask(self, code: str, text: str) -> None:
         """Send a prompt and remember it (it is repeated after ``/client``)."""

@@ -6,7 +6,7 @@ order::
     ChatService (MultiService)
       LogFilesService   SIGHUP reopens twistd's --logfile; no rotation by size
       StoreService      the CSV store and its writer thread
-      (the bus)         issue 12: between the store and the state
+      BusService        the bus room events travel on (chatd.buses.local.LocalBus)
       StateService      the factory, file transfers, the hash and file pools
       Listeners         one StreamServerEndpointService per --listen
 
@@ -47,6 +47,8 @@ from zope.interface import implementer
 
 from chatd import twisted_internals
 from chatd.errors import failure_error
+from chatd.buses.local import LocalBus
+from chatd.core.ports import Bus
 from chatd.factory import ChatFactory
 from chatd.limits import raise_fd_limit
 from chatd.passwords import Passwords
@@ -253,6 +255,17 @@ class StoreService(service.Service):
             self._pool.stop()
 
 
+class BusService(service.Service):
+    """
+    The bus room events travel on (:class:`chatd.core.ports.Bus`), started
+    before the state and stopped after it. The local bus has nothing to
+    connect; a networked one (issue 17) connects here.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+
 class StateService(service.Service):
     """
     The shared state: the :class:`~chatd.factory.ChatFactory` (built here
@@ -267,6 +280,7 @@ class StateService(service.Service):
         self,
         reactor: Any,
         stores: StoreService,
+        bus: Bus,
         settings: Settings,
         hash_threads: int = 1,
         hash_params: dict[str, int] | None = None,
@@ -278,7 +292,7 @@ class StateService(service.Service):
         self._files_pool = ThreadPool(0, 4, name="chatd-files")
         self.passwords = Passwords(
             run=lambda f, *a: deferToThreadPool(reactor, self._hash_pool, f, *a), **(hash_params or {}))
-        self.factory = ChatFactory(stores.store, self.passwords, settings, reactor, ChatProtocol)
+        self.factory = ChatFactory(stores.store, self.passwords, settings, reactor, ChatProtocol, bus=bus)
         self.transfers = self.factory.transfers = Transfers(
             self.factory,
             os.path.join(stores.data_dir, SPOOL),
@@ -423,8 +437,10 @@ class ChatService(service.MultiService):
         LogFilesService(reactor).setServiceParent(self)
         self.stores = StoreService(reactor, data_dir, now=lambda: self.factory.now())
         self.stores.setServiceParent(self)
-        # The bus (issue 12) is built here, between the store and the state, and handed to StateService.
-        self.state = StateService(reactor, self.stores, settings, hash_threads, hash_params, transfer_settings)
+        self.buses = BusService(LocalBus())
+        self.buses.setServiceParent(self)
+        self.state = StateService(reactor, self.stores, self.buses.bus, settings, hash_threads, hash_params,
+                                  transfer_settings)
         self.state.setServiceParent(self)
         self.listeners = Listeners(reactor, listen, self.state.factory)
         self.listeners.setServiceParent(self)

@@ -43,8 +43,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.core.events import EventKind
 from chatd.errors import failure_error
 from chatd.limits import SPOOL_BACKLOG
+from chatd.render import TAGGED
 from chatd.text import clean_line, name_key
 from chatd.wire import (
     CANCEL_COMMAND,
@@ -316,10 +318,10 @@ class Transfers:
             peer.files = PeerFiles(self, peer)
         return peer.files
 
-    def announce(self, room: Any, text: str) -> None:
-        """Tell ``room`` about a file: ``[HH:MM:SS] * text``; nothing if the room is gone (deleted)."""
+    def announce(self, room: Any, sender: str, kind: EventKind, text: str) -> None:
+        """A file event in ``room`` (chatd.core.events: ``text`` after the sender); nothing if the room is gone."""
         if self.factory.rooms.get(room.key) is room:
-            room.fanout.send(f"[{self.factory.clock.short()}] * {text}")
+            self.factory.publish(room, sender, kind, text)
 
     def offer(self, peer: Any, room: Any, argument: str) -> None:
         """``/send SIZE NAME`` in ``room``: accept it (``24``) or refuse it (``25 -``)."""
@@ -345,7 +347,7 @@ class Transfers:
         self.files_of(peer).uploads[upload.id] = upload
         upload.start()
         peer.show(UPLOAD_READY, f"{upload.id} {size} {name}")
-        self.announce(room, f"{peer.name} is sending {name} ({human_size(size)})")
+        self.announce(room, peer.name or "", EventKind.FILE_OFFER, f"{name} ({human_size(size)})")
 
     def _refusal(self, key: str, name: str, size: int) -> str:
         """Why user ``key`` may not send a file ``name`` of ``size`` bytes now; "" if it may."""
@@ -410,11 +412,12 @@ class Transfers:
         )
         self.factory.store.log_event(
             "file", upload.sender, room.name, id=upload.id, name=upload.name, size=upload.size, sha256=digest)
-        recipients = [member for member in room.fanout.tagged if member is not upload.peer]
+        recipients = [member for member in room.fanout.audience(TAGGED) if member is not upload.peer]
         shared = SharedFile(self, upload.id, upload.path, upload.name, upload.size, digest, upload.sender,
                             len(recipients), upload.peer)
         shared.start_deadline()
-        self.announce(room, f"{upload.sender} shared {upload.name} ({human_size(upload.size)}, sha256 {digest[:16]}...)")
+        self.announce(room, upload.sender, EventKind.FILE,
+                      f"{upload.name} ({human_size(upload.size)}, sha256 {digest[:16]}...)")
         upload.peer.show(UPLOAD_DONE, f"{upload.id} {digest} {len(recipients)}")
         for member in recipients:
             self.files_of(member).outbox().add(shared)
@@ -671,7 +674,7 @@ class Upload:
             "file_aborted", self.sender, self.room.name, id=self.id, name=self.name, reason=why)
         self.log.info("upload {id} of {name} by {sender} aborted: {why}", id=self.id, name=self.name,
                       sender=self.sender, why=why)
-        self.transfers.announce(self.room, f"{self.sender}'s file {self.name} was not sent ({why})")
+        self.transfers.announce(self.room, self.sender, EventKind.FILE_FAILED, f"{self.name} was not sent ({why})")
 
 
 # -- one connection ----------------------------------------------------------------------------------

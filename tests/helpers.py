@@ -8,6 +8,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from chatd.buses.local import LocalBus
 from chatd.factory import ChatFactory
 from chatd.passwords import Passwords
 from chatd.persistence import CsvStore
@@ -54,7 +55,7 @@ def make_factory(data_dir: str, settings: Settings | None = None, hash_runner: A
     if store is None:
         store = CsvStore(data_dir, run=store_runner, clock=clock, now=lambda: factory.now())
     passwords = Passwords(run=hash_runner, **(hash_params or CHEAP_HASH))
-    factory = ChatFactory(store, passwords, settings or Settings(), clock, ChatProtocol)
+    factory = ChatFactory(store, passwords, settings or Settings(), clock, ChatProtocol, bus=LocalBus())
     store.load().addCallback(factory.restore)
     store.start()
     return factory, clock
@@ -109,3 +110,14 @@ def data_rows(path: Any) -> list[list[str]]:
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     return rows[1:] if rows and rows[0] and rows[0][0].startswith("#chatd-") else rows
+
+
+def fired(d: defer.Deferred[Any]) -> Any:
+    """The result of a Deferred that has already fired (raises its failure's exception; AssertionError if pending)."""
+    from twisted.python.failure import Failure
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, f"{d!r} has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]

@@ -17,6 +17,7 @@ import pytest
 from twisted.logger import globalLogPublisher
 
 from chatd.broadcast import Batcher, Fanout
+from chatd.core.events import EventKind, RoomEvent
 from chatd.settings import Settings
 from helpers import data_rows, Client, make_factory
 
@@ -251,15 +252,15 @@ def test_joins_and_replies_do_not_split_a_rooms_batch():
     stay, replier, leaver = _Member(), _Member(tagged=True), _Member()
     for member in (stay, replier, leaver):
         fanout.add(member)
-    fanout.send("a")
+    fanout.send(_event("a"))
     newcomer = _Member()
     fanout.add(newcomer)
-    fanout.send("* new joined")
+    fanout.send(_event("* new joined"))
     fanout.catch_up(replier)  # what ChatProtocol does before a reply of its own
     replier.deliver(b"reply\r\n")
-    fanout.send("b")
+    fanout.send(_event("b"))
     fanout.discard(leaver)
-    fanout.send("* leaver left")
+    fanout.send(_event("* leaver left"))
     clock.advance(0)
     assert stay.got == [b"a\r\n* new joined\r\nb\r\n* leaver left\r\n"]
     assert newcomer.got == [b"* new joined\r\nb\r\n* leaver left\r\n"]
@@ -270,9 +271,26 @@ def test_joins_and_replies_do_not_split_a_rooms_batch():
 # -- kind 4: one failing member never silences a room ------------------------------------
 
 
+class _Lines:
+    """A renderer for these tests: each event's text as a line, with a prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def render(self, events):
+        return "".join(f"{self.prefix}{event.text}\r\n" for event in events).encode()
+
+
+_PLAIN, _TAGGED = _Lines(""), _Lines("111 ")
+
+
+def _event(text: str) -> RoomEvent:
+    return RoomEvent("room", 1, 0.0, "someone", EventKind.SAY, text)
+
+
 class _Member:
     def __init__(self, tagged=False, fail=False):
-        self.tagged = tagged
+        self.renderer = _TAGGED if tagged else _PLAIN
         self.fail = fail
         self.got: list[bytes] = []
         self.dropped = False
@@ -312,13 +330,13 @@ def test_failing_member_is_dropped_and_the_rest_of_the_room_and_later_rooms_stil
         first.add(member)
     later = _Member()
     second.add(later)
-    first.send("one")
-    second.send("two")
+    first.send(_event("one"))
+    second.send(_event("two"))
     clock.advance(0)
     assert before.got and after.got and other.got and later.got
     assert broken.dropped and broken not in first.members()
     assert len(logged_failures) == 1
-    first.send("three")  # the room is marked again: nothing is stuck
+    first.send(_event("three"))  # the room is marked again: nothing is stuck
     clock.advance(0)
     assert b"three" in before.got[-1] and b"three" in after.got[-1]
 
@@ -332,11 +350,11 @@ def test_a_room_that_fails_to_flush_does_not_stop_later_rooms(logged_failures):
     a, b = _Member(), _Member()
     first.add(a)
     second.add(b)
-    first.send("\ud800")  # cannot be encoded: this room's flush raises
-    second.send("two")
+    first.send(_event("\ud800"))  # cannot be encoded: this room's flush raises
+    second.send(_event("two"))
     clock.advance(0)
     assert b.got == [b"two\r\n"] and len(logged_failures) == 1
-    first.send("fine")
+    first.send(_event("fine"))
     clock.advance(0)
     assert a.got == [b"fine\r\n"]
 

@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 from chatd.persistence import CsvStore, decode_detail
 from chatd.store import LogEvent, RoomRecord, Store, UserRecord
 from chatd.stores.memory import MemoryStore
-from helpers import Client, data_rows, make_factory, run_now
+from helpers import Client, data_rows, fired, make_factory, run_now
 
 NOW = "2026-11-29T12:00:00Z"
 
@@ -152,7 +152,7 @@ def test_the_factory_runs_on_the_memory_store(tmp_path):
     assert list(store.users) == ["alice"] and list(store.rooms) == ["lab"]
     again, clock = make_factory(str(tmp_path), store=store)
     assert "Logged in as alice." in Client(again, clock).login("alice", "secret1")
-    assert [room.name for room in again.list_rooms()] == ["public", "lab"]
+    assert [room.name for room in fired(again.list_rooms())] == ["public", "lab"]
     assert os.listdir(tmp_path) == []  # nothing on disk
 
 

@@ -16,7 +16,7 @@ from twisted.logger import globalLogPublisher
 from chatd import persistence
 from chatd.persistence import CsvStore, FormatError
 from chatd.store import RoomRecord, UserRecord
-from helpers import Client, data_rows, make_factory, run_now
+from helpers import Client, data_rows, fired, make_factory, run_now
 
 FORMAT1 = os.path.join(os.path.dirname(__file__), "data", "format1")
 HEADERS = {
@@ -68,7 +68,7 @@ def test_an_old_data_dir_is_migrated_and_everything_is_still_there(old_dir, logg
     for name, password in PASSWORDS.items():
         assert f"Logged in as {name}." in Client(factory, clock).login(name.lower(), password)
     assert "Login failed" in Client(factory, clock).login("alice", "bob-pw-22")
-    assert [(room.name, room.owner) for room in factory.list_rooms()] == [
+    assert [(room.name, room.owner) for room in fired(factory.list_rooms())] == [
         ("public", ""), ("lab", "alice"), ("Old", "alice")]
     clock.advance(1)
     rows = data_rows(old_dir / "log.csv")

@@ -1,0 +1,1 @@
+"""Implementations of :class:`chatd.core.ports.Bus`."""

@@ -1,0 +1,229 @@
+"""
+The commands of chatd, each one declaration and one handler.
+
+Handlers get the :class:`~chatd.commands.table.Caller` and the arguments as
+declared; they ask the shared state (``caller.factory``, whose answers are
+Deferreds) and answer through the caller. They never see a wire format.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+
+from chatd import errors
+from chatd.commands.table import Arg, Caller, CommandTable, Login, Place
+from chatd.passwords import password_problem
+from chatd.settings import PUBLIC_ROOM
+from chatd.text import PASSWORD_MIN, USER_NAME_MAX, check_name
+
+if TYPE_CHECKING:
+    from chatd.core.events import PrivateMessage
+    from chatd.factory import Room
+
+TABLE = CommandTable()
+command = TABLE.command
+MENU, ROOM, ANYWHERE = Place.MENU, Place.ROOM, Place.ANYWHERE
+
+#: Names /users shows at most (the count is always whole).
+USERS_SHOWN = 100
+
+
+def _password(caller: Caller, password: str) -> str | None:
+    return password_problem(password)
+
+
+# -- accounts ------------------------------------------------------------------
+
+
+def _may_register(caller: Caller) -> str | None:
+    """Said before the name and passwords are typed, not after."""
+    return caller.factory.registration_wait(caller.session.address_key or "")
+
+
+def _new_name(caller: Caller, name: str) -> str | None:
+    return check_name(name, "user", USER_NAME_MAX) or caller.factory.user_name_taken(name)
+
+
+@command("register", "create an account", MENU, number="1", login=Login.REFUSED, check=_may_register, args=(
+    Arg("NAME", "New account name:", check=_new_name),
+    Arg("PASSWORD", f"Choose a password (at least {PASSWORD_MIN} characters):", secret=True,
+        confirm="Repeat the password:", check=_password),
+))
+def register(caller: Caller, name: str, password: str) -> defer.Deferred[None]:
+    session = caller.session
+    d = caller.factory.register(name, password, session.address_key or "", session.origin)
+    return d.addCallback(lambda stored: caller.logged_in(stored, f"Registered and logged in as {stored}."))
+
+
+@command("login", "log in to your account", MENU, number="2", login=Login.REFUSED, args=(
+    Arg("NAME", "Name:"),
+    Arg("PASSWORD", "Password:", secret=True, check=_password),
+))
+def login(caller: Caller, name: str, password: str) -> defer.Deferred[None]:
+    """
+    A failed login slows the connection down (min(2**(n-1), --login-delay-cap)
+    seconds after the n-th) and --max-login-failures of them end it; a login
+    refused by a limit (chatd.limits) ends it at once.
+    """
+    factory, session = caller.factory, caller.session
+    d = factory.authenticate(name[: USER_NAME_MAX * 2], password, session.address_key or "", session.origin)
+
+    def logged_in(stored: str) -> None:
+        caller.login_failures = 0
+        caller.logged_in(stored, f"Logged in as {stored}.")
+
+    def failed(failure: Any) -> defer.Deferred[None]:
+        failure.trap(errors.LoginFailed)
+        caller.login_failures += 1
+        settings = factory.settings
+        if caller.login_failures >= settings.max_login_failures:
+            raise errors.NotAllowed("too many failed logins; goodbye.")
+        caller.error(str(failure.value))
+        return caller.later(min(2.0 ** (caller.login_failures - 1), settings.login_delay_cap))
+
+    def goodbye(failure: Any) -> None:
+        failure.trap(errors.NotAllowed)
+        caller.error(str(failure.value))
+        caller.close()
+
+    return d.addCallbacks(logged_in, failed).addErrback(goodbye)
+
+
+@command("users", "show who is online", ANYWHERE, number="10", login=Login.REQUIRED)
+def users(caller: Caller) -> defer.Deferred[None]:
+    """``Online (N): a, b, ...``: every logged-in user, by name, at most USERS_SHOWN of them."""
+
+    def show(names: list[str]) -> None:
+        if len(names) <= USERS_SHOWN:
+            caller.reply(f"Online ({len(names)}): {', '.join(names)}")
+        else:
+            shown = ", ".join(names[:USERS_SHOWN])
+            caller.reply(f"Online ({len(names)}; the first {USERS_SHOWN} by name): {shown}, "
+                         f"and {len(names) - USERS_SHOWN} more")
+
+    return caller.factory.online_names().addCallback(show)
+
+
+# -- rooms ---------------------------------------------------------------------
+
+
+@command("create", "create a room", MENU, number="3", login=Login.REQUIRED,
+         args=(Arg("NAME", "Name of the new room:"),))
+def create(caller: Caller, name: str) -> defer.Deferred[None]:
+    assert caller.session.name is not None
+    d = caller.factory.create_room(name, caller.session.name)
+    return d.addCallback(lambda room: caller.reply(f"Room {room.name} created."))
+
+
+@command("delete", "delete a room you own", MENU, number="4", login=Login.REQUIRED,
+         args=(Arg("NAME", "Name of the room to delete:"),))
+def delete(caller: Caller, name: str) -> defer.Deferred[None]:
+    assert caller.session.name is not None
+    d = caller.factory.delete_room(name, caller.session.name)
+    return d.addCallback(lambda room: caller.reply(f"Room {room.name} deleted."))
+
+
+@command("info", "show a room's owner, age and members", MENU, number="5", args=(Arg("NAME", "Name of the room:"),))
+def info(caller: Caller, name: str) -> defer.Deferred[None]:
+    def show(room: Room) -> None:
+        members = room.member_names()
+        caller.reply(f"Room: {room.name}")
+        caller.reply(f"Owner: {room.owner or '(none: the public room)'}")
+        caller.reply(f"Created: {room.created or '(always there)'}")
+        caller.reply(f"In it now ({len(members)}): {', '.join(members) or 'nobody'}")
+
+    return caller.factory.find_room(name).addCallback(show)
+
+
+@command("list", "list the rooms", MENU, number="6")
+def list_rooms(caller: Caller) -> defer.Deferred[None]:
+    def show(rooms: list[Room]) -> None:
+        caller.reply(f"Rooms ({len(rooms)}):")
+        for room in rooms:
+            owner = f"owner {room.owner}" if room.owner else "public"
+            caller.reply(f"  {room.name}  ({len(room.fanout)} here, {owner})")
+
+    return caller.factory.list_rooms().addCallback(show)
+
+
+@command("public", "enter the public room", MENU, number="7", login=Login.REQUIRED)
+def public(caller: Caller) -> defer.Deferred[None]:
+    return caller.factory.room_to_join(PUBLIC_ROOM).addCallback(caller.entered)
+
+
+@command("join", "enter a room by name", MENU, number="8", login=Login.REQUIRED,
+         args=(Arg("NAME", "Name of the room to enter:"),))
+def join(caller: Caller, name: str) -> defer.Deferred[None]:
+    return caller.factory.room_to_join(name).addCallback(caller.entered)
+
+
+@command("quit", "disconnect", MENU, number="9", aliases=("exit",))
+def quit(caller: Caller) -> None:
+    caller.reply("Bye.")
+    if caller.session.name is not None:
+        caller.factory.detach(caller.session, "logout")
+    caller.close()
+
+
+@command("exit", "leave the room and go back to the main menu", ROOM)
+def exit_room(caller: Caller) -> None:
+    caller.left()
+
+
+# -- in a room -----------------------------------------------------------------
+
+
+@command("say", "send TEXT to the room (what typing a line does)", ROOM, login=Login.REQUIRED, in_room=True,
+         args=(Arg("TEXT"),), listed=False)
+def say(caller: Caller, text: str) -> None:
+    assert caller.room is not None
+    caller.factory.say(caller.room, caller.session, text)
+
+
+SAY = TABLE.find("say", ROOM)
+assert SAY is not None
+
+
+@command("me", "describe an action (shown as '* name TEXT')", ROOM, login=Login.REQUIRED, in_room=True,
+         args=(Arg("TEXT"),))
+def me(caller: Caller, text: str) -> None:
+    assert caller.room is not None
+    caller.factory.emote(caller.room, caller.session, text)
+
+
+@command("who", "list who is in the room", ROOM, login=Login.REQUIRED, in_room=True)
+def who(caller: Caller) -> None:
+    assert caller.room is not None
+    names = caller.room.member_names()
+    caller.reply(f"In {caller.room.name} ({len(names)}): {', '.join(names)}")
+
+
+@command("msg", "send a private message to a logged-in user", ROOM, login=Login.REQUIRED,
+         args=(Arg("NAME"), Arg("TEXT")))
+def msg(caller: Caller, target: str, text: str) -> defer.Deferred[None]:
+    def echo(message: PrivateMessage) -> None:
+        caller.session.private(message, sent=True)
+
+    return caller.factory.private_message(caller.session, target, text).addCallback(echo)
+
+
+@command("send", "send a file to everyone in the room (with the chat client)", ROOM, login=Login.REQUIRED,
+         in_room=True, args=(Arg("PATH", optional=True),))
+def send(caller: Caller, argument: str) -> None:
+    assert caller.room is not None
+    transfers = caller.factory.transfers
+    if transfers is None:
+        raise errors.NotAllowed("this server does not accept files.")
+    transfers.offer(caller.session, caller.room, argument)
+
+
+@command("ping", "the server answers pong", ANYWHERE)
+def ping(caller: Caller) -> None:
+    caller.reply("pong")
+
+
+@command("help", "list the commands", ANYWHERE, aliases=("menu",))
+def show_help(caller: Caller) -> None:
+    caller.show_help(TABLE)

@@ -1,0 +1,258 @@
+"""
+Commands as declarations, and the rules every front-end goes through.
+
+A :class:`Command` says its name, its arguments and how they are parsed,
+where it may be used (:class:`Place`), whether the user must (or must not)
+be logged in (:class:`Login`), whether it needs the room it is typed in to
+still exist, and its help text. :meth:`CommandTable.refusal` checks those
+rules, in one place, for every front-end; :meth:`CommandTable.run` checks
+them and the arguments, then calls the handler and always answers with a
+Deferred. The line front-end (``chatd.menu``) asks for a missing argument
+with its ``question``; other front-ends send every argument.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+from twisted.internet import defer
+
+from chatd import errors
+
+if TYPE_CHECKING:
+    from chatd.core.ports import Session
+    from chatd.factory import ChatFactory, Room
+
+
+class Place(enum.Flag):
+    """Where a command may be used."""
+
+    #: At the main menu (not in a room).
+    MENU = enum.auto()
+    #: In a room (chat mode).
+    ROOM = enum.auto()
+    ANYWHERE = MENU | ROOM
+
+
+class Login(enum.Enum):
+    """Whether a command needs a logged-in user."""
+
+    ANY = "any"
+    REQUIRED = "required"
+    #: Only before logging in (register, login).
+    REFUSED = "refused"
+
+
+#: A rule checked before a command or an argument is taken: the sentence saying why not, or None.
+Check = Callable[["Caller"], "str | None"]
+ArgCheck = Callable[["Caller", str], "str | None"]
+
+
+@attrs.frozen
+class Arg:
+    """
+    One argument of a command. Arguments are given in order, separated by
+    spaces; the last one that is not ``secret`` takes the rest of the line.
+    A ``secret`` (a password) is never taken from the command line: the
+    line front-end asks for it (hidden) and other front-ends send it as a
+    field of its own.
+    """
+
+    #: Upper-case name, as shown in usage (``/msg NAME TEXT``).
+    name: str
+    #: What the line front-end asks at the menu when the argument is missing.
+    question: str = ""
+    secret: bool = False
+    #: For a secret: the line front-end asks again with this question; the answers must match.
+    confirm: str = ""
+    #: May be empty (the handler decides what that means).
+    optional: bool = False
+    #: Checked as soon as the argument is known, before the next one is asked.
+    check: ArgCheck | None = None
+
+
+@attrs.frozen
+class Command:
+    """One command: everything about it but the code of its handler."""
+
+    name: str
+    #: ``run(caller, *arguments)``: returns None or a Deferred; a ChatError is shown to the user.
+    run: Callable[..., Any]
+    #: One line of help (after the usage in room help; after the name in the menu).
+    help: str
+    place: Place
+    login: Login = Login.ANY
+    args: tuple[Arg, ...] = ()
+    #: Its number in the main menu ("" if it has none: not listed there).
+    number: str = ""
+    #: Other names it answers to at the same places.
+    aliases: tuple[str, ...] = ()
+    #: In a room: needs the room to still exist (not deleted under the user).
+    in_room: bool = False
+    #: Checked before any argument is asked (e.g. the registration limit).
+    check: Check | None = None
+    #: Shown in room help (False: a hidden alias or a menu-only detail).
+    listed: bool = True
+
+    def usage(self) -> str:
+        """``/name ARG ...`` (the secret arguments are not typed on the line)."""
+        return " ".join(["/" + self.name] + [arg.name for arg in self.args if not arg.secret])
+
+    def split(self, text: str) -> list[str]:
+        """
+        The arguments typed on the line after the command word: one word
+        each, the last non-secret one the rest of the line (stripped);
+        fewer than declared when the line has fewer.
+        """
+        typed = [arg for arg in self.args if not arg.secret]
+        values: list[str] = []
+        rest = text.strip()
+        for index, _ in enumerate(typed):
+            if not rest:
+                break
+            if index == len(typed) - 1:
+                values.append(rest)
+                break
+            word, _, rest = rest.partition(" ")
+            values.append(word)
+            rest = rest.strip()
+        return values
+
+
+class Caller(Protocol):
+    """
+    The front-end's side of a command: who runs it, where they are, and
+    how they are answered. The line front-end's :class:`chatd.menu.Dialogue`
+    is one; each front-end has its own.
+    """
+
+    #: The shared state.
+    factory: ChatFactory
+    #: The room the user is in, or None (at the menu, or the room was deleted under them).
+    room: Room | None
+    #: Failed logins of this connection (the login command slows and ends a guesser).
+    login_failures: int
+
+    @property
+    def session(self) -> Session:
+        """The session the command runs for."""
+
+    @property
+    def place(self) -> Place:
+        """Where the user is now (a room whose deletion they have not acknowledged is still ROOM)."""
+
+    @property
+    def room_gone(self) -> str:
+        """The name of the room deleted under the user while in it; "" if none."""
+
+    def reply(self, text: str) -> None:
+        """An answer to the command (clean text, one line)."""
+
+    def error(self, text: str) -> None:
+        """A refusal or failure (clean text, one line, without any "Error:" prefix)."""
+
+    def logged_in(self, name: str, text: str) -> None:
+        """The session is now logged in as ``name`` (it is attached); tell the user ``text``."""
+
+    def entered(self, room: Room) -> None:
+        """Put the user in ``room`` (chat mode; the front-end tells them and joins it)."""
+
+    def left(self) -> None:
+        """Take the user out of their room (or acknowledge its deletion) back to the menu."""
+
+    def show_help(self, table: CommandTable) -> None:
+        """Show what the user can do where they are (the line front-end: the menu, or the room commands)."""
+
+    def later(self, seconds: float) -> defer.Deferred[None]:
+        """A Deferred that fires after ``seconds`` (cancelled if the session ends)."""
+
+    def close(self) -> None:
+        """End the connection after what is queued has been sent."""
+
+
+class CommandTable:
+    """All commands, found by name and place."""
+
+    def __init__(self) -> None:
+        self.commands: list[Command] = []
+        self._by_place: dict[Place, dict[str, Command]] = {Place.MENU: {}, Place.ROOM: {}}
+
+    def add(self, command: Command) -> Command:
+        """Declare ``command``; raises ValueError if one of its names is taken at one of its places."""
+        for place, names in self._by_place.items():
+            if command.place & place:
+                for name in (command.name, *command.aliases, command.number):
+                    if name and name in names:
+                        raise ValueError(f"command {name!r} declared twice for {place}")
+                    if name:
+                        names[name] = command
+        self.commands.append(command)
+        return command
+
+    def command(self, name: str, help: str, place: Place, **options: Any) -> Callable[[Callable[..., Any]], Command]:
+        """Declare the decorated function as the handler of a new command (see :class:`Command`)."""
+
+        def declare(run: Callable[..., Any]) -> Command:
+            return self.add(Command(name, run, help, place, **options))
+
+        return declare
+
+    def find(self, word: str, place: Place) -> Command | None:
+        """The command called ``word`` (a name, an alias or a menu number; case as given) usable at ``place``."""
+        return self._by_place[place].get(word)
+
+    def menu(self) -> list[Command]:
+        """The main menu's items, by number."""
+        return sorted((command for command in self.commands if command.number), key=lambda c: int(c.number))
+
+    def listed(self, place: Place) -> Iterator[Command]:
+        """The commands usable at ``place`` that are listed in help, by name."""
+        return iter(sorted((c for c in self.commands if c.place & place and c.listed), key=lambda c: c.name))
+
+    def refusal(self, caller: Caller, command: Command) -> str | None:
+        """
+        Why ``caller`` may not run ``command`` now (the sentence to show), or
+        None: the place, the login rule, a room deleted under the user, the
+        command's own check. Every front-end goes through this.
+        """
+        place = caller.place
+        if not command.place & place:
+            return f"/{command.name} cannot be used here."
+        name = caller.session.name
+        if command.login is Login.REQUIRED and name is None:
+            return "please log in first (login) or create an account (register)."
+        if command.login is Login.REFUSED and name is not None:
+            return f"you are already logged in as {name}."
+        if command.in_room and caller.room is None:
+            return (f"room {caller.room_gone} was deleted; nothing you type here is sent. "
+                    "Type /exit to go back to the main menu.")
+        if command.check is not None:
+            return command.check(caller)
+        return None
+
+    def run(self, caller: Caller, command: Command, values: Sequence[str]) -> defer.Deferred[Any]:
+        """
+        Run ``command`` for ``caller`` with its arguments ``values`` (one
+        per :class:`Arg`, in order, secrets included). Fires when it is done;
+        fails with a :class:`~chatd.errors.ChatError` whose text is for the
+        user (NotAllowed: a rule; BadArguments: missing or refused arguments).
+        """
+        refused = self.refusal(caller, command)
+        if refused is not None:
+            return defer.fail(errors.NotAllowed(refused))
+        if len(values) > len(command.args):
+            return defer.fail(errors.BadArguments(f"usage: {command.usage()}"))
+        for arg, value in zip(command.args, values):
+            if not value and not arg.optional:
+                return defer.fail(errors.BadArguments(f"usage: {command.usage()}"))
+            problem = arg.check(caller, value) if arg.check is not None and value else None
+            if problem:
+                return defer.fail(errors.BadArguments(problem))
+        missing = [arg for arg in command.args[len(values):] if not arg.optional]
+        if missing:
+            return defer.fail(errors.BadArguments(f"usage: {command.usage()}"))
+        values = list(values) + [""] * (len(command.args) - len(values))
+        return defer.maybeDeferred(command.run, caller, *values)

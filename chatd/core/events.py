@@ -1,0 +1,63 @@
+"""
+What the core produces: room events and private messages as values.
+
+A :class:`RoomEvent` says who did what in which room and when; it carries no
+wire format. Each kind of front-end renders it (``chatd.render`` for the
+line front-end: plain text for people, tagged lines for the bundled client),
+once per kind of audience per batch (``chatd.broadcast``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+class EventKind(enum.StrEnum):
+    """The kinds of room events (the value is the name used in logs and, later, in JSON)."""
+
+    #: A line of chat; ``text`` is what was said.
+    SAY = "say"
+    #: An action (``/me``); ``text`` is the action, without the name.
+    ME = "me"
+    #: ``sender`` entered the room; no text.
+    JOIN = "join"
+    #: ``sender`` left the room (by ``/exit``, by going away, or its session ended); no text.
+    LEAVE = "leave"
+    #: ``sender`` offered a file to the room; ``text``: its name and size (``notes.txt (1.2 KiB)``).
+    FILE_OFFER = "file_offer"
+    #: ``sender``'s file arrived whole and verified; ``text``: name, size and the start of its SHA-256.
+    FILE = "file"
+    #: ``sender``'s file was not shared; ``text``: its name and why.
+    FILE_FAILED = "file_failed"
+
+
+@attrs.frozen(slots=True)
+class RoomEvent:
+    """
+    One thing that happened in a room.
+
+    ``room`` is the room's name as stored; ``id`` counts the room's events
+    from 1 in the order they happened (monotonic per room, per process);
+    ``at`` is the time in seconds since the epoch (UTC); ``sender`` is the
+    name of the account that caused it; ``text`` is clean text
+    (``chatd.text.clean_line``), its meaning depends on ``kind``.
+    """
+
+    room: str
+    id: int
+    at: float
+    sender: str
+    kind: EventKind
+    text: str = ""
+
+
+@attrs.frozen(slots=True)
+class PrivateMessage:
+    """``sender`` wrote ``text`` (clean) to ``recipient`` at ``at`` (seconds since the epoch, UTC)."""
+
+    at: float
+    sender: str
+    recipient: str
+    text: str

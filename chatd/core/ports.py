@@ -1,0 +1,91 @@
+"""
+The interfaces between the core and what plugs into it.
+
+- A :class:`Renderer` turns a batch of room events into what one kind of
+  audience receives (bytes for the line front-end; JSON or IRC lines for
+  others). The fan-out calls it once per kind of audience per batch.
+- A :class:`Member` is what a room's fan-out needs of one member.
+- A :class:`Session` is how the core knows a connected user: it delivers
+  events (as a member), shows answers and notices, and ends the session.
+  The line front-end (``chatd.protocol``) is one implementation; a WebSocket
+  or IRC front-end is another module implementing the same interface.
+- A :class:`Bus` carries room events from "it happened" to the fan-out of
+  the rooms' members connected to this process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from chatd.core.events import PrivateMessage, RoomEvent
+
+
+class Renderer(Protocol):
+    """Renders room events for one kind of audience."""
+
+    def render(self, events: Sequence[RoomEvent]) -> Any:
+        """What each member of this audience is given for ``events`` (one batch, in order)."""
+
+
+class Member(Protocol):
+    """What a room's fan-out needs of a member (``chatd.broadcast``)."""
+
+    @property
+    def renderer(self) -> Renderer:
+        """How this member's room output is rendered; members with the same renderer share one rendering."""
+
+    def deliver(self, payload: Any) -> None:
+        """Send what :attr:`renderer` made of a batch. May raise: the member is then dropped (:meth:`drop`)."""
+
+    def drop(self) -> None:
+        """Delivering to this member raised: it was taken out of the room; end its session."""
+
+
+class Session(Member, Protocol):
+    """One connected user, as the core sees it (whatever front-end it came through)."""
+
+    #: The account's name once logged in, else None.
+    name: str | None
+    #: The client's address as log.csv fields (``address``, ``port``; ``chatd.store.address_fields``).
+    origin: Mapping[str, str]
+    #: The key of the per-address limits (``chatd.limits``); "" if exempt, None before admission.
+    address_key: str | None
+
+    def private(self, message: PrivateMessage, sent: bool = False) -> None:
+        """A private message to this user, or (``sent``) the echo of one this user sent (IRCv3 echo-message)."""
+
+    def notice(self, text: str) -> None:
+        """An unprompted line of information for this user (clean text)."""
+
+    def room_deleted(self, room: Any, by: str) -> None:
+        """The room this session is in was deleted by its owner ``by``; it is no longer a member."""
+
+    def spend_allowance(self) -> None:
+        """Charge one token of the flood allowance for something others see that no line paid for."""
+
+    def share_allowance(self, bucket: Any, wait: float = 0.0) -> None:
+        """Take the flood allowance from ``bucket`` (the account's) from now on (``chatd.limits``)."""
+
+    def kick(self, reason: str, event: str = "disconnect") -> None:
+        """
+        End the session: tell the user ``reason`` and close. The session
+        leaves its room and the online list at once (one ``event`` row in
+        log.csv).
+        """
+
+
+class Bus(Protocol):
+    """
+    Carries room events to the fan-out of the members connected here.
+
+    ``publish`` may deliver at once (the local bus) or after a round trip
+    (a networked bus); either way every subscriber sees a room's events in
+    the order of their ids, each once.
+    """
+
+    def subscribe(self, receiver: Callable[[RoomEvent], None]) -> None:
+        """Call ``receiver`` with every event published from now on (on the reactor thread)."""
+
+    def publish(self, event: RoomEvent) -> None:
+        """Send ``event`` to every subscriber."""

@@ -1,0 +1,81 @@
+"""
+How the line front-end shows core values: room events and private messages
+as text lines for people (plain mode) and for the bundled client (tagged
+mode, each line prefixed with its code; docs/PROTOCOL.md).
+
+Times are ``HH:MM:SS`` in UTC. Rendering is the hot path's per-line work:
+one call of :meth:`LineRenderer.render` per audience per batch, one text
+line per event, the clock text computed once per second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from chatd.core.events import EventKind, PrivateMessage, RoomEvent
+from chatd.wire import CHAT, ENCODING
+
+_SAY = EventKind.SAY
+#: The text after ``[HH:MM:SS] * `` of each kind but ``say``, from (sender, room, text).
+_ACTIONS = {
+    EventKind.ME: "{0} {2}",
+    EventKind.JOIN: "{0} joined {1}",
+    EventKind.LEAVE: "{0} left {1}",
+    EventKind.FILE_OFFER: "{0} is sending {2}",
+    EventKind.FILE: "{0} shared {2}",
+    EventKind.FILE_FAILED: "{0}'s file {2}",
+}
+
+_clock_second = -1
+_clock_text = ""
+
+
+def clock_text(at: float) -> str:
+    """``at`` (seconds since the epoch) as ``HH:MM:SS`` in UTC."""
+    global _clock_second, _clock_text
+    second = int(at)
+    if second != _clock_second:
+        _clock_text = datetime.fromtimestamp(second, timezone.utc).strftime("%H:%M:%S")
+        _clock_second = second
+    return _clock_text
+
+
+def event_line(event: RoomEvent) -> str:
+    """One event as a line for people: ``[HH:MM:SS] name: text`` or ``[HH:MM:SS] * name ...``."""
+    if event.kind is _SAY:
+        return f"[{clock_text(event.at)}] {event.sender}: {event.text}"
+    action = _ACTIONS[event.kind].format(event.sender, event.room, event.text)
+    return f"[{clock_text(event.at)}] * {action}"
+
+
+def private_line(message: PrivateMessage, own: bool) -> str:
+    """
+    A private message as a line: ``[HH:MM:SS] *sender* text`` for its
+    recipient, ``[HH:MM:SS] -> *recipient* text`` for its sender (``own``).
+    """
+    if own:
+        return f"[{clock_text(message.at)}] -> *{message.recipient}* {message.text}"
+    return f"[{clock_text(message.at)}] *{message.sender}* {message.text}"
+
+
+class LineRenderer:
+    """Renders a batch as CRLF lines in one bytes object, each line optionally prefixed (tagged mode)."""
+
+    __slots__ = ("_first", "_joiner")
+
+    def __init__(self, prefix: str) -> None:
+        self._first = prefix
+        self._joiner = "\r\n" + prefix
+
+    def render(self, events: Sequence[RoomEvent]) -> bytes:
+        return (self._first + self._joiner.join([event_line(event) for event in events]) + "\r\n").encode(ENCODING)
+
+    def __repr__(self) -> str:
+        return f"<LineRenderer {self._first!r}>"
+
+
+#: Plain mode (people on telnet, nc, ...): the lines as they are.
+PLAIN = LineRenderer("")
+#: Tagged mode (the bundled client): every line prefixed with the chat code.
+TAGGED = LineRenderer(CHAT + " ")
