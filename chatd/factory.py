@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 from twisted.internet import defer
@@ -24,16 +24,15 @@ from twisted.logger import Logger
 
 from chatd import errors
 from chatd.broadcast import Batcher, Fanout
+from chatd.commands import TABLE
+from chatd.commands.table import CommandTable
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
-from chatd.core.ports import Bus, Session
+from chatd.core.ports import Bus, RoomFiles, Session
 from chatd.limits import Limits
 from chatd.passwords import Passwords
 from chatd.settings import PUBLIC_ROOM, Settings
 from chatd.store import AccountDict, Accounts, Loaded, LogEvent, RoomRecord, Store, StoreError, UserRecord
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key, unknown_name
-
-if TYPE_CHECKING:
-    from chatd.transfer import Transfers
 
 T = TypeVar("T")
 
@@ -102,8 +101,8 @@ class ChatFactory(Factory):
     log = Logger()
     #: Set by :meth:`shut_down`: rooms are no longer told who leaves.
     closing = False
-    #: File transfers (chatd.transfer.Transfers), set up by the service; None: no files.
-    transfers: Transfers | None = None
+    #: File sharing (chatd.transfer.Transfers), set up by the service; None: no files.
+    transfers: RoomFiles | None = None
 
     def __init__(
         self,
@@ -114,12 +113,15 @@ class ChatFactory(Factory):
         protocol: type[Any],
         *,
         bus: Bus,
+        commands: CommandTable | None = None,
     ) -> None:
         """
         ``protocol`` is the class built for each connection
-        (chatd.protocol.ChatProtocol); room events go through ``bus``.
+        (chatd.protocol.ChatProtocol); room events go through ``bus``;
+        ``commands``: what users can do (default: chatd.commands.TABLE).
         """
         self.protocol = protocol
+        self.commands = commands if commands is not None else TABLE
         self.store = store
         self.bus = bus
         bus.subscribe(self._deliver)

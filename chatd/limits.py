@@ -37,11 +37,9 @@ per-address limit: a TLS proxy or a local benchmark connects from there.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import Iterable
 from typing import Any
 
-from twisted.internet import tcp
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -161,31 +159,6 @@ def parse_networks(text: str | Iterable[str]) -> tuple[Any, ...]:
     return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in items if item.strip())
 
 
-def tcp_socket(transport: Any) -> socket.socket | None:
-    """The TCP socket under ``transport`` (also under TLS), or None (tests, UNIX sockets)."""
-    for _ in range(4):
-        if transport is None:
-            return None
-        if isinstance(transport, tcp.Connection):
-            sock = transport.socket
-            return sock if sock.family in (socket.AF_INET, socket.AF_INET6) else None
-        transport = getattr(transport, "transport", None)
-    return None
-
-
-def set_keepalive(sock: socket.socket, idle: float) -> None:
-    """
-    Turn on TCP keepalive: probes after ``idle`` quiet seconds, then every
-    idle/4 s; four unanswered probes and the kernel reports the peer dead
-    (so a vanished client is found in about 2 * idle seconds).
-    """
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    if hasattr(socket, "TCP_KEEPIDLE"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(idle)))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(idle / 4)))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
-
-
 class Limits:
     """
     Connection, login and idle limits shared by all connections.
@@ -258,12 +231,6 @@ class Limits:
         if settings.login_timeout:
             self.unauthenticated[connection] = now
         self._start()
-        sock = tcp_socket(connection.transport)
-        if sock is not None and settings.keepalive:
-            try:
-                set_keepalive(sock, settings.keepalive)
-            except OSError:
-                pass
         return None
 
     def _refuse(self, reason: str, key: str) -> str:

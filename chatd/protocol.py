@@ -30,6 +30,7 @@ from chatd.core.ports import Renderer
 from chatd.limits import ANSWER, CONSUMER, FLOOD, TokenBucket
 from chatd.menu import Dialogue
 from chatd.render import PLAIN, TAGGED, private_line
+from chatd.sockets import set_keepalive, tcp_socket
 from chatd.store import address_fields
 from chatd.telnet import ECHO, WANTYES, WILL, TelnetParser, command
 from chatd.text import clean_line
@@ -121,6 +122,13 @@ class ChatProtocol(LineReceiver):
             return
         self.address_key = key
         self._bucket = limits.flood_bucket()
+        keepalive = self.factory.settings.keepalive
+        sock = tcp_socket(self.transport)
+        if sock is not None and keepalive:
+            try:
+                set_keepalive(sock, keepalive)
+            except OSError:
+                pass
         # The TCP connection underneath (under TLS too): its buffer is what
         # the outbound limit measures.
         lowest = getattr(self.transport, "transport", self.transport)

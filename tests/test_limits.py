@@ -10,7 +10,8 @@ import pytest
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
 
-from chatd.limits import MIN_PAUSE, Limits, TokenBucket, parse_networks, set_keepalive
+from chatd.limits import MIN_PAUSE, Limits, TokenBucket, parse_networks
+from chatd.sockets import set_keepalive
 from chatd.settings import Settings
 from chatd.transfer import MAX_PENDING_WRITES, TransferSettings, Transfers
 from helpers import Client, Held, make_factory, run_now

@@ -180,6 +180,13 @@ class CommandTable:
         self.commands: list[Command] = []
         self._by_place: dict[Place, dict[str, Command]] = {Place.MENU: {}, Place.ROOM: {}}
 
+    def copy(self) -> CommandTable:
+        """A new table with the same commands (to declare more without changing this one)."""
+        table = CommandTable()
+        for command in self.commands:
+            table.add(command)
+        return table
+
     def add(self, command: Command) -> Command:
         """Declare ``command``; raises ValueError if one of its names is taken at one of its places."""
         for place, names in self._by_place.items():

@@ -75,6 +75,16 @@ class Session(Member, Protocol):
         """
 
 
+class RoomFiles(Protocol):
+    """File sharing in rooms, as the core sees it (the line front-end's ``chatd.transfer.Transfers``)."""
+
+    def offer(self, session: Any, room: Any, argument: str) -> None:
+        """``session`` asks to send a file to ``room`` (``argument``: the command's text); it is answered directly."""
+
+    def left_room(self, session: Any, room: Any, event: str = "leave") -> None:
+        """``session`` is no longer in ``room`` (``event``: why): its uploads there are cancelled."""
+
+
 class Bus(Protocol):
     """
     Carries room events to the fan-out of the members connected here.
