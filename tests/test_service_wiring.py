@@ -14,7 +14,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock
 
 from chatd.service import (
-    CLOSE_MARGIN, ChatService, Listeners, LogFilesService, StartError, StateService, StoreService,
+    BusService, CLOSE_MARGIN, ChatService, Listeners, LogFilesService, StartError, StateService, StoreService,
 )
 from chatd.settings import Settings
 from helpers import CHEAP_HASH, Client, data_rows
@@ -24,7 +24,7 @@ def test_privileged_start_binds_one_endpoint_service_per_listen_before_anything_
     """privilegedStartService (still root under twistd --uid) binds every --listen; the data dir is not touched yet."""
     reactor = MemoryReactorClock()
     chat = ChatService(reactor, ["tcp:8023", "tcp:24:interface=127.0.0.1"], str(tmp_path / "data"), Settings())
-    assert [type(child) for child in chat] == [LogFilesService, StoreService, StateService, Listeners]
+    assert [type(child) for child in chat] == [LogFilesService, StoreService, BusService, StateService, Listeners]
     chat.privilegedStartService()
     try:
         listeners = list(chat.listeners)
