@@ -157,7 +157,7 @@ def test_the_factory_runs_on_the_memory_store(tmp_path):
 
 
 def test_only_the_composition_root_names_a_concrete_store():
-    """chatd.service builds the store; the state and the front-ends import only chatd.store."""
+    """chatd.service builds the store and the bus; the state and the front-ends import only the interfaces."""
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "chatd")
     imports: dict[str, list[str]] = {}
     for directory, _, files in os.walk(root):
@@ -165,8 +165,8 @@ def test_only_the_composition_root_names_a_concrete_store():
             if name.endswith(".py"):
                 path = os.path.join(directory, name)
                 for line in open(path, encoding="utf-8"):
-                    if re.match(r"\s*(from|import) chatd\.(persistence|stores)\b", line):
+                    if re.match(r"\s*(from|import) chatd\.(persistence|stores|buses)\b", line):
                         imports.setdefault(os.path.relpath(path, root), []).append(line.strip())
     assert imports == {
-        "service.py": ["from chatd.persistence import CsvStore, FormatError"],
+        "service.py": ["from chatd.buses.local import LocalBus", "from chatd.persistence import CsvStore, FormatError"],
     }
