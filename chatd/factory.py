@@ -24,8 +24,6 @@ from twisted.logger import Logger
 
 from chatd import errors
 from chatd.broadcast import Batcher, Fanout
-from chatd.commands import TABLE
-from chatd.commands.table import CommandTable
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.core.ports import Bus, RoomFiles, Session
 from chatd.limits import Limits
@@ -113,15 +111,12 @@ class ChatFactory(Factory):
         protocol: type[Any],
         *,
         bus: Bus,
-        commands: CommandTable | None = None,
     ) -> None:
         """
         ``protocol`` is the class built for each connection
-        (chatd.protocol.ChatProtocol); room events go through ``bus``;
-        ``commands``: what users can do (default: chatd.commands.TABLE).
+        (chatd.protocol.ChatProtocol); room events go through ``bus``.
         """
         self.protocol = protocol
-        self.commands = commands if commands is not None else TABLE
         self.store = store
         self.bus = bus
         bus.subscribe(self._deliver)

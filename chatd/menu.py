@@ -37,6 +37,9 @@ MENU, ROOM = Place.MENU, Place.ROOM
 class Peer(Session, Protocol):
     """What the dialogue needs of its connection (implemented by protocol.py): a session that shows lines."""
 
+    #: The commands users of this front-end can give.
+    commands: CommandTable
+
     def show(self, code: str, text: str) -> None:
         """Send one line of text with its mode code."""
 
@@ -86,6 +89,11 @@ class Dialogue:
     @property
     def session(self) -> Peer:
         return self.peer
+
+    @property
+    def commands(self) -> CommandTable:
+        """The command table of this connection's front-end (the peer's: no memory per dialogue)."""
+        return self.peer.commands
 
     @property
     def place(self) -> Place:
@@ -197,7 +205,7 @@ class Dialogue:
 
     def _show_menu(self) -> None:
         self.peer.show(LISTEN, "Main menu (type a number or a keyword):")
-        for command in self.factory.commands.menu():
+        for command in self.commands.menu():
             self.peer.show(LISTEN, f"{command.number:>3}  {command.name:<9} {command.help}")
 
     def _menu_prompt(self) -> None:
@@ -206,10 +214,10 @@ class Dialogue:
 
     def _menu_choice(self, text: str) -> None:
         word, _, rest = text.partition(" ")
-        command = self.factory.commands.find(word.lower(), MENU)
+        command = self.commands.find(word.lower(), MENU)
         if command is None:
             # Never quoted: a password typed here by mistake must not be shown back (or logged).
-            self.error(f"unknown choice. Type a number from 1 to {self.factory.commands.menu()[-1].number} or a keyword, "
+            self.error(f"unknown choice. Type a number from 1 to {self.commands.menu()[-1].number} or a keyword, "
                        "or 'menu' to see the menu.")
             self._menu_prompt()
             return
@@ -220,7 +228,7 @@ class Dialogue:
     def _room_line(self, text: str) -> None:
         if text[:1] == "/" and text[:2] != "//":
             word, _, rest = text[1:].partition(" ")
-            command = self.factory.commands.find(word.lower(), ROOM)
+            command = self.commands.find(word.lower(), ROOM)
             if command is None:
                 self.error(f"unknown command /{word[:30]}. Type /help for the list.")
             else:
@@ -237,7 +245,7 @@ class Dialogue:
     def _begin(self, command: Command, rest: str) -> None:
         """Check the rules, take the arguments typed after the command word, ask for the others at the menu."""
         place = self.place
-        refused = self.factory.commands.refusal(self, command)
+        refused = self.commands.refusal(self, command)
         if refused is not None:
             self.error(refused)
             self._after(place)
@@ -289,7 +297,7 @@ class Dialogue:
         failure is logged and reported as an internal error (never as a
         traceback), and at the menu the prompt comes again.
         """
-        d = self.factory.commands.run(self, command, values)
+        d = self.commands.run(self, command, values)
         d.addCallbacks(lambda _: self._after(place), self._failed, errbackArgs=(place,))
         d.addErrback(lambda failure: self.log.failure("error while answering", failure))
         answered: list[None] = []

@@ -25,6 +25,8 @@ from twisted.internet import abstract, tcp
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
+from chatd.commands import TABLE
+from chatd.commands.table import CommandTable
 from chatd.core.events import PrivateMessage
 from chatd.core.ports import Renderer
 from chatd.limits import ANSWER, CONSUMER, FLOOD, TokenBucket
@@ -62,6 +64,9 @@ class ChatProtocol(LineReceiver):
     delimiter = b"\n"
     log = Logger()
     factory: ChatFactory
+
+    #: What users of this front-end can do (a subclass may use a copy of the table that declares more).
+    commands: CommandTable = TABLE
 
     # Class-level defaults keep idle connections small: an instance only
     # stores what differs from these.

@@ -7,6 +7,7 @@ import pytest
 from chatd.commands import TABLE
 from chatd.commands.builtin import USERS_SHOWN
 from chatd.commands.table import Arg, Command, Login, Place
+from chatd.protocol import ChatProtocol
 from chatd.settings import Settings
 from helpers import Client, make_factory
 
@@ -88,8 +89,11 @@ def test_a_new_command_is_one_declaration(tmp_path):
     def roll(caller, sides):
         caller.reply(f"{caller.session.name} rolls a d{sides}")
 
+    class RollProtocol(ChatProtocol):
+        commands = table
+
     factory, clock = make_factory(str(tmp_path))
-    factory.commands = table
+    factory.protocol = RollProtocol
     c = _in_public(factory, clock, "ann")
     c.send("/roll 20")
     assert c.output() == "ann rolls a d20\r\n"

@@ -38,6 +38,8 @@ class EventSession:
     origin = MappingProxyType({"address": "10.0.0.9", "port": "1"})
     address_key = "10.0.0.9"
 
+    commands = TABLE
+
     def __init__(self, factory: Any, renderer: Structured) -> None:
         self.factory = factory
         self.renderer = renderer

@@ -226,4 +226,4 @@ def ping(caller: Caller) -> None:
 
 @command("help", "list the commands", ANYWHERE, aliases=("menu",))
 def show_help(caller: Caller) -> None:
-    caller.show_help(caller.factory.commands)
+    caller.show_help(caller.commands)
