@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from chatd import errors
 from chatd.broadcast import Batcher, Fanout
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
-from chatd.core.ports import Bus, RoomFiles, Session
+from chatd.core.ports import Bus, LeaveReason, RoomFiles, Session, SessionEnd
 from chatd.limits import Limits
 from chatd.passwords import Passwords
 from chatd.settings import PUBLIC_ROOM, Settings
@@ -351,7 +351,7 @@ class ChatFactory(Factory):
         self.limits.logged_in(session)
         self.store.log_event("login", session.name, **session.origin)
 
-    def detach(self, session: Session, event: str = "logout", room: Room | None = None) -> None:
+    def detach(self, session: Session, event: SessionEnd = "logout", room: Room | None = None) -> None:
         """
         ``session`` logged out, disconnected or was replaced, from ``room``
         if it was in one: it leaves the room (the room is told, no row of
@@ -462,13 +462,13 @@ class ChatFactory(Factory):
         self._leave(room, session, "leave")
         self.store.log_event("leave", session.name or "", room.name)
 
-    def _leave(self, room: Room, session: Session, event: str) -> None:
+    def _leave(self, room: Room, session: Session, event: LeaveReason) -> None:
         room.fanout.discard(session)
         self._left_room(session, room, event)
         if not self.closing:
             self._publish(room, session, EventKind.LEAVE)
 
-    def _left_room(self, session: Session, room: Room, event: str) -> None:
+    def _left_room(self, session: Session, room: Room, event: LeaveReason) -> None:
         """``session`` is no longer in ``room``: its uploads there are cancelled (chatd.transfer)."""
         if self.transfers is not None:
             self.transfers.left_room(session, room, event)

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from chatd import errors
 from chatd.commands import SAY
 from chatd.commands.table import Command, CommandTable, Place
-from chatd.core.ports import Session
+from chatd.core.ports import Session, SessionEnd
 from chatd.passwords import decode_password
 from chatd.wire import CHAT, CREDENTIALS, ERROR, LISTEN, SPEAK
 
@@ -180,7 +180,7 @@ class Dialogue:
         """
         self._state(raw)
 
-    def connection_lost(self, event: str = "disconnect") -> None:
+    def connection_lost(self, event: SessionEnd = "disconnect") -> None:
         """
         The session ended (``event``: disconnect, replaced): leave the room
         and log out at once; nothing more is done for this connection.

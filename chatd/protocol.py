@@ -22,21 +22,22 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import abstract, tcp
+from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from chatd.commands import TABLE
 from chatd.commands.table import CommandTable
 from chatd.core.events import PrivateMessage
-from chatd.core.ports import Renderer
+from chatd.core.ports import Renderer, SessionEnd
 from chatd.limits import ANSWER, CONSUMER, FLOOD, TokenBucket
 from chatd.menu import Dialogue
 from chatd.render import PLAIN, TAGGED, private_line
-from chatd.sockets import set_keepalive, tcp_socket
+from chatd.sockets import ILineTransport, set_keepalive, tcp_socket
 from chatd.store import address_fields
 from chatd.telnet import ECHO, WANTYES, WILL, TelnetParser, command
 from chatd.text import clean_line
-from chatd.transfer import PeerFiles
+from chatd.transfer import PeerFiles, Transfers
 from chatd.twisted_internals import line_buffer, nothing_unsent, unsent_bytes
 from chatd.wire import (
     CHAT, CLIENT_HELLO, CREDENTIALS, DATA_COMMAND, ENCODING, ERROR, LISTEN, PRIVATE, TAGGED_ON, UPLOAD_FRAME_MAX,
@@ -64,6 +65,8 @@ class ChatProtocol(LineReceiver):
     delimiter = b"\n"
     log = Logger()
     factory: ChatFactory
+    #: Set by makeConnection before any other method runs (chatd.sockets.ILineTransport says what is used of it).
+    transport: ILineTransport
 
     #: What users of this front-end can do (a subclass may use a copy of the table that declares more).
     commands: CommandTable = TABLE
@@ -100,7 +103,7 @@ class ChatProtocol(LineReceiver):
     origin: Mapping[str, str] = MappingProxyType({})
     _bucket: TokenBucket | None = None
     #: Why reading is paused (pause_reading); empty: reading.
-    _pause_reasons: set[str] | frozenset[str] = frozenset()
+    _pause_reasons: frozenset[str] = frozenset()
     _catching_up = False
     _throttle_timer: Any = None
     #: The timer that aborts the transport if a close has not completed (see :meth:`close`).
@@ -156,7 +159,7 @@ class ChatProtocol(LineReceiver):
         self._tcp = None
         self.factory.transport_closed()
 
-    def _end_session(self, event: str) -> None:
+    def _end_session(self, event: SessionEnd) -> None:
         """
         Everything this connection holds in the shared state goes, at once
         and only once: its room, the online list (one ``event`` row in
@@ -243,7 +246,7 @@ class ChatProtocol(LineReceiver):
         """Spend ``cost`` tokens of the flood allowance; past it, stop reading for a while."""
         bucket = self._bucket
         if bucket is not None:
-            wait = bucket.take(self.factory.reactor.seconds(), cost)  # type: ignore[attr-defined]
+            wait = bucket.take(self.factory.reactor.seconds(), cost)
             if wait:
                 self._throttle(wait)
 
@@ -295,7 +298,7 @@ class ChatProtocol(LineReceiver):
             self._input_line_ended()
         bucket = self._bucket
         if bucket is not None:
-            now = self.factory.reactor.seconds()  # type: ignore[attr-defined]
+            now = self.factory.reactor.seconds()
             if self.files is not None and line.startswith(_DATA_FRAME) and self._own_upload_frame(line):
                 # A frame of this connection's own active upload: uploads have their own
                 # limits (file size, uploads at once, spool backpressure), not the line
@@ -332,7 +335,8 @@ class ChatProtocol(LineReceiver):
         """This connection's file transfer state (chatd.transfer), made on first use."""
         if self.files is None:
             transfers = self.factory.transfers
-            self.files = transfers.files_of(self) if transfers is not None else PeerFiles(None, self)
+            # The core sees file sharing as RoomFiles; frames are this front-end's own (chatd.transfer).
+            self.files = transfers.files_of(self) if isinstance(transfers, Transfers) else PeerFiles(None, self)
         return self.files
 
     def rawDataReceived(self, data: bytes) -> None:
@@ -363,9 +367,9 @@ class ChatProtocol(LineReceiver):
         if self._throttle_timer is not None and self._throttle_timer.active():
             self._throttle_timer.cancel()
         self.pause_reading(FLOOD)
-        if notice and self._bucket.notice_due(reactor.seconds()):  # type: ignore[attr-defined]
+        if notice and self._bucket.notice_due(reactor.seconds()):
             self.show(ERROR, "Error: you are sending too fast; your lines are being delayed.")
-        self._throttle_timer = reactor.callLater(wait, self._unthrottle)  # type: ignore[attr-defined]
+        self._throttle_timer = reactor.callLater(wait, self._unthrottle)
 
     def _unthrottle(self) -> None:
         self._throttle_timer = None
@@ -382,20 +386,19 @@ class ChatProtocol(LineReceiver):
         reasons = self._pause_reasons
         if reason in reasons:
             return
+        self._pause_reasons = reasons | {reason}
         if not reasons:
-            self._pause_reasons = reasons = set()
             self.paused = True
             transport = self.transport
             if transport is not None and not transport.disconnecting:
                 transport.pauseProducing()
-        reasons.add(reason)
 
     def resume_reading(self, reason: str) -> None:
         """``reason`` no longer holds; read again (input already received first) if no other does."""
         reasons = self._pause_reasons
         if reason not in reasons:
             return
-        reasons.discard(reason)
+        self._pause_reasons = reasons = reasons - {reason}
         if reasons:
             return
         self.paused = False
@@ -472,8 +475,9 @@ class ChatProtocol(LineReceiver):
         """
         transport = self.transport
         sock = self._socket
-        if sock is not None and nothing_unsent(transport):
-            if transport.disconnecting or not transport.connected:
+        lowest = self._tcp  # the transport itself when sock is set (a tcp.Server)
+        if sock is not None and lowest is not None and nothing_unsent(lowest):
+            if lowest.disconnecting or not lowest.connected:
                 return
             try:
                 sent = sock.send(data)
@@ -484,7 +488,6 @@ class ChatProtocol(LineReceiver):
             if sent == len(data):
                 return
             data = data[sent:]
-        lowest = self._tcp
         if lowest is None:
             transport.write(data)
             return
@@ -660,10 +663,10 @@ class ChatProtocol(LineReceiver):
         pays the debt by waiting (see :meth:`share_allowance`).
         """
         if self._bucket is not None:
-            self._bucket.take(self.factory.reactor.seconds())  # type: ignore[attr-defined]
+            self._bucket.take(self.factory.reactor.seconds())
 
     def call_later(self, seconds: float, function: Callable[[], None]) -> Any:
-        self._timer = self.factory.reactor.callLater(seconds, function)  # type: ignore[attr-defined]
+        self._timer = self.factory.reactor.callLater(seconds, function)
         return self._timer
 
     def talking(self) -> None:
@@ -676,7 +679,7 @@ class ChatProtocol(LineReceiver):
         """
         if not self._nodelay and self._socket is not None and self.factory.settings.tcp_nodelay != "never":
             self._nodelay = True
-            self.transport.setTcpNoDelay(True)
+            ITCPTransport(self.transport).setTcpNoDelay(True)  # a tcp.Server: it has a socket
 
     def close(self) -> None:
         """
@@ -688,7 +691,7 @@ class ChatProtocol(LineReceiver):
         transport.loseConnection()
         if self._abort_timer is None:
             grace = self.factory.settings.close_grace
-            self._abort_timer = self.factory.reactor.callLater(  # type: ignore[attr-defined]
+            self._abort_timer = self.factory.reactor.callLater(
                 grace, self._abort_late)
 
     def _abort_late(self) -> None:
@@ -699,7 +702,7 @@ class ChatProtocol(LineReceiver):
         self._tcp = None
         self.transport.abortConnection()
 
-    def kick(self, reason: str, event: str = "disconnect") -> None:
+    def kick(self, reason: str, event: SessionEnd = "disconnect") -> None:
         """
         Tell the user why and close the connection. The session ends at
         once (room, online list, connection slots; logged as ``event`` if

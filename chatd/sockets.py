@@ -1,5 +1,6 @@
 """
-Socket options of the line front-end's TCP connections (the core knows no sockets).
+Socket options of the line front-end's TCP connections, and what it uses of
+its transport (:class:`ILineTransport`). The core knows no sockets.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ import socket
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import IPushProducer, ITransport
+from zope.interface import Attribute
 
 
 def tcp_socket(transport: Any) -> socket.socket | None:
@@ -33,3 +36,20 @@ def set_keepalive(sock: socket.socket, idle: float) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(idle)))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(idle / 4)))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
+
+
+class ILineTransport(ITransport, IPushProducer):
+    """
+    What the line front-end (chatd.protocol.ChatProtocol) uses of its
+    transport: ITransport, reading paused and resumed (IPushProducer),
+    ``abortConnection`` and ``disconnecting``. A TCP connection (``tcp.Server``)
+    declares all of it but ``disconnecting``, which it has; TLS
+    (``TLSMemoryBIOProtocol``) declares only ITransport and has the rest, the
+    producer methods through its wrapper's delegation to the TCP connection;
+    so has the tests' ``StringTransport``. tests/test_types.py checks each.
+    """
+
+    disconnecting = Attribute("True once the connection is being closed (loseConnection or abortConnection).")
+
+    def abortConnection() -> None:
+        """Close the connection at once, dropping what is unsent (ITCPTransport.abortConnection)."""

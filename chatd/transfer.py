@@ -44,6 +44,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.core.events import EventKind
+from chatd.core.ports import LeaveReason
 from chatd.errors import failure_error
 from chatd.limits import SPOOL_BACKLOG
 from chatd.render import TAGGED
@@ -82,13 +83,15 @@ MAX_PENDING_WRITES = 8
 #: Files a connection was sent that it may still report with ``/failed`` (the most recent ones).
 RECENT_DELIVERIES = 32
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
-#: Why an upload is cancelled when its sender leaves its room, by the event of the leave.
 #: Why an upload that finishes while its room is being deleted is cancelled.
 ROOM_CLOSING = "the room is being deleted"
-_LEFT_REASONS = {"disconnect": "the sender disconnected", "replaced": "the sender logged in elsewhere",
-                 "room deleted": "the room was deleted"}
+#: Why an upload is cancelled when its sender leaves its room, by the reason of the leave.
+_LEFT_REASONS: dict[LeaveReason, str] = {
+    "disconnect": "the sender disconnected", "replaced": "the sender logged in elsewhere",
+    "room deleted": "the room was deleted",
+}
 #: Leaves after which the sender's connection is still there to be told (``25``).
-_SENDER_STAYS = frozenset({"leave", "room deleted"})
+_SENDER_STAYS: frozenset[LeaveReason] = frozenset({"leave", "room deleted"})
 
 
 @attrs.frozen
@@ -380,7 +383,7 @@ class Transfers:
         else:
             self.spooled_by.pop(key, None)
 
-    def left_room(self, peer: Any, room: Any, event: str = "leave") -> None:
+    def left_room(self, peer: Any, room: Any, event: LeaveReason = "leave") -> None:
         """
         ``peer`` is no longer in ``room`` (``event``: ``leave``, ``disconnect``,
         ``replaced`` or ``room deleted``): its uploads offered there are cancelled, even one
@@ -683,10 +686,12 @@ class Upload:
 class PeerFiles:
     """
     The transfers of one connection (``protocol.files``): its uploads, the
-    upload frame being read, and its outbox of files to receive.
+    upload frame being read, and its outbox of files to receive. Without
+    ``transfers`` (a server without file transfer) it only reads and drops
+    upload frames: it never has an upload, a delivery or an outbox.
     """
 
-    def __init__(self, transfers: Transfers, peer: Any) -> None:
+    def __init__(self, transfers: Transfers | None, peer: Any) -> None:
         self.transfers = transfers
         self.peer = peer
         #: Uploads taking frames, by ID.
@@ -735,7 +740,7 @@ class PeerFiles:
     def _failed(self, file_id: str, reason: bytes) -> None:
         """``/failed ID REASON``: this recipient could not save file ID; its sender is told (once)."""
         delivery = self.delivered.pop(file_id, None)
-        if delivery is None:
+        if delivery is None or self.transfers is None:
             return
         why = clean_line(reason)[:FAILED_REASON_MAX].rstrip() or "no reason given"
         self.transfers.not_delivered(delivery, f"{self.peer.name} could not save {delivery.name}: {why}")
@@ -783,7 +788,9 @@ class PeerFiles:
             self.peer.resume_reading(SPOOL_BACKLOG)
 
     def outbox(self) -> Outbox:
+        """The files waiting to be sent to this connection (asked for by :class:`Transfers` only)."""
         if self._outbox is None:
+            assert self.transfers is not None, "an outbox without file transfer"
             self._outbox = Outbox(self.transfers, self.peer)
         return self._outbox
 

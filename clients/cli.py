@@ -31,14 +31,16 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any, Protocol, cast
+from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, IOpenSSLClientConnectionCreator, IReactorTime
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol, IOpenSSLClientConnectionCreator, IPushProducer, IReactorTime, ITransport,
+)
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import Attribute, implementer
 
 from chatd.text import clean_text
 from chatd.wire import (
@@ -270,24 +272,17 @@ class Console(protocol.Protocol):
             self._drawn = cells(shown)
 
 
-class _Connection(Protocol):
+class IClientTransport(ITransport, IPushProducer):
     """
-    What :class:`ChatClient` uses of its transport. A TCP connection, a TLS
-    one (``TLSMemoryBIOProtocol``) and the tests' ``StringTransport`` all have
-    it, but Twisted declares only ``ITransport`` of the TLS one (its
-    ``pauseProducing``/``resumeProducing`` are undeclared IPushProducer
-    methods), and no interface names ``disconnecting``.
+    What :class:`ChatClient` uses of its transport: ITransport, reading
+    paused and resumed (IPushProducer) and ``disconnecting``. A TCP
+    connection has it all; TLS (``TLSMemoryBIOProtocol``) declares only
+    ITransport and has the rest, the producer methods through its wrapper's
+    delegation to the TCP connection; so has the tests' ``StringTransport``.
+    tests/test_types.py checks each.
     """
 
-    disconnecting: bool
-
-    def write(self, data: bytes) -> None: ...
-
-    def loseConnection(self) -> None: ...
-
-    def pauseProducing(self) -> None: ...
-
-    def resumeProducing(self) -> None: ...
+    disconnecting = Attribute("True once the connection is being closed.")
 
 
 class ChatClient(LineReceiver):
@@ -295,6 +290,8 @@ class ChatClient(LineReceiver):
 
     delimiter = b"\n"
     MAX_LENGTH = 1 << 20
+    #: Set by makeConnection before the server is heard from (:class:`IClientTransport` says what is used of it).
+    transport: IClientTransport
 
     def __init__(self, console: Console, downloads: str, run: Runner, progress: bool | None = None,
                  clock: IReactorTime | None = None, progress_out: Callable[[str], None] | None = None,
@@ -330,15 +327,9 @@ class ChatClient(LineReceiver):
         #: The user pressed Ctrl-C.
         self.interrupted = False
 
-    @property
-    def connection(self) -> _Connection:
-        """The transport, once connected (:class:`_Connection` says why it is more than ``ITransport``)."""
-        assert self.transport is not None, "not connected yet"
-        return cast(_Connection, self.transport)
-
     def sendLine(self, line: bytes) -> None:
         """Lines go out with CRLF (the server accepts either)."""
-        self.connection.write(line + LINE_END)
+        self.transport.write(line + LINE_END)
 
     # -- connection ---------------------------------------------------------
 
@@ -607,7 +598,7 @@ class ChatClient(LineReceiver):
         download.write(chunk)
         if not self._reading_paused and sum(d.pending for d in self.files.values()) > MAX_PENDING_WRITES:
             self._reading_paused = True
-            self.connection.pauseProducing()
+            self.transport.pauseProducing()
 
     def _download_failed(self, download: Download, why: str) -> None:
         """A download could not be written: drop the rest of it; chat and other downloads go on."""
@@ -622,7 +613,7 @@ class ChatClient(LineReceiver):
     def _written(self) -> None:
         if self._reading_paused and sum(d.pending for d in self.files.values()) <= MAX_PENDING_WRITES // 4:
             self._reading_paused = False
-            self.connection.resumeProducing()
+            self.transport.resumeProducing()
 
     def _file_end(self, text: str) -> None:
         file_id = text.strip()
@@ -646,7 +637,7 @@ class ChatClient(LineReceiver):
 
     def _tell_failed(self, file_id: str, why: str) -> None:
         """Tell the server (which tells the sender) that file ``file_id`` could not be saved."""
-        if self.transport is not None and not self.connection.disconnecting:
+        if self.transport is not None and not self.transport.disconnecting:
             self.sendLine(f"{FAILED_COMMAND} {file_id} {why[:FAILED_REASON_MAX]}".encode(ENCODING))
 
     def _delivery_failed(self, text: str) -> None:

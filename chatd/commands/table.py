@@ -131,12 +131,14 @@ class Caller(Protocol):
 
     #: The shared state.
     factory: ChatFactory
-    #: The commands this caller runs (chatd.commands.TABLE, or a copy that declares more).
-    commands: CommandTable
     #: The room the user is in, or None (at the menu, or the room was deleted under them).
     room: Room | None
     #: Failed logins of this connection (the login command slows and ends a guesser).
     login_failures: int
+
+    @property
+    def commands(self) -> CommandTable:
+        """The commands this caller runs (chatd.commands.TABLE, or a copy that declares more)."""
 
     @property
     def session(self) -> Session:

@@ -16,9 +16,16 @@ The interfaces between the core and what plugs into it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from chatd.core.events import PrivateMessage, RoomEvent
+
+#: How a session ends, which is also its log.csv event (chatd.store.EventName):
+#: the user logged out, the connection went, or a new login of the account replaced it.
+SessionEnd = Literal["logout", "disconnect", "replaced"]
+#: Why a session is no longer in a room: it left (``/exit``), its session
+#: ended, or the room was deleted under it.
+LeaveReason = Literal["leave", "room deleted"] | SessionEnd
 
 
 class Renderer(Protocol):
@@ -67,7 +74,7 @@ class Session(Member, Protocol):
     def share_allowance(self, bucket: Any, wait: float = 0.0) -> None:
         """Take the flood allowance from ``bucket`` (the account's) from now on (``chatd.limits``)."""
 
-    def kick(self, reason: str, event: str = "disconnect") -> None:
+    def kick(self, reason: str, event: SessionEnd = "disconnect") -> None:
         """
         End the session: tell the user ``reason`` and close. The session
         leaves its room and the online list at once (one ``event`` row in
@@ -81,7 +88,7 @@ class RoomFiles(Protocol):
     def offer(self, session: Any, room: Any, argument: str) -> None:
         """``session`` asks to send a file to ``room`` (``argument``: the command's text); it is answered directly."""
 
-    def left_room(self, session: Any, room: Any, event: str = "leave") -> None:
+    def left_room(self, session: Any, room: Any, event: LeaveReason = "leave") -> None:
         """``session`` is no longer in ``room`` (``event``: why): its uploads there are cancelled."""
 
 
