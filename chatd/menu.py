@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from chatd import errors
@@ -24,7 +25,7 @@ from chatd.commands import SAY
 from chatd.commands.table import Command, CommandTable, Place
 from chatd.core.ports import Session, SessionEnd
 from chatd.passwords import decode_password
-from chatd.wire import CHAT, CREDENTIALS, ERROR, LISTEN, SPEAK
+from chatd.wire import CHAT, CREDENTIALS, ERROR, LISTEN, SPEAK, Code
 
 if TYPE_CHECKING:
     from chatd.factory import ChatFactory, Room
@@ -40,10 +41,10 @@ class Peer(Session, Protocol):
     #: The commands users of this front-end can give.
     commands: CommandTable
 
-    def show(self, code: str, text: str) -> None:
+    def show(self, code: Code, text: str) -> None:
         """Send one line of text with its mode code."""
 
-    def ask(self, code: str, text: str) -> None:
+    def ask(self, code: Code, text: str) -> None:
         """Send a prompt (SPEAK, CREDENTIALS or CHAT) and remember it as the current one."""
 
     def hold(self) -> None:
@@ -52,7 +53,7 @@ class Peer(Session, Protocol):
     def release(self) -> None:
         """Read input again."""
 
-    def call_later(self, seconds: float, function: Callable[[], None]) -> Any:
+    def call_later(self, seconds: float, function: Callable[[], None]) -> IDelayedCall:
         """Run ``function`` after ``seconds``, cancelled if the connection goes."""
 
     def talking(self) -> None:

@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import abstract, tcp
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, ITCPTransport
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
@@ -40,7 +40,7 @@ from chatd.text import clean_line
 from chatd.transfer import PeerFiles, Transfers
 from chatd.twisted_internals import line_buffer, nothing_unsent, unsent_bytes
 from chatd.wire import (
-    CHAT, CLIENT_HELLO, CREDENTIALS, DATA_COMMAND, ENCODING, ERROR, LISTEN, PRIVATE, TAGGED_ON, UPLOAD_FRAME_MAX,
+    CHAT, CLIENT_HELLO, CREDENTIALS, DATA_COMMAND, ENCODING, ERROR, LISTEN, PRIVATE, TAGGED_ON, UPLOAD_FRAME_MAX, Code,
     parse_count,
 )
 
@@ -79,7 +79,7 @@ class ChatProtocol(LineReceiver):
     _telnet: TelnetParser | None = None
     _echo_offered = False
     _echo_hidden = False
-    _prompt: tuple[str, str] | None = None
+    _prompt: tuple[Code, str] | None = None
     _hiding_input = False
     #: Plain mode: a prompt of ours (not chat mode's) is on the user's screen, not answered yet.
     _prompt_open = False
@@ -93,7 +93,7 @@ class ChatProtocol(LineReceiver):
     #: Bytes of the over-long line being dropped not charged yet (see :meth:`_charge_dropped`).
     _dropped = 0
     _refeed: bytes | None = None
-    _timer: Any = None
+    _timer: IDelayedCall | None = None
     _socket: socket.socket | None = None
     _tcp: abstract.FileDescriptor | None = None
     _nodelay = False
@@ -105,13 +105,13 @@ class ChatProtocol(LineReceiver):
     #: Why reading is paused (pause_reading); empty: reading.
     _pause_reasons: frozenset[str] = frozenset()
     _catching_up = False
-    _throttle_timer: Any = None
+    _throttle_timer: IDelayedCall | None = None
     #: The timer that aborts the transport if a close has not completed (see :meth:`close`).
-    _abort_timer: Any = None
+    _abort_timer: IDelayedCall | None = None
     #: The session ended (kicked, replaced or dropped) before the connection closed.
     _ended = False
     #: File transfers of this connection (chatd.transfer.PeerFiles), once it has any.
-    files: Any = None
+    files: PeerFiles | None = None
 
     # -- connection life ------------------------------------------------
 
@@ -341,7 +341,7 @@ class ChatProtocol(LineReceiver):
 
     def rawDataReceived(self, data: bytes) -> None:
         """Bytes of a binary upload frame (``/data ID LEN``, see chatd.transfer)."""
-        rest = self.files.frame_data(data)
+        rest = self._files().frame_data(data)  # made with the frame's header line
         if rest is not None:
             self.setLineMode(rest)
 
@@ -354,7 +354,7 @@ class ChatProtocol(LineReceiver):
         MIN_FREE_FRAME bytes of its (limited) size.
         """
         upload_id, _, length = line[len(_DATA_FRAME):].decode(ENCODING, "replace").partition(" ")
-        upload = self.files.uploads.get(upload_id)
+        upload = self._files().uploads.get(upload_id)
         if upload is None:
             return False
         size = parse_count(length.strip(), UPLOAD_FRAME_MAX)
@@ -525,12 +525,12 @@ class ChatProtocol(LineReceiver):
         if self.transport is not None:
             self.transport.abortConnection()
 
-    def _render(self, code: str, text: str) -> bytes:
+    def _render(self, code: Code, text: str) -> bytes:
         if self.tagged:
             return f"{code} {text}\r\n".encode(ENCODING)
         return f"{text}\r\n".encode(ENCODING)
 
-    def show(self, code: str, text: str) -> None:
+    def show(self, code: Code, text: str) -> None:
         """
         Send one line (the text must already be clean). In plain mode it
         starts on a line of its own; one that arrives while a prompt waits
@@ -562,7 +562,7 @@ class ChatProtocol(LineReceiver):
         """An unprompted line of information."""
         self.show(LISTEN, text)
 
-    def ask(self, code: str, text: str) -> None:
+    def ask(self, code: Code, text: str) -> None:
         """Send a prompt and remember it (it is repeated after ``/client``)."""
         self._prompt = (code, text)
         self._send_prompt()
@@ -665,7 +665,7 @@ class ChatProtocol(LineReceiver):
         if self._bucket is not None:
             self._bucket.take(self.factory.reactor.seconds())
 
-    def call_later(self, seconds: float, function: Callable[[], None]) -> Any:
+    def call_later(self, seconds: float, function: Callable[[], None]) -> IDelayedCall:
         self._timer = self.factory.reactor.callLater(seconds, function)
         return self._timer
 

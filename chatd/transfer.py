@@ -68,6 +68,7 @@ from chatd.wire import (
     UPLOAD_FAILED,
     UPLOAD_FRAME_MAX,
     UPLOAD_READY,
+    Code,
     human_size,
     parse_count,
     safe_file_name,
@@ -875,7 +876,7 @@ class Outbox:
         self.transfers.not_delivered(shared.delivery(), f"{self.peer.name} did not get {shared.name}: {why}")
         self._next()
 
-    def _send(self, code: str, text: str) -> None:
+    def _send(self, code: Code, text: str) -> None:
         self.peer.deliver(f"{code} {text}\r\n".encode(ENCODING))
 
     def _next(self) -> None:

@@ -7,7 +7,7 @@ docs/PROTOCOL.md is the prose version of what is here.
 """
 
 from decimal import Decimal
-from typing import Final
+from typing import Final, Literal
 
 ENCODING: Final = "utf-8"
 #: Lines are sent with CRLF; either LF or CRLF is accepted.
@@ -57,6 +57,8 @@ FILE_CODES: Final = frozenset(
 
 #: Every code a server may send; a client ignores lines with other codes.
 CODES: Final = frozenset({LISTEN, SPEAK, CREDENTIALS, CHAT, ERROR, PRIVATE}) | FILE_CODES
+#: A code the server sends (one of CODES), as a type.
+Code = Literal["00", "11", "01", "111", "02", "03", "20", "21", "22", "23", "24", "25", "26", "27"]
 
 # Client-to-server file commands. ``/send SIZE NAME`` (in a room) offers a
 # file; ``/data ID LEN`` + CRLF is followed by exactly LEN raw bytes of it

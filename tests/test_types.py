@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import get_args
 
 import pytest
 from mypy import api
@@ -17,6 +18,8 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from chatd.sockets import ILineTransport
+from chatd.store import EventName
+from chatd.wire import CODES, Code
 from clients.cli import IClientTransport
 from daemon import ROOT
 
@@ -99,3 +102,17 @@ def test_the_transports_have_what_the_protocols_declare_of_them(interface):
     for candidate in (tcp.Server, tcp.Client, tls_over_memory(), StringTransport()):
         missing = [name for name in names if not hasattr(candidate, name)]
         assert missing == [], f"{candidate!r} lacks {missing}"
+
+
+def test_the_code_type_is_the_set_of_codes():
+    """chatd.wire.Code (what show/ask take) names exactly the codes the server sends (CODES)."""
+    assert set(get_args(Code)) == CODES
+
+
+def test_the_event_name_type_is_the_documented_event_log():
+    """chatd.store.EventName names exactly the events docs/OPERATIONS.md's event log table lists."""
+    with open(os.path.join(ROOT, "docs", "OPERATIONS.md"), encoding="utf-8") as handle:
+        section = handle.read().split("## The event log", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    documented = {name for row in rows for name in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+    assert documented == set(get_args(EventName))
