@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd import errors
 from chatd.commands import SAY
@@ -239,7 +240,13 @@ class Dialogue:
             text = text[1:]
         if self.room is not None:
             self.peer.talking()
-        self._run(SAY, (text,), ROOM)
+        # The hot path: every room line is the say command, which answers at once (no Deferred).
+        try:
+            self.peer.commands.call(self, SAY, (text,))
+        except errors.ChatError as error:
+            self.error(str(error))
+        except Exception:
+            self._failed(Failure(), ROOM)
 
     # -- running a command -------------------------------------------------------------
 
@@ -293,21 +300,29 @@ class Dialogue:
 
     def _run(self, command: Command, values: Sequence[str], place: Place) -> None:
         """
-        Run ``command`` through the table. While its answer is pending no
-        input is read; then a ChatError is shown to the user, any other
-        failure is logged and reported as an internal error (never as a
-        traceback), and at the menu the prompt comes again.
+        Run ``command`` through the table. Most commands (every room line)
+        answer at once; one that returns a Deferred holds input until it
+        fires. A ChatError is shown to the user; any other failure is logged
+        and reported as an internal error (never as a traceback); at the
+        menu the prompt comes again.
         """
-        d = self.commands.run(self, command, values)
-        d.addCallbacks(lambda _: self._after(place), self._failed, errbackArgs=(place,))
-        d.addErrback(lambda failure: self.log.failure("error while answering", failure))
+        try:
+            result = self.commands.call(self, command, values)
+        except Exception:
+            self._failed(Failure(), place)
+            return
+        if not isinstance(result, defer.Deferred):
+            self._after(place)
+            return
+        result.addCallbacks(lambda _: self._after(place), self._failed, errbackArgs=(place,))
+        result.addErrback(lambda failure: self.log.failure("error while answering", failure))
         answered: list[None] = []
-        d.addCallback(answered.append)
-        if not answered:  # most commands answer at once: no pause and resume of the transport then
+        result.addCallback(answered.append)
+        if not answered:  # still waiting (a hash, a disk write): read no more input until then
             self.peer.hold()
-            d.addCallback(lambda _: self.peer.release())
+            result.addCallback(lambda _: self.peer.release())
 
-    def _failed(self, failure: Any, place: Place) -> None:
+    def _failed(self, failure: Failure, place: Place) -> None:
         if self._closed:
             return
         if failure.check(errors.ChatError):

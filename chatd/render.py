@@ -59,6 +59,36 @@ def private_line(message: PrivateMessage, own: bool) -> str:
     return f"[{clock_text(message.at)}] *{message.sender}* {message.text}"
 
 
+#: The last batch rendered and its lines: the plain and the tagged audience of a room get the same batch
+#: (the same list, one after the other, from chatd.broadcast), so its text is made once.
+_last_batch: Sequence[RoomEvent] | None = None
+_last_lines: list[str] = []
+
+
+def event_lines(events: Sequence[RoomEvent]) -> list[str]:
+    """
+    :func:`event_line` of each event, with the clock text made once per
+    second (the hot loop: no call per ``say`` event); the lines of the
+    batch rendered just before are reused.
+    """
+    global _last_batch, _last_lines
+    if events is _last_batch:
+        return _last_lines
+    lines = []
+    append = lines.append
+    second, clock = -1, ""
+    for event in events:
+        if int(event.at) != second:
+            second = int(event.at)
+            clock = clock_text(event.at)
+        if event.kind is _SAY:
+            append(f"[{clock}] {event.sender}: {event.text}")
+        else:
+            append(f"[{clock}] * " + _ACTIONS[event.kind].format(event.sender, event.room, event.text))
+    _last_batch, _last_lines = events, lines
+    return lines
+
+
 class LineRenderer:
     """Renders a batch as CRLF lines in one bytes object, each line optionally prefixed (tagged mode)."""
 
@@ -69,7 +99,7 @@ class LineRenderer:
         self._joiner = "\r\n" + prefix
 
     def render(self, events: Sequence[RoomEvent]) -> bytes:
-        return (self._first + self._joiner.join([event_line(event) for event in events]) + "\r\n").encode(ENCODING)
+        return (self._first + self._joiner.join(event_lines(events)) + "\r\n").encode(ENCODING)
 
     def __repr__(self) -> str:
         return f"<LineRenderer {self._first!r}>"

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 class Place(enum.Flag):
-    """Where a command may be used."""
+    """Where a command may be used: MENU, ROOM or ANYWHERE (compared by identity: no other combination)."""
 
     #: At the main menu (not in a room).
     MENU = enum.auto()
@@ -96,6 +96,12 @@ class Command:
     check: Check | None = None
     #: Shown in room help (False: a hidden alias or a menu-only detail).
     listed: bool = True
+    #: Its arguments have no checks of their own: given all and non-empty, they need no look.
+    plain: bool = attrs.field(init=False)
+
+    @plain.default
+    def _plain(self) -> bool:
+        return all(arg.check is None for arg in self.args)
 
     def usage(self) -> str:
         """``/name ARG ...`` (the secret arguments are not typed on the line)."""
@@ -229,41 +235,56 @@ class CommandTable:
         None: the place, the login rule, a room deleted under the user, the
         command's own check. Every front-end goes through this.
         """
-        place = caller.place
-        if not command.place & place:
-            return f"/{command.name} cannot be used here."
-        name = caller.session.name
-        if command.login is Login.REQUIRED and name is None:
-            return "please log in first (login) or create an account (register)."
-        if command.login is Login.REFUSED and name is not None:
-            return f"you are already logged in as {name}."
-        if command.in_room and caller.room is None:
-            return (f"room {caller.room_gone} was deleted; nothing you type here is sent. "
-                    "Type /exit to go back to the main menu.")
+        if not (command.in_room and caller.room is not None):
+            # (A user in a room is logged in and in the place ROOM: the hot path, a room line, skips to the end.)
+            place = command.place
+            if place is not Place.ANYWHERE and place is not caller.place:
+                return f"/{command.name} cannot be used here."
+            name = caller.session.name
+            if command.login is Login.REQUIRED and name is None:
+                return "please log in first (login) or create an account (register)."
+            if command.login is Login.REFUSED and name is not None:
+                return f"you are already logged in as {name}."
+            if command.in_room:
+                return (f"room {caller.room_gone} was deleted; nothing you type here is sent. "
+                        "Type /exit to go back to the main menu.")
         if command.check is not None:
             return command.check(caller)
         return None
 
-    def run(self, caller: Caller, command: Command, values: Sequence[str]) -> defer.Deferred[Any]:
+    def call(self, caller: Caller, command: Command, values: Sequence[str]) -> Any:
         """
         Run ``command`` for ``caller`` with its arguments ``values`` (one
-        per :class:`Arg`, in order, secrets included). Fires when it is done;
-        fails with a :class:`~chatd.errors.ChatError` whose text is for the
-        user (NotAllowed: a rule; BadArguments: missing or refused arguments).
+        per :class:`Arg`, in order, secrets included), at once: returns what
+        the handler returns (None, or a Deferred for work that waits), or
+        raises a :class:`~chatd.errors.ChatError` whose text is for the user
+        (NotAllowed: a rule; BadArguments: missing or refused arguments).
+        The hot path (every room line is the ``say`` command) creates no
+        Deferred; :meth:`run` is the same with one answer for all.
         """
-        refused = self.refusal(caller, command)
-        if refused is not None:
-            return defer.fail(errors.NotAllowed(refused))
-        if len(values) > len(command.args):
-            return defer.fail(errors.BadArguments(f"usage: {command.usage()}"))
-        for arg, value in zip(command.args, values):
-            if not value and not arg.optional:
-                return defer.fail(errors.BadArguments(f"usage: {command.usage()}"))
-            problem = arg.check(caller, value) if arg.check is not None and value else None
-            if problem:
-                return defer.fail(errors.BadArguments(problem))
-        missing = [arg for arg in command.args[len(values):] if not arg.optional]
-        if missing:
-            return defer.fail(errors.BadArguments(f"usage: {command.usage()}"))
-        values = list(values) + [""] * (len(command.args) - len(values))
-        return defer.maybeDeferred(command.run, caller, *values)
+        if not (command.in_room and caller.room is not None) or command.check is not None:  # else nothing to refuse
+            refused = self.refusal(caller, command)
+            if refused is not None:
+                raise errors.NotAllowed(refused)
+        args = command.args
+        if command.plain and len(values) == len(args) and all(values):
+            return command.run(caller, *values)
+        if len(values) > len(args):
+            raise errors.BadArguments(f"usage: {command.usage()}")
+        for arg, value in zip(args, values):
+            if not value:
+                if not arg.optional:
+                    raise errors.BadArguments(f"usage: {command.usage()}")
+            elif arg.check is not None:
+                problem = arg.check(caller, value)
+                if problem:
+                    raise errors.BadArguments(problem)
+        if len(values) < len(args):
+            if any(not arg.optional for arg in args[len(values):]):
+                raise errors.BadArguments(f"usage: {command.usage()}")
+            values = [*values, *[""] * (len(args) - len(values))]
+        return command.run(caller, *values)
+
+    def run(self, caller: Caller, command: Command, values: Sequence[str]) -> defer.Deferred[Any]:
+        """:meth:`call` answering with a Deferred: it fires when the command is done, or fails with its ChatError."""
+        return defer.maybeDeferred(self.call, caller, command, values)
