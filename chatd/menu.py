@@ -72,10 +72,11 @@ class Dialogue:
     """The menu and room dialogue of one connection: the :class:`~chatd.commands.table.Caller` of its commands."""
 
     log = Logger()
-    __slots__ = ("peer", "factory", "room", "_gone", "_state", "login_failures", "_closed")
+    __slots__ = ("session", "factory", "room", "_gone", "_state", "login_failures", "_closed")
 
     def __init__(self, peer: Peer, factory: ChatFactory) -> None:
-        self.peer = peer
+        #: The connection (the Caller's session).
+        self.session = peer
         self.factory = factory
         self.room: Room | None = None
         #: The name of the room that was deleted under us while we were in chat mode ("" if none).
@@ -89,13 +90,9 @@ class Dialogue:
     # -- what the command table needs (chatd.commands.table.Caller) --------------
 
     @property
-    def session(self) -> Peer:
-        return self.peer
-
-    @property
     def commands(self) -> CommandTable:
         """The command table of this connection's front-end (the peer's: no memory per dialogue)."""
-        return self.peer.commands
+        return self.session.commands
 
     @property
     def place(self) -> Place:
@@ -108,19 +105,19 @@ class Dialogue:
     def reply(self, text: str) -> None:
         if self._closed:
             return
-        self.peer.show(CHAT if self.room is not None or self._gone else LISTEN, text)
+        self.session.show(CHAT if self.room is not None or self._gone else LISTEN, text)
 
     def error(self, text: str) -> None:
         if self._closed:
             return
-        self.peer.show(ERROR, "Error: " + text)
+        self.session.show(ERROR, "Error: " + text)
 
     def logged_in(self, name: str, text: str) -> None:
         if self._closed:  # the session ended while the command was running: nothing more happens for it
             return
-        self.peer.name = name
-        self.factory.attach(self.peer)
-        self.peer.show(LISTEN, text)
+        self.session.name = name
+        self.factory.attach(self.session)
+        self.session.show(LISTEN, text)
 
     def entered(self, room: Room) -> None:
         if self._closed:
@@ -129,17 +126,17 @@ class Dialogue:
         self._state = self._room_line
         # The answer first, then the join: the room's own "joined" line
         # follows it, and lines said before are not sent to the newcomer.
-        self.peer.ask(
+        self.session.ask(
             CHAT,
             f"Entered room {room.name} ({len(room.fanout) + 1} here). Type /help for commands, /exit to leave.",
         )
-        self.factory.join(room, self.peer)
+        self.factory.join(room, self.session)
 
     def left(self) -> None:
         room, self.room = self.room, None
         if room is not None:
-            self.factory.leave(room, self.peer)
-        self.peer.show(LISTEN, f"You left {room.name if room is not None else self._gone}.")
+            self.factory.leave(room, self.session)
+        self.session.show(LISTEN, f"You left {room.name if room is not None else self._gone}.")
         self._gone = ""
         self._show_menu()
         self._menu_prompt()
@@ -148,25 +145,25 @@ class Dialogue:
         if self.place is MENU:
             self._show_menu()
             return
-        self.peer.show(CHAT, "Commands (anything else you type is sent to the room):")
+        self.session.show(CHAT, "Commands (anything else you type is sent to the room):")
         for command in table.listed(ROOM):
-            self.peer.show(CHAT, f"  {command.usage()}: {command.help}.")
-        self.peer.show(CHAT, "  //text: send a line that starts with '/'")
+            self.session.show(CHAT, f"  {command.usage()}: {command.help}.")
+        self.session.show(CHAT, "  //text: send a line that starts with '/'")
 
     def later(self, seconds: float) -> defer.Deferred[None]:
         d: defer.Deferred[None] = defer.Deferred()
-        self.peer.call_later(seconds, lambda: d.callback(None))
+        self.session.call_later(seconds, lambda: d.callback(None))
         return d
 
     def close(self) -> None:
-        self.peer.close()
+        self.session.close()
         self._closed = True
 
     # -- entry points from the protocol ----------------------------------------
 
     def start(self) -> None:
         """Greet a new connection."""
-        self.peer.show(LISTEN, f"Welcome to chatd {VERSION}.")
+        self.session.show(LISTEN, f"Welcome to chatd {VERSION}.")
         self._show_menu()
         self._menu_prompt()
 
@@ -190,7 +187,7 @@ class Dialogue:
         self._closed = True
         room, self.room = self.room, None
         self._gone = ""
-        self.factory.detach(self.peer, event, room)
+        self.factory.detach(self.session, event, room)
 
     def room_deleted(self, room: Room, by: str) -> None:
         """
@@ -201,18 +198,18 @@ class Dialogue:
         if self.room is room:
             self.room = None
             self._gone = room.name
-            self.peer.show(LISTEN, f"Room {room.name} was deleted by {by}; type /exit to go back to the main menu.")
+            self.session.show(LISTEN, f"Room {room.name} was deleted by {by}; type /exit to go back to the main menu.")
 
     # -- the menu ----------------------------------------------------------------------
 
     def _show_menu(self) -> None:
-        self.peer.show(LISTEN, "Main menu (type a number or a keyword):")
+        self.session.show(LISTEN, "Main menu (type a number or a keyword):")
         for command in self.commands.menu():
-            self.peer.show(LISTEN, f"{command.number:>3}  {command.name:<9} {command.help}")
+            self.session.show(LISTEN, f"{command.number:>3}  {command.name:<9} {command.help}")
 
     def _menu_prompt(self) -> None:
         self._state = self._menu_choice
-        self.peer.ask(SPEAK, MENU_PROMPT)
+        self.session.ask(SPEAK, MENU_PROMPT)
 
     def _menu_choice(self, text: str) -> None:
         word, _, rest = text.partition(" ")
@@ -239,10 +236,10 @@ class Dialogue:
         if text[:2] == "//":
             text = text[1:]
         if self.room is not None:
-            self.peer.talking()
+            self.session.talking()
         # The hot path: every room line is the say command, which answers at once (no Deferred).
         try:
-            self.peer.commands.call(self, SAY, (text,))
+            self.session.commands.call(self, SAY, (text,))
         except errors.ChatError as error:
             self.error(str(error))
         except Exception:
@@ -286,7 +283,7 @@ class Dialogue:
                         self._after(place)
                     elif arg.confirm and confirmed is None:
                         self._state = lambda again: answered(again, value)
-                        self.peer.ask(CREDENTIALS, arg.confirm)
+                        self.session.ask(CREDENTIALS, arg.confirm)
                     elif confirmed is not None and value != confirmed:
                         self.error("the passwords do not match; nothing was created.")
                         self._after(place)
@@ -294,7 +291,7 @@ class Dialogue:
                         self._next(command, [*values, value], place)
 
                 self._state = answered
-                self.peer.ask(CREDENTIALS if arg.secret else SPEAK, arg.question)
+                self.session.ask(CREDENTIALS if arg.secret else SPEAK, arg.question)
                 return
         self._run(command, values, place)
 
@@ -319,8 +316,8 @@ class Dialogue:
         answered: list[None] = []
         result.addCallback(answered.append)
         if not answered:  # still waiting (a hash, a disk write): read no more input until then
-            self.peer.hold()
-            result.addCallback(lambda _: self.peer.release())
+            self.session.hold()
+            result.addCallback(lambda _: self.session.release())
 
     def _failed(self, failure: Failure, place: Place) -> None:
         if self._closed:

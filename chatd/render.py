@@ -74,13 +74,16 @@ def event_lines(events: Sequence[RoomEvent]) -> list[str]:
     global _last_batch, _last_lines
     if events is _last_batch:
         return _last_lines
-    lines = []
+    lines: list[str] = []
     append = lines.append
-    second, clock = -1, ""
+    start = end = 0.0  # the second [start, end) whose clock text is ``clock``
+    clock = ""
     for event in events:
-        if int(event.at) != second:
-            second = int(event.at)
-            clock = clock_text(event.at)
+        at = event.at
+        if not start <= at < end:
+            start = float(int(at))
+            end = start + 1.0
+            clock = clock_text(at)
         if event.kind is _SAY:
             append(f"[{clock}] {event.sender}: {event.text}")
         else:

@@ -42,6 +42,7 @@ class EventSession:
 
     def __init__(self, factory: Any, renderer: Structured) -> None:
         self.factory = factory
+        self.session = self
         self.renderer = renderer
         self.name: str | None = None
         self.room: Any = None
@@ -81,10 +82,6 @@ class EventSession:
         self.factory.detach(self, event, self.room)
 
     # Caller
-    @property
-    def session(self) -> EventSession:
-        return self
-
     @property
     def place(self) -> Place:
         return Place.ROOM if self.room is not None else Place.MENU

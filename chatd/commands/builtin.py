@@ -178,7 +178,7 @@ def exit_room(caller: Caller) -> None:
 @command("say", "send TEXT to the room (what typing a line does)", ROOM, login=Login.REQUIRED, in_room=True,
          args=(Arg("TEXT"),), listed=False)
 def say(caller: Caller, text: str) -> None:
-    assert caller.room is not None
+    assert caller.room is not None  # in_room
     caller.factory.say(caller.room, caller.session, text)
 
 

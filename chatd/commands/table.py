@@ -96,12 +96,13 @@ class Command:
     check: Check | None = None
     #: Shown in room help (False: a hidden alias or a menu-only detail).
     listed: bool = True
-    #: Its arguments have no checks of their own: given all and non-empty, they need no look.
-    plain: bool = attrs.field(init=False)
+    #: For a user in their room with every argument given, nothing to check (the hot path: a room line):
+    #: it is used in rooms only, checks nothing of its own and its arguments have no checks.
+    fast: bool = attrs.field(init=False)
 
-    @plain.default
-    def _plain(self) -> bool:
-        return all(arg.check is None for arg in self.args)
+    @fast.default
+    def _fast(self) -> bool:
+        return self.in_room and self.check is None and all(arg.check is None for arg in self.args)
 
     def usage(self) -> str:
         """``/name ARG ...`` (the secret arguments are not typed on the line)."""
@@ -135,6 +136,8 @@ class Caller(Protocol):
     is one; each front-end has its own.
     """
 
+    #: The session the command runs for.
+    session: Session
     #: The shared state.
     factory: ChatFactory
     #: The room the user is in, or None (at the menu, or the room was deleted under them).
@@ -145,10 +148,6 @@ class Caller(Protocol):
     @property
     def commands(self) -> CommandTable:
         """The commands this caller runs (chatd.commands.TABLE, or a copy that declares more)."""
-
-    @property
-    def session(self) -> Session:
-        """The session the command runs for."""
 
     @property
     def place(self) -> Place:
@@ -262,13 +261,12 @@ class CommandTable:
         The hot path (every room line is the ``say`` command) creates no
         Deferred; :meth:`run` is the same with one answer for all.
         """
-        if not (command.in_room and caller.room is not None) or command.check is not None:  # else nothing to refuse
-            refused = self.refusal(caller, command)
-            if refused is not None:
-                raise errors.NotAllowed(refused)
         args = command.args
-        if command.plain and len(values) == len(args) and all(values):
+        if command.fast and caller.room is not None and len(values) == len(args) and all(values):
             return command.run(caller, *values)
+        refused = self.refusal(caller, command)
+        if refused is not None:
+            raise errors.NotAllowed(refused)
         if len(values) > len(args):
             raise errors.BadArguments(f"usage: {command.usage()}")
         for arg, value in zip(args, values):
