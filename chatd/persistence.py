@@ -250,7 +250,10 @@ def replace_rows(path: str, rows: list[list[str]]) -> None:
 def repair_tail(path: str) -> list[str]:
     """
     Cut a torn last line (no final newline, as a crash mid-write leaves it)
-    off ``path``, so later appends start on a clean line. Returns notes.
+    off ``path``, so later appends start on a clean line; the bytes cut are
+    first appended (with a newline) to ``PATH.torn`` (mode 0600) and synced,
+    so nothing is lost for good: a line that was whole after all (a file
+    edited by hand without its last newline) can be put back. Returns notes.
     """
     try:
         handle = open(path, "r+b")
@@ -273,10 +276,27 @@ def repair_tail(path: str) -> list[str]:
             if newline >= 0:
                 keep = position + newline + 1
                 break
+        handle.seek(keep)
+        _keep_torn(path + TORN, handle.read())
         handle.truncate(keep)
         handle.flush()
         os.fsync(handle.fileno())
-    return [f"{os.path.basename(path)}: dropped a torn last line ({size - keep} bytes)"]
+    return [f"{os.path.basename(path)}: dropped a torn last line ({size - keep} bytes, kept in "
+            f"{os.path.basename(path) + TORN})"]
+
+
+#: The suffix of the file where :func:`repair_tail` keeps the torn lines it cut.
+TORN = ".torn"
+
+
+def _keep_torn(path: str, data: bytes) -> None:
+    """Append ``data`` and a newline to ``path`` (created 0600: it may hold a password hash) and sync it."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(descriptor, "ab") as side:
+        side.write(data + b"\n")
+        side.flush()
+        os.fsync(side.fileno())
+    _fsync_dir(os.path.dirname(path) or ".")
 
 
 def _first_row(path: str) -> tuple[list[str], int] | None:

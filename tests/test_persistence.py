@@ -62,8 +62,17 @@ def test_torn_last_line_dropped_and_reported(store, tmp_path):
     assert any("users.csv: dropped a torn last line" in note for note in loaded.repairs)
     assert any("log.csv: dropped a torn last line" in note for note in loaded.repairs)
     assert (tmp_path / "users.csv").read_bytes() == b"#chatd-users,2.0,name,password_hash,created\na,h,t\nb,h,t\n"
+    # What was cut is kept beside the file, private, never lost for good (fresh tester: a hand-made file
+    # without its last newline lost its last account).
+    assert (tmp_path / "users.csv.torn").read_bytes() == b'c,"h\n'
+    assert (tmp_path / "log.csv.torn").read_bytes() == b"t,log\n"
+    assert oct(os.stat(tmp_path / "users.csv.torn").st_mode & 0o777) == "0o600"
+    assert any("kept in users.csv.torn" in note for note in loaded.repairs)
     store.add_user(UserRecord("c", "h", "t"))
     assert sorted(_loaded(store).users) == ["a", "b", "c"]
+    (tmp_path / "users.csv").write_bytes((tmp_path / "users.csv").read_bytes() + b"d,h2,t2")
+    _loaded(store)
+    assert (tmp_path / "users.csv.torn").read_bytes() == b'c,"h\nd,h2,t2\n'  # appended, never overwritten
 
 
 def test_event_log_batched_quoted_and_formula_safe(store, tmp_path):
