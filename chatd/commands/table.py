@@ -136,14 +136,16 @@ class Caller(Protocol):
     is one; each front-end has its own.
     """
 
-    #: The session the command runs for.
-    session: Session
     #: The shared state.
     factory: ChatFactory
     #: The room the user is in, or None (at the menu, or the room was deleted under them).
     room: Room | None
     #: Failed logins of this connection (the login command slows and ends a guesser).
     login_failures: int
+
+    @property
+    def session(self) -> Session:
+        """The session the command runs for (read-only here, so a front-end may hold a richer kind of Session)."""
 
     @property
     def commands(self) -> CommandTable:
