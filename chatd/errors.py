@@ -55,3 +55,7 @@ class BadPassword(ChatError):
 
 class BadArguments(ChatError):
     """A command's arguments are missing or refused; the text says how to use it."""
+
+
+class ShuttingDown(ChatError):
+    """The server is shutting down: the request was not carried out."""

@@ -34,6 +34,7 @@ from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key, unkno
 
 T = TypeVar("T")
 _SAY = EventKind.SAY
+_new_tuple = tuple.__new__
 
 
 @attrs.define(slots=True, eq=False)
@@ -493,7 +494,9 @@ class ChatFactory(Factory):
     def say(self, room: Room, session: Session, text: str) -> None:
         """Broadcast one clean line from ``session`` to everyone in ``room`` (the hot path: _publish inlined)."""
         room.last_id += 1
-        self.bus.publish(RoomEvent(room.name, room.last_id, self.reactor.seconds(), session.name or "", _SAY, text))
+        # RoomEvent(...) without its Python-level __new__: 0.15 instead of 0.26 us, once per line.
+        self.bus.publish(_new_tuple(RoomEvent, (room.name, room.last_id, self.reactor.seconds(), session.name or "",
+                                                _SAY, text)))
 
     def emote(self, room: Room, session: Session, text: str) -> None:
         """Broadcast an action (``/me``) to ``room``."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import argon2
 from twisted.internet import defer
@@ -31,6 +31,7 @@ _PARAMETERS: Final = re.compile(r"\$(argon2id|argon2i|argon2d)\$v=19\$m=(\d+),t=
 _TYPES: Final = {"argon2id": argon2.Type.ID, "argon2i": argon2.Type.I, "argon2d": argon2.Type.D}
 #: C0 controls, DEL and C1 controls: never part of a password (a terminal's
 #: backspace or escape, not something a person means to type blind).
+T = TypeVar("T")
 _CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
@@ -120,17 +121,38 @@ class Passwords:
     # -- hashing ---------------------------------------------------------------------
 
     def hash(self, password: str) -> defer.Deferred[str]:
-        """The argon2id hash of ``password`` (with a fresh salt), with the current parameters."""
-        return self._run(self._hasher.hash, password)
+        """
+        The argon2id hash of ``password`` (with a fresh salt), with the
+        current parameters; fails with ShuttingDown after :meth:`stop`.
+        """
+        return self._run(self._unless_stopped, self._hasher.hash, password)
 
     def verify(self, password_hash: str | None, password: str) -> defer.Deferred[bool]:
         """
         Whether ``password`` matches ``password_hash``. ``None`` (unknown
-        user) checks against a dummy hash and always answers False.
+        user) checks against a dummy hash and always answers False. Fails
+        with ShuttingDown after :meth:`stop`.
         """
         if password_hash is None:
-            return self._run(self._verify_unknown, self._dummy_key(), password)
-        return self._run(self._verify, password_hash, password)
+            return self._run(self._unless_stopped, self._verify_unknown, self._dummy_key(), password)
+        return self._run(self._unless_stopped, self._verify, password_hash, password)
+
+    def stop(self) -> None:
+        """
+        The server is shutting down: hashes already queued in the pool are
+        not computed (each fails with ShuttingDown as its turn comes, in
+        microseconds), so stopping the pool waits at most for the ones
+        running now.
+        """
+        self._stopped = True
+
+    _stopped = False
+
+    def _unless_stopped(self, function: Callable[..., T], *args: Any) -> T:
+        """In the pool: ``function(*args)``, unless :meth:`stop` was called meanwhile."""
+        if self._stopped:
+            raise errors.ShuttingDown("the server is shutting down; nothing was done.")
+        return function(*args)
 
     def needs_rehash(self, password_hash: str) -> bool:
         """

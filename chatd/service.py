@@ -310,6 +310,9 @@ class StateService(service.Service):
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
+        # Hashes still queued are for connections about to be told goodbye: none is computed any more
+        # (a register or login waiting for one fails), so the stop is not held up by the hash queue.
+        self.passwords.stop()
         try:
             if self.factory.connections:
                 self.factory.shut_down("The server is shutting down. Bye.")
@@ -486,9 +489,31 @@ class ChatService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        """Stop the services in reverse order, each once the one started after it has stopped."""
+        """
+        Stop the services in reverse order, each once the one started after
+        it has stopped. Meanwhile a second SIGTERM or SIGINT (Ctrl-C twice)
+        is logged and ignored: the stop is already bounded (--close-grace),
+        and the reactor's own handler would only fail to stop it again.
+        """
         service.Service.stopService(self)
-        for child in reversed(list(self)):
-            if child.running:
-                yield defer.maybeDeferred(child.stopService)
+        previous = self._ignore_stop_signals()
+        try:
+            for child in reversed(list(self)):
+                if child.running:
+                    yield defer.maybeDeferred(child.stopService)
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         log.info("chatd stopped cleanly")
+
+    def _ignore_stop_signals(self) -> dict[int, Any]:
+        """Handle SIGTERM and SIGINT by a log line until the stop is over; returns the handlers replaced."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def again(number: int, frame: Any) -> None:
+            self.reactor.callFromThread(
+                log.info, "{signal} received: already shutting down (users are told, connections close within "
+                "--close-grace seconds)", signal=signal.Signals(number).name)
+
+        return {number: signal.signal(number, again) for number in (signal.SIGTERM, signal.SIGINT)}

@@ -161,3 +161,40 @@ def test_client_hello_at_a_password_prompt_is_the_password(tmp_path):
     assert "Registered and logged in as kate." in c.register("kate", "/client x 1")
     assert not c.protocol.tagged
     assert "Logged in as kate." in _fresh(factory, clock).login("kate", "/client x 1")
+
+
+def test_after_stop_queued_hashes_are_not_computed_and_fail_with_shutting_down(monkeypatch):
+    """Attacker: 150 queued registrations held a SIGTERM for 12 s and created accounts after "Bye"."""
+    from chatd import errors
+    from chatd.passwords import Passwords
+    from helpers import CHEAP_HASH, Held
+
+    import argon2
+
+    held = Held()
+    passwords = Passwords(run=held, **CHEAP_HASH)
+    computed = []
+    monkeypatch.setattr(argon2.PasswordHasher, "hash", lambda self, password: computed.append(password))
+    monkeypatch.setattr(argon2.PasswordHasher, "verify", lambda self, stored, password: computed.append(password))
+    results = []
+    for d in (passwords.hash("secret1"), passwords.verify(None, "secret2"), passwords.hash("secret3")):
+        d.addBoth(results.append)
+    passwords.stop()
+    held.run_all()
+    assert computed == []
+    assert [type(getattr(result, "value", result)) for result in results] == [errors.ShuttingDown] * 3
+
+
+def test_a_registration_waiting_for_its_hash_at_shutdown_creates_no_account(tmp_path):
+    from helpers import Client, Held, data_rows, make_factory
+
+    held = Held()
+    factory, clock = make_factory(str(tmp_path), hash_runner=held)
+    c = Client(factory, clock)
+    c.send("register late", "secret1", "secret1")
+    assert held.calls
+    factory.passwords.stop()
+    factory.shut_down("The server is shutting down. Bye.")
+    held.run_all()
+    assert "late" not in factory.accounts
+    assert data_rows(tmp_path / "users.csv") == []
