@@ -326,7 +326,7 @@ class ChatProtocol(LineReceiver):
             if self._prompt is not None and not self.tagged and self._prompt[0] != CHAT:
                 self._send_prompt()
             return
-        if text == CLIENT_HELLO or text.startswith(CLIENT_HELLO + " "):
+        if text[:1] == "/" and text[:len(CLIENT_HELLO)].lower() == CLIENT_HELLO and text[len(CLIENT_HELLO):][:1] in ("", " "):
             self._client_hello(text)
             return
         self.dialogue.line_received(text)

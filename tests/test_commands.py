@@ -158,3 +158,23 @@ def test_rules_are_checked_in_one_place_for_every_command(world):
             member.send(f"/{command.name} x")
             assert member.output() == ("Error: room lab was deleted; nothing you type here is sent. "
                                        "Type /exit to go back to the main menu.\r\n"), command.name
+
+
+def test_numbers_and_aliases_are_menu_keywords_only(world):
+    """Attacker: in a room /10 answered /users and /menu the help, where the docs say unknown command."""
+    factory, clock = world
+    c = _in_public(factory, clock, "ann")
+    for typed in ("/10", "/1", "/menu", "/quit"):
+        c.send(typed)
+        assert c.output() == f"Error: unknown command {typed}. Type /help for the list.\r\n", typed
+    c.send("/exit", "menu")
+    assert "Main menu (type a number or a keyword):" in c.output()
+
+
+@pytest.mark.parametrize("hello", ["/CLIENT test 1.0", "/Client test 1.0", "/client"])
+def test_the_client_hello_is_case_insensitive_like_every_command(world, hello):
+    factory, clock = world
+    c = Client(factory, clock)
+    c.output()
+    c.send(hello)
+    assert c.output().startswith("00 Tagged mode on for ")

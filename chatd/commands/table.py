@@ -88,7 +88,7 @@ class Command:
     args: tuple[Arg, ...] = ()
     #: Its number in the main menu ("" if it has none: not listed there).
     number: str = ""
-    #: Other names it answers to at the same places.
+    #: Other names it answers to at the menu (in a room a command has its name only).
     aliases: tuple[str, ...] = ()
     #: In a room: needs the room to still exist (not deleted under the user).
     in_room: bool = False
@@ -199,10 +199,15 @@ class CommandTable:
         return table
 
     def add(self, command: Command) -> Command:
-        """Declare ``command``; raises ValueError if one of its names is taken at one of its places."""
+        """
+        Declare ``command``; raises ValueError if one of its names is taken
+        at one of its places. Aliases and numbers are menu keywords: in a
+        room a command answers to its name only.
+        """
         for place, names in self._by_place.items():
             if command.place & place:
-                for name in (command.name, *command.aliases, command.number):
+                keywords = (command.name, *command.aliases, command.number) if place is Place.MENU else (command.name,)
+                for name in keywords:
                     if name and name in names:
                         raise ValueError(f"command {name!r} declared twice for {place}")
                     if name:
