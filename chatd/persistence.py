@@ -23,6 +23,14 @@ minor version may add columns at the end (read as before), a newer major
 version is refused at start-up (:class:`FormatError`), and files of format 1
 (before the header) are migrated on load (:func:`open_table`).
 
+chatd never writes a row over several lines, so every file is read one
+physical line = one row (:func:`parse_line`): a damaged line never hides the
+lines after it. One leading UTF-8 BOM is read past. Rows are checked on
+load (names, owners, duplicates: :func:`read_rooms`,
+:func:`read_user_lines`); a row that fails is skipped, reported and moved
+to ``FILE.rejected``. A log.csv line that would swallow the rows appended
+after it becomes one quoted cell (:func:`_mend_last_line`).
+
 :class:`CsvStore` implements :class:`chatd.store.Store`. Every file
 operation runs in one dedicated writer thread, so writes happen
 in the order they were asked for and the reactor thread never waits on the
@@ -39,8 +47,9 @@ import csv
 import errno
 import io
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import parse_qsl, quote, urlencode
 
 import attrs
@@ -50,7 +59,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chatd.store import Accounts, EventName, Loaded, LogEvent, RoomRecord, StoreError, UserRecord, address_fields
-from chatd.text import name_key, spreadsheet_safe
+from chatd.settings import PUBLIC_ROOM
+from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key, spreadsheet_safe
 
 __all__ = ["CsvStore", "Loaded", "RoomRecord", "StoreError", "UserRecord", "address_fields"]
 
@@ -92,10 +102,25 @@ class FormatError(Exception):
     """A data file this chatd cannot read (a newer major version, a header missing a column); start-up stops."""
 
 
+def parse_line(line: str) -> list[str] | None:
+    """
+    One physical line of a data file as one CSV row (RFC 4180, strict), or
+    None if it is not one whole row: an unclosed or stray quote, a field
+    over ``csv.field_size_limit()``, a lone CR inside. chatd never writes a
+    row over several lines, so a line is read alone and can never swallow
+    the lines after it.
+    """
+    try:
+        rows = list(csv.reader([line], strict=True))
+    except csv.Error:
+        return None
+    return rows[0] if len(rows) == 1 else None
+
+
 def user_from_row(row: str, indices: tuple[int, int, int] = (0, 1, 2)) -> UserRecord | None:
     """Parse one users.csv line (``indices``: where name, hash and created are); None if malformed."""
-    fields = next(csv.reader([row]), [])
-    if len(fields) <= max(indices):
+    fields = parse_line(row)
+    if fields is None or len(fields) <= max(indices):
         return None
     return UserRecord(*(fields[index] for index in indices))
 
@@ -199,12 +224,16 @@ def append_rows(path: str, rows: list[list[str]], sync: bool = True, header: lis
     to its previous length, so a failed append never leaves a torn line
     in front of the next one.
     """
-    data = _encode_rows(rows)
+    append_data(path, _encode_rows(rows), sync, _encode_rows([header]) if header is not None else b"")
+
+
+def append_data(path: str, data: bytes, sync: bool = True, header: bytes = b"") -> None:
+    """:func:`append_rows` for lines already encoded (``data`` and ``header`` end with a newline)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         start = os.fstat(fd).st_size
-        if start == 0 and header is not None:
-            data = _encode_rows([header]) + data
+        if start == 0:
+            data = header + data
         try:
             view = memoryview(data)
             while view:
@@ -226,11 +255,16 @@ def append_rows(path: str, rows: list[list[str]], sync: bool = True, header: lis
 
 def replace_rows(path: str, rows: list[list[str]]) -> None:
     """Atomically replace ``path`` by these rows: write aside, fsync, rename, fsync the directory."""
+    replace_data(path, _encode_rows(rows))
+
+
+def replace_data(path: str, data: bytes) -> None:
+    """:func:`replace_rows` for lines already encoded."""
     aside = path + ".new"
     fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         try:
-            view = memoryview(_encode_rows(rows))
+            view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
@@ -247,6 +281,15 @@ def replace_rows(path: str, rows: list[list[str]]) -> None:
     _fsync_dir(os.path.dirname(path) or ".")
 
 
+def _open_sized(path: str) -> tuple[BinaryIO, int] | None:
+    """``path`` opened to read and write, and its size in bytes; None if there is no such file."""
+    try:
+        handle = open(path, "r+b")
+    except FileNotFoundError:
+        return None
+    return handle, handle.seek(0, os.SEEK_END)
+
+
 def repair_tail(path: str) -> list[str]:
     """
     Cut a torn last line (no final newline, as a crash mid-write leaves it)
@@ -255,29 +298,19 @@ def repair_tail(path: str) -> list[str]:
     so nothing is lost for good: a line that was whole after all (a file
     edited by hand without its last newline) can be put back. Returns notes.
     """
-    try:
-        handle = open(path, "r+b")
-    except FileNotFoundError:
+    opened = _open_sized(path)
+    if opened is None:
         return []
+    handle, size = opened
     with handle:
-        size = handle.seek(0, os.SEEK_END)
         if size == 0:
             return []
         handle.seek(size - 1)
         if handle.read(1) == b"\n":
             return []
-        keep = 0
-        position = size
-        while position > 0:
-            step = min(65536, position)
-            position -= step
-            handle.seek(position)
-            newline = handle.read(step).rfind(b"\n")
-            if newline >= 0:
-                keep = position + newline + 1
-                break
+        keep = _line_start(handle, size)
         handle.seek(keep)
-        _keep_torn(path + TORN, handle.read())
+        _keep_aside(path + TORN, handle.read())
         handle.truncate(keep)
         handle.flush()
         os.fsync(handle.fileno())
@@ -289,7 +322,7 @@ def repair_tail(path: str) -> list[str]:
 TORN = ".torn"
 
 
-def _keep_torn(path: str, data: bytes) -> None:
+def _keep_aside(path: str, data: bytes) -> None:
     """Append ``data`` and a newline to ``path`` (created 0600: it may hold a password hash) and sync it."""
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with os.fdopen(descriptor, "ab") as side:
@@ -299,56 +332,206 @@ def _keep_torn(path: str, data: bytes) -> None:
     _fsync_dir(os.path.dirname(path) or ".")
 
 
-def _first_row(path: str) -> tuple[list[str], int] | None:
-    """The first CSV row of ``path`` and its length in bytes (with its newline); None if the file is empty."""
+def _line_start(handle: BinaryIO, end: int) -> int:
+    """The offset where the line holding byte ``end - 1`` of the open file starts (after the newline before it)."""
+    position = end
+    while position > 0:
+        step = min(65536, position)
+        position -= step
+        handle.seek(position)
+        newline = handle.read(step).rfind(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+    return 0
+
+
+#: What a spreadsheet or editor may put in front of a UTF-8 file (U+FEFF as UTF-8); chatd reads past one.
+BOM = b"\xef\xbb\xbf"
+#: Appended to a data file's name for the side file that keeps the bytes of lines chatd could not load.
+REJECTED = ".rejected"
+
+
+def _first_row(path: str) -> tuple[list[str], int, bool] | None:
+    """
+    The first CSV row of ``path`` (after one leading UTF-8 BOM), its length
+    in bytes (with the BOM and its newline) and whether a BOM was there;
+    None if the file is empty. A first line that is no whole row reads as [].
+    """
     with open(path, "rb") as handle:
         line = handle.readline()
     if not line:
         return None
-    return next(csv.reader([line.decode("utf-8", "replace")]), []), len(line)
+    bom = line.startswith(BOM)
+    row = parse_line(line[len(BOM) if bom else 0:].decode("utf-8", "replace").rstrip("\n"))
+    return row or [], len(line), bom
 
 
 def _parse_version(text: str) -> tuple[int, int] | None:
+    """``MAJOR.MINOR`` (or ``MAJOR``) in ASCII digits, else None (``str.isdigit`` takes other scripts' digits)."""
     major, _, minor = text.partition(".")
-    if not (major.isdigit() and (minor.isdigit() or not minor)):
+    if not (_ascii_number(major) and (_ascii_number(minor) or not minor)):
         return None
     return int(major), int(minor or 0)
 
 
-def _migrate_headerless(path: str, table: Table) -> str:
+def _ascii_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _reject(path: str, lines: Iterable[bytes]) -> None:
+    """Append ``lines`` (without their newlines) to ``path``'s side file ``PATH.rejected`` (0600) and sync it."""
+    lines = list(lines)
+    if lines:
+        _keep_aside(path + REJECTED, b"\n".join(lines))
+
+
+def _swallows(line: str) -> bool:
+    """
+    Whether a CSV reader of the whole file would take the lines after
+    ``line`` into one of its cells (a quote left open at its end). A field
+    over ``csv.field_size_limit()`` stops the reader first: then an odd
+    number of quotes says so.
+    """
+    try:
+        return len(list(csv.reader([line, ""]))) < 2
+    except csv.Error:
+        return line.count('"') % 2 == 1
+
+
+def _as_one_cell(line: bytes) -> bytes:
+    """A line that is no whole row, as a row of one quoted, formula-safe cell (its text unchanged otherwise)."""
+    return _encode_rows([[spreadsheet_safe(line.decode("utf-8", "replace").rstrip("\r"))]]).rstrip(b"\n").replace(
+        b"\r", b"")
+
+
+def _line_numbers(numbers: list[int]) -> str:
+    """``line 3`` or ``lines 3, 7, 9`` (the first ten, then ``...``)."""
+    shown = ", ".join(str(number) for number in numbers[:10]) + (", ..." if len(numbers) > 10 else "")
+    return f"line {shown}" if len(numbers) == 1 else f"lines {shown}"
+
+
+@attrs.define
+class Skipped:
+    """
+    The lines of one data file that were not loaded, by why: each becomes a
+    note ``FILE: skipped N WHY (lines ...); moved to FILE.rejected``.
+    """
+
+    file: str
+    #: why (``malformed row(s)``, ``row(s) with an invalid name``, ...) -> line numbers (the header is line 1).
+    why: dict[str, list[int]] = attrs.field(factory=dict)
+    #: The index (in the data lines) of every skipped line.
+    indices: set[int] = attrs.field(factory=set)
+
+    def add(self, why: str, index: int, number: int) -> None:
+        self.why.setdefault(why, []).append(number)
+        self.indices.add(index)
+
+    def notes(self) -> list[str]:
+        return [f"{self.file}: skipped {len(numbers)} {why} ({_line_numbers(numbers)}); moved to {self.file}{REJECTED}"
+                for why, numbers in self.why.items()]
+
+
+MALFORMED = "malformed row(s)"
+INVALID_NAME = "row(s) with an invalid name"
+DUPLICATE_NAME = "row(s) with a duplicate name"
+NO_OWNER = "row(s) of a room without an owner"
+
+
+def _migrate_headerless(path: str, table: Table, bom: bool) -> tuple[str, list[str]]:
     """
     Give a file of format 1 (no header) today's header: write the header and
     the old bytes aside, fsync, rename over the old file, fsync the
     directory (a kill at any instant leaves the old file or the new one).
-    Format 1's columns are version 2.0's, so the rows are kept byte for byte.
+    Format 1's columns are version 2.0's, so the rows are kept byte for byte;
+    a leading BOM is dropped. In log.csv (which chatd only ever appends to), a
+    line that is no whole row would swallow every row appended after it in
+    any CSV reader: it becomes one quoted cell (:func:`_as_one_cell`), its
+    bytes kept in ``log.csv.rejected``. Returns the migration note and notes
+    on what was repaired.
     """
     aside = path + ".new"
     rows = 0
+    mended: list[int] = []
+    originals: list[bytes] = []
     with open(path, "rb") as old, open(aside, "wb") as new:
         os.chmod(aside, 0o600)
         new.write(_encode_rows([table.header()]))
+        if bom:
+            old.seek(len(BOM))
+        rest = b""
         while chunk := old.read(1 << 20):
-            rows += chunk.count(b"\n")
-            new.write(chunk)
+            block, newline, rest = (rest + chunk).rpartition(b"\n")
+            if not newline:
+                rest = block + rest
+                continue
+            block += b"\n"
+            if table is EVENTS_TABLE and (b'"' in block or b"\r" in block):
+                lines = block.split(b"\n")[:-1]
+                for index, line in enumerate(lines):
+                    if (b'"' in line or b"\r" in line) and _swallows(line.decode("utf-8", "replace")):
+                        mended.append(rows + index + 2)  # the header is line 1
+                        originals.append(line)
+                        lines[index] = _as_one_cell(line)
+                block = b"".join(line + b"\n" for line in lines)
+            rows += block.count(b"\n")
+            new.write(block)
+        new.write(rest)  # repair_tail left none: the file ends with a newline
         new.flush()
         os.fsync(new.fileno())
+    _reject(path, originals)
     os.replace(aside, path)
     _fsync_dir(os.path.dirname(path) or ".")
+    notes = [] if not mended else [
+        f"{table.file}: {len(mended)} malformed row(s) ({_line_numbers(mended)}) rewritten as one quoted cell each, "
+        f"so they cannot swallow the rows after them; their bytes are in {table.file}{REJECTED}"]
     return (f"{table.file}: migrated from format {HEADERLESS} (no header) to {'%d.%d' % VERSION}: "
-            f"added the header row, kept {rows} row(s) as they were")
+            f"added the header row, kept {rows} row(s) as they were"
+            + ("; dropped the UTF-8 byte order mark at its start" if bom else "")), notes
+
+
+def _mend_last_line(path: str, header_length: int) -> list[str]:
+    """
+    log.csv is only appended to: if its last line is no whole row (an
+    unclosed quote), every event appended after it would land inside that
+    quoted cell for any CSV reader. Rewrite that line in place as one quoted
+    cell (:func:`_as_one_cell`, which is longer, so it only overwrites and
+    extends), after keeping its bytes in ``log.csv.rejected``. Returns notes.
+    """
+    opened = _open_sized(path)
+    if opened is None:
+        return []
+    handle, size = opened
+    with handle:
+        if size <= header_length:
+            return []
+        start = max(_line_start(handle, size - 1), header_length)
+        handle.seek(start)
+        line = handle.read(size - start).rstrip(b"\n")
+        if not _swallows(line.decode("utf-8", "replace")):
+            return []
+        _reject(path, [line])
+        handle.seek(start)
+        handle.write(_as_one_cell(line) + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    name = os.path.basename(path)
+    return [f"{name}: its last line was a malformed row (it would swallow the rows appended after it): "
+            f"rewrote it as one quoted cell; its bytes are in {name}{REJECTED}"]
 
 
 def open_table(path: str, table: Table, migrations: list[str] | None = None) -> tuple[list[str], int, list[str]]:
     """
     Prepare the data file ``path`` of ``table`` for reading and appending:
-    cut a torn last line (:func:`repair_tail`), migrate a file without a
-    header (:func:`_migrate_headerless`); a missing or empty file gets its
-    header with its first row (:func:`append_rows`).
+    cut a torn last line (:func:`repair_tail`), read past one leading UTF-8
+    BOM, migrate a file without a header (:func:`_migrate_headerless`),
+    mend log.csv's last line (:func:`_mend_last_line`); a missing or empty
+    file gets its header with its first row (:func:`append_rows`).
     Returns its column names (from its header), the byte length of the
-    header row, and notes on what was repaired; what was migrated is
-    appended to ``migrations``. Raises :class:`FormatError`
-    for a file of a newer major version, of another kind, or whose header
-    lacks a column this version needs; OSError.
+    header row (with a BOM before it), and notes on what was repaired; what
+    was migrated is appended to ``migrations``. Raises :class:`FormatError`
+    for a file of another major version than 2, of another kind, or whose
+    header lacks a column this version needs; OSError.
     """
     notes = repair_tail(path)
     try:
@@ -357,22 +540,31 @@ def open_table(path: str, table: Table, migrations: list[str] | None = None) -> 
         first = None
     if first is None:  # the first append writes the header (append_rows)
         return list(table.columns), 0, notes
-    row, length = first
+    row, length, bom = first
     if not row or not row[0].startswith("#chatd-"):
-        note = _migrate_headerless(path, table)
+        note, repaired = _migrate_headerless(path, table, bom)
         if migrations is not None:
             migrations.append(note)
-        return list(table.columns), len(_encode_rows([table.header()])), notes
+        return list(table.columns), len(_encode_rows([table.header()])), notes + repaired
+    if bom:
+        notes.append(f"{table.file}: read past a UTF-8 byte order mark at its start "
+                     "(dropped when chatd next rewrites the file)")
     version = _parse_version(row[1]) if len(row) > 1 else None
     if row[0] != f"#chatd-{table.kind}" or version is None:
         raise FormatError(f"{table.file}: not a chatd {table.kind} file (its header is {','.join(row)[:80]!r})")
     if version[0] > VERSION[0]:
         raise FormatError(f"{table.file} is format {row[1]}, newer than this chatd reads "
                           f"({VERSION[0]}.x); run a newer chatd or restore a backup")
+    if version[0] < VERSION[0]:
+        raise FormatError(f"{table.file}: its header claims format {row[1]}, which never existed (format "
+                          f"{HEADERLESS} had no header; this chatd reads {VERSION[0]}.x); fix the header or "
+                          "restore a backup")
     columns = row[2:]
     missing = [column for column in table.columns if column not in columns]
     if missing:
         raise FormatError(f"{table.file}: its header lacks the column(s) {', '.join(missing)}")
+    if table is EVENTS_TABLE:
+        notes += _mend_last_line(path, length)
     return columns, length, notes
 
 
@@ -381,32 +573,101 @@ def _indices(columns: list[str], table: Table) -> tuple[int, ...]:
     return tuple(columns.index(column) for column in table.columns)
 
 
-def read_rows(path: str, table: Table, migrations: list[str] | None = None) -> tuple[list[list[str]], list[str]]:
+def _data_lines(path: str, header_length: int) -> list[bytes]:
+    """The lines of ``path`` after its header, without their newlines ([] if there is no file)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(header_length)
+            data = handle.read()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    lines.pop()  # after the final newline (repair_tail cut a torn last line)
+    return lines
+
+
+def _move_out(path: str, header_length: int, lines: list[bytes], skipped: Skipped) -> None:
+    """
+    Keep the bytes of the skipped lines in ``PATH.rejected`` (appended,
+    fsynced), then rewrite ``path`` without them (atomically, its header
+    without a BOM), so no later rewrite or CSV reader can mix them into
+    other rows.
+    """
+    if not skipped.indices:
+        return
+    _reject(path, (line for index, line in enumerate(lines) if index in skipped.indices))
+    first = _first_row(path)
+    header = _encode_rows([first[0]]) if header_length and first is not None else b""
+    replace_data(path, header + b"".join(line + b"\n" for index, line in enumerate(lines)
+                                         if index not in skipped.indices))
+
+
+def read_rows(path: str, table: Table, migrations: list[str] | None = None,
+              check: Callable[[list[str]], str | None] | None = None) -> tuple[list[tuple[int, list[str]]], list[str]]:
     """
     The rows of the data file ``path`` (:func:`open_table` first), each
-    cut down to ``table``'s columns in its order, read by column name: a
-    file of a newer minor version with more columns reads the same. Rows
-    too short are skipped and reported. Returns the rows and notes.
+    with its line number (the header is line 1) and cut down to ``table``'s
+    columns in its order, read by column name: a file of a newer minor
+    version with more columns reads the same. Each physical line is one row,
+    parsed on its own (:func:`parse_line`). A line that is no whole row or
+    has too few cells (``malformed row(s)``), or that ``check`` (given the
+    row) names a reason for, is skipped, reported and moved to
+    ``PATH.rejected`` (:func:`_move_out`); blank lines are ignored.
+    Returns the rows and notes.
     """
     columns, header_length, notes = open_table(path, table, migrations)
     indices = _indices(columns, table)
     needed = max(indices)
-    rows: list[list[str]] = []
-    bad = 0
-    try:
-        handle = open(path, encoding="utf-8", errors="replace", newline="")
-    except FileNotFoundError:
-        return rows, notes
-    with handle:
-        handle.seek(header_length)
-        for row in csv.reader(handle):
-            if len(row) > needed:
-                rows.append([row[index] for index in indices])
-            elif row:
-                bad += 1
-    if bad:
-        notes.append(f"{table.file}: skipped {bad} malformed row(s)")
-    return rows, notes
+    lines = _data_lines(path, header_length)
+    skipped = Skipped(table.file)
+    first = 2 if header_length else 1
+    rows: list[tuple[int, list[str]]] = []
+    for index, line in enumerate(lines):
+        if not line.strip(b"\r"):
+            continue
+        row = parse_line(line.decode("utf-8", "replace"))
+        if row is None or len(row) <= needed:
+            skipped.add(MALFORMED, index, first + index)
+            continue
+        picked = [row[index] for index in indices]
+        why = check(picked) if check is not None else None
+        if why is not None:
+            skipped.add(why, index, first + index)
+            continue
+        rows.append((first + index, picked))
+    _move_out(path, header_length, lines, skipped)
+    return rows, notes + skipped.notes()
+
+
+def read_rooms(path: str, migrations: list[str] | None = None) -> tuple[list[tuple[int, RoomRecord]], list[str]]:
+    """
+    rooms.csv (:func:`read_rows`) as records with their line numbers. Rows
+    skipped (and moved to ``rooms.csv.rejected``): a name that breaks the
+    naming rule (:func:`chatd.text.check_name`), a room other than the
+    public one without an owner, a name already taken case-insensitively
+    (by an earlier row or the built-in public room: the first row counts).
+    """
+    seen = {name_key(PUBLIC_ROOM)}
+
+    def check(row: list[str]) -> str | None:
+        name, owner, _ = row
+        if check_name(name, "room", ROOM_NAME_MAX) is not None:
+            return INVALID_NAME
+        if name_key(name) in seen:
+            return DUPLICATE_NAME
+        if not owner:
+            return NO_OWNER
+        seen.add(name_key(name))
+        return None
+
+    rows, notes = read_rows(path, ROOMS_TABLE, migrations, check)
+    return [(number, RoomRecord(*row)) for number, row in rows], notes
+
+
+#: Every users.csv line of format 2.x starts with a valid name and a comma (one pass over the text in C).
+_USER_LINES = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_-]{0,%d},[^\n]*\n)*\Z" % (USER_NAME_MAX - 1))
+#: One users.csv line that starts with a valid name and a comma.
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,%d}," % (USER_NAME_MAX - 1))
 
 
 def read_user_lines(path: str, migrations: list[str] | None = None) -> tuple[CsvAccounts, list[str]]:
@@ -415,10 +676,20 @@ def read_user_lines(path: str, migrations: list[str] | None = None) -> tuple[Csv
     read), after :func:`open_table`; of several lines of one name (a
     replaced password hash), the last.
 
-    The name is never quoted (names are plain ASCII letters, digits, ``_``
-    and ``-``); where it is the first column (format 2.x), the key is
-    everything before the first comma and the rest of the line is parsed
-    only at login.
+    Rows skipped, reported and moved to ``users.csv.rejected``: a line that
+    is no whole row or has too few cells (``malformed``), a name that breaks
+    the naming rule (:func:`chatd.text.check_name`), a name spelt otherwise
+    than the first row of its name key (``Alice`` after ``alice``: a
+    ``duplicate``; chatd never registers both).
+
+    Fast path: where the name is the first column (format 2.x), one regular
+    expression checks that every line starts with a valid name and a comma,
+    the file holds an even number of quotes (an unclosed quote makes it odd),
+    the key is everything before the first comma, and the rest of the line
+    is parsed only at login (a line whose rest is no whole row then reads as
+    no account). Anything else (a bad line, an odd number of quotes, a second
+    spelling, columns in another order) takes the slow path, which parses
+    and checks every line.
     """
     columns, header_length, notes = open_table(path, USERS_TABLE, migrations)
     indices = cast("tuple[int, int, int]", _indices(columns, USERS_TABLE))
@@ -428,21 +699,53 @@ def read_user_lines(path: str, migrations: list[str] | None = None) -> tuple[Csv
             text = handle.read().decode("utf-8", "replace")
     except FileNotFoundError:
         return CsvAccounts({}, indices), notes
-    lines = text.split("\n")
-    lines.pop()  # after the final newline
-    if indices[0] == 0:
-        users = {name_key(line[: line.find(",")]): line for line in lines if "," in line}
-        nameless = sum(1 for line in lines if "," not in line)
-    else:
-        users = {}
-        for line in lines:
+    if indices[0] == 0 and text.count('"') % 2 == 0 and _USER_LINES.match(text):
+        lines = text.split("\n")
+        lines.pop()  # after the final newline
+        names = [line[: line.find(",")] for line in lines]
+        keys = "\n".join(names).lower().split("\n")  # name_key of an ASCII name
+        users = dict(zip(keys, lines))
+        if len(users) == len(lines) or len(users) == len(set(names)):
+            return CsvAccounts(users, indices), notes
+    return _read_user_lines_slowly(path, header_length, indices, notes)
+
+
+def _read_user_lines_slowly(path: str, header_length: int, indices: tuple[int, int, int], notes: list[str]
+                            ) -> tuple[CsvAccounts, list[str]]:
+    """
+    :func:`read_user_lines` line by line: a line that starts with a valid
+    name and a comma and has an even number of quotes is kept as it is (as
+    on the fast path), any other is parsed and checked; bad lines are moved
+    out (:func:`_move_out`).
+    """
+    lines = _data_lines(path, header_length)
+    skipped = Skipped(USERS)
+    first = 2 if header_length else 1
+    name_first = indices[0] == 0
+    spelling: dict[str, str] = {}
+    users: dict[str, str] = {}
+    for index, raw in enumerate(lines):
+        line = raw.decode("utf-8", "replace")
+        if name_first and _USER_NAME.match(line) and line.count('"') % 2 == 0:
+            name = line[: line.find(",")]
+        elif not line.strip("\r"):
+            continue
+        else:
             record = user_from_row(line, indices)
-            if record is not None:
-                users[name_key(record.name)] = line
-        nameless = len(lines) - len(users)
-    if nameless:
-        notes.append(f"{USERS}: skipped {nameless} line(s) without a name")
-    return CsvAccounts(users, indices), notes
+            if record is None:
+                skipped.add(MALFORMED, index, first + index)
+                continue
+            if check_name(record.name, "user", USER_NAME_MAX) is not None:
+                skipped.add(INVALID_NAME, index, first + index)
+                continue
+            name = record.name
+        key = name_key(name)
+        if spelling.setdefault(key, name) != name:
+            skipped.add(DUPLICATE_NAME, index, first + index)
+        else:
+            users[key] = line
+    _move_out(path, header_length, lines, skipped)
+    return CsvAccounts(users, indices), notes + skipped.notes()
 
 
 class CsvStore:
@@ -498,10 +801,14 @@ class CsvStore:
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         migrations: list[str] = []
         users, notes = read_user_lines(self._path(USERS), migrations)
-        room_rows, room_notes = read_rows(self._path(ROOMS), ROOMS_TABLE, migrations)
+        rooms, room_notes = read_rooms(self._path(ROOMS), migrations)
         _, _, event_notes = open_table(self._path(EVENTS), EVENTS_TABLE, migrations)
-        rooms = [RoomRecord(*row) for row in room_rows]
-        return Loaded(users, rooms, notes + room_notes + event_notes, migrations)
+        ownerless = [f"line {number}: {room.name}" for number, room in rooms if name_key(room.owner) not in users]
+        if ownerless:
+            room_notes.append(f"{ROOMS}: kept {len(ownerless)} room(s) whose owner has no account "
+                              f"({', '.join(ownerless[:10])}{', ...' if len(ownerless) > 10 else ''}); "
+                              "whoever registers that name owns the room")
+        return Loaded(users, [room for _, room in rooms], notes + room_notes + event_notes, migrations)
 
     def start(self) -> defer.Deferred[None]:
         """Start writing queued log events every ``log_interval`` seconds."""
@@ -602,10 +909,12 @@ class CsvStore:
         first = _first_row(path)
         header = first[0] if first is not None else ROOMS_TABLE.header()
         name = columns.index("name")
-        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
-            handle.seek(header_length)
-            rows = [row for row in csv.reader(handle) if len(row) > name and name_key(row[name]) != key]
-        replace_rows(path, [header] + rows)
+        kept = []
+        for line in _data_lines(path, header_length):  # one line, one row: a bad line stays apart, as it was
+            row = parse_line(line.decode("utf-8", "replace"))
+            if row is None or len(row) <= name or name_key(row[name]) != key:
+                kept.append(line + b"\n")
+        replace_data(path, _encode_rows([header]) + b"".join(kept))
 
     # -- the event log --------------------------------------------------
 

@@ -138,7 +138,10 @@ def test_a_row_with_one_extra_cell_loads(tmp_path):
     (tmp_path / "rooms.csv").write_bytes(b"#chatd-rooms,2.0,name,owner,created\nlab,ann,t,extra\nshort,ann\n")
     loaded = CsvStore(str(tmp_path), run=run_now, clock=None, now=lambda: "t").load_now()
     assert loaded.rooms == [RoomRecord("lab", "ann", "t")]
-    assert loaded.repairs == ["rooms.csv: skipped 1 malformed row(s)"]
+    assert loaded.repairs == ["rooms.csv: skipped 1 malformed row(s) (line 3); moved to rooms.csv.rejected",
+                              "rooms.csv: kept 1 room(s) whose owner has no account (line 2: lab); "
+                              "whoever registers that name owns the room"]
+    assert (tmp_path / "rooms.csv.rejected").read_bytes() == b"short,ann\n"
 
 
 def test_columns_are_read_by_name(tmp_path):
