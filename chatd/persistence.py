@@ -46,6 +46,7 @@ from __future__ import annotations
 import csv
 import errno
 import io
+import operator
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -664,8 +665,8 @@ def read_rooms(path: str, migrations: list[str] | None = None) -> tuple[list[tup
     return [(number, RoomRecord(*row)) for number, row in rows], notes
 
 
-#: Every users.csv line of format 2.x starts with a valid name and a comma (one pass over the text in C).
-_USER_LINES = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_-]{0,%d},[^\n]*\n)*\Z" % (USER_NAME_MAX - 1))
+#: Names, each followed by a newline, all valid (:func:`chatd.text.check_name`): one pass in C.
+_USER_NAMES = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_-]{0,%d}\n)*\Z" % (USER_NAME_MAX - 1))
 #: One users.csv line that starts with a valid name and a comma.
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,%d}," % (USER_NAME_MAX - 1))
 
@@ -682,10 +683,10 @@ def read_user_lines(path: str, migrations: list[str] | None = None) -> tuple[Csv
     than the first row of its name key (``Alice`` after ``alice``: a
     ``duplicate``; chatd never registers both).
 
-    Fast path: where the name is the first column (format 2.x), one regular
-    expression checks that every line starts with a valid name and a comma,
-    the file holds an even number of quotes (an unclosed quote makes it odd),
-    the key is everything before the first comma, and the rest of the line
+    Fast path: where the name is the first column (format 2.x), the name is
+    everything before the first comma; one regular expression over all the
+    names checks them, every line must have a comma and the file an even
+    number of quotes (an unclosed quote makes it odd); the rest of a line
     is parsed only at login (a line whose rest is no whole row then reads as
     no account). Anything else (a bad line, an odd number of quotes, a second
     spelling, columns in another order) takes the slow path, which parses
@@ -699,14 +700,18 @@ def read_user_lines(path: str, migrations: list[str] | None = None) -> tuple[Csv
             text = handle.read().decode("utf-8", "replace")
     except FileNotFoundError:
         return CsvAccounts({}, indices), notes
-    if indices[0] == 0 and text.count('"') % 2 == 0 and _USER_LINES.match(text):
+    if indices[0] == 0 and text.count('"') % 2 == 0:
         lines = text.split("\n")
         lines.pop()  # after the final newline
-        names = [line[: line.find(",")] for line in lines]
-        keys = "\n".join(names).lower().split("\n")  # name_key of an ASCII name
-        users = dict(zip(keys, lines))
-        if len(users) == len(lines) or len(users) == len(set(names)):
-            return CsvAccounts(users, indices), notes
+        names = [line.partition(",")[0] for line in lines]
+        joined = "\n".join(names) + "\n"
+        # Every name valid (one pass in C), every line with a comma (a line without one is its own "name").
+        if _USER_NAMES.match(joined) and not any(map(operator.eq, names, lines)):
+            keys = joined.lower().split("\n")  # name_key of an ASCII name
+            keys.pop()
+            users = dict(zip(keys, lines))
+            if len(users) == len(lines) or len(users) == len(set(names)):
+                return CsvAccounts(users, indices), notes
     return _read_user_lines_slowly(path, header_length, indices, notes)
 
 
