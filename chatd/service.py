@@ -27,6 +27,7 @@ ends); stop the pools; write the queued log events.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -417,6 +418,28 @@ class Listeners(service.MultiService):
             self.reactor.stop()
 
 
+#: Allocations of container objects between two collections of the youngest generation (CPython: 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """
+    Once the server has started (its data loaded, its modules imported):
+    collect, then move every object alive now into CPython's permanent
+    generation (``gc.freeze``), so later collections never walk the start-up
+    heap again, and collect the youngest generation every
+    GC_YOUNG_THRESHOLD container allocations instead of 700. Every room line
+    allocates a few containers (its event, the arguments of its command), so
+    with the defaults a full collection walked the whole heap every few
+    thousand lines: the fan-out benchmark lost 20-25% to it
+    (docs/PERFORMANCE.md, "Issue 12"). Reference cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
+
+
 class ChatService(service.MultiService):
     """
     The whole chat server, the composition root: create it, hand it to
@@ -434,9 +457,12 @@ class ChatService(service.MultiService):
         hash_threads: int = 1,
         hash_params: dict[str, int] | None = None,
         transfer_settings: TransferSettings | None = None,
+        gc_tuning: bool = False,
     ) -> None:
+        """``gc_tuning``: call :func:`tune_gc` once started (the daemon does: ``chatd.tap``; tests need not)."""
         super().__init__()
         self.reactor = reactor
+        self.gc_tuning = gc_tuning
         LogFilesService(reactor).setServiceParent(self)
         self.stores = StoreService(reactor, data_dir, now=lambda: self.factory.now())
         self.stores.setServiceParent(self)
@@ -486,6 +512,8 @@ class ChatService(service.MultiService):
                     child.stopService()
             self.listeners.unbind()
             raise
+        if self.gc_tuning:
+            tune_gc()
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:

@@ -235,4 +235,5 @@ def makeService(options: Options) -> Any:
             spool_quota=options["spool-quota"], user_spool_quota=options["user-spool-quota"],
             delivery_timeout=options["delivery-timeout"],
         ),
+        gc_tuning=True,
     )

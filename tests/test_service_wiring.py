@@ -251,3 +251,30 @@ def test_an_endpoint_that_fails_late_stops_the_reactor_with_one_line(tmp_path, m
     assert error["description"] == "late:1" and "Address already in use" in error["reason"]
     stopped = list(listeners)[0].stopService()  # the failure was handled: stopping the listener still works
     assert stopped.called
+
+
+def test_the_daemon_freezes_the_start_up_heap_and_collects_young_objects_less_often(tmp_path, monkeypatch):
+    """Issue 12: per-line containers (events) made full collections walk the heap; the daemon tunes gc once started."""
+    import gc
+
+    from chatd import service as service_module
+    from chatd.tap import Options, makeService
+
+    calls: list[Any] = []
+    monkeypatch.setattr(service_module.gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(service_module.gc, "collect", lambda *a: calls.append("collect") or 0)
+    monkeypatch.setattr(service_module.gc, "set_threshold", lambda *t: calls.append(t))
+    service_module.tune_gc()
+    assert calls[:2] == ["collect", "freeze"]
+    assert calls[2][0] == service_module.GC_YOUNG_THRESHOLD and calls[2][1:] == gc.get_threshold()[1:]
+    options = Options()
+    options.parseOptions(["--data-dir", str(tmp_path / "data")])
+    assert makeService(options).gc_tuning  # the daemon tunes it
+    tuned: list[bool] = []
+    monkeypatch.setattr(service_module, "tune_gc", lambda: tuned.append(True))
+    monkeypatch.setattr(service.MultiService, "startService", lambda self: None)  # the children: not here
+    monkeypatch.setattr(ChatService, "_check_twisted", lambda self: None)
+    for gc_tuning in (False, True):
+        chat = ChatService(MemoryReactorClock(), [], str(tmp_path / "data"), Settings(), gc_tuning=gc_tuning)
+        chat.startService()
+        assert tuned == ([True] if gc_tuning else [])
