@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import attrs
 from twisted.internet import defer
@@ -28,6 +28,7 @@ from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.core.ports import Bus, LeaveReason, RoomFiles, Session, SessionEnd
 from chatd.limits import Limits
 from chatd.passwords import Passwords
+from chatd.presence import Presence
 from chatd.settings import PUBLIC_ROOM, Settings
 from chatd.store import AccountDict, Accounts, Loaded, LogEvent, RoomRecord, Store, StoreError, UserRecord
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key, unknown_name
@@ -95,6 +96,16 @@ def registrations_refused(wait: float) -> str:
     return f"too many new accounts from your address; try again in {int(wait) + 1} seconds."
 
 
+def not_saved(what: str) -> Callable[[Any], NoReturn]:
+    """An errback: a StoreError becomes NotSaved (``what (server storage problem); try again later.``)."""
+
+    def failed(failure: Any) -> NoReturn:
+        failure.trap(StoreError)
+        raise errors.NotSaved(f"{what} (server storage problem); try again later.")
+
+    return failed
+
+
 class ChatFactory(Factory):
     """Accounts, online users and rooms; builds a ``protocol`` per connection."""
 
@@ -131,6 +142,8 @@ class ChatFactory(Factory):
         #: Accounts by name key (the store's :class:`~chatd.store.Accounts`).
         self.accounts: Accounts = AccountDict()
         self.online: dict[str, Session] = {}
+        #: Who of them is away (chatd.presence).
+        self.presence = Presence()
         self.rooms: dict[str, Room] = {}
         #: The rooms by their name as stored (the ``room`` of their events).
         self._by_name: dict[str, Room] = {}
@@ -217,15 +230,11 @@ class ChatFactory(Factory):
         key = name_key(name)
         claims[key] = name
 
-        def failed(failure: Any) -> None:
-            failure.trap(StoreError)
-            raise errors.NotSaved(failure_text + " (server storage problem); try again later.")
-
         def release(result: Any) -> Any:
             claims.pop(key, None)
             return result
 
-        return work.addCallbacks(done, failed).addBoth(release)
+        return work.addCallbacks(done, not_saved(failure_text)).addBoth(release)
 
     def user_name_taken(self, name: str) -> str | None:
         """
@@ -301,7 +310,7 @@ class ChatFactory(Factory):
         record = self.accounts.get(name_key(name))
 
         def checked(ok: bool) -> str | defer.Deferred[str]:
-            if ok and record is not None:
+            if ok and record is not None and name_key(record.name) in self.accounts:  # (not deleted meanwhile)
                 if self.passwords.needs_rehash(record.password_hash):
                     return self._rehash(record, password, origin or {})
                 return record.name
@@ -315,32 +324,110 @@ class ChatFactory(Factory):
     def _rehash(self, record: UserRecord, password: str, origin: Mapping[str, str]) -> defer.Deferred[str]:
         """
         Store a hash of ``password`` with the current parameters for the
-        account of ``record`` (``Store.replace_password``);
-        fires with the name once it is durable. If it cannot be stored, the
-        old hash stays (and still works): the login goes ahead all the same.
+        account of ``record``; fires with the name once it is durable. If it
+        cannot be stored, the old hash stays (and still works): the login
+        goes ahead all the same.
         """
-        updated: UserRecord | None = None
 
-        def store(password_hash: str) -> defer.Deferred[None]:
-            nonlocal updated
+        def not_saved(failure: Any) -> str:
+            failure.trap(StoreError)  # the store has logged why
+            return record.name
+
+        d = self._store_hash(record, password, LogEvent("rehash", record.name, details=origin))
+        return d.addCallbacks(lambda _: record.name, not_saved)
+
+    def _store_hash(self, record: UserRecord, password: str, event: LogEvent) -> defer.Deferred[UserRecord]:
+        """
+        Hash ``password`` (off the reactor) and store it as the hash of the
+        account of ``record`` with ``event`` (``Store.replace_password``);
+        fires with the updated record once it is durable, fails with StoreError.
+        """
+
+        def store(password_hash: str) -> defer.Deferred[UserRecord]:
             updated = attrs.evolve(record, password_hash=password_hash)
-            return self.store.replace_password(updated, LogEvent("rehash", record.name, details=origin))
+            return self.store.replace_password(updated, event).addCallback(lambda _: saved(updated))
 
-        def saved(_: None) -> str:
-            assert updated is not None
+        def saved(updated: UserRecord) -> UserRecord:
             key = name_key(record.name)
             replaced = self.accounts.get(key)
             if replaced is not None:
                 self.passwords.uncount_stored(replaced.password_hash)
             self.accounts[key] = updated
             self.passwords.count_stored([updated.password_hash])
+            return updated
+
+        return self.passwords.hash(password).addCallback(store)
+
+    def _check_password(self, session: Session, password: str) -> defer.Deferred[UserRecord]:
+        """
+        The record of ``session``'s account if ``password`` is its password
+        (checked off the reactor, counted like a login by chatd.limits);
+        fails with NotAllowed (a limit) or LoginFailed.
+        """
+        name = session.name or ""
+        refused = self.limits.password_check_refused(session.address_key or "", name)
+        if refused:
+            return defer.fail(errors.NotAllowed(refused))
+        record = self.accounts.get(name_key(name))
+
+        def checked(ok: bool) -> UserRecord:
+            if not ok or record is None:
+                raise errors.LoginFailed("wrong password; nothing was changed.")
+            return record
+
+        return self.passwords.verify(record.password_hash if record else None, password).addCallback(checked)
+
+    def change_password(self, session: Session, old: str, new: str) -> defer.Deferred[None]:
+        """
+        Replace the password of ``session``'s account: ``old`` must be the
+        current one; ``new`` is hashed off the reactor and stored (a
+        ``password_change`` row) before this fires. Fails with LoginFailed
+        (``old`` is wrong), NotAllowed (chatd.limits) or NotSaved; the old
+        password stays on any failure.
+        """
+
+        def store(record: UserRecord) -> defer.Deferred[UserRecord]:
+            return self._store_hash(record, new, LogEvent("password_change", record.name, details=session.origin))
+
+        failed = not_saved("Could not save the new password")
+        return self._check_password(session, old).addCallback(store).addCallbacks(lambda _: None, failed)
+
+    def delete_account(self, session: Session, password: str) -> defer.Deferred[str]:
+        """
+        Delete ``session``'s account if ``password`` is its password: first
+        every room it owns (each as its owner's ``delete``: members are told
+        and go back to the menu), then the account (``Store.delete_user``, an
+        ``account_delete`` row); fires with the name once that is durable.
+        The session stays logged in (the caller logs it out); another
+        session that logged in as the account meanwhile is closed. Fails
+        with LoginFailed, NotAllowed or NotSaved: what was deleted before a
+        failure stays deleted, the account stays.
+        """
+
+        def delete_rooms(record: UserRecord) -> defer.Deferred[Any]:
+            key = name_key(record.name)
+            owned = sorted(room.name for room in self.rooms.values() if room.owner and name_key(room.owner) == key)
+            d: defer.Deferred[Any] = defer.succeed(None)
+            for name in owned:
+                d.addCallback(lambda _, room: self.delete_room(room, record.name), name)
+            return d.addCallback(lambda _: record)
+
+        def delete(record: UserRecord) -> defer.Deferred[str]:
+            event = LogEvent("account_delete", record.name, details=session.origin)
+            failed = not_saved("Could not delete the account")
+            return self.store.delete_user(record.name, event).addCallbacks(lambda _: deleted(record), failed)
+
+        def deleted(record: UserRecord) -> str:
+            key = name_key(record.name)
+            removed = self.accounts.pop(key, None)
+            if removed is not None:
+                self.passwords.uncount_stored(removed.password_hash)
+            other = self.online.get(key)
+            if other is not None and other is not session:
+                other.kick("Your account was deleted.", "logout")
             return record.name
 
-        def not_saved(failure: Any) -> str:
-            failure.trap(StoreError)  # the store has logged why
-            return record.name
-
-        return self.passwords.hash(password).addCallback(store).addCallbacks(saved, not_saved)
+        return self._check_password(session, password).addCallback(delete_rooms).addCallback(delete)
 
     def attach(self, session: Session) -> None:
         """``session`` has logged in; an older session of the same user is closed."""
@@ -367,8 +454,17 @@ class ChatFactory(Factory):
         online = session.name is not None and self.online.get(name_key(session.name)) is session
         if online:
             del self.online[name_key(session.name or "")]
+            self.presence.back(session.name or "")
         if online or room is not None:
             self.store.log_event(event, session.name or "", room.name if room is not None else "", **session.origin)
+
+    def log_out(self, session: Session, room: Room | None = None) -> None:
+        """
+        ``session`` logs out but stays connected (:meth:`detach`, a ``logout``
+        row): the caller then takes its name; the login timeout applies again.
+        """
+        self.detach(session, "logout", room)
+        self.limits.logged_out(session)
 
     # -- rooms ---------------------------------------------------------------
 

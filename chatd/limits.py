@@ -279,6 +279,11 @@ class Limits:
             bucket.touch(now)
             connection.share_allowance(bucket, -bucket.tokens / bucket.rate if bucket.tokens < 0 else 0.0)
 
+    def logged_out(self, connection: Any) -> None:
+        """``connection`` logged out and stays connected: the login timeout applies to it again, from now."""
+        if self.settings.login_timeout and connection in self.all:
+            self.unauthenticated[connection] = self.reactor.seconds()
+
     def login_refused(self, key: str) -> float:
         """
         If ``key`` has used up its failed logins, the seconds until it may

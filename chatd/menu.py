@@ -141,6 +141,18 @@ class Dialogue:
         self._show_menu()
         self._menu_prompt()
 
+    def logged_out(self, text: str) -> None:
+        if self._closed:
+            return
+        place, room = self.place, self.room
+        self.room, self._gone = None, ""
+        self.factory.log_out(self.session, room)
+        self.session.name = None
+        self.session.show(LISTEN, text)
+        self._show_menu()
+        if place is ROOM:  # at the menu the command's end prompts (_after)
+            self._menu_prompt()
+
     def show_help(self, table: CommandTable) -> None:
         if self.place is MENU:
             self._show_menu()
@@ -285,7 +297,7 @@ class Dialogue:
                         self._state = lambda again: answered(again, value)
                         self.session.ask(CREDENTIALS, arg.confirm)
                     elif confirmed is not None and value != confirmed:
-                        self.error("the passwords do not match; nothing was created.")
+                        self.error(arg.mismatch)
                         self._after(place)
                     else:
                         self._next(command, [*values, value], place)

@@ -905,14 +905,25 @@ class CsvStore:
 
     def delete_room(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
         """Rewrite rooms.csv without ``name``, atomically; fires once it and its ``event`` row are durable."""
-        return self._durable(self._delete_room, name_key(name), event=self._event_row(event))
+        return self._durable(self._delete_rows, ROOMS_TABLE, name_key(name), event=self._event_row(event))
 
-    def _delete_room(self, key: str) -> None:
-        """In the writer thread: rooms.csv without the room ``key``; its header and other columns kept."""
-        path = self._path(ROOMS)
-        columns, header_length, _ = open_table(path, ROOMS_TABLE)
+    def delete_user(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
+        """
+        Rewrite users.csv without any line of ``name`` (every version of
+        the account), atomically; fires once it and its ``event`` row
+        (``account_delete``) are durable, fails with StoreError.
+        """
+        return self._durable(self._delete_rows, USERS_TABLE, name_key(name), event=self._event_row(event))
+
+    def _delete_rows(self, table: Table, key: str) -> None:
+        """
+        In the writer thread: ``table``'s file without the rows whose name is ``key``
+        (written aside, fsynced, renamed); its header and other columns kept.
+        """
+        path = self._path(table.file)
+        columns, header_length, _ = open_table(path, table)
         first = _first_row(path)
-        header = first[0] if first is not None else ROOMS_TABLE.header()
+        header = first[0] if first is not None else table.header()
         name = columns.index("name")
         kept = []
         for line in _data_lines(path, header_length):  # one line, one row: a bad line stays apart, as it was

@@ -40,7 +40,7 @@ class RoomRecord:
 #: The events of the event log (log.csv's ``event`` column): one row each,
 #: docs/OPERATIONS.md, "The event log", lists their fields.
 EventName = Literal[
-    "register", "login", "rehash", "login_failed", "logout", "disconnect", "replaced", "sendq_exceeded",
+    "register", "login", "rehash", "password_change", "account_delete", "login_failed", "logout", "disconnect", "replaced", "sendq_exceeded",
     "room_create", "room_delete", "join", "leave", "file_refused", "file", "file_aborted",
 ]
 
@@ -146,6 +146,9 @@ class Store(Protocol):
 
     def replace_password(self, record: UserRecord, event: LogEvent | None = None) -> defer.Deferred[None]:
         """Store ``record.password_hash`` as the new hash of the account ``record.name``."""
+
+    def delete_user(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
+        """Remove the account ``name`` (any case); its rooms are the caller's to delete first."""
 
     def add_room(self, record: RoomRecord, event: LogEvent | None = None) -> defer.Deferred[None]:
         """Store a new room."""

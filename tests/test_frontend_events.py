@@ -106,6 +106,12 @@ class EventSession:
         room, self.room = self.room, None
         self.factory.leave(room, self)
 
+    def logged_out(self, text: str) -> None:
+        room, self.room = self.room, None
+        self.factory.log_out(self, room)
+        self.name = None
+        self.replies.append(text)
+
     def show_help(self, table: CommandTable) -> None:
         self.replies.extend(command.name for command in table.listed(self.place))
 

@@ -86,7 +86,7 @@ def test_every_method_answers_with_a_deferred(world):
     _result(store.load())
     for d in (store.start(), store.add_user(UserRecord("ann", "$argon2id$h1", "t")),
               store.replace_password(UserRecord("ann", "$argon2id$h2", "t")),
-              store.add_room(RoomRecord("lab", "ann", "t")), store.delete_room("lab"),
+              store.add_room(RoomRecord("lab", "ann", "t")), store.delete_room("lab"), store.delete_user("ann"),
               store.log_event("login", "ann"), store.flush_events(), store.stop()):
         assert _result(d) is None
 
@@ -113,6 +113,23 @@ def test_a_replaced_password_hash_is_the_one_loaded(world):
     users = _loaded(world).users
     assert len(users) == 1 and users["ann"] == UserRecord("ann", "$argon2id$new", "2026-01-01T00:00:00Z")
     assert world.events(store) == [("rehash", "ann", "", {"address": "::1"})]
+
+
+def test_a_deleted_account_is_gone_with_every_version_of_it(world):
+    """delete_user removes the account (any case, its replaced hashes too) and nothing else, with its event."""
+    store = world.reopen()
+    _result(store.load())
+    _result(store.add_user(UserRecord("Ann", "$argon2id$h1", "2026-01-01T00:00:00Z")))
+    _result(store.add_user(UserRecord("bob", "$argon2id$h2", "2026-01-02T00:00:00Z")))
+    _result(store.replace_password(UserRecord("Ann", "$argon2id$h3", "2026-01-01T00:00:00Z")))
+    _result(store.add_room(RoomRecord("lab", "Ann", "t1")))
+    _result(store.delete_user("ANN", LogEvent("account_delete", "Ann", details={"address": "::1"})))
+    loaded = _loaded(world)
+    assert sorted(loaded.users) == ["bob"] and loaded.users["bob"].password_hash == "$argon2id$h2"
+    assert loaded.rooms == [RoomRecord("lab", "Ann", "t1")]  # its rooms are the caller's to delete
+    assert world.events(store) == [("account_delete", "Ann", "", {"address": "::1"})]
+    _result(store.delete_user("nobody"))
+    assert sorted(_loaded(world).users) == ["bob"]
 
 
 def test_rooms_added_and_deleted_in_any_case(world):

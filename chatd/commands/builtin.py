@@ -30,7 +30,7 @@ MENU, ROOM, ANYWHERE = Place.MENU, Place.ROOM, Place.ANYWHERE
 USERS_SHOWN = 100
 
 
-def _password(caller: Caller, password: str) -> str | None:
+def valid_password(caller: Caller, password: str) -> str | None:
     return password_problem(password)
 
 
@@ -49,7 +49,7 @@ def _new_name(caller: Caller, name: str) -> str | None:
 @command("register", "create an account", MENU, number="1", login=Login.REFUSED, check=_may_register, args=(
     Arg("NAME", "New account name:", check=_new_name),
     Arg("PASSWORD", f"Choose a password (at least {PASSWORD_MIN} characters):", secret=True,
-        confirm="Repeat the password:", check=_password),
+        confirm="Repeat the password:", check=valid_password),
 ))
 def register(caller: Caller, name: str, password: str) -> defer.Deferred[None]:
     session = caller.session
@@ -59,7 +59,7 @@ def register(caller: Caller, name: str, password: str) -> defer.Deferred[None]:
 
 @command("login", "log in to your account", MENU, number="2", login=Login.REFUSED, args=(
     Arg("NAME", "Name:"),
-    Arg("PASSWORD", "Password:", secret=True, check=_password),
+    Arg("PASSWORD", "Password:", secret=True, check=valid_password),
 ))
 def login(caller: Caller, name: str, password: str) -> defer.Deferred[None]:
     """
@@ -96,6 +96,7 @@ def users(caller: Caller) -> defer.Deferred[None]:
     """``Online (N): a, b, ...``: every logged-in user, by name, at most USERS_SHOWN of them."""
 
     def show(names: list[str]) -> None:
+        names = caller.factory.presence.marked(names)
         if len(names) <= USERS_SHOWN:
             caller.reply(f"Online ({len(names)}): {', '.join(names)}")
         else:
@@ -196,7 +197,7 @@ def me(caller: Caller, text: str) -> None:
 @command("who", "list who is in the room", ROOM, login=Login.REQUIRED, in_room=True)
 def who(caller: Caller) -> None:
     assert caller.room is not None
-    names = caller.room.member_names()
+    names = caller.factory.presence.marked(caller.room.member_names())
     caller.reply(f"In {caller.room.name} ({len(names)}): {', '.join(names)}")
 
 
@@ -205,6 +206,9 @@ def who(caller: Caller) -> None:
 def msg(caller: Caller, target: str, text: str) -> defer.Deferred[None]:
     def echo(message: PrivateMessage) -> None:
         caller.session.private(message, sent=True)
+        away = caller.factory.presence.tell_once(message.sender, message.recipient)
+        if away is not None:
+            caller.reply(f"{message.recipient} is away: {away}")
 
     return caller.factory.private_message(caller.session, target, text).addCallback(echo)
 

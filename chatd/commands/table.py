@@ -68,6 +68,8 @@ class Arg:
     secret: bool = False
     #: For a secret: the line front-end asks again with this question; the answers must match.
     confirm: str = ""
+    #: For a secret with ``confirm``: the error when the two answers differ.
+    mismatch: str = "the passwords do not match; nothing was created."
     #: May be empty (the handler decides what that means).
     optional: bool = False
     #: Checked as soon as the argument is known, before the next one is asked.
@@ -173,6 +175,13 @@ class Caller(Protocol):
 
     def left(self) -> None:
         """Take the user out of their room (or acknowledge its deletion) back to the menu."""
+
+    def logged_out(self, text: str) -> None:
+        """
+        Log the session out without disconnecting (``ChatFactory.log_out``:
+        it leaves its room and the online list), tell the user ``text`` and
+        show what a new connection is shown (the line front-end: the menu).
+        """
 
     def show_help(self, table: CommandTable) -> None:
         """Show what the user can do where they are (the line front-end: the menu, or the room commands)."""

@@ -61,6 +61,12 @@ class MemoryStore:
         return self._change(lambda: self.users.__setitem__(key, attrs.evolve(
             self.users.get(key, record), password_hash=record.password_hash)), event)
 
+    def delete_user(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
+        def remove() -> None:
+            self.users.pop(name_key(name), None)
+
+        return self._change(remove, event)
+
     def add_room(self, record: RoomRecord, event: LogEvent | None = None) -> defer.Deferred[None]:
         return self._change(lambda: self.rooms.__setitem__(name_key(record.name), record), event)
 
