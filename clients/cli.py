@@ -75,6 +75,7 @@ from chatd.wire import (
     split_tagged,
 )
 from clients.files import Download, Progress, Runner, Sender, Upload, failure_reason
+from clients.screen import Screen, Vocabulary, mentions
 
 VERSION = "1.0"
 CHAT_PROMPT = "> "
@@ -244,6 +245,12 @@ class Console(protocol.Protocol):
         else:
             self._write(text + "\n")
 
+    def alert(self, text: str) -> None:
+        """A line that names the user, or a private message: shown after a bell (on a terminal)."""
+        if self.interactive:
+            self._write("\x07")
+        self.show(text)
+
     def end(self, text: str = "") -> None:
         """
         The session is over: print ``text`` (if any) as the last line, with no
@@ -293,10 +300,16 @@ class ChatClient(LineReceiver):
     #: Set by makeConnection before the server is heard from (:class:`IClientTransport` says what is used of it).
     transport: IClientTransport
 
-    def __init__(self, console: Console, downloads: str, run: Runner, progress: bool | None = None,
+    def __init__(self, console: Screen, downloads: str, run: Runner, progress: bool | None = None,
                  clock: IReactorTime | None = None, progress_out: Callable[[str], None] | None = None,
-                 zone: tzinfo | None = None) -> None:
+                 zone: tzinfo | None = None, words: Vocabulary | None = None, ask_who: bool = False) -> None:
         self.console = console
+        #: What Tab completes (names, commands), learnt from what the server says.
+        self.words = words if words is not None else Vocabulary()
+        #: Send a /who on entering a room (its answer not shown) so Tab knows who is there: the line editor's.
+        self.ask_who = ask_who
+        #: ``/who`` answers still to be swallowed (one per room entered with ``ask_who``).
+        self._quiet_who = 0
         #: The time zone chat lines are shown in (None: this computer's).
         self.zone = zone
         self.downloads = downloads
@@ -390,11 +403,21 @@ class ChatClient(LineReceiver):
             return  # the answer to our own /client hello: protocol, not news for the user
         if text.startswith(("Logged in as ", "Registered and logged in as ")):
             self.logged_in = True
+            self.words.me = text.rpartition(" as ")[2].removesuffix(".")
+        self.words.heard(text)
         self._show(text)
 
     def _show_line(self, text: str) -> None:
-        """A room or private line: its ``[HH:MM:SS]`` (UTC) is shown in local time."""
-        self.console.show(printable(local_time(text, datetime.now(timezone.utc), self.zone)))
+        """A room line: its ``[HH:MM:SS]`` (UTC) is shown in local time, with a bell if it names us."""
+        shown = printable(local_time(text, datetime.now(timezone.utc), self.zone))
+        if mentions(shown, self.words.me):
+            self.console.alert(shown)
+        else:
+            self.console.show(shown)
+
+    def _private(self, text: str) -> None:
+        """A private message (``03``): in local time, with a bell."""
+        self.console.alert(printable(local_time(text, datetime.now(timezone.utc), self.zone)))
 
     def _error(self, text: str) -> None:
         self.console.show(printable(text))
@@ -436,7 +459,14 @@ class ChatClient(LineReceiver):
             self.state = _WAIT
             self.sendLine(b"/exit")
             return
+        self.words.heard(text)
+        if self._quiet_who and text.startswith("In ") and not text.startswith("In it now"):
+            self._quiet_who -= 1
+            return
         self._show_line(text)
+        if self.ask_who and text.startswith("Entered room "):
+            self._quiet_who += 1
+            self.sendLine(b"/who")
         if self.state != _CHAT and self._leaving != "exit":
             self.state = _CHAT
             self.console.set_prompt(CHAT_PROMPT)
@@ -659,7 +689,7 @@ class ChatClient(LineReceiver):
     _handlers: dict[str, Callable[[ChatClient, str], None]] = {
         LISTEN: _listen,
         ERROR: _error,
-        PRIVATE: _show_line,
+        PRIVATE: _private,
         SPEAK: _speak,
         CREDENTIALS: _credentials,
         CHAT: _chat,
@@ -703,6 +733,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cafile", help="with --tls: trust this PEM certificate (else the system's CAs)")
     parser.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                         help="progress bars on stderr (auto: when stderr is a terminal)")
+    parser.add_argument("--plain", action="store_true",
+                        help="on a terminal too, the plain console instead of the line editor")
     return parser.parse_args(argv)
 
 
@@ -819,11 +851,36 @@ class _Terminal:
             self.saved = None
 
 
+class _Late:
+    """The screen's callbacks into the client, which is made after its screen."""
+
+    client: ChatClient | None = None
+
+    def line(self, line: str) -> None:
+        if self.client is not None:
+            self.client.user_line(line)
+
+    def eof(self) -> None:
+        if self.client is not None:
+            self.client.user_eof()
+
+    def interrupt(self) -> None:
+        if self.client is not None:
+            self.client.interrupt()
+
+
+def uses_editor(options: argparse.Namespace) -> bool:
+    """The line editor runs when stdin and stdout are a terminal, unless ``--plain``."""
+    return not options.plain and os.isatty(0) and os.isatty(1)
+
+
 async def run(reactor: Any, options: argparse.Namespace) -> None:
     """
     Connect and run the session until it ends. Raises SystemExit with
     EXIT_CONNECTION (cannot connect, connection lost, certificate refused),
     EXIT_REFUSED (a scripted password was refused) or EXIT_INTERRUPTED (Ctrl-C).
+    On a terminal (:func:`uses_editor`) the screen is :class:`clients.editor.LineEditor`
+    (the reactor is then Twisted's asyncio reactor: :func:`main`), else :class:`Console`.
     """
     from twisted.internet import stdio
     from twisted.internet.threads import deferToThreadPool
@@ -837,52 +894,75 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
         return deferToThreadPool(reactor, pool, function, *args)
 
     progress = {"auto": None, "always": True, "never": False}[options.progress]
-    interactive = os.isatty(0) and os.isatty(1)
-    terminal = _Terminal(0) if interactive else None
-    if terminal is not None:
-        reactor.addSystemEventTrigger("before", "shutdown", terminal.restore)
+    downloads = os.path.abspath(options.downloads)
+    late = _Late()
+    terminal: _Terminal | None = None
+    screen: Screen
+    start: Callable[[], defer.Deferred[None]]
+    if uses_editor(options):
+        from clients.editor import LineEditor
+
+        words = Vocabulary()
+        editor = LineEditor(late.line, late.eof, late.interrupt, words)
+        screen, start = editor, editor.start
+        client = ChatClient(editor, downloads, run_in_pool, progress, clock=reactor, words=words, ask_who=True)
+    else:
+        interactive = os.isatty(0) and os.isatty(1)
+        terminal = _Terminal(0) if interactive else None
+        if terminal is not None:
+            reactor.addSystemEventTrigger("before", "shutdown", terminal.restore)
+        console = Console(late.line, late.eof, interactive)
+
+        def start() -> defer.Deferred[None]:
+            stdio.StandardIO(console, reactor=reactor)
+            return defer.succeed(None)
+
+        screen = console
+        client = ChatClient(console, downloads, run_in_pool, progress, clock=reactor)
+    late.client = client
     try:
-        client: ChatClient | None = None
-
-        def user_line(line: str) -> None:
-            if client is not None:
-                client.user_line(line)
-
-        def user_eof() -> None:
-            if client is not None:
-                client.user_eof()
-
-        console = Console(user_line, user_eof, interactive)
-        client = ChatClient(console, os.path.abspath(options.downloads), run_in_pool, progress, clock=reactor)
         try:
             await endpoint_for(reactor, options).connect(protocol.Factory.forProtocol(lambda: client))
         except Exception as error:
             message = str(error) or type(error).__name__
             sys.stderr.write(f"chat: cannot connect to {options.host}:{options.port}: {message}\n")
             raise SystemExit(EXIT_CONNECTION)
-        stdio.StandardIO(console, reactor=reactor)
+        finished = start()
         signal.signal(signal.SIGINT, lambda signum, frame: reactor.callFromThread(client.interrupt))
+        status, why = EXIT_OK, ""
         try:
             await client.done
         except ConnectionGone as gone:
-            console.end()
-            sys.stderr.write(f"chat: {gone}\n")
-            raise SystemExit(EXIT_CONNECTION)
+            status, why = EXIT_CONNECTION, str(gone)
         except LoginRefused as refused:
-            sys.stderr.write(f"chat: {refused}\n")
-            raise SystemExit(EXIT_REFUSED)
-        if client.interrupted:
-            raise SystemExit(EXIT_INTERRUPTED)
+            status, why = EXIT_REFUSED, str(refused)
+        else:
+            if client.interrupted:
+                status = EXIT_INTERRUPTED
+        screen.end()
+        await finished  # the line editor has stopped and restored the terminal
+        if why:
+            sys.stderr.write(f"chat: {why}\n")
+        if status != EXIT_OK:
+            raise SystemExit(status)
     finally:
         if terminal is not None:
             terminal.restore()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The ``chat`` console script."""
+    """The ``chat`` console script (on a terminal, on Twisted's asyncio reactor for the line editor)."""
+    options = parse_args(argv)
+    if uses_editor(options):
+        import asyncio
+
+        from twisted.internet import asyncioreactor
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        asyncioreactor.install(loop)
     from twisted.internet import task
 
-    options = parse_args(argv)
     task.react(lambda reactor: defer.ensureDeferred(run(reactor, options)))
 
 

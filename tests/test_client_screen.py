@@ -1,0 +1,218 @@
+"""
+Unit tests of the client's screen interface: what Tab completes (clients.screen.Vocabulary), mentions and
+private messages (alerts), the silent /who of the line editor, and the line editor itself
+(clients.editor.LineEditor) driven by prompt_toolkit's pipe input on an asyncio loop of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timezone
+
+from twisted.internet import defer
+from twisted.internet.testing import StringTransport
+
+from clients.cli import ChatClient
+from clients.screen import COMMANDS, Vocabulary, mentions
+
+
+class FakeScreen:
+    """A Screen that records what it was asked to do."""
+
+    interactive = True
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[str, str]] = []
+        self.prompt = ""
+
+    def show(self, text: str) -> None:
+        self.shown.append(("show", text))
+
+    def alert(self, text: str) -> None:
+        self.shown.append(("alert", text))
+
+    def set_prompt(self, prompt: str, secret: bool = False) -> None:
+        self.prompt = prompt
+
+    def end(self, text: str = "") -> None:
+        self.shown.append(("end", text))
+
+
+def client_on(screen: FakeScreen, ask_who: bool = False) -> tuple[ChatClient, StringTransport]:
+    client = ChatClient(screen, "/nonexistent", defer.maybeDeferred, zone=timezone.utc, ask_who=ask_who)
+    wire = StringTransport()
+    client.makeConnection(wire)
+    wire.clear()
+    return client, wire
+
+
+def server(client: ChatClient, *lines: str) -> None:
+    client.dataReceived("".join(line + "\r\n" for line in lines).encode())
+
+
+def test_vocabulary_learns_members_from_who_joins_leaves_and_speakers():
+    """/who replaces the room's list; joins add, leaves move to the others; speakers are members; entering forgets."""
+    words = Vocabulary()
+    words.heard("In lab (2): alice, bob")
+    words.heard("[12:00:00] * carol joined lab")
+    words.heard("[12:00:01] dave: hello")
+    assert list(words.members) == ["alice", "bob", "carol", "dave"]
+    words.heard("[12:00:02] * bob left lab")
+    assert "bob" not in words.members and "bob" in words.others
+    words.heard("Entered room other (1 here). Type /help for commands, /exit to leave.")
+    assert words.members == {}
+    words.heard("Online (3; the first 2 by name): erin, frank, and 1 more")
+    assert list(words.others) == ["bob", "erin", "frank"]
+
+
+def test_vocabulary_completes_names_and_commands():
+    """A first word starting with / completes commands (help lines add some); other words complete names."""
+    words = Vocabulary()
+    words.me = "Ann"
+    words.heard("In lab (3): Ann, alice, Albert")
+    assert words.complete("hi al") == ["alice", "Albert"]
+    assert words.complete("a") == ["alice", "Albert"]  # never our own name
+    assert words.complete("/m") == ["/me", "/msg"]
+    assert words.complete("/msg al") == ["alice", "Albert"]
+    assert words.complete("/topic") == []
+    words.heard("  /topic TEXT: set the room's topic.")
+    assert words.complete("/to") == ["/topic"]
+    assert set(COMMANDS) <= set(words.commands)
+
+
+def test_mentions_need_someone_else_and_the_whole_word():
+    """A line names us when someone else says our name as a word, in any case; our own lines never do."""
+    assert mentions("[12:00:00] bob: hi ann, how are you", "ann")
+    assert mentions("[12:00:00] * bob waves at ANN", "ann")
+    assert not mentions("[12:00:00] bob: hi anna", "ann")
+    assert not mentions("[12:00:00] ann: I am ann", "ann")
+    assert not mentions("[12:00:00] bob: hi ann", "")
+    assert not mentions("Entered room ann (1 here).", "ann")
+
+
+def test_client_alerts_on_mention_and_private_message_only():
+    """Room lines naming the user and private messages are alerts; other lines, and our own, are shown plainly."""
+    screen = FakeScreen()
+    client, _ = client_on(screen)
+    server(client, "00 Logged in as ann.", "111 Entered room lab (2 here).",
+           "111 [12:00:00] bob: hello all", "111 [12:00:01] bob: ann: look", "111 [12:00:02] ann: ann here",
+           "03 [12:00:03] *bob* psst")
+    assert screen.shown[-4:] == [
+        ("show", "[12:00:00] bob: hello all"), ("alert", "[12:00:01] bob: ann: look"),
+        ("show", "[12:00:02] ann: ann here"), ("alert", "[12:00:03] *bob* psst"),
+    ]
+    assert client.words.me == "ann"
+
+
+def test_editor_client_asks_who_on_entering_without_showing_the_answer():
+    """With ask_who, entering a room sends /who; its answer feeds Tab but is not shown; a later /who is."""
+    screen = FakeScreen()
+    client, wire = client_on(screen, ask_who=True)
+    server(client, "111 Entered room lab (2 here).")
+    assert wire.value() == b"/who\r\n"
+    server(client, "111 In lab (2): ann, bob")
+    assert ("show", "In lab (2): ann, bob") not in screen.shown
+    assert list(client.words.members) == ["ann", "bob"]
+    server(client, "111 In lab (2): ann, bob")
+    assert screen.shown[-1] == ("show", "In lab (2): ann, bob")
+
+
+def test_plain_client_sends_no_who():
+    """Scripts (the plain console) get exactly what they asked for: no /who of the client's own."""
+    client, wire = client_on(FakeScreen())
+    server(client, "111 Entered room lab (2 here).")
+    assert wire.value() == b""
+
+
+# -- the line editor, on prompt_toolkit's pipe input -----------------------------------------------
+
+
+def run_editor(keys: list, words: Vocabulary | None = None, secret_prompt: bool = False) -> dict:
+    """
+    Run a LineEditor on a fresh asyncio loop, typing each of ``keys`` after the previous one was handled
+    (a line accepted, or a key reached the buffer); a key given as ``(KEYS, TEXT)`` is handled once the
+    line being typed reads TEXT (or, TEXT being a function of the results, once it is true). Returns what it produced. Bounded: 10 s in all.
+    """
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from clients.editor import LineEditor
+
+    got: dict = {"lines": [], "eof": 0, "interrupt": 0}
+
+    async def scenario() -> None:
+        with create_pipe_input() as pipe:
+            changed = asyncio.Event()
+
+            def on_line(line: str) -> None:
+                got["lines"].append(line)
+                changed.set()
+
+            def on_eof() -> None:
+                got["eof"] += 1
+                editor.end()
+
+            def on_interrupt() -> None:
+                got["interrupt"] += 1
+                editor.end("Interrupted. Bye.")
+
+            editor = LineEditor(on_line, on_eof, on_interrupt, words or Vocabulary(), input=pipe,
+                                output=DummyOutput())
+            editor.set_prompt("Password: " if secret_prompt else "> ", secret=secret_prompt)
+            finished = editor.start()
+            for key in keys:
+                key, wanted = key if isinstance(key, tuple) else (key, None)
+                changed.clear()
+                pipe.send_text(key)
+                if key.endswith("\r"):
+                    await asyncio.wait_for(changed.wait(), 5)
+                    if secret_prompt:
+                        editor.set_prompt("> ")
+                elif wanted is not None:
+                    done = wanted if callable(wanted) else lambda _: editor.session.default_buffer.text == wanted
+                    while not done(got):
+                        await asyncio.sleep(0.01)
+                else:
+                    await asyncio.sleep(0)  # let the key reach the buffer
+            if not finished.called:
+                editor.end()
+            await asyncio.wait_for(finished.asFuture(asyncio.get_running_loop()), 5)
+            got["history"] = list(editor.history.get_strings())
+            got["last"] = editor._last
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+    return got
+
+
+def test_editor_tab_completes_a_member_name():
+    words = Vocabulary()
+    words.heard("In lab (2): alice, bob")
+    got = run_editor([("hi b\t", "hi bob"), "\r"], words)
+    assert got["lines"] == ["hi bob"]
+
+
+def test_editor_up_recalls_and_keys_edit():
+    """Up recalls the last line; Ctrl-W deletes a word, Ctrl-U the line, Home/End move (Ctrl-A/Ctrl-E)."""
+    got = run_editor(["first line\r", "\x1b[A!\r", "one two\x17three\r", "junk\x15x\x01<\x05>\r"])
+    assert got["lines"] == ["first line", "first line!", "one three", "<x>"]
+    assert got["history"][-1] == "<x>"
+
+
+def test_editor_keeps_no_password_in_history():
+    """A line typed at a secret prompt reaches the client but never the Up history."""
+    got = run_editor(["hunter22\r", "hello\r"], secret_prompt=True)
+    assert got["lines"] == ["hunter22", "hello"]
+    assert got["history"] == ["hello"]
+
+
+def test_editor_ctrl_d_and_ctrl_c():
+    """Ctrl-D on an empty line is the end of input; Ctrl-C interrupts (its text is printed last)."""
+    assert run_editor([("\x04", lambda got: got["eof"])])["eof"] == 1
+    got = run_editor([("half typed", "half typed"), ("\x03", lambda got: got["interrupt"])])
+    assert got["interrupt"] == 1 and got["lines"] == [] and got["last"] == "Interrupted. Bye."
+
+
+def test_editor_ctrl_d_with_text_is_no_eof():
+    """Ctrl-D with text on the line deletes under the cursor, as in a shell: no end of input."""
+    got = run_editor(["ab\x04c\r"])
+    assert got["eof"] == 0 and got["lines"] == ["abc"]
