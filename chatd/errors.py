@@ -41,6 +41,10 @@ class NoSuchUser(ChatError):
     """Nobody of that name is logged in."""
 
 
+class Offline(NoSuchUser):
+    """The account exists but is not logged in (a private message to it may be queued)."""
+
+
 class NotAllowed(ChatError):
     """The user may not do this (not the owner, the public room, ...)."""
 

@@ -144,6 +144,9 @@ class ChatFactory(Factory):
         self.online: dict[str, Session] = {}
         #: Who of them is away (chatd.presence).
         self.presence = Presence()
+        #: Private messages kept for offline accounts, by name key, oldest first; and how many are being stored.
+        self.offline: dict[str, list[PrivateMessage]] = {}
+        self._offline_pending: dict[str, int] = {}
         self.rooms: dict[str, Room] = {}
         #: The rooms by their name as stored (the ``room`` of their events).
         self._by_name: dict[str, Room] = {}
@@ -163,6 +166,8 @@ class ChatFactory(Factory):
             self.log.info("data migrated at start-up: {note}", note=note)
         self.accounts = loaded.users
         self.passwords.count_stored(self.accounts.hash_texts())
+        for message in loaded.private:
+            self.offline.setdefault(name_key(message.recipient), []).append(message)
         for record in loaded.rooms:
             if record.name and name_key(record.name) not in self.rooms:
                 self._add_room(record)
@@ -422,6 +427,7 @@ class ChatFactory(Factory):
             removed = self.accounts.pop(key, None)
             if removed is not None:
                 self.passwords.uncount_stored(removed.password_hash)
+            self.offline.pop(key, None)  # (the store has deleted them with the account)
             other = self.online.get(key)
             if other is not None and other is not session:
                 other.kick("Your account was deleted.", "logout")
@@ -605,11 +611,64 @@ class ChatFactory(Factory):
         """
         session = self.online.get(name_key(target))
         if session is None or session.name is None:
-            return defer.fail(
-                errors.NoSuchUser(unknown_name(target, "user", USER_NAME_MAX, f"{target} is not logged in.")))
+            error = errors.Offline if name_key(target) in self.accounts else errors.NoSuchUser
+            return defer.fail(error(unknown_name(target, "user", USER_NAME_MAX, f"{target} is not logged in.")))
         message = PrivateMessage(self.reactor.seconds(), sender.name or "", session.name, text)
         session.private(message)
         return defer.succeed(message)
+
+    def queue_private(self, sender: Session, target: str, text: str) -> defer.Deferred[PrivateMessage]:
+        """
+        Keep ``text`` (clean) from ``sender`` for the offline account
+        ``target`` until its next login (:meth:`take_private`); fires with the
+        message once it is durable. Fails with NoSuchUser (no such account),
+        NotAllowed (its queue holds ``--offline-messages`` already: the
+        oldest are kept) or NotSaved.
+        """
+        key = name_key(target)
+        record = self.accounts.get(key)
+        if record is None:
+            return defer.fail(errors.NoSuchUser(f"{target} is not logged in."))
+        limit = self.settings.offline_messages
+        if not limit:
+            return defer.fail(errors.NoSuchUser(f"{record.name} is not logged in."))
+        if len(self.offline.get(key, ())) + self._offline_pending.get(key, 0) >= limit:
+            return defer.fail(errors.NotAllowed(
+                f"{record.name} is offline and has {limit} messages waiting already; try again later."))
+        message = PrivateMessage(self.reactor.seconds(), sender.name or "", record.name, text)
+        self._offline_pending[key] = self._offline_pending.get(key, 0) + 1
+
+        def stored(_: None) -> PrivateMessage:
+            recipient = self.online.get(key)
+            if recipient is not None:  # logged in while it was being stored: it is theirs now
+                recipient.private(message)
+                self.store.remove_private([message]).addErrback(self._not_removed)
+            else:
+                self.offline.setdefault(key, []).append(message)
+            return message
+
+        def done(result: Any) -> Any:
+            left = self._offline_pending.pop(key, 1) - 1
+            if left:
+                self._offline_pending[key] = left
+            return result
+
+        work = self.store.queue_private(message).addCallbacks(stored, not_saved("Could not keep the message"))
+        return work.addBoth(done)
+
+    def take_private(self, session: Session) -> list[PrivateMessage]:
+        """
+        The private messages kept for ``session``'s account (just logged in),
+        oldest first; they are removed from the store (if that fails they are
+        logged and come again after a restart: delivered at least once).
+        """
+        queued = self.offline.pop(name_key(session.name or ""), [])
+        if queued:
+            self.store.remove_private(queued).addErrback(self._not_removed)
+        return queued
+
+    def _not_removed(self, failure: Any) -> None:
+        self.log.error("could not remove delivered offline messages: {why}", why=failure.getErrorMessage())
 
     def online_names(self) -> defer.Deferred[list[str]]:
         """The names of every logged-in user, by name (case-insensitively)."""

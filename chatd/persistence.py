@@ -49,9 +49,11 @@ import io
 import operator
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import parse_qsl, quote, urlencode
+
+from datetime import datetime, timezone
 
 import attrs
 from twisted.internet import defer
@@ -59,6 +61,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from chatd.core.events import PrivateMessage
 from chatd.store import Accounts, EventName, Loaded, LogEvent, RoomRecord, StoreError, UserRecord, address_fields
 from chatd.settings import PUBLIC_ROOM
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key, spreadsheet_safe
@@ -72,6 +75,7 @@ Runner = Callable[..., "defer.Deferred[Any]"]
 USERS = "users.csv"
 ROOMS = "rooms.csv"
 EVENTS = "log.csv"
+OFFLINE = "offline.csv"
 
 
 #: The format version this chatd writes: ``(major, minor)``. A file of a newer
@@ -97,6 +101,7 @@ class Table:
 USERS_TABLE = Table("users", USERS, ("name", "password_hash", "created"))
 ROOMS_TABLE = Table("rooms", ROOMS, ("name", "owner", "created"))
 EVENTS_TABLE = Table("log", EVENTS, ("timestamp", "event", "user", "room", "detail"))
+OFFLINE_TABLE = Table("offline", OFFLINE, ("time", "sender", "recipient", "text"))
 
 
 class FormatError(Exception):
@@ -665,6 +670,43 @@ def read_rooms(path: str, migrations: list[str] | None = None) -> tuple[list[tup
     return [(number, RoomRecord(*row)) for number, row in rows], notes
 
 
+#: How a message's time is kept in offline.csv: ISO-8601 UTC to the microsecond.
+_MESSAGE_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+#: A text cell a spreadsheet would take for a formula (or that starts with the mark itself) is kept with a leading "'".
+_FORMULA_STARTS = ("=", "+", "-", "@", "'")
+BAD_TIME = "a time that is not ISO-8601 UTC"
+
+
+def private_row(message: PrivateMessage) -> list[str]:
+    """The offline.csv row of ``message`` (the text formula-safe: :func:`read_private` takes the mark off)."""
+    text = message.text
+    return [datetime.fromtimestamp(message.at, timezone.utc).strftime(_MESSAGE_TIME), message.sender,
+            message.recipient, "'" + text if text.startswith(_FORMULA_STARTS) else text]
+
+
+def _message_time(text: str) -> float:
+    return datetime.strptime(text, _MESSAGE_TIME).replace(tzinfo=timezone.utc).timestamp()
+
+
+def read_private(path: str, migrations: list[str] | None = None) -> tuple[list[PrivateMessage], list[str]]:
+    """
+    offline.csv (:func:`read_rows`) as messages, oldest first. Rows skipped
+    (and moved to ``offline.csv.rejected``): a time that does not parse.
+    """
+
+    def check(row: list[str]) -> str | None:
+        try:
+            _message_time(row[0])
+        except ValueError:
+            return BAD_TIME
+        return None
+
+    rows, notes = read_rows(path, OFFLINE_TABLE, migrations, check)
+    messages = [PrivateMessage(_message_time(at), sender, recipient, text[1:] if text.startswith("'") else text)
+                for _, (at, sender, recipient, text) in rows]
+    return messages, notes
+
+
 #: Names, each followed by a newline, all valid (:func:`chatd.text.check_name`): one pass in C.
 _USER_NAMES = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_-]{0,%d}\n)*\Z" % (USER_NAME_MAX - 1))
 #: One users.csv line that starts with a valid name and a comma.
@@ -808,12 +850,14 @@ class CsvStore:
         users, notes = read_user_lines(self._path(USERS), migrations)
         rooms, room_notes = read_rooms(self._path(ROOMS), migrations)
         _, _, event_notes = open_table(self._path(EVENTS), EVENTS_TABLE, migrations)
+        private, private_notes = read_private(self._path(OFFLINE), migrations)
         ownerless = [f"line {number}: {room.name}" for number, room in rooms if name_key(room.owner) not in users]
         if ownerless:
             room_notes.append(f"{ROOMS}: kept {len(ownerless)} room(s) whose owner has no account "
                               f"({', '.join(ownerless[:10])}{', ...' if len(ownerless) > 10 else ''}); "
                               "whoever registers that name owns the room")
-        return Loaded(users, [room for _, room in rooms], notes + room_notes + event_notes, migrations)
+        return Loaded(users, [room for _, room in rooms], notes + room_notes + event_notes + private_notes, migrations,
+                      private)
 
     def start(self) -> defer.Deferred[None]:
         """Start writing queued log events every ``log_interval`` seconds."""
@@ -905,30 +949,50 @@ class CsvStore:
 
     def delete_room(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
         """Rewrite rooms.csv without ``name``, atomically; fires once it and its ``event`` row are durable."""
-        return self._durable(self._delete_rows, ROOMS_TABLE, name_key(name), event=self._event_row(event))
+        key = name_key(name)
+        return self._durable(self._delete_rows, ROOMS_TABLE, lambda row: name_key(row[0]) == key,
+                             event=self._event_row(event))
 
     def delete_user(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
         """
-        Rewrite users.csv without any line of ``name`` (every version of
-        the account), atomically; fires once it and its ``event`` row
+        Rewrite offline.csv without the messages queued for ``name``, then
+        users.csv without any line of ``name`` (every version of the
+        account), each atomically; fires once both and the ``event`` row
         (``account_delete``) are durable, fails with StoreError.
         """
-        return self._durable(self._delete_rows, USERS_TABLE, name_key(name), event=self._event_row(event))
+        key = name_key(name)
 
-    def _delete_rows(self, table: Table, key: str) -> None:
+        def delete() -> None:
+            if os.path.exists(self._path(OFFLINE)):
+                self._delete_rows(OFFLINE_TABLE, lambda row: name_key(row[2]) == key)
+            self._delete_rows(USERS_TABLE, lambda row: name_key(row[0]) == key)
+
+        return self._durable(delete, event=self._event_row(event))
+
+    def queue_private(self, message: PrivateMessage) -> defer.Deferred[None]:
+        """Append ``message`` to offline.csv; fires once it is fsynced, fails with StoreError."""
+        return self._durable(append_rows, self._path(OFFLINE), [private_row(message)], True, OFFLINE_TABLE.header())
+
+    def remove_private(self, messages: Sequence[PrivateMessage]) -> defer.Deferred[None]:
+        """Rewrite offline.csv without ``messages``, atomically; fires once that is durable."""
+        rows = {tuple(private_row(message)) for message in messages}
+        return self._durable(self._delete_rows, OFFLINE_TABLE, lambda row: tuple(row) in rows)
+
+    def _delete_rows(self, table: Table, drop: Callable[[list[str]], bool]) -> None:
         """
-        In the writer thread: ``table``'s file without the rows whose name is ``key``
-        (written aside, fsynced, renamed); its header and other columns kept.
+        In the writer thread: ``table``'s file without the rows ``drop``
+        (given the row's cells in ``table``'s columns) says to drop, written
+        aside, fsynced and renamed; its header and other columns kept.
         """
         path = self._path(table.file)
         columns, header_length, _ = open_table(path, table)
         first = _first_row(path)
         header = first[0] if first is not None else table.header()
-        name = columns.index("name")
+        indices = _indices(columns, table)
         kept = []
         for line in _data_lines(path, header_length):  # one line, one row: a bad line stays apart, as it was
             row = parse_line(line.decode("utf-8", "replace"))
-            if row is None or len(row) <= name or name_key(row[name]) != key:
+            if row is None or len(row) <= max(indices) or not drop([row[index] for index in indices]):
                 kept.append(line + b"\n")
         replace_data(path, _encode_rows([header]) + b"".join(kept))
 

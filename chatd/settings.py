@@ -62,6 +62,8 @@ class Settings:
     address_password_checks: int = 60
     account_password_checks: int = 10
     password_check_window: float = 60.0
+    #: Private messages kept for one offline account until its next login (0: none; /msg to the offline fails).
+    offline_messages: int = 100
     #: When to set TCP_NODELAY: "talkers" (on a connection once it says
     #: something in a room), "all" connections, or "never". See
     #: docs/PERFORMANCE.md for the measured trade-off.

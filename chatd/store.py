@@ -12,11 +12,13 @@ docs/ARCHITECTURE.md, "Stores".
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any, Literal, Protocol
 
 import attrs
 from twisted.internet import defer
+
+from chatd.core.events import PrivateMessage
 
 
 @attrs.frozen(slots=True)
@@ -118,6 +120,8 @@ class Loaded:
     repairs: list[str]
     #: Human-readable notes about files brought to the current format.
     migrations: list[str] = attrs.field(factory=list)
+    #: Private messages queued for offline accounts, oldest first.
+    private: list[PrivateMessage] = attrs.field(factory=list)
 
 
 class StoreError(Exception):
@@ -148,7 +152,16 @@ class Store(Protocol):
         """Store ``record.password_hash`` as the new hash of the account ``record.name``."""
 
     def delete_user(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
-        """Remove the account ``name`` (any case); its rooms are the caller's to delete first."""
+        """
+        Remove the account ``name`` (any case) and the private messages
+        queued for it; its rooms are the caller's to delete first.
+        """
+
+    def queue_private(self, message: PrivateMessage) -> defer.Deferred[None]:
+        """Keep ``message`` for its offline recipient; fires once it is durable."""
+
+    def remove_private(self, messages: Sequence[PrivateMessage]) -> defer.Deferred[None]:
+        """Forget the queued ``messages`` (delivered); fires once that is durable."""
 
     def add_room(self, record: RoomRecord, event: LogEvent | None = None) -> defer.Deferred[None]:
         """Store a new room."""

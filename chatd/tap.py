@@ -95,6 +95,8 @@ _LIMITS = [
      "Password checks (logins, failed or not) of one account name per --password-check-window (0: no limit)."),
     ("password-check-window", "password_check_window", number,
      "Seconds over which --address-password-checks and --account-password-checks count."),
+    ("offline-messages", "offline_messages", count,
+     "Private messages kept for one offline account until its next login (0: none are kept)."),
 ]
 
 def default_max_connections() -> int:
@@ -131,7 +133,7 @@ class Options(usage.Options):
     optParameters: list[list[Any]] = [
         ["tcp-nodelay", None, _DEFAULTS.tcp_nodelay,
          "When to set TCP_NODELAY: talkers (once a connection says something in a room), all, or never."],
-        ["data-dir", "d", DEFAULT_DATA_DIR, "Directory for users.csv, rooms.csv and log.csv (created 0700)."],
+        ["data-dir", "d", DEFAULT_DATA_DIR, "Directory for users.csv, rooms.csv, log.csv and offline.csv (created 0700)."],
         ["max-line", None, _DEFAULTS.max_line, "Longest accepted input line, in bytes.", size],
         ["max-outbound", None, _DEFAULTS.max_outbound,
          "Unsent bytes past which a connection is cut off instead of queuing more.", size],

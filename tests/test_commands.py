@@ -72,7 +72,7 @@ def test_room_help_and_the_menu_are_generated_from_the_table(world):
     assert help_lines[1:-1] == [f"  {command.usage()}: {command.help}." for command in
                                 sorted(listed, key=lambda command: command.name)]
     assert "  /users: show who is online." in help_lines and "  /msg NAME TEXT: send a private message " \
-        "to a logged-in user." in help_lines
+        "(kept for a user who is offline until they log in)." in help_lines
     c.send("/exit")
     menu = c.output().splitlines()
     assert menu[1] == "Main menu (type a number or a keyword):"

@@ -16,6 +16,7 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from chatd.core.events import PrivateMessage
 from chatd.persistence import CsvStore, decode_detail
 from chatd.store import LogEvent, RoomRecord, Store, UserRecord
 from chatd.stores.memory import MemoryStore
@@ -87,6 +88,8 @@ def test_every_method_answers_with_a_deferred(world):
     for d in (store.start(), store.add_user(UserRecord("ann", "$argon2id$h1", "t")),
               store.replace_password(UserRecord("ann", "$argon2id$h2", "t")),
               store.add_room(RoomRecord("lab", "ann", "t")), store.delete_room("lab"), store.delete_user("ann"),
+              store.queue_private(PrivateMessage(1.5, "ann", "bob", "hi")),
+              store.remove_private([PrivateMessage(1.5, "ann", "bob", "hi")]),
               store.log_event("login", "ann"), store.flush_events(), store.stop()):
         assert _result(d) is None
 
@@ -130,6 +133,22 @@ def test_a_deleted_account_is_gone_with_every_version_of_it(world):
     assert world.events(store) == [("account_delete", "Ann", "", {"address": "::1"})]
     _result(store.delete_user("nobody"))
     assert sorted(_loaded(world).users) == ["bob"]
+
+
+def test_queued_private_messages_load_in_order_until_removed_or_their_recipient_is_deleted(world):
+    store = world.reopen()
+    _result(store.load())
+    _result(store.add_user(UserRecord("bob", "$argon2id$h", "t")))
+    messages = [PrivateMessage(1_790_000_000.123456, "ann", "bob", "one, \"two\""),
+                PrivateMessage(1_790_000_001.0, "carol", "Bob", "=SUM(A1)"),
+                PrivateMessage(1_790_000_002.5, "ann", "dan", "'hi")]
+    for message in messages:
+        _result(store.queue_private(message))
+    assert _loaded(world).private == messages
+    _result(store.remove_private(messages[:1]))
+    assert _loaded(world).private == messages[1:]
+    _result(store.delete_user("BOB"))
+    assert _loaded(world).private == messages[2:]
 
 
 def test_rooms_added_and_deleted_in_any_case(world):

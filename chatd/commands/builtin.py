@@ -8,6 +8,7 @@ Deferreds) and answer through the caller. They never see a wire format.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -73,6 +74,7 @@ def login(caller: Caller, name: str, password: str) -> defer.Deferred[None]:
     def logged_in(stored: str) -> None:
         caller.login_failures = 0
         caller.logged_in(stored, f"Logged in as {stored}.")
+        deliver_queued(caller)
 
     def failed(failure: Any) -> defer.Deferred[None]:
         failure.trap(errors.LoginFailed)
@@ -201,16 +203,37 @@ def who(caller: Caller) -> None:
     caller.reply(f"In {caller.room.name} ({len(names)}): {', '.join(names)}")
 
 
-@command("msg", "send a private message to a logged-in user", ROOM, login=Login.REQUIRED,
-         args=(Arg("NAME"), Arg("TEXT")))
+@command("msg", "send a private message (kept for a user who is offline until they log in)", ROOM,
+         login=Login.REQUIRED, args=(Arg("NAME"), Arg("TEXT")))
 def msg(caller: Caller, target: str, text: str) -> defer.Deferred[None]:
+    factory = caller.factory
+
     def echo(message: PrivateMessage) -> None:
         caller.session.private(message, sent=True)
-        away = caller.factory.presence.tell_once(message.sender, message.recipient)
+        away = factory.presence.tell_once(message.sender, message.recipient)
         if away is not None:
             caller.reply(f"{message.recipient} is away: {away}")
 
-    return caller.factory.private_message(caller.session, target, text).addCallback(echo)
+    def offline(failure: Any) -> defer.Deferred[None]:
+        failure.trap(errors.Offline)
+        return factory.queue_private(caller.session, target, text).addCallback(queued)
+
+    def queued(message: PrivateMessage) -> None:
+        caller.session.private(message, sent=True)
+        caller.reply(f"Queued, {message.recipient} is offline: they get it at their next login.")
+
+    return factory.private_message(caller.session, target, text).addCallbacks(echo, offline)
+
+
+def deliver_queued(caller: Caller) -> None:
+    """Give a user who just logged in the private messages kept for them, with their times and senders."""
+    queued = caller.factory.take_private(caller.session)
+    if queued:
+        first = datetime.fromtimestamp(queued[0].at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        plural = "s" if len(queued) > 1 else ""
+        caller.reply(f"{len(queued)} private message{plural} arrived while you were offline, the first at {first}:")
+        for message in queued:
+            caller.session.private(message)
 
 
 @command("send", "send a file to everyone in the room (with the chat client)", ROOM, login=Login.REQUIRED,

@@ -6,11 +6,12 @@ survives the process; every answer is an already-fired Deferred.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 from twisted.internet import defer
 
+from chatd.core.events import PrivateMessage
 from chatd.store import AccountDict, EventName, Loaded, LogEvent, RoomRecord, StoreError, UserRecord
 from chatd.text import name_key
 
@@ -30,12 +31,13 @@ class MemoryStore:
         self._now = now
         self.users: dict[str, UserRecord] = {}
         self.rooms: dict[str, RoomRecord] = {}
+        self.private: list[PrivateMessage] = []
         self.events: list[tuple[str, LogEvent]] = []
         self._queued: list[tuple[str, LogEvent]] = []
         self.broken: str | None = None
 
     def load(self) -> defer.Deferred[Loaded]:
-        return defer.succeed(Loaded(AccountDict(self.users), list(self.rooms.values()), []))
+        return defer.succeed(Loaded(AccountDict(self.users), list(self.rooms.values()), [], private=list(self.private)))
 
     def start(self) -> defer.Deferred[None]:
         return defer.succeed(None)
@@ -64,8 +66,18 @@ class MemoryStore:
     def delete_user(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
         def remove() -> None:
             self.users.pop(name_key(name), None)
+            self.private = [m for m in self.private if name_key(m.recipient) != name_key(name)]
 
         return self._change(remove, event)
+
+    def queue_private(self, message: PrivateMessage) -> defer.Deferred[None]:
+        return self._change(lambda: self.private.append(message), None)
+
+    def remove_private(self, messages: Sequence[PrivateMessage]) -> defer.Deferred[None]:
+        def remove() -> None:
+            self.private = [m for m in self.private if m not in messages]
+
+        return self._change(remove, None)
 
     def add_room(self, record: RoomRecord, event: LogEvent | None = None) -> defer.Deferred[None]:
         return self._change(lambda: self.rooms.__setitem__(name_key(record.name), record), event)
