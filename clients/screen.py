@@ -20,7 +20,7 @@ COMMANDS = ("/exit", "/help", "/me", "/msg", "/ping", "/send", "/users", "/who")
 
 _STAMP = r"\[\d\d:\d\d:\d\d\] "
 #: ``/who``: ``In lab (2): alice, bob``; the menu's ``info``: ``In it now (2): ann, bob``; ``/users``:
-#: ``Online (3): ann, Bob, carol`` (maybe ``, and M more``).
+#: ``Online (3): ann, Bob, carol`` (maybe ``, and M more``); an away user is ``bob (away)`` in both.
 _NAME_LIST = re.compile(r"(?:In \S+|In it now|Online) \([^)]*\): (.*)")
 _ENTERED = re.compile(r"Entered room \S+ \(")
 _JOINED = re.compile(_STAMP + r"\* (\S+) (joined|left) \S+$")
@@ -83,7 +83,7 @@ class Vocabulary:
             return
         match = _NAME_LIST.match(text)
         if match:
-            names = [_MORE.sub("", part).strip() for part in match.group(1).split(",")]
+            names = [_MORE.sub("", part).strip().removesuffix(" (away)") for part in match.group(1).split(",")]
             names = [name for name in names if name and " " not in name]
             if text.startswith("In ") and not text.startswith("In it now"):
                 self.members = dict.fromkeys(names)

@@ -134,3 +134,11 @@ def test_presence_keys_names_regardless_of_case():
     assert presence.tell_once("Ann", "bob") == "away" and presence.tell_once("ann", "BOB") is None
     assert presence.tell_once("ann", "carol") is None
     assert presence.back("BOB") and not presence.back("bob") and presence.marked(["bob"]) == ["bob"]
+
+
+def test_the_bundled_client_completes_away_users_by_their_name():
+    from clients.screen import Vocabulary
+    words = Vocabulary()
+    words.heard("In public (3): ann, bob (away), carol")
+    words.heard("Online (2): ann, dan (away)")
+    assert list(words.members) == ["ann", "bob", "carol"] and "dan" in words.others
