@@ -310,6 +310,13 @@ class ChatClient(LineReceiver):
         self.ask_who = ask_who
         #: ``/who`` answers still to be swallowed (one per room entered with ``ask_who``).
         self._quiet_who = 0
+        #: What logging in again after a lost connection needs (kept in memory only): the account's name and
+        #: password (None until logged in, and after ``Logged out.``), and the room we are in (None: the menu).
+        self.account: tuple[str, str] | None = None
+        self.room: str | None = None
+        self._last_secret = ""
+        #: Logging in again (:meth:`resume`): "login", "password", "join", "entering", or "" when not.
+        self._resuming = ""
         #: The time zone chat lines are shown in (None: this computer's).
         self.zone = zone
         self.downloads = downloads
@@ -385,7 +392,8 @@ class ChatClient(LineReceiver):
             # Before the server saw /client: plain lines, and a prompt without a line end.
             before, found, after = line.partition(f"> {LISTEN} ")
             if not found:
-                self._show(line)
+                if not self._resuming:
+                    self._show(line)
                 return
             code, text = LISTEN, after
         self.tagged = True
@@ -404,8 +412,52 @@ class ChatClient(LineReceiver):
         if text.startswith(("Logged in as ", "Registered and logged in as ")):
             self.logged_in = True
             self.words.me = text.rpartition(" as ")[2].removesuffix(".")
+            self.account = (self.words.me, self._last_secret)
+            if self._resuming == "password":
+                self._resuming = "join"
+        elif text == "Password changed." and self.account is not None:
+            self.account = (self.account[0], self._last_secret)
+        elif text == "Logged out.":
+            self.account = self.room = None
+        elif text.startswith("You left "):
+            self.room = None
         self.words.heard(text)
-        self._show(text)
+        if not self._resuming:
+            self._show(text)
+
+    # -- logging in again after a lost connection ----------------------------------------
+
+    def resume(self, account: tuple[str, str], room: str | None) -> None:
+        """
+        Before connecting: log in as ``account`` (name, password) and join ``room`` without showing the
+        menu, then say so. What the user types meanwhile waits for the room (or the menu's prompt).
+        """
+        self.account, self.room = account, room
+        self._resuming = "login"
+
+    def _resumed(self) -> None:
+        assert self.account is not None
+        where = f" and back in {self.room}" if self.room else ""
+        self._resuming = ""
+        self.console.show(f"Reconnected: logged in again as {self.account[0]}{where}.")
+
+    def _resume_prompt(self, secret: bool) -> bool:
+        """Answer a prompt while logging in again; True if it was answered (not for the user)."""
+        if not self._resuming or self.account is None:
+            return False
+        if self._resuming == "login" and not secret:
+            self._resuming = "password"
+            self.sendLine(f"login {self.account[0]}".encode(ENCODING))
+        elif self._resuming == "password" and secret:
+            self.sendLine(self.account[1].encode(ENCODING))
+        elif self._resuming == "join" and not secret and self.room:
+            self._resuming = "entering"
+            self.sendLine(f"join {self.room}".encode(ENCODING))
+        else:
+            self._resumed()  # back at the menu (no room to rejoin): the user takes over
+            return False
+        self.state = _WAIT
+        return True
 
     def _show_line(self, text: str) -> None:
         """A room line: its ``[HH:MM:SS]`` (UTC) is shown in local time, with a bell if it names us."""
@@ -420,6 +472,9 @@ class ChatClient(LineReceiver):
         self.console.alert(printable(local_time(text, datetime.now(timezone.utc), self.zone)))
 
     def _error(self, text: str) -> None:
+        if self._resuming and text.startswith("Error:"):
+            self._resuming = ""
+            text = f"Could not log in again and rejoin: {text.removeprefix('Error:').strip()}"
         self.console.show(printable(text))
         if "shutting down" in text or "another connection" in text:
             self.server_said = text
@@ -444,11 +499,15 @@ class ChatClient(LineReceiver):
             self.transport.loseConnection()
 
     def _speak(self, text: str) -> None:
+        if self._resume_prompt(secret=False):
+            return
         self.state = _LINE
         self.console.set_prompt(printable(text) + " ")
         self._feed()
 
     def _credentials(self, text: str) -> None:
+        if self._resume_prompt(secret=True):
+            return
         self.state = _SECRET
         self.console.set_prompt(printable(text) + " ", secret=True)
         self._feed()
@@ -463,7 +522,11 @@ class ChatClient(LineReceiver):
         if self._quiet_who and text.startswith("In ") and not text.startswith("In it now"):
             self._quiet_who -= 1
             return
+        if text.startswith("Entered room "):
+            self.room = text.split(" ", 3)[2]
         self._show_line(text)
+        if self._resuming == "entering" and text.startswith("Entered room "):
+            self._resumed()
         if self.ask_who and text.startswith("Entered room "):
             self._quiet_who += 1
             self.sendLine(b"/who")
@@ -497,6 +560,8 @@ class ChatClient(LineReceiver):
                 continue
             if self.state == _LINE and line.strip().lower() in ("9", "quit", "exit"):
                 self.quitting = True
+            if self.state == _SECRET:
+                self._last_secret = line  # (a reconnect logs in with it: self.account)
             self._answering = True
             self.state = _WAIT
             self.console.set_prompt("")  # answered: no prompt until the server asks again
@@ -851,27 +916,91 @@ class _Terminal:
             self.saved = None
 
 
-class _Late:
-    """The screen's callbacks into the client, which is made after its screen."""
+#: Seconds before each attempt to connect again after a lost connection (the last one repeats), and how
+#: many attempts before giving up (about 5 minutes in all).
+RECONNECT_DELAYS = (1, 2, 4, 8, 16, 30)
+RECONNECT_ATTEMPTS = 14
 
-    client: ChatClient | None = None
+
+class _Late:
+    """
+    The screen's callbacks into the client, which is made after its screen (and again on each reconnect).
+    While :attr:`waiting` (to reconnect), typed lines are kept for the next connection, and Ctrl-C or Ctrl-D
+    stop the waiting (:attr:`stopped` says which).
+    """
+
+    def __init__(self) -> None:
+        self.client: ChatClient | None = None
+        self.waiting: defer.Deferred[Any] | None = None
+        self.pending: list[str] = []
+        self.stopped = ""
 
     def line(self, line: str) -> None:
-        if self.client is not None:
+        if self.waiting is not None:
+            self.pending.append(line)
+        elif self.client is not None:
             self.client.user_line(line)
 
     def eof(self) -> None:
-        if self.client is not None:
+        if self.waiting is not None:
+            self._stop("eof")
+        elif self.client is not None:
             self.client.user_eof()
 
     def interrupt(self) -> None:
-        if self.client is not None:
+        if self.waiting is not None:
+            self._stop("interrupt")
+        elif self.client is not None:
             self.client.interrupt()
+
+    def _stop(self, how: str) -> None:
+        self.stopped = how
+        if self.waiting is not None:
+            self.waiting.cancel()
 
 
 def uses_editor(options: argparse.Namespace) -> bool:
     """The line editor runs when stdin and stdout are a terminal, unless ``--plain``."""
     return not options.plain and os.isatty(0) and os.isatty(1)
+
+
+async def _connect(reactor: Any, options: argparse.Namespace, client: ChatClient) -> None:
+    await endpoint_for(reactor, options).connect(protocol.Factory.forProtocol(lambda: client))
+
+
+async def _reconnect(reactor: Any, options: argparse.Namespace, screen: Screen, late: _Late, lost: ChatClient,
+                     make_client: Callable[[], ChatClient], why: str) -> ChatClient | None:
+    """
+    After ``lost`` lost its connection (``why``): connect again with backoff (:data:`RECONNECT_DELAYS`), log in
+    again with its account and rejoin its room. Returns the new client, or None when the user stopped it
+    (``late.stopped``) or :data:`RECONNECT_ATTEMPTS` failed.
+    """
+    from twisted.internet import task
+
+    assert lost.account is not None
+    for attempt in range(RECONNECT_ATTEMPTS):
+        delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+        screen.show(f"Connection lost ({why}); reconnecting in {delay} s (Ctrl-C to stop)...")
+        client = make_client()
+        client.resume(lost.account, lost.room)
+        try:
+            late.waiting = task.deferLater(reactor, delay, lambda: None)
+            await late.waiting
+            late.waiting = defer.ensureDeferred(_connect(reactor, options, client))
+            await late.waiting
+        except Exception as error:
+            if late.stopped:
+                return None
+            why = str(error) or type(error).__name__
+            continue
+        finally:
+            late.waiting = None
+        client.inbox.extend(late.pending)
+        late.pending.clear()
+        late.client = client
+        return client
+    screen.show(f"Gave up reconnecting after {RECONNECT_ATTEMPTS} attempts.")
+    return None
 
 
 async def run(reactor: Any, options: argparse.Namespace) -> None:
@@ -880,7 +1009,8 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
     EXIT_CONNECTION (cannot connect, connection lost, certificate refused),
     EXIT_REFUSED (a scripted password was refused) or EXIT_INTERRUPTED (Ctrl-C).
     On a terminal (:func:`uses_editor`) the screen is :class:`clients.editor.LineEditor`
-    (the reactor is then Twisted's asyncio reactor: :func:`main`), else :class:`Console`.
+    (the reactor is then Twisted's asyncio reactor: :func:`main`), and a lost connection
+    of a logged-in session is made again (:func:`_reconnect`); else the screen is :class:`Console`.
     """
     from twisted.internet import stdio
     from twisted.internet.threads import deferToThreadPool
@@ -899,13 +1029,17 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
     terminal: _Terminal | None = None
     screen: Screen
     start: Callable[[], defer.Deferred[None]]
-    if uses_editor(options):
+    make_client: Callable[[], ChatClient]
+    reconnect = uses_editor(options)
+    if reconnect:
         from clients.editor import LineEditor
 
         words = Vocabulary()
         editor = LineEditor(late.line, late.eof, late.interrupt, words)
         screen, start = editor, editor.start
-        client = ChatClient(editor, downloads, run_in_pool, progress, clock=reactor, words=words, ask_who=True)
+
+        def make_client() -> ChatClient:
+            return ChatClient(editor, downloads, run_in_pool, progress, clock=reactor, words=words, ask_who=True)
     else:
         interactive = os.isatty(0) and os.isatty(1)
         terminal = _Terminal(0) if interactive else None
@@ -917,28 +1051,40 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
             stdio.StandardIO(console, reactor=reactor)
             return defer.succeed(None)
 
+        def make_client() -> ChatClient:
+            return ChatClient(console, downloads, run_in_pool, progress, clock=reactor)
+
         screen = console
-        client = ChatClient(console, downloads, run_in_pool, progress, clock=reactor)
-    late.client = client
+    client = late.client = make_client()
     try:
         try:
-            await endpoint_for(reactor, options).connect(protocol.Factory.forProtocol(lambda: client))
+            await _connect(reactor, options, client)
         except Exception as error:
             message = str(error) or type(error).__name__
             sys.stderr.write(f"chat: cannot connect to {options.host}:{options.port}: {message}\n")
             raise SystemExit(EXIT_CONNECTION)
         finished = start()
-        signal.signal(signal.SIGINT, lambda signum, frame: reactor.callFromThread(client.interrupt))
-        status, why = EXIT_OK, ""
-        try:
-            await client.done
-        except ConnectionGone as gone:
-            status, why = EXIT_CONNECTION, str(gone)
-        except LoginRefused as refused:
-            status, why = EXIT_REFUSED, str(refused)
-        else:
-            if client.interrupted:
-                status = EXIT_INTERRUPTED
+        signal.signal(signal.SIGINT, lambda signum, frame: reactor.callFromThread(late.interrupt))
+        while True:
+            status, why = EXIT_OK, ""
+            try:
+                await client.done
+            except ConnectionGone as gone:
+                status, why = EXIT_CONNECTION, str(gone)
+                if reconnect and client.account is not None and "another connection" not in client.server_said:
+                    again = await _reconnect(reactor, options, screen, late, client, make_client, why)
+                    if again is not None:
+                        client = again
+                        continue
+                    if late.stopped == "interrupt":
+                        status, why = EXIT_INTERRUPTED, ""
+                        screen.end("Interrupted. Bye.")
+            except LoginRefused as refused:
+                status, why = EXIT_REFUSED, str(refused)
+            else:
+                if client.interrupted:
+                    status = EXIT_INTERRUPTED
+            break
         screen.end()
         await finished  # the line editor has stopped and restored the terminal
         if why:

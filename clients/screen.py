@@ -16,7 +16,7 @@ from typing import Protocol
 
 #: Room commands completed before any ``/help`` answer was seen (docs/PROTOCOL.md, "Inside a room"),
 #: and the client's own ``/send``.
-COMMANDS = ("/exit", "/help", "/me", "/msg", "/ping", "/send", "/users", "/who")
+COMMANDS = ("/away", "/back", "/exit", "/help", "/logout", "/me", "/msg", "/ping", "/send", "/users", "/who")
 
 _STAMP = r"\[\d\d:\d\d:\d\d\] "
 #: ``/who``: ``In lab (2): alice, bob``; the menu's ``info``: ``In it now (2): ann, bob``; ``/users``:
@@ -28,6 +28,8 @@ _SPEAKER = re.compile(_STAMP + r"(?:\* |\*)?([^\s:*]+)[:* ]")
 #: A ``/help`` line: ``  /msg NAME TEXT: send a private message.``
 _HELP = re.compile(r"\s+(/[a-z]+)\b")
 _MORE = re.compile(r"and \d+ more$")
+#: ``/who`` and ``/users`` mark away users: ``bob (away)``.
+_AWAY = " (away)"
 
 
 class Screen(Protocol):
@@ -54,7 +56,7 @@ class Vocabulary:
     Words Tab completes: room member names and command names, learnt from what the server says.
 
     Names come from ``/who`` (``In lab (2): alice, bob``, which replaces the room's list), ``/users``,
-    ``info``, joins and leaves (``* alice joined lab``), and whoever speaks; entering a room forgets the
+    ``info`` (away users' `` (away)`` mark dropped), joins and leaves (``* alice joined lab``), and whoever speaks; entering a room forgets the
     last room's members. Commands are :data:`COMMANDS` plus those listed in a ``/help`` answer.
     """
 
@@ -83,7 +85,7 @@ class Vocabulary:
             return
         match = _NAME_LIST.match(text)
         if match:
-            names = [_MORE.sub("", part).strip().removesuffix(" (away)") for part in match.group(1).split(",")]
+            names = [_MORE.sub("", part).strip().removesuffix(_AWAY) for part in match.group(1).split(",")]
             names = [name for name in names if name and " " not in name]
             if text.startswith("In ") and not text.startswith("In it now"):
                 self.members = dict.fromkeys(names)

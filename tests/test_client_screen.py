@@ -53,7 +53,7 @@ def server(client: ChatClient, *lines: str) -> None:
 def test_vocabulary_learns_members_from_who_joins_leaves_and_speakers():
     """/who replaces the room's list; joins add, leaves move to the others; speakers are members; entering forgets."""
     words = Vocabulary()
-    words.heard("In lab (2): alice, bob")
+    words.heard("In lab (2): alice, bob (away)")
     words.heard("[12:00:00] * carol joined lab")
     words.heard("[12:00:01] dave: hello")
     assert list(words.members) == ["alice", "bob", "carol", "dave"]
@@ -216,3 +216,54 @@ def test_editor_ctrl_d_with_text_is_no_eof():
     """Ctrl-D with text on the line deletes under the cursor, as in a shell: no end of input."""
     got = run_editor(["ab\x04c\r"])
     assert got["eof"] == 0 and got["lines"] == ["abc"]
+
+
+# -- logging in again after a lost connection ------------------------------------------------------
+
+
+def test_client_keeps_account_and_room_for_a_reconnect():
+    """The password typed before "Logged in as" and the room entered are kept; leaving and logging out forget."""
+    screen = FakeScreen()
+    client, wire = client_on(screen)
+    server(client, "11 menu>")
+    client.user_line("login ann")
+    server(client, "01 Password:")
+    client.user_line("hunter22")
+    server(client, "00 Logged in as ann.", "111 Entered room lab (1 here).")
+    assert (client.account, client.room) == (("ann", "hunter22"), "lab")
+    server(client, "00 You left lab.")
+    assert client.room is None
+    server(client, "00 Logged out.")
+    assert client.account is None
+
+
+def test_resume_logs_in_and_rejoins_without_showing_the_menu():
+    """resume(): login NAME, the password, join ROOM, answered by the client; then one line says so."""
+    screen = FakeScreen()
+    client, wire = client_on(screen)
+    client.resume(("ann", "hunter22"), "lab")
+    client.user_line("typed while away")
+    server(client, "Welcome to chatd 1.0.", "00 Main menu (type a number or a keyword):", "11 menu>")
+    assert wire.value() == b"login ann\r\n"
+    wire.clear()
+    server(client, "01 Password:")
+    assert wire.value() == b"hunter22\r\n"
+    wire.clear()
+    server(client, "00 Logged in as ann.", "11 menu>")
+    assert wire.value() == b"join lab\r\n"
+    wire.clear()
+    assert screen.shown == []
+    server(client, "111 Entered room lab (2 here).")
+    assert screen.shown == [("show", "Entered room lab (2 here)."),
+                            ("show", "Reconnected: logged in again as ann and back in lab.")]
+    assert wire.value() == b"typed while away\r\n"
+
+
+def test_resume_refused_hands_the_menu_to_the_user():
+    """A refused login says why and leaves the user at the menu's prompt."""
+    screen = FakeScreen()
+    client, wire = client_on(screen)
+    client.resume(("ann", "old password"), "lab")
+    server(client, "11 menu>", "01 Password:", "02 Error: wrong password.", "11 menu>")
+    assert screen.shown == [("show", "Could not log in again and rejoin: wrong password.")]
+    assert screen.prompt == "menu> "

@@ -75,7 +75,8 @@ def terminal(tmp_path, daemon):
         term.close()
 
 
-def enter_public(term: Terminal, name: str) -> None:
+def enter_room(term: Terminal, name: str, room: str = "public") -> None:
+    """Register ``name`` at the menu (creating ``room`` unless it is public) and enter ``room``."""
     term.wait(r"^menu>\s*$")
     term.type(f"register {name}")
     term.keys("Enter")
@@ -86,9 +87,13 @@ def enter_public(term: Terminal, name: str) -> None:
     term.type("secret1")
     term.keys("Enter")
     term.wait(rf"Registered and logged in as {name}\.")
-    term.type("public")
+    if room != "public":
+        term.type(f"create {room}")
+        term.keys("Enter")
+        term.wait(rf"Room {room} created\.")
+    term.type(f"join {room}")
     term.keys("Enter")
-    term.wait(rf"\* {name} joined public")
+    term.wait(rf"\* {name} joined {room}")
 
 
 def test_typed_text_survives_incoming_lines_tab_completes_and_up_recalls(terminal, daemon):
@@ -96,7 +101,7 @@ def test_typed_text_survives_incoming_lines_tab_completes_and_up_recalls(termina
     A half-typed line stays whole at the bottom while room lines arrive above it; Tab completes a
     member's name; Up recalls what was typed; a password is never on screen; a mention rings the bell.
     """
-    enter_public(terminal, "ann")
+    enter_room(terminal, "ann")
     assert "secret1" not in terminal.screen()
     bob = Conn(daemon.port)
     try:
@@ -137,3 +142,28 @@ def test_typed_text_survives_incoming_lines_tab_completes_and_up_recalls(termina
         terminal.wait(r"^Interrupted\. Bye\.\nEXIT=130$")
     finally:
         bob.close()
+
+
+def test_reconnect_after_server_restart_logs_in_again_and_rejoins_the_room(terminal, daemon):
+    """
+    The server restarts: the client says so, tries again with backoff, logs in again with the password it
+    kept, rejoins its room and says so; a line typed while it was away is sent once it is back.
+    """
+    enter_room(terminal, "ann", "lab")
+    daemon.stop()
+    terminal.wait(r"Connection lost \(The server is shutting down\. Bye\.\); reconnecting in 1 s")
+    terminal.type("typed while away")
+    terminal.keys("Enter")
+    daemon.start()
+    terminal.wait(r"^Reconnected: logged in again as ann and back in lab\.$", timeout=30)
+    terminal.wait(r"\] ann: typed while away$")
+    bob = Conn(daemon.port)
+    try:
+        bob.register("bob")
+        bob.send("join lab", "/who")
+        bob.expect(r"In lab \(2\): ann, bob")
+        bob.send("welcome back ann")
+        terminal.wait(r"bob: welcome back ann$")
+    finally:
+        bob.close()
+    assert "secret1" not in terminal.screen()
