@@ -1039,7 +1039,8 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
         screen, start = editor, editor.start
 
         def make_client() -> ChatClient:
-            return ChatClient(editor, downloads, run_in_pool, progress, clock=reactor, words=words, ask_who=True)
+            return ChatClient(editor, downloads, run_in_pool, progress, clock=reactor, words=words, ask_who=True,
+                              progress_out=editor.progress)
     else:
         interactive = os.isatty(0) and os.isatty(1)
         terminal = _Terminal(0) if interactive else None

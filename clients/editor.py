@@ -7,7 +7,8 @@ and scripts keep the plain ``StandardIO`` console. Its keys are prompt_toolkit's
 Home/End (Ctrl-A/Ctrl-E), Ctrl-U (delete to the start), Ctrl-W (delete the word before the cursor),
 Up/Down through the lines typed this session (passwords are never kept), Tab to complete a name or a
 command (:class:`clients.screen.Vocabulary`), Ctrl-D on an empty line to leave, Ctrl-C to interrupt.
-``patch_stdout`` prints incoming lines above the line being typed, however many rows it wraps over.
+``patch_stdout`` prints incoming lines above the line being typed, however many rows it wraps over;
+transfer progress bars are drawn in the bottom toolbar.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class LineEditor:
         self.secret = False
         self._ended = False
         self._last = ""
+        #: The transfer progress bar in the bottom toolbar ("" for none).
+        self._bar = ""
         self.history = SessionHistory(lambda: self.secret)
         keys = KeyBindings()
 
@@ -95,6 +98,7 @@ class LineEditor:
             completer=VocabularyCompleter(words),
             complete_while_typing=False,
             key_bindings=keys,
+            bottom_toolbar=self.toolbar,
             input=input,
             output=output,
         )
@@ -145,6 +149,19 @@ class LineEditor:
         if self.session.app.is_running:
             self.session.app.invalidate()
 
+    def toolbar(self) -> str | None:
+        """The bottom toolbar: the latest transfer progress bar, or none."""
+        return self._bar or None
+
+    def progress(self, frame: str) -> None:
+        """
+        Draw a :class:`clients.files.Progress` frame (``\\r\\x1b[K`` and the bar; that prefix alone erases) in the
+        bottom toolbar, where it cannot garble the line being typed.
+        """
+        self._bar = frame.replace("\r\x1b[K", "")
+        if self.session.app.is_running:
+            self.session.app.invalidate()
+
     def end(self, text: str = "") -> None:
         """Stop prompting (the prompt and what was typed are erased) and print ``text`` last."""
         if self._ended:
@@ -153,7 +170,7 @@ class LineEditor:
             return
         self._ended = True
         self._last = text
-        self.prompt, self.secret = "", False
+        self.prompt, self.secret, self._bar = "", False, ""
         app = self.session.app
         if app.is_running:
             app.erase_when_done = True

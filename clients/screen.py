@@ -56,8 +56,9 @@ class Vocabulary:
     Words Tab completes: room member names and command names, learnt from what the server says.
 
     Names come from ``/who`` (``In lab (2): alice, bob``, which replaces the room's list), ``/users``,
-    ``info`` (away users' `` (away)`` mark dropped), joins and leaves (``* alice joined lab``), and whoever speaks; entering a room forgets the
-    last room's members. Commands are :data:`COMMANDS` plus those listed in a ``/help`` answer.
+    ``info`` (away users' `` (away)`` mark dropped), joins and leaves (``* alice joined lab``), and
+    whoever speaks; entering a room forgets the last room's members. Commands are :data:`COMMANDS`
+    plus those listed in a ``/help`` answer.
     """
 
     def __init__(self) -> None:

@@ -131,7 +131,8 @@ def run_editor(keys: list, words: Vocabulary | None = None, secret_prompt: bool 
     """
     Run a LineEditor on a fresh asyncio loop, typing each of ``keys`` after the previous one was handled
     (a line accepted, or a key reached the buffer); a key given as ``(KEYS, TEXT)`` is handled once the
-    line being typed reads TEXT (or, TEXT being a function of the results, once it is true). Returns what it produced. Bounded: 10 s in all.
+    line being typed reads TEXT (or, TEXT being a function of the results, once it is true). Returns what
+    it produced. Bounded: 10 s in all.
     """
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
@@ -267,3 +268,40 @@ def test_resume_refused_hands_the_menu_to_the_user():
     server(client, "11 menu>", "01 Password:", "02 Error: wrong password.", "11 menu>")
     assert screen.shown == [("show", "Could not log in again and rejoin: wrong password.")]
     assert screen.prompt == "menu> "
+
+
+def test_editor_draws_progress_bars_in_the_toolbar():
+    """Progress frames (Progress's "\\r\\x1b[K" + bar) go to the bottom toolbar; the bare prefix erases it."""
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from clients.editor import LineEditor
+    from clients.files import Progress
+
+    with create_pipe_input() as pipe:
+        editor = LineEditor(print, print, print, Vocabulary(), input=pipe, output=DummyOutput())
+        assert editor.toolbar() is None
+        clock = iter([0.0, 1.0, 2.0])
+        bar = Progress("sending a.bin", 2048, enabled=True, now=lambda: next(clock), write=editor.progress)
+        bar.update(1024)
+        assert editor.toolbar() == "sending a.bin [###############---------------]  50% 1.0 KiB/2.0 KiB"
+        bar.close()
+        assert editor.toolbar() is None
+
+
+def test_while_waiting_to_reconnect_lines_wait_and_ctrl_c_stops():
+    """Between connections typed lines are kept for the next one; Ctrl-C cancels the wait (and says so)."""
+    from clients.cli import _Late
+
+    late = _Late()
+    client, wire = client_on(FakeScreen())
+    late.client = client
+    late.waiting = defer.Deferred()
+    late.line("typed while away")
+    assert late.pending == ["typed while away"] and wire.value() == b""
+    waiting = late.waiting
+    late.interrupt()
+    assert late.stopped == "interrupt"
+    assert isinstance(waiting.result.value, defer.CancelledError)
+    waiting.addErrback(lambda _: None)
+    assert not client.interrupted

@@ -108,7 +108,8 @@ def test_typed_text_survives_incoming_lines_tab_completes_and_up_recalls(termina
         bob.register("bob")
         bob.send("public")
         terminal.wait(r"\* bob joined public")
-        typed = "a half typed line that is long enough to wrap over the edge of the hundred column terminal, still going"
+        typed = ("a half typed line that is long enough to wrap over the edge of the hundred column terminal, "
+                 "still going")
         terminal.type(typed)
         terminal.wait(r"going$")
         for number in range(5):
