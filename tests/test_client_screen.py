@@ -305,3 +305,16 @@ def test_while_waiting_to_reconnect_lines_wait_and_ctrl_c_stops():
     assert isinstance(waiting.result.value, defer.CancelledError)
     waiting.addErrback(lambda _: None)
     assert not client.interrupted
+
+
+def test_plain_console_rings_the_bell_only_on_a_terminal():
+    """The --plain console's alert: a bell, then the line, on a terminal; from a pipe just the line."""
+    from clients.cli import Console
+
+    for interactive, expected in ((True, b"\x07\r\x1b[J[12:00:00] *bob* psst\r\n\r\x1b[J"),
+                                  (False, b"[12:00:00] *bob* psst\n")):
+        console = Console(print, print, interactive)
+        screen = StringTransport()
+        console.makeConnection(screen)
+        console.alert("[12:00:00] *bob* psst")
+        assert screen.value() == expected

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,8 +28,9 @@ class Terminal:
     def __init__(self, tmp_path, port: int, name: str = "chat") -> None:
         self.socket = f"chatd-test-{os.getpid()}-{id(self)}"
         self.tmp_path = tmp_path
-        command = (f"env PYTHONPATH={ROOT} {sys.executable} -m clients.cli --port {port} "
-                   f"--downloads {tmp_path / 'downloads'} 2>{tmp_path / 'chat.err'}; echo EXIT=$?; sleep 60")
+        chat = shlex.join(["env", f"PYTHONPATH={ROOT}", sys.executable, "-m", "clients.cli", "--port", str(port),
+                           "--downloads", str(tmp_path / "downloads")])
+        command = f"{chat} 2>{shlex.quote(str(tmp_path / 'chat.err'))}; echo EXIT=$?; sleep 60"
         self.tmux("new-session", "-d", "-s", name, "-x", "100", "-y", "30", command)
 
     def tmux(self, *args: str) -> str:
