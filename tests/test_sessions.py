@@ -420,3 +420,42 @@ def test_shutdown_ends_every_session_without_left_lines(world):
     assert factory.rooms["public"].member_names() == [] and not factory.online
     assert sorted(row for row in _rows(factory, data) if row[0] == "disconnect") == [
         ("disconnect", f"m{i}", "public", PEER) for i in range(3)]
+
+
+class _Socket:
+    """Records what is sent straight to the socket (ChatProtocol.deliver's direct path)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.sent.append(data)
+        return len(data)
+
+
+def test_own_output_of_one_turn_leaves_in_one_write_room_batches_go_straight_to_the_socket(world):
+    """
+    Two small sends in a row wait for the peer's delayed ACK under Nagle (a join storm of 10,000 took 28 s
+    instead of 14): a connection's own output (answer, prompt, the room lines due before them) is queued in
+    the transport and leaves in one write; a room's batch still goes straight to the socket.
+    """
+    factory, clock, _ = world
+    ann = _in_room(factory, clock, "ann")
+    bob = _in_room(factory, clock, "bob")
+    ann.output()
+    bob.output()
+    sock = _Socket()
+    protocol = ann.protocol
+    transport = ann.transport
+    transport.dataBuffer, transport._tempDataLen, transport.offset = b"", 0, 0
+    protocol._socket, protocol._tcp = sock, transport
+    bob.send("hello")  # ann's batch: one direct send at the end of the turn
+    assert sock.sent == [b"[%s] bob: hello\r\n" % factory.clock.short().encode()] and transport.value() == b""
+    sock.sent.clear()
+    bob.protocol.dataReceived(b"before\r\n")  # queued for ann, not flushed yet
+    protocol.dataReceived(b"/who\r\n/ping\r\n")  # ann's own output in the same turn
+    assert sock.sent == []
+    stamp = factory.clock.short()
+    assert transport.value() == (f"[{stamp}] bob: before\r\nIn public (2): ann, bob\r\npong\r\n").encode()
+    clock.advance(0)
+    assert sock.sent == []  # "before" was ann's already: not sent twice
