@@ -37,9 +37,8 @@ M = TypeVar("M", bound=Member)
 
 class Batcher:
     """
-    Once per reactor turn: flushes every dirty :class:`Fanout`, then sends
-    each member's own output of the turn that no room batch took along
-    (see :meth:`send_own`).
+    Once per reactor turn: sends each member's own output of the turn (one
+    write each, see :meth:`send_own`), then flushes every dirty :class:`Fanout`.
     """
 
     log = Logger()
@@ -65,15 +64,12 @@ class Batcher:
     def send_own(self, member: Member, data: bytes) -> None:
         """
         Output of ``member``'s own (an answer, a prompt, a private message):
-        joined with the rest of this turn's own output for it and sent at the
-        end of the turn in one write, together with the member's room batch of
-        the turn if it gets one (in front of it), else alone after the rooms.
-        Two small writes in a row wait for the peer's delayed ACK under
-        Nagle's algorithm (up to 40 ms): own output sent apart made a join
-        storm of 10,000 logins and joins take 28 s instead of 10, and (sent
-        just before the batch) latency p99 32 ms (docs/PERFORMANCE.md).
-        Whatever is sent to the member takes its queued own output first
-        (:meth:`take_own`).
+        joined with the rest of this turn's own output for it and delivered
+        at the end of the turn, before the rooms' batches, in one write. Two
+        small writes in a row wait for the peer's delayed ACK under Nagle's
+        algorithm (up to 40 ms): a join storm of 10,000 logins and joins took
+        28 s instead of 10 (docs/PERFORMANCE.md). A member that gets output
+        meanwhile takes its queued own output first (:meth:`take_own`).
         """
         parts = self.own.get(member)
         if parts is None:
@@ -88,16 +84,8 @@ class Batcher:
         return b"".join(parts) if parts else b""
 
     def flush(self) -> None:
-        """Flush all dirty rooms (a member's queued own output goes in front of its batch), then the rest of the own output."""
+        """Send the members' own output, then flush all dirty rooms, now."""
         self._scheduled = False
-        dirty, self._dirty = self._dirty, []
-        for fanout in dirty:
-            try:
-                fanout.flush()
-            except Exception:
-                # Fanout.flush takes its lines before anything can fail, so
-                # the room is marked again by its next line; later rooms still go.
-                self.log.failure("flushing a room failed")
         if self.own:
             own, self.own = self.own, {}
             for member, parts in own.items():
@@ -106,6 +94,14 @@ class Batcher:
                 except Exception:
                     self.log.failure("sending {member!r} its own output failed; dropping it", member=member)
                     member.drop()
+        dirty, self._dirty = self._dirty, []
+        for fanout in dirty:
+            try:
+                fanout.flush()
+            except Exception:
+                # Fanout.flush takes its lines before anything can fail, so
+                # the room is marked again by its next line; later rooms still go.
+                self.log.failure("flushing a room failed")
 
 
 class Fanout(Generic[M]):
