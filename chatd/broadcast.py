@@ -36,64 +36,26 @@ M = TypeVar("M", bound=Member)
 
 
 class Batcher:
-    """
-    Once per reactor turn: sends each member's own output of the turn (one
-    write each, see :meth:`send_own`), then flushes every dirty :class:`Fanout`.
-    """
+    """Flushes every dirty :class:`Fanout` once per reactor turn."""
 
     log = Logger()
-    __slots__ = ("_clock", "_dirty", "_scheduled", "own")
+    __slots__ = ("_clock", "_dirty", "_scheduled")
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
         self._dirty: list[Fanout[Any]] = []
         self._scheduled = False
-        #: Each member's own output of this turn, in order (see :meth:`send_own`).
-        self.own: dict[Member, list[bytes]] = {}
-
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            self._clock.callLater(0, self.flush)
 
     def mark(self, fanout: Fanout[Any]) -> None:
         """Make sure ``fanout`` is flushed at the end of this turn."""
         self._dirty.append(fanout)
-        self._schedule()
-
-    def send_own(self, member: Member, data: bytes) -> None:
-        """
-        Output of ``member``'s own (an answer, a prompt, a private message):
-        joined with the rest of this turn's own output for it and delivered
-        at the end of the turn, before the rooms' batches, in one write. Two
-        small writes in a row wait for the peer's delayed ACK under Nagle's
-        algorithm (up to 40 ms): a join storm of 10,000 logins and joins took
-        28 s instead of 10 (docs/PERFORMANCE.md). A member that gets output
-        meanwhile takes its queued own output first (:meth:`take_own`).
-        """
-        parts = self.own.get(member)
-        if parts is None:
-            self.own[member] = [data]
-            self._schedule()
-        else:
-            parts.append(data)
-
-    def take_own(self, member: Member) -> bytes:
-        """``member``'s own output queued this turn (b"" if none), no longer queued: the caller sends it first."""
-        parts = self.own.pop(member, None)
-        return b"".join(parts) if parts else b""
+        if not self._scheduled:
+            self._scheduled = True
+            self._clock.callLater(0, self.flush)
 
     def flush(self) -> None:
-        """Send the members' own output, then flush all dirty rooms, now."""
+        """Flush all dirty rooms now."""
         self._scheduled = False
-        if self.own:
-            own, self.own = self.own, {}
-            for member, parts in own.items():
-                try:
-                    member.deliver(b"".join(parts))
-                except Exception:
-                    self.log.failure("sending {member!r} its own output failed; dropping it", member=member)
-                    member.drop()
         dirty, self._dirty = self._dirty, []
         for fanout in dirty:
             try:
