@@ -106,24 +106,13 @@ class Fanout(Generic[M]):
         rendering per audience; ``member`` gets only the events queued after
         this from it. Cheap when nothing is queued.
         """
-        payload = self.pending_for(member)
-        if payload is not None:
-            self._deliver(member, payload)
-
-    def pending_for(self, member: M) -> Any:
-        """
-        The queued events ``member`` has not had, rendered for it, or None;
-        from now on they count as sent to it (the caller sends them, in front
-        of its own output: :meth:`catch_up` without the write).
-        """
         pending = self._pending
         if not pending or member not in self._joined:
-            return None
+            return
         start = self._start.get(member, 0)
         self._start[member] = len(pending)
         if start < len(pending):
-            return member.renderer.render(pending[start:])
-        return None
+            self._deliver(member, member.renderer.render(pending[start:]))
 
     def _forget(self, member: M) -> None:
         self._joined.pop(member, None)

@@ -236,7 +236,7 @@ class ChatProtocol(LineReceiver):
     def telnet_send(self, data: bytes) -> None:
         """A telnet negotiation answer: counted output, and never to a tagged connection."""
         if not self.tagged:
-            self._write(data)
+            self.deliver(data)
 
     def telnet_command(self) -> None:
         """A telnet command costs one token of the flood allowance, like a line."""
@@ -456,30 +456,24 @@ class ChatProtocol(LineReceiver):
     def _direct(self, data: bytes) -> None:
         """
         Output of this connection's own (a reply, a private message, a
-        prompt): the lines its room has queued so far go to it first, in the
-        same write, so its output stays in the order things happened
-        (chatd.broadcast); the rest of the room gets them in the batch as
-        usual. Own output goes through the transport's buffer, so what one
-        turn says to a connection (an answer and its prompt) leaves in one
-        send: two small sends in a row wait for the peer's delayed ACK
-        (Nagle's algorithm, up to 40 ms) on a connection without TCP_NODELAY,
-        which made a storm of 10,000 logins and joins take 28 s instead of 14.
+        prompt): the lines its room has queued so far go to it first, so its
+        output stays in the order things happened (chatd.broadcast); the
+        rest of the room gets them in the batch as usual.
         """
         dialogue = self.dialogue
         if dialogue is not None and dialogue.room is not None:
-            early = dialogue.room.fanout.pending_for(self)
-            if early is not None:
-                data = early + data
-        self._write(data)
+            dialogue.room.fanout.catch_up(self)
+        self.deliver(data)
 
     def deliver(self, data: bytes) -> None:
         """
-        Send a room's batch (chatd.broadcast): straight to the socket when
-        nothing is queued for this connection (no wait for the next reactor
-        turn, no write registration: the hot path), otherwise through the
-        transport's buffer, behind what is queued. See :meth:`_write` for the
-        ``--max-outbound`` limit.
+        Send encoded lines: straight to the socket when nothing is queued for
+        this connection (no wait for the next reactor turn), otherwise through
+        the transport's buffer. Output that would take the connection's unsent
+        bytes past ``--max-outbound`` is not queued: the connection is cut off
+        instead, so no connection ever holds more than the limit.
         """
+        transport = self.transport
         sock = self._socket
         lowest = self._tcp  # the transport itself when sock is set (a tcp.Server)
         if sock is not None and lowest is not None and nothing_unsent(lowest):
@@ -494,18 +488,6 @@ class ChatProtocol(LineReceiver):
             if sent == len(data):
                 return
             data = data[sent:]
-        self._write(data)
-
-    def _write(self, data: bytes) -> None:
-        """
-        Queue ``data`` in the transport's buffer (sent by the reactor, with
-        everything else written this turn). Output that would take the
-        connection's unsent bytes past ``--max-outbound`` is not queued: the
-        connection is cut off instead, so no connection ever holds more than
-        the limit.
-        """
-        transport = self.transport
-        lowest = self._tcp
         if lowest is None:
             transport.write(data)
             return
@@ -636,7 +618,7 @@ class ChatProtocol(LineReceiver):
             parser.want_echo(hidden)
         elif hidden:
             self._echo_offered = True
-            self._write(_WILL_ECHO)
+            self.deliver(_WILL_ECHO)
 
     def _input_line_ended(self) -> None:
         """

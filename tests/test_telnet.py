@@ -264,18 +264,18 @@ def test_do_echo_around_a_failed_password_is_answered_once(tmp_path):
 
 
 def test_negotiation_answers_are_counted_output(tmp_path):
-    """Every telnet answer goes through _write (the --max-outbound accounting), none straight to the transport."""
+    """Every telnet answer goes through deliver (the --max-outbound accounting), none straight to the transport."""
     factory, clock = _world(tmp_path)
     c = Client(factory, clock)
     c.output()
     delivered: list[bytes] = []
-    real = c.protocol._write
+    real = c.protocol.deliver
 
     def counting(data: bytes) -> None:
         delivered.append(data)
         real(data)
 
-    c.protocol._write = counting
+    c.protocol.deliver = counting
     c.send(_tel(DO, TTYPE) + _tel(DO, STATUS) + _tel(WILL, TTYPE))
     assert c.transport.value() == _tel(WONT, TTYPE) + _tel(WONT, STATUS) + _tel(DONT, TTYPE)
     assert b"".join(delivered) == c.transport.value()
