@@ -62,14 +62,13 @@ class Room:
 
 
 class Clock:
-    """Timestamps for lines and log rows, rendered at most once a second."""
+    """Timestamps for log rows and data files, rendered at most once a second (chat lines: chatd.render)."""
 
-    __slots__ = ("_reactor", "_second", "_short", "_iso")
+    __slots__ = ("_reactor", "_second", "_iso")
 
     def __init__(self, reactor: IReactorTime) -> None:
         self._reactor = reactor
         self._second = -1
-        self._short = ""
         self._iso = ""
 
     def _update(self) -> None:
@@ -77,13 +76,7 @@ class Clock:
         if second != self._second:
             moment = datetime.fromtimestamp(second, timezone.utc)
             self._second = second
-            self._short = moment.strftime("%H:%M:%S")
             self._iso = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def short(self) -> str:
-        """``HH:MM:SS`` (UTC), for chat lines."""
-        self._update()
-        return self._short
 
     def iso(self) -> str:
         """ISO-8601 UTC, for files."""
@@ -527,7 +520,7 @@ class ChatFactory(Factory):
             self.rooms.pop(room.key, None)
             self._by_name.pop(room.name, None)
             room.fanout.flush()
-            for member in self.members(room):
+            for member in room.fanout.members():
                 room.fanout.discard(member)
                 self._left_room(member, room, "room deleted")
                 self.store.log_event("leave", member.name or "", room.name, reason="room_deleted")
@@ -551,14 +544,10 @@ class ChatFactory(Factory):
             return defer.fail(errors.NotAllowed(f"Room {room.name} is being deleted."))
         return defer.succeed(room)
 
-    def members(self, room: Room) -> list[Session]:
-        """The sessions in ``room`` connected here, in the order they joined."""
-        return room.fanout.members()
-
     def join(self, room: Room, session: Session) -> None:
         """Put ``session`` in ``room`` and tell the room (events before are not sent to it)."""
         room.fanout.add(session)
-        self._publish(room, session, EventKind.JOIN)
+        self.publish(room, session.name or "", EventKind.JOIN)
         self.store.log_event("join", session.name or "", room.name)
 
     def leave(self, room: Room, session: Session) -> None:
@@ -570,17 +559,12 @@ class ChatFactory(Factory):
         room.fanout.discard(session)
         self._left_room(session, room, event)
         if not self.closing:
-            self._publish(room, session, EventKind.LEAVE)
+            self.publish(room, session.name or "", EventKind.LEAVE)
 
     def _left_room(self, session: Session, room: Room, event: LeaveReason) -> None:
         """``session`` is no longer in ``room``: its uploads there are cancelled (chatd.transfer)."""
         if self.transfers is not None:
             self.transfers.left_room(session, room, event)
-
-    def _publish(self, room: Room, session: Session, kind: EventKind, text: str = "") -> None:
-        """A new event in ``room`` caused by ``session``, on the bus (the hot path: once per line)."""
-        room.last_id += 1
-        self.bus.publish(RoomEvent(room.name, room.last_id, self.reactor.seconds(), session.name or "", kind, text))
 
     def publish(self, room: Room, sender: str, kind: EventKind, text: str = "") -> None:
         """A new event in ``room`` caused by the account ``sender`` (files: chatd.transfer), on the bus."""
@@ -594,7 +578,7 @@ class ChatFactory(Factory):
             room.fanout.send(event)
 
     def say(self, room: Room, session: Session, text: str) -> None:
-        """Broadcast one clean line from ``session`` to everyone in ``room`` (the hot path: _publish inlined)."""
+        """Broadcast one clean line from ``session`` to everyone in ``room`` (the hot path: publish inlined)."""
         room.last_id += 1
         # RoomEvent(...) without its Python-level __new__: 0.15 instead of 0.26 us, once per line.
         self.bus.publish(_new_tuple(RoomEvent, (room.name, room.last_id, self.reactor.seconds(), session.name or "",
@@ -602,7 +586,7 @@ class ChatFactory(Factory):
 
     def emote(self, room: Room, session: Session, text: str) -> None:
         """Broadcast an action (``/me``) to ``room``."""
-        self._publish(room, session, EventKind.ME, text)
+        self.publish(room, session.name or "", EventKind.ME, text)
 
     def private_message(self, sender: Session, target: str, text: str) -> defer.Deferred[PrivateMessage]:
         """

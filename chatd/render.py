@@ -41,14 +41,6 @@ def clock_text(at: float) -> str:
     return _clock_text
 
 
-def event_line(event: RoomEvent) -> str:
-    """One event as a line for people: ``[HH:MM:SS] name: text`` or ``[HH:MM:SS] * name ...``."""
-    if event.kind is _SAY:
-        return f"[{clock_text(event.at)}] {event.sender}: {event.text}"
-    action = _ACTIONS[event.kind].format(event.sender, event.room, event.text)
-    return f"[{clock_text(event.at)}] * {action}"
-
-
 def private_line(message: PrivateMessage, own: bool) -> str:
     """
     A private message as a line: ``[HH:MM:SS] *sender* text`` for its
@@ -67,7 +59,8 @@ _last_lines: list[str] = []
 
 def event_lines(events: Sequence[RoomEvent]) -> list[str]:
     """
-    :func:`event_line` of each event, with the clock text made once per
+    Each event as a line for people (``[HH:MM:SS] name: text`` or
+    ``[HH:MM:SS] * name ...``), with the clock text made once per
     second (the hot loop: no call per ``say`` event); the lines of the
     batch rendered just before are reused.
     """

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from chatd.render import clock_text
 from helpers import Client, make_factory
 
 
@@ -128,7 +129,7 @@ def test_a_private_message_at_the_menu_starts_a_new_line_and_the_prompt_follows(
     factory, clock, _ = world
     alice, bob = _at_menu(factory, clock, "student1"), _at_menu(factory, clock, "bob")
     alice.send("public", "/msg bob was lab deleted?")
-    stamp = factory.clock.short()
+    stamp = clock_text(clock.seconds())
     assert bob.output() == f"\r\n[{stamp}] *student1* was lab deleted?\r\nmenu> "
     alice.send("/msg bob and now?")
     assert bob.output() == f"\r\n[{stamp}] *student1* and now?\r\nmenu> "
@@ -146,7 +147,7 @@ def test_a_message_at_a_name_prompt_repeats_that_prompt(world):
     bob.send("3")  # create: asks "Name of the new room:"
     assert bob.output().endswith("Name of the new room: ")
     alice.send("public", "/msg bob psst")
-    assert bob.output() == f"\r\n[{factory.clock.short()}] *student1* psst\r\nName of the new room: "
+    assert bob.output() == f"\r\n[{clock_text(clock.seconds())}] *student1* psst\r\nName of the new room: "
     bob.send("lab")
     assert bob.output() == "Room lab created.\r\nmenu> "
 
@@ -159,7 +160,7 @@ def test_tagged_and_chat_mode_output_is_unchanged(world):
     in_room.send("public")
     in_room.output()
     alice.send("public", "/msg tina hi", "/msg rob hi")
-    stamp = factory.clock.short()
+    stamp = clock_text(clock.seconds())
     assert tagged.output() == f"03 [{stamp}] *student1* hi\r\n"
     assert in_room.output().endswith(f"[{stamp}] *student1* hi\r\n")
     assert not in_room.output()
