@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 import attrs
 from twisted.internet import defer
 
-from chatd.core.events import PrivateMessage
+from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 
 
 @attrs.frozen(slots=True)
@@ -32,11 +32,53 @@ class UserRecord:
 
 @attrs.frozen(slots=True)
 class RoomRecord:
-    """One room: its name, its owner's name ("" for the public room), its ISO-8601 UTC creation time."""
+    """
+    One room: its name, its owner's name ("" for the public room), its
+    ISO-8601 UTC creation time, and its id: a token of ASCII letters and
+    digits (at most 32) that never changes and is never reused, which names
+    the room's history (:meth:`Store.append_history`); the public room's
+    is :data:`PUBLIC_ROOM_ID`. A store that loads a room without one gives
+    it one (and keeps it).
+    """
 
     name: str
     owner: str
     created: str
+    id: str = ""
+
+
+#: The id of the public room (chatd.settings.PUBLIC_ROOM), whose history is kept like any room's.
+PUBLIC_ROOM_ID = "public"
+
+
+@attrs.frozen(slots=True)
+class HistoryTail:
+    """
+    Where a room's history ends, as loaded at start-up: the id of its last
+    stored event (0: none) and how many lines (:data:`LINE_KINDS` events)
+    it has had in all, counted from its first.
+    """
+
+    last_id: int = 0
+    lines: int = 0
+
+
+#: The kinds of room events that count as lines: what replay shows by
+#: default and what unread counts count (joins, leaves and file offers are not).
+LINE_KINDS: frozenset[EventKind] = frozenset({EventKind.SAY, EventKind.ME, EventKind.FILE})
+
+
+@attrs.frozen(slots=True)
+class HistoryBatch:
+    """
+    Events of one room to append to its history, in id order: the room's id
+    (:attr:`RoomRecord.id`), the number of lines the room had before the
+    first of them (so the store can keep the running count), the events.
+    """
+
+    room_id: str
+    lines_before: int
+    events: Sequence[RoomEvent]
 
 
 #: The events of the event log (log.csv's ``event`` column): one row each,
@@ -122,6 +164,10 @@ class Loaded:
     migrations: list[str] = attrs.field(factory=list)
     #: Private messages queued for offline accounts, oldest first.
     private: list[PrivateMessage] = attrs.field(factory=list)
+    #: Where each room's history ends, by room id (rooms without history may be missing).
+    history: Mapping[str, HistoryTail] = attrs.field(factory=dict)
+    #: Per-account settings and read marks (:meth:`Store.set_marks`): name key -> key -> value.
+    marks: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)
 
 
 class StoreError(Exception):
@@ -167,10 +213,47 @@ class Store(Protocol):
         """Store a new room."""
 
     def delete_room(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
-        """Remove the room ``name`` (any case)."""
+        """Remove the room ``name`` (any case) and its history."""
 
     def log_event(self, event: EventName, user: str = "", room: str = "", **details: object) -> defer.Deferred[None]:
         """Queue one event (:class:`LogEvent`'s fields); fires once queued, it is written in the next batch."""
 
     def flush_events(self) -> defer.Deferred[None]:
         """Write the queued events now; fires once they are written (or kept for a retry)."""
+
+    # -- room history (docs/ARCHITECTURE.md, "History") --
+
+    def append_history(self, batches: Sequence[HistoryBatch]) -> defer.Deferred[None]:
+        """
+        Append each batch to its room's history (rooms in any order, each
+        room's events in id order, never an id twice); fires once all of them
+        are durable (one write and one fsync per room), fails with StoreError
+        (nothing of a failed room's batch may be assumed stored). Events of a
+        room no longer stored are dropped.
+        """
+
+    def read_history(self, room_id: str, room: str, count: int, before: int | None = None,
+                     kinds: frozenset[EventKind] | None = None, since: float = 0.0) -> defer.Deferred[list[RoomEvent]]:
+        """
+        The newest ``count`` stored events of room ``room_id`` with an id below
+        ``before`` (None: any), of ``kinds`` (None: every kind), that happened
+        at or after ``since`` (seconds since the epoch), oldest first, each
+        with ``room`` as its room name. Reads only as much of the end of the
+        history as it needs. Fails with StoreError.
+        """
+
+    def expire_history(self, before: float) -> defer.Deferred[int]:
+        """
+        Delete the stored history older than ``before`` (seconds since the
+        epoch), in whole segments: a segment goes once its newest event is
+        older. Fires with the number of segments deleted.
+        """
+
+    def set_marks(self, user: str, marks: Mapping[str, str], durable: bool = False) -> defer.Deferred[None]:
+        """
+        Set per-account values of ``user`` (keys of ASCII letters, digits, ``:``
+        and ``_``; values short text; "" deletes a key): a read mark
+        (``read:ROOM_ID`` -> lines count) or a setting (``replay`` -> ``off``).
+        ``durable``: fires once on disk (a setting the user is told about);
+        else batched like log events. Deleting the account deletes them.
+        """

@@ -32,6 +32,14 @@ server's own notice (shutdown, logged in elsewhere); shown like LISTEN.
 """
 PRIVATE: Final = "03"
 """A private message from another user (shown like LISTEN)."""
+REPLAY: Final = "04"
+"""
+A line of room history replayed on join, before live chat (show it dimmed):
+the text is a room line with its date, ``[YYYY-MM-DD HH:MM:SS] name: text``
+or ``[YYYY-MM-DD HH:MM:SS] * ...`` (UTC). A LISTEN header and footer frame the block.
+"""
+HISTORY: Final = "05"
+"""A line of room history asked for with ``/history`` (show it like a live line); text as for REPLAY."""
 
 # File transfer codes (docs/PROTOCOL.md, "File transfer"). Sent only to
 # tagged connections; ID is a server-chosen token without spaces.
@@ -56,9 +64,9 @@ FILE_CODES: Final = frozenset(
 )
 
 #: Every code a server may send; a client ignores lines with other codes.
-CODES: Final = frozenset({LISTEN, SPEAK, CREDENTIALS, CHAT, ERROR, PRIVATE}) | FILE_CODES
+CODES: Final = frozenset({LISTEN, SPEAK, CREDENTIALS, CHAT, ERROR, PRIVATE, REPLAY, HISTORY}) | FILE_CODES
 #: A code the server sends (one of CODES), as a type.
-Code = Literal["00", "11", "01", "111", "02", "03", "20", "21", "22", "23", "24", "25", "26", "27"]
+Code = Literal["00", "11", "01", "111", "02", "03", "04", "05", "20", "21", "22", "23", "24", "25", "26", "27"]
 
 # Client-to-server file commands. ``/send SIZE NAME`` (in a room) offers a
 # file; ``/data ID LEN`` + CRLF is followed by exactly LEN raw bytes of it

@@ -11,8 +11,13 @@ from collections.abc import Callable, Sequence
 import attrs
 from twisted.internet import defer
 
-from chatd.core.events import PrivateMessage
-from chatd.store import AccountDict, EventName, Loaded, LogEvent, RoomRecord, StoreError, UserRecord
+from collections.abc import Mapping
+
+from chatd.core.events import EventKind, PrivateMessage, RoomEvent
+from chatd.store import (
+    LINE_KINDS, AccountDict, EventName, HistoryBatch, HistoryTail, Loaded, LogEvent, RoomRecord, StoreError,
+    UserRecord,
+)
 from chatd.text import name_key
 
 
@@ -35,9 +40,16 @@ class MemoryStore:
         self.events: list[tuple[str, LogEvent]] = []
         self._queued: list[tuple[str, LogEvent]] = []
         self.broken: str | None = None
+        #: Room id -> its stored history events, oldest first.
+        self.history: dict[str, list[RoomEvent]] = {}
+        #: Name key -> per-account values (Store.set_marks).
+        self.marks: dict[str, dict[str, str]] = {}
 
     def load(self) -> defer.Deferred[Loaded]:
-        return defer.succeed(Loaded(AccountDict(self.users), list(self.rooms.values()), [], private=list(self.private)))
+        tails = {room_id: HistoryTail(events[-1].id, sum(e.kind in LINE_KINDS for e in events))
+                 for room_id, events in self.history.items() if events}
+        return defer.succeed(Loaded(AccountDict(self.users), list(self.rooms.values()), [], private=list(self.private),
+                                    history=tails, marks={k: dict(v) for k, v in self.marks.items()}))
 
     def start(self) -> defer.Deferred[None]:
         return defer.succeed(None)
@@ -67,6 +79,7 @@ class MemoryStore:
         def remove() -> None:
             self.users.pop(name_key(name), None)
             self.private = [m for m in self.private if name_key(m.recipient) != name_key(name)]
+            self.marks.pop(name_key(name), None)
 
         return self._change(remove, event)
 
@@ -84,7 +97,9 @@ class MemoryStore:
 
     def delete_room(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
         def remove() -> None:
-            self.rooms.pop(name_key(name), None)
+            record = self.rooms.pop(name_key(name), None)
+            if record is not None:
+                self.history.pop(record.id, None)
 
         return self._change(remove, event)
 
@@ -96,3 +111,36 @@ class MemoryStore:
         self.events.extend(self._queued)
         self._queued = []
         return defer.succeed(None)
+
+    def append_history(self, batches: Sequence[HistoryBatch]) -> defer.Deferred[None]:
+        def append() -> None:
+            for batch in batches:
+                self.history.setdefault(batch.room_id, []).extend(batch.events)
+
+        return self._change(append, None)
+
+    def read_history(self, room_id: str, room: str, count: int, before: int | None = None,
+                     kinds: frozenset[EventKind] | None = None, since: float = 0.0) -> defer.Deferred[list[RoomEvent]]:
+        found = [event._replace(room=room) for event in self.history.get(room_id, ())
+                 if (before is None or event.id < before) and (kinds is None or event.kind in kinds)
+                 and event.at >= since]
+        return defer.succeed(found[-count:] if count > 0 else [])
+
+    def expire_history(self, before: float) -> defer.Deferred[int]:
+        expired = 0
+        for room_id, events in self.history.items():
+            kept = [event for event in events if event.at >= before]
+            expired += len(kept) < len(events)
+            self.history[room_id] = kept
+        return defer.succeed(expired)
+
+    def set_marks(self, user: str, marks: Mapping[str, str], durable: bool = False) -> defer.Deferred[None]:
+        def change() -> None:
+            values = self.marks.setdefault(name_key(user), {})
+            for key, value in marks.items():
+                if value:
+                    values[key] = value
+                else:
+                    values.pop(key, None)
+
+        return self._change(change, None)
