@@ -2,8 +2,8 @@
 ``chat``: the terminal client for chatd.
 
 It connects, announces itself with ``/client chat VERSION`` (tagged mode)
-and then does what each line's code says: show it (``00``, ``02``, ``03``),
-read one line (``11``), read a password without echo (``01``), or stay in
+and then does what each line's code says: show it (``00``, ``02``, ``03``;
+room history: ``04`` dimmed, ``05``), read one line (``11``), read a password without echo (``01``), or stay in
 chat mode (``111``), where the user types at any time and incoming lines
 are printed above the line being typed. ``/send PATH`` in a room sends a
 file; files others send are saved in ``--downloads``.
@@ -61,9 +61,11 @@ from chatd.wire import (
     FILE_CHUNK,
     FILE_END,
     FILE_SIZE_MAX,
+    HISTORY,
     LINE_END,
     LISTEN,
     PRIVATE,
+    REPLAY,
     SEND_COMMAND,
     SPEAK,
     TAGGED_ON,
@@ -75,7 +77,7 @@ from chatd.wire import (
     split_tagged,
 )
 from clients.files import Download, Progress, Runner, Sender, Upload, failure_reason
-from clients.screen import Screen, Vocabulary, mentions
+from clients.screen import DIM, NORMAL, Screen, Vocabulary, mentions
 
 VERSION = "1.0"
 CHAT_PROMPT = "> "
@@ -87,29 +89,51 @@ _WAIT, _LINE, _SECRET, _CHAT = "wait", "line", "secret", "chat"
 #: Exit statuses of ``chat`` (README.md, "Scripting the client").
 EXIT_OK, EXIT_CONNECTION, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 3, 130
 
-#: The ``[HH:MM:SS] `` (UTC) that starts room and private lines (docs/PROTOCOL.md).
-_STAMP = re.compile(r"\[(\d\d):(\d\d):(\d\d)\] ")
+#: The ``[HH:MM:SS] `` (UTC) that starts live room and private lines, or the ``[YYYY-MM-DD HH:MM:SS] `` (UTC) of
+#: room history (``04``, ``05``) (docs/PROTOCOL.md).
+_STAMP = re.compile(r"\[(?:(\d{4})-(\d\d)-(\d\d) )?(\d\d):(\d\d):(\d\d)\] ")
 
 
-def local_time(text: str, now: datetime, zone: tzinfo | None = None) -> str:
+def stamp_moment(text: str, now: datetime) -> tuple[datetime, int] | None:
     """
-    Rewrite a leading ``[HH:MM:SS] `` from UTC (the server's clock) into
-    ``zone`` (None: this computer's time zone). ``now`` (aware, UTC) gives
-    the date: the stamp is taken as the moment nearest to it. Text without
-    a stamp is returned unchanged.
+    The moment (aware, UTC) named by the stamp that starts ``text``, and the index where the rest of the
+    line starts; None if it has no stamp or the stamp names no valid time. A dated stamp
+    (``[YYYY-MM-DD HH:MM:SS] ``) names its own day; a time alone (``[HH:MM:SS] ``) is taken as the moment
+    nearest to ``now`` (aware, UTC).
     """
     match = _STAMP.match(text)
     if not match:
-        return text
-    hour, minute, second = (int(part) for part in match.groups())
-    if hour > 23 or minute > 59 or second > 59:
-        return text
-    moment = now.replace(hour=hour, minute=minute, second=second, microsecond=0)
+        return None
+    year, month, day, hour, minute, second = match.groups()
+    try:
+        if year is not None:
+            return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                            tzinfo=timezone.utc), match.end()
+        moment = now.replace(hour=int(hour), minute=int(minute), second=int(second), microsecond=0)
+    except ValueError:
+        return None
     if moment - now > timedelta(hours=12):
         moment -= timedelta(days=1)
     elif now - moment > timedelta(hours=12):
         moment += timedelta(days=1)
-    return f"[{moment.astimezone(zone).strftime('%H:%M:%S')}] " + text[match.end():]
+    return moment, match.end()
+
+
+def local_time(text: str, now: datetime, zone: tzinfo | None = None) -> str:
+    """
+    Rewrite a leading stamp from UTC (the server's clock) into ``zone`` (None: this computer's time zone):
+    ``[HH:MM:SS] `` stays a time (the moment nearest to ``now``, aware UTC); a dated history stamp
+    ``[YYYY-MM-DD HH:MM:SS] `` becomes ``[HH:MM:SS] `` when its local day is today's (by ``now``) and
+    ``[YYYY-MM-DD HH:MM:SS] `` in local time when not. Text without a valid stamp is returned unchanged.
+    """
+    found = stamp_moment(text, now)
+    if found is None:
+        return text
+    moment, end = found
+    local = moment.astimezone(zone)
+    dated = end > len("[HH:MM:SS] ")
+    shown = "%Y-%m-%d %H:%M:%S" if dated and local.date() != now.astimezone(zone).date() else "%H:%M:%S"
+    return f"[{local.strftime(shown)}] " + text[end:]
 
 
 def cells(text: str) -> int:
@@ -251,6 +275,10 @@ class Console(protocol.Protocol):
             self._write("\x07")
         self.show(text)
 
+    def show_dimmed(self, text: str) -> None:
+        """Old news (replayed history): dim (SGR 2) on a terminal; from a pipe the text as it is."""
+        self.show(f"{DIM}{text}{NORMAL}" if self.interactive else text)
+
     def end(self, text: str = "") -> None:
         """
         The session is over: print ``text`` (if any) as the last line, with no
@@ -302,7 +330,8 @@ class ChatClient(LineReceiver):
 
     def __init__(self, console: Screen, downloads: str, run: Runner, progress: bool | None = None,
                  clock: IReactorTime | None = None, progress_out: Callable[[str], None] | None = None,
-                 zone: tzinfo | None = None, words: Vocabulary | None = None, ask_who: bool = False) -> None:
+                 zone: tzinfo | None = None, words: Vocabulary | None = None, ask_who: bool = False,
+                 utc_now: Callable[[], datetime] | None = None) -> None:
         self.console = console
         #: What Tab completes (names, commands), learnt from what the server says.
         self.words = words if words is not None else Vocabulary()
@@ -317,8 +346,15 @@ class ChatClient(LineReceiver):
         self._last_secret = ""
         #: Logging in again (:meth:`resume`): "login", "password", "join", "entering", or "" when not.
         self._resuming = ""
-        #: The time zone chat lines are shown in (None: this computer's).
+        #: The time zone chat lines are shown in (None: this computer's), and the time now (aware, UTC).
         self.zone = zone
+        self._utc_now = utc_now or (lambda: datetime.now(timezone.utc))
+        #: Per room, the moment (UTC) and the text after the stamp of the newest room line shown (live or
+        #: replayed): what a reconnect has seen already (:meth:`resume`).
+        self.seen: dict[str, tuple[datetime, str]] = {}
+        #: After a reconnect, the line of :attr:`seen` for the rejoined room: replayed lines up to and
+        #: including it are dropped (None: none to drop).
+        self._seen_up_to: tuple[datetime, str] | None = None
         self.downloads = downloads
         self.run = run
         #: Progress bars: True, False, or None (when stderr is a terminal); timed by ``clock``, drawn by ``progress_out``.
@@ -420,20 +456,26 @@ class ChatClient(LineReceiver):
         elif text == "Logged out.":
             self.account = self.room = None
         elif text.startswith("You left "):
-            self.room = None
+            self.room = self._seen_up_to = None
         self.words.heard(text)
-        if not self._resuming:
+        if self._resuming in ("", "entering"):  # (after ``join ROOM``: no menu, but maybe a history header)
             self._show(text)
 
     # -- logging in again after a lost connection ----------------------------------------
 
-    def resume(self, account: tuple[str, str], room: str | None) -> None:
+    def resume(self, account: tuple[str, str], room: str | None,
+               seen: dict[str, tuple[datetime, str]] | None = None) -> None:
         """
         Before connecting: log in as ``account`` (name, password) and join ``room`` without showing the
         menu, then say so. What the user types meanwhile waits for the room (or the menu's prompt).
+        ``seen`` is the lost connection's :attr:`seen`: the history the server replays on rejoining is
+        shown from the first line after the last one shown in ``room`` before.
         """
         self.account, self.room = account, room
         self._resuming = "login"
+        if seen is not None:
+            self.seen = seen
+            self._seen_up_to = seen.get(room) if room else None
 
     def _resumed(self) -> None:
         assert self.account is not None
@@ -461,15 +503,49 @@ class ChatClient(LineReceiver):
 
     def _show_line(self, text: str) -> None:
         """A room line: its ``[HH:MM:SS]`` (UTC) is shown in local time, with a bell if it names us."""
-        shown = printable(local_time(text, datetime.now(timezone.utc), self.zone))
+        now = self._utc_now()
+        self._remember(stamp_moment(text, now), text)
+        shown = printable(local_time(text, now, self.zone))
         if mentions(shown, self.words.me):
             self.console.alert(shown)
         else:
             self.console.show(shown)
 
+    def _replay(self, text: str) -> None:
+        """
+        A line of room history replayed on entering (``04``): dimmed, in local time, never an alert (old
+        news); after a reconnect, the lines up to and including the last one shown before are dropped.
+        """
+        now = self._utc_now()
+        found = stamp_moment(text, now)
+        if found is not None and self._seen_up_to is not None:
+            moment, said = found[0], text[found[1]:]
+            last_moment, last_said = self._seen_up_to
+            if moment > last_moment:
+                self._seen_up_to = None  # newer than anything seen: this line and the rest are news
+            else:
+                if moment == last_moment and said == last_said:
+                    self._seen_up_to = None  # the last line seen: the next ones are news
+                return
+        self._remember(found, text)
+        self.console.show_dimmed(printable(local_time(text, now, self.zone)))
+
+    def _history(self, text: str) -> None:
+        """A line of ``/history`` (``05``): shown like a live room line, in local time, never an alert."""
+        self.console.show(printable(local_time(text, self._utc_now(), self.zone)))
+
+    def _remember(self, found: tuple[datetime, int] | None, text: str) -> None:
+        """Keep a shown room line (its :func:`stamp_moment` and text) as :attr:`seen` in our room if newest."""
+        if found is None or self.room is None:
+            return
+        moment, start = found
+        last = self.seen.get(self.room)
+        if last is None or moment >= last[0]:
+            self.seen[self.room] = (moment, text[start:])
+
     def _private(self, text: str) -> None:
         """A private message (``03``): in local time, with a bell."""
-        self.console.alert(printable(local_time(text, datetime.now(timezone.utc), self.zone)))
+        self.console.alert(printable(local_time(text, self._utc_now(), self.zone)))
 
     def _error(self, text: str) -> None:
         if self._resuming and text.startswith("Error:"):
@@ -755,6 +831,8 @@ class ChatClient(LineReceiver):
         LISTEN: _listen,
         ERROR: _error,
         PRIVATE: _private,
+        REPLAY: _replay,
+        HISTORY: _history,
         SPEAK: _speak,
         CREDENTIALS: _credentials,
         CHAT: _chat,
@@ -982,7 +1060,7 @@ async def _reconnect(reactor: Any, options: argparse.Namespace, screen: Screen, 
         delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
         screen.show(f"Connection lost ({why}); reconnecting in {delay} s (Ctrl-C to stop)...")
         client = make_client()
-        client.resume(lost.account, lost.room)
+        client.resume(lost.account, lost.room, lost.seen)
         try:
             late.waiting = task.deferLater(reactor, delay, lambda: None)
             await late.waiting

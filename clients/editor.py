@@ -27,10 +27,10 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.patch_stdout import patch_stdout
 from twisted.internet import defer
 
-from clients.screen import Vocabulary
+from clients.screen import DIM, NORMAL, Vocabulary
 
-#: Bold and reverse video for a line that names the user or a private message, then back to normal.
-HIGHLIGHT, NORMAL = "\x1b[1;7m", "\x1b[0m"
+#: Bold and reverse video for a line that names the user or a private message (then :data:`NORMAL`).
+HIGHLIGHT = "\x1b[1;7m"
 BELL = "\x07"
 
 
@@ -142,6 +142,9 @@ class LineEditor:
 
     def alert(self, text: str) -> None:
         print(BELL + HIGHLIGHT + text + NORMAL, flush=True)
+
+    def show_dimmed(self, text: str) -> None:
+        print(DIM + text + NORMAL, flush=True)
 
     def set_prompt(self, prompt: str, secret: bool = False) -> None:
         self.prompt = prompt

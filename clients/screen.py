@@ -16,7 +16,11 @@ from typing import Protocol
 
 #: Room commands completed before any ``/help`` answer was seen (docs/PROTOCOL.md, "Inside a room"),
 #: and the client's own ``/send``.
-COMMANDS = ("/away", "/back", "/exit", "/help", "/logout", "/me", "/msg", "/ping", "/send", "/users", "/who")
+COMMANDS = ("/away", "/back", "/exit", "/help", "/history", "/logout", "/me", "/msg", "/ping", "/replay", "/send",
+            "/users", "/who")
+
+#: SGR: dim (faint) text, for old news on a terminal; back to normal.
+DIM, NORMAL = "\x1b[2m", "\x1b[0m"
 
 _STAMP = r"\[\d\d:\d\d:\d\d\] "
 #: ``/who``: ``In lab (2): alice, bob``; the menu's ``info``: ``In it now (2): ann, bob``; ``/users``:
@@ -43,6 +47,9 @@ class Screen(Protocol):
 
     def alert(self, text: str) -> None:
         """Like :meth:`show`, for a line that names the user or a private message: ring the bell, highlight it."""
+
+    def show_dimmed(self, text: str) -> None:
+        """Like :meth:`show`, for old news (room history replayed on entering): dimmed on a terminal."""
 
     def set_prompt(self, prompt: str, secret: bool = False) -> None:
         """Ask for the next line with ``prompt``; ``secret``: never echo it nor keep it in the input history."""

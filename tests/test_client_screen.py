@@ -7,7 +7,7 @@ private messages (alerts), the silent /who of the line editor, and the line edit
 from __future__ import annotations
 
 import asyncio
-from datetime import timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from twisted.internet import defer
 from twisted.internet.testing import StringTransport
@@ -31,6 +31,9 @@ class FakeScreen:
     def alert(self, text: str) -> None:
         self.shown.append(("alert", text))
 
+    def show_dimmed(self, text: str) -> None:
+        self.shown.append(("dim", text))
+
     def set_prompt(self, prompt: str, secret: bool = False) -> None:
         self.prompt = prompt
 
@@ -38,8 +41,11 @@ class FakeScreen:
         self.shown.append(("end", text))
 
 
-def client_on(screen: FakeScreen, ask_who: bool = False) -> tuple[ChatClient, StringTransport]:
-    client = ChatClient(screen, "/nonexistent", defer.maybeDeferred, zone=timezone.utc, ask_who=ask_who)
+def client_on(screen: FakeScreen, ask_who: bool = False, zone: tzinfo = timezone.utc,
+              now: datetime | None = None) -> tuple[ChatClient, StringTransport]:
+    """A client on ``screen`` showing times in ``zone``, its clock stopped at ``now`` (None: the real one)."""
+    client = ChatClient(screen, "/nonexistent", defer.maybeDeferred, zone=zone, ask_who=ask_who,
+                        utc_now=None if now is None else lambda: now)
     wire = StringTransport()
     client.makeConnection(wire)
     wire.clear()
@@ -307,14 +313,182 @@ def test_while_waiting_to_reconnect_lines_wait_and_ctrl_c_stops():
     assert not client.interrupted
 
 
-def test_plain_console_rings_the_bell_only_on_a_terminal():
-    """The --plain console's alert: a bell, then the line, on a terminal; from a pipe just the line."""
+def plain_console_output(interactive: bool, method: str, text: str) -> bytes:
+    """What the --plain console (on a terminal, or not) writes for ``Screen.method(text)``."""
     from clients.cli import Console
 
-    for interactive, expected in ((True, b"\x07\r\x1b[J[12:00:00] *bob* psst\r\n\r\x1b[J"),
-                                  (False, b"[12:00:00] *bob* psst\n")):
-        console = Console(print, print, interactive)
-        screen = StringTransport()
-        console.makeConnection(screen)
-        console.alert("[12:00:00] *bob* psst")
-        assert screen.value() == expected
+    console = Console(print, print, interactive)
+    screen = StringTransport()
+    console.makeConnection(screen)
+    getattr(console, method)(text)
+    return screen.value()
+
+
+def test_plain_console_rings_the_bell_only_on_a_terminal():
+    """The --plain console's alert: a bell, then the line, on a terminal; from a pipe just the line."""
+    assert plain_console_output(True, "alert", "[12:00:00] *bob* psst") == (
+        b"\x07\r\x1b[J[12:00:00] *bob* psst\r\n\r\x1b[J")
+    assert plain_console_output(False, "alert", "[12:00:00] *bob* psst") == b"[12:00:00] *bob* psst\n"
+
+
+# -- room history: replayed on entering (04) and asked for with /history (05) ------------------------
+
+#: 10:00:05 UTC on 2026-11-29: 12:00:05 in Berlin's winter (UTC+2 here), 05:00:05 in New York (UTC-5).
+NOW = datetime(2026, 11, 29, 10, 0, 5, tzinfo=timezone.utc)
+PLUS_TWO, MINUS_FIVE = timezone(timedelta(hours=2)), timezone(timedelta(hours=-5))
+
+
+def test_history_times_are_local_with_the_date_unless_today():
+    """
+    A dated history stamp (UTC) is shown as a local time alone when its local day is today, with the local
+    date when not (by the local day, not UTC's); a stamp naming no valid time is left as it is.
+    """
+    from clients.cli import local_time
+
+    assert local_time("[2026-11-29 08:00:00] bob: today", NOW, PLUS_TWO) == "[10:00:00] bob: today"
+    # Yesterday in UTC, but already today in UTC+2; and today in UTC, but still yesterday in UTC-5.
+    assert local_time("[2026-11-28 23:30:00] bob: late", NOW, PLUS_TWO) == "[01:30:00] bob: late"
+    assert local_time("[2026-11-29 03:00:00] * bob waves", NOW, MINUS_FIVE) == "[2026-11-28 22:00:00] * bob waves"
+    assert local_time("[2026-11-27 12:00:00] bob: old", NOW, PLUS_TWO) == "[2026-11-27 14:00:00] bob: old"
+    for broken in ("[2026-13-01 00:00:00] month 13", "[2026-02-30 00:00:00] no such day",
+                   "[2026-11-29 24:00:00] hour 24", "[2026-11-29 12:00] no seconds", "[26-11-29 12:00:00] x"):
+        assert local_time(broken, NOW, PLUS_TWO) == broken
+    assert local_time("[12:00:00] live stays a time", NOW, MINUS_FIVE) == "[07:00:00] live stays a time"
+
+
+def test_history_times_follow_the_tz_environment_without_a_zone():
+    """With no zone given (the real client), the computer's zone is used: TZ here ("EAT-3": POSIX for UTC+3)."""
+    import os
+    import time
+
+    from clients.cli import local_time
+
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = "EAT-3"
+    time.tzset()
+    try:
+        assert local_time("[2026-11-28 22:00:00] bob: hi", NOW) == "[01:00:00] bob: hi"
+        assert local_time("[2026-11-28 20:00:00] bob: hi", NOW) == "[2026-11-28 23:00:00] bob: hi"
+    finally:
+        if saved is None:
+            os.environ.pop("TZ")
+        else:
+            os.environ["TZ"] = saved
+        time.tzset()
+
+
+def test_replayed_lines_are_dimmed_and_history_lines_plain_never_alerts():
+    """
+    04 lines are dimmed, 05 lines shown like live ones, both in local time; neither rings for a mention
+    (old news) while a live line does; the 00 frame is shown as any 00 line; Tab learns no one from them.
+    """
+    screen = FakeScreen()
+    client, _ = client_on(screen, zone=PLUS_TWO, now=NOW)
+    server(client, "00 Logged in as ann.", "111 Entered room lab (1 here).",
+           "00 --- 2 earlier lines in lab ---",
+           "04 [2026-11-28 21:00:00] bob: ann, see you tomorrow",
+           "04 [2026-11-29 09:59:00] * carol waves at ann",
+           "00 --- end of earlier lines ---",
+           "111 [10:00:04] * ann joined lab",
+           "05 [2026-11-29 09:59:00] * carol waves at ann",
+           "05 [2026-11-28 21:00:00] bob: ann, see you tomorrow",
+           "111 [10:00:05] carol: ann?")
+    assert screen.shown[2:] == [
+        ("show", "--- 2 earlier lines in lab ---"),
+        ("dim", "[2026-11-28 23:00:00] bob: ann, see you tomorrow"),
+        ("dim", "[11:59:00] * carol waves at ann"),
+        ("show", "--- end of earlier lines ---"),
+        ("show", "[12:00:04] * ann joined lab"),
+        ("show", "[11:59:00] * carol waves at ann"),
+        ("show", "[2026-11-28 23:00:00] bob: ann, see you tomorrow"),
+        ("alert", "[12:00:05] carol: ann?"),
+    ]
+    assert list(client.words.members) == ["ann", "carol"]  # from the live lines only
+
+
+def test_history_lines_are_cleaned_and_unparsed_stamps_shown_as_sent():
+    """History text goes through the same cleaning as live lines; a line whose time does not parse is kept."""
+    screen = FakeScreen()
+    client, _ = client_on(screen, now=NOW)
+    server(client, "111 Entered room lab (1 here).", "04 [2026-11-29 99:00:00] bob: \x1b[2Jhi\x07",
+           "05 no stamp at all")
+    assert screen.shown[1:] == [("dim", "[2026-11-29 99:00:00] bob: hi"), ("show", "no stamp at all")]
+
+
+def test_new_commands_complete():
+    """/history and /replay complete before any /help answer."""
+    assert Vocabulary().complete("/h") == ["/help", "/history"]
+    assert Vocabulary().complete("/re") == ["/replay"]
+
+
+def seen_in_lab(live: list[str]) -> dict:
+    """What a client in lab remembers after showing ``live`` (111 lines) at NOW."""
+    client, _ = client_on(FakeScreen(), now=NOW)
+    server(client, "111 Entered room lab (1 here).", *(f"111 {line}" for line in live))
+    return client.seen
+
+
+def rejoin_lab(seen: dict, *replayed: str) -> list[tuple[str, str]]:
+    """A client logging in again as ann into lab with ``seen``; what it shows of the replay of ``replayed``."""
+    screen = FakeScreen()
+    client, wire = client_on(screen, now=NOW)
+    client.resume(("ann", "hunter22"), "lab", seen)
+    server(client, "11 menu>", "01 Password:", "00 Logged in as ann.", "11 menu>")
+    assert wire.value().endswith(b"join lab\r\n")
+    server(client, "111 Entered room lab (2 here).", "00 --- earlier lines ---",
+           *(f"04 {line}" for line in replayed), "00 --- end ---")
+    return screen.shown
+
+
+def test_a_reconnect_drops_replayed_lines_already_shown():
+    """
+    After a reconnect the replay is shown from the first line after the last one shown in that room before
+    (by its UTC moment and text; live lines' moments are today's); later lines are news, shown dimmed.
+    """
+    seen = seen_in_lab(["[09:59:58] bob: one", "[10:00:01] * bob waves", "[10:00:01] bob: two"])
+    assert seen == {"lab": (datetime(2026, 11, 29, 10, 0, 1, tzinfo=timezone.utc), "bob: two")}
+    shown = rejoin_lab(seen, "2026-11-29 09:00:00] x", "[2026-11-29 09:59:58] bob: one",
+                       "[2026-11-29 10:00:01] * bob waves", "[2026-11-29 10:00:01] bob: two",
+                       "[2026-11-29 10:00:01] bob: three, in the same second", "[2026-11-29 10:00:03] bob: four")
+    assert shown == [
+        ("show", "Entered room lab (2 here)."),
+        ("show", "Reconnected: logged in again as ann and back in lab."),
+        ("show", "--- earlier lines ---"),
+        ("dim", "2026-11-29 09:00:00] x"),  # no stamp: nothing to compare, shown
+        ("dim", "[10:00:01] bob: three, in the same second"),
+        ("dim", "[10:00:03] bob: four"),
+        ("show", "--- end ---"),
+    ]
+    assert seen["lab"][1] == "bob: four"  # the newest shown, for the next reconnect
+
+
+def test_a_reconnect_drops_a_replay_of_nothing_new_and_keeps_other_rooms_replays():
+    """All replayed lines older than the last seen are dropped; a room never seen is replayed whole."""
+    seen = seen_in_lab(["[10:00:00] bob: last"])
+    assert [kind for kind, _ in rejoin_lab(seen, "[2026-11-29 09:00:00] bob: older")] == ["show", "show", "show",
+                                                                                          "show"]
+    assert ("dim", "[09:00:00] bob: older") in rejoin_lab({}, "[2026-11-29 09:00:00] bob: older")
+
+
+def test_without_a_reconnect_the_replay_is_shown_whole():
+    """Entering a room again by hand (no reconnect) replays what it replays: nothing is dropped."""
+    screen = FakeScreen()
+    client, _ = client_on(screen, now=NOW)
+    server(client, "111 Entered room lab (1 here).", "111 [10:00:00] bob: hi", "00 You left lab.",
+           "111 Entered room lab (1 here).", "04 [2026-11-29 10:00:00] bob: hi")
+    assert screen.shown[-1] == ("dim", "[10:00:00] bob: hi")
+
+
+def test_editor_and_plain_console_dim_only_on_a_terminal(capsys):
+    """The line editor dims with SGR 2; the --plain console too on a terminal; from a pipe no escape codes."""
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from clients.editor import LineEditor
+
+    with create_pipe_input() as pipe:
+        LineEditor(print, print, print, Vocabulary(), input=pipe, output=DummyOutput()).show_dimmed("[10:00:00] old")
+    assert capsys.readouterr().out == "\x1b[2m[10:00:00] old\x1b[0m\n"
+    assert plain_console_output(True, "show_dimmed", "[10:00:00] old") == (
+        b"\r\x1b[J\x1b[2m[10:00:00] old\x1b[0m\r\n\r\x1b[J")
+    assert plain_console_output(False, "show_dimmed", "[10:00:00] old") == b"[10:00:00] old\n"
