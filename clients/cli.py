@@ -3,8 +3,8 @@
 
 It connects, announces itself with ``/client chat VERSION`` (tagged mode)
 and then does what each line's code says: show it (``00``, ``02``, ``03``;
-room history: ``04`` dimmed, ``05``), read one line (``11``), read a password without echo (``01``), or stay in
-chat mode (``111``), where the user types at any time and incoming lines
+room history: ``04`` dimmed, ``05``), read one line (``11``), read a
+password without echo (``01``), or stay in chat mode (``111``), where the user types at any time and incoming lines
 are printed above the line being typed. ``/send PATH`` in a room sends a
 file; files others send are saved in ``--downloads``.
 
