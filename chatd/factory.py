@@ -159,6 +159,7 @@ class ChatFactory(Factory):
             self.log.info("data migrated at start-up: {note}", note=note)
         self.accounts = loaded.users
         self.passwords.count_stored(self.accounts.hash_texts())
+        self.presence.restore(loaded.marks)
         for message in loaded.private:
             self.offline.setdefault(name_key(message.recipient), []).append(message)
         for record in loaded.rooms:
@@ -436,6 +437,7 @@ class ChatFactory(Factory):
         if previous is not None and previous is not session:
             previous.kick("You logged in from another connection.", "replaced")
         self.online[key] = session
+        self.presence.logged_in(session.name, self.reactor.seconds())
         self.limits.logged_in(session)
         self.store.log_event("login", session.name, **session.origin)
 
@@ -443,7 +445,8 @@ class ChatFactory(Factory):
         """
         ``session`` logged out, disconnected or was replaced, from ``room``
         if it was in one: it leaves the room (the room is told, no row of
-        its own) and the online list, and log.csv gets one ``event`` row.
+        its own) and the online list, and log.csv gets one ``event`` row;
+        the account's last-seen time is now (chatd.presence).
         """
         if room is not None:
             # Its uploads there end as the connection's do (the sender is not told), for the session's reason.
@@ -452,8 +455,9 @@ class ChatFactory(Factory):
             session.spend_allowance()
         online = session.name is not None and self.online.get(name_key(session.name)) is session
         if online:
-            del self.online[name_key(session.name or "")]
-            self.presence.back(session.name or "")
+            key = name_key(session.name or "")
+            del self.online[key]
+            self.presence.logged_out(session.name or "", self.now() if key in self.accounts else "")
         if online or room is not None:
             self.store.log_event(event, session.name or "", room.name if room is not None else "", **session.origin)
 

@@ -1,19 +1,33 @@
 """
-Presence: who is away, with what message, and who has been told.
+Presence: who is away, with what message, and who has been told; since
+when each user is online, and when each account was last seen.
 
 A logged-in user may mark themselves away (``/away [message]``) until
 ``/back`` or until their session ends (log out, disconnect, replaced by a
 new login). Whoever sends them a private message meanwhile is told the away
-message once per away period (a new ``/away`` starts a new period). Nothing
-of it is stored: it lives as long as the session. docs/PROTOCOL.md,
-"Presence".
+message once per away period (a new ``/away`` starts a new period). Being
+away is not stored: it lives as long as the session. When a session ends,
+the account's "last seen" time is kept here and in the store
+(``Store.set_marks(name, {"seen": ISO-8601 UTC})``, batched), and comes back
+at start-up from ``Loaded.marks``. ``/whois`` (:meth:`Presence.whois`)
+answers with all of it. docs/PROTOCOL.md, "Presence".
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING
 
-from chatd.text import name_key
+import attrs
+
+from chatd import errors
+from chatd.text import USER_NAME_MAX, name_key, unknown_name
+
+if TYPE_CHECKING:
+    from chatd.core.ports import Session
+    from chatd.factory import Room
+    from chatd.store import Accounts
 
 #: Characters an away message may have at most (it is shown to others on one line).
 AWAY_MAX = 200
@@ -21,13 +35,57 @@ AWAY_MAX = 200
 AWAY_DEFAULT = "away"
 
 
-class Presence:
-    """The away users, by name key: their message and the senders (name keys) already told it."""
+#: The key of the last-seen time in an account's marks (``Store.set_marks``, ``Loaded.marks``).
+SEEN_MARK = "seen"
 
-    __slots__ = ("_away",)
+
+def iso_seconds(text: str) -> float | None:
+    """An ISO-8601 UTC time as stored (``2026-11-29T14:02:11Z``) in seconds since the epoch; None if it is none."""
+    try:
+        return datetime.fromisoformat(text).timestamp() if text else None
+    except ValueError:
+        return None
+
+
+@attrs.frozen
+class Whois:
+    """
+    What ``/whois NAME`` answers about an account (times in seconds since
+    the epoch, UTC, by the server's clock). The line front-end renders it as
+    text lines (``chatd.commands.presence.whois_lines``).
+    """
+
+    #: The account's name as stored.
+    name: str
+    #: When this answer was made.
+    at: float
+    #: When the account was created; None if that is not known.
+    created: float | None
+    #: When its current session logged in; None: it is offline.
+    online_since: float | None
+    #: Offline: when its last session ended; None: online, or not seen since the server kept track.
+    last_seen: float | None
+    #: Its away message (online and away), else None.
+    away: str | None
+    #: The room it is in with the asker ("" if none): never another room.
+    shared_room: str
+
+
+class Presence:
+    """
+    The away users, by name key: their message and the senders (name keys)
+    already told it; the online users' login times and the accounts'
+    last-seen times, by name key.
+    """
+
+    __slots__ = ("_away", "_since", "_seen")
 
     def __init__(self) -> None:
         self._away: dict[str, tuple[str, set[str]]] = {}
+        #: Name key -> when its session logged in (seconds since the epoch), for each user online.
+        self._since: dict[str, float] = {}
+        #: Name key -> when its last session ended (ISO-8601 UTC, as stored), for each account seen so far.
+        self._seen: dict[str, str] = {}
 
     def __len__(self) -> int:
         """How many users are away."""
@@ -60,6 +118,62 @@ class Presence:
             return None
         told.add(key)
         return message
+
+    def restore(self, marks: Mapping[str, Mapping[str, str]]) -> None:
+        """Take the last-seen times from the marks the store loaded (name key -> key -> value; ``Loaded.marks``)."""
+        seen = self._seen
+        for key, values in marks.items():
+            value = values.get(SEEN_MARK)
+            if value:
+                seen[key] = value
+
+    def logged_in(self, name: str, at: float) -> None:
+        """A session of ``name`` logged in at ``at`` (seconds since the epoch)."""
+        self._since[name_key(name)] = at
+
+    def logged_out(self, name: str, seen: str) -> None:
+        """
+        The session of ``name`` ended (logout, disconnect, replaced, shut
+        down) at ``seen`` (ISO-8601 UTC; "": the account is gone, nothing is
+        kept): it is no longer away nor online.
+        """
+        key = name_key(name)
+        self._away.pop(key, None)
+        self._since.pop(key, None)
+        if seen:
+            self._seen[key] = seen
+        else:
+            self._seen.pop(key, None)
+
+    def whois(self, name: str, accounts: Accounts, online: Mapping[str, Session], asker: Session,
+              room: Room | None, at: float) -> Whois:
+        """
+        What is known of the account ``name`` (any case) at ``at`` (seconds
+        since the epoch), asked by ``asker`` from ``room`` (None: not in
+        one). Only that room can be the room in common: where the user is
+        is never told to someone who is not there too. Raises NoSuchUser
+        (``There is no user called NAME.``; the naming rule instead for a
+        name that cannot be one, as ``/msg`` answers).
+        """
+        key = name_key(name)
+        record = accounts.get(key)
+        if record is None:
+            raise errors.NoSuchUser(unknown_name(name, "user", USER_NAME_MAX, f"There is no user called {name}."))
+        session = online.get(key)
+        shared = ""
+        if session is not None and session is not asker and room is not None and session in room.fanout.members():
+            shared = room.name
+        since = self._since.get(key, at) if session is not None else None
+        away = self._away.get(key)
+        return Whois(
+            name=record.name,
+            at=at,
+            created=iso_seconds(record.created),
+            online_since=since,
+            last_seen=iso_seconds(self._seen.get(key, "")) if session is None else None,
+            away=away[0] if away is not None and session is not None else None,
+            shared_room=shared,
+        )
 
     def marked(self, names: Iterable[str]) -> list[str]:
         """``names`` with `` (away)`` after each away user's name, in the same order."""

@@ -102,7 +102,7 @@ def test_a_new_command_is_one_declaration(tmp_path):
     c.send("/help")
     assert "  /roll SIDES: roll a die with SIDES sides.\r\n" in c.output()
     c.send("/exit", "roll 6")
-    assert c.output().endswith("Error: unknown choice. Type a number from 1 to 15 or a keyword, "
+    assert c.output().endswith("Error: unknown choice. Type a number from 1 to 16 or a keyword, "
                                "or 'menu' to see the menu.\r\nmenu> ")
     assert TABLE.find("roll", Place.ROOM) is None  # the server's own table is untouched
 

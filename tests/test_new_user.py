@@ -34,7 +34,7 @@ def test_a_password_typed_at_the_menu_is_never_shown_back(world):
     c.send("Student#1")
     out = c.output()
     assert "Student#1" not in out
-    assert out == ("Error: unknown choice. Type a number from 1 to 15 or a keyword, or 'menu' to see the menu.\r\n"
+    assert out == ("Error: unknown choice. Type a number from 1 to 16 or a keyword, or 'menu' to see the menu.\r\n"
                    "menu> ")
     assert "Student#1" not in _everything_logged(clock, data_dir)
 
