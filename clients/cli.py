@@ -4,9 +4,10 @@
 It connects, announces itself with ``/client chat VERSION`` (tagged mode)
 and then does what each line's code says: show it (``00``, ``02``, ``03``;
 room history: ``04`` dimmed, ``05``), read one line (``11``), read a
-password without echo (``01``), or stay in chat mode (``111``), where the user types at any time and incoming lines
-are printed above the line being typed. ``/send PATH`` in a room sends a
-file; files others send are saved in ``--downloads``.
+password without echo (``01``), or stay in chat mode (``111``), where the
+user types at any time and incoming lines are printed above the line being
+typed. ``/send PATH`` in a room sends a file; files others send are saved in
+``--downloads``.
 
 It reads stdin through ``twisted.internet.stdio``: from a terminal it edits
 the line itself (so incoming text never garbles it); from a pipe it reads
