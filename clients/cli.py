@@ -459,7 +459,7 @@ class ChatClient(LineReceiver):
         elif text.startswith("You left "):
             self.room = self._seen_up_to = None
         self.words.heard(text)
-        if self._resuming in ("", "entering"):  # (after ``join ROOM``: no menu, but maybe a history header)
+        if not self._resuming:
             self._show(text)
 
     # -- logging in again after a lost connection ----------------------------------------

@@ -380,21 +380,21 @@ def test_history_times_follow_the_tz_environment_without_a_zone():
 def test_replayed_lines_are_dimmed_and_history_lines_plain_never_alerts():
     """
     04 lines are dimmed, 05 lines shown like live ones, both in local time; neither rings for a mention
-    (old news) while a live line does; the 00 frame is shown as any 00 line; Tab learns no one from them.
+    (old news) while a live line does; the frame around a replay is shown as sent; Tab learns no one from them.
     """
     screen = FakeScreen()
     client, _ = client_on(screen, zone=PLUS_TWO, now=NOW)
     server(client, "00 Logged in as ann.", "111 Entered room lab (1 here).",
-           "00 --- 2 earlier lines in lab ---",
+           "111 --- 2 earlier lines in lab (/replay off hides them) ---",
            "04 [2026-11-28 21:00:00] bob: ann, see you tomorrow",
            "04 [2026-11-29 09:59:00] * carol waves at ann",
-           "00 --- end of earlier lines ---",
+           "111 --- end of earlier lines ---",
            "111 [10:00:04] * ann joined lab",
            "05 [2026-11-29 09:59:00] * carol waves at ann",
            "05 [2026-11-28 21:00:00] bob: ann, see you tomorrow",
            "111 [10:00:05] carol: ann?")
     assert screen.shown[2:] == [
-        ("show", "--- 2 earlier lines in lab ---"),
+        ("show", "--- 2 earlier lines in lab (/replay off hides them) ---"),
         ("dim", "[2026-11-28 23:00:00] bob: ann, see you tomorrow"),
         ("dim", "[11:59:00] * carol waves at ann"),
         ("show", "--- end of earlier lines ---"),
@@ -435,8 +435,8 @@ def rejoin_lab(seen: dict, *replayed: str) -> list[tuple[str, str]]:
     client.resume(("ann", "hunter22"), "lab", seen)
     server(client, "11 menu>", "01 Password:", "00 Logged in as ann.", "11 menu>")
     assert wire.value().endswith(b"join lab\r\n")
-    server(client, "111 Entered room lab (2 here).", "00 --- earlier lines ---",
-           *(f"04 {line}" for line in replayed), "00 --- end ---")
+    server(client, "111 Entered room lab (2 here).", "111 --- earlier lines ---",
+           *(f"04 {line}" for line in replayed), "111 --- end ---")
     return screen.shown
 
 
