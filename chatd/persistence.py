@@ -1,7 +1,9 @@
 """
-The CSV store: accounts, rooms and the event log, on disk, off the reactor.
+The CSV store: accounts, rooms, the event log, queued private messages,
+per-account marks and room history, on disk, off the reactor.
 
-Three files live in the data directory:
+These files live in the data directory (and ``history/``, the rooms'
+history: :mod:`chatd.stores.csv_history`):
 
 ``users.csv``
     ``name,password_hash,created``, appended at registration, and again
@@ -10,12 +12,19 @@ Three files live in the data directory:
     name is the account. Appending one line is the whole update, so a crash
     at any moment leaves the old line or the new one, never neither.
 ``rooms.csv``
-    ``name,owner,created``, appended on create, rewritten atomically on delete.
+    ``name,owner,created,id``, appended on create, rewritten atomically on
+    delete; ``id`` (format 2.1) names the room's history, a room without
+    one gets one at load (:func:`read_rooms`).
 ``log.csv``
     ``timestamp,event,user,room,detail``, appended in batches. The detail
     is ``key=value`` fields joined by ``&``, form-urlencoded (WHATWG URL
     standard, application/x-www-form-urlencoded): :func:`encode_detail`,
     :func:`decode_detail`; every event's fields are in docs/OPERATIONS.md.
+``offline.csv``
+    ``time,sender,recipient,text``: private messages kept for offline accounts.
+``marks.csv``
+    ``user,key,value``, appended (:meth:`CsvStore.set_marks`): the last row
+    of a name and key counts; compacted at load (:func:`read_marks`).
 
 Each file starts with a header row, ``#chatd-KIND,MAJOR.MINOR,COLUMN,...``
 (:class:`Table`, :data:`VERSION`): rows are read by column name, a newer
@@ -34,9 +43,10 @@ after it becomes one quoted cell (:func:`_mend_last_line`).
 :class:`CsvStore` implements :class:`chatd.store.Store`. Every file
 operation runs in one dedicated writer thread, so writes happen
 in the order they were asked for and the reactor thread never waits on the
-disk. Callers get Deferreds. ``add_user``, ``add_room`` and ``delete_room``
-fire only after the data is fsynced; log events are queued and written at
-most ``log_interval`` seconds later (and on shutdown).
+disk; room history has a thread of its own (``history_run``). Callers get
+Deferreds. ``add_user``, ``add_room`` and ``delete_room`` fire only after
+the data is fsynced; log events and marks not asked to be durable are
+queued and written at most ``log_interval`` seconds later (and on shutdown).
 
 The store knows nothing about connections.
 """
@@ -49,7 +59,8 @@ import io
 import operator
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import secrets
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -61,10 +72,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from chatd.core.events import PrivateMessage
-from chatd.store import Accounts, EventName, Loaded, LogEvent, RoomRecord, StoreError, UserRecord, address_fields
+from chatd.core.events import EventKind, PrivateMessage, RoomEvent
+from chatd.store import (
+    PUBLIC_ROOM_ID, Accounts, EventName, HistoryBatch, Loaded, LogEvent, RoomRecord, StoreError, UserRecord,
+    address_fields,
+)
 from chatd.settings import PUBLIC_ROOM
-from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key, spreadsheet_safe
+from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, clean_text, name_key, spreadsheet_safe
 
 __all__ = ["CsvStore", "Loaded", "RoomRecord", "StoreError", "UserRecord", "address_fields"]
 
@@ -76,22 +90,28 @@ USERS = "users.csv"
 ROOMS = "rooms.csv"
 EVENTS = "log.csv"
 OFFLINE = "offline.csv"
+MARKS = "marks.csv"
 
 
 #: The format version this chatd writes: ``(major, minor)``. A file of a newer
 #: minor version (columns added at the end) is read; a newer major is refused.
-VERSION = (2, 0)
+VERSION = (2, 1)
 #: The version of the files written before the header existed (no header row).
 HEADERLESS = "1"
 
 
 @attrs.frozen(slots=True)
 class Table:
-    """One data file's format: its kind (in the header), its file name, the columns this version needs."""
+    """
+    One data file's format: its kind (in the header), its file name, the
+    columns this version writes, and which of them a file or row of an
+    earlier minor version may lack (``optional``: read as "").
+    """
 
     kind: str
     file: str
     columns: tuple[str, ...]
+    optional: frozenset[str] = frozenset()
 
     def header(self) -> list[str]:
         """The header row: ``#chatd-KIND,MAJOR.MINOR,COLUMN,...`` (a CSV row a spreadsheet shows as titles)."""
@@ -99,9 +119,11 @@ class Table:
 
 
 USERS_TABLE = Table("users", USERS, ("name", "password_hash", "created"))
-ROOMS_TABLE = Table("rooms", ROOMS, ("name", "owner", "created"))
+#: ``id`` came with format 2.1 (room history is kept by id); a 2.0 file gets ids at load (:func:`read_rooms`).
+ROOMS_TABLE = Table("rooms", ROOMS, ("name", "owner", "created", "id"), frozenset({"id"}))
 EVENTS_TABLE = Table("log", EVENTS, ("timestamp", "event", "user", "room", "detail"))
 OFFLINE_TABLE = Table("offline", OFFLINE, ("time", "sender", "recipient", "text"))
+MARKS_TABLE = Table("marks", MARKS, ("user", "key", "value"))
 
 
 class FormatError(Exception):
@@ -566,7 +588,7 @@ def open_table(path: str, table: Table, migrations: list[str] | None = None) -> 
                           f"{HEADERLESS} had no header; this chatd reads {VERSION[0]}.x); fix the header or "
                           "restore a backup")
     columns = row[2:]
-    missing = [column for column in table.columns if column not in columns]
+    missing = [column for column in table.columns if column not in columns and column not in table.optional]
     if missing:
         raise FormatError(f"{table.file}: its header lacks the column(s) {', '.join(missing)}")
     if table is EVENTS_TABLE:
@@ -575,8 +597,18 @@ def open_table(path: str, table: Table, migrations: list[str] | None = None) -> 
 
 
 def _indices(columns: list[str], table: Table) -> tuple[int, ...]:
-    """Where each column ``table`` needs is in a file with these ``columns``."""
-    return tuple(columns.index(column) for column in table.columns)
+    """Where each column of ``table`` is in a file with these ``columns`` (-1: an optional column it lacks)."""
+    return tuple(columns.index(column) if column in columns else -1 for column in table.columns)
+
+
+def _needed(indices: tuple[int, ...], table: Table) -> int:
+    """The index of the last cell a row must have: that of its last column that is not optional."""
+    return max(index for index, column in zip(indices, table.columns) if column not in table.optional)
+
+
+def _pick(row: list[str], indices: tuple[int, ...]) -> list[str]:
+    """The cells of ``row`` at ``indices``; "" for a missing one (an optional column, a short row)."""
+    return [row[index] if 0 <= index < len(row) else "" for index in indices]
 
 
 def _data_lines(path: str, header_length: int) -> list[bytes]:
@@ -623,7 +655,7 @@ def read_rows(path: str, table: Table, migrations: list[str] | None = None,
     """
     columns, header_length, notes = open_table(path, table, migrations)
     indices = _indices(columns, table)
-    needed = max(indices)
+    needed = _needed(indices, table)
     lines = _data_lines(path, header_length)
     skipped = Skipped(table.file)
     first = 2 if header_length else 1
@@ -635,7 +667,7 @@ def read_rows(path: str, table: Table, migrations: list[str] | None = None,
         if row is None or len(row) <= needed:
             skipped.add(MALFORMED, index, first + index)
             continue
-        picked = [row[index] for index in indices]
+        picked = _pick(row, indices)
         why = check(picked) if check is not None else None
         if why is not None:
             skipped.add(why, index, first + index)
@@ -651,23 +683,95 @@ def read_rooms(path: str, migrations: list[str] | None = None) -> tuple[list[tup
     skipped (and moved to ``rooms.csv.rejected``): a name that breaks the
     naming rule (:func:`chatd.text.check_name`), a room other than the
     public one without an owner, a name already taken case-insensitively
-    (by an earlier row or the built-in public room: the first row counts).
+    (by an earlier row or the built-in public room: the first row counts),
+    an id that is not 1-32 ASCII letters and digits, an id already taken
+    (by an earlier row, or ``public``: the public room's). A room without
+    an id (a file of format 2.0, a row an older chatd appended) gets a fresh
+    one (:func:`new_room_id`) and the file is rewritten with it
+    (:func:`_give_room_ids`; noted in ``migrations``).
     """
     seen = {name_key(PUBLIC_ROOM)}
+    ids = {PUBLIC_ROOM_ID}
 
     def check(row: list[str]) -> str | None:
-        name, owner, _ = row
+        name, owner, _, room_id = row
         if check_name(name, "room", ROOM_NAME_MAX) is not None:
             return INVALID_NAME
         if name_key(name) in seen:
             return DUPLICATE_NAME
         if not owner:
             return NO_OWNER
+        if room_id and not ROOM_ID.match(room_id):
+            return INVALID_ID
+        if room_id in ids:
+            return DUPLICATE_ID
         seen.add(name_key(name))
+        if room_id:
+            ids.add(room_id)
         return None
 
     rows, notes = read_rows(path, ROOMS_TABLE, migrations, check)
-    return [(number, RoomRecord(*row)) for number, row in rows], notes
+    records: list[tuple[int, RoomRecord]] = []
+    fresh = 0
+    for number, (name, owner, created, room_id) in rows:
+        if not room_id:
+            room_id = new_room_id(ids)
+            ids.add(room_id)
+            fresh += 1
+        records.append((number, RoomRecord(name, owner, created, room_id)))
+    first = _first_row(path) if os.path.exists(path) else None
+    if first is not None and "id" not in first[0][2:] or fresh:
+        note = _give_room_ids(path, [record for _, record in records])
+        if migrations is not None:
+            migrations.append(f"{ROOMS}: {note}gave {fresh} room(s) an id (their history is kept by id)")
+    return records, notes
+
+
+#: A room id (:attr:`chatd.store.RoomRecord.id`): 1 to 32 ASCII letters and digits.
+ROOM_ID = re.compile(r"[A-Za-z0-9]{1,32}\Z")
+INVALID_ID = "row(s) with an invalid id"
+DUPLICATE_ID = "row(s) with a duplicate id"
+
+
+def new_room_id(taken: Container[str] = ()) -> str:
+    """A fresh room id: 16 random hex digits (64 bits, ``secrets.token_hex``), none of ``taken``."""
+    while True:
+        room_id = secrets.token_hex(8)
+        if room_id not in taken:
+            return room_id
+
+
+def _give_room_ids(path: str, records: list[RoomRecord]) -> str:
+    """
+    Rewrite rooms.csv (aside, fsync, rename: :func:`replace_data`) with the
+    ids of ``records`` (its rows after :func:`read_rows`, in order) in its
+    ``id`` column; a header without one gets it at its end and version 2.1.
+    Rows that had an id, and any other columns, are kept as they were.
+    Returns the start of the migration note: ``migrated from format 2.0 to
+    2.1: added the id column; `` if the header changed, else "".
+    """
+    header, header_length, _ = _first_row(path) or (ROOMS_TABLE.header(), 0, False)  # read_rows gave it a header
+    old = header[1]
+    columns = header[2:]
+    note = ""
+    if "id" not in columns:
+        columns.append("id")
+        header = [header[0], "%d.%d" % max(_parse_version(old) or VERSION, VERSION), *columns]
+        note = f"migrated from format {old} to {header[1]}: added the id column; "
+    at = columns.index("id")
+    kept = [line for line in _data_lines(path, header_length) if line.strip(b"\r")]
+    assert len(kept) == len(records), "read_rows left a row it did not return"
+    lines = []
+    for line, record in zip(kept, records):
+        row = parse_line(line.decode("utf-8", "replace")) or []
+        if len(row) > at and row[at]:
+            lines.append(line + b"\n")
+        else:
+            row += [""] * (at + 1 - len(row))
+            row[at] = record.id
+            lines.append(_encode_rows([row]))
+    replace_data(path, _encode_rows([header]) + b"".join(lines))
+    return note
 
 
 #: How a message's time is kept in offline.csv: ISO-8601 UTC to the microsecond.
@@ -805,6 +909,11 @@ class CsvStore:
     :param clock: schedules the periodic flush of the event log.
     :param now: returns the current ISO-8601 UTC timestamp for log rows.
     :param log_interval: seconds an event may wait before it is written.
+    :param history_run: runs a function in the history thread (room
+        history: :meth:`append_history`, :meth:`read_history`,
+        :meth:`expire_history`, the removal of a deleted room's history);
+        production passes a second one-thread pool, so appends never wait
+        behind a rewrite of users.csv; default ``run``.
     """
 
     log = Logger()
@@ -816,9 +925,14 @@ class CsvStore:
         clock: IReactorTime,
         now: Callable[[], str],
         log_interval: float = 0.5,
+        history_run: Runner | None = None,
     ) -> None:
+        # Imported here: chatd.stores.csv_history builds on this module's file functions.
+        from chatd.stores.csv_history import HistoryFiles
+
         self.data_dir = data_dir
         self._run = run
+        self._history_run = history_run or run
         self._clock = clock
         self._now = now
         self._log_interval = log_interval
@@ -826,6 +940,18 @@ class CsvStore:
         self._event_flush: defer.Deferred[None] | None = None
         self._ticker: LoopingCall | None = None
         self._events_failing = False
+        #: marks.csv rows of set_marks(durable=False), written with the events.
+        self._marks: list[list[str]] = []
+        self._history = HistoryFiles(data_dir)
+        self._history_failing = False
+        #: History jobs not done yet (stop waits for them).
+        self._history_jobs: set[defer.Deferred[Any]] = set()
+        #: The ids of the stored rooms (the public one's too): history of any other id is dropped.
+        self._room_ids: set[str] = {PUBLIC_ROOM_ID}
+        #: Room name key -> id, for delete_room.
+        self._room_id_of: dict[str, str] = {}
+        #: rooms.csv's columns (as its header names them): where an appended room's cells go.
+        self._room_columns: list[str] = list(ROOMS_TABLE.columns)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.data_dir, name)
@@ -851,13 +977,21 @@ class CsvStore:
         rooms, room_notes = read_rooms(self._path(ROOMS), migrations)
         _, _, event_notes = open_table(self._path(EVENTS), EVENTS_TABLE, migrations)
         private, private_notes = read_private(self._path(OFFLINE), migrations)
+        marks, mark_notes = read_marks(self._path(MARKS), migrations)
         ownerless = [f"line {number}: {room.name}" for number, room in rooms if name_key(room.owner) not in users]
         if ownerless:
             room_notes.append(f"{ROOMS}: kept {len(ownerless)} room(s) whose owner has no account "
                               f"({', '.join(ownerless[:10])}{', ...' if len(ownerless) > 10 else ''}); "
                               "whoever registers that name owns the room")
-        return Loaded(users, [room for _, room in rooms], notes + room_notes + event_notes + private_notes, migrations,
-                      private)
+        first = _first_row(self._path(ROOMS)) if os.path.exists(self._path(ROOMS)) else None
+        if first is not None and first[0][:1] == [f"#chatd-{ROOMS_TABLE.kind}"]:
+            self._room_columns = first[0][2:]
+        self._room_id_of = {name_key(room.name): room.id for _, room in rooms}
+        self._room_ids = {PUBLIC_ROOM_ID, *self._room_id_of.values()}
+        history, history_notes = self._history.load(self._room_ids)
+        return Loaded(users, [room for _, room in rooms],
+                      notes + room_notes + event_notes + private_notes + mark_notes + history_notes, migrations,
+                      private, history, marks)
 
     def start(self) -> defer.Deferred[None]:
         """Start writing queued log events every ``log_interval`` seconds."""
@@ -867,10 +1001,24 @@ class CsvStore:
         return defer.succeed(None)
 
     def stop(self) -> defer.Deferred[None]:
-        """Stop the ticker and write every queued event."""
+        """Stop the ticker and write every queued event and mark; fires once the history jobs asked for are done too."""
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
-        return self.flush_events()
+        pending = defer.DeferredList(list(self._history_jobs), consumeErrors=True)
+        return self.flush_events().addCallback(lambda _: pending).addCallback(lambda _: None)
+
+    def _in_history_thread(self, function: Callable[..., T], *args: Any) -> defer.Deferred[T]:
+        """Run ``function(*args)`` in the history thread; :meth:`stop` waits for it."""
+        job = self._history_run(function, *args)
+        if not job.called:
+            self._history_jobs.add(job)
+
+            def done(result: Any) -> Any:
+                self._history_jobs.discard(job)
+                return result
+
+            job.addBoth(done)
+        return job
 
     # -- durable changes ------------------------------------------------
 
@@ -942,29 +1090,77 @@ class CsvStore:
         return self.add_user(record, event)
 
     def add_room(self, record: RoomRecord, event: LogEvent | None = None) -> defer.Deferred[None]:
-        """Append a room; fires once it and its ``event`` row are fsynced, fails with StoreError."""
-        row = [record.name, record.owner, record.created]
+        """
+        Append a room (its cells where rooms.csv's header puts them); fires
+        once it and its ``event`` row are fsynced, fails with StoreError.
+        Raises ValueError if ``record.id`` is not 1-32 ASCII letters and
+        digits, or is the public room's (the caller makes the id). A record
+        without an id (a caller from before ids) is stored with a fresh one,
+        which its caller does not know: its history is not kept.
+        """
+        if not record.id:
+            record = attrs.evolve(record, id=new_room_id(self._room_ids))
+        if not ROOM_ID.match(record.id) or record.id == PUBLIC_ROOM_ID:
+            raise ValueError(f"room {record.name!r}: {record.id!r} is no room id (1-32 ASCII letters and digits)")
+        row = _in_columns(self._room_columns, ROOMS_TABLE, [record.name, record.owner, record.created, record.id])
+        key = name_key(record.name)
+        self._room_ids.add(record.id)  # now: its history may come before this fires
+        self._room_id_of[key] = record.id
+
+        def failed(failure: Any) -> Any:
+            self._room_ids.discard(record.id)
+            self._room_id_of.pop(key, None)
+            return failure
+
         return self._durable(append_rows, self._path(ROOMS), [row], True, ROOMS_TABLE.header(),
-                             event=self._event_row(event))
+                             event=self._event_row(event)).addErrback(failed)
 
     def delete_room(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
-        """Rewrite rooms.csv without ``name``, atomically; fires once it and its ``event`` row are durable."""
+        """
+        Rewrite rooms.csv without ``name``, atomically (the commit point);
+        fires once it and its ``event`` row are durable. Then the room's
+        history directory is removed in the history thread, after the
+        appends queued before (a failure there is logged; a crash before it
+        leaves a directory the next start removes). History appended for
+        the room from this call on is dropped.
+        """
         key = name_key(name)
+        room_id = self._room_id_of.get(key)
+        if room_id is not None:
+            self._room_ids.discard(room_id)
+
+        def deleted(_: None) -> None:
+            self._room_id_of.pop(key, None)
+            if room_id is not None:
+                self._in_history_thread(self._history.delete, room_id).addErrback(
+                    lambda failure: self.log.error("could not remove the history of deleted room {room} ({id}): "
+                                                   "{why}; it is removed at the next start", room=name, id=room_id,
+                                                   why=failure.getErrorMessage()))
+
+        def failed(failure: Any) -> Any:
+            if room_id is not None:
+                self._room_ids.add(room_id)
+            return failure
+
         return self._durable(self._delete_rows, ROOMS_TABLE, lambda row: name_key(row[0]) == key,
-                             event=self._event_row(event))
+                             event=self._event_row(event)).addCallbacks(deleted, failed)
 
     def delete_user(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
         """
-        Rewrite offline.csv without the messages queued for ``name``, then
+        Rewrite offline.csv without the messages queued for ``name``,
+        marks.csv without its marks (and forget those queued), then
         users.csv without any line of ``name`` (every version of the
-        account), each atomically; fires once both and the ``event`` row
+        account), each atomically; fires once all and the ``event`` row
         (``account_delete``) are durable, fails with StoreError.
         """
         key = name_key(name)
+        self._marks = [row for row in self._marks if name_key(row[0]) != key]
 
         def delete() -> None:
             if os.path.exists(self._path(OFFLINE)):
                 self._delete_rows(OFFLINE_TABLE, lambda row: name_key(row[2]) == key)
+            if os.path.exists(self._path(MARKS)):
+                self._delete_rows(MARKS_TABLE, lambda row: name_key(row[0]) == key)
             self._delete_rows(USERS_TABLE, lambda row: name_key(row[0]) == key)
 
         return self._durable(delete, event=self._event_row(event))
@@ -992,7 +1188,7 @@ class CsvStore:
         kept = []
         for line in _data_lines(path, header_length):  # one line, one row: a bad line stays apart, as it was
             row = parse_line(line.decode("utf-8", "replace"))
-            if row is None or len(row) <= max(indices) or not drop([row[index] for index in indices]):
+            if row is None or len(row) <= _needed(indices, table) or not drop(_pick(row, indices)):
                 kept.append(line + b"\n")
         replace_data(path, _encode_rows([header]) + b"".join(kept))
 
@@ -1018,7 +1214,11 @@ class CsvStore:
         return defer.succeed(None)
 
     def flush_events(self) -> defer.Deferred[None]:
-        """Write the queued events now (in the writer thread)."""
+        """Write the queued events and marks (:meth:`set_marks`) now (in the writer thread)."""
+        marks = self._flush_marks()
+        return self._flush_log().addCallback(lambda _: marks)
+
+    def _flush_log(self) -> defer.Deferred[None]:
         if not self._events:
             return defer.succeed(None)
         rows, self._events = self._events, []
@@ -1041,3 +1241,153 @@ class CsvStore:
         if not self._events_failing:
             self._events_failing = True
             self.log.error("could not write {count} event(s) to log.csv: {why}; will retry", count=len(rows), why=why)
+
+    # -- per-account marks ----------------------------------------------
+
+    def set_marks(self, user: str, marks: Mapping[str, str], durable: bool = False) -> defer.Deferred[None]:
+        """
+        Append a marks.csv row ``user,key,value`` per mark (the last row of
+        a name key and key counts; value "" deletes it). ``durable``: written
+        and fsynced, with the marks queued before it, before this fires
+        (fails with StoreError); else queued and written with the events
+        (:meth:`flush_events`, within ``log_interval``). Raises ValueError
+        for a key outside ``[A-Za-z0-9:_]{1,64}`` or a value that is not
+        clean text (:func:`chatd.text.clean_text`) of at most
+        :data:`MARK_VALUE_MAX` characters.
+        """
+        rows = [mark_row(user, key, value) for key, value in marks.items()]
+        if not durable:
+            self._marks += rows
+            return defer.succeed(None)
+        earlier, self._marks = self._marks, []
+
+        def failed(failure: Any) -> Any:
+            self._marks[:0] = earlier
+            return failure
+
+        return self._durable(append_rows, self._path(MARKS), earlier + rows, True, MARKS_TABLE.header()
+                             ).addErrback(failed)
+
+    def _flush_marks(self) -> defer.Deferred[None]:
+        if not self._marks:
+            return defer.succeed(None)
+        rows, self._marks = self._marks, []
+
+        def failed(failure: Any) -> None:
+            self.log.error("could not write {count} mark(s) to marks.csv: {why}; will retry", count=len(rows),
+                           why=failure.getErrorMessage())
+            self._marks[:0] = rows[-MAX_QUEUED_EVENTS:]
+
+        return self._run(append_rows, self._path(MARKS), rows, True, MARKS_TABLE.header()).addErrback(failed)
+
+    # -- room history (chatd.stores.csv_history) --------------------------
+
+    def append_history(self, batches: Sequence[HistoryBatch]) -> defer.Deferred[None]:
+        """
+        Append each batch to its room's history files in the history thread
+        (:meth:`chatd.stores.csv_history.HistoryFiles.append`: one write and
+        one fsync per room, or per day file where a batch spans midnight);
+        batches of ids that are no stored room (deleted meanwhile) are
+        dropped. Fires once all are durable; fails with StoreError naming
+        the rooms that failed (the others are stored). The batches and their
+        events must not change after the call (they are read in the thread).
+        """
+        kept = [batch for batch in batches if batch.events and batch.room_id in self._room_ids]
+        if not kept:
+            return defer.succeed(None)
+
+        def written(_: None) -> None:
+            if self._history_failing:
+                self._history_failing = False
+                self.log.info("room history is writable again")
+
+        def failed(failure: Any) -> None:
+            if not self._history_failing:
+                self._history_failing = True
+                self.log.error("room history write failed: {why}", why=failure.getErrorMessage())
+            raise StoreError(failure.getErrorMessage())
+
+        return self._in_history_thread(self._history.append, kept).addCallbacks(written, failed)
+
+    def read_history(self, room_id: str, room: str, count: int, before: int | None = None,
+                     kinds: frozenset[EventKind] | None = None, since: float = 0.0) -> defer.Deferred[list[RoomEvent]]:
+        """
+        :meth:`chatd.store.Store.read_history`, in the history thread,
+        reading segments backwards from the end
+        (:meth:`chatd.stores.csv_history.HistoryFiles.read`); [] for an id
+        that is no stored room. Fails with StoreError.
+        """
+        if room_id not in self._room_ids:
+            return defer.succeed([])
+        return self._in_history_thread(self._history.read, room_id, room, count, before, kinds, since).addErrback(
+            self._history_error, "read")
+
+    def expire_history(self, before: float) -> defer.Deferred[int]:
+        """Delete the day files of every room whose day ended at or before ``before``; fires with their number."""
+        return self._in_history_thread(self._history.expire, before).addErrback(self._history_error, "expire")
+
+    def _history_error(self, failure: Any, what: str) -> Any:
+        self.log.error("could not {what} room history: {why}", what=what, why=failure.getErrorMessage())
+        raise StoreError(failure.getErrorMessage())
+
+
+def _in_columns(columns: list[str], table: Table, values: list[str]) -> list[str]:
+    """
+    A row of ``values`` (``table``'s columns, in its order) laid out for a
+    file whose header names ``columns``: each cell under its column's name,
+    "" under a column ``table`` does not know, trailing ones left off.
+    """
+    cells = dict(zip(table.columns, values))
+    row = [cells.get(column, "") for column in columns]
+    while row and columns[len(row) - 1] not in cells:
+        row.pop()
+    return row
+
+
+#: A marks.csv key: ASCII letters, digits, ``:`` and ``_``, 1 to 64.
+MARK_KEY = re.compile(r"[A-Za-z0-9:_]{1,64}\Z")
+#: The longest value a mark may have, in characters.
+MARK_VALUE_MAX = 1000
+INVALID_KEY = "row(s) with an invalid key"
+
+
+def mark_row(user: str, key: str, value: str) -> list[str]:
+    """The marks.csv row of one mark (the value formula-safe); raises ValueError for a bad key or value."""
+    if not MARK_KEY.match(key):
+        raise ValueError(f"{key!r} is no mark key (1-64 ASCII letters, digits, ':' and '_')")
+    if len(value) > MARK_VALUE_MAX or clean_text(value) != value:
+        raise ValueError(f"mark {key}: the value is not clean text of at most {MARK_VALUE_MAX} characters")
+    return [user, key, "'" + value if value.startswith(_FORMULA_STARTS) else value]
+
+
+def read_marks(path: str, migrations: list[str] | None = None) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """
+    marks.csv (:func:`read_rows`) as name key -> key -> value: the last row
+    of a name key and key counts, an empty value deletes. Rows skipped (and
+    moved to ``marks.csv.rejected``): a user name that breaks the naming
+    rule, a key that is not a mark key. A file with more than twice as many
+    rows as values (and 100 more) is rewritten with just the values
+    (aside, fsync, rename). Returns the marks and notes.
+    """
+
+    def check(row: list[str]) -> str | None:
+        if check_name(row[0], "user", USER_NAME_MAX) is not None:
+            return INVALID_NAME
+        return None if MARK_KEY.match(row[1]) else INVALID_KEY
+
+    rows, notes = read_rows(path, MARKS_TABLE, migrations, check)
+    marks: dict[str, dict[str, str]] = {}
+    names: dict[str, str] = {}
+    for _, (user, key, value) in rows:
+        values = marks.setdefault(name_key(user), {})
+        names[name_key(user)] = user
+        if value:
+            values[key] = value[1:] if value.startswith("'") else value
+        else:
+            values.pop(key, None)
+    marks = {user: values for user, values in marks.items() if values}
+    live = sum(len(values) for values in marks.values())
+    if len(rows) > 2 * live + 100:
+        replace_rows(path, [MARKS_TABLE.header()] + [mark_row(names[user], key, value)
+                                                     for user, values in marks.items() for key, value in values.items()])
+    return marks, notes

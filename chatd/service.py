@@ -218,17 +218,23 @@ class LogFilesService(service.Service):
 class StoreService(service.Service):
     """
     The store (``store``, a :class:`~chatd.persistence.CsvStore`) and its
-    writer thread. Starting loads the data directory in the calling thread
-    (before the reactor runs) and raises :class:`StartError` if it cannot;
-    the state takes what was loaded with :meth:`take_loaded`. Stopping
-    writes the queued log events, then stops the thread.
+    two threads: the writer (accounts, rooms, the event log, marks) and the
+    history thread (room history appends and reads, so a history fsync never
+    waits behind a rewrite of users.csv, nor the other way round). Starting
+    loads the data directory in the calling thread (before the reactor
+    runs) and raises :class:`StartError` if it cannot; the state takes what
+    was loaded with :meth:`take_loaded`. Stopping writes the queued log
+    events and waits for the history thread's queued work, then stops the
+    history thread, then the writer.
     """
 
     def __init__(self, reactor: Any, data_dir: str, now: Callable[[], str]) -> None:
         self.data_dir = data_dir
         self._pool = ThreadPool(1, 1, name="chatd-store")
+        self._history_pool = ThreadPool(1, 1, name="chatd-history")
         self.store = CsvStore(data_dir, run=lambda f, *a: deferToThreadPool(reactor, self._pool, f, *a),
-                              clock=reactor, now=now)
+                              clock=reactor, now=now,
+                              history_run=lambda f, *a: deferToThreadPool(reactor, self._history_pool, f, *a))
         self._loaded: Loaded | None = None
 
     def startService(self) -> None:
@@ -239,6 +245,7 @@ class StoreService(service.Service):
                               f"data directory: {_short_reason(error)}") from error
         super().startService()
         self._pool.start()
+        self._history_pool.start()
         self.store.start()
 
     def take_loaded(self) -> Loaded:
@@ -253,6 +260,7 @@ class StoreService(service.Service):
         try:
             yield self.store.stop()
         finally:
+            self._history_pool.stop()
             self._pool.stop()
 
 

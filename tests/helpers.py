@@ -101,6 +101,15 @@ class Client:
         self.protocol.connectionLost(None)
 
 
+def counted_room_ids(monkeypatch: Any) -> None:
+    """Make the CSV store give rooms without an id the ids ``r1``, ``r2``, ... (instead of random ones)."""
+    import itertools
+
+    from chatd import persistence
+    count = itertools.count(1)
+    monkeypatch.setattr(persistence, "new_room_id", lambda taken=(): f"r{next(count)}")
+
+
 def data_rows(path: Any) -> list[list[str]]:
     """The data rows of a chatd CSV file (its ``#chatd-...`` header row left out); [] if it is missing."""
     import csv

@@ -31,8 +31,8 @@ def _loaded(store):
 def test_users_and_rooms_round_trip(store, tmp_path):
     _loaded(store)
     store.add_user(UserRecord("alice", "$argon2id$m=8,t=1", "t"))
-    store.add_room(RoomRecord("lab", "ann", "t"))
-    store.add_room(RoomRecord("Other", "ann", "t"))
+    store.add_room(RoomRecord("lab", "ann", "t", "a1"))
+    store.add_room(RoomRecord("Other", "ann", "t", "a2"))
     store.delete_room("other")
     loaded = _loaded(store)
     assert loaded.users["alice"] == UserRecord("alice", "$argon2id$m=8,t=1", "t")
@@ -45,8 +45,8 @@ def test_users_and_rooms_round_trip(store, tmp_path):
 def test_adds_are_fsynced_before_they_fire(store, monkeypatch):
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(persistence.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     _loaded(store)
+    monkeypatch.setattr(persistence.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     fired = []
     store.add_user(UserRecord("a", "h", "t")).addCallback(lambda _: fired.append(len(synced)))
     assert fired == [2]  # the row, then the directory entry of the new users.csv
@@ -61,7 +61,7 @@ def test_torn_last_line_dropped_and_reported(store, tmp_path):
     assert sorted(loaded.users) == ["a", "b"]
     assert any("users.csv: dropped a torn last line" in note for note in loaded.repairs)
     assert any("log.csv: dropped a torn last line" in note for note in loaded.repairs)
-    assert (tmp_path / "users.csv").read_bytes() == b"#chatd-users,2.0,name,password_hash,created\na,h,t\nb,h,t\n"
+    assert (tmp_path / "users.csv").read_bytes() == b"#chatd-users,2.1,name,password_hash,created\na,h,t\nb,h,t\n"
     # What was cut is kept beside the file, private, never lost for good (fresh tester: a hand-made file
     # without its last newline lost its last account).
     assert (tmp_path / "users.csv.torn").read_bytes() == b'c,"h\n'
@@ -112,7 +112,7 @@ def test_failed_append_leaves_file_intact(store, tmp_path, monkeypatch):
 
 def test_failed_rewrite_keeps_old_file(store, tmp_path, monkeypatch):
     _loaded(store)
-    store.add_room(RoomRecord("lab", "ann", "t"))
+    store.add_room(RoomRecord("lab", "ann", "t", "a1"))
     monkeypatch.setattr(persistence.os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
     failures = []
     store.delete_room("lab").addErrback(failures.append)

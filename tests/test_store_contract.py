@@ -16,9 +16,9 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from chatd.core.events import PrivateMessage
+from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.persistence import CsvStore, decode_detail
-from chatd.store import LogEvent, RoomRecord, Store, UserRecord
+from chatd.store import LINE_KINDS, PUBLIC_ROOM_ID, HistoryBatch, HistoryTail, LogEvent, RoomRecord, Store, UserRecord
 from chatd.stores.memory import MemoryStore
 from helpers import Client, data_rows, fired, make_factory, run_now
 
@@ -87,7 +87,7 @@ def test_every_method_answers_with_a_deferred(world):
     _result(store.load())
     for d in (store.start(), store.add_user(UserRecord("ann", "$argon2id$h1", "t")),
               store.replace_password(UserRecord("ann", "$argon2id$h2", "t")),
-              store.add_room(RoomRecord("lab", "ann", "t")), store.delete_room("lab"), store.delete_user("ann"),
+              store.add_room(RoomRecord("lab", "ann", "t", "a1")), store.delete_room("lab"), store.delete_user("ann"),
               store.queue_private(PrivateMessage(1.5, "ann", "bob", "hi")),
               store.remove_private([PrivateMessage(1.5, "ann", "bob", "hi")]),
               store.log_event("login", "ann"), store.flush_events(), store.stop()):
@@ -125,11 +125,11 @@ def test_a_deleted_account_is_gone_with_every_version_of_it(world):
     _result(store.add_user(UserRecord("Ann", "$argon2id$h1", "2026-01-01T00:00:00Z")))
     _result(store.add_user(UserRecord("bob", "$argon2id$h2", "2026-01-02T00:00:00Z")))
     _result(store.replace_password(UserRecord("Ann", "$argon2id$h3", "2026-01-01T00:00:00Z")))
-    _result(store.add_room(RoomRecord("lab", "Ann", "t1")))
+    _result(store.add_room(RoomRecord("lab", "Ann", "t1", "a1")))
     _result(store.delete_user("ANN", LogEvent("account_delete", "Ann", details={"address": "::1"})))
     loaded = _loaded(world)
     assert sorted(loaded.users) == ["bob"] and loaded.users["bob"].password_hash == "$argon2id$h2"
-    assert loaded.rooms == [RoomRecord("lab", "Ann", "t1")]  # its rooms are the caller's to delete
+    assert loaded.rooms == [RoomRecord("lab", "Ann", "t1", "a1")]  # its rooms are the caller's to delete
     assert world.events(store) == [("account_delete", "Ann", "", {"address": "::1"})]
     _result(store.delete_user("nobody"))
     assert sorted(_loaded(world).users) == ["bob"]
@@ -154,10 +154,10 @@ def test_queued_private_messages_load_in_order_until_removed_or_their_recipient_
 def test_rooms_added_and_deleted_in_any_case(world):
     store = world.reopen()
     _result(store.load())
-    _result(store.add_room(RoomRecord("lab", "ann", "t1")))
-    _result(store.add_room(RoomRecord("Other", "ann", "t2")))
+    _result(store.add_room(RoomRecord("lab", "ann", "t1", "a1")))
+    _result(store.add_room(RoomRecord("Other", "ann", "t2", "a2")))
     _result(store.delete_room("OTHER", LogEvent("room_delete", "ann", "Other")))
-    assert _loaded(world).rooms == [RoomRecord("lab", "ann", "t1")]
+    assert _loaded(world).rooms == [RoomRecord("lab", "ann", "t1", "a1")]
     assert world.events(store) == [("room_delete", "ann", "Other", {})]
 
 
@@ -192,13 +192,18 @@ def test_the_factory_runs_on_the_memory_store(tmp_path):
     assert os.listdir(tmp_path) == []  # nothing on disk
 
 
+def _is_a_store(path: str) -> bool:
+    """The stores themselves (chatd/persistence.py, chatd/stores/) may build on each other."""
+    return path == "persistence.py" or path.startswith("stores" + os.sep)
+
+
 def test_only_the_composition_root_names_a_concrete_store():
     """chatd.service builds the store and the bus; the state and the front-ends import only the interfaces."""
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "chatd")
     imports: dict[str, list[str]] = {}
     for directory, _, files in os.walk(root):
         for name in files:
-            if name.endswith(".py"):
+            if name.endswith(".py") and not _is_a_store(os.path.relpath(os.path.join(directory, name), root)):
                 path = os.path.join(directory, name)
                 for line in open(path, encoding="utf-8"):
                     if re.match(r"\s*(from|import) chatd\.(persistence|stores|buses)\b", line):
@@ -206,3 +211,49 @@ def test_only_the_composition_root_names_a_concrete_store():
     assert imports == {
         "service.py": ["from chatd.buses.local import LocalBus", "from chatd.persistence import CsvStore, FormatError"],
     }
+
+
+# -- room history and marks (issue 13) ---------------------------------------------
+
+def _events(first: int, kinds: list[EventKind], at: float = 1_790_000_000.0) -> list[RoomEvent]:
+    return [RoomEvent("lab", first + n, at + n, "ann", kind, "hi" if kind in LINE_KINDS else "")
+            for n, kind in enumerate(kinds)]
+
+
+def test_history_reads_back_newest_first_and_loads_as_tails(world):
+    store = world.reopen()
+    _result(store.load())
+    _result(store.add_room(RoomRecord("lab", "ann", "t", "lab1")))
+    _result(store.append_history([HistoryBatch("lab1", 0, _events(1, [EventKind.JOIN, EventKind.SAY])),
+                                  HistoryBatch(PUBLIC_ROOM_ID, 0, _events(1, [EventKind.ME]))]))
+    _result(store.append_history([HistoryBatch("lab1", 1, _events(3, [EventKind.SAY, EventKind.LEAVE], 1_790_000_002.5))]))
+    read = _result(store.read_history("lab1", "Lab", 2))
+    assert read == [RoomEvent("Lab", 3, 1_790_000_002.5, "ann", EventKind.SAY, "hi"),
+                    RoomEvent("Lab", 4, 1_790_000_003.5, "ann", EventKind.LEAVE, "")]
+    assert [e.id for e in _result(store.read_history("lab1", "lab", 10, before=4, kinds=LINE_KINDS))] == [2, 3]
+    assert [e.id for e in _result(store.read_history("lab1", "lab", 10, since=1_790_000_001.0))] == [2, 3, 4]
+    assert _loaded(world).history == {"lab1": HistoryTail(4, 2), PUBLIC_ROOM_ID: HistoryTail(1, 1)}
+
+
+def test_a_deleted_rooms_history_is_gone_and_later_batches_are_dropped(world):
+    store = world.reopen()
+    _result(store.load())
+    _result(store.add_room(RoomRecord("lab", "ann", "t", "lab1")))
+    _result(store.append_history([HistoryBatch("lab1", 0, _events(1, [EventKind.SAY]))]))
+    _result(store.delete_room("LAB"))
+    _result(store.append_history([HistoryBatch("lab1", 1, _events(2, [EventKind.SAY]))]))
+    assert _result(store.read_history("lab1", "lab", 10)) == []
+    assert _loaded(world).history == {}
+
+
+def test_marks_last_value_wins_empty_deletes_and_an_account_delete_drops_them(world):
+    store = world.reopen()
+    _result(store.load())
+    _result(store.add_user(UserRecord("Ann", "$argon2id$h1", "t")))
+    _result(store.set_marks("Ann", {"read:lab1": "3", "replay": "off"}, durable=True))
+    _result(store.set_marks("ann", {"read:lab1": "7", "replay": ""}))
+    _result(store.set_marks("bob", {"replay": "off"}))
+    _result(store.flush_events())
+    assert _loaded(world).marks == {"ann": {"read:lab1": "7"}, "bob": {"replay": "off"}}
+    _result(store.delete_user("ANN"))
+    assert _loaded(world).marks == {"bob": {"replay": "off"}}

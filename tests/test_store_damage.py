@@ -17,13 +17,18 @@ import pytest
 from chatd import persistence
 from chatd.persistence import CsvStore, FormatError
 from chatd.store import RoomRecord
-from helpers import Client, data_rows, fired, make_factory, run_now
+from helpers import Client, counted_room_ids, data_rows, fired, make_factory, run_now
 
 FORMAT1 = os.path.join(os.path.dirname(__file__), "data", "format1")
-ROOMS_HEADER = b"#chatd-rooms,2.0,name,owner,created\n"
-USERS_HEADER = b"#chatd-users,2.0,name,password_hash,created\n"
-LOG_HEADER = b"#chatd-log,2.0,timestamp,event,user,room,detail\n"
+ROOMS_HEADER = b"#chatd-rooms,2.1,name,owner,created,id\n"
+USERS_HEADER = b"#chatd-users,2.1,name,password_hash,created\n"
+LOG_HEADER = b"#chatd-log,2.1,timestamp,event,user,room,detail\n"
 BOM = b"\xef\xbb\xbf"
+
+
+@pytest.fixture(autouse=True)
+def _room_ids(monkeypatch):
+    counted_room_ids(monkeypatch)
 
 
 def _store(path):
@@ -45,36 +50,36 @@ def _csv_rows(path):
 
 def test_an_unclosed_quote_in_rooms_csv_hides_no_later_room(tmp_path):
     _users(tmp_path, "alice")
-    (tmp_path / "rooms.csv").write_bytes(ROOMS_HEADER + b'lab,alice,x\n"odd,alice,y\nnewroom,alice,z\n')
+    (tmp_path / "rooms.csv").write_bytes(ROOMS_HEADER + b'lab,alice,x,a1\n"odd,alice,y\nnewroom,alice,z,a2\n')
     store = _store(tmp_path)
     loaded = store.load_now()
-    assert loaded.rooms == [RoomRecord("lab", "alice", "x"), RoomRecord("newroom", "alice", "z")]
+    assert loaded.rooms == [RoomRecord("lab", "alice", "x", "a1"), RoomRecord("newroom", "alice", "z", "a2")]
     assert loaded.repairs == ["rooms.csv: skipped 1 malformed row(s) (line 3); moved to rooms.csv.rejected"]
-    assert (tmp_path / "rooms.csv").read_bytes() == ROOMS_HEADER + b"lab,alice,x\nnewroom,alice,z\n"
+    assert (tmp_path / "rooms.csv").read_bytes() == ROOMS_HEADER + b"lab,alice,x,a1\nnewroom,alice,z,a2\n"
     assert (tmp_path / "rooms.csv.rejected").read_bytes() == b'"odd,alice,y\n'
     assert oct(os.stat(tmp_path / "rooms.csv.rejected").st_mode & 0o777) == "0o600"
     fired(store.delete_room("lab"))
-    assert (tmp_path / "rooms.csv").read_bytes() == ROOMS_HEADER + b"newroom,alice,z\n"
+    assert (tmp_path / "rooms.csv").read_bytes() == ROOMS_HEADER + b"newroom,alice,z,a2\n"
     again = _store(tmp_path).load_now()
-    assert again.rooms == [RoomRecord("newroom", "alice", "z")] and again.repairs == []
+    assert again.rooms == [RoomRecord("newroom", "alice", "z", "a2")] and again.repairs == []
 
 
 def test_a_delete_keeps_a_bad_line_written_while_running_apart_from_other_rows(tmp_path):
     _users(tmp_path, "alice")
     store = _store(tmp_path)
     store.load_now()
-    (tmp_path / "rooms.csv").write_bytes(ROOMS_HEADER + b'lab,alice,x\n"odd,alice,y\nnewroom,alice,z\n')
+    (tmp_path / "rooms.csv").write_bytes(ROOMS_HEADER + b'lab,alice,x,a1\n"odd,alice,y\nnewroom,alice,z,a2\n')
     fired(store.delete_room("lab"))
-    assert (tmp_path / "rooms.csv").read_bytes() == ROOMS_HEADER + b'"odd,alice,y\nnewroom,alice,z\n'
-    assert _store(tmp_path).load_now().rooms == [RoomRecord("newroom", "alice", "z")]
+    assert (tmp_path / "rooms.csv").read_bytes() == ROOMS_HEADER + b'"odd,alice,y\nnewroom,alice,z,a2\n'
+    assert _store(tmp_path).load_now().rooms == [RoomRecord("newroom", "alice", "z", "a2")]
 
 
 def test_a_field_over_the_csv_limit_is_a_malformed_row_not_a_start_failure(tmp_path):
     _users(tmp_path, "alice")
     big = b"x" * (200 * 1024)
-    (tmp_path / "rooms.csv").write_bytes(ROOMS_HEADER + b"lab,alice," + big + b"\nnext,alice,t\n")
+    (tmp_path / "rooms.csv").write_bytes(ROOMS_HEADER + b"lab,alice," + big + b"\nnext,alice,t,a1\n")
     loaded = _store(tmp_path).load_now()
-    assert loaded.rooms == [RoomRecord("next", "alice", "t")]
+    assert loaded.rooms == [RoomRecord("next", "alice", "t", "a1")]
     assert loaded.repairs == ["rooms.csv: skipped 1 malformed row(s) (line 2); moved to rooms.csv.rejected"]
     assert (tmp_path / "rooms.csv.rejected").read_bytes() == b"lab,alice," + big + b"\n"
 
@@ -141,22 +146,24 @@ def test_the_migration_note_says_the_bom_was_dropped(tmp_path):
     (tmp_path / "rooms.csv").write_bytes(BOM + b"lab,alice,t\n")
     _users(tmp_path, "alice")
     loaded = _store(tmp_path).load_now()
-    assert loaded.migrations == ["rooms.csv: migrated from format 1 (no header) to 2.0: added the header row, "
-                                 "kept 1 row(s) as they were; dropped the UTF-8 byte order mark at its start"]
-    assert loaded.rooms == [RoomRecord("lab", "alice", "t")]
+    assert loaded.migrations == ["rooms.csv: migrated from format 1 (no header) to 2.1: added the header row, "
+                                 "kept 1 row(s) as they were; dropped the UTF-8 byte order mark at its start",
+                                 "rooms.csv: gave 1 room(s) an id (their history is kept by id)"]
+    assert loaded.rooms == [RoomRecord("lab", "alice", "t", "r1")]
+    assert (tmp_path / "rooms.csv").read_bytes() == ROOMS_HEADER + b"lab,alice,t,r1\n"
 
 
 def test_a_current_file_with_a_bom_is_not_migrated_and_a_rewrite_drops_the_bom(tmp_path):
     _users(tmp_path, "alice")
-    (tmp_path / "rooms.csv").write_bytes(BOM + ROOMS_HEADER + b"lab,alice,t\ngone,alice,t\n")
+    (tmp_path / "rooms.csv").write_bytes(BOM + ROOMS_HEADER + b"lab,alice,t,a1\ngone,alice,t,a2\n")
     store = _store(tmp_path)
     loaded = store.load_now()
-    assert loaded.rooms == [RoomRecord("lab", "alice", "t"), RoomRecord("gone", "alice", "t")]
+    assert loaded.rooms == [RoomRecord("lab", "alice", "t", "a1"), RoomRecord("gone", "alice", "t", "a2")]
     assert loaded.migrations == []
     assert loaded.repairs == ["rooms.csv: read past a UTF-8 byte order mark at its start "
                               "(dropped when chatd next rewrites the file)"]
     fired(store.delete_room("gone"))
-    assert (tmp_path / "rooms.csv").read_bytes() == ROOMS_HEADER + b"lab,alice,t\n"
+    assert (tmp_path / "rooms.csv").read_bytes() == ROOMS_HEADER + b"lab,alice,t,a1\n"
 
 
 def test_a_current_users_csv_with_a_bom_loads_its_accounts(tmp_path):
@@ -175,9 +182,9 @@ def test_room_rows_breaking_the_rules_are_skipped_reported_and_kept_aside(tmp_pa
            b"nobody,,t\n"
            b"LAB,alice,t\n"
            b"Public,alice,t\n")
-    (tmp_path / "rooms.csv").write_bytes(ROOMS_HEADER + b"lab,alice,t\n" + bad + b"ok,ghost,t\n")
+    (tmp_path / "rooms.csv").write_bytes(ROOMS_HEADER + b"lab,alice,t,a1\n" + bad + b"ok,ghost,t,a2\n")
     loaded = _store(tmp_path).load_now()
-    assert loaded.rooms == [RoomRecord("lab", "alice", "t"), RoomRecord("ok", "ghost", "t")]
+    assert loaded.rooms == [RoomRecord("lab", "alice", "t", "a1"), RoomRecord("ok", "ghost", "t", "a2")]
     assert loaded.repairs == [
         "rooms.csv: skipped 3 row(s) with an invalid name (lines 3, 4, 5); moved to rooms.csv.rejected",
         "rooms.csv: skipped 1 row(s) of a room without an owner (line 6); moved to rooms.csv.rejected",
@@ -186,7 +193,7 @@ def test_room_rows_breaking_the_rules_are_skipped_reported_and_kept_aside(tmp_pa
         "the room",
     ]
     assert (tmp_path / "rooms.csv.rejected").read_bytes() == bad
-    assert (tmp_path / "rooms.csv").read_bytes() == ROOMS_HEADER + b"lab,alice,t\nok,ghost,t\n"
+    assert (tmp_path / "rooms.csv").read_bytes() == ROOMS_HEADER + b"lab,alice,t,a1\nok,ghost,t,a2\n"
 
 
 def test_a_room_row_with_an_escape_never_reaches_a_terminal(tmp_path):

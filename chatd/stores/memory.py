@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.store import (
-    LINE_KINDS, AccountDict, EventName, HistoryBatch, HistoryTail, Loaded, LogEvent, RoomRecord, StoreError,
+    LINE_KINDS, PUBLIC_ROOM_ID, AccountDict, EventName, HistoryBatch, HistoryTail, Loaded, LogEvent, RoomRecord, StoreError,
     UserRecord,
 )
 from chatd.text import name_key
@@ -114,8 +114,10 @@ class MemoryStore:
 
     def append_history(self, batches: Sequence[HistoryBatch]) -> defer.Deferred[None]:
         def append() -> None:
+            stored = {PUBLIC_ROOM_ID} | {record.id for record in self.rooms.values()}
             for batch in batches:
-                self.history.setdefault(batch.room_id, []).extend(batch.events)
+                if batch.room_id in stored:  # a room deleted meanwhile: dropped
+                    self.history.setdefault(batch.room_id, []).extend(batch.events)
 
         return self._change(append, None)
 

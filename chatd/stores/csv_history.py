@@ -1,0 +1,404 @@
+"""
+Room history in CSV files, for :class:`chatd.persistence.CsvStore`.
+
+Each room's history is a directory ``DATA_DIR/history/ROOM_ID`` (the room's
+:attr:`~chatd.store.RoomRecord.id`, never its name) of **segments**, one per
+UTC day: ``YYYY-MM-DD.csv``, append-only, each starting with the header row
+``#chatd-history,2.1,id,time,kind,sender,text,lines`` (:data:`HISTORY_TABLE`).
+A row is one :class:`~chatd.core.events.RoomEvent`: its id, its time
+(ISO-8601 UTC to the microsecond, like offline.csv), its kind
+(:class:`~chatd.core.events.EventKind` value), sender and text (formula-safe:
+one more leading ``'`` if it starts like a formula or with ``'``, taken off
+when read), and ``lines``, the room's count of lines
+(:data:`~chatd.store.LINE_KINDS` events) after it.
+
+An event goes to the segment of its day, or to the room's newest segment if
+that is later (a clock set back): ids only grow along the segments, so the
+last row of the newest segment is the room's last event, and every event of
+segment ``D`` is older than ``D``'s end.
+
+:class:`HistoryFiles` does the file work; every method but :meth:`load`
+runs in the store's history thread (one thread: no locks).
+docs/OPERATIONS.md, "Room history files".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+
+from chatd.core.events import EventKind, RoomEvent
+from chatd.persistence import (
+    _FORMULA_STARTS, BOM, VERSION, FormatError, Table, _encode_rows, _fsync_dir, _parse_version, append_data,
+    parse_line, repair_tail,
+)
+from chatd.store import LINE_KINDS, HistoryBatch, HistoryTail, StoreError
+
+#: The directory of the rooms' histories, in the data directory.
+HISTORY = "history"
+#: A segment's file name: its UTC day.
+SEGMENT = re.compile(r"\d{4}-\d{2}-\d{2}\.csv\Z")
+#: A room id, as a history directory is named.
+ROOM_DIR = re.compile(r"[A-Za-z0-9]{1,32}\Z")
+HISTORY_TABLE = Table("history", "YYYY-MM-DD.csv", ("id", "time", "kind", "sender", "text", "lines"))
+_HEADER = _encode_rows([HISTORY_TABLE.header()])
+#: Bytes read from a segment's end first when reading backwards; each further read doubles, up to READ_BLOCK_MAX.
+READ_BLOCK = 8192
+READ_BLOCK_MAX = 1 << 20
+#: Bytes read from a segment's end at start-up for its last row (more only if that row is longer or damaged).
+TAIL_BLOCK = 1024
+
+
+def _safe(text: str) -> str:
+    """A sender or text cell, formula-safe (a leading ``'`` added; :func:`_unsafe` takes it off)."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def _unsafe(cell: str) -> str:
+    return cell[1:] if cell.startswith("'") else cell
+
+
+def _is_number(cell: str) -> bool:
+    return cell.isascii() and cell.isdigit()
+
+
+class _Stamp:
+    """ISO-8601 UTC times to the microsecond (``2026-11-29T12:00:00.250000Z``), the date part kept per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, at: float) -> str:
+        second = int(at // 1)
+        if second != self._second:
+            self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return "%s.%06dZ" % (self._prefix, min(round((at - second) * 1_000_000), 999_999))
+
+
+def _day(at: float) -> str:
+    """The UTC day of ``at`` (seconds since the epoch) as ``YYYY-MM-DD``, a segment's name without ``.csv``."""
+    return time.strftime("%Y-%m-%d", time.gmtime(int(at // 1)))
+
+
+def _time(cell: str) -> float | None:
+    """A ``time`` cell as seconds since the epoch; None if it is no ISO-8601 time."""
+    try:
+        moment = datetime.fromisoformat(cell)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _row(line: bytes) -> list[str] | None:
+    """One segment line as a row of at least the six columns, with numeric id and lines; None otherwise."""
+    row = parse_line(line.rstrip(b"\r").decode("utf-8", "replace"))
+    if row is None or len(row) < 6 or not _is_number(row[0]) or not _is_number(row[5]):
+        return None
+    return row
+
+
+def _lines_backwards(fd: int, end: int, block: int) -> Iterator[bytes]:
+    """
+    The non-empty lines of the open file ``fd`` before offset ``end``, last
+    first, read in blocks from the end (``block`` bytes, doubling up to
+    :data:`READ_BLOCK_MAX`): only as much of the file as is consumed. A line
+    cut by a block's start is completed by the next read.
+    """
+    position, carry = end, b""
+    while position > 0:
+        step = min(block, position)
+        position -= step
+        lines = (os.pread(fd, step, position) + carry).split(b"\n")
+        carry = lines.pop(0) if position > 0 else b""
+        for line in reversed(lines):
+            if line:
+                yield line
+        block = min(block * 2, READ_BLOCK_MAX)
+
+
+def _check_header(fd: int, name: str) -> None:
+    """Refuse (:class:`FormatError`) a segment whose header is another kind's or of a newer major version."""
+    first = os.pread(fd, 256, 0).split(b"\n", 1)[0]
+    if first.startswith(BOM):
+        first = first[len(BOM):]
+    if not first.startswith(b"#chatd-"):
+        return  # no header: rows only (read as such)
+    row = parse_line(first.decode("utf-8", "replace").rstrip("\r")) or [""]
+    version = _parse_version(row[1]) if len(row) > 1 else None
+    if row[0] != "#chatd-history" or version is None:
+        raise FormatError(f"{name}: not a chatd history file (its header is {first[:80].decode('utf-8', 'replace')!r})")
+    if version[0] != VERSION[0]:
+        raise FormatError(f"{name} is format {row[1]}, which this chatd does not read ({VERSION[0]}.x); "
+                          "run a newer chatd, or move the room's history directory away")
+
+
+class HistoryFiles:
+    """
+    The history directory of one data directory. Keeps, per room id, its
+    newest segment's day and the id of its last stored event (filled by
+    :meth:`load`), so appends need no directory listing.
+    """
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+        self.root = os.path.join(data_dir, HISTORY)
+        self._newest: dict[str, str] = {}
+        self._last_id: dict[str, int] = {}
+
+    def _dir(self, room_id: str) -> str:
+        return os.path.join(self.root, room_id)
+
+    def _segments(self, room_id: str) -> list[str]:
+        """The room's segment file names, oldest first ([] if it has no directory)."""
+        try:
+            names = os.listdir(self._dir(room_id))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(name for name in names if SEGMENT.match(name))
+
+    # -- start-up -------------------------------------------------------
+
+    def load(self, room_ids: set[str]) -> tuple[dict[str, HistoryTail], list[str]]:
+        """
+        Where each stored room's history ends, from the last row of its
+        newest non-empty segment (read from the end: a few KiB per room);
+        a torn last line of the newest segment is cut (:func:`repair_tail`),
+        a malformed last row skipped for the one before. The directories of
+        ids not in ``room_ids`` (a room deleted just before a crash) are
+        removed. Returns the tails by room id and notes. Raises OSError and
+        :class:`FormatError` (a newest segment of another major version).
+        """
+        if not os.path.isdir(self.root):
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            _fsync_dir(self.data_dir)
+        tails: dict[str, HistoryTail] = {}
+        notes: list[str] = []
+        orphans: list[str] = []
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False) or not ROOM_DIR.match(entry.name):
+                    continue
+                if entry.name not in room_ids:
+                    orphans.append(entry.name)
+                    continue
+                tail = self._load_room(entry.name, notes)
+                if tail is not None:
+                    tails[entry.name] = tail
+        for room_id in sorted(orphans):
+            try:
+                shutil.rmtree(self._dir(room_id))
+            except OSError as error:
+                notes.append(f"{HISTORY}/{room_id}: could not remove the history of a room no longer stored: "
+                             f"{error.strerror or error}; remove it by hand")
+        if orphans:
+            _fsync_dir(self.root)
+            shown = ", ".join(sorted(orphans)[:10]) + (", ..." if len(orphans) > 10 else "")
+            notes.append(f"{HISTORY}: removed the history of {len(orphans)} room(s) no longer stored "
+                         f"(deleted just before chatd stopped): {shown}")
+        return tails, notes
+
+    def _load_room(self, room_id: str, notes: list[str]) -> HistoryTail | None:
+        segments = self._segments(room_id)
+        if not segments:
+            return None
+        self._newest[room_id] = segments[-1][:10]
+        for index, name in enumerate(reversed(segments)):
+            path = os.path.join(self._dir(room_id), name)
+            tail = self._tail(path, f"{HISTORY}/{room_id}/{name}", notes, newest=index == 0)
+            if tail is not None:
+                self._last_id[room_id] = tail.last_id
+                return tail
+        return None
+
+    def _tail(self, path: str, name: str, notes: list[str], newest: bool) -> HistoryTail | None:
+        """The last valid row of a segment as a tail (None: it has none); cuts the newest one's torn line."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if newest:
+                _check_header(fd, name)
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    notes += [f"{HISTORY}/{os.path.basename(os.path.dirname(path))}/{note}" for note in repair_tail(path)]
+                    size = os.fstat(fd).st_size
+            skipped = 0
+            for line in _lines_backwards(fd, size, TAIL_BLOCK):
+                row = _row(line)
+                if row is not None:
+                    if skipped:
+                        notes.append(f"{name}: skipped {skipped} malformed last row(s)")
+                    return HistoryTail(int(row[0]), int(row[5]))
+                if not line.startswith((b"#chatd-", BOM)):
+                    skipped += 1
+            return None
+        finally:
+            os.close(fd)
+
+    # -- the history thread ---------------------------------------------
+
+    def append(self, batches: Sequence[HistoryBatch]) -> None:
+        """
+        Append each batch to its room's segments: per segment touched, one
+        write and one fsync (:func:`chatd.persistence.append_data`, which
+        cuts back a failed write; a new file or directory has its directory
+        fsynced). Events with an id the room already stored are skipped (a
+        batch retried after a partial failure). One room's failure does not
+        stop the others: raises :class:`StoreError` naming every room that
+        failed, after trying all.
+        """
+        stamp = _Stamp()
+        failed: list[str] = []
+        for batch in batches:
+            try:
+                self._append_room(batch, stamp)
+            except OSError as error:
+                failed.append(f"room {batch.room_id}: {error.strerror or error}")
+        if failed:
+            raise StoreError(f"could not append to the history of {len(failed)} room(s): " + "; ".join(failed))
+
+    def _append_room(self, batch: HistoryBatch, stamp: _Stamp) -> None:
+        room_id = batch.room_id
+        last = self._last_id.get(room_id, 0)
+        lines = batch.lines_before
+        day = self._newest.get(room_id, "")
+        rows: list[list[str]] = []
+        for event in batch.events:
+            if event.kind in LINE_KINDS:
+                lines += 1
+            if event.id <= last:
+                continue
+            at = stamp(event.at)
+            if at[:10] > day:  # a later day: a new segment (an earlier one, a clock set back: the newest)
+                if rows:
+                    self._write(room_id, day, rows)
+                    rows = []
+                day = at[:10]
+            rows.append([str(event.id), at, event.kind.value, _safe(event.sender), _safe(event.text), str(lines)])
+        if rows:
+            self._write(room_id, day, rows)
+
+    def _write(self, room_id: str, day: str, rows: list[list[str]]) -> None:
+        path = os.path.join(self._dir(room_id), day + ".csv")
+        data = _encode_rows(rows)
+        try:
+            append_data(path, data, True, _HEADER)
+        except FileNotFoundError:  # the room's first event (or its directory was removed by hand)
+            self._make_dir(self._dir(room_id))
+            append_data(path, data, True, _HEADER)
+        self._newest[room_id] = day
+        self._last_id[room_id] = int(rows[-1][0])
+
+    def _make_dir(self, path: str) -> None:
+        """Create ``path`` (0700) and its missing parents, each parent fsynced after."""
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            self._make_dir(parent)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            return
+        _fsync_dir(parent)
+
+    def read(self, room_id: str, room: str, count: int, before: int | None, kinds: frozenset[EventKind] | None,
+             since: float) -> list[RoomEvent]:
+        """
+        :meth:`chatd.store.Store.read_history`: the newest matching events,
+        oldest first, read backwards from the end of the newest segment and
+        then the older ones, stopping at ``count`` matches or at the first
+        event older than ``since``; a segment whose first id is not below
+        ``before``, or whose day ended before ``since``, is not read.
+        Rows that do not parse are skipped. Raises OSError.
+        """
+        found: list[RoomEvent] = []
+        if count <= 0:
+            return found
+        since_day = _day(since) if since > 0 else ""
+        for name in reversed(self._segments(room_id)):
+            if name[:10] < since_day:
+                break
+            try:
+                fd = os.open(os.path.join(self._dir(room_id), name), os.O_RDONLY)
+            except FileNotFoundError:  # expired meanwhile
+                continue
+            try:
+                if before is not None and self._first_id(fd) >= before:
+                    continue
+                if self._read_segment(fd, room, count, before, kinds, since, found):
+                    break
+            finally:
+                os.close(fd)
+        found.reverse()
+        return found
+
+    @staticmethod
+    def _first_id(fd: int) -> int:
+        """The id of the segment's first row, from its first KiB (0 if none is there: read the segment)."""
+        for line in os.pread(fd, 1024, 0).split(b"\n")[:-1]:
+            row = _row(line)
+            if row is not None:
+                return int(row[0])
+        return 0
+
+    @staticmethod
+    def _read_segment(fd: int, room: str, count: int, before: int | None, kinds: frozenset[EventKind] | None,
+                      since: float, found: list[RoomEvent]) -> bool:
+        """Add the segment's matching events to ``found``, newest first; True once the read is done."""
+        for line in _lines_backwards(fd, os.fstat(fd).st_size, READ_BLOCK):
+            row = _row(line)
+            if row is None:
+                continue
+            event_id = int(row[0])
+            if before is not None and event_id >= before:
+                continue
+            at = _time(row[1])
+            if at is None:
+                continue
+            if at < since:
+                return True
+            try:
+                kind = EventKind(row[2])
+            except ValueError:
+                continue
+            if kinds is not None and kind not in kinds:
+                continue
+            found.append(RoomEvent(room, event_id, at, _unsafe(row[3]), kind, _unsafe(row[4])))
+            if len(found) >= count:
+                return True
+        return False
+
+    def expire(self, before: float) -> int:
+        """
+        Delete every segment whose day ended at or before ``before``
+        (seconds since the epoch): ``D.csv`` once ``D+1 00:00 UTC <=
+        before``; each room directory touched is fsynced. Returns how many.
+        """
+        cutoff = _day(before)
+        expired = 0
+        try:
+            rooms = os.listdir(self.root)
+        except FileNotFoundError:
+            return 0
+        for room_id in rooms:
+            old = [name for name in self._segments(room_id) if name[:10] < cutoff]
+            for name in old:
+                os.unlink(os.path.join(self._dir(room_id), name))
+            if old:
+                _fsync_dir(self._dir(room_id))
+                expired += len(old)
+        return expired
+
+    def delete(self, room_id: str) -> None:
+        """Remove the room's history directory (``shutil.rmtree``) and fsync the history directory."""
+        self._newest.pop(room_id, None)
+        self._last_id.pop(room_id, None)
+        try:
+            shutil.rmtree(self._dir(room_id))
+        except FileNotFoundError:
+            return
+        _fsync_dir(self.root)
