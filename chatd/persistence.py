@@ -60,6 +60,7 @@ import operator
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import parse_qsl, quote, urlencode
@@ -1323,8 +1324,14 @@ class CsvStore:
             self._history_error, "read")
 
     def expire_history(self, before: float) -> defer.Deferred[int]:
-        """Delete the day files of every room whose day ended at or before ``before``; fires with their number."""
-        return self._in_history_thread(self._history.expire, before).addErrback(self._history_error, "expire")
+        """
+        Delete the day files of every room whose day ended at or before
+        ``before`` (:meth:`chatd.stores.csv_history.HistoryFiles.expire`: a
+        room that loses all keeps its last id and line count); fires with
+        their number, fails with StoreError.
+        """
+        return self._in_history_thread(self._history.expire, before, time.time()).addErrback(
+            self._history_error, "expire")
 
     def _history_error(self, failure: Any, what: str) -> Any:
         self.log.error("could not {what} room history: {why}", what=what, why=failure.getErrorMessage())

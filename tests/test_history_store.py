@@ -365,14 +365,24 @@ def test_read_failures_are_store_errors(store, tmp_path, monkeypatch):
 
 # -- expiry and deletion ----------------------------------------------------------------
 
-def test_expire_deletes_whole_segments_whose_day_ended(long_history, tmp_path):
+def test_expire_deletes_whole_segments_whose_day_ended(long_history, tmp_path, monkeypatch):
     day_end = datetime(2026, 11, 30, tzinfo=timezone.utc).timestamp()
+    monkeypatch.setattr(persistence.time, "time", lambda: day_end + 31 * 86400 + 3600.5)  # 2026-12-31 01:00:00.5
     assert fired(long_history.expire_history(day_end - 0.001)) == 0
     assert fired(long_history.expire_history(day_end)) == 1
     assert sorted(os.listdir(tmp_path / "history" / "lab1")) == ["2026-11-30.csv"]
     assert _ids(fired(long_history.read_history("lab1", "lab", 100))) == list(range(21, 41))
     assert fired(long_history.expire_history(day_end + 86400)) == 1
-    assert os.listdir(tmp_path / "history" / "lab1") == []  # the room's directory stays
+    # The last segment went: a row of kind tail keeps the room's last id and line count for the next start.
+    assert _segment(tmp_path, "lab1", "2026-12-31") == HEADER + b"40,2026-12-31T01:00:00.500000Z,tail,,,32\n"
+    assert fired(long_history.read_history("lab1", "lab", 100)) == []
+    assert _store(tmp_path).load_now().history == {"lab1": HistoryTail(40, 32)}
+    fired(long_history.append_history([_batch("lab1", 41, [SAY], at=day_end + 31 * 86400 + 7200, lines_before=32)]))
+    assert _ids(fired(long_history.read_history("lab1", "lab", 100))) == [41]
+    assert _store(tmp_path).load_now().history == {"lab1": HistoryTail(41, 33)}
+    assert fired(long_history.expire_history(day_end + 86400 * 40)) == 1  # the tail is carried forward again
+    assert os.listdir(tmp_path / "history" / "lab1") == ["2027-01-09.csv"]
+    assert _store(tmp_path).load_now().history == {"lab1": HistoryTail(41, 33)}
 
 
 def test_deleting_a_room_removes_its_history_and_drops_later_batches(store, tmp_path):

@@ -257,3 +257,14 @@ def test_marks_last_value_wins_empty_deletes_and_an_account_delete_drops_them(wo
     assert _loaded(world).marks == {"ann": {"read:lab1": "7"}, "bob": {"replay": "off"}}
     _result(store.delete_user("ANN"))
     assert _loaded(world).marks == {"bob": {"replay": "off"}}
+
+
+def test_expired_history_keeps_where_the_room_ended(world):
+    """Expiry removes old events (whole day files in the CSV store) but the ids and line count go on."""
+    store = world.reopen()
+    _result(store.load())
+    _result(store.add_room(RoomRecord("lab", "ann", "t", "lab1")))
+    _result(store.append_history([HistoryBatch("lab1", 0, _events(1, [EventKind.SAY, EventKind.JOIN, EventKind.ME]))]))
+    assert _result(store.expire_history(1_790_000_000.0 + 10 * 86400)) >= 1
+    assert _result(store.read_history("lab1", "lab", 10)) == []
+    assert _loaded(world).history == {"lab1": HistoryTail(3, 2)}

@@ -46,6 +46,9 @@ SEGMENT = re.compile(r"\d{4}-\d{2}-\d{2}\.csv\Z")
 ROOM_DIR = re.compile(r"[A-Za-z0-9]{1,32}\Z")
 HISTORY_TABLE = Table("history", "YYYY-MM-DD.csv", ("id", "time", "kind", "sender", "text", "lines"))
 _HEADER = _encode_rows([HISTORY_TABLE.header()])
+#: The ``kind`` of a row that only keeps a room's last id and line count where retention deleted its every
+#: segment (:meth:`HistoryFiles.expire`): start-up reads it as the tail, reading history skips it (no EventKind).
+TAIL = "tail"
 #: Bytes read from a segment's end first when reading backwards; each further read doubles, up to READ_BLOCK_MAX.
 READ_BLOCK = 8192
 READ_BLOCK_MAX = 1 << 20
@@ -372,11 +375,15 @@ class HistoryFiles:
                 return True
         return False
 
-    def expire(self, before: float) -> int:
+    def expire(self, before: float, now: float) -> int:
         """
         Delete every segment whose day ended at or before ``before``
         (seconds since the epoch): ``D.csv`` once ``D+1 00:00 UTC <=
-        before``; each room directory touched is fsynced. Returns how many.
+        before``; each room directory touched is fsynced. A room that would
+        lose every segment first gets a :data:`TAIL` row (its last id and
+        line count, stamped ``now``) in the segment of ``now``'s day (or of
+        ``before``'s, if later), so its ids and line count go on after a
+        restart. Returns how many segments went.
         """
         cutoff = _day(before)
         expired = 0
@@ -385,13 +392,25 @@ class HistoryFiles:
         except FileNotFoundError:
             return 0
         for room_id in rooms:
-            old = [name for name in self._segments(room_id) if name[:10] < cutoff]
+            segments = self._segments(room_id)
+            old = [name for name in segments if name[:10] < cutoff]
+            if not old:
+                continue
+            if len(old) == len(segments):
+                self._keep_tail(room_id, old, now, max(_day(now), cutoff))
             for name in old:
                 os.unlink(os.path.join(self._dir(room_id), name))
-            if old:
-                _fsync_dir(self._dir(room_id))
-                expired += len(old)
+            _fsync_dir(self._dir(room_id))
+            expired += len(old)
         return expired
+
+    def _keep_tail(self, room_id: str, segments: list[str], now: float, day: str) -> None:
+        """Write the room's tail (from the last of ``segments`` with a valid row) as a TAIL row in segment ``day``."""
+        for name in reversed(segments):
+            tail = self._tail(os.path.join(self._dir(room_id), name), name, [], newest=False)
+            if tail is not None:
+                self._write(room_id, day, [[str(tail.last_id), _Stamp()(now), TAIL, "", "", str(tail.lines)]])
+                return
 
     def delete(self, room_id: str) -> None:
         """Remove the room's history directory (``shutil.rmtree``) and fsync the history directory."""

@@ -42,14 +42,14 @@ class MemoryStore:
         self.broken: str | None = None
         #: Room id -> its stored history events, oldest first.
         self.history: dict[str, list[RoomEvent]] = {}
+        #: Room id -> where its history ends (kept when expiry empties it, as the CSV store does).
+        self.tails: dict[str, HistoryTail] = {}
         #: Name key -> per-account values (Store.set_marks).
         self.marks: dict[str, dict[str, str]] = {}
 
     def load(self) -> defer.Deferred[Loaded]:
-        tails = {room_id: HistoryTail(events[-1].id, sum(e.kind in LINE_KINDS for e in events))
-                 for room_id, events in self.history.items() if events}
         return defer.succeed(Loaded(AccountDict(self.users), list(self.rooms.values()), [], private=list(self.private),
-                                    history=tails, marks={k: dict(v) for k, v in self.marks.items()}))
+                                    history=dict(self.tails), marks={k: dict(v) for k, v in self.marks.items()}))
 
     def start(self) -> defer.Deferred[None]:
         return defer.succeed(None)
@@ -100,6 +100,7 @@ class MemoryStore:
             record = self.rooms.pop(name_key(name), None)
             if record is not None:
                 self.history.pop(record.id, None)
+                self.tails.pop(record.id, None)
 
         return self._change(remove, event)
 
@@ -116,8 +117,10 @@ class MemoryStore:
         def append() -> None:
             stored = {PUBLIC_ROOM_ID} | {record.id for record in self.rooms.values()}
             for batch in batches:
-                if batch.room_id in stored:  # a room deleted meanwhile: dropped
+                if batch.room_id in stored and batch.events:  # a room deleted meanwhile: dropped
                     self.history.setdefault(batch.room_id, []).extend(batch.events)
+                    lines = batch.lines_before + sum(event.kind in LINE_KINDS for event in batch.events)
+                    self.tails[batch.room_id] = HistoryTail(batch.events[-1].id, lines)
 
         return self._change(append, None)
 
