@@ -28,7 +28,7 @@ from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.core.ports import Bus, LeaveReason, RoomFiles, Session, SessionEnd
 from chatd.limits import Limits
 from chatd.passwords import Passwords
-from chatd.presence import Presence
+from chatd.presence import SEEN_MARK, Presence
 from chatd.settings import PUBLIC_ROOM, Settings
 from chatd.store import AccountDict, Accounts, Loaded, LogEvent, RoomRecord, Store, StoreError, UserRecord
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key, unknown_name
@@ -446,7 +446,8 @@ class ChatFactory(Factory):
         ``session`` logged out, disconnected or was replaced, from ``room``
         if it was in one: it leaves the room (the room is told, no row of
         its own) and the online list, and log.csv gets one ``event`` row;
-        the account's last-seen time is now (chatd.presence).
+        the account's last-seen time is now (chatd.presence; stored, batched,
+        with ``Store.set_marks``).
         """
         if room is not None:
             # Its uploads there end as the connection's do (the sender is not told), for the session's reason.
@@ -455,11 +456,18 @@ class ChatFactory(Factory):
             session.spend_allowance()
         online = session.name is not None and self.online.get(name_key(session.name)) is session
         if online:
-            key = name_key(session.name or "")
+            name = session.name or ""
+            key = name_key(name)
             del self.online[key]
-            self.presence.logged_out(session.name or "", self.now() if key in self.accounts else "")
+            seen = self.now() if key in self.accounts else ""  # (a deleted account keeps nothing)
+            self.presence.logged_out(name, seen)
+            if seen:
+                self.store.set_marks(name, {SEEN_MARK: seen}).addErrback(self._not_marked, name)
         if online or room is not None:
             self.store.log_event(event, session.name or "", room.name if room is not None else "", **session.origin)
+
+    def _not_marked(self, failure: Any, name: str) -> None:
+        self.log.warn("could not store when {user} was last seen: {why}", user=name, why=failure.getErrorMessage())
 
     def log_out(self, session: Session, room: Room | None = None) -> None:
         """

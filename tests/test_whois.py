@@ -200,3 +200,39 @@ def test_whois_lines_without_a_known_creation_time():
 ])
 def test_durations_are_rounded_down_for_people(seconds, text):
     assert duration_text(seconds) == text
+
+
+def test_the_last_seen_time_is_stored_and_survives_a_restart(tmp_path):
+    store = MemoryStore()
+    factory, clock = make_factory(str(tmp_path), store=store)
+    bob = _client(factory, clock, "Bob", room="public")
+    _client(factory, clock, "gone").send("deleteme", "secret1")
+    clock.advance(LATER)
+    bob.disconnect()
+    assert store.marks == {"bob": {"seen": "2026-09-21T16:18:20Z"}}  # a deleted account keeps none
+    factory.shut_down("Server shutting down.")
+    again, clock = make_factory(str(tmp_path), store=store)  # a new server on what was stored
+    clock.advance(LATER + 3600)
+    ann = _client(again, clock, "ann")
+    ann.send("whois bob")
+    assert ann.output().splitlines()[:2] == ["00 Bob: account created 2026-09-21 (3 h 5 min ago)",
+                                             "00   last seen 2026-09-21 16:18 UTC (1 h ago)"]
+
+
+def test_a_last_seen_time_the_store_refuses_is_logged_not_raised(tmp_path):
+    from twisted.logger import globalLogPublisher
+    store = MemoryStore()
+    factory, clock = make_factory(str(tmp_path), store=store)
+    bob = _client(factory, clock, "bob")
+    store.broken = "disk full"
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        bob.disconnect()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert [event["why"] for event in logged if "last seen" in event.get("log_format", "")] == ["disk full"]
+    store.broken = None
+    ann = _client(factory, clock, "ann")
+    ann.send("whois bob")
+    assert ann.output().splitlines()[1] == "00   last seen 2026-09-21 14:13 UTC (0 s ago)"  # kept in memory
