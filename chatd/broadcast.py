@@ -24,6 +24,7 @@ members, and the other rooms of the same turn, still get their events.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
@@ -69,10 +70,12 @@ class Batcher:
 class Fanout(Generic[M]):
     """The members of one room (connected to this process) and the events waiting to be sent to them."""
 
-    __slots__ = ("_batcher", "_pending", "_joined", "_start", "_audiences")
+    __slots__ = ("_batcher", "_pending", "_joined", "_start", "_audiences", "_record")
 
-    def __init__(self, batcher: Batcher) -> None:
+    def __init__(self, batcher: Batcher, record: Callable[[list[RoomEvent]], None] | None = None) -> None:
+        """``record`` is given each batch (once per turn, before it is sent): the room's history."""
         self._batcher = batcher
+        self._record = record
         self._pending: list[RoomEvent] = []
         #: Everyone, in the order they joined (only for listing; flush never reads it).
         self._joined: dict[M, None] = {}
@@ -135,6 +138,10 @@ class Fanout(Generic[M]):
         """The members whose output ``renderer`` renders."""
         return list(self._audiences.get(renderer, ()))
 
+    def pending(self) -> list[RoomEvent]:
+        """The events queued in this turn, not yet sent nor recorded (a copy)."""
+        return list(self._pending)
+
     def send(self, event: RoomEvent) -> None:
         """Queue one event for the members; it is sent at the end of this reactor turn."""
         if not self._pending:
@@ -153,6 +160,8 @@ class Fanout(Generic[M]):
         if not events:
             return
         self._pending = []
+        if self._record is not None:
+            self._record(events)
         start = self._start
         if start:
             self._start = {}

@@ -12,6 +12,7 @@ connections only through the :class:`chatd.core.ports.Session` interface.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, NoReturn, TypeVar
@@ -26,11 +27,15 @@ from chatd import errors
 from chatd.broadcast import Batcher, Fanout
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.core.ports import Bus, LeaveReason, RoomFiles, Session, SessionEnd
+from chatd.history import History, RoomHistory
 from chatd.limits import Limits
 from chatd.passwords import Passwords
 from chatd.presence import SEEN_MARK, Presence
 from chatd.settings import PUBLIC_ROOM, Settings
-from chatd.store import AccountDict, Accounts, Loaded, LogEvent, RoomRecord, Store, StoreError, UserRecord
+from chatd.store import (
+    LINE_KINDS, PUBLIC_ROOM_ID, AccountDict, Accounts, HistoryTail, Loaded, LogEvent, RoomRecord, Store, StoreError,
+    UserRecord,
+)
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key, unknown_name
 
 T = TypeVar("T")
@@ -46,6 +51,8 @@ class Room:
     owner: str
     created: str
     fanout: Fanout[Session]
+    #: Its history (chatd.history); its ``room_id`` is the room's id (RoomRecord.id).
+    history: RoomHistory
     #: Its owner has deleted it and the store is writing that (docs/PROTOCOL.md,
     #: "Rooms"): closed to joins and to files finishing, open again if the write fails.
     closing: bool = False
@@ -147,7 +154,11 @@ class ChatFactory(Factory):
         #: Names being registered / rooms being created or deleted: name key -> the name as it will be stored.
         self._claimed: dict[str, str] = {}
         self._claimed_rooms: dict[str, str] = {}
-        self._add_room(RoomRecord(PUBLIC_ROOM, "", ""))
+        #: Room history (rings in memory, commits to the store).
+        self.history = History(store, reactor, settings)
+        #: Per-account values (Store.set_marks): name key -> key -> value (read marks, settings).
+        self.marks: dict[str, dict[str, str]] = {}
+        self._add_room(RoomRecord(PUBLIC_ROOM, "", "", PUBLIC_ROOM_ID))
 
     # -- start and stop --------------------------------------------------
 
@@ -162,15 +173,21 @@ class ChatFactory(Factory):
         self.presence.restore(loaded.marks)
         for message in loaded.private:
             self.offline.setdefault(name_key(message.recipient), []).append(message)
+        self.marks = {key: dict(values) for key, values in loaded.marks.items()}
+        tails = loaded.history
+        self._add_room(RoomRecord(PUBLIC_ROOM, "", "", PUBLIC_ROOM_ID), tails.get(PUBLIC_ROOM_ID))
         for record in loaded.rooms:
             if record.name and name_key(record.name) not in self.rooms:
-                self._add_room(record)
+                self._add_room(record, tails.get(record.id))
         self.log.info(
             "loaded {users} accounts and {rooms} rooms", users=len(self.accounts), rooms=len(self.rooms) - 1
         )
 
-    def _add_room(self, record: RoomRecord) -> Room:
-        room = Room(record.name, record.owner, record.created, Fanout(self.batcher))
+    def _add_room(self, record: RoomRecord, tail: HistoryTail | None = None) -> Room:
+        """A room from its record; ``tail``: where its stored history ends (its event ids go on from there)."""
+        history = self.history.room(record.id, tail)
+        fanout: Fanout[Session] = Fanout(self.batcher, history.record if self.history.enabled else None)
+        room = Room(record.name, record.owner, record.created, fanout, history, last_id=history.stored_id)
         self.rooms[room.key] = room
         self._by_name[room.name] = room
         return room
@@ -421,7 +438,8 @@ class ChatFactory(Factory):
             removed = self.accounts.pop(key, None)
             if removed is not None:
                 self.passwords.uncount_stored(removed.password_hash)
-            self.offline.pop(key, None)  # (the store has deleted them with the account)
+            self.offline.pop(key, None)  # (the store has deleted them, and the marks, with the account)
+            self.marks.pop(key, None)
             other = self.online.get(key)
             if other is not None and other is not session:
                 other.kick("Your account was deleted.", "logout")
@@ -503,7 +521,7 @@ class ChatFactory(Factory):
         stored = existing.name if existing is not None else self._claimed_rooms.get(key)
         if stored is not None:
             return defer.fail(errors.NameTaken(f"A room called {stored} already exists."))
-        record = RoomRecord(name, owner, self.now())
+        record = RoomRecord(name, owner, self.now(), secrets.token_hex(8))
 
         def saved(_: None) -> Room:
             return self._add_room(record)
@@ -556,6 +574,89 @@ class ChatFactory(Factory):
             return defer.fail(errors.NotAllowed(f"Room {room.name} is being deleted."))
         return defer.succeed(room)
 
+    def enter(self, name: str, session: Session) -> defer.Deferred[tuple[Room, list[RoomEvent]]]:
+        """
+        The room called ``name`` (:meth:`room_to_join`) and the lines to
+        replay to ``session`` before it joins (:meth:`replay`), once the
+        room's history is in memory (``History.fill``). Join it in the same
+        callback (``Caller.entered``) so no event falls in between. Fails
+        like :meth:`room_to_join`.
+        """
+
+        def filled(room: Room) -> defer.Deferred[tuple[Room, list[RoomEvent]]]:
+            return self.history.fill(room.history, room.name).addCallback(lambda _: ready(room))
+
+        def ready(room: Room) -> tuple[Room, list[RoomEvent]]:
+            if self.rooms.get(room.key) is not room:  # deleted while its history was read
+                raise errors.NoSuchRoom(f"There is no room called {room.name}.")
+            if room.closing:
+                raise errors.NotAllowed(f"Room {room.name} is being deleted.")
+            return room, self.replay(room, session)
+
+        return self.room_to_join(name).addCallback(filled)
+
+    def replay(self, room: Room, session: Session) -> list[RoomEvent]:
+        """
+        The lines ``session`` is shown on joining ``room``: the last
+        ``--replay-lines`` at most ``--replay-hours`` old, oldest first
+        (none if its account turned replay off: :meth:`set_replay`).
+        """
+        limit = self.settings.replay_lines
+        if not limit or self.account_value(session.name, "replay") == "off":
+            return []
+        since = self.reactor.seconds() - self.settings.replay_hours * 3600.0
+        return room.history.recent(limit, since, room.fanout.pending())
+
+    def room_history(self, room: Room, count: int, before: int | None = None,
+                     everything: bool = False) -> defer.Deferred[list[RoomEvent]]:
+        """
+        The newest ``count`` lines of ``room`` (``everything``: events of every
+        kind, joins and leaves too) with an id below ``before`` (None: any),
+        within ``--history-days``, oldest first.
+        """
+        since = self.reactor.seconds() - self.settings.history_days * 86400.0
+        kinds = frozenset(EventKind) if everything else LINE_KINDS
+        return self.history.read(room.history, room.name, count, before, kinds, since, room.fanout.pending())
+
+    def account_value(self, name: str | None, key: str) -> str:
+        """A per-account value (Store.set_marks) of the account ``name``; "" if unset."""
+        return self.marks.get(name_key(name), {}).get(key, "") if name else ""
+
+    def set_replay(self, session: Session, on: bool) -> defer.Deferred[None]:
+        """Turn replay on join on or off for ``session``'s account; fires once that is durable (NotSaved)."""
+        name = session.name or ""
+        value = "" if on else "off"
+
+        def saved(_: None) -> None:
+            values = self.marks.setdefault(name_key(name), {})
+            if value:
+                values["replay"] = value
+            else:
+                values.pop("replay", None)
+
+        work = self.store.set_marks(name, {"replay": value}, durable=True)
+        return work.addCallbacks(saved, not_saved("Could not save the setting"))
+
+    def _lines(self, room: Room) -> int:
+        """How many lines ``room`` has had in all, this turn's too."""
+        return room.history.lines + sum(1 for event in room.fanout.pending() if event.kind in LINE_KINDS)
+
+    def _mark_read(self, name: str | None, room: Room) -> None:
+        """The account ``name`` left ``room``: its unread count there starts from now (a batched mark)."""
+        if not name or not self.history.enabled:
+            return
+        key, value = f"read:{room.history.room_id}", str(self._lines(room))
+        self.marks.setdefault(name_key(name), {})[key] = value
+        self.store.set_marks(name, {key: value}).addErrback(
+            lambda failure: self.log.error("could not keep a read mark: {why}", why=failure.getErrorMessage()))
+
+    def unread(self, name: str | None, room: Room) -> int | None:
+        """How many lines ``room`` got since the account ``name`` last left it; None if it never did."""
+        mark = self.account_value(name, f"read:{room.history.room_id}")
+        if not mark.isdigit():
+            return None
+        return max(0, self._lines(room) - int(mark))
+
     def join(self, room: Room, session: Session) -> None:
         """Put ``session`` in ``room`` and tell the room (events before are not sent to it)."""
         room.fanout.add(session)
@@ -569,6 +670,7 @@ class ChatFactory(Factory):
 
     def _leave(self, room: Room, session: Session, event: LeaveReason) -> None:
         room.fanout.discard(session)
+        self._mark_read(session.name, room)
         self._left_room(session, room, event)
         if not self.closing:
             self.publish(room, session.name or "", EventKind.LEAVE)

@@ -66,6 +66,11 @@ ANSWER = "waiting for an answer"
 CONSUMER = "consumer"
 
 
+#: /history requests per second one account may make, sustained, and at once (they may read the disk).
+HISTORY_REQUEST_RATE = 0.5
+HISTORY_REQUEST_BURST = 5.0
+
+
 class TokenBucket:
     """
     ``burst`` tokens, refilled at ``rate`` per second. :meth:`take` spends one
@@ -196,6 +201,9 @@ class Limits:
         self.lines: KeyedBuckets | None = None
         if settings.flood_rate > 0:
             self.lines = KeyedBuckets(settings.flood_rate, max(1.0, float(settings.flood_burst)), reactor)
+        #: /history requests of each account (they read the disk): HISTORY_REQUEST_BURST at once, then one per
+        #: 1/HISTORY_REQUEST_RATE seconds.
+        self.history_requests = KeyedBuckets(HISTORY_REQUEST_RATE, HISTORY_REQUEST_BURST, reactor)
         self._sweeper: LoopingCall | None = None
         self._refused = 0
 
@@ -375,7 +383,7 @@ class Limits:
                 if bucket is not None and bucket.last <= deadline and not getattr(connection, "held", False):
                     connection.kick(f"Error: nothing received for {settings.idle_timeout:g} seconds; goodbye.")
         for keyed in (self.login_failures, self.registrations, self.address_checks, self.account_checks,
-                      self.lines):
+                      self.lines, self.history_requests):
             if keyed is not None and keyed.buckets:
                 keyed.forget_full(now)
 

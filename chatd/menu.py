@@ -26,9 +26,11 @@ from chatd.commands import SAY
 from chatd.commands.table import Command, CommandTable, Place
 from chatd.core.ports import Session, SessionEnd
 from chatd.passwords import decode_password
-from chatd.wire import CHAT, CREDENTIALS, ERROR, LISTEN, SPEAK, Code
+from chatd.render import dated_line
+from chatd.wire import CHAT, CREDENTIALS, ERROR, HISTORY, LISTEN, REPLAY, SPEAK, Code
 
 if TYPE_CHECKING:
+    from chatd.core.events import RoomEvent
     from chatd.factory import ChatFactory, Room
 
 VERSION = "1.0"
@@ -119,18 +121,41 @@ class Dialogue:
         self.factory.attach(self.session)
         self.session.show(LISTEN, text)
 
-    def entered(self, room: Room) -> None:
+    def entered(self, room: Room, replay: Sequence[RoomEvent] = ()) -> None:
         if self._closed:
             return
         self.room = room
         self._state = self._room_line
-        # The answer first, then the join: the room's own "joined" line
-        # follows it, and lines said before are not sent to the newcomer.
+        # The answer first, then the replayed lines, then the join: the room's
+        # own "joined" line follows them, and lines said before are not sent again.
         self.session.ask(
             CHAT,
             f"Entered room {room.name} ({len(room.fanout) + 1} here). Type /help for commands, /exit to leave.",
         )
+        if replay:
+            plural = "s" if len(replay) > 1 else ""
+            self._block(REPLAY, f"--- {len(replay)} earlier line{plural} in {room.name} (/replay off hides them) ---",
+                        replay, "--- end of earlier lines ---")
         self.factory.join(room, self.session)
+
+    def show_history(self, room: str, events: Sequence[RoomEvent], older: int | None) -> None:
+        if not events:
+            self.reply(f"No earlier lines in {room}.")
+            return
+        plural = "s" if len(events) > 1 else ""
+        footer = (f"--- end of history; older lines: /history before {older} {len(events)} ---" if older
+                  else "--- end of history: that is all there is ---")
+        self._block(HISTORY, f"--- {len(events)} line{plural} of history in {room} ---", events, footer)
+
+    def _block(self, code: Code, header: str, events: Sequence[RoomEvent], footer: str) -> None:
+        """A marked block of history: ``header``, each event with its date under ``code``, ``footer``."""
+        if self._closed:
+            return
+        self.reply(header)
+        show = self.session.show
+        for event in events:
+            show(code, dated_line(event))
+        self.reply(footer)
 
     def left(self) -> None:
         room, self.room = self.room, None

@@ -41,6 +41,19 @@ def clock_text(at: float) -> str:
     return _clock_text
 
 
+def event_text(event: RoomEvent) -> str:
+    """An event as a line without its time: ``name: text`` or ``* name ...``."""
+    if event.kind is _SAY:
+        return f"{event.sender}: {event.text}"
+    return "* " + _ACTIONS[event.kind].format(event.sender, event.room, event.text)
+
+
+def dated_line(event: RoomEvent) -> str:
+    """An event of room history as a line with its date: ``[YYYY-MM-DD HH:MM:SS] name: text`` (UTC)."""
+    moment = datetime.fromtimestamp(int(event.at), timezone.utc)
+    return f"[{moment:%Y-%m-%d %H:%M:%S}] {event_text(event)}"
+
+
 def private_line(message: PrivateMessage, own: bool) -> str:
     """
     A private message as a line: ``[HH:MM:SS] *sender* text`` for its

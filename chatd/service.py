@@ -314,6 +314,7 @@ class StateService(service.Service):
         self._hash_pool.start()
         self._files_pool.start()
         self.factory.restore(self.stores.take_loaded())
+        self.factory.history.start()
         self.transfers.start().addErrback(lambda failure: log.failure("could not prepare the file spool", failure))
 
     @defer.inlineCallbacks
@@ -326,6 +327,8 @@ class StateService(service.Service):
             if self.factory.connections:
                 self.factory.shut_down("The server is shutting down. Bye.")
             yield self._connections_closed()
+            # Every room event has happened (the last leaves): commit what the rings hold before the store stops.
+            yield self.factory.history.stop()
         finally:
             self._hash_pool.stop()
             self._files_pool.stop()

@@ -13,6 +13,11 @@ NoDelayPolicy = Literal["talkers", "all", "never"]
 NODELAY_POLICIES: tuple[NoDelayPolicy, ...] = get_args(NoDelayPolicy)
 
 
+#: The largest --replay-lines and --replay-hours (issue 13: at most 50 lines and at most 24 hours old).
+REPLAY_LINES_MAX = 50
+REPLAY_HOURS_MAX = 24.0
+
+
 @attrs.frozen
 class Settings:
     """Limits and timings; every field has a command-line option in ``tap.py``."""
@@ -64,6 +69,14 @@ class Settings:
     password_check_window: float = 60.0
     #: Private messages kept for one offline account until its next login (0: none; /msg to the offline fails).
     offline_messages: int = 100
+    #: Days room history is kept (whole daily segments are deleted once older; 0: no history is kept at all).
+    history_days: int = 30
+    #: Events of each room kept in memory for replay and recent /history (the ring).
+    history_ring: int = 200
+    #: Lines replayed to someone joining a room (0: no replay), at most REPLAY_LINES_MAX.
+    replay_lines: int = 20
+    #: Replay shows only lines younger than this many hours, at most REPLAY_HOURS_MAX.
+    replay_hours: float = 24.0
     #: When to set TCP_NODELAY: "talkers" (on a connection once it says
     #: something in a room), "all" connections, or "never". See
     #: docs/PERFORMANCE.md for the measured trade-off.

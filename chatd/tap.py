@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from chatd.settings import NODELAY_POLICIES, Settings
+from chatd.settings import NODELAY_POLICIES, REPLAY_HOURS_MAX, REPLAY_LINES_MAX, Settings
 from chatd.wire import DEFAULT_PORT, parse_count, parse_size
 
 #: A listen backlog of 1024 (Twisted's default is 50) so a reconnect storm
@@ -97,6 +97,12 @@ _LIMITS = [
      "Seconds over which --address-password-checks and --account-password-checks count."),
     ("offline-messages", "offline_messages", count,
      "Private messages kept for one offline account until its next login (0: none are kept)."),
+    ("history-days", "history_days", count,
+     "Days room history is kept on disk; older days are deleted whole, daily (0: keep no history at all)."),
+    ("history-ring", "history_ring", count, "Events of each room kept in memory for replay and /history."),
+    ("replay-lines", "replay_lines", count,
+     "Lines of history shown to someone joining a room, at most 50 (0: no replay)."),
+    ("replay-hours", "replay_hours", number, "Replay on join shows lines at most this many hours old (at most 24)."),
 ]
 
 def default_max_connections() -> int:
@@ -199,6 +205,11 @@ class Options(usage.Options):
                 "--password-check-window must be positive")
         if self["max-uploads"] < 1:
             raise usage.UsageError("--max-uploads must be at least 1")
+        if self["replay-lines"] > REPLAY_LINES_MAX or self["replay-hours"] > REPLAY_HOURS_MAX:
+            raise usage.UsageError(f"--replay-lines is at most {REPLAY_LINES_MAX} and --replay-hours at most "
+                                   f"{REPLAY_HOURS_MAX:g}: replay on join is a short reminder (/history shows more)")
+        if self["history-ring"] < 1:
+            raise usage.UsageError("--history-ring must be at least 1")
         if self["upload-timeout"] <= 0:
             raise usage.UsageError("--upload-timeout must be more than 0 seconds")
         if self["delivery-timeout"] < 0:

@@ -140,26 +140,31 @@ def info(caller: Caller, name: str) -> defer.Deferred[None]:
     return caller.factory.find_room(name).addCallback(show)
 
 
-@command("list", "list the rooms", MENU, number="6")
+@command("list", "list the rooms (with the lines you have not read in those you left)", MENU, number="6")
 def list_rooms(caller: Caller) -> defer.Deferred[None]:
+    factory, name = caller.factory, caller.session.name
+
     def show(rooms: list[Room]) -> None:
         caller.reply(f"Rooms ({len(rooms)}):")
         for room in rooms:
             owner = f"owner {room.owner}" if room.owner else "public"
-            caller.reply(f"  {room.name}  ({len(room.fanout)} here, {owner})")
+            unread = factory.unread(name, room)
+            news = f", {unread} unread" if unread else ""
+            caller.reply(f"  {room.name}  ({len(room.fanout)} here, {owner}{news})")
 
     return caller.factory.list_rooms().addCallback(show)
 
 
 @command("public", "enter the public room", MENU, number="7", login=Login.REQUIRED)
 def public(caller: Caller) -> defer.Deferred[None]:
-    return caller.factory.room_to_join(PUBLIC_ROOM).addCallback(caller.entered)
+    return caller.factory.enter(PUBLIC_ROOM, caller.session).addCallback(lambda found: caller.entered(*found))
 
 
 @command("join", "enter a room by name", MENU, number="8", login=Login.REQUIRED,
          args=(Arg("NAME", "Name of the room to enter:"),))
 def join(caller: Caller, name: str) -> defer.Deferred[None]:
-    return caller.factory.room_to_join(name).addCallback(caller.entered)
+    """The last lines of the room are replayed first (``ChatFactory.replay``), then live chat."""
+    return caller.factory.enter(name, caller.session).addCallback(lambda found: caller.entered(*found))
 
 
 @command("quit", "disconnect", MENU, number="9", aliases=("exit",))

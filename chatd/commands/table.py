@@ -24,6 +24,7 @@ from chatd import errors
 
 if TYPE_CHECKING:
     from chatd.core.ports import Session
+    from chatd.core.events import RoomEvent
     from chatd.factory import ChatFactory, Room
 
 
@@ -170,8 +171,18 @@ class Caller(Protocol):
     def logged_in(self, name: str, text: str) -> None:
         """The session is now logged in as ``name`` (it is attached); tell the user ``text``."""
 
-    def entered(self, room: Room) -> None:
-        """Put the user in ``room`` (chat mode; the front-end tells them and joins it)."""
+    def entered(self, room: Room, replay: Sequence[RoomEvent] = ()) -> None:
+        """
+        Put the user in ``room`` (chat mode; the front-end tells them, shows
+        ``replay``, the room's last lines, as a marked block, then joins it).
+        """
+
+    def show_history(self, room: str, events: Sequence[RoomEvent], older: int | None) -> None:
+        """
+        Show ``events`` of the room called ``room`` (an answer to ``/history``,
+        oldest first) as a marked block; ``older``: the id to page back from
+        (``/history before ID``) if there may be older events, else None.
+        """
 
     def left(self) -> None:
         """Take the user out of their room (or acknowledge its deletion) back to the menu."""

@@ -1,0 +1,266 @@
+"""
+Room history as the core keeps it: a ring of recent events per room in
+memory, and the group commit that appends what happened to the store.
+
+Each room's fan-out (``chatd.broadcast.Fanout``) hands its batch of events
+to :meth:`RoomHistory.record` once per reactor turn: the batch joins the
+ring (replay on join, recent ``/history``) and waits for the next commit.
+Every :data:`COMMIT_INTERVAL` seconds :class:`History` gives the store
+everything that waited, one :class:`~chatd.store.HistoryBatch` per room
+(``Store.append_history``: one write and one fsync per room), and never
+has more than one commit in flight: while one is being written, the next
+batch grows. So history is on disk at most COMMIT_INTERVAL plus the time of
+one commit after users saw it (docs/OPERATIONS.md, "Room history": the
+0.5 s bound and what a crash loses). Per line this costs nothing but the
+ring's ``extend`` and the line count, per room per turn one call.
+
+A room's ring is filled from the store's tail lazily, the first time
+someone joins the room or asks for its history (:meth:`History.fill`):
+start-up reads only where each room's history ends (``Loaded.history``),
+so it stays fast with years of history in thousands of rooms.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from chatd.core.events import RoomEvent
+from chatd.settings import Settings
+from chatd.store import LINE_KINDS, HistoryBatch, HistoryTail, Store
+
+#: Seconds between two commits of history to the store (the group commit; docs/OPERATIONS.md states the bound).
+COMMIT_INTERVAL = 0.25
+#: Seconds between two runs of the retention (``--history-days``): daily.
+EXPIRY_INTERVAL = 86400.0
+#: Events waiting for the store that are kept while it fails (the oldest are dropped beyond this, logged).
+MAX_WAITING = 200_000
+_LINE_KINDS = LINE_KINDS
+
+
+class RoomHistory:
+    """
+    The history of one room in this process: ``ring`` (the newest events,
+    at most ``--history-ring``, oldest first), ``lines`` (how many lines the
+    room has had in all), ``stored_id`` (the last event id on disk at
+    start-up: a ring fill reads up to it) and whether the ring has been
+    filled from the store.
+    """
+
+    __slots__ = ("room_id", "ring", "lines", "stored_id", "filled", "_history", "_filling")
+
+    def __init__(self, history: History, room_id: str, tail: HistoryTail, size: int) -> None:
+        self._history = history
+        self.room_id = room_id
+        self.ring: deque[RoomEvent] = deque(maxlen=size)
+        self.lines = tail.lines
+        self.stored_id = tail.last_id
+        #: Nothing older than the ring is on disk (a new room), or the ring was filled from it.
+        self.filled = tail.last_id == 0
+        self._filling: list[defer.Deferred[None]] | None = None
+
+    def record(self, events: list[RoomEvent]) -> None:
+        """A batch of the room's events, in id order (``Fanout.flush``, once per turn): remember and commit them."""
+        self.ring.extend(events)
+        before = self.lines
+        lines = before
+        for event in events:
+            if event[4] in _LINE_KINDS:
+                lines += 1
+        self.lines = lines
+        self._history.waiting.append((self, before, events))
+
+    def recent(self, count: int, since: float, newer: Iterable[RoomEvent] = (),
+               kinds: frozenset[Any] = LINE_KINDS) -> list[RoomEvent]:
+        """
+        The last ``count`` events of ``kinds`` in memory that happened at or
+        after ``since`` (seconds since the epoch), oldest first; ``newer``:
+        events after the ring (the fan-out's queue of this turn).
+        """
+        found: list[RoomEvent] = []
+        for event in reversed([*self.ring, *newer]):
+            if len(found) >= count or event.at < since:
+                break
+            if event.kind in kinds:
+                found.append(event)
+        found.reverse()
+        return found
+
+
+class History:
+    """
+    The rooms' histories (:class:`RoomHistory`) and their commits to
+    ``store``. Off (``--history-days 0``): rooms get no history, nothing
+    is written, replay and ``/history`` find nothing.
+    """
+
+    log = Logger()
+
+    def __init__(self, store: Store, reactor: IReactorTime, settings: Settings) -> None:
+        self.store = store
+        self.reactor = reactor
+        self.settings = settings
+        self.enabled = settings.history_days > 0
+        #: Batches recorded since the last commit: (room, its line count before them, the events).
+        self.waiting: list[tuple[RoomHistory, int, list[RoomEvent]]] = []
+        self._committing: defer.Deferred[None] | None = None
+        self._commit_started = 0.0
+        self._commits = LoopingCall(self.commit)
+        self._commits.clock = reactor
+        self._expiry = LoopingCall(self.expire)
+        self._expiry.clock = reactor
+
+    def room(self, room_id: str, tail: HistoryTail | None = None) -> RoomHistory:
+        """The history of the room ``room_id``, which ends at ``tail`` (as loaded; None: a new room)."""
+        return RoomHistory(self, room_id, tail or HistoryTail(), self.settings.history_ring)
+
+    # -- commits ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Commit every COMMIT_INTERVAL seconds; apply the retention now and daily."""
+        if not self.enabled:
+            return
+        self._commits.start(COMMIT_INTERVAL, now=False)
+        self._expiry.start(EXPIRY_INTERVAL, now=True)
+
+    def stop(self) -> defer.Deferred[None]:
+        """Stop the loops; fires once everything recorded is committed (or has failed, logged)."""
+        for loop in (self._commits, self._expiry):
+            if loop.running:
+                loop.stop()
+        return self._commit_all()
+
+    @defer.inlineCallbacks
+    def _commit_all(self) -> Any:
+        while self._committing is not None or self.waiting:
+            if self._committing is not None:
+                yield self._committing
+            else:
+                failed = yield self.commit()
+                if failed:
+                    return  # the store is failing: what waits is logged as lost at shutdown
+        return None
+
+    def commit(self) -> defer.Deferred[bool]:
+        """
+        Hand everything waiting to the store, one batch per room (unless a
+        commit is in flight: then it waits for the next). Fires with True if
+        the store failed (the events wait for the next commit).
+        """
+        if self._committing is not None or not self.waiting:
+            return defer.succeed(False)
+        waiting, self.waiting = self.waiting, []
+        batches: dict[RoomHistory, tuple[int, list[RoomEvent]]] = {}
+        for room, before, events in waiting:
+            merged = batches.get(room)
+            if merged is None:
+                batches[room] = (before, list(events))
+            else:
+                merged[1].extend(events)
+        work = [HistoryBatch(room.room_id, before, events) for room, (before, events) in batches.items()]
+        self._commit_started = self.reactor.seconds()
+        self._committing = self.store.append_history(work)
+
+        def done(_: None) -> bool:
+            took = self.reactor.seconds() - self._commit_started
+            if took > COMMIT_INTERVAL:
+                self.log.warn("a history commit of {rooms} room(s) took {took:.2f} s (more than {interval} s): "
+                              "history is falling behind the chat", rooms=len(work), took=took,
+                              interval=COMMIT_INTERVAL)
+            return False
+
+        def failed(failure: Any) -> bool:
+            self.log.error("could not store room history: {why}; will retry", why=failure.getErrorMessage())
+            self.waiting[:0] = waiting
+            excess = sum(len(events) for _, _, events in self.waiting) - MAX_WAITING
+            while excess > 0 and self.waiting:
+                _, _, events = self.waiting.pop(0)
+                excess -= len(events)
+                self.log.error("dropped {count} history event(s) the store could not take", count=len(events))
+            return True
+
+        def finished(result: bool) -> bool:
+            self._committing = None
+            return result
+
+        return self._committing.addCallbacks(done, failed).addBoth(finished)
+
+    def expire(self) -> defer.Deferred[None]:
+        """Delete the history older than ``--history-days`` (whole segments; the store says how many)."""
+        cutoff = self.reactor.seconds() - self.settings.history_days * 86400.0
+
+        def expired(count: int) -> None:
+            if count:
+                self.log.info("deleted {count} day(s) of room history older than {days} days", count=count,
+                              days=self.settings.history_days)
+
+        def failed(failure: Any) -> None:
+            self.log.error("could not delete old room history: {why}", why=failure.getErrorMessage())
+
+        return self.store.expire_history(cutoff).addCallbacks(expired, failed)
+
+    # -- reading ----------------------------------------------------------
+
+    def fill(self, history: RoomHistory, room: str) -> defer.Deferred[None]:
+        """
+        Fill ``history``'s ring from the store's tail if it has not been
+        (events up to ``stored_id``, before what the ring holds since
+        start-up); fires once it is. A store failure is logged: the ring
+        keeps what it has.
+        """
+        if history.filled or not self.enabled:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        if history._filling is not None:
+            history._filling.append(d)
+            return d
+        history._filling = [d]
+        size = history.ring.maxlen or 0
+
+        def filled(events: list[RoomEvent]) -> None:
+            history.ring = deque([*events, *history.ring], maxlen=size)
+
+        def failed(failure: Any) -> None:
+            self.log.error("could not read the history of {room}: {why}", room=room, why=failure.getErrorMessage())
+
+        def done(_: None) -> None:
+            history.filled = True
+            waiting, history._filling = history._filling or [], None
+            for each in waiting:
+                each.callback(None)
+
+        read = self.store.read_history(history.room_id, room, size, before=history.stored_id + 1)
+        read.addCallbacks(filled, failed).addCallback(done)
+        return d
+
+    def read(self, history: RoomHistory, room: str, count: int, before: int | None, kinds: frozenset[Any],
+             since: float, newer: Sequence[RoomEvent] = ()) -> defer.Deferred[list[RoomEvent]]:
+        """
+        The newest ``count`` events of ``kinds`` with an id below ``before``
+        (None: any) at or after ``since``, oldest first: from the ring where
+        it holds them, the rest from the store. ``newer``: the fan-out's
+        queue of this turn.
+        """
+        if not self.enabled or count <= 0:
+            return defer.succeed([])
+
+        def search(_: None) -> defer.Deferred[list[RoomEvent]]:
+            held = [*history.ring, *newer]
+            first = held[0].id if held else (before or history.stored_id + 1)
+            found = [event for event in held if (before is None or event.id < before) and event.kind in kinds
+                     and event.at >= since][-count:]
+            complete = len(held) < (history.ring.maxlen or 0) and history.filled
+            if len(found) >= count or complete or (held and held[0].at < since):
+                return defer.succeed(found)
+            limit = first if before is None else min(first, before)
+            older = self.store.read_history(history.room_id, room, count - len(found), before=limit, kinds=kinds,
+                                            since=since)
+            return older.addCallback(lambda events: [*events, *found])
+
+        return self.fill(history, room).addCallback(search)
