@@ -51,6 +51,7 @@ class EventSession:
         self.payloads: list[Any] = []
         self.replies: list[str] = []
         self.errors: list[str] = []
+        self.history: list[tuple[str, list[RoomEvent]]] = []
         self.privates: list[tuple[PrivateMessage, bool]] = []
         self.closed = False
 
@@ -98,9 +99,13 @@ class EventSession:
         self.name = name
         self.factory.attach(self)
 
-    def entered(self, room: Any) -> None:
+    def entered(self, room: Any, replay: Sequence[RoomEvent] = ()) -> None:
         self.room = room
+        self.history.append(("replay", list(replay)))
         self.factory.join(room, self)
+
+    def show_history(self, room: str, events: Sequence[RoomEvent], older: int | None) -> None:
+        self.history.append(("history", list(events)))
 
     def left(self) -> None:
         room, self.room = self.room, None

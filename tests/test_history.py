@@ -367,3 +367,20 @@ def test_stop_commits_what_is_waiting(tmp_path):
     clock.advance(0)
     done = factory.history.stop()
     assert done.called and [e.text for e in store.history[PUBLIC_ROOM_ID]][-1] == "last words"
+
+
+def test_a_structured_front_end_gets_replay_and_history_as_event_values(tmp_path):
+    from helpers import fired  # noqa: F401  (EventSession.run uses it)
+    from test_frontend_events import EventSession, Structured
+    factory, clock, _ = start()
+    ann = user(factory, clock, "ann", "public")
+    ann.send("hello", "/me waves")
+    bob = EventSession(factory, Structured())
+    bob.run("register", "bob", "secret1")
+    bob.run("public")
+    bob.run("history", "all")
+    (kind, replay), (kind2, shown) = bob.history
+    assert kind == "replay" and [(e.id, e.kind, e.text) for e in replay] == [(2, EventKind.SAY, "hello"),
+                                                                              (3, EventKind.ME, "waves")]
+    assert kind2 == "history" and [e.kind for e in shown] == [EventKind.JOIN, EventKind.SAY, EventKind.ME,
+                                                               EventKind.JOIN]
