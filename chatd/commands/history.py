@@ -17,7 +17,6 @@ from chatd.commands.builtin import ANYWHERE, ROOM, command
 from chatd.commands.table import Arg, Caller, Login
 from chatd.core.events import RoomEvent
 from chatd.text import name_key
-from chatd.wire import parse_count
 
 #: Lines ``/history`` shows when no N is given, and at most per request.
 HISTORY_DEFAULT = 20
@@ -29,6 +28,14 @@ HISTORY_USAGE = (f"usage: /history [all] [before ID] [N]: the last N lines (defa
                  f"{HISTORY_MAX}); 'all' adds joins and leaves; 'before ID' pages back.")
 
 
+def _number(text: str, maximum: int) -> int | None:
+    """ASCII digits of value 1 to ``maximum`` (no sign, no other scripts' digits), else None."""
+    if not text.isascii() or not text.isdigit() or len(text) > len(str(maximum)):
+        return None
+    value = int(text)
+    return value if 1 <= value <= maximum else None
+
+
 def parse_history(text: str) -> tuple[bool, int | None, int]:
     """``[all] [before ID] [N]`` as (everything, before, count); raises BadInput with the usage."""
     words = text.split()
@@ -37,13 +44,13 @@ def parse_history(text: str) -> tuple[bool, int | None, int]:
         words.pop(0)
     before: int | None = None
     if words and words[0].lower() == "before":
-        before = parse_count(words[1], ID_MAX) if len(words) > 1 else None
+        before = _number(words[1], ID_MAX) if len(words) > 1 else None
         if not before:
             raise errors.BadArguments(HISTORY_USAGE)
         words = words[2:]
     count: int | None = HISTORY_DEFAULT
     if words:
-        count = parse_count(words[0], HISTORY_MAX) if len(words) == 1 else None
+        count = _number(words[0], HISTORY_MAX) if len(words) == 1 else None
         if not count:
             raise errors.BadArguments(HISTORY_USAGE)
     assert count is not None
