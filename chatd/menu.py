@@ -47,6 +47,9 @@ class Peer(Session, Protocol):
     def show(self, code: Code, text: str) -> None:
         """Send one line of text with its mode code."""
 
+    def show_lines(self, lines: Sequence[tuple[Code, str]]) -> None:
+        """Send several lines (code, text) in one write."""
+
     def ask(self, code: Code, text: str) -> None:
         """Send a prompt (SPEAK, CREDENTIALS or CHAT) and remember it as the current one."""
 
@@ -151,11 +154,8 @@ class Dialogue:
         """A marked block of history: ``header``, each event with its date under ``code``, ``footer``."""
         if self._closed:
             return
-        self.reply(header)
-        show = self.session.show
-        for event in events:
-            show(code, dated_line(event))
-        self.reply(footer)
+        frame: Code = CHAT if self.room is not None or self._gone else LISTEN  # as reply() answers
+        self.session.show_lines([(frame, header), *((code, dated_line(event)) for event in events), (frame, footer)])
 
     def left(self) -> None:
         room, self.room = self.room, None

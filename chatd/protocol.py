@@ -17,7 +17,7 @@ connection, counting what waits against ``--max-outbound``.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -537,7 +537,14 @@ class ChatProtocol(LineReceiver):
         for an answer (a private message, a notice) is followed by the
         prompt again.
         """
-        data = self._render(code, text)
+        self._show(self._render(code, text))
+
+    def show_lines(self, lines: Sequence[tuple[Code, str]]) -> None:
+        """Several lines (a block of room history) as :meth:`show` sends each, in one write."""
+        if lines:
+            self._show(b"".join(self._render(code, text) for code, text in lines))
+
+    def _show(self, data: bytes) -> None:
         if self._mid_line:
             data = b"\r\n" + data
             if self._prompt_open:

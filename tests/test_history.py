@@ -384,3 +384,17 @@ def test_a_structured_front_end_gets_replay_and_history_as_event_values(tmp_path
                                                                               (3, EventKind.ME, "waves")]
     assert kind2 == "history" and [e.kind for e in shown] == [EventKind.JOIN, EventKind.SAY, EventKind.ME,
                                                                EventKind.JOIN]
+
+
+def test_the_replayed_block_is_one_write(tmp_path):
+    """Header, lines and footer leave in one send: 22 small sends in a row would wait on delayed ACKs (Nagle)."""
+    factory, clock, _ = start()
+    ann = user(factory, clock, "ann", "public")
+    ann.send(*[f"n{n}" for n in range(20)])
+    bob = user(factory, clock, "bob")
+    writes = []
+    write = bob.transport.write
+    bob.transport.write = lambda data: writes.append(data) or write(data)
+    bob.send("public")
+    assert len(writes) == 3  # the answer, the block, the room's batch (the join)
+    assert writes[1].startswith(b"111 --- 20 earlier lines") and writes[1].endswith(b"111 --- end of earlier lines ---\r\n")
