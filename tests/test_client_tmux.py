@@ -44,8 +44,10 @@ class Terminal:
     def type(self, text: str) -> None:
         self.tmux("send-keys", "-t", "chat", "-l", text)
 
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", "chat")
+    def screen(self, *options: str) -> str:
+        """The visible screen; ``options`` of ``capture-pane``: ``-e`` keeps colours and attributes, ``-S -`` adds
+        the scrollback."""
+        return self.tmux("capture-pane", "-p", *options, "-t", "chat")
 
     def wait(self, pattern: str, timeout: float = 15.0) -> str:
         """The screen, once ``pattern`` (a regex, multiline) is on it; fails after ``timeout`` s."""
@@ -150,9 +152,13 @@ def test_typed_text_survives_incoming_lines_tab_completes_and_up_recalls(termina
 def test_reconnect_after_server_restart_logs_in_again_and_rejoins_the_room(terminal, daemon):
     """
     The server restarts: the client says so, tries again with backoff, logs in again with the password it
-    kept, rejoins its room and says so; a line typed while it was away is sent once it is back.
+    kept, rejoins its room and says so; a line typed while it was away is sent once it is back. The room's
+    replay on rejoining holds a line it showed before the restart: that one is not shown again.
     """
     enter_room(terminal, "ann", "lab")
+    terminal.type("before the restart")
+    terminal.keys("Enter")
+    terminal.wait(r"\] ann: before the restart$")
     daemon.stop()
     terminal.wait(r"Connection lost \(The server is shutting down\. Bye\.\); reconnecting in 1 s")
     terminal.type("typed while away")
@@ -164,9 +170,38 @@ def test_reconnect_after_server_restart_logs_in_again_and_rejoins_the_room(termi
     try:
         bob.register("bob")
         bob.send("join lab", "/who")
+        bob.expect(r"\] ann: before the restart")  # kept across the restart, so replayed to ann too ...
         bob.expect(r"In lab \(2\): ann, bob")
         bob.send("welcome back ann")
         terminal.wait(r"bob: welcome back ann$")
     finally:
         bob.close()
     assert "secret1" not in terminal.screen()
+    everything = terminal.screen("-S", "-")
+    assert everything.count("ann: before the restart") == 1, everything  # ... where it was dropped: seen already
+
+
+def test_history_replayed_on_entering_is_dimmed_and_history_is_not(terminal, daemon):
+    """
+    A line said before the user entered the room is replayed on entering, dimmed (SGR 2 on the screen),
+    with today's local time and no date; lines said after, and a /history answer, are not dimmed.
+    """
+    bob = Conn(daemon.port)
+    try:
+        bob.register("bob")
+        bob.send("public", "said before ann came")
+        bob.expect(r"bob: said before ann came")
+        enter_room(terminal, "ann")
+        terminal.wait(r"^\[\d\d:\d\d:\d\d\] bob: said before ann came$")
+        bob.send("said after ann came")
+        terminal.wait(r"bob: said after ann came$")
+        terminal.type("/history 1")
+        terminal.keys("Enter")
+        terminal.wait(r"(?s)bob: said after ann came$.*^\[\d\d:\d\d:\d\d\] bob: said after ann came$")
+        lines = terminal.screen("-e").splitlines()
+        replayed = [line for line in lines if "said before ann came" in line]
+        later = [line for line in lines if "said after ann came" in line]
+        assert len(replayed) == 1 and "\x1b[2m" in replayed[0], lines
+        assert len(later) == 2 and not any("\x1b[2m" in line for line in later), lines
+    finally:
+        bob.close()
