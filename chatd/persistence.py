@@ -1358,11 +1358,18 @@ MARK_VALUE_MAX = 1000
 INVALID_KEY = "row(s) with an invalid key"
 
 
+INVALID_VALUE = "row(s) with an invalid value"
+
+
+def _mark_value_ok(value: str) -> bool:
+    return len(value) <= MARK_VALUE_MAX and clean_text(value) == value
+
+
 def mark_row(user: str, key: str, value: str) -> list[str]:
     """The marks.csv row of one mark (the value formula-safe); raises ValueError for a bad key or value."""
     if not MARK_KEY.match(key):
         raise ValueError(f"{key!r} is no mark key (1-64 ASCII letters, digits, ':' and '_')")
-    if len(value) > MARK_VALUE_MAX or clean_text(value) != value:
+    if not _mark_value_ok(value):
         raise ValueError(f"mark {key}: the value is not clean text of at most {MARK_VALUE_MAX} characters")
     return [user, key, "'" + value if value.startswith(_FORMULA_STARTS) else value]
 
@@ -1372,7 +1379,8 @@ def read_marks(path: str, migrations: list[str] | None = None) -> tuple[dict[str
     marks.csv (:func:`read_rows`) as name key -> key -> value: the last row
     of a name key and key counts, an empty value deletes. Rows skipped (and
     moved to ``marks.csv.rejected``): a user name that breaks the naming
-    rule, a key that is not a mark key. A file with more than twice as many
+    rule, a key that is not a mark key, a value :meth:`CsvStore.set_marks`
+    would refuse (not clean text, too long). A file with more than twice as many
     rows as values (and 100 more) is rewritten with just the values
     (aside, fsync, rename). Returns the marks and notes.
     """
@@ -1380,7 +1388,9 @@ def read_marks(path: str, migrations: list[str] | None = None) -> tuple[dict[str
     def check(row: list[str]) -> str | None:
         if check_name(row[0], "user", USER_NAME_MAX) is not None:
             return INVALID_NAME
-        return None if MARK_KEY.match(row[1]) else INVALID_KEY
+        if not MARK_KEY.match(row[1]):
+            return INVALID_KEY
+        return None if _mark_value_ok(row[2][1:] if row[2].startswith("'") else row[2]) else INVALID_VALUE
 
     rows, notes = read_rows(path, MARKS_TABLE, migrations, check)
     marks: dict[str, dict[str, str]] = {}

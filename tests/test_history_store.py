@@ -338,12 +338,14 @@ def test_a_block_boundary_inside_a_line_and_damaged_rows(long_history, tmp_path,
     lines[5] = b'"broken,row'  # id 25
     lines[6] = b"26,not a time,say,ann,hi,20"
     lines[7] = b"27,2026-11-30T00:00:13.000000Z,no_such_kind,ann,hi,21"
+    lines[8] = b"28,2026-11-30T00:00:13.500000Z,say,ann,\x1b[2Jwiped\x07,22"  # edited in by hand
     path.write_bytes(b"\n".join(lines))
     for block in (7, 13, 64, 100_000):
         monkeypatch.setattr(csv_history, "READ_BLOCK", block)
         assert _ids(fired(long_history.read_history("lab1", "lab", 14))) == [24] + list(range(28, 41))
         assert _ids(fired(long_history.read_history("lab1", "lab", 100))) == (
             list(range(1, 25)) + list(range(28, 41)))
+    assert fired(long_history.read_history("lab1", "lab", 1, before=29))[0].text == "wiped"
 
 
 def test_text_and_senders_round_trip_formula_safe(store, tmp_path):
@@ -507,7 +509,8 @@ def test_a_few_old_rows_are_not_worth_a_rewrite(tmp_path):
 
 def test_bad_marks_rows_are_moved_out(tmp_path):
     (tmp_path / "marks.csv").write_bytes(b"\xef\xbb\xbf#chatd-marks,2.1,user,key,value\n"
-                                         b"ann,read:lab1,3\nbad name,k,1\nann,bad key,1\n\"odd,k\nann,replay,off")
+                                         b"ann,read:lab1,3\nbad name,k,1\nann,bad key,1\n\"odd,k\n"
+                                         b"ann,away,\x1b[31mred\nann,replay,off")
     loaded = _store(tmp_path).load_now()
     assert loaded.marks == {"ann": {"read:lab1": "3"}}
     assert sorted(loaded.repairs) == sorted([
@@ -516,6 +519,7 @@ def test_bad_marks_rows_are_moved_out(tmp_path):
         "marks.csv: skipped 1 row(s) with an invalid name (line 3); moved to marks.csv.rejected",
         "marks.csv: skipped 1 row(s) with an invalid key (line 4); moved to marks.csv.rejected",
         "marks.csv: skipped 1 malformed row(s) (line 5); moved to marks.csv.rejected",
+        "marks.csv: skipped 1 row(s) with an invalid value (line 6); moved to marks.csv.rejected",
     ])
 
 

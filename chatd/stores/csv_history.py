@@ -37,6 +37,7 @@ from chatd.persistence import (
     parse_line, repair_tail,
 )
 from chatd.store import LINE_KINDS, HistoryBatch, HistoryTail, StoreError
+from chatd.text import clean_text
 
 #: The directory of the rooms' histories, in the data directory.
 HISTORY = "history"
@@ -383,7 +384,8 @@ class HistoryFiles:
                 continue
             if kinds is not None and kind not in kinds:
                 continue
-            found.append(RoomEvent(room, event_id, at, _unsafe(row[3]), kind, _unsafe(row[4])))
+            # Cleaned again (a no-op for what chatd wrote): an escape sequence edited into a file never reaches a terminal.
+            found.append(RoomEvent(room, event_id, at, clean_text(_unsafe(row[3])), kind, clean_text(_unsafe(row[4]))))
             if len(found) >= count:
                 return True
         return False
