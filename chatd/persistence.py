@@ -1095,12 +1095,8 @@ class CsvStore:
         Append a room (its cells where rooms.csv's header puts them); fires
         once it and its ``event`` row are fsynced, fails with StoreError.
         Raises ValueError if ``record.id`` is not 1-32 ASCII letters and
-        digits, or is the public room's (the caller makes the id). A record
-        without an id (a caller from before ids) is stored with a fresh one,
-        which its caller does not know: its history is not kept.
+        digits (empty too), or is the public room's: the caller makes the id.
         """
-        if not record.id:
-            record = attrs.evolve(record, id=new_room_id(self._room_ids))
         if not ROOM_ID.match(record.id) or record.id == PUBLIC_ROOM_ID:
             raise ValueError(f"room {record.name!r}: {record.id!r} is no room id (1-32 ASCII letters and digits)")
         row = _in_columns(self._room_columns, ROOMS_TABLE, [record.name, record.owner, record.created, record.id])

@@ -111,7 +111,7 @@ def test_invalid_and_duplicate_ids_are_rejected_like_other_bad_rows(tmp_path):
     assert (tmp_path / "rooms.csv.rejected").read_bytes() == rows[len(b"a,ann,t,ok1\n"):]
 
 
-@pytest.mark.parametrize("room_id", ["public", "has-dash", "x" * 33, "caf\u00e9", "../up"])
+@pytest.mark.parametrize("room_id", ["", "public", "has-dash", "x" * 33, "caf\u00e9", "../up"])
 def test_add_room_refuses_what_is_no_room_id(tmp_path, room_id):
     store = _store(tmp_path)
     store.load_now()
