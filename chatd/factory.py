@@ -28,7 +28,7 @@ from chatd.broadcast import Batcher, Fanout
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.core.ports import Bus, LeaveReason, RoomFiles, Session, SessionEnd
 from chatd.history import History, RoomHistory
-from chatd.limits import Limits
+from chatd.limits import Limits, try_again
 from chatd.passwords import Passwords
 from chatd.presence import SEEN_MARK, Presence
 from chatd.settings import PUBLIC_ROOM, Settings
@@ -93,7 +93,7 @@ class Clock:
 
 def registrations_refused(wait: float) -> str:
     """The answer to a registration past ``--address-registrations``, ``wait`` seconds before the next."""
-    return f"too many new accounts from your address; try again in {int(wait) + 1} seconds."
+    return "too many new accounts from your address; " + try_again(wait)
 
 
 def not_saved(what: str) -> Callable[[Any], NoReturn]:
@@ -319,7 +319,7 @@ class ChatFactory(Factory):
         wait = self.limits.login_refused(address)
         if wait:
             return defer.fail(errors.NotAllowed(
-                f"too many failed logins from your address; try again in {int(wait) + 1} seconds."))
+                "too many failed logins from your address; " + try_again(wait)))
         refused = self.limits.password_check_refused(address, name)
         if refused:
             return defer.fail(errors.NotAllowed(refused))

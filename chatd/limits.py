@@ -71,6 +71,12 @@ HISTORY_REQUEST_RATE = 0.5
 HISTORY_REQUEST_BURST = 5.0
 
 
+def try_again(wait: float) -> str:
+    """``try again in N seconds.`` for a wait of ``wait`` seconds (rounded up past it: ``1 second``, ``3 seconds``)."""
+    seconds = int(wait) + 1
+    return f"try again in {seconds} second{'s' if seconds != 1 else ''}."
+
+
 class TokenBucket:
     """
     ``burst`` tokens, refilled at ``rate`` per second. :meth:`take` spends one
@@ -319,10 +325,10 @@ class Limits:
         account = name_key(account) if account and settings.account_password_checks > 0 else ""
         wait = self.address_checks.wait(address) if by_address else 0.0
         if wait:
-            return f"too many logins from your address; try again in {int(wait) + 1} seconds."
+            return "too many logins from your address; " + try_again(wait)
         wait = self.account_checks.wait(account) if account else 0.0
         if wait:
-            return f"too many logins to this account; try again in {int(wait) + 1} seconds."
+            return "too many logins to this account; " + try_again(wait)
         if by_address and self.address_checks.take(address):
             self.log.warn("password checks from {address} are being refused", address=address)
         if account and self.account_checks.take(account):

@@ -356,6 +356,9 @@ class ChatClient(LineReceiver):
         #: After a reconnect, the line of :attr:`seen` for the rejoined room: replayed lines up to and
         #: including it are dropped (None: none to drop).
         self._seen_up_to: tuple[datetime, str] | None = None
+        #: After a reconnect, the header of the replayed block, held until one of its lines is shown (a block
+        #: whose every line was seen before is not shown at all, frame included).
+        self._held_frame: str | None = None
         self.downloads = downloads
         self.run = run
         #: Progress bars: True, False, or None (when stderr is a terminal); timed by ``clock``, drawn by ``progress_out``.
@@ -449,9 +452,13 @@ class ChatClient(LineReceiver):
         if text.startswith(("Logged in as ", "Registered and logged in as ")):
             self.logged_in = True
             self.words.me = text.rpartition(" as ")[2].removesuffix(".")
-            self.account = (self.words.me, self._last_secret)
-            if self._resuming == "password":
+            if self._resuming == "password" and self.account is not None:
+                # Logged in again with the kept password (the user typed none on this connection): keep it for
+                # the next reconnect too.
+                self.account = (self.words.me, self.account[1])
                 self._resuming = "join"
+            else:
+                self.account = (self.words.me, self._last_secret)
         elif text == "Password changed." and self.account is not None:
             self.account = (self.account[0], self._last_secret)
         elif text == "Logged out.":
@@ -529,6 +536,9 @@ class ChatClient(LineReceiver):
                     self._seen_up_to = None  # the last line seen: the next ones are news
                 return
         self._remember(found, text)
+        if self._held_frame is not None:
+            held, self._held_frame = self._held_frame, None
+            self._show_line(held)
         self.console.show_dimmed(printable(local_time(text, now, self.zone)))
 
     def _history(self, text: str) -> None:
@@ -601,6 +611,13 @@ class ChatClient(LineReceiver):
             return
         if text.startswith("Entered room "):
             self.room = text.split(" ", 3)[2]
+        if text.startswith("--- "):  # a frame of a block of history (docs/PROTOCOL.md, "Room history")
+            if self._seen_up_to is not None and not text.startswith("--- end"):
+                self._held_frame = text
+                return
+            if self._held_frame is not None:  # the end of a replayed block none of whose lines was news
+                self._held_frame = None
+                return
         self._show_line(text)
         if self._resuming == "entering" and text.startswith("Entered room "):
             self._resumed()

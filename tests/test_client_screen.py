@@ -266,6 +266,19 @@ def test_resume_logs_in_and_rejoins_without_showing_the_menu():
     assert wire.value() == b"typed while away\r\n"
 
 
+def test_a_resumed_client_keeps_the_password_for_the_next_reconnect():
+    """Tester: the second reconnect of a session sent an empty password (none typed on the first new connection)."""
+    screen = FakeScreen()
+    client, wire = client_on(screen)
+    client.resume(("ann", "hunter22"), "lab")
+    server(client, "11 menu>", "01 Password:", "00 Logged in as ann.", "11 menu>", "111 Entered room lab (2 here).")
+    assert (client.account, client.room) == (("ann", "hunter22"), "lab")
+    again, wire2 = client_on(FakeScreen())
+    again.resume(client.account, client.room, client.seen)
+    server(again, "11 menu>", "01 Password:")
+    assert wire2.value() == b"login ann\r\nhunter22\r\n"
+
+
 def test_resume_refused_hands_the_menu_to_the_user():
     """A refused login says why and leaves the user at the menu's prompt."""
     screen = FakeScreen()
@@ -463,10 +476,13 @@ def test_a_reconnect_drops_replayed_lines_already_shown():
 
 
 def test_a_reconnect_drops_a_replay_of_nothing_new_and_keeps_other_rooms_replays():
-    """All replayed lines older than the last seen are dropped; a room never seen is replayed whole."""
+    """
+    All replayed lines older than the last seen are dropped, and the block's frame with them (tester: an empty
+    "--- 20 earlier lines ---" block); a room never seen is replayed whole.
+    """
     seen = seen_in_lab(["[10:00:00] bob: last"])
-    assert [kind for kind, _ in rejoin_lab(seen, "[2026-11-29 09:00:00] bob: older")] == ["show", "show", "show",
-                                                                                          "show"]
+    assert rejoin_lab(seen, "[2026-11-29 09:00:00] bob: older") == [
+        ("show", "Entered room lab (2 here)."), ("show", "Reconnected: logged in again as ann and back in lab.")]
     assert ("dim", "[09:00:00] bob: older") in rejoin_lab({}, "[2026-11-29 09:00:00] bob: older")
 
 

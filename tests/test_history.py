@@ -398,3 +398,22 @@ def test_the_replayed_block_is_one_write(tmp_path):
     bob.send("public")
     assert len(writes) == 3  # the answer, the block, the room's batch (the join)
     assert writes[1].startswith(b"111 --- 20 earlier lines") and writes[1].endswith(b"111 --- end of earlier lines ---\r\n")
+
+
+@pytest.mark.parametrize("wait, text", [(0.3, "try again in 1 second."), (1.0, "try again in 2 seconds."),
+                                        (2.5, "try again in 3 seconds.")])
+def test_waits_are_said_in_whole_seconds_with_the_right_plural(wait, text):
+    """Tester: 'try again in 1 seconds.' (every limit's refusal says its wait through try_again)."""
+    from chatd.limits import try_again
+    assert try_again(wait) == text
+
+
+def test_a_history_request_refused_within_the_last_second_says_1_second(tmp_path):
+    factory, clock, _ = start()
+    ann = user(factory, clock, "ann", "public")
+    for _ in range(int(HISTORY_REQUEST_BURST)):
+        ann.send("/history")
+    ann.output()
+    clock.advance(1.5)
+    ann.send("/history")
+    assert ann.output() == "02 Error: too many /history requests; try again in 1 second.\r\n"

@@ -16,6 +16,7 @@ from chatd import errors
 from chatd.commands.builtin import ANYWHERE, ROOM, command
 from chatd.commands.table import Arg, Caller, Login
 from chatd.core.events import RoomEvent
+from chatd.limits import try_again
 from chatd.text import name_key
 
 #: Lines ``/history`` shows when no N is given, and at most per request.
@@ -62,7 +63,7 @@ def _history_refused(caller: Caller) -> str | None:
     requests, key = caller.factory.limits.history_requests, name_key(caller.session.name or "")
     wait = requests.wait(key)
     if wait:
-        return f"too many /history requests; try again in {int(wait) + 1} seconds."
+        return "too many /history requests; " + try_again(wait)
     requests.take(key)
     return None
 
