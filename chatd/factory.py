@@ -772,6 +772,19 @@ class ChatFactory(Factory):
         """The names of every logged-in user, by name (case-insensitively)."""
         return defer.succeed(sorted((session.name or "" for session in self.online.values()), key=name_key))
 
+    def whereabouts(self, names: list[str], asker: str | None = None) -> dict[str, str]:
+        """
+        The room each of the users ``names`` (as online_names gives them) is in, for ``asker``: name -> room
+        name; users at the menu are left out (rooms ``asker`` may not see, too, once rooms can be private).
+        """
+        wanted = set(names)
+        found: dict[str, str] = {}
+        for room in self.rooms.values():
+            for member in room.fanout.members():
+                if member.name in wanted:
+                    found[member.name] = room.name
+        return found
+
     def sessions(self) -> Iterator[Session]:
         """Every logged-in session."""
         return iter(self.online.values())

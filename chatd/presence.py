@@ -175,9 +175,19 @@ class Presence:
             shared_room=shared,
         )
 
-    def marked(self, names: Iterable[str]) -> list[str]:
-        """``names`` with `` (away)`` after each away user's name, in the same order."""
-        if not self._away:
-            return list(names)
+    def marked(self, names: Iterable[str], rooms: Mapping[str, str] | None = None) -> list[str]:
+        """
+        ``names`` with `` (away)`` after each away user's name, in the same order; with ``rooms`` (name ->
+        the room they are in) also where they are: ``bob (in lab)``, ``bob (away, in lab)``.
+        """
         away = self._away
-        return [f"{name} (away)" if name_key(name) in away else name for name in names]
+        if not away and not rooms:
+            return list(names)
+        marked = []
+        for name in names:
+            marks = ["away"] if name_key(name) in away else []
+            room = rooms.get(name) if rooms else None
+            if room is not None:
+                marks.append(f"in {room}")
+            marked.append(f"{name} ({', '.join(marks)})" if marks else name)
+        return marked

@@ -24,7 +24,8 @@ DIM, NORMAL = "\x1b[2m", "\x1b[0m"
 
 _STAMP = r"\[\d\d:\d\d:\d\d\] "
 #: ``/who``: ``In lab (2): alice, bob``; the menu's ``info``: ``In it now (2): ann, bob``; ``/users``:
-#: ``Online (3): ann, Bob, carol`` (maybe ``, and M more``); an away user is ``bob (away)`` in both.
+#: ``Online (3): ann, Bob (in lab), carol`` (maybe ``, and M more``); an away user is ``bob (away)`` in both
+#: (``/users``: ``bob (away, in lab)``).
 _NAME_LIST = re.compile(r"(?:In \S+|In it now|Online) \([^)]*\): (.*)")
 _ENTERED = re.compile(r"Entered room \S+ \(")
 _JOINED = re.compile(_STAMP + r"\* (\S+) (joined|left) \S+$")
@@ -32,8 +33,8 @@ _SPEAKER = re.compile(_STAMP + r"(?:\* |\*)?([^\s:*]+)[:* ]")
 #: A ``/help`` line: ``  /msg NAME TEXT: send a private message.``
 _HELP = re.compile(r"\s+(/[a-z]+)\b")
 _MORE = re.compile(r"and \d+ more$")
-#: ``/who`` and ``/users`` mark away users: ``bob (away)``.
-_AWAY = " (away)"
+#: One name of such a list, with its marks in parentheses: ``bob``, ``bob (away)``, ``bob (away, in lab)``.
+_LISTED = re.compile(r"(?:^|, )([^\s,()]+)(?: \([^)]*\))?")
 
 
 class Screen(Protocol):
@@ -93,8 +94,7 @@ class Vocabulary:
             return
         match = _NAME_LIST.match(text)
         if match:
-            names = [_MORE.sub("", part).strip().removesuffix(_AWAY) for part in match.group(1).split(",")]
-            names = [name for name in names if name and " " not in name]
+            names = [name for name in _LISTED.findall(_MORE.sub("", match.group(1))) if name != "and"]
             if text.startswith("In ") and not text.startswith("In it now"):
                 self.members = dict.fromkeys(names)
             else:

@@ -122,12 +122,12 @@ def test_logout_in_a_room_leaves_it_and_the_online_list_and_keeps_the_connection
     assert out.endswith(MENU) and out.count("menu>") == 1
     assert ann.output().endswith("* bob left public\r\n")
     ann.send("/users")
-    assert ann.output() == "111 Online (1): ann\r\n"
+    assert ann.output() == "111 Online (1): ann (in public)\r\n"
     bob.send("public")
     assert bob.output() == ("02 Error: please log in first (login) or create an account (register).\r\n" + MENU)
     assert "00 Logged in as bob." in bob.login("bob")
     bob.send("users")
-    assert bob.output() == "00 Online (2): ann, bob\r\n" + MENU  # no longer away
+    assert bob.output() == "00 Online (2): ann (in public), bob\r\n" + MENU  # no longer away
     factory.store.flush_events()
     assert [(row[2], row[3]) for row in _events(str(tmp_path), "logout")] == [("bob", "public")]
 

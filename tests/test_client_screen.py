@@ -68,7 +68,8 @@ def test_vocabulary_learns_members_from_who_joins_leaves_and_speakers():
     words.heard("Entered room other (1 here). Type /help for commands, /exit to leave.")
     assert words.members == {}
     words.heard("Online (3; the first 2 by name): erin, frank, and 1 more")
-    assert list(words.others) == ["bob", "erin", "frank"]
+    words.heard("Online (2): gina (away, in lab), hal (in public)")
+    assert list(words.others) == ["bob", "erin", "frank", "gina", "hal"]
 
 
 def test_vocabulary_completes_names_and_commands():

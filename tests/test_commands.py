@@ -39,14 +39,14 @@ def test_users_lists_everyone_online_at_the_menu_and_in_a_room(world):
                                "menu> ")
     carol.output()
     carol.send("users")
-    assert carol.output() == "Online (3): ann, Bob, carol\r\nmenu> "
+    assert carol.output() == "Online (3): ann (in public), Bob (in public), carol\r\nmenu> "
     carol.send("10")
-    assert carol.output() == "Online (3): ann, Bob, carol\r\nmenu> "
+    assert carol.output() == "Online (3): ann (in public), Bob (in public), carol\r\nmenu> "
     ann.send("/users")
-    assert ann.output() == "111 Online (3): ann, Bob, carol\r\n"
+    assert ann.output() == "111 Online (3): ann (in public), Bob (in public), carol\r\n"
     carol.disconnect()
-    ann.send("/USERS")
-    assert ann.output() == "111 Online (2): ann, Bob\r\n"
+    ann.send("/exit", "USERS")
+    assert ann.output().endswith("00 Online (2): ann, Bob (in public)\r\n11 menu>\r\n")
 
 
 def test_users_shows_at_most_a_hundred_names_and_counts_them_all(tmp_path):

@@ -28,7 +28,8 @@ def test_away_is_shown_in_who_and_users_until_back(world):
     bob.send("/away gone fishing")
     assert bob.output() == "111 You are marked as away: gone fishing\r\n"
     ann.send("/who", "/users")
-    assert ann.output() == "111 In public (2): ann, bob (away)\r\n111 Online (2): ann, bob (away)\r\n"
+    assert ann.output() == ("111 In public (2): ann, bob (away)\r\n"
+                            "111 Online (2): ann (in public), bob (away, in public)\r\n")
     bob.send("/back")
     assert bob.output() == "111 You are no longer marked as away.\r\n"
     ann.send("/who")

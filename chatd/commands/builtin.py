@@ -95,10 +95,13 @@ def login(caller: Caller, name: str, password: str) -> defer.Deferred[None]:
 
 @command("users", "show who is online", ANYWHERE, number="10", login=Login.REQUIRED)
 def users(caller: Caller) -> defer.Deferred[None]:
-    """``Online (N): a, b, ...``: every logged-in user, by name, at most USERS_SHOWN of them."""
+    """
+    ``Online (N): a, b (in lab), c (away), ...``: every logged-in user, by name, with the room they are in
+    (where they can be reached: issue 13) and whether they are away; at most USERS_SHOWN of them.
+    """
 
     def show(names: list[str]) -> None:
-        names = caller.factory.presence.marked(names)
+        names = caller.factory.presence.marked(names, caller.factory.whereabouts(names, caller.session.name))
         if len(names) <= USERS_SHOWN:
             caller.reply(f"Online ({len(names)}): {', '.join(names)}")
         else:
