@@ -51,6 +51,24 @@ class RoomRecord:
 PUBLIC_ROOM_ID = "public"
 
 
+#: The kinds of per-room values (:meth:`Store.set_room_values`, issue 14): the topic (key ""), a room setting
+#: (key: its name, e.g. ``invite_only``), an operator (key: the account's name key), a ban, a mute, an invite
+#: (the same). Values are short text the core encodes (chatd.moderation); "" deletes.
+RoomValueKind = Literal["topic", "setting", "op", "ban", "mute", "invite"]
+#: The room id under which server-wide values are kept (bans of an address or network).
+SERVER = ""
+
+
+@attrs.frozen(slots=True)
+class RoomValue:
+    """One per-room value: ``room_id`` (:attr:`RoomRecord.id`; :data:`SERVER`: server-wide), its kind, key, value."""
+
+    room_id: str
+    kind: RoomValueKind
+    key: str
+    value: str
+
+
 @attrs.frozen(slots=True)
 class HistoryTail:
     """
@@ -86,6 +104,9 @@ class HistoryBatch:
 EventName = Literal[
     "register", "login", "rehash", "password_change", "account_delete", "login_failed", "logout", "disconnect", "replaced", "sendq_exceeded",
     "room_create", "room_delete", "join", "leave", "file_refused", "file", "file_aborted",
+    # moderation and administration (issue 14): who did it is ``user``, to whom and why in the details
+    "kick", "ban", "unban", "mute", "unmute", "topic", "room_setting", "invite", "uninvite", "op", "deop", "owner",
+    "lock", "unlock", "password_reset", "session_end", "address_ban", "address_unban", "notice",
 ]
 
 
@@ -168,6 +189,8 @@ class Loaded:
     history: Mapping[str, HistoryTail] = attrs.field(factory=dict)
     #: Per-account settings and read marks (:meth:`Store.set_marks`): name key -> key -> value.
     marks: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)
+    #: Per-room values (:meth:`Store.set_room_values`): room id -> (kind, key) -> value.
+    room_values: Mapping[str, Mapping[tuple[str, str], str]] = attrs.field(factory=dict)
 
 
 class StoreError(Exception):
@@ -220,6 +243,19 @@ class Store(Protocol):
 
     def flush_events(self) -> defer.Deferred[None]:
         """Write the queued events now; fires once they are written (or kept for a retry)."""
+
+    # -- moderation (issue 14) --
+
+    def set_room_values(self, values: Sequence[RoomValue], event: LogEvent | None = None) -> defer.Deferred[None]:
+        """
+        Set per-room values (a value "" deletes its key), all together; fires
+        once they and ``event`` are durable, fails with StoreError (none of
+        them then counts). Deleting a room deletes its values; deleting an
+        account deletes the values keyed by its name key.
+        """
+
+    def set_room_owner(self, name: str, owner: str, event: LogEvent | None = None) -> defer.Deferred[None]:
+        """Make ``owner`` the owner of the room ``name`` (any case); fires once that and ``event`` are durable."""
 
     # -- room history (docs/ARCHITECTURE.md, "History") --
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.store import (
-    LINE_KINDS, PUBLIC_ROOM_ID, AccountDict, EventName, HistoryBatch, HistoryTail, Loaded, LogEvent, RoomRecord, StoreError,
-    UserRecord,
+    LINE_KINDS, PUBLIC_ROOM_ID, AccountDict, EventName, HistoryBatch, HistoryTail, Loaded, LogEvent, RoomRecord,
+    RoomValue, StoreError, UserRecord,
 )
 from chatd.text import name_key
 
@@ -46,10 +46,13 @@ class MemoryStore:
         self.tails: dict[str, HistoryTail] = {}
         #: Name key -> per-account values (Store.set_marks).
         self.marks: dict[str, dict[str, str]] = {}
+        #: Room id -> (kind, key) -> value (Store.set_room_values).
+        self.room_values: dict[str, dict[tuple[str, str], str]] = {}
 
     def load(self) -> defer.Deferred[Loaded]:
         return defer.succeed(Loaded(AccountDict(self.users), list(self.rooms.values()), [], private=list(self.private),
-                                    history=dict(self.tails), marks={k: dict(v) for k, v in self.marks.items()}))
+                                    history=dict(self.tails), marks={k: dict(v) for k, v in self.marks.items()},
+                                    room_values={k: dict(v) for k, v in self.room_values.items()}))
 
     def start(self) -> defer.Deferred[None]:
         return defer.succeed(None)
@@ -80,6 +83,9 @@ class MemoryStore:
             self.users.pop(name_key(name), None)
             self.private = [m for m in self.private if name_key(m.recipient) != name_key(name)]
             self.marks.pop(name_key(name), None)
+            for values in self.room_values.values():
+                for kind_key in [kk for kk in values if kk[0] != "setting" and kk[1] == name_key(name)]:
+                    del values[kind_key]
 
         return self._change(remove, event)
 
@@ -101,6 +107,7 @@ class MemoryStore:
             if record is not None:
                 self.history.pop(record.id, None)
                 self.tails.pop(record.id, None)
+                self.room_values.pop(record.id, None)
 
         return self._change(remove, event)
 
@@ -149,3 +156,22 @@ class MemoryStore:
                     values.pop(key, None)
 
         return self._change(change, None)
+
+    def set_room_values(self, values: Sequence[RoomValue], event: LogEvent | None = None) -> defer.Deferred[None]:
+        def change() -> None:
+            for value in values:
+                room = self.room_values.setdefault(value.room_id, {})
+                if value.value:
+                    room[(value.kind, value.key)] = value.value
+                else:
+                    room.pop((value.kind, value.key), None)
+
+        return self._change(change, event)
+
+    def set_room_owner(self, name: str, owner: str, event: LogEvent | None = None) -> defer.Deferred[None]:
+        def change() -> None:
+            key = name_key(name)
+            if key in self.rooms:
+                self.rooms[key] = attrs.evolve(self.rooms[key], owner=owner)
+
+        return self._change(change, event)
