@@ -33,13 +33,39 @@ class EventKind(enum.StrEnum):
     #: ``sender``'s file was not shared; ``text``: its name and why.
     FILE_FAILED = "file_failed"
 
+    # Moderation (issue 14): ``sender`` did it to ``target``; ``text`` is the reason (or the topic);
+    # ``until`` the end of a timed ban or mute (seconds since the epoch; 0: until lifted).
+    #: ``sender`` removed ``target`` from the room.
+    KICK = "kick"
+    #: ``sender`` banned ``target`` from the room (until ``until``, 0: until lifted).
+    BAN = "ban"
+    #: The ban of ``target`` was lifted by ``sender`` ("" if it ran out).
+    UNBAN = "unban"
+    #: ``sender`` muted ``target`` (until ``until``); ``sender`` "" : the flood limiter did.
+    MUTE = "mute"
+    #: ``target`` may speak again (lifted by ``sender``; "" if it ran out).
+    UNMUTE = "unmute"
+    #: ``sender`` set the topic to ``text`` ("" : cleared it).
+    TOPIC = "topic"
+    #: ``sender`` changed a room setting: ``target`` is its name, ``text`` its new value.
+    SETTING = "setting"
+    #: ``sender`` invited ``target`` (or, with ``text`` "withdrawn", withdrew the invitation).
+    INVITE = "invite"
+    #: ``sender`` (the owner) made ``target`` an operator.
+    OP = "op"
+    #: ``sender`` took ``target``'s operator role away.
+    DEOP = "deop"
+    #: ``sender`` gave the room to ``target``, its new owner.
+    OWNER = "owner"
+
 
 class RoomEvent(NamedTuple):
     """
     One thing that happened in a room: an immutable value.
 
     ``room`` is the room's name as stored; ``id`` counts the room's events
-    from 1 in the order they happened (monotonic per room, per process);
+    from 1 in the order they happened (monotonic per room, across restarts:
+    the history goes on from its last id);
     ``at`` is the time in seconds since the epoch (UTC); ``sender`` is the
     name of the account that caused it; ``text`` is clean text
     (``chatd.text.clean_line``), its meaning depends on ``kind``.
@@ -58,6 +84,10 @@ class RoomEvent(NamedTuple):
     sender: str
     kind: EventKind
     text: str = ""
+    #: Whom a moderation event is about ("" for other kinds).
+    target: str = ""
+    #: When a timed ban or mute ends (seconds since the epoch; 0.0: until lifted, and for other kinds).
+    until: float = 0.0
 
 
 @attrs.frozen(slots=True)
