@@ -1,6 +1,7 @@
 """
 The CSV store: accounts, rooms, the event log, queued private messages,
-per-account marks and room history, on disk, off the reactor.
+per-account marks, per-room values and room history, on disk, off the
+reactor.
 
 These files live in the data directory (and ``history/``, the rooms'
 history: :mod:`chatd.stores.csv_history`):
@@ -25,6 +26,11 @@ history: :mod:`chatd.stores.csv_history`):
 ``marks.csv``
     ``user,key,value``, appended (:meth:`CsvStore.set_marks`): the last row
     of a name and key counts; compacted at load (:func:`read_marks`).
+``room_values.csv``
+    ``room,kind,key,value``, appended (:meth:`CsvStore.set_room_values`):
+    the rooms' topics, settings, operators, bans, mutes and invitations;
+    the last row of a room, kind and key counts; compacted at load
+    (:func:`read_room_values`).
 
 Each file starts with a header row, ``#chatd-KIND,MAJOR.MINOR,COLUMN,...``
 (:class:`Table`, :data:`VERSION`): rows are read by column name, a newer
@@ -44,9 +50,10 @@ after it becomes one quoted cell (:func:`_mend_last_line`).
 operation runs in one dedicated writer thread, so writes happen
 in the order they were asked for and the reactor thread never waits on the
 disk; room history has a thread of its own (``history_run``). Callers get
-Deferreds. ``add_user``, ``add_room`` and ``delete_room`` fire only after
-the data is fsynced; log events and marks not asked to be durable are
-queued and written at most ``log_interval`` seconds later (and on shutdown).
+Deferreds. ``add_user``, ``add_room``, ``delete_room``, ``set_room_values``
+and ``set_room_owner`` fire only after the data is fsynced; log events and
+marks not asked to be durable are queued and written at most
+``log_interval`` seconds later (and on shutdown).
 
 The store knows nothing about connections.
 """
@@ -62,7 +69,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, TypeVar, cast, get_args
 from urllib.parse import parse_qsl, quote, urlencode
 
 from datetime import datetime, timezone
@@ -75,8 +82,8 @@ from twisted.logger import Logger
 
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.store import (
-    PUBLIC_ROOM_ID, Accounts, EventName, HistoryBatch, Loaded, LogEvent, RoomRecord, StoreError, UserRecord,
-    address_fields,
+    PUBLIC_ROOM_ID, SERVER, Accounts, EventName, HistoryBatch, Loaded, LogEvent, RoomRecord, RoomValue,
+    RoomValueKind, StoreError, UserRecord, address_fields,
 )
 from chatd.settings import PUBLIC_ROOM
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, clean_text, name_key, spreadsheet_safe
@@ -92,6 +99,7 @@ ROOMS = "rooms.csv"
 EVENTS = "log.csv"
 OFFLINE = "offline.csv"
 MARKS = "marks.csv"
+ROOM_VALUES = "room_values.csv"
 
 
 #: The format version this chatd writes: ``(major, minor)``. A file of a newer
@@ -105,18 +113,21 @@ HEADERLESS = "1"
 class Table:
     """
     One data file's format: its kind (in the header), its file name, the
-    columns this version writes, and which of them a file or row of an
-    earlier minor version may lack (``optional``: read as "").
+    columns this version writes, which of them a file or row of an earlier
+    minor version may lack (``optional``: read as ""), and the version its
+    header says (:data:`VERSION`, or a later minor one where the kind of
+    file got columns since).
     """
 
     kind: str
     file: str
     columns: tuple[str, ...]
     optional: frozenset[str] = frozenset()
+    version: tuple[int, int] = VERSION
 
     def header(self) -> list[str]:
         """The header row: ``#chatd-KIND,MAJOR.MINOR,COLUMN,...`` (a CSV row a spreadsheet shows as titles)."""
-        return [f"#chatd-{self.kind}", "%d.%d" % VERSION, *self.columns]
+        return [f"#chatd-{self.kind}", "%d.%d" % self.version, *self.columns]
 
 
 USERS_TABLE = Table("users", USERS, ("name", "password_hash", "created"))
@@ -125,6 +136,7 @@ ROOMS_TABLE = Table("rooms", ROOMS, ("name", "owner", "created", "id"), frozense
 EVENTS_TABLE = Table("log", EVENTS, ("timestamp", "event", "user", "room", "detail"))
 OFFLINE_TABLE = Table("offline", OFFLINE, ("time", "sender", "recipient", "text"))
 MARKS_TABLE = Table("marks", MARKS, ("user", "key", "value"))
+ROOM_VALUES_TABLE = Table("room-values", ROOM_VALUES, ("room", "kind", "key", "value"))
 
 
 class FormatError(Exception):
@@ -782,11 +794,20 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "'")
 BAD_TIME = "a time that is not ISO-8601 UTC"
 
 
+def _unsafe(cell: str) -> str:
+    """A formula-safe cell's text (one leading ``'`` taken off)."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
+def _formula_safe(text: str) -> str:
+    """``text`` as a cell a spreadsheet never runs: one more leading ``'`` if it starts like a formula or with ``'``."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 def private_row(message: PrivateMessage) -> list[str]:
     """The offline.csv row of ``message`` (the text formula-safe: :func:`read_private` takes the mark off)."""
-    text = message.text
     return [datetime.fromtimestamp(message.at, timezone.utc).strftime(_MESSAGE_TIME), message.sender,
-            message.recipient, "'" + text if text.startswith(_FORMULA_STARTS) else text]
+            message.recipient, _formula_safe(message.text)]
 
 
 def _message_time(text: str) -> float:
@@ -807,7 +828,7 @@ def read_private(path: str, migrations: list[str] | None = None) -> tuple[list[P
         return None
 
     rows, notes = read_rows(path, OFFLINE_TABLE, migrations, check)
-    messages = [PrivateMessage(_message_time(at), sender, recipient, text[1:] if text.startswith("'") else text)
+    messages = [PrivateMessage(_message_time(at), sender, recipient, _unsafe(text))
                 for _, (at, sender, recipient, text) in rows]
     return messages, notes
 
@@ -989,10 +1010,11 @@ class CsvStore:
             self._room_columns = first[0][2:]
         self._room_id_of = {name_key(room.name): room.id for _, room in rooms}
         self._room_ids = {PUBLIC_ROOM_ID, *self._room_id_of.values()}
+        room_values, value_notes = read_room_values(self._path(ROOM_VALUES), self._room_ids, migrations)
         history, history_notes = self._history.load(self._room_ids)
         return Loaded(users, [room for _, room in rooms],
-                      notes + room_notes + event_notes + private_notes + mark_notes + history_notes, migrations,
-                      private, history, marks)
+                      notes + room_notes + event_notes + private_notes + mark_notes + value_notes + history_notes,
+                      migrations, private, history, marks, room_values)
 
     def start(self) -> defer.Deferred[None]:
         """Start writing queued log events every ``log_interval`` seconds."""
@@ -1117,9 +1139,12 @@ class CsvStore:
         Rewrite rooms.csv without ``name``, atomically (the commit point);
         fires once it and its ``event`` row are durable. Then the room's
         history directory is removed in the history thread, after the
-        appends queued before (a failure there is logged; a crash before it
-        leaves a directory the next start removes). History appended for
-        the room from this call on is dropped.
+        appends queued before, and room_values.csv is rewritten without the
+        room's values in the writer thread (a failure of either is logged; a
+        crash before either leaves files the next start removes or drops:
+        :meth:`chatd.stores.csv_history.HistoryFiles.load`,
+        :func:`read_room_values`). History and values given for the room
+        from this call on are dropped.
         """
         key = name_key(name)
         room_id = self._room_id_of.get(key)
@@ -1133,6 +1158,10 @@ class CsvStore:
                     lambda failure: self.log.error("could not remove the history of deleted room {room} ({id}): "
                                                    "{why}; it is removed at the next start", room=name, id=room_id,
                                                    why=failure.getErrorMessage()))
+                self._run(self._delete_values, lambda row: row[0] == room_id).addErrback(
+                    lambda failure: self.log.error("could not remove the values of deleted room {room} ({id}) from "
+                                                   "{file}: {why}; they are dropped at the next start", room=name,
+                                                   id=room_id, file=ROOM_VALUES, why=failure.getErrorMessage()))
 
         def failed(failure: Any) -> Any:
             if room_id is not None:
@@ -1145,10 +1174,14 @@ class CsvStore:
     def delete_user(self, name: str, event: LogEvent | None = None) -> defer.Deferred[None]:
         """
         Rewrite offline.csv without the messages queued for ``name``,
-        marks.csv without its marks (and forget those queued), then
+        marks.csv without its marks (and forget those queued),
+        room_values.csv without the operator roles, bans, mutes and
+        invitations of its name key (in every room and server-wide), then
         users.csv without any line of ``name`` (every version of the
         account), each atomically; fires once all and the ``event`` row
-        (``account_delete``) are durable, fails with StoreError.
+        (``account_delete``) are durable, fails with StoreError. The account
+        goes last: a crash half-way never leaves a role or ban for whoever
+        registers the name next.
         """
         key = name_key(name)
         self._marks = [row for row in self._marks if name_key(row[0]) != key]
@@ -1158,6 +1191,7 @@ class CsvStore:
                 self._delete_rows(OFFLINE_TABLE, lambda row: name_key(row[2]) == key)
             if os.path.exists(self._path(MARKS)):
                 self._delete_rows(MARKS_TABLE, lambda row: name_key(row[0]) == key)
+            self._delete_values(lambda row: row[1] in ACCOUNT_KINDS and _unsafe(row[2]) == key)
             self._delete_rows(USERS_TABLE, lambda row: name_key(row[0]) == key)
 
         return self._durable(delete, event=self._event_row(event))
@@ -1177,16 +1211,46 @@ class CsvStore:
         (given the row's cells in ``table``'s columns) says to drop, written
         aside, fsynced and renamed; its header and other columns kept.
         """
+        self._rewrite_rows(table, lambda row: None if drop(row) else row)
+
+    def _delete_values(self, drop: Callable[[list[str]], bool]) -> None:
+        """In the writer thread: :meth:`_delete_rows` of room_values.csv, if there is one."""
+        if os.path.exists(self._path(ROOM_VALUES)):
+            self._delete_rows(ROOM_VALUES_TABLE, drop)
+
+    def _rewrite_rows(self, table: Table, edit: Callable[[list[str]], list[str] | None]) -> None:
+        """
+        In the writer thread: rewrite ``table``'s file (aside, fsync,
+        rename) with each row as ``edit`` returns it, given its cells in
+        ``table``'s columns: None drops it, a changed list puts the new cells
+        in their columns (the row's other cells kept), the same list keeps
+        the line byte for byte. Its header is kept; a line that is no whole
+        row stays apart, as it was.
+        """
         path = self._path(table.file)
         columns, header_length, _ = open_table(path, table)
         first = _first_row(path)
         header = first[0] if first is not None else table.header()
         indices = _indices(columns, table)
+        needed = _needed(indices, table)
         kept = []
-        for line in _data_lines(path, header_length):  # one line, one row: a bad line stays apart, as it was
+        for line in _data_lines(path, header_length):
             row = parse_line(line.decode("utf-8", "replace"))
-            if row is None or len(row) <= _needed(indices, table) or not drop(_pick(row, indices)):
+            if row is None or len(row) <= needed:
                 kept.append(line + b"\n")
+                continue
+            picked = _pick(row, indices)
+            cells = edit(picked)
+            if cells is None:
+                continue
+            if cells == picked:
+                kept.append(line + b"\n")
+                continue
+            for index, cell in zip(indices, cells):
+                if index >= 0:
+                    row += [""] * (index + 1 - len(row))
+                    row[index] = cell
+            kept.append(_encode_rows([row]))
         replace_data(path, _encode_rows([header]) + b"".join(kept))
 
     # -- the event log --------------------------------------------------
@@ -1276,6 +1340,46 @@ class CsvStore:
             self._marks[:0] = rows[-MAX_QUEUED_EVENTS:]
 
         return self._run(append_rows, self._path(MARKS), rows, True, MARKS_TABLE.header()).addErrback(failed)
+
+    # -- room authority (issue 14) ----------------------------------------
+
+    def set_room_values(self, values: Sequence[RoomValue], event: LogEvent | None = None) -> defer.Deferred[None]:
+        """
+        Append one room_values.csv row ``room,kind,key,value`` per value
+        (:func:`room_value_row`; the last row of a room, kind and key counts,
+        a value "" deletes it), all in one write and one fsync, then the
+        ``event`` row (:meth:`_durable`); fires once all are durable. Fails
+        with StoreError: then none of them is stored (a write that fails
+        half-way is cut back). A crash during the write (never told to the
+        caller) may leave the first rows of a call of several, its torn last
+        row cut at the next start. Values of a room that is no longer stored
+        (deleted meanwhile) are dropped; the event is written all the same.
+        Raises ValueError for a value :func:`room_value_row` refuses (before
+        anything is written).
+        """
+        checked = [(value.room_id, room_value_row(value)) for value in values]  # all refused or none
+        rows = [row for room_id, row in checked if room_id == SERVER or room_id in self._room_ids]
+        if not rows:
+            return self._durable(_nothing, event=self._event_row(event))
+        return self._durable(append_rows, self._path(ROOM_VALUES), rows, True, ROOM_VALUES_TABLE.header(),
+                             event=self._event_row(event))
+
+    def set_room_owner(self, name: str, owner: str, event: LogEvent | None = None) -> defer.Deferred[None]:
+        """
+        Rewrite rooms.csv with ``owner`` as the owner of the room ``name``
+        (any case; no change if no row has that name), atomically (aside,
+        fsync, rename); fires once it and the ``event`` row are durable,
+        fails with StoreError. The row's other cells are kept. Raises
+        ValueError if ``owner`` breaks the naming rule.
+        """
+        if check_name(owner, "user", USER_NAME_MAX) is not None:
+            raise ValueError(f"{owner!r} is no user name")
+        key = name_key(name)
+
+        def edit(row: list[str]) -> list[str]:
+            return [row[0], owner, *row[2:]] if name_key(row[0]) == key else row
+
+        return self._durable(self._rewrite_rows, ROOMS_TABLE, edit, event=self._event_row(event))
 
     # -- room history (chatd.stores.csv_history) --------------------------
 
@@ -1367,7 +1471,7 @@ def mark_row(user: str, key: str, value: str) -> list[str]:
         raise ValueError(f"{key!r} is no mark key (1-64 ASCII letters, digits, ':' and '_')")
     if not _mark_value_ok(value):
         raise ValueError(f"mark {key}: the value is not clean text of at most {MARK_VALUE_MAX} characters")
-    return [user, key, "'" + value if value.startswith(_FORMULA_STARTS) else value]
+    return [user, key, _formula_safe(value)]
 
 
 def read_marks(path: str, migrations: list[str] | None = None) -> tuple[dict[str, dict[str, str]], list[str]]:
@@ -1386,7 +1490,7 @@ def read_marks(path: str, migrations: list[str] | None = None) -> tuple[dict[str
             return INVALID_NAME
         if not MARK_KEY.match(row[1]):
             return INVALID_KEY
-        return None if _mark_value_ok(row[2][1:] if row[2].startswith("'") else row[2]) else INVALID_VALUE
+        return None if _mark_value_ok(_unsafe(row[2])) else INVALID_VALUE
 
     rows, notes = read_rows(path, MARKS_TABLE, migrations, check)
     marks: dict[str, dict[str, str]] = {}
@@ -1395,7 +1499,7 @@ def read_marks(path: str, migrations: list[str] | None = None) -> tuple[dict[str
         values = marks.setdefault(name_key(user), {})
         names[name_key(user)] = user
         if value:
-            values[key] = value[1:] if value.startswith("'") else value
+            values[key] = _unsafe(value)
         else:
             values.pop(key, None)
     marks = {user: values for user, values in marks.items() if values}
@@ -1404,3 +1508,92 @@ def read_marks(path: str, migrations: list[str] | None = None) -> tuple[dict[str
         replace_rows(path, [MARKS_TABLE.header()] + [mark_row(names[user], key, value)
                                                      for user, values in marks.items() for key, value in values.items()])
     return marks, notes
+
+
+def _nothing() -> None:
+    """A data write with nothing to write (:meth:`CsvStore.set_room_values` of values all dropped)."""
+
+
+#: The kinds of room values (:data:`chatd.store.RoomValueKind`).
+ROOM_VALUE_KINDS: frozenset[str] = frozenset(get_args(RoomValueKind))
+#: The kinds whose key is an account's name key: deleted with the account (:meth:`CsvStore.delete_user`).
+ACCOUNT_KINDS = frozenset({"op", "ban", "mute", "invite"})
+#: The longest key and value of a room value, in characters (a value fits well in one CSV cell: Python's
+#: csv module reads cells of up to 128 KiB).
+ROOM_KEY_MAX = 256
+ROOM_VALUE_MAX = 65536
+INVALID_ROOM = "row(s) with an invalid room id"
+UNKNOWN_KIND = "row(s) of an unknown kind"
+UNCLEAN_TEXT = "row(s) whose key or value is not clean text"
+
+
+def _room_value_problem(room: str, kind: str, key: str, value: str) -> str | None:
+    """Why a room value cannot be stored (one of the reasons :func:`read_room_values` reports), or None."""
+    if room != SERVER and not ROOM_ID.match(room):
+        return INVALID_ROOM
+    if kind not in ROOM_VALUE_KINDS:
+        return UNKNOWN_KIND
+    if len(key) > ROOM_KEY_MAX or len(value) > ROOM_VALUE_MAX or clean_text(key) != key or clean_text(value) != value:
+        return UNCLEAN_TEXT
+    return None
+
+
+def room_value_row(value: RoomValue) -> list[str]:
+    """
+    The room_values.csv row of ``value``: ``room,kind,key,value``, the key
+    and value formula-safe. Raises ValueError for a room id that is neither
+    :data:`chatd.store.SERVER` ("") nor 1-32 ASCII letters and digits, a
+    kind that is no :data:`chatd.store.RoomValueKind`, a key or value that is
+    not clean text (:func:`chatd.text.clean_text`: no line break, no escape)
+    or longer than :data:`ROOM_KEY_MAX` or :data:`ROOM_VALUE_MAX` characters.
+    """
+    problem = _room_value_problem(value.room_id, value.kind, value.key, value.value)
+    if problem is not None:
+        raise ValueError(f"room value {value.room_id!r} {value.kind!r} {value.key[:40]!r}: cannot be stored: "
+                         f"{problem.replace('row(s) ', '', 1)}")
+    return [value.room_id, value.kind, _formula_safe(value.key), _formula_safe(value.value)]
+
+
+def read_room_values(path: str, room_ids: Container[str], migrations: list[str] | None = None
+                     ) -> tuple[dict[str, dict[tuple[str, str], str]], list[str]]:
+    """
+    room_values.csv (:func:`read_rows`) as room id -> (kind, key) -> value:
+    the last row of a room, kind and key counts, an empty value deletes.
+    Rows skipped (and moved to ``room_values.csv.rejected``): a room id
+    that is neither "" (server-wide) nor 1-32 ASCII letters and digits, a
+    kind that is none of :data:`ROOM_VALUE_KINDS`, a key or value that is
+    not clean text or too long (:func:`_room_value_problem`). Rows of a room
+    id not in ``room_ids`` (a room deleted just before chatd stopped) are
+    dropped, with a note. The file is rewritten with just the values (aside,
+    fsync, rename) when rows were dropped, or when it has more than twice
+    as many rows as values (and 100 more). Returns the values and notes.
+    """
+
+    def check(row: list[str]) -> str | None:
+        return _room_value_problem(row[0], row[1], _unsafe(row[2]), _unsafe(row[3]))
+
+    rows, notes = read_rows(path, ROOM_VALUES_TABLE, migrations, check)
+    values: dict[str, dict[tuple[str, str], str]] = {}
+    gone: set[str] = set()
+    dropped = 0
+    for _, (room, kind, key, value) in rows:
+        if room != SERVER and room not in room_ids:
+            gone.add(room)
+            dropped += 1
+            continue
+        room_values = values.setdefault(room, {})
+        if value:
+            room_values[(kind, _unsafe(key))] = _unsafe(value)
+        else:
+            room_values.pop((kind, _unsafe(key)), None)
+    values = {room: room_values for room, room_values in values.items() if room_values}
+    live = sum(len(room_values) for room_values in values.values())
+    if dropped:
+        shown = ", ".join(sorted(gone)[:10]) + (", ..." if len(gone) > 10 else "")
+        notes.append(f"{ROOM_VALUES}: dropped {dropped} row(s) of {len(gone)} room(s) no longer stored (deleted just "
+                     f"before chatd stopped): {shown}")
+    if dropped or len(rows) > 2 * live + 100:
+        replace_rows(path, [ROOM_VALUES_TABLE.header()] + [
+            room_value_row(RoomValue(room, cast(RoomValueKind, kind), key, value))
+            for room, room_values in values.items() for (kind, key), value in room_values.items()])
+    return values, notes

@@ -26,7 +26,7 @@ from helpers import Held, counted_room_ids, data_rows, fired, run_now
 SAY, ME, JOIN, LEAVE = EventKind.SAY, EventKind.ME, EventKind.JOIN, EventKind.LEAVE
 #: 2026-11-29 23:59:58 UTC: two seconds before a day boundary.
 T0 = datetime(2026, 11, 29, 23, 59, 58, tzinfo=timezone.utc).timestamp()
-HEADER = b"#chatd-history,2.1,id,time,kind,sender,text,lines\n"
+HEADER = b"#chatd-history,2.2,id,time,kind,sender,text,lines,target,until\n"
 
 
 def _store(path, **options) -> CsvStore:

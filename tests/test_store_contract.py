@@ -18,7 +18,9 @@ from twisted.internet.task import Clock
 
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.persistence import CsvStore, decode_detail
-from chatd.store import LINE_KINDS, PUBLIC_ROOM_ID, HistoryBatch, HistoryTail, LogEvent, RoomRecord, Store, UserRecord
+from chatd.store import (
+    LINE_KINDS, PUBLIC_ROOM_ID, SERVER, HistoryBatch, HistoryTail, LogEvent, RoomRecord, RoomValue, Store, UserRecord,
+)
 from chatd.stores.memory import MemoryStore
 from helpers import Client, data_rows, fired, make_factory, run_now
 
@@ -87,7 +89,10 @@ def test_every_method_answers_with_a_deferred(world):
     _result(store.load())
     for d in (store.start(), store.add_user(UserRecord("ann", "$argon2id$h1", "t")),
               store.replace_password(UserRecord("ann", "$argon2id$h2", "t")),
-              store.add_room(RoomRecord("lab", "ann", "t", "a1")), store.delete_room("lab"), store.delete_user("ann"),
+              store.add_room(RoomRecord("lab", "ann", "t", "a1")),
+              store.set_room_values([RoomValue("a1", "topic", "", "hi")], LogEvent("topic", "ann", "lab")),
+              store.set_room_owner("lab", "bob", LogEvent("owner", "ann", "lab")),
+              store.delete_room("lab"), store.delete_user("ann"),
               store.queue_private(PrivateMessage(1.5, "ann", "bob", "hi")),
               store.remove_private([PrivateMessage(1.5, "ann", "bob", "hi")]),
               store.log_event("login", "ann"), store.flush_events(), store.stop()):
@@ -268,3 +273,111 @@ def test_expired_history_keeps_where_the_room_ended(world):
     assert _result(store.expire_history(1_790_000_000.0 + 10 * 86400)) >= 1
     assert _result(store.read_history("lab1", "lab", 10)) == []
     assert _loaded(world).history == {"lab1": HistoryTail(3, 2)}
+
+
+# -- room authority (issue 14) ------------------------------------------------------
+
+def _two_rooms(world) -> Store:
+    """A loaded store with the account ann and her rooms lab (id lab1) and den (id den2)."""
+    store = world.reopen()
+    _result(store.load())
+    _result(store.add_user(UserRecord("ann", "$argon2id$h1", "t")))
+    _result(store.add_room(RoomRecord("lab", "ann", "t1", "lab1")))
+    _result(store.add_room(RoomRecord("den", "ann", "t2", "den2")))
+    return store
+
+
+BAN = "until=1790003600&by=ann&reason=spam"
+
+
+def test_room_values_set_overwritten_and_deleted_survive_a_restart(world):
+    """The last value of a room, kind and key counts; "" deletes it; a room left without values is not loaded."""
+    store = _two_rooms(world)
+    _result(store.set_room_values([
+        RoomValue("lab1", "topic", "", "Welcome"), RoomValue("lab1", "op", "bob", "1"),
+        RoomValue("lab1", "setting", "invite_only", "on"), RoomValue("den2", "ban", "carol", BAN),
+        RoomValue(PUBLIC_ROOM_ID, "mute", "dan", "until=0&by=&reason=flood"),
+        RoomValue(SERVER, "ban", "203.0.113.0/24", "until=0&by=root&reason="),
+    ]))
+    _result(store.set_room_values([RoomValue("lab1", "topic", "", '=New, "topic"'), RoomValue("lab1", "op", "bob", ""),
+                                   RoomValue("lab1", "op", "eve", "1")]))
+    assert _loaded(world).room_values == {
+        "lab1": {("topic", ""): '=New, "topic"', ("setting", "invite_only"): "on", ("op", "eve"): "1"},
+        "den2": {("ban", "carol"): BAN},
+        PUBLIC_ROOM_ID: {("mute", "dan"): "until=0&by=&reason=flood"},
+        SERVER: {("ban", "203.0.113.0/24"): "until=0&by=root&reason="},
+    }
+    _result(store.set_room_values([RoomValue("den2", "ban", "carol", ""), RoomValue("lab1", "ban", "nobody", "")]))
+    assert "den2" not in _loaded(world).room_values
+
+
+def test_deleting_a_room_drops_its_values_and_keeps_the_others(world):
+    store = _two_rooms(world)
+    _result(store.set_room_values([RoomValue("lab1", "topic", "", "lab's"), RoomValue("lab1", "ban", "bob", BAN),
+                                   RoomValue("den2", "topic", "", "den's"), RoomValue(SERVER, "ban", "::1", BAN)]))
+    _result(store.delete_room("LAB", LogEvent("room_delete", "ann", "lab")))
+    expected = {"den2": {("topic", ""): "den's"}, SERVER: {("ban", "::1"): BAN}}
+    assert _loaded(world).room_values == expected
+    _result(store.add_room(RoomRecord("lab", "ann", "t3", "lab3")))  # the same name again: a new room, no values
+    assert _loaded(world).room_values == expected
+
+
+def test_deleting_an_account_drops_its_roles_bans_mutes_and_invitations_everywhere(world):
+    """Values keyed by the account's name key go (op, ban, mute, invite; in every room and server-wide), no others."""
+    store = _two_rooms(world)
+    _result(store.add_user(UserRecord("Bob", "$argon2id$h2", "t")))
+    _result(store.set_room_values([
+        RoomValue("lab1", "op", "bob", "1"), RoomValue("lab1", "mute", "bob", BAN), RoomValue("den2", "ban", "bob", BAN),
+        RoomValue("den2", "invite", "bob", "ann"), RoomValue(SERVER, "ban", "bob", BAN),
+        RoomValue("lab1", "op", "carol", "1"), RoomValue("lab1", "setting", "bob", "on"),
+        RoomValue("lab1", "topic", "", "bob"),
+    ]))
+    _result(store.delete_user("BOB", LogEvent("account_delete", "Bob")))
+    assert _loaded(world).room_values == {
+        "lab1": {("op", "carol"): "1", ("setting", "bob"): "on", ("topic", ""): "bob"}}
+
+
+def test_an_owner_transfer_survives_a_restart(world):
+    store = _two_rooms(world)
+    _result(store.add_user(UserRecord("bob", "$argon2id$h2", "t")))
+    _result(store.set_room_owner("LAB", "bob", LogEvent("owner", "ann", "lab", {"target": "bob"})))
+    assert _loaded(world).rooms == [RoomRecord("lab", "bob", "t1", "lab1"), RoomRecord("den", "ann", "t2", "den2")]
+    assert world.events(store) == [("owner", "ann", "lab", {"target": "bob"})]
+    _result(store.set_room_owner("nowhere", "bob"))
+    assert [room.owner for room in _loaded(world).rooms] == ["bob", "ann"]
+
+
+def test_a_moderation_change_has_its_event_stored_with_it_after_the_queued_ones(world):
+    """The LogEvent given with set_room_values is stored by the time it fires, after the events queued before."""
+    store = _two_rooms(world)
+    _result(store.start())
+    _result(store.log_event("join", "bob", "lab", address="::1", port=4000))
+    ban = LogEvent("ban", "ann", "lab", {"target": "bob", "until": "2026-09-20T12:00:00Z", "reason": "spam"})
+    _result(store.set_room_values([RoomValue("lab1", "ban", "bob", BAN)], ban))
+    assert world.events(store) == [("join", "bob", "lab", {"address": "::1", "port": "4000"}),
+                                   ("ban", "ann", "lab", {"target": "bob", "until": "2026-09-20T12:00:00Z",
+                                                         "reason": "spam"})]
+    _result(store.stop())
+
+
+#: One event of each moderation kind, as chatd.moderation publishes them (target: whom; until: a timed end).
+MODERATION = [
+    (EventKind.KICK, "bob", 0.0, "flooding"), (EventKind.BAN, "bob", 1_790_003_600.0, "spam, again"),
+    (EventKind.UNBAN, "bob", 0.0, ""), (EventKind.MUTE, "=bob", 1_790_000_600.5, ""), (EventKind.UNMUTE, "bob", 0.0, ""),
+    (EventKind.TOPIC, "", 0.0, "=Today: \"ops\""), (EventKind.SETTING, "invite_only", 0.0, "on"),
+    (EventKind.INVITE, "carol", 0.0, "withdrawn"), (EventKind.OP, "carol", 0.0, ""), (EventKind.DEOP, "carol", 0.0, ""),
+    (EventKind.OWNER, "carol", 0.0, ""),
+]
+
+
+def test_moderation_events_read_back_with_their_target_and_until(world):
+    store = _two_rooms(world)
+    events = [RoomEvent("lab", n + 1, 1_790_000_000.0 + n, "" if kind is EventKind.MUTE else "ann", kind, text,
+                        target, until) for n, (kind, target, until, text) in enumerate(MODERATION)]
+    events.insert(3, RoomEvent("lab", 99, 1_790_000_002.5, "ann", EventKind.SAY, "hi"))  # a line between them
+    events = [event._replace(id=n + 1) for n, event in enumerate(events)]
+    _result(store.append_history([HistoryBatch("lab1", 0, events)]))
+    assert _result(store.read_history("lab1", "lab", 100)) == events
+    assert _result(store.read_history("lab1", "lab", 100, kinds=frozenset({EventKind.BAN, EventKind.MUTE}))) == [
+        events[1], events[4]]
+    assert _loaded(world).history == {"lab1": HistoryTail(len(events), 1)}

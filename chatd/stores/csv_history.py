@@ -4,13 +4,20 @@ Room history in CSV files, for :class:`chatd.persistence.CsvStore`.
 Each room's history is a directory ``DATA_DIR/history/ROOM_ID`` (the room's
 :attr:`~chatd.store.RoomRecord.id`, never its name) of **segments**, one per
 UTC day: ``YYYY-MM-DD.csv``, append-only, each starting with the header row
-``#chatd-history,2.1,id,time,kind,sender,text,lines`` (:data:`HISTORY_TABLE`).
-A row is one :class:`~chatd.core.events.RoomEvent`: its id, its time
-(ISO-8601 UTC to the microsecond, like offline.csv), its kind
-(:class:`~chatd.core.events.EventKind` value), sender and text (formula-safe:
-one more leading ``'`` if it starts like a formula or with ``'``, taken off
-when read), and ``lines``, the room's count of lines
-(:data:`~chatd.store.LINE_KINDS` events) after it.
+``#chatd-history,2.2,id,time,kind,sender,text,lines,target,until``
+(:data:`HISTORY_TABLE`). A row is one :class:`~chatd.core.events.RoomEvent`:
+its id, its time (ISO-8601 UTC to the microsecond, like offline.csv), its
+kind (:class:`~chatd.core.events.EventKind` value), sender and text
+(formula-safe: one more leading ``'`` if it starts like a formula or with
+``'``, taken off when read), ``lines``, the room's count of lines
+(:data:`~chatd.store.LINE_KINDS` events) after it, and for a moderation event
+its ``target`` (formula-safe) and ``until`` (ISO-8601 UTC like ``time``;
+empty: 0.0). Format 2.2 added those two; a row without a target and an until
+leaves both cells off (as every row of a 2.1 segment does), so a chat line is
+the same six cells in either format, and the reader takes the cells by
+position: ids, times and line counts of a segment written before read the
+same. A 2.1 segment appended to by this version (the day of an upgrade) keeps
+its header; rows with the two cells are read all the same.
 
 An event goes to the segment of its day, or to the room's newest segment if
 that is later (a clock set back): ids only grow along the segments, so the
@@ -33,8 +40,8 @@ from datetime import datetime, timezone
 
 from chatd.core.events import EventKind, RoomEvent
 from chatd.persistence import (
-    _FORMULA_STARTS, BOM, VERSION, FormatError, Table, _encode_rows, _fsync_dir, _parse_version, append_data,
-    parse_line, repair_tail,
+    _FORMULA_STARTS, BOM, VERSION, FormatError, Table, _encode_rows, _fsync_dir, _parse_version, _unsafe,
+    append_data, parse_line, repair_tail,
 )
 from chatd.store import LINE_KINDS, HistoryBatch, HistoryTail, StoreError
 from chatd.text import clean_text
@@ -45,7 +52,9 @@ HISTORY = "history"
 SEGMENT = re.compile(r"\d{4}-\d{2}-\d{2}\.csv\Z")
 #: A room id, as a history directory is named.
 ROOM_DIR = re.compile(r"[A-Za-z0-9]{1,32}\Z")
-HISTORY_TABLE = Table("history", "YYYY-MM-DD.csv", ("id", "time", "kind", "sender", "text", "lines"))
+#: 2.2 added ``target`` and ``until`` (moderation events, issue 14), both optional.
+HISTORY_TABLE = Table("history", "YYYY-MM-DD.csv", ("id", "time", "kind", "sender", "text", "lines", "target", "until"),
+                      frozenset({"target", "until"}), (VERSION[0], 2))
 _HEADER = _encode_rows([HISTORY_TABLE.header()])
 #: The ``kind`` of a row that only keeps a room's last id and line count where retention deleted its every
 #: segment (:meth:`HistoryFiles.expire`): start-up reads it as the tail, reading history skips it (no EventKind).
@@ -70,10 +79,6 @@ def _cell(text: str) -> str:
     if '"' in text or "," in text or "\n" in text or "\r" in text:
         return '"' + text.replace('"', '""') + '"'
     return text
-
-
-def _unsafe(cell: str) -> str:
-    return cell[1:] if cell.startswith("'") else cell
 
 
 def _is_number(cell: str) -> bool:
@@ -294,7 +299,12 @@ class HistoryFiles:
                     self._write(room_id, day, rows, last)
                     rows = []
                 day = at[:10]
-            rows.append(f"{event.id},{at},{event.kind.value},{_cell(event.sender)},{_cell(event.text)},{lines}\n")
+            if event.target or event.until:
+                until = _Stamp()(event.until) if event.until else ""
+                rows.append(f"{event.id},{at},{event.kind.value},{_cell(event.sender)},{_cell(event.text)},{lines},"
+                            f"{_cell(event.target)},{until}\n")
+            else:
+                rows.append(f"{event.id},{at},{event.kind.value},{_cell(event.sender)},{_cell(event.text)},{lines}\n")
             last = event.id
         if rows:
             self._write(room_id, day, rows, last)
@@ -330,7 +340,8 @@ class HistoryFiles:
         then the older ones, stopping at ``count`` matches or at the first
         event older than ``since``; a segment whose first id is not below
         ``before``, or whose day ended before ``since``, is not read.
-        Rows that do not parse are skipped. Raises OSError.
+        Rows that do not parse (an ``until`` that is no ISO time too) are
+        skipped. Raises OSError.
         """
         found: list[RoomEvent] = []
         if count <= 0:
@@ -384,8 +395,12 @@ class HistoryFiles:
                 continue
             if kinds is not None and kind not in kinds:
                 continue
+            until = _time(row[7]) if len(row) > 7 and row[7] else 0.0
+            if until is None:
+                continue
             # Cleaned again (a no-op for what chatd wrote): an escape sequence edited into a file never reaches a terminal.
-            found.append(RoomEvent(room, event_id, at, clean_text(_unsafe(row[3])), kind, clean_text(_unsafe(row[4]))))
+            found.append(RoomEvent(room, event_id, at, clean_text(_unsafe(row[3])), kind, clean_text(_unsafe(row[4])),
+                                   clean_text(_unsafe(row[6])) if len(row) > 6 else "", until))
             if len(found) >= count:
                 return True
         return False

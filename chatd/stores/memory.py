@@ -52,7 +52,7 @@ class MemoryStore:
     def load(self) -> defer.Deferred[Loaded]:
         return defer.succeed(Loaded(AccountDict(self.users), list(self.rooms.values()), [], private=list(self.private),
                                     history=dict(self.tails), marks={k: dict(v) for k, v in self.marks.items()},
-                                    room_values={k: dict(v) for k, v in self.room_values.items()}))
+                                    room_values={k: dict(v) for k, v in self.room_values.items() if v}))
 
     def start(self) -> defer.Deferred[None]:
         return defer.succeed(None)
