@@ -24,6 +24,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from chatd import errors
+from chatd.admin import Administration
 from chatd.broadcast import Batcher, Fanout
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.core.ports import Bus, LeaveReason, RoomFiles, Session, SessionEnd
@@ -158,6 +159,8 @@ class ChatFactory(Factory):
         self.history = History(store, reactor, settings)
         #: Per-account values (Store.set_marks): name key -> key -> value (read marks, settings).
         self.marks: dict[str, dict[str, str]] = {}
+        #: Server administration: admins, locked accounts, one-time passwords, address bans (chatd.admin).
+        self.admin = Administration(self)
         self._add_room(RoomRecord(PUBLIC_ROOM, "", "", PUBLIC_ROOM_ID))
 
     # -- start and stop --------------------------------------------------
@@ -179,6 +182,7 @@ class ChatFactory(Factory):
         for record in loaded.rooms:
             if record.name and name_key(record.name) not in self.rooms:
                 self._add_room(record, tails.get(record.id))
+        self.admin.restore(loaded.room_values)
         self.log.info(
             "loaded {users} accounts and {rooms} rooms", users=len(self.accounts), rooms=len(self.rooms) - 1
         )
@@ -315,6 +319,8 @@ class ChatFactory(Factory):
         its password checks (chatd.limits). A password whose stored hash has
         older argon2 parameters is rehashed and stored again before this fires.
         ``origin``: the client's address fields for a ``login_failed`` row.
+        The right password of a locked account, or a one-time password used
+        already, fails with NotAllowed (chatd.admin ``Administration.admit``).
         """
         wait = self.limits.login_refused(address)
         if wait:
@@ -327,15 +333,22 @@ class ChatFactory(Factory):
 
         def checked(ok: bool) -> str | defer.Deferred[str]:
             if ok and record is not None and name_key(record.name) in self.accounts:  # (not deleted meanwhile)
-                if self.passwords.needs_rehash(record.password_hash):
-                    return self._rehash(record, password, origin or {})
-                return record.name
+                return self.admin.admit(record.name).addCallback(admitted, record)
             self.limits.login_failed(address)
             self.store.log_event("login_failed", record.name if record else "",
                                  reason="wrong_password" if record else "unknown_name", **(origin or {}))
             raise errors.LoginFailed("Login failed: unknown name or wrong password.")
 
+        def admitted(_: None, record: UserRecord) -> str | defer.Deferred[str]:
+            if self.passwords.needs_rehash(record.password_hash):
+                return self._rehash(record, password, origin or {})
+            return record.name
+
         return self.passwords.verify(record.password_hash if record else None, password).addCallback(checked)
+
+    def is_admin(self, name: str | None) -> bool:
+        """Whether the account ``name`` is a server admin (``--admin`` or its stored flag: chatd.admin)."""
+        return self.admin.is_admin(name)
 
     def _rehash(self, record: UserRecord, password: str, origin: Mapping[str, str]) -> defer.Deferred[str]:
         """
@@ -420,32 +433,42 @@ class ChatFactory(Factory):
         failure stays deleted, the account stays.
         """
 
-        def delete_rooms(record: UserRecord) -> defer.Deferred[Any]:
-            key = name_key(record.name)
-            owned = sorted(room.name for room in self.rooms.values() if room.owner and name_key(room.owner) == key)
-            d: defer.Deferred[Any] = defer.succeed(None)
-            for name in owned:
-                d.addCallback(lambda _, room: self.delete_room(room, record.name), name)
-            return d.addCallback(lambda _: record)
-
         def delete(record: UserRecord) -> defer.Deferred[str]:
             event = LogEvent("account_delete", record.name, details=session.origin)
-            failed = not_saved("Could not delete the account")
-            return self.store.delete_user(record.name, event).addCallbacks(lambda _: deleted(record), failed)
+            return self.remove_account(record, event, "Your account was deleted.", session)
 
-        def deleted(record: UserRecord) -> str:
-            key = name_key(record.name)
+        return self._check_password(session, password).addCallback(delete)
+
+    def remove_account(self, record: UserRecord, event: LogEvent, told: str,
+                       keep: Session | None = None) -> defer.Deferred[str]:
+        """
+        Delete the account of ``record``: first every room it owns (each as
+        its owner's ``delete``), then the account with ``event``; fires with
+        its name once that is durable. Its session (other than ``keep``)
+        ends, told ``told``. Fails with NotSaved (what was deleted stays deleted).
+        """
+        key = name_key(record.name)
+        owned = sorted(room.name for room in self.rooms.values() if room.owner and name_key(room.owner) == key)
+        d: defer.Deferred[Any] = defer.succeed(None)
+        for name in owned:
+            d.addCallback(lambda _, room: self.delete_room(room, record.name), name)
+
+        def delete(_: None) -> defer.Deferred[str]:
+            failed = not_saved("Could not delete the account")
+            return self.store.delete_user(record.name, event).addCallbacks(lambda _: deleted(), failed)
+
+        def deleted() -> str:
             removed = self.accounts.pop(key, None)
             if removed is not None:
                 self.passwords.uncount_stored(removed.password_hash)
             self.offline.pop(key, None)  # (the store has deleted them, and the marks, with the account)
             self.marks.pop(key, None)
             other = self.online.get(key)
-            if other is not None and other is not session:
-                other.kick("Your account was deleted.", "logout")
+            if other is not None and other is not keep:
+                other.kick(told, "logout")
             return record.name
 
-        return self._check_password(session, password).addCallback(delete_rooms).addCallback(delete)
+        return d.addCallback(delete)
 
     def attach(self, session: Session) -> None:
         """``session`` has logged in; an older session of the same user is closed."""
@@ -530,14 +553,17 @@ class ChatFactory(Factory):
         return self._while_claimed(self._claimed_rooms, name, work, saved, "Could not save the room")
 
     def delete_room(self, name: str, by: str) -> defer.Deferred[Room]:
-        """Delete a room ``by`` owns (fires with it once that is on disk); its members go back to the menu."""
+        """
+        Delete a room ``by`` owns, or any room if ``by`` is a server admin
+        (fires with it once that is on disk); its members go back to the menu.
+        """
         try:
             room = self._room(name)
         except errors.ChatError as error:
             return defer.fail(error)
         if room.name == PUBLIC_ROOM:
             return defer.fail(errors.NotAllowed("The public room cannot be deleted."))
-        if name_key(room.owner) != name_key(by):
+        if name_key(room.owner) != name_key(by) and not self.is_admin(by):
             return defer.fail(errors.NotAllowed(f"Only its owner, {room.owner}, can delete {room.name}."))
         if room.key in self._claimed_rooms:
             return defer.fail(errors.NotAllowed(f"{room.name} is already being deleted."))
@@ -624,18 +650,26 @@ class ChatFactory(Factory):
 
     def set_replay(self, session: Session, on: bool) -> defer.Deferred[None]:
         """Turn replay on join on or off for ``session``'s account; fires once that is durable (NotSaved)."""
-        name = session.name or ""
-        value = "" if on else "off"
+        return self.store_account_values(session.name or "", {"replay": "" if on else "off"},
+                                         "Could not save the setting")
+
+    def store_account_values(self, name: str, values: Mapping[str, str], what: str) -> defer.Deferred[None]:
+        """
+        Set per-account values of the account ``name`` ("" deletes one),
+        durably (Store.set_marks), then in memory (:meth:`account_value`);
+        fails with NotSaved (``what (server storage problem)...``).
+        """
 
         def saved(_: None) -> None:
-            values = self.marks.setdefault(name_key(name), {})
-            if value:
-                values["replay"] = value
-            else:
-                values.pop("replay", None)
+            stored = self.marks.setdefault(name_key(name), {})
+            for key, value in values.items():
+                if value:
+                    stored[key] = value
+                else:
+                    stored.pop(key, None)
 
-        work = self.store.set_marks(name, {"replay": value}, durable=True)
-        return work.addCallbacks(saved, not_saved("Could not save the setting"))
+        work = self.store.set_marks(name, values, durable=True)
+        return work.addCallbacks(saved, not_saved(what))
 
     def _lines(self, room: Room) -> int:
         """How many lines ``room`` has had in all, this turn's too."""

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 from chatd import errors
 from chatd.commands import SAY
+from chatd.commands.admin import NEW_PASSWORD
 from chatd.commands.table import Command, CommandTable, Place
 from chatd.core.ports import Session, SessionEnd
 from chatd.passwords import decode_password
@@ -367,6 +368,16 @@ class Dialogue:
         self._after(place)
 
     def _after(self, place: Place) -> None:
-        """A command begun at the menu is over: prompt again, unless it entered a room or closed the connection."""
+        """
+        A command begun at the menu is over: prompt again, unless it entered
+        a room or closed the connection. An account that logged in with a
+        one-time password is asked for a new one instead, until it gives one
+        (chatd.admin; docs/PROTOCOL.md, "Server administration").
+        """
         if place is MENU and not self._closed and self.place is MENU:
+            if self.factory.admin.password_owed(self.session.name):
+                command = self.commands.find(NEW_PASSWORD, MENU)
+                if command is not None:
+                    self._next(command, [], MENU)
+                    return
             self._menu_prompt()

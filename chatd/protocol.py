@@ -123,7 +123,7 @@ class ChatProtocol(LineReceiver):
         self.origin = address_fields(self.transport.getPeer())
         limits = self.factory.limits
         key = limits.address_key(self.transport)
-        refusal = limits.admit(self, key)
+        refusal = self.factory.admin.address_refusal(self.origin.get("address")) or limits.admit(self, key)
         if refusal is not None:
             self.transport.write(self._render(ERROR, refusal))
             self.close()

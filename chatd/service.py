@@ -33,7 +33,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from twisted.application import service, strports
 from twisted.internet import defer
@@ -50,6 +50,7 @@ from chatd import twisted_internals
 from chatd.errors import failure_error
 from chatd.buses.local import LocalBus
 from chatd.core.ports import Bus
+from chatd.datadir import DataDirInUse, lock_data_dir, unlock_data_dir
 from chatd.factory import ChatFactory
 from chatd.limits import raise_fd_limit
 from chatd.passwords import Passwords
@@ -158,7 +159,7 @@ def _short_reason(error: BaseException) -> str:
 def _reason(error: BaseException) -> str:
     """One line for an error: an OSError's (CannotListenError's, FormatError's) own text names the errno and the path."""
     text = str(error).splitlines()[0] if str(error).strip() else ""
-    if isinstance(error, (OSError, CannotListenError, FormatError)) and text:
+    if isinstance(error, (OSError, CannotListenError, FormatError, DataDirInUse)) and text:
         return text
     return f"{type(error).__name__}: {text}".rstrip(": ")
 
@@ -225,7 +226,9 @@ class StoreService(service.Service):
     runs) and raises :class:`StartError` if it cannot; the state takes what
     was loaded with :meth:`take_loaded`. Stopping writes the queued log
     events and waits for the history thread's queued work, then stops the
-    history thread, then the writer.
+    history thread, then the writer. From the load until then it holds the
+    data directory's lock (chatd.datadir): a second server, or chatd-admin,
+    on the same directory is refused.
     """
 
     def __init__(self, reactor: Any, data_dir: str, now: Callable[[], str]) -> None:
@@ -236,11 +239,17 @@ class StoreService(service.Service):
                               clock=reactor, now=now,
                               history_run=lambda f, *a: deferToThreadPool(reactor, self._history_pool, f, *a))
         self._loaded: Loaded | None = None
+        #: The data directory's lock (chatd.datadir), held from the load until stopped.
+        self._lock: IO[str] | None = None
 
     def startService(self) -> None:
         try:
+            self._lock = lock_data_dir(self.data_dir, "chatd")
             self._loaded = self.store.load_now()
         except Exception as error:
+            if self._lock is not None:
+                unlock_data_dir(self._lock)
+                self._lock = None
             raise start_error(f"data directory {self.data_dir}: {_reason(error)}",
                               f"data directory: {_short_reason(error)}") from error
         super().startService()
@@ -262,6 +271,9 @@ class StoreService(service.Service):
         finally:
             self._history_pool.stop()
             self._pool.stop()
+            if self._lock is not None:
+                unlock_data_dir(self._lock)
+                self._lock = None
 
 
 class BusService(service.Service):

@@ -84,3 +84,5 @@ class Settings:
     #: Seconds a connection the server closes (kicked, replaced, timed out,
     #: quit) may take to drain its output before it is aborted.
     close_grace: float = 5.0
+    #: Accounts that are server admins (``--admin``, repeatable; more by the stored flag: chatd.admin).
+    admins: tuple[str, ...] = ()

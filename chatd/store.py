@@ -106,7 +106,8 @@ EventName = Literal[
     "room_create", "room_delete", "join", "leave", "file_refused", "file", "file_aborted",
     # moderation and administration (issue 14): who did it is ``user``, to whom and why in the details
     "kick", "ban", "unban", "mute", "unmute", "topic", "room_setting", "invite", "uninvite", "op", "deop", "owner",
-    "lock", "unlock", "password_reset", "session_end", "address_ban", "address_unban", "notice",
+    "lock", "unlock", "password_reset", "session_end", "address_ban", "address_unban", "notice", "make_admin",
+    "remove_admin",
 ]
 
 

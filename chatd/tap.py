@@ -13,6 +13,7 @@ from typing import Any
 from twisted.python import usage
 
 from chatd.settings import NODELAY_POLICIES, REPLAY_HOURS_MAX, REPLAY_LINES_MAX, Settings
+from chatd.text import USER_NAME_MAX, check_name
 from chatd.wire import DEFAULT_PORT, parse_count, parse_size
 
 #: A listen backlog of 1024 (Twisted's default is 50) so a reconnect storm
@@ -169,10 +170,18 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["admin"] = []
 
     def opt_listen(self, description: str) -> None:
         """Listen on this endpoint (e.g. tcp:8023, ssl:8024:privateKey=k.pem:certKey=c.pem); repeatable. Default tcp:8023:backlog=1024."""
         self["listen"].append(description)
+
+    def opt_admin(self, name: str) -> None:
+        """Make the account NAME a server admin (repeatable; chatd-admin make-admin stores one instead)."""
+        problem = check_name(name, "user", USER_NAME_MAX)
+        if problem:
+            raise usage.UsageError(f"--admin: {problem}")
+        self["admin"].append(name)
 
     def postOptions(self) -> None:
         for name, kind in self._kinds.items():
@@ -225,6 +234,7 @@ class Options(usage.Options):
         """The :class:`Settings` these options describe."""
         return Settings(
             max_line=self["max-line"], max_outbound=self["max-outbound"], tcp_nodelay=self["tcp-nodelay"],
+            admins=tuple(self["admin"]),
             **{field: self[option] for option, field, _, _ in _LIMITS},
         )
 

@@ -25,7 +25,7 @@ def password(caller: Caller, old: str, new: str) -> defer.Deferred[None]:
     return d.addCallback(lambda _: caller.reply("Password changed."))
 
 
-@command("logout", "log out and stay connected", ANYWHERE, number="14", login=Login.REQUIRED)
+@command("logout", "log out and stay connected", ANYWHERE, number="14", login=Login.REQUIRED, while_reset=True)
 def logout(caller: Caller) -> None:
     caller.logged_out("Logged out.")
 

@@ -170,7 +170,7 @@ def join(caller: Caller, name: str) -> defer.Deferred[None]:
     return caller.factory.enter(name, caller.session).addCallback(lambda found: caller.entered(*found))
 
 
-@command("quit", "disconnect", MENU, number="9", aliases=("exit",))
+@command("quit", "disconnect", MENU, number="9", aliases=("exit",), while_reset=True)
 def quit(caller: Caller) -> None:
     caller.reply("Bye.")
     if caller.session.name is not None:
@@ -254,11 +254,11 @@ def send(caller: Caller, argument: str) -> None:
     transfers.offer(caller.session, caller.room, argument)
 
 
-@command("ping", "the server answers pong", ANYWHERE)
+@command("ping", "the server answers pong", ANYWHERE, while_reset=True)
 def ping(caller: Caller) -> None:
     caller.reply("pong")
 
 
-@command("help", "list the commands", ANYWHERE, aliases=("menu",))
+@command("help", "list the commands", ANYWHERE, aliases=("menu",), while_reset=True)
 def show_help(caller: Caller) -> None:
     caller.show_help(caller.commands)

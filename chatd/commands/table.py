@@ -99,6 +99,11 @@ class Command:
     check: Check | None = None
     #: Shown in room help (False: a hidden alias or a menu-only detail).
     listed: bool = True
+    #: Only server admins may use it (chatd.admin; IRC's operator-only commands, ergo's ``oper`` flag).
+    admin: bool = False
+    #: Usable by a session that logged in with a one-time password and owes a new one (chatd.admin): nothing
+    #: else is, until it has chosen one.
+    while_reset: bool = False
     #: For a user in their room with every argument given, nothing to check (the hot path: a room line):
     #: it is used in rooms only, checks nothing of its own and its arguments have no checks.
     fast: bool = attrs.field(init=False)
@@ -271,6 +276,10 @@ class CommandTable:
                 return "please log in first (login) or create an account (register)."
             if command.login is Login.REFUSED and name is not None:
                 return f"you are already logged in as {name}."
+            if name is not None and not command.while_reset and caller.factory.admin.password_owed(name):
+                return "your password was reset by an admin: choose a new one first (newpassword)."
+            if command.admin and not caller.factory.is_admin(name):
+                return f"only server admins may {command.name}."
             if command.in_room:
                 return (f"room {caller.room_gone} was deleted; nothing you type here is sent. "
                         "Type /exit to go back to the main menu.")

@@ -1,0 +1,410 @@
+"""
+Server administration (issue 14; docs/PROTOCOL.md "Server administration",
+docs/OPERATIONS.md "Administration"): who is an admin, locked accounts,
+passwords reset by an admin, bans of addresses and networks, and what an
+admin does in chat (``ChatFactory.admin``, an :class:`Administration`).
+
+Everything is stored as per-account values (``Store.set_marks``: ``admin``,
+``locked``, ``must_change``) and server-wide values (``Store.set_room_values``
+under ``SERVER``: ``ban`` of a network), durably before the admin is told;
+the offline tool (``chatd.admin_tool``) writes the same values. Each action
+is a log.csv row: ``user`` is who did it, ``target`` to whom, ``reason`` why,
+``until`` the end of a timed ban (docs/OPERATIONS.md, "The event log").
+
+Sources: IRC server operators (RFC 2812 section 3.7.1 KILL: end a session;
+section 3.1.4 OPER); K-lines and D-lines of ircd-hybrid, InspIRCd's
+``ZLINE``/``KLINE`` with a duration (a ban of an address or network, timed);
+ergo's ``DEFCON``-free ``UBAN`` and ``SAREGISTER``/``NS SAVERESET`` for an
+admin's view of accounts and passwords.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Union
+from urllib.parse import parse_qsl, urlencode
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from chatd import errors
+from chatd.store import SERVER, LogEvent, RoomValue, UserRecord
+from chatd.text import USER_NAME_MAX, name_key, unknown_name
+
+if TYPE_CHECKING:
+    from chatd.core.ports import Session
+    from chatd.factory import ChatFactory
+
+#: Per-account values (``Store.set_marks``): an admin by the stored flag ("1"; ``chatd-admin make-admin``).
+ADMIN = "admin"
+#: The account is locked: the reason, or "1" when none was given.
+LOCKED = "locked"
+#: The password is a one-time password an admin set ("1"), or it was used for a login and a new one is owed
+#: (:data:`USED`); "": neither.
+MUST_CHANGE = "must_change"
+USED = "used"
+#: One-time passwords: 12 characters of 31 that are not mistaken for each other (no 0 O 1 l i): about 59 bits.
+OTP_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+OTP_LENGTH = 12
+#: What a duration is typed as: ASCII digits and one unit (``30s``, ``10m``, ``2h``, ``7d``).
+_DURATION = re.compile(r"([0-9]{1,6})([smhd])\Z")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The longest timed ban (a year); longer: until lifted.
+DURATION_MAX = 366 * 86400
+#: The longest reason of a lock, a ban, a disconnection (stored as a per-account value, shown on login).
+REASON_MAX = 200
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+def one_time_password() -> str:
+    """A fresh random one-time password (:data:`OTP_LENGTH` characters of :data:`OTP_ALPHABET`)."""
+    return "".join(secrets.choice(OTP_ALPHABET) for _ in range(OTP_LENGTH))
+
+
+def parse_duration(text: str) -> int | None:
+    """``30s``, ``10m``, ``2h``, ``7d`` as seconds (1 to DURATION_MAX); None if ``text`` is no such duration."""
+    match = _DURATION.match(text.lower())
+    if match is None:
+        return None
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    return seconds if 0 < seconds <= DURATION_MAX else None
+
+
+def iso(seconds: float) -> str:
+    """Seconds since the epoch as ISO-8601 UTC (log.csv's ``until``; ``/ipbans``)."""
+    return datetime.fromtimestamp(int(seconds), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_network(text: str) -> Network | None:
+    """An address (``192.0.2.7``, ``2001:db8::5``) or a network (``192.0.2.0/24``) in ASCII; None if it is neither."""
+    if not text.isascii():
+        return None
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        return None
+
+
+def network_text(network: Network) -> str:
+    """How a ban's network is shown: a single address without its prefix length."""
+    single = network.prefixlen == network.max_prefixlen
+    return str(network.network_address) if single else str(network)
+
+
+@attrs.frozen(slots=True)
+class AddressBan:
+    """A ban of an address or network: ``by`` which admin, ``until`` (seconds since the epoch; 0: until lifted), why."""
+
+    network: Network
+    by: str
+    until: float
+    reason: str
+
+    def encode(self) -> str:
+        """As stored (``RoomValue.value`` under ``SERVER``): ``until=1790003600&by=root&reason=spam``."""
+        return urlencode({"until": str(int(self.until)), "by": self.by, "reason": self.reason})
+
+    @classmethod
+    def decode(cls, key: str, value: str) -> AddressBan | None:
+        """The ban stored under ``key`` (its network) with ``value``; None if ``key`` is no network."""
+        network = parse_network(key)
+        if network is None:
+            return None
+        fields = dict(parse_qsl(value, keep_blank_values=True))
+        until = fields.get("until", "0")
+        return cls(network, fields.get("by", ""), float(until) if until.isascii() and until.isdigit() else 0.0,
+                   fields.get("reason", ""))
+
+    def over(self, now: float) -> bool:
+        return bool(self.until) and self.until <= now
+
+    def describe(self) -> str:
+        """``192.0.2.0/24 until 2026-12-01T14:00:00Z by root: spam``."""
+        until = f" until {iso(self.until)}" if self.until else " until lifted"
+        return f"{network_text(self.network)}{until} by {self.by or 'chatd-admin'}" + (
+            f": {self.reason}" if self.reason else "")
+
+
+def _with_reason(text: str, reason: str) -> str:
+    return f"{text}: {reason}" if reason else f"{text}."
+
+
+def _check_reason(reason: str) -> None:
+    if len(reason) > REASON_MAX:
+        raise errors.BadArguments(f"a reason has at most {REASON_MAX} characters.")
+
+
+class Administration:
+    """The admins, locks, one-time passwords and address bans of :class:`~chatd.factory.ChatFactory`."""
+
+    log = Logger()
+
+    def __init__(self, factory: ChatFactory) -> None:
+        self.factory = factory
+        #: Admins named by ``--admin`` (name keys); more by the stored flag (:data:`ADMIN`).
+        self.named = frozenset(name_key(name) for name in factory.settings.admins)
+        #: Bans of addresses and networks by their stored key (the network with its prefix length).
+        self.bans: dict[str, AddressBan] = {}
+
+    def restore(self, room_values: Mapping[str, Mapping[tuple[str, str], str]]) -> None:
+        """Take the address bans from what the store loaded (``Loaded.room_values[SERVER]``); lapsed ones are dropped."""
+        now = self.factory.reactor.seconds()
+        lapsed = []
+        for (kind, key), value in room_values.get(SERVER, {}).items():
+            if kind != "ban":
+                continue
+            ban = AddressBan.decode(key, value)
+            if ban is None:
+                self.log.warn("ignored a stored ban of {key!r}: not an address or network", key=key)
+            elif ban.over(now):
+                lapsed.append(RoomValue(SERVER, "ban", key, ""))
+            else:
+                self.bans[key] = ban
+        if lapsed:  # (best effort: a lapsed ban applies to nobody either way)
+            self.factory.store.set_room_values(lapsed).addErrback(
+                lambda failure: self.log.warn("could not remove lapsed address bans: {why}",
+                                              why=failure.getErrorMessage()))
+
+    # -- reading the state ------------------------------------------------------------
+
+    def is_admin(self, name: str | None) -> bool:
+        """Whether the account ``name`` is a server admin (``--admin``, or its stored ``admin`` flag)."""
+        if not name:
+            return False
+        key = name_key(name)
+        return key in self.named or self.factory.marks.get(key, {}).get(ADMIN) == "1"
+
+    def password_owed(self, name: str | None) -> bool:
+        """Whether the account ``name`` logged in with a one-time password and has not chosen a new one yet."""
+        return self.factory.account_value(name, MUST_CHANGE) == USED
+
+    def admit(self, name: str) -> defer.Deferred[None]:
+        """
+        The account ``name`` gave its right password: fires once it may log
+        in; fails with NotAllowed if it is locked, or if its password is a
+        one-time password used already. A one-time password is spent here
+        (``must_change=used``, durable) before the login goes on, so it
+        works once (NotSaved if that cannot be stored).
+        """
+        locked = self.factory.account_value(name, LOCKED)
+        if locked:
+            return defer.fail(errors.NotAllowed(
+                _with_reason("this account is locked", "" if locked == "1" else locked)))
+        owed = self.factory.account_value(name, MUST_CHANGE)
+        if owed == USED:
+            return defer.fail(errors.NotAllowed("this one-time password was used already; ask an admin for a new one."))
+        if owed:
+            return self.factory.store_account_values(name, {MUST_CHANGE: USED}, "Could not log in")
+        return defer.succeed(None)
+
+    def address_refusal(self, host: str | None) -> str | None:
+        """
+        Why a connection from ``host`` (an IP address as text) is refused:
+        its address is banned (the sentence, with ``Error: ``); or None.
+        """
+        if not self.bans or not host:
+            return None
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        now = self.factory.reactor.seconds()
+        for ban in self.bans.values():
+            if address in ban.network and not ban.over(now):
+                until = f" until {iso(ban.until)}" if ban.until else ""
+                return "Error: " + _with_reason(f"your address is banned from this server{until}", ban.reason)
+        return None
+
+    def address_bans(self) -> list[AddressBan]:
+        """The bans in force, by network."""
+        now = self.factory.reactor.seconds()
+        return sorted((ban for ban in self.bans.values() if not ban.over(now)),
+                      key=lambda ban: (ban.network.version, ban.network))
+
+    def account(self, name: str) -> UserRecord:
+        """The account called ``name`` (any case); raises NoSuchUser."""
+        record = self.factory.accounts.get(name_key(name))
+        if record is None:
+            raise errors.NoSuchUser(unknown_name(name, "user", USER_NAME_MAX, f"There is no user called {name}."))
+        return record
+
+    # -- what an admin does -----------------------------------------------------------
+
+    def _not_self(self, by: str, record: UserRecord, what: str, instead: str = "") -> None:
+        if name_key(by) == name_key(record.name):
+            raise errors.NotAllowed(f"you cannot {what} yourself{instead}.")
+
+    def disconnect(self, by: str, name: str, reason: str) -> str:
+        """End the session of the logged-in account ``name`` (a ``session_end`` row); returns its name."""
+        session = self.factory.online.get(name_key(name))
+        if session is None or session.name is None:
+            raise errors.NoSuchUser(unknown_name(name, "user", USER_NAME_MAX, f"{name} is not logged in."))
+        target = session.name
+        if name_key(by) == name_key(target):
+            raise errors.NotAllowed("you cannot disconnect yourself; type quit.")
+        self.factory.store.log_event("session_end", by, target=target, reason=reason)
+        session.kick(_with_reason(f"You were disconnected by {by}, an admin", reason))
+        return target
+
+    def lock(self, by: str, name: str, reason: str) -> defer.Deferred[str]:
+        """
+        Lock the account ``name``: it cannot log in (``this account is
+        locked: REASON``) and its session ends, once that is durable (a
+        ``lock`` row); fires with its name. NoSuchUser, NotAllowed, NotSaved.
+        """
+        record = self.account(name)
+        self._not_self(by, record, "lock")
+        _check_reason(reason)
+
+        def locked(_: None) -> str:
+            self.factory.store.log_event("lock", by, target=record.name, reason=reason)
+            self._end(record.name, _with_reason(f"Your account was locked by {by}, an admin", reason))
+            return record.name
+
+        d = self.factory.store_account_values(record.name, {LOCKED: reason or "1"}, "Could not lock the account")
+        return d.addCallback(locked)
+
+    def unlock(self, by: str, name: str) -> defer.Deferred[str]:
+        """Unlock the account ``name`` once that is durable (an ``unlock`` row); fires with its name."""
+        record = self.account(name)
+        if not self.factory.account_value(record.name, LOCKED):
+            raise errors.NotAllowed(f"{record.name} is not locked.")
+
+        def unlocked(_: None) -> str:
+            self.factory.store.log_event("unlock", by, target=record.name)
+            return record.name
+
+        d = self.factory.store_account_values(record.name, {LOCKED: ""}, "Could not unlock the account")
+        return d.addCallback(unlocked)
+
+    def reset_password(self, by: str, name: str) -> defer.Deferred[tuple[str, str]]:
+        """
+        Give the account ``name`` a random one-time password, which it must
+        replace at its next login (:data:`MUST_CHANGE`): first the mark, then
+        the password (hashed off the reactor, a ``password_reset`` row), each
+        durable; fires with (its name, the one-time password). On a failure
+        the old password stays (the mark is put back). Its session, if any,
+        goes on.
+        """
+        record = self.account(name)
+        self._not_self(by, record, "reset the password of", "; use password")
+        factory = self.factory
+        password = one_time_password()
+        before = factory.account_value(record.name, MUST_CHANGE)
+        event = LogEvent("password_reset", by, details={"target": record.name})
+
+        what = "Could not reset the password"
+
+        def store(_: None) -> defer.Deferred[Any]:
+            return factory._store_hash(record, password, event).addErrback(undo)
+
+        def undo(failure: Any) -> Any:
+            factory.store_account_values(record.name, {MUST_CHANGE: before}, what).addErrback(lambda _: None)
+            return _not_saved(what)(failure)
+
+        d = factory.store_account_values(record.name, {MUST_CHANGE: "1"}, what)
+        return d.addCallback(store).addCallback(lambda _: (record.name, password))
+
+    def choose_password(self, session: Session, password: str) -> defer.Deferred[None]:
+        """
+        ``session``, logged in with a one-time password, chooses ``password``:
+        stored (a ``password_change`` row with reason ``reset``), then the mark
+        cleared, each durable. NotAllowed if no new password is owed; NotSaved.
+        """
+        name = session.name or ""
+        factory = self.factory
+        record = factory.accounts.get(name_key(name))
+        if record is None or not self.password_owed(name):
+            return defer.fail(errors.NotAllowed("your password was not reset; use password to change it."))
+        what = "Could not save the new password"
+        details = {"reason": "reset", **session.origin}
+        d = factory._store_hash(record, password, LogEvent("password_change", record.name, details=details))
+        d.addErrback(_not_saved(what))
+        return d.addCallback(lambda _: factory.store_account_values(name, {MUST_CHANGE: ""}, what))
+
+    def delete_user(self, by: str, name: str) -> defer.Deferred[str]:
+        """
+        Delete the account ``name`` and the rooms it owns, as ``deleteme``
+        does but without its password (an ``account_delete`` row by ``by``
+        with the target); its session ends. Fires with its name.
+        """
+        record = self.account(name)
+        self._not_self(by, record, "delete", "; use deleteme")
+        return self.factory.remove_account(record, LogEvent("account_delete", by, details={"target": record.name}),
+                                           f"Your account was deleted by {by}, an admin.")
+
+    def ban_address(self, by: str, text: str, seconds: int, reason: str, own: str | None) -> defer.Deferred[str]:
+        """
+        Ban the address or network ``text`` for ``seconds`` (0: until lifted)
+        once that is durable (an ``address_ban`` row); connections from it are
+        refused from then on and those open now end. ``own``: the admin's
+        address, which may not be in it. Fires with the network as shown.
+        BadArguments, NotAllowed, NotSaved.
+        """
+        network = parse_network(text)
+        if network is None:
+            raise errors.BadArguments(f"{text[:60]} is not an IP address or network (192.0.2.7, 192.0.2.0/24).")
+        _check_reason(reason)
+        mine = parse_network(own or "")
+        if mine is not None and mine.version == network.version and mine.subnet_of(network):  # type: ignore[arg-type]  # versions checked
+            raise errors.NotAllowed(f"that would ban your own address, {own}.")
+        now = self.factory.reactor.seconds()
+        ban = AddressBan(network, by, now + seconds if seconds else 0.0, reason)
+        key = str(network)
+        event = LogEvent("address_ban", by, details={
+            "target": network_text(network), "until": iso(ban.until) if ban.until else "", "reason": reason})
+
+        def banned(_: None) -> str:
+            self.bans[key] = ban
+            for connection in list(self.factory.connections):
+                host = connection.origin.get("address")
+                if host and self.address_refusal(host):
+                    connection.kick(_with_reason(f"Your address was banned from this server by {by}, an admin",
+                                                 reason))
+            return network_text(network)
+
+        d = self.factory.store.set_room_values([RoomValue(SERVER, "ban", key, ban.encode())], event)
+        return d.addCallbacks(banned, _not_saved("Could not save the ban"))
+
+    def unban_address(self, by: str, text: str) -> defer.Deferred[str]:
+        """Lift the ban of the address or network ``text`` once that is durable (an ``address_unban`` row)."""
+        network = parse_network(text)
+        key = str(network) if network is not None else ""
+        if key not in self.bans:
+            raise errors.NotAllowed(f"{text[:60]} is not banned (/ipbans lists the bans).")
+        event = LogEvent("address_unban", by, details={"target": network_text(self.bans[key].network)})
+
+        def lifted(_: None) -> str:
+            ban = self.bans.pop(key)
+            return network_text(ban.network)
+
+        d = self.factory.store.set_room_values([RoomValue(SERVER, "ban", key, "")], event)
+        return d.addCallbacks(lifted, _not_saved("Could not lift the ban"))
+
+    def wall(self, by: str, text: str) -> int:
+        """A notice from the admin ``by`` to every connection (a ``notice`` row); returns how many got it."""
+        line = f"Notice from {by}, an admin: {text}"
+        connections = list(self.factory.connections)
+        for connection in connections:
+            connection.notice(line)
+        self.factory.store.log_event("notice", by, text=text, sessions=len(connections))
+        return len(connections)
+
+    def _end(self, name: str, reason: str) -> None:
+        """End the session of the account ``name``, if it has one, telling it ``reason``."""
+        session = self.factory.online.get(name_key(name))
+        if session is not None:
+            session.kick(reason)
+
+
+def _not_saved(what: str) -> Any:
+    """``chatd.factory.not_saved`` (imported when used: chatd.factory imports this module)."""
+    from chatd.factory import not_saved
+
+    return not_saved(what)
