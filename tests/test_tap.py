@@ -132,3 +132,11 @@ def test_size_options_take_no_spaces(option, value):
     """Sizes are ASCII digits with an optional K, M or G, without spaces (the sweep found ' 5' and '5 ' taken)."""
     with pytest.raises(usage.UsageError, match=option):
         _parse(option, value)
+
+
+def test_admin_is_repeatable_and_takes_only_account_names():
+    """--admin NAME names server admins (chatd.admin); a name that breaks the naming rule is a usage error."""
+    assert _parse().settings().admins == ()
+    assert _parse("--admin", "root", "--admin", "Ann").settings().admins == ("root", "Ann")
+    with pytest.raises(usage.UsageError, match="--admin: "):
+        _parse("--admin", "bad name!")
