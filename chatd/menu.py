@@ -184,7 +184,7 @@ class Dialogue:
             self._show_menu()
             return
         self.session.show(CHAT, "Commands (anything else you type is sent to the room):")
-        for command in table.listed(ROOM):
+        for command in table.listed(ROOM, admin=self.factory.is_admin(self.session.name)):
             self.session.show(CHAT, f"  {command.usage()}: {command.help}.")
         self.session.show(CHAT, "  //text: send a line that starts with '/'")
 

@@ -94,6 +94,11 @@ def test_the_admin_commands_are_listed_in_room_help_and_usable_at_the_menu():
     root.send("/exit")
     root.send("ipbans")
     assert "No address is banned." in root.output()
+    ann = user(factory, clock, "ann")
+    ann.send("public")
+    ann.send("/help")
+    text = ann.output()
+    assert "/who" in text and "/lock" not in text and "/wall" not in text  # not shown to others
 
 
 def test_disconnect_ends_the_session_with_the_reason_and_a_log_row():

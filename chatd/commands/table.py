@@ -256,9 +256,10 @@ class CommandTable:
         """The main menu's items, by number."""
         return sorted((command for command in self.commands if command.number), key=lambda c: int(c.number))
 
-    def listed(self, place: Place) -> Iterator[Command]:
-        """The commands usable at ``place`` that are listed in help, by name."""
-        return iter(sorted((c for c in self.commands if c.place & place and c.listed), key=lambda c: c.name))
+    def listed(self, place: Place, admin: bool = True) -> Iterator[Command]:
+        """The commands usable at ``place`` that are listed in help, by name (``admin``: admins' commands too)."""
+        return iter(sorted((c for c in self.commands if c.place & place and c.listed and (admin or not c.admin)),
+                           key=lambda c: c.name))
 
     def refusal(self, caller: Caller, command: Command) -> str | None:
         """
