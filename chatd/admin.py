@@ -255,17 +255,17 @@ class Administration:
     def lock(self, by: str, name: str, reason: str) -> defer.Deferred[str]:
         """
         Lock the account ``name``: it cannot log in (``this account is
-        locked: REASON``) and its session ends, once that is durable (a
-        ``lock`` row); fires with its name. NoSuchUser, NotAllowed, NotSaved.
+        locked: REASON``) and its session ends, once that is durable; fires
+        with its name once its ``lock`` row is written too (:meth:`_logged`).
+        NoSuchUser, NotAllowed, NotSaved.
         """
         record = self.account(name)
         self._not_self(by, record, "lock")
         _check_reason(reason)
 
-        def locked(_: None) -> str:
-            self.factory.store.log_event("lock", by, target=record.name, reason=reason)
+        def locked(_: None) -> defer.Deferred[str]:
             self._end(record.name, _with_reason(f"Your account was locked by {by}, an admin", reason))
-            return record.name
+            return self._logged(record.name, LogEvent("lock", by, details={"target": record.name, "reason": reason}))
 
         d = self.factory.store_account_values(record.name, {LOCKED: reason or "1"}, "Could not lock the account")
         return d.addCallback(locked)
@@ -276,9 +276,8 @@ class Administration:
         if not self.factory.account_value(record.name, LOCKED):
             raise errors.NotAllowed(f"{record.name} is not locked.")
 
-        def unlocked(_: None) -> str:
-            self.factory.store.log_event("unlock", by, target=record.name)
-            return record.name
+        def unlocked(_: None) -> defer.Deferred[str]:
+            return self._logged(record.name, LogEvent("unlock", by, details={"target": record.name}))
 
         d = self.factory.store_account_values(record.name, {LOCKED: ""}, "Could not unlock the account")
         return d.addCallback(unlocked)
@@ -395,6 +394,16 @@ class Administration:
             connection.notice(line)
         self.factory.store.log_event("notice", by, text=text, sessions=len(connections))
         return len(connections)
+
+    def _logged(self, name: str, event: LogEvent) -> defer.Deferred[str]:
+        """
+        Queue ``event``'s row and write the queue now (``Store.flush_events``):
+        the row of a change stored with ``Store.set_marks`` (which takes no
+        event) is on disk before the admin is told. Fires with ``name``.
+        """
+        store = self.factory.store
+        store.log_event(event.event, event.user, event.room, **event.details)
+        return store.flush_events().addCallback(lambda _: name)
 
     def _end(self, name: str, reason: str) -> None:
         """End the session of the account ``name``, if it has one, telling it ``reason``."""

@@ -127,10 +127,15 @@ class Tool:
         """As ``/resetpw``: the mark first, then the one-time password's hash (default argon2 parameters)."""
         record = self.account(name)
         password = one_time_password()
+        before = self.value(record, MUST_CHANGE)
         _result(self.store.set_marks(record.name, {MUST_CHANGE: "1"}, durable=True))
         password_hash = _result(Passwords(run=defer.maybeDeferred).hash(password))
         updated = UserRecord(record.name, password_hash, record.created)
-        _result(self.store.replace_password(updated, self.log("password_reset", record)))
+        try:
+            _result(self.store.replace_password(updated, self.log("password_reset", record)))
+        except Exception:  # the old password stays: so does the old mark
+            self.store.set_marks(record.name, {MUST_CHANGE: before}, durable=True)
+            raise
         print(f"One-time password for {record.name}: {password}", file=self.out)
         print("It works for one login; then they must choose a new password.", file=self.out)
 

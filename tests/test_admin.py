@@ -124,6 +124,7 @@ def test_lock_ends_the_sessions_and_refuses_login_until_unlocked():
     bob = user(factory, clock, "bob", "192.0.2.2")
     root.send("lock bob too many complaints")
     assert "Account bob locked." in root.output()
+    assert [e.event for _, e in store.events if e.event == "lock"] == ["lock"]  # written before the answer
     assert "Your account was locked by root, an admin: too many complaints" in bob.output()
     assert "bob" not in factory.online and closed(bob)
     assert store.marks["bob"]["locked"] == "too many complaints"
