@@ -139,7 +139,7 @@ def test_a_server_does_not_start_while_the_tool_holds_the_lock(data):
     try:
         with pytest.raises(StartError) as error:
             StoreService(reactor, str(data), now=lambda: "").startService()
-        assert f"chatd-admin is running on this data directory (pid {os.getpid()})" in str(error.value)
+        assert error.value.message.endswith(f": chatd-admin is running on this data directory (pid {os.getpid()})")
         with pytest.raises(DataDirInUse):
             lock_data_dir(str(data), "chatd")
     finally:
