@@ -11,11 +11,11 @@ the offline tool (``chatd.admin_tool``) writes the same values. Each action
 is a log.csv row: ``user`` is who did it, ``target`` to whom, ``reason`` why,
 ``until`` the end of a timed ban (docs/OPERATIONS.md, "The event log").
 
-Sources: IRC server operators (RFC 2812 section 3.7.1 KILL: end a session;
-section 3.1.4 OPER); K-lines and D-lines of ircd-hybrid, InspIRCd's
-``ZLINE``/``KLINE`` with a duration (a ban of an address or network, timed);
-ergo's ``DEFCON``-free ``UBAN`` and ``SAREGISTER``/``NS SAVERESET`` for an
-admin's view of accounts and passwords.
+Sources: IRC server operators (RFC 2812 section 3.1.4 OPER, section 3.7.1
+KILL: end someone's session; WALLOPS-like notices); InspIRCd's ``ZLINE``
+(a ban of an address or network, with a duration) and ergo's ``UBAN ADD``
+(the same, timed or not, with a reason), both server-wide and applied to
+connections already open.
 """
 
 from __future__ import annotations
