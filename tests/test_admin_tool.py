@@ -15,10 +15,12 @@ import re
 
 import pytest
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 
 from chatd.admin_tool import main
 from chatd.datadir import LOCK_FILE, DataDirInUse, lock_data_dir, unlock_data_dir
 from chatd.service import StartError, StoreService
+from chatd.settings import Settings
 from helpers import Client, data_rows, make_factory
 
 
@@ -147,3 +149,20 @@ def test_a_server_does_not_start_while_the_tool_holds_the_lock(data):
     assert open(data / LOCK_FILE).read() == f"{os.getpid()} chatd-admin\n"
     lock_data_dir(str(data), "chatd").close()  # free again (and closing the file lets it go)
     unlock_data_dir(lock_data_dir(str(data), "chatd"))
+
+
+def test_an_address_ban_and_a_lock_made_in_chat_are_in_the_files_the_tool_and_the_next_start_read(tmp_path):
+    """The CSV store keeps what the in-chat commands store: a ban server-wide (room_values.csv), a lock (marks.csv)."""
+    factory, clock = make_factory(str(tmp_path), Settings(admins=("root",)))
+    root = Client(factory, clock)
+    root.register("root")
+    Client(factory, clock).register("bob")
+    root.send("banip 192.0.2.0/24 7d spam", "lock bob spam")
+    text = root.output()
+    assert "Banned 192.0.2.0/24 for 7d." in text and "Account bob locked." in text
+    factory.store.stop()
+    assert "bob\t" in run(tmp_path, "list-users")[1] and "locked (spam)" in run(tmp_path, "list-users")[1]
+    again, clock = server(tmp_path)
+    refused = Client(again, clock, peer=IPv4Address("TCP", "192.0.2.9", 40000))
+    assert refused.output().startswith("Error: your address is banned from this server until ")
+    assert "Error: this account is locked: spam" in Client(again, clock).login("bob")
