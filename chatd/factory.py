@@ -30,6 +30,7 @@ from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.core.ports import Bus, LeaveReason, RoomFiles, Session, SessionEnd
 from chatd.history import History, RoomHistory
 from chatd.limits import Limits, try_again
+from chatd.moderation import Authority, Moderation, Sanction
 from chatd.passwords import Passwords
 from chatd.presence import SEEN_MARK, Presence
 from chatd.settings import PUBLIC_ROOM, Settings
@@ -59,6 +60,14 @@ class Room:
     closing: bool = False
     #: The id of its last event (chatd.core.events.RoomEvent.id); 0: none yet.
     last_id: int = 0
+    #: Its topic, settings, operators, bans, mutes, invitations (chatd.moderation).
+    authority: Authority = attrs.field(factory=Authority)
+    #: Who is muted (``authority.mutes``): the say path's one check, a dict empty while nobody is.
+    muted: dict[str, Sanction] = attrs.field(init=False)
+
+    @muted.default
+    def _muted(self) -> dict[str, Sanction]:
+        return self.authority.mutes
 
     @property
     def key(self) -> str:
@@ -161,6 +170,8 @@ class ChatFactory(Factory):
         self.marks: dict[str, dict[str, str]] = {}
         #: Server administration: admins, locked accounts, one-time passwords, address bans (chatd.admin).
         self.admin = Administration(self)
+        #: Room authority: roles, bans, mutes, topics, invitations (chatd.moderation).
+        self.moderation = Moderation(self)
         self._add_room(RoomRecord(PUBLIC_ROOM, "", "", PUBLIC_ROOM_ID))
 
     # -- start and stop --------------------------------------------------
@@ -183,6 +194,7 @@ class ChatFactory(Factory):
             if record.name and name_key(record.name) not in self.rooms:
                 self._add_room(record, tails.get(record.id))
         self.admin.restore(loaded.room_values)
+        self.moderation.restore(loaded.room_values)
         self.log.info(
             "loaded {users} accounts and {rooms} rooms", users=len(self.accounts), rooms=len(self.rooms) - 1
         )
@@ -200,6 +212,7 @@ class ChatFactory(Factory):
         """Tell everyone connected that the server is going away and close."""
         self.batcher.flush()
         self.limits.stop()
+        self.moderation.stop()
         # Everyone is told the server is going away: "left" lines to the
         # others would only cost (each kick sends its room's queued lines first).
         self.closing = True
@@ -463,6 +476,7 @@ class ChatFactory(Factory):
                 self.passwords.uncount_stored(removed.password_hash)
             self.offline.pop(key, None)  # (the store has deleted them, and the marks, with the account)
             self.marks.pop(key, None)
+            self.moderation.account_deleted(key)
             other = self.online.get(key)
             if other is not None and other is not keep:
                 other.kick(told, "logout")
@@ -575,6 +589,7 @@ class ChatFactory(Factory):
         def saved(_: None) -> Room:
             self.rooms.pop(room.key, None)
             self._by_name.pop(room.name, None)
+            self.moderation.forget(room)
             room.fanout.flush()
             for member in room.fanout.members():
                 room.fanout.discard(member)
@@ -617,6 +632,9 @@ class ChatFactory(Factory):
                 raise errors.NoSuchRoom(f"There is no room called {room.name}.")
             if room.closing:
                 raise errors.NotAllowed(f"Room {room.name} is being deleted.")
+            refused = self.moderation.join_refusal(room, session.name)
+            if refused:
+                raise errors.NotAllowed(refused)
             return room, self.replay(room, session)
 
         return self.room_to_join(name).addCallback(filled)
@@ -701,6 +719,16 @@ class ChatFactory(Factory):
         """Take ``session`` out of ``room`` (it still gets the events before) and tell the room."""
         self._leave(room, session, "leave")
         self.store.log_event("leave", session.name or "", room.name)
+
+    def remove_member(self, room: Room, session: Session, reason: str) -> None:
+        """
+        Take ``session`` out of ``room`` without a LEAVE event (a kick or a
+        ban: chatd.moderation publishes its own); a ``leave`` row with ``reason``.
+        """
+        room.fanout.discard(session)
+        self._mark_read(session.name, room)
+        self._left_room(session, room, "leave")
+        self.store.log_event("leave", session.name or "", room.name, reason=reason)
 
     def _leave(self, room: Room, session: Session, event: LeaveReason) -> None:
         room.fanout.discard(session)

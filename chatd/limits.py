@@ -52,6 +52,13 @@ from chatd.text import name_key
 MIN_PAUSE = 0.05
 #: Seconds between two "you are sending too fast" notices to one connection.
 NOTICE_EVERY = 10.0
+#: The escalation (docs/OPERATIONS.md, "Limits"): an account paused for FLOOD_PAUSED_LIMIT seconds in all
+#: within FLOOD_WINDOW seconds while in a room is muted there for --flood-mute seconds; if that happens
+#: again within --flood-mute + FLOOD_WINDOW seconds of the mute, its connection is cut off.
+FLOOD_WINDOW = 60.0
+FLOOD_PAUSED_LIMIT = 10.0
+#: What :meth:`TokenBucket.overrun` answers: carry on (paused), mute, cut off.
+FLOOD_SLOWED, FLOOD_MUTE, FLOOD_CUT = 0, 1, 2
 
 
 # Why a connection is not being read (ChatProtocol.pause_reading): it reads
@@ -86,7 +93,7 @@ class TokenBucket:
     input, which the idle timeout reads.
     """
 
-    __slots__ = ("rate", "burst", "tokens", "last", "noticed")
+    __slots__ = ("rate", "burst", "tokens", "last", "noticed", "window", "paused", "struck")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         self.rate = rate
@@ -94,6 +101,9 @@ class TokenBucket:
         self.tokens = burst
         self.last = now
         self.noticed = -NOTICE_EVERY
+        #: The escalation (:meth:`overrun`): when its window began, seconds paused in it, the last mute.
+        self.window = self.paused = 0.0
+        self.struck = float("-inf")
 
     def take(self, now: float, cost: float = 1.0) -> float:
         """Spend ``cost`` tokens (one line's worth by default); the seconds to pause before the next, or 0.0."""
@@ -113,6 +123,24 @@ class TokenBucket:
         tokens = self.tokens + (now - self.last) * self.rate
         self.tokens = tokens if tokens < self.burst else self.burst
         self.last = now
+
+    def overrun(self, now: float, paused: float, mute: float) -> int:
+        """
+        Count ``paused`` more seconds of pause (a throttle, in a room) at
+        ``now``: FLOOD_MUTE once FLOOD_PAUSED_LIMIT seconds add up within
+        FLOOD_WINDOW seconds of the first, FLOOD_CUT if that happens again
+        within ``mute`` (--flood-mute) + FLOOD_WINDOW seconds of the last
+        mute, else FLOOD_SLOWED. Called only when over the limit: never per line.
+        """
+        if now - self.window > FLOOD_WINDOW:
+            self.window, self.paused = now, 0.0
+        self.paused += paused
+        if self.paused < FLOOD_PAUSED_LIMIT:
+            return FLOOD_SLOWED
+        self.window, self.paused = now, 0.0
+        again = now - self.struck <= mute + FLOOD_WINDOW
+        self.struck = now
+        return FLOOD_CUT if again else FLOOD_MUTE
 
     def notice_due(self, now: float) -> bool:
         """Whether to tell the user they are throttled (at most every NOTICE_EVERY s)."""

@@ -78,7 +78,7 @@ class Dialogue:
     """The menu and room dialogue of one connection: the :class:`~chatd.commands.table.Caller` of its commands."""
 
     log = Logger()
-    __slots__ = ("session", "factory", "room", "_gone", "_state", "login_failures", "_closed")
+    __slots__ = ("session", "factory", "room", "_gone", "_gone_why", "_state", "login_failures", "_closed")
 
     def __init__(self, peer: Peer, factory: ChatFactory) -> None:
         #: The connection (the Caller's session).
@@ -87,6 +87,8 @@ class Dialogue:
         self.room: Room | None = None
         #: The name of the room that was deleted under us while we were in chat mode ("" if none).
         self._gone = ""
+        #: Why: "room lab was deleted", "you were kicked from lab" (what ``room_gone`` answers).
+        self._gone_why = ""
         #: Handles the next answer: a clean text line (str), or, after a
         #: CREDENTIALS prompt, the answer's raw bytes (see :meth:`secret_received`).
         self._state: Callable[[Any], None] = self._menu_choice
@@ -106,7 +108,7 @@ class Dialogue:
 
     @property
     def room_gone(self) -> str:
-        return self._gone
+        return self._gone_why
 
     def reply(self, text: str) -> None:
         if self._closed:
@@ -136,6 +138,8 @@ class Dialogue:
             CHAT,
             f"Entered room {room.name} ({len(room.fanout) + 1} here). Type /help for commands, /exit to leave.",
         )
+        if room.authority.topic:
+            self.session.show(CHAT, f"Topic: {room.authority.topic}")
         if replay:
             plural = "s" if len(replay) > 1 else ""
             self._block(REPLAY, f"--- {len(replay)} earlier line{plural} in {room.name} (/replay off hides them) ---",
@@ -163,7 +167,7 @@ class Dialogue:
         if room is not None:
             self.factory.leave(room, self.session)
         self.session.show(LISTEN, f"You left {room.name if room is not None else self._gone}.")
-        self._gone = ""
+        self._gone = self._gone_why = ""
         self._show_menu()
         self._menu_prompt()
 
@@ -171,7 +175,7 @@ class Dialogue:
         if self._closed:
             return
         place, room = self.place, self.room
-        self.room, self._gone = None, ""
+        self.room, self._gone, self._gone_why = None, "", ""
         self.factory.log_out(self.session, room)
         self.session.name = None
         self.session.show(LISTEN, text)
@@ -224,7 +228,7 @@ class Dialogue:
         """
         self._closed = True
         room, self.room = self.room, None
-        self._gone = ""
+        self._gone = self._gone_why = ""
         self.factory.detach(self.session, event, room)
 
     def room_deleted(self, room: Room, by: str) -> None:
@@ -233,10 +237,18 @@ class Dialogue:
         mode: lines typed meanwhile were meant as chat, so none of them is
         ever run as a menu choice; the user leaves with /exit.
         """
+        self.removed(room, f"Room {room.name} was deleted by {by}", f"room {room.name} was deleted")
+
+    def removed(self, room: Room, notice: str, gone: str) -> None:
+        """
+        We were taken out of our room (deleted, kicked, banned): told
+        ``notice``; as after a deletion, we stay in chat mode until /exit,
+        and lines typed meanwhile are refused with ``gone`` as the reason.
+        """
         if self.room is room:
             self.room = None
-            self._gone = room.name
-            self.session.show(LISTEN, f"Room {room.name} was deleted by {by}; type /exit to go back to the main menu.")
+            self._gone, self._gone_why = room.name, gone
+            self.session.show(LISTEN, f"{notice}; type /exit to go back to the main menu.")
 
     # -- the menu ----------------------------------------------------------------------
 

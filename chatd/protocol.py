@@ -30,7 +30,7 @@ from chatd.commands import TABLE
 from chatd.commands.table import CommandTable
 from chatd.core.events import PrivateMessage
 from chatd.core.ports import Renderer, SessionEnd
-from chatd.limits import ANSWER, CONSUMER, FLOOD, TokenBucket
+from chatd.limits import ANSWER, CONSUMER, FLOOD, FLOOD_CUT, TokenBucket
 from chatd.menu import Dialogue
 from chatd.render import PLAIN, TAGGED, private_line
 from chatd.sockets import ILineTransport, set_keepalive, tcp_socket
@@ -361,15 +361,29 @@ class ChatProtocol(LineReceiver):
         return size is not None and (size >= MIN_FREE_FRAME or size >= upload.size - upload.received)
 
     def _throttle(self, wait: float, notice: bool = True) -> None:
-        """Over the flood limit: read nothing more for ``wait`` seconds (this line still counts)."""
+        """
+        Over the flood limit: read nothing more for ``wait`` seconds (this
+        line still counts). In a room the pauses add up to the escalation
+        (chatd.limits ``TokenBucket.overrun``): a mute there, then the end.
+        """
         assert self._bucket is not None
         reactor = self.factory.reactor
-        if self._throttle_timer is not None and self._throttle_timer.active():
-            self._throttle_timer.cancel()
+        now = reactor.seconds()
+        paused = wait
+        timer = self._throttle_timer
+        if timer is not None and timer.active():
+            paused -= max(0.0, timer.getTime() - now)  # (the pause it replaces is counted already)
+            timer.cancel()
         self.pause_reading(FLOOD)
-        if notice and self._bucket.notice_due(reactor.seconds()):
+        if notice and self._bucket.notice_due(now):
             self.show(ERROR, "Error: you are sending too fast; your lines are being delayed.")
         self._throttle_timer = reactor.callLater(wait, self._unthrottle)
+        room = self.dialogue.room if self.dialogue is not None and self.name else None
+        mute = self.factory.settings.flood_mute
+        if notice and room is not None and mute > 0:
+            level = self._bucket.overrun(now, paused, mute)
+            if level:
+                self.factory.moderation.flooding(self, room, level == FLOOD_CUT)
 
     def _unthrottle(self) -> None:
         self._throttle_timer = None
@@ -725,3 +739,7 @@ class ChatProtocol(LineReceiver):
     def room_deleted(self, room: Room, by: str) -> None:
         if self.dialogue is not None:
             self.dialogue.room_deleted(room, by)
+
+    def removed(self, room: Room, notice: str, gone: str) -> None:
+        if self.dialogue is not None:
+            self.dialogue.removed(room, notice, gone)

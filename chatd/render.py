@@ -10,10 +10,11 @@ line per event, the clock text computed once per second.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
+from chatd.moderation import SERVER_NAME, duration_text
 from chatd.wire import CHAT, ENCODING
 
 _SAY = EventKind.SAY
@@ -26,6 +27,48 @@ _ACTIONS = {
     EventKind.FILE: "{0} shared {2}",
     EventKind.FILE_FAILED: "{0}'s file {2}",
 }
+
+def _by(event: RoomEvent) -> str:
+    return event.sender or SERVER_NAME
+
+
+def _sanction(verb: str) -> Callable[[RoomEvent], str]:
+    """``ann banned bob for 2h (spam)``: a timed one says for how long (from the event's time), a reason in brackets."""
+
+    def text(event: RoomEvent) -> str:
+        until = f" for {duration_text(event.until - event.at)}" if event.until else ""
+        reason = f" ({event.text})" if event.text else ""
+        return f"{_by(event)} {verb} {event.target}{until}{reason}"
+
+    return text
+
+
+#: The text after ``[HH:MM:SS] * `` of the moderation kinds (issue 14), from the event.
+_MODERATION: dict[EventKind, Callable[[RoomEvent], str]] = {
+    EventKind.KICK: lambda e: f"{_by(e)} kicked {e.target}" + (f" ({e.text})" if e.text else ""),
+    EventKind.BAN: _sanction("banned"),
+    EventKind.MUTE: _sanction("muted"),
+    EventKind.UNBAN: lambda e: (f"{e.sender} lifted the ban on {e.target}" if e.sender
+                                else f"{e.target} is no longer banned (the ban ran out)"),
+    EventKind.UNMUTE: lambda e: (f"{e.sender} unmuted {e.target}" if e.sender
+                                 else f"{e.target} may speak again (the mute ran out)"),
+    EventKind.TOPIC: lambda e: f"{_by(e)} set the topic: {e.text}" if e.text else f"{_by(e)} cleared the topic",
+    EventKind.SETTING: lambda e: f"{_by(e)} turned {e.target} {e.text}",
+    EventKind.INVITE: lambda e: (f"{_by(e)} withdrew {e.target}'s invitation" if e.text == "withdrawn"
+                                 else f"{_by(e)} invited {e.target}"),
+    EventKind.OP: lambda e: f"{_by(e)} made {e.target} an operator",
+    EventKind.DEOP: lambda e: f"{_by(e)} took {e.target}'s operator role away",
+    EventKind.OWNER: lambda e: f"{_by(e)} gave {e.room} to {e.target}",
+}
+
+
+def action_text(event: RoomEvent) -> str:
+    """The text after ``* `` of an event other than ``say``."""
+    template = _ACTIONS.get(event.kind)
+    if template is not None:
+        return template.format(event.sender, event.room, event.text)
+    return _MODERATION[event.kind](event)
+
 
 _clock_second = -1
 _clock_text = ""
@@ -45,7 +88,7 @@ def event_text(event: RoomEvent) -> str:
     """An event as a line without its time: ``name: text`` or ``* name ...``."""
     if event.kind is _SAY:
         return f"{event.sender}: {event.text}"
-    return "* " + _ACTIONS[event.kind].format(event.sender, event.room, event.text)
+    return "* " + action_text(event)
 
 
 def dated_line(event: RoomEvent) -> str:
@@ -93,7 +136,7 @@ def event_lines(events: Sequence[RoomEvent]) -> list[str]:
         if event.kind is _SAY:
             append(f"[{clock}] {event.sender}: {event.text}")
         else:
-            append(f"[{clock}] * " + _ACTIONS[event.kind].format(event.sender, event.room, event.text))
+            append(f"[{clock}] * " + action_text(event))
     _last_batch, _last_lines = events, lines
     return lines
 

@@ -40,6 +40,8 @@ class Settings:
     #: Lines one connection may send in a burst before the rate applies (a
     #: pasted snippet goes through at once; a flood is slowed and told).
     flood_burst: int = 50
+    #: Seconds an account that keeps flooding a room is muted there (chatd.limits, "escalation"; 0: never).
+    flood_mute: float = 60.0
     #: Connections in total (0 = no limit).
     max_connections: int = 20000
     #: Connections from one address (0 = no limit); exempt networks don't count.

@@ -72,6 +72,9 @@ _LIMITS = [
      "Lines (and telnet commands) per second one connection, or once logged in one account, may send, "
      "sustained (0: no limit)."),
     ("flood-burst", "flood_burst", count, "Lines a connection (or account) may send at once before --flood-rate applies."),
+    ("flood-mute", "flood_mute", number,
+     "Seconds an account is muted in a room after being slowed down there for 10 s within a minute; if it goes "
+     "on, its connection is cut off (0: never)."),
     ("max-connections", "max_connections", count,
      "Connections in total (0: no limit). Default: 20000, or the hard open-file limit minus 256 if that is lower."),
     ("max-per-address", "max_per_address", count, "Connections from one address (0: no limit)."),

@@ -171,7 +171,7 @@ def test_reconnect_after_server_restart_logs_in_again_and_rejoins_the_room(termi
         bob.register("bob")
         bob.send("join lab", "/who")
         bob.expect(r"\] ann: before the restart")  # kept across the restart, so replayed to ann too ...
-        bob.expect(r"In lab \(2\): ann, bob")
+        bob.expect(r"In lab \(2\): ~ann, bob")
         bob.send("welcome back ann")
         terminal.wait(r"bob: welcome back ann$")
     finally:

@@ -72,6 +72,10 @@ class EventSession:
     def room_deleted(self, room: Any, by: str) -> None:
         self.room = None
 
+    def removed(self, room: Any, notice: str, gone: str) -> None:
+        self.room = None
+        self.replies.append(notice)
+
     def spend_allowance(self) -> None:
         pass
 

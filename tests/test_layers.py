@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: The core: state, commands, delivery, values and interfaces, rules.
 CORE = ("chatd.core", "chatd.factory", "chatd.broadcast", "chatd.commands", "chatd.store", "chatd.limits", "chatd.admin",
-        "chatd.passwords", "chatd.presence", "chatd.text", "chatd.settings", "chatd.errors")
+        "chatd.passwords", "chatd.presence", "chatd.moderation", "chatd.text", "chatd.settings", "chatd.errors")
 #: The core may not use sockets either (chatd.sockets is the line front-end's).
 #: What the core must never import: front-ends, wire formats, concrete stores and buses, the composition root.
 NOT_FOR_CORE = ("chatd.protocol", "chatd.menu", "chatd.render", "chatd.telnet", "chatd.transfer", "chatd.wire",

@@ -52,7 +52,7 @@ class From(Client):
 
 
 def test_table_exists():
-    assert len(_unprompted_rows()) == 18
+    assert len(_unprompted_rows()) == 22
 
 
 def test_connect_refusals_are_documented(tmp_path):

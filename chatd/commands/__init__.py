@@ -9,6 +9,7 @@ front-end's menu and ``/help`` are generated from it.
 """
 
 from chatd.commands.builtin import SAY, TABLE
-from chatd.commands import accounts, admin, history, presence  # noqa: F401  (they declare their commands into TABLE)
+# (They declare their commands into TABLE.)
+from chatd.commands import accounts, admin, history, moderation, presence  # noqa: F401
 
 __all__ = ["SAY", "TABLE"]

@@ -15,6 +15,7 @@ from twisted.internet import defer
 
 from chatd import errors
 from chatd.commands.table import Arg, Caller, CommandTable, Login, Place
+from chatd.moderation import names_marked
 from chatd.passwords import password_problem
 from chatd.settings import PUBLIC_ROOM
 from chatd.text import PASSWORD_MIN, USER_NAME_MAX, check_name
@@ -131,14 +132,24 @@ def delete(caller: Caller, name: str) -> defer.Deferred[None]:
     return d.addCallback(lambda room: caller.reply(f"Room {room.name} deleted."))
 
 
-@command("info", "show a room's owner, age and members", MENU, number="5", args=(Arg("NAME", "Name of the room:"),))
+@command("info", "show a room's owner, age, members, operators and topic", MENU, number="5",
+         args=(Arg("NAME", "Name of the room:"),))
 def info(caller: Caller, name: str) -> defer.Deferred[None]:
+    """An invite-only room is shown only to those who may enter it (to others it does not exist)."""
+    moderation = caller.factory.moderation
+
     def show(room: Room) -> None:
+        if not moderation.may_see(room, caller.session.name):
+            raise errors.NoSuchRoom(f"There is no room called {name}.")
         members = room.member_names()
         caller.reply(f"Room: {room.name}")
         caller.reply(f"Owner: {room.owner or '(none: the public room)'}")
         caller.reply(f"Created: {room.created or '(always there)'}")
         caller.reply(f"In it now ({len(members)}): {', '.join(members) or 'nobody'}")
+        caller.reply(f"Operators: {', '.join(moderation.operators(room)) or 'none'}")
+        caller.reply(f"Topic: {room.authority.topic or '(none)'}")
+        if room.authority.invite_only:
+            caller.reply("Invite-only: yes")
 
     return caller.factory.find_room(name).addCallback(show)
 
@@ -146,14 +157,18 @@ def info(caller: Caller, name: str) -> defer.Deferred[None]:
 @command("list", "list the rooms (with the lines you have not read in those you left)", MENU, number="6")
 def list_rooms(caller: Caller) -> defer.Deferred[None]:
     factory, name = caller.factory, caller.session.name
+    moderation = factory.moderation
 
     def show(rooms: list[Room]) -> None:
+        rooms = [room for room in rooms if moderation.may_see(room, name)]
         caller.reply(f"Rooms ({len(rooms)}):")
         for room in rooms:
             owner = f"owner {room.owner}" if room.owner else "public"
             unread = factory.unread(name, room)
             news = f", {unread} unread" if unread else ""
-            caller.reply(f"  {room.name}  ({len(room.fanout)} here, {owner}{news})")
+            private = ", invite-only" if room.authority.invite_only else ""
+            topic = f", topic: {moderation.topic_shown(room)}" if room.authority.topic else ""
+            caller.reply(f"  {room.name}  ({len(room.fanout)} here, {owner}{private}{news}{topic})")
 
     return caller.factory.list_rooms().addCallback(show)
 
@@ -187,7 +202,7 @@ def exit_room(caller: Caller) -> None:
 
 
 @command("say", "send TEXT to the room (what typing a line does)", ROOM, login=Login.REQUIRED, in_room=True,
-         args=(Arg("TEXT"),), listed=False)
+         args=(Arg("TEXT"),), listed=False, speaks=True)
 def say(caller: Caller, text: str) -> None:
     assert caller.room is not None  # in_room
     caller.factory.say(caller.room, caller.session, text)
@@ -198,17 +213,19 @@ SAY = say
 
 
 @command("me", "describe an action (shown as '* name TEXT')", ROOM, login=Login.REQUIRED, in_room=True,
-         args=(Arg("TEXT"),))
+         args=(Arg("TEXT"),), speaks=True)
 def me(caller: Caller, text: str) -> None:
     assert caller.room is not None
     caller.factory.emote(caller.room, caller.session, text)
 
 
-@command("who", "list who is in the room", ROOM, login=Login.REQUIRED, in_room=True)
+@command("who", "list who is in the room (~ the owner, @ operators)", ROOM, login=Login.REQUIRED, in_room=True)
 def who(caller: Caller) -> None:
-    assert caller.room is not None
-    names = caller.factory.presence.marked(caller.room.member_names())
-    caller.reply(f"In {caller.room.name} ({len(names)}): {', '.join(names)}")
+    room = caller.room
+    assert room is not None
+    names = room.member_names()
+    shown = names_marked(caller.factory.moderation, room, names, caller.factory.presence.marked(names))
+    caller.reply(f"In {room.name} ({len(shown)}): {', '.join(shown)}")
 
 
 @command("msg", "send a private message (kept for a user who is offline until they log in)", ROOM,
@@ -245,7 +262,7 @@ def deliver_queued(caller: Caller) -> None:
 
 
 @command("send", "send a file to everyone in the room (with the chat client)", ROOM, login=Login.REQUIRED,
-         in_room=True, args=(Arg("PATH", optional=True),))
+         in_room=True, args=(Arg("PATH", optional=True),), speaks=True)
 def send(caller: Caller, argument: str) -> None:
     assert caller.room is not None
     transfers = caller.factory.transfers

@@ -21,6 +21,7 @@ import attrs
 from twisted.internet import defer
 
 from chatd import errors
+from chatd.moderation import Role
 
 if TYPE_CHECKING:
     from chatd.core.ports import Session
@@ -104,13 +105,18 @@ class Command:
     #: Usable by a session that logged in with a one-time password and owes a new one (chatd.admin): nothing
     #: else is, until it has chosen one.
     while_reset: bool = False
+    #: The role in the room it needs (chatd.moderation.Role: OPERATOR, OWNER); MEMBER: none.
+    role: Role = Role.MEMBER
+    #: It speaks in the room (say, /me, /send): refused to a muted member.
+    speaks: bool = False
     #: For a user in their room with every argument given, nothing to check (the hot path: a room line):
     #: it is used in rooms only, checks nothing of its own and its arguments have no checks.
     fast: bool = attrs.field(init=False)
 
     @fast.default
     def _fast(self) -> bool:
-        return self.in_room and self.check is None and all(arg.check is None for arg in self.args)
+        return (self.in_room and self.check is None and self.role is Role.MEMBER
+                and all(arg.check is None for arg in self.args))
 
     def usage(self) -> str:
         """``/name ARG ...`` (the secret arguments are not typed on the line)."""
@@ -165,7 +171,11 @@ class Caller(Protocol):
 
     @property
     def room_gone(self) -> str:
-        """The name of the room deleted under the user while in it; "" if none."""
+        """
+        Why the user, in chat mode, is no longer in their room: ``room lab
+        was deleted``, ``you were kicked from lab`` (chatd.moderation); "" if
+        they are in it (or at the menu).
+        """
 
     def reply(self, text: str) -> None:
         """An answer to the command (clean text, one line)."""
@@ -282,8 +292,13 @@ class CommandTable:
             if command.admin and not caller.factory.is_admin(name):
                 return f"only server admins may {command.name}."
             if command.in_room:
-                return (f"room {caller.room_gone} was deleted; nothing you type here is sent. "
+                return (f"{caller.room_gone}; nothing you type here is sent. "
                         "Type /exit to go back to the main menu.")
+        room = caller.room
+        if room is not None and (command.role or command.speaks and room.muted):
+            refused = _room_refusal(caller, command, room)
+            if refused:
+                return refused
         if command.check is not None:
             return command.check(caller)
         return None
@@ -299,7 +314,9 @@ class CommandTable:
         Deferred; :meth:`run` is the same with one answer for all.
         """
         args = command.args
-        if command.fast and caller.room is not None and len(values) == len(args) and all(values):
+        room = caller.room
+        # (Nobody muted in the room: one check of an empty dict.)
+        if command.fast and room is not None and not room.muted and len(values) == len(args) and all(values):
             return command.run(caller, *values)
         refused = self.refusal(caller, command)
         if refused is not None:
@@ -323,3 +340,15 @@ class CommandTable:
     def run(self, caller: Caller, command: Command, values: Sequence[str]) -> defer.Deferred[Any]:
         """:meth:`call` answering with a Deferred: it fires when the command is done, or fails with its ChatError."""
         return defer.maybeDeferred(self.call, caller, command, values)
+
+
+def _room_refusal(caller: Caller, command: Command, room: Room) -> str | None:
+    """The room's rules for ``command`` (chatd.moderation): the role it needs; a muted member speaking."""
+    moderation = caller.factory.moderation
+    name = caller.session.name
+    if command.role and moderation.role(room, name) < command.role:
+        who = "the owner" if command.role is Role.OWNER else "operators"
+        return f"only {who} of {room.name} may {command.name}."
+    if command.speaks:
+        return moderation.mute_refusal(room, name)
+    return None

@@ -68,6 +68,14 @@ class Session(Member, Protocol):
     def room_deleted(self, room: Any, by: str) -> None:
         """The room this session is in was deleted by its owner ``by``; it is no longer a member."""
 
+    def removed(self, room: Any, notice: str, gone: str) -> None:
+        """
+        This session was taken out of ``room`` (a kick, a ban: chatd.moderation)
+        and is no longer a member: tell the user ``notice``; ``gone`` says why
+        it is out (``you were kicked from lab``), for refusing what it types
+        there meanwhile (as after a room's deletion).
+        """
+
     def spend_allowance(self) -> None:
         """Charge one token of the flood allowance for something others see that no line paid for."""
 

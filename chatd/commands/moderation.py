@@ -1,0 +1,195 @@
+"""
+Room authority commands (issue 14; docs/PROTOCOL.md, "Room authority"):
+``/op``, ``/deop``, ``/owner``, ``/kick``, ``/ban``, ``/unban``, ``/bans``,
+``/mute``, ``/unmute``, ``/topic``, ``/invite-only``, ``/open-topic``,
+``/invite``, ``/uninvite``.
+
+Who may use a command is declared (``role``: the table refuses the others
+with ``only operators of lab may kick.``); whom it may act on is the check
+of its NAME argument (:meth:`chatd.moderation.Moderation.target_refusal`),
+so both hold for every front-end before the handler runs. The state and
+its changes are ``chatd.moderation`` (``ChatFactory.moderation``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+
+from chatd.commands.builtin import ROOM, command
+from chatd.commands.table import Arg, Caller, Login
+from chatd.moderation import INVITE_ONLY, OPEN_TOPIC, TOPIC_MAX, Role, duration_text, parse_duration
+
+OPERATOR, OWNER = Role.OPERATOR, Role.OWNER
+#: What ``/topic`` takes to clear the topic.
+CLEAR_TOPIC = "-"
+
+
+def _target(caller: Caller, name: str) -> str | None:
+    """NAME of kick, ban, mute, unban, unmute: an account the caller outranks in the room."""
+    assert caller.room is not None
+    return caller.factory.moderation.target_refusal(caller.room, caller.session.name, name)
+
+
+def _account(caller: Caller, name: str) -> str | None:
+    """NAME of invite, op, owner: an account."""
+    return caller.factory.moderation.account_refusal(name)
+
+
+def _on_off(usage: str) -> Arg:
+    def check(caller: Caller, value: str) -> str | None:
+        return None if value.lower() in ("on", "off") else f"usage: {usage}"
+
+    return Arg("ON_OFF", check=check)
+
+
+def _may_set_topic(caller: Caller, text: str) -> str | None:
+    """Setting the topic (reading it is for everyone): operators, or anyone if the owner turned open-topic on."""
+    room = caller.room
+    assert room is not None
+    moderation = caller.factory.moderation
+    if not (room.authority.open_topic or moderation.role(room, caller.session.name) >= OPERATOR):
+        return f"only operators of {room.name} may set its topic."
+    return f"a topic has at most {TOPIC_MAX} characters." if len(text) > TOPIC_MAX else None
+
+
+def _duration_and_reason(text: str) -> tuple[int, str]:
+    """``[DURATION] [REASON]``: the seconds (0: until lifted) and the reason."""
+    first, _, rest = text.partition(" ")
+    seconds = parse_duration(first)
+    if seconds is None:
+        return 0, text.strip()
+    return seconds, rest.strip()
+
+
+def _for(seconds: int) -> str:
+    return f" for {duration_text(seconds)}" if seconds else " until lifted"
+
+
+def _change(caller: Caller, change: Callable[..., defer.Deferred[str]], answer: str,
+            *args: Any) -> defer.Deferred[None]:
+    """
+    ``change(room, by, *args)`` (a chatd.moderation.Moderation change) in
+    the caller's room by the caller; once it is done (stored), answer
+    ``answer`` with ``{name}`` (the account as stored) and ``{room}``.
+    """
+    room = caller.room
+    assert room is not None and caller.session.name is not None
+    d = change(room, caller.session.name, *args)
+    return d.addCallback(lambda stored: caller.reply(answer.format(name=stored, room=room.name)))
+
+
+@command("kick", "put NAME out of the room, telling them and the room REASON", ROOM, login=Login.REQUIRED,
+         in_room=True, role=OPERATOR, args=(Arg("NAME", check=_target), Arg("[REASON]", optional=True)))
+def kick(caller: Caller, name: str, reason: str) -> None:
+    assert caller.room is not None and caller.session.name is not None
+    caller.factory.moderation.kick(caller.room, caller.session.name, name, reason)
+
+
+@command("ban", "keep NAME out of the room for DURATION (30s, 10m, 2h, 7d; none: until /unban); "
+         "a ban beats an invite", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
+         args=(Arg("NAME", check=_target), Arg("[DURATION] [REASON]", optional=True)))
+def ban(caller: Caller, name: str, text: str) -> defer.Deferred[None]:
+    seconds, reason = _duration_and_reason(text)
+    answer = "{name} is banned from {room}" + _for(seconds) + "."
+    return _change(caller, caller.factory.moderation.ban, answer, name, seconds, reason)
+
+
+@command("unban", "lift the ban on NAME", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
+         args=(Arg("NAME", check=_target),))
+def unban(caller: Caller, name: str) -> defer.Deferred[None]:
+    return _change(caller, caller.factory.moderation.unban, "The ban on {name} is lifted.", name)
+
+
+@command("bans", "list the room's bans", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR)
+def bans(caller: Caller) -> None:
+    room = caller.room
+    assert room is not None
+    lines = caller.factory.moderation.ban_lines(room)
+    caller.reply(f"Bans in {room.name} ({len(lines)}): {', '.join(lines)}" if lines else f"No bans in {room.name}.")
+
+
+@command("mute", "keep NAME from speaking in the room for DURATION (none: until /unmute)", ROOM,
+         login=Login.REQUIRED, in_room=True, role=OPERATOR,
+         args=(Arg("NAME", check=_target), Arg("[DURATION] [REASON]", optional=True)))
+def mute(caller: Caller, name: str, text: str) -> defer.Deferred[None]:
+    seconds, reason = _duration_and_reason(text)
+    answer = "{name} is muted in {room}" + _for(seconds) + "."
+    return _change(caller, caller.factory.moderation.mute, answer, name, seconds, reason)
+
+
+@command("unmute", "let NAME speak again", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
+         args=(Arg("NAME", check=_target),))
+def unmute(caller: Caller, name: str) -> defer.Deferred[None]:
+    return _change(caller, caller.factory.moderation.unmute, "{name} may speak again.", name)
+
+
+@command("topic", f"show the topic; with TEXT set it (operators), with {CLEAR_TOPIC} clear it", ROOM,
+         login=Login.REQUIRED, in_room=True, args=(Arg("[TEXT]", optional=True, check=_may_set_topic),))
+def topic(caller: Caller, text: str) -> defer.Deferred[None] | None:
+    room = caller.room
+    assert room is not None and caller.session.name is not None
+    if not text:
+        caller.reply(f"Topic of {room.name}: {room.authority.topic}" if room.authority.topic
+                     else f"{room.name} has no topic.")
+        return None
+    return caller.factory.moderation.set_topic(room, caller.session.name, "" if text == CLEAR_TOPIC else text)
+
+
+def _setting(caller: Caller, setting: str, value: str) -> defer.Deferred[None]:
+    room = caller.room
+    assert room is not None and caller.session.name is not None
+    on = value.lower() == "on"
+    shown = setting.replace("_", "-")
+
+    def answer(changed: bool) -> None:
+        if not changed:
+            caller.reply(f"{shown} is {'on' if on else 'off'} in {room.name} already.")
+
+    return caller.factory.moderation.set_setting(room, caller.session.name, setting, on).addCallback(answer)
+
+
+@command("invite-only", "on: only invited accounts, operators and the owner may enter", ROOM, login=Login.REQUIRED,
+         in_room=True, role=OPERATOR, args=(_on_off("/invite-only on|off"),))
+def invite_only(caller: Caller, value: str) -> defer.Deferred[None]:
+    return _setting(caller, INVITE_ONLY, value)
+
+
+@command("open-topic", "on: anyone in the room may set the topic", ROOM, login=Login.REQUIRED, in_room=True,
+         role=OWNER, args=(_on_off("/open-topic on|off"),))
+def open_topic(caller: Caller, value: str) -> defer.Deferred[None]:
+    return _setting(caller, OPEN_TOPIC, value)
+
+
+@command("invite", "let NAME (online or not) enter the invite-only room; a ban beats an invite", ROOM,
+         login=Login.REQUIRED, in_room=True, role=OPERATOR, args=(Arg("NAME", check=_account),))
+def invite(caller: Caller, name: str) -> defer.Deferred[None]:
+    return _change(caller, caller.factory.moderation.invite, "{name} is invited to {room}.", name, True)
+
+
+@command("uninvite", "withdraw NAME's invitation", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
+         args=(Arg("NAME", check=_account),))
+def uninvite(caller: Caller, name: str) -> defer.Deferred[None]:
+    return _change(caller, caller.factory.moderation.invite, "{name} is no longer invited to {room}.", name, False)
+
+
+@command("op", "make NAME an operator of the room", ROOM, login=Login.REQUIRED, in_room=True, role=OWNER,
+         args=(Arg("NAME", check=_account),))
+def op(caller: Caller, name: str) -> defer.Deferred[None]:
+    return _change(caller, caller.factory.moderation.set_operator, "{name} is an operator of {room}.", name, True)
+
+
+@command("deop", "take NAME's operator role away", ROOM, login=Login.REQUIRED, in_room=True, role=OWNER,
+         args=(Arg("NAME", check=_account),))
+def deop(caller: Caller, name: str) -> defer.Deferred[None]:
+    answer = "{name} is no longer an operator of {room}."
+    return _change(caller, caller.factory.moderation.set_operator, answer, name, False)
+
+
+@command("owner", "give the room to NAME (you stay an operator)", ROOM, login=Login.REQUIRED, in_room=True,
+         role=OWNER, args=(Arg("NAME", check=_account),))
+def owner(caller: Caller, name: str) -> defer.Deferred[None]:
+    answer = "{name} owns {room} now; you are one of its operators."
+    return _change(caller, caller.factory.moderation.give, answer, name)

@@ -1,0 +1,613 @@
+"""
+Room authority (issue 14, docs/PROTOCOL.md "Room authority"): who may do
+what in a room, and the per-room state it works on.
+
+Each room has an :class:`Authority`: its topic, its settings (invite-only,
+open topic), its operators, bans, mutes and invitations. :class:`Moderation`
+(``ChatFactory.moderation``) changes them: durably first
+(``Store.set_room_values`` with the action's ``LogEvent``), then in memory,
+then as a room event (``ChatFactory.publish``: history and every member see
+it). Timed bans and mutes end on a reactor timer, also after a restart
+(:meth:`Moderation.restore` schedules them; those that ended while the
+server was down are lifted at once).
+
+The roles come from IRC channel operators (RFC 2812 section 3.2.8 KICK,
+RFC 2811 modes +o +b +i): the owner (the room's creator, ``Room.owner``)
+may do anything to anyone but himself; an operator may act on members only;
+nobody acts on the owner. Timed bans and mutes follow ergo (ergo#1513,
+ergo#307) and InspIRCd's ``m_timedbans``; a ban beats an invitation, as
+InspIRCd's ``+b`` beats ``INVITE`` (only its ``override`` module lifts that).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import parse_qsl, urlencode
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from chatd import errors
+from chatd.core.events import EventKind
+from chatd.store import EventName, LogEvent, RoomValue, RoomValueKind, StoreError
+from chatd.text import USER_NAME_MAX, name_key, unknown_name
+
+if TYPE_CHECKING:
+    from chatd.core.ports import Session
+    from chatd.factory import ChatFactory, Room
+
+#: What a duration is typed as: ASCII digits and one unit (``30s``, ``10m``, ``2h``, ``7d``).
+_DURATION = re.compile(r"([0-9]{1,6})([smhd])\Z")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The longest timed ban or mute (a year); longer: until lifted.
+DURATION_MAX = 366 * 86400
+#: How much of a topic the room list shows; the longest topic (IRC servers allow about 300-390).
+TOPIC_SHOWN = 40
+TOPIC_MAX = 300
+#: The settings a room has (``/invite-only``, ``/open-topic``): their stored keys.
+INVITE_ONLY = "invite_only"
+OPEN_TOPIC = "open_topic"
+#: How the room's lines name the server (a flood mute, a ban that ran out).
+SERVER_NAME = "chatd"
+
+
+class Role(enum.IntEnum):
+    """What someone is in a room: the owner outranks operators, who outrank members."""
+
+    MEMBER = 0
+    OPERATOR = 1
+    OWNER = 2
+
+
+def parse_duration(text: str) -> int | None:
+    """``30s``, ``10m``, ``2h``, ``7d`` as seconds (1 to DURATION_MAX); None if ``text`` is no such duration."""
+    match = _DURATION.match(text.lower())
+    if match is None:
+        return None
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    return seconds if 0 < seconds <= DURATION_MAX else None
+
+
+def duration_text(seconds: float) -> str:
+    """Seconds as the largest whole unit: ``2h``, ``90s``, ``7d``."""
+    seconds = int(round(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def until_text(until: float, now: float) -> str:
+    """The end of a timed ban or mute: ``14:00 UTC`` within a day from ``now``, else ``2026-12-01 14:00 UTC``."""
+    moment = datetime.fromtimestamp(int(until), timezone.utc)
+    if until - now < 86400:
+        return f"{moment:%H:%M} UTC"
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def iso(seconds: float) -> str:
+    """Seconds since the epoch as ISO-8601 UTC (log.csv's ``until``)."""
+    return datetime.fromtimestamp(int(seconds), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@attrs.frozen(slots=True)
+class Sanction:
+    """A ban or a mute: ``by`` whom ("" : the server), ``until`` (seconds since the epoch; 0: until lifted), why."""
+
+    by: str
+    until: float
+    reason: str
+
+    def encode(self) -> str:
+        """As stored (``RoomValue.value``): ``until=1790003600&by=ann&reason=spam``."""
+        return urlencode({"until": str(int(self.until)), "by": self.by, "reason": self.reason})
+
+    @classmethod
+    def decode(cls, value: str) -> Sanction:
+        fields = dict(parse_qsl(value, keep_blank_values=True))
+        until = fields.get("until", "0")
+        return cls(fields.get("by", ""), float(until) if until.isdigit() else 0.0, fields.get("reason", ""))
+
+    def over(self, now: float) -> bool:
+        return bool(self.until) and self.until <= now
+
+
+@attrs.define(slots=True, eq=False)
+class Authority:
+    """One room's authority state; keys are account name keys (``chatd.text.name_key``)."""
+
+    topic: str = ""
+    invite_only: bool = False
+    open_topic: bool = False
+    #: Operators: name key -> "1".
+    operators: dict[str, str] = attrs.field(factory=dict)
+    bans: dict[str, Sanction] = attrs.field(factory=dict)
+    #: Mutes (also ``Room.muted``: the say path's one check).
+    mutes: dict[str, Sanction] = attrs.field(factory=dict)
+    #: Invited accounts: name key -> who invited them.
+    invites: dict[str, str] = attrs.field(factory=dict)
+    #: The timers ending timed bans and mutes: (kind, key) -> call.
+    timers: dict[tuple[str, str], IDelayedCall] = attrs.field(factory=dict)
+
+
+def _not_saved(what: str) -> Callable[[Any], NoReturn]:
+    """An errback: a StoreError becomes NotSaved (``what (server storage problem); try again later.``)."""
+
+    def failed(failure: Any) -> NoReturn:
+        failure.trap(StoreError)
+        raise errors.NotSaved(f"{what} (server storage problem); try again later.")
+
+    return failed
+
+
+class Moderation:
+    """The rules of room authority and its changes, for :class:`~chatd.factory.ChatFactory`."""
+
+    log = Logger()
+
+    def __init__(self, factory: ChatFactory) -> None:
+        self.factory = factory
+
+    # -- reading the state ------------------------------------------------------------
+
+    def role(self, room: Room, name: str | None) -> Role:
+        """What the account ``name`` is in ``room``."""
+        if not name:
+            return Role.MEMBER
+        key = name_key(name)
+        if room.owner and name_key(room.owner) == key:
+            return Role.OWNER
+        return Role.OPERATOR if key in room.authority.operators else Role.MEMBER
+
+    def operators(self, room: Room) -> list[str]:
+        """The names of ``room``'s operators (as their accounts are stored), by name."""
+        return sorted((self.display(key) for key in room.authority.operators), key=name_key)
+
+    def display(self, key: str) -> str:
+        """The account of name key ``key`` as stored (the key itself if it is gone)."""
+        record = self.factory.accounts.get(key)
+        return record.name if record is not None else key
+
+    def _sanction(self, table: dict[str, Sanction], name: str | None) -> Sanction | None:
+        """The ban or mute of ``name`` in ``table`` that has not ended, or None."""
+        if not table or not name:
+            return None
+        sanction = table.get(name_key(name))
+        if sanction is None or sanction.over(self.factory.reactor.seconds()):
+            return None
+        return sanction
+
+    def _until(self, sanction: Sanction) -> str:
+        return f" until {until_text(sanction.until, self.factory.reactor.seconds())}" if sanction.until else ""
+
+    def join_refusal(self, room: Room, name: str | None) -> str | None:
+        """Why the account ``name`` may not enter ``room`` (a ban; invite-only), or None. A ban beats an invite."""
+        if self.role(room, name) is Role.OWNER:
+            return None
+        ban = self._sanction(room.authority.bans, name)
+        if ban is not None:
+            return f"you are banned from {room.name}{self._until(ban)}" + (f": {ban.reason}" if ban.reason else ".")
+        if room.authority.invite_only and not self._invited(room, name):
+            return f"{room.name} is invite-only; ask one of its operators for an /invite."
+        return None
+
+    def _invited(self, room: Room, name: str | None) -> bool:
+        """Whether the account ``name`` may enter ``room`` while it is invite-only: invited, an operator, the owner."""
+        if not name:
+            return False
+        return self.role(room, name) is not Role.MEMBER or name_key(name) in room.authority.invites
+
+    def may_see(self, room: Room, name: str | None) -> bool:
+        """
+        Whether ``room`` is shown to the account ``name`` in ``list`` and
+        ``info``: an invite-only room only to those who may enter it, and
+        to server admins (``ChatFactory.is_admin``), who see every room.
+        """
+        return not room.authority.invite_only or self._invited(room, name) or self.factory.is_admin(name)
+
+    def mute_refusal(self, room: Room, name: str | None) -> str | None:
+        """Why the account ``name`` may not speak in ``room`` (muted), or None."""
+        mute = self._sanction(room.muted, name)
+        if mute is None:
+            return None
+        return f"you are muted in {room.name}{self._until(mute)}" + (f": {mute.reason}" if mute.reason else ".")
+
+    def target_refusal(self, room: Room, actor: str | None, target: str) -> str | None:
+        """
+        Why ``actor`` may not act (kick, ban, mute, and lift them) on the
+        account ``target`` in ``room``: there is no such account, it is
+        the actor, or it ranks as high as the actor (an operator acts on
+        members only; the owner on operators too; nobody on the owner).
+        """
+        record = self.factory.accounts.get(name_key(target))
+        if record is None:
+            return unknown_name(target, "user", USER_NAME_MAX, f"There is no user called {target}.")
+        if actor and name_key(actor) == name_key(record.name):
+            return "you cannot do that to yourself."
+        theirs = self.role(room, record.name)
+        if theirs is Role.OWNER:
+            return f"{record.name} owns {room.name}; nobody can do that to its owner."
+        if theirs >= self.role(room, actor):
+            return f"{record.name} is an operator of {room.name}; only its owner can do that."
+        return None
+
+    def account_refusal(self, target: str) -> str | None:
+        """Why ``target`` is not an account one can invite, make an operator or give a room to; or None."""
+        if self.factory.accounts.get(name_key(target)) is None:
+            return unknown_name(target, "user", USER_NAME_MAX, f"There is no user called {target}.")
+        return None
+
+    def topic_shown(self, room: Room) -> str:
+        """The topic as the room list shows it: at most TOPIC_SHOWN characters (cut after a word, with ...)."""
+        topic = room.authority.topic
+        if len(topic) <= TOPIC_SHOWN:
+            return topic
+        cut = topic[: TOPIC_SHOWN - 3]
+        return (cut[: cut.rindex(" ")] if " " in cut else cut).rstrip() + "..."
+
+    def ban_lines(self, room: Room) -> list[str]:
+        """``bob (until 14:00 UTC, by ann: spam)`` for each ban in ``room`` that has not ended, by name."""
+        now = self.factory.reactor.seconds()
+        lines = []
+        for key, ban in sorted(room.authority.bans.items()):
+            if ban.over(now):
+                continue
+            until = f"until {until_text(ban.until, now)}" if ban.until else "until lifted"
+            by = ban.by or SERVER_NAME
+            lines.append(f"{self.display(key)} ({until}, by {by}" + (f": {ban.reason})" if ban.reason else ")"))
+        return lines
+
+    # -- start, stop, forgetting ------------------------------------------------------------
+
+    def restore(self, values: Mapping[str, Mapping[tuple[str, str], str]]) -> None:
+        """
+        Take over the stored per-room values (``Loaded.room_values``): the
+        timers of timed bans and mutes start; those over already are lifted
+        at once (an ``unban``/``unmute`` event and row, by nobody).
+        """
+        by_id = {room.history.room_id: room for room in self.factory.rooms.values()}
+        for room_id, room_values in values.items():
+            room = by_id.get(room_id)
+            if room is None:
+                continue
+            authority = room.authority
+            for (kind, key), value in room_values.items():
+                if kind == "topic":
+                    authority.topic = value
+                elif kind == "setting":
+                    if key == INVITE_ONLY:
+                        authority.invite_only = value == "on"
+                    elif key == OPEN_TOPIC:
+                        authority.open_topic = value == "on"
+                elif kind == "op":
+                    authority.operators[key] = value
+                elif kind == "invite":
+                    authority.invites[key] = dict(parse_qsl(value)).get("by", "")
+                elif kind in ("ban", "mute"):
+                    sanction = Sanction.decode(value)
+                    (authority.bans if kind == "ban" else authority.mutes)[key] = sanction
+                    if sanction.until:
+                        self._schedule(room, kind, key, sanction.until)
+
+    def forget(self, room: Room) -> None:
+        """``room`` is deleted (its values with it): its timers stop."""
+        for timer in room.authority.timers.values():
+            if timer.active():
+                timer.cancel()
+        room.authority.timers.clear()
+
+    def stop(self) -> None:
+        """The server stops: every timer stops (a restart schedules them again)."""
+        for room in self.factory.rooms.values():
+            self.forget(room)
+
+    def account_deleted(self, key: str) -> None:
+        """The account of name key ``key`` is gone (the store deleted its values): so are its roles and sanctions."""
+        for room in self.factory.rooms.values():
+            authority = room.authority
+            authority.operators.pop(key, None)
+            authority.invites.pop(key, None)
+            authority.bans.pop(key, None)
+            authority.mutes.pop(key, None)
+            for kind in ("ban", "mute"):
+                timer = authority.timers.pop((kind, key), None)
+                if timer is not None and timer.active():
+                    timer.cancel()
+
+    # -- changes ------------------------------------------------------------------------------
+
+    def _save(self, values: Sequence[RoomValue], event: LogEvent, what: str) -> defer.Deferred[None]:
+        """Store ``values`` with ``event``; a StoreError becomes NotSaved (``what (server storage problem)...``)."""
+        return self.factory.store.set_room_values(values, event).addErrback(_not_saved(what))
+
+    def _value(self, room: Room, kind: RoomValueKind, key: str, value: str) -> RoomValue:
+        return RoomValue(room.history.room_id, kind, key, value)
+
+    def _publish(self, room: Room, by: str, kind: EventKind, text: str = "", target: str = "",
+                 until: float = 0.0) -> None:
+        if self.factory.rooms.get(room.key) is room:  # (not deleted meanwhile)
+            self.factory.publish(room, by, kind, text, target, until)
+
+    def _remove(self, room: Room, target: str, notice: str, gone: str) -> None:
+        """Take the account ``target`` out of ``room`` if it is in it (a ban), telling it ``notice``."""
+        member = self.member(room, target)
+        if member is not None:
+            self.factory.remove_member(room, member, "banned")
+            member.removed(room, notice, gone)
+
+    def member(self, room: Room, target: str) -> Session | None:
+        """The session of the account ``target`` in ``room``, or None."""
+        key = name_key(target)
+        for member in room.fanout.members():
+            if member.name is not None and name_key(member.name) == key:
+                return member
+        return None
+
+    def kick(self, room: Room, by: str, target: str, reason: str) -> None:
+        """
+        Take ``target`` (a member) out of ``room``: the room sees a KICK
+        event, ``target`` is told and stays in chat mode until ``/exit``
+        (as for a deleted room); a ``kick`` row. Raises NoSuchUser if
+        ``target`` is not in the room.
+        """
+        member = self.member(room, target)
+        if member is None:
+            raise errors.NoSuchUser(f"{target} is not in {room.name}.")
+        name = member.name or target
+        self.factory.store.log_event("kick", by, room.name, target=name, reason=reason)
+        self._publish(room, by, EventKind.KICK, reason, name)  # (the kicked member sees it too)
+        self.factory.remove_member(room, member, "kicked")
+        member.removed(room, f"You were kicked from {room.name} by {by or SERVER_NAME}"
+                       + (f": {reason}" if reason else ""),
+                       f"you were kicked from {room.name}")
+
+    def _sanction_event(self, room: Room, kind: str, by: str, target: str, until: float, reason: str) -> LogEvent:
+        name: EventName = "ban" if kind == "ban" else "mute"
+        return LogEvent(name, by, room.name, {"target": target, "until": iso(until) if until else "",
+                                              "reason": reason})
+
+    def ban(self, room: Room, by: str, target: str, seconds: int, reason: str) -> defer.Deferred[str]:
+        """
+        Ban the account ``target`` from ``room`` for ``seconds`` (0: until
+        lifted), durably; then it is taken out of the room if it is in it,
+        the room sees a BAN event. Fires with the account's name as stored.
+        """
+        return self._sanction_change(room, "ban", by, target, seconds, reason)
+
+    def mute(self, room: Room, by: str, target: str, seconds: int, reason: str) -> defer.Deferred[str]:
+        """Mute the account ``target`` in ``room`` for ``seconds`` (0: until lifted), durably; a MUTE event."""
+        return self._sanction_change(room, "mute", by, target, seconds, reason)
+
+    def _sanction_change(self, room: Room, kind: RoomValueKind, by: str, target: str, seconds: int,
+                         reason: str) -> defer.Deferred[str]:
+        record = self.factory.accounts.get(name_key(target))
+        if record is None:
+            return defer.fail(errors.NoSuchUser(f"There is no user called {target}."))
+        name, key = record.name, name_key(record.name)
+        until = self.factory.reactor.seconds() + seconds if seconds else 0.0
+        sanction = Sanction(by, until, reason)
+        event = self._sanction_event(room, kind, by, name, until, reason)
+
+        def saved(_: None) -> str:
+            authority = room.authority
+            (authority.bans if kind == "ban" else authority.mutes)[key] = sanction
+            self._schedule(room, kind, key, until)
+            self._publish(room, by, EventKind.BAN if kind == "ban" else EventKind.MUTE, reason, name, until)
+            if kind == "ban":
+                for_how_long = f" for {duration_text(seconds)}" if seconds else ""
+                self._remove(room, name, f"You were banned from {room.name} by {by or SERVER_NAME}{for_how_long}"
+                             + (f": {reason}" if reason else ""), f"you were banned from {room.name}")
+            return name
+
+        work = self._save([self._value(room, kind, key, sanction.encode())], event, f"Could not save the {kind}")
+        return work.addCallback(saved)
+
+    def _schedule(self, room: Room, kind: str, key: str, until: float) -> None:
+        """End the timed ban or mute (kind, key) of ``room`` at ``until`` (0: none; a timer before is replaced)."""
+        timers = room.authority.timers
+        old = timers.pop((kind, key), None)
+        if old is not None and old.active():
+            old.cancel()
+        if until:
+            reactor = self.factory.reactor
+            timers[(kind, key)] = reactor.callLater(max(0.0, until - reactor.seconds()), self._expire, room, kind, key)
+
+    def _expire(self, room: Room, kind: str, key: str) -> None:
+        """A timed ban or mute ran out: lifted (memory now, the store next), an UNBAN/UNMUTE event by nobody."""
+        room.authority.timers.pop((kind, key), None)
+        self.lift(room, kind, "", key).addErrback(
+            lambda failure: self.log.error("could not lift an expired {kind} in {room}: {why}", kind=kind,
+                                           room=room.name, why=failure.getErrorMessage()))
+
+    def unban(self, room: Room, by: str, target: str) -> defer.Deferred[str]:
+        """Lift the ban of ``target`` in ``room`` (:meth:`lift`)."""
+        return self.lift(room, "ban", by, target)
+
+    def unmute(self, room: Room, by: str, target: str) -> defer.Deferred[str]:
+        """Lift the mute of ``target`` in ``room`` (:meth:`lift`)."""
+        return self.lift(room, "mute", by, target)
+
+    def lift(self, room: Room, kind: str, by: str, target: str) -> defer.Deferred[str]:
+        """
+        Lift the ban (``kind`` "ban") or mute of ``target`` in ``room``
+        (``by`` "": it ran out); fires with the account's name once that is
+        durable. Fails with NoSuchUser if there is none.
+        """
+        key = name_key(target)
+        authority = room.authority
+        table = authority.bans if kind == "ban" else authority.mutes
+        if key not in table:
+            what = "banned from" if kind == "ban" else "muted in"
+            return defer.fail(errors.NoSuchUser(f"{self.display(key)} is not {what} {room.name}."))
+        name = self.display(key)
+        value_kind: RoomValueKind = "ban" if kind == "ban" else "mute"
+        event_name: EventName = "unban" if kind == "ban" else "unmute"
+        details = {"target": name, "reason": "expired"} if not by else {"target": name}
+        if not by:  # ran out: it no longer counts, whether or not the store has caught up
+            del table[key]
+        self._schedule(room, kind, key, 0.0)
+
+        def saved(_: None) -> str:
+            if by:
+                table.pop(key, None)
+            self._publish(room, by, EventKind.UNBAN if kind == "ban" else EventKind.UNMUTE, "", name)
+            return name
+
+        work = self._save([self._value(room, value_kind, key, "")], LogEvent(event_name, by, room.name, details),
+                          f"Could not lift the {kind}")
+        return work.addCallback(saved)
+
+    def set_topic(self, room: Room, by: str, text: str) -> defer.Deferred[None]:
+        """Set ``room``'s topic to ``text`` ("": clear it), durably; a TOPIC event."""
+
+        def saved(_: None) -> None:
+            room.authority.topic = text
+            self._publish(room, by, EventKind.TOPIC, text)
+
+        event = LogEvent("topic", by, room.name, {"text": text})
+        return self._save([self._value(room, "topic", "", text)], event, "Could not save the topic").addCallback(saved)
+
+    def set_setting(self, room: Room, by: str, setting: str, on: bool) -> defer.Deferred[bool]:
+        """
+        Turn the setting ``setting`` (INVITE_ONLY, OPEN_TOPIC) of ``room``
+        on or off, durably; a SETTING event (target: its command name, text:
+        on or off). Fires with whether it changed.
+        """
+        authority = room.authority
+        if getattr(authority, setting) == on:
+            return defer.succeed(False)
+        shown = setting.replace("_", "-")
+        value = "on" if on else "off"
+
+        def saved(_: None) -> bool:
+            setattr(authority, setting, on)
+            self._publish(room, by, EventKind.SETTING, value, shown)
+            return True
+
+        event = LogEvent("room_setting", by, room.name, {"name": shown, "value": value})
+        work = self._save([self._value(room, "setting", setting, "on" if on else "")], event,
+                          "Could not save the setting")
+        return work.addCallback(saved)
+
+    def invite(self, room: Room, by: str, target: str, on: bool = True) -> defer.Deferred[str]:
+        """
+        Invite the account ``target`` to ``room`` (``on`` False: withdraw the
+        invitation), durably; an INVITE event (text "withdrawn" for the
+        latter); an invitee online is told. Fires with its name as stored.
+        """
+        record = self.factory.accounts.get(name_key(target))
+        if record is None:
+            return defer.fail(errors.NoSuchUser(f"There is no user called {target}."))
+        name, key = record.name, name_key(record.name)
+        if not on and key not in room.authority.invites:
+            return defer.fail(errors.NoSuchUser(f"{name} is not invited to {room.name}."))
+
+        def saved(_: None) -> str:
+            if on:
+                room.authority.invites[key] = by
+            else:
+                room.authority.invites.pop(key, None)
+            self._publish(room, by, EventKind.INVITE, "" if on else "withdrawn", name)
+            session = self.factory.online.get(key)
+            if on and session is not None:
+                session.notice(f"{by} invited you to {room.name}: type 'join {room.name}' at the menu to enter it.")
+            return name
+
+        event = LogEvent("invite" if on else "uninvite", by, room.name, {"target": name})
+        value = urlencode({"by": by}) if on else ""
+        return self._save([self._value(room, "invite", key, value)], event, "Could not save the invitation") \
+            .addCallback(saved)
+
+    def set_operator(self, room: Room, by: str, target: str, on: bool) -> defer.Deferred[str]:
+        """Make the account ``target`` an operator of ``room`` (``on`` False: no longer), durably; an OP/DEOP event."""
+        record = self.factory.accounts.get(name_key(target))
+        if record is None:
+            return defer.fail(errors.NoSuchUser(f"There is no user called {target}."))
+        name, key = record.name, name_key(record.name)
+        role = self.role(room, name)
+        if role is Role.OWNER:
+            return defer.fail(errors.NotAllowed(f"{name} owns {room.name}."))
+        if (role is Role.OPERATOR) == on:
+            return defer.fail(errors.NotAllowed(
+                f"{name} is {'already' if on else 'not'} an operator of {room.name}."))
+
+        def saved(_: None) -> str:
+            if on:
+                room.authority.operators[key] = "1"
+            else:
+                room.authority.operators.pop(key, None)
+            self._publish(room, by, EventKind.OP if on else EventKind.DEOP, "", name)
+            return name
+
+        event = LogEvent("op" if on else "deop", by, room.name, {"target": name})
+        return self._save([self._value(room, "op", key, "1" if on else "")], event,
+                          "Could not save the operator").addCallback(saved)
+
+    def give(self, room: Room, by: str, target: str) -> defer.Deferred[str]:
+        """
+        Make the account ``target`` the owner of ``room`` (``by`` is its
+        owner): the old owner becomes an operator, the new one is no longer
+        one, nor banned or muted (nobody acts on the owner; one write), then
+        the owner changes (``Store.set_room_owner`` with the ``owner`` row);
+        an OWNER event. Fires with the new owner's name.
+        """
+        record = self.factory.accounts.get(name_key(target))
+        if record is None:
+            return defer.fail(errors.NoSuchUser(f"There is no user called {target}."))
+        name, key = record.name, name_key(record.name)
+        if self.role(room, name) is Role.OWNER:
+            return defer.fail(errors.NotAllowed(f"{name} owns {room.name} already."))
+        old = room.owner
+
+        def roles_saved(_: None) -> defer.Deferred[None]:
+            authority = room.authority
+            authority.operators[name_key(old)] = "1"
+            for table in (authority.operators, authority.bans, authority.mutes):
+                table.pop(key, None)
+            for kind in ("ban", "mute"):
+                self._schedule(room, kind, key, 0.0)
+            event = LogEvent("owner", by, room.name, {"target": name, "previous": old})
+            return self.factory.store.set_room_owner(room.name, name, event)
+
+        def owner_saved(_: None) -> str:
+            room.owner = name
+            self._publish(room, by, EventKind.OWNER, "", name)
+            return name
+
+        values = [self._value(room, "op", name_key(old), "1"),
+                  *(self._value(room, kind, key, "") for kind in ("op", "ban", "mute"))]
+        work = self.factory.store.set_room_values(values).addCallback(roles_saved)
+        return work.addCallbacks(owner_saved, _not_saved("Could not give the room away"))
+
+    # -- the flood limiter's escalation (chatd.limits) ------------------------------------------
+
+    def flooding(self, session: Session, room: Room, cut: bool) -> None:
+        """
+        ``session`` kept flooding ``room`` (chatd.limits, the escalation):
+        muted there for --flood-mute seconds by the server (sender "",
+        reason ``flooding``: the room, its operators too, sees why); ``cut``:
+        it went on: kicked from the room by the server, then disconnected.
+        """
+        name = session.name or ""
+        if cut:
+            if self.member(room, name) is session:
+                self.kick(room, "", name, "flooding")
+            session.kick("Error: you kept sending too fast after being muted; goodbye.")
+            return
+        if self._sanction(room.muted, name) is not None:
+            return
+        self.mute(room, "", name, max(1, int(self.factory.settings.flood_mute)), "flooding").addErrback(
+            lambda failure: self.log.error("could not mute a flooder in {room}: {why}", room=room.name,
+                                           why=failure.getErrorMessage()))
+
+
+def names_marked(moderation: Moderation, room: Room, names: Iterable[str], shown: Iterable[str]) -> list[str]:
+    """``shown`` (``names`` as presence marked them) with ``~`` before the owner's and ``@`` before operators'."""
+    marks = {Role.OWNER: "~", Role.OPERATOR: "@", Role.MEMBER: ""}
+    return [marks[moderation.role(room, name)] + text for name, text in zip(names, shown)]
