@@ -31,10 +31,11 @@ _ENTERED = re.compile(r"Entered room \S+ \(")
 _JOINED = re.compile(_STAMP + r"\* (\S+) (joined|left) \S+$")
 _SPEAKER = re.compile(_STAMP + r"(?:\* |\*)?([^\s:*]+)[:* ]")
 #: A ``/help`` line: ``  /msg NAME TEXT: send a private message.``
-_HELP = re.compile(r"\s+(/[a-z]+)\b")
+_HELP = re.compile(r"\s+(/[a-z][a-z-]*)\b")
 _MORE = re.compile(r"and \d+ more$")
-#: One name of such a list, with its marks in parentheses: ``bob``, ``bob (away)``, ``bob (away, in lab)``.
-_LISTED = re.compile(r"(?:^|, )([^\s,()]+)(?: \([^)]*\))?")
+#: One name of such a list, with its marks in parentheses: ``bob``, ``bob (away)``, ``bob (away, in lab)``;
+#: ``/who`` puts ``~`` before the owner's and ``@`` before operators' (docs/PROTOCOL.md, "Room authority").
+_LISTED = re.compile(r"(?:^|, )[~@]?([^\s,()]+)(?: \([^)]*\))?")
 
 
 class Screen(Protocol):

@@ -70,6 +70,8 @@ def test_vocabulary_learns_members_from_who_joins_leaves_and_speakers():
     words.heard("Online (3; the first 2 by name): erin, frank, and 1 more")
     words.heard("Online (2): gina (away, in lab), hal (in public)")
     assert list(words.others) == ["bob", "erin", "frank", "gina", "hal"]
+    words.heard("In lab (3): ~ann, @carol (away), dave")  # the owner and an operator (room authority)
+    assert list(words.members) == ["ann", "carol", "dave"]
 
 
 def test_vocabulary_completes_names_and_commands():
@@ -84,6 +86,8 @@ def test_vocabulary_completes_names_and_commands():
     assert words.complete("/topic") == []
     words.heard("  /topic TEXT: set the room's topic.")
     assert words.complete("/to") == ["/topic"]
+    words.heard("  /invite-only ON_OFF: on: only invited accounts, operators and the owner may enter.")
+    assert words.complete("/invite-") == ["/invite-only"]
     assert set(COMMANDS) <= set(words.commands)
 
 
