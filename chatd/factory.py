@@ -164,6 +164,8 @@ class ChatFactory(Factory):
         #: Names being registered / rooms being created or deleted: name key -> the name as it will be stored.
         self._claimed: dict[str, str] = {}
         self._claimed_rooms: dict[str, str] = {}
+        #: Accounts whose deletion is being written (name keys): no new password hash is stored for them.
+        self._deleting: set[str] = set()
         #: Room history (rings in memory, commits to the store).
         self.history = History(store, reactor, settings)
         #: Per-account values (Store.set_marks): name key -> key -> value (read marks, settings).
@@ -386,6 +388,11 @@ class ChatFactory(Factory):
         """
 
         def store(password_hash: str) -> defer.Deferred[UserRecord]:
+            # The account may have been deleted (or be being deleted) while the hash was computed: appending its
+            # new hash now would bring it back (attacker: concurrent deleteme and password on one account).
+            key = name_key(record.name)
+            if key in self._deleting or key not in self.accounts:
+                raise errors.NotAllowed("this account was deleted; nothing was changed.")
             updated = attrs.evolve(record, password_hash=password_hash)
             return self.store.replace_password(updated, event).addCallback(lambda _: saved(updated))
 
@@ -458,9 +465,14 @@ class ChatFactory(Factory):
         Delete the account of ``record``: first every room it owns (each as
         its owner's ``delete``), then the account with ``event``; fires with
         its name once that is durable. Its session (other than ``keep``)
-        ends, told ``told``. Fails with NotSaved (what was deleted stays deleted).
+        ends, told ``told``. Fails with NotSaved (what was deleted stays deleted), or NotAllowed if the
+        account is gone or being deleted already. From now until the deletion is durable no new password
+        hash is stored for it (:meth:`_store_hash`): one appended after the deletion would bring it back.
         """
         key = name_key(record.name)
+        if key in self._deleting or key not in self.accounts:
+            return defer.fail(errors.NotAllowed("this account was deleted already."))
+        self._deleting.add(key)
         owned = sorted(room.name for room in self.rooms.values() if room.owner and name_key(room.owner) == key)
         d: defer.Deferred[Any] = defer.succeed(None)
         for name in owned:
@@ -469,6 +481,10 @@ class ChatFactory(Factory):
         def delete(_: None) -> defer.Deferred[str]:
             failed = not_saved("Could not delete the account")
             return self.store.delete_user(record.name, event).addCallbacks(lambda _: deleted(), failed)
+
+        def written(result: Any) -> Any:
+            self._deleting.discard(key)
+            return result
 
         def deleted() -> str:
             removed = self.accounts.pop(key, None)
@@ -482,7 +498,7 @@ class ChatFactory(Factory):
                 other.kick(told, "logout")
             return record.name
 
-        return d.addCallback(delete)
+        return d.addCallback(delete).addBoth(written)
 
     def attach(self, session: Session) -> None:
         """``session`` has logged in; an older session of the same user is closed."""

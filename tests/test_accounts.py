@@ -223,3 +223,43 @@ def test_the_structured_front_end_changes_the_password_logs_out_and_deletes(worl
     ann.run("deleteme", "newpass")
     assert ann.replies[-2:] == ["Logged out.", "Account ann deleted."] and ann.name is None
     assert "ann" not in factory.accounts
+
+
+def _two_changes_at_once(tmp_path, password_first: bool):
+    """A password change and a deletion of one account in flight together, their steps interleaved by hand."""
+    from helpers import Held, data_rows
+    hashes, writes = Held(), Held()
+    factory, clock = make_factory(str(tmp_path), hash_runner=hashes, store_runner=writes)
+    writes.run_all()
+    ann = Client(factory, clock)
+    ann.output()
+    ann.send("register ann", "secret1", "secret1")
+    hashes.run_all()
+    writes.run_all()
+    session = ann.protocol
+    results: dict[str, object] = {}
+    changed = factory.change_password(session, "secret1", "newpass1")
+    changed.addBoth(lambda result: results.__setitem__("password", result))
+    if password_first:
+        hashes.run_all()  # both hashes: the new one is written before the deletion is asked for
+    deleted = factory.delete_account(session, "secret1")
+    deleted.addBoth(lambda result: results.__setitem__("deleteme", result))
+    for _ in range(4):
+        hashes.run_all()
+        writes.run_all()
+    rows = [row for row in data_rows(tmp_path / "users.csv") if row[0] == "ann"]
+    return factory, results, rows
+
+
+@pytest.mark.parametrize("password_first", [True, False])
+def test_a_password_change_racing_a_deletion_never_brings_the_account_back(tmp_path, password_first):
+    """Attacker: deleteme and password on one account at once left two users.csv rows and a live account."""
+    from twisted.python.failure import Failure
+    factory, results, rows = _two_changes_at_once(tmp_path, password_first)
+    assert rows == [] and "ann" not in factory.accounts
+    assert results["deleteme"] == "ann"
+    if not password_first:
+        assert isinstance(results["password"], Failure)
+        assert str(results["password"].value) == "this account was deleted; nothing was changed."
+    reloaded, _ = make_factory(str(tmp_path))
+    assert "ann" not in reloaded.accounts
