@@ -21,18 +21,16 @@ connections already open.
 from __future__ import annotations
 
 import ipaddress
-import re
 import secrets
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Union
-from urllib.parse import parse_qsl, urlencode
 
 import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from chatd import errors
+from chatd.moderation import Sanction, iso
 from chatd.store import SERVER, LogEvent, RoomValue, UserRecord
 from chatd.text import USER_NAME_MAX, name_key, unknown_name
 
@@ -51,11 +49,6 @@ USED = "used"
 #: One-time passwords: 12 characters of 31 that are not mistaken for each other (no 0 O 1 l i): about 59 bits.
 OTP_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 OTP_LENGTH = 12
-#: What a duration is typed as: ASCII digits and one unit (``30s``, ``10m``, ``2h``, ``7d``).
-_DURATION = re.compile(r"([0-9]{1,6})([smhd])\Z")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-#: The longest timed ban (a year); longer: until lifted.
-DURATION_MAX = 366 * 86400
 #: The longest reason of a lock, a ban, a disconnection (stored as a per-account value, shown on login).
 REASON_MAX = 200
 
@@ -65,20 +58,6 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 def one_time_password() -> str:
     """A fresh random one-time password (:data:`OTP_LENGTH` characters of :data:`OTP_ALPHABET`)."""
     return "".join(secrets.choice(OTP_ALPHABET) for _ in range(OTP_LENGTH))
-
-
-def parse_duration(text: str) -> int | None:
-    """``30s``, ``10m``, ``2h``, ``7d`` as seconds (1 to DURATION_MAX); None if ``text`` is no such duration."""
-    match = _DURATION.match(text.lower())
-    if match is None:
-        return None
-    seconds = int(match.group(1)) * _UNITS[match.group(2)]
-    return seconds if 0 < seconds <= DURATION_MAX else None
-
-
-def iso(seconds: float) -> str:
-    """Seconds since the epoch as ISO-8601 UTC (log.csv's ``until``; ``/ipbans``)."""
-    return datetime.fromtimestamp(int(seconds), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_network(text: str) -> Network | None:
@@ -107,8 +86,8 @@ class AddressBan:
     reason: str
 
     def encode(self) -> str:
-        """As stored (``RoomValue.value`` under ``SERVER``): ``until=1790003600&by=root&reason=spam``."""
-        return urlencode({"until": str(int(self.until)), "by": self.by, "reason": self.reason})
+        """As stored (``RoomValue.value`` under ``SERVER``), as a room's ban is: ``until=1790003600&by=root&reason=spam``."""
+        return Sanction(self.by, self.until, self.reason).encode()
 
     @classmethod
     def decode(cls, key: str, value: str) -> AddressBan | None:
@@ -116,10 +95,8 @@ class AddressBan:
         network = parse_network(key)
         if network is None:
             return None
-        fields = dict(parse_qsl(value, keep_blank_values=True))
-        until = fields.get("until", "0")
-        return cls(network, fields.get("by", ""), float(until) if until.isascii() and until.isdigit() else 0.0,
-                   fields.get("reason", ""))
+        stored = Sanction.decode(value)
+        return cls(network, stored.by, stored.until, stored.reason)
 
     def over(self, now: float) -> bool:
         return bool(self.until) and self.until <= now

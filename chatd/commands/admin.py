@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from chatd.admin import parse_duration
 from chatd.commands.builtin import ANYWHERE, MENU, command, valid_password
+from chatd.commands.moderation import duration_and_reason
 from chatd.commands.table import Arg, Caller, Login
+from chatd.moderation import duration_text
 from chatd.text import PASSWORD_MIN
 
 
@@ -26,15 +27,6 @@ def _admin(caller: Caller) -> str:
     name = caller.session.name
     assert name is not None  # Login.REQUIRED
     return name
-
-
-def _duration_and_reason(text: str) -> tuple[int, str]:
-    """``[DURATION] [REASON]``: the seconds (0: until lifted) and the reason."""
-    first, _, rest = text.partition(" ")
-    seconds = parse_duration(first)
-    if seconds is None:
-        return 0, text.strip()
-    return seconds, rest.strip()
 
 
 @command("disconnect", "end the session of NAME (admins)", ANYWHERE, login=Login.REQUIRED, admin=True,
@@ -82,11 +74,11 @@ def deluser(caller: Caller, name: str) -> defer.Deferred[None]:
          args=(Arg("ADDRESS", "Address or network to ban (192.0.2.7, 192.0.2.0/24):"),
                Arg("[DURATION] [REASON]", optional=True)))
 def banip(caller: Caller, address: str, text: str) -> defer.Deferred[None]:
-    seconds, reason = _duration_and_reason(text)
+    seconds, reason = duration_and_reason(text)
     own = caller.session.origin.get("address")
     d = caller.factory.admin.ban_address(_admin(caller), address, seconds, reason, own)
     return d.addCallback(lambda shown: caller.reply(
-        f"Banned {shown} " + (f"for {text.partition(' ')[0].lower()}." if seconds else "until lifted.")))
+        f"Banned {shown} " + (f"for {duration_text(seconds)}." if seconds else "until lifted.")))
 
 
 @command("unbanip", "lift the ban of an address or network (admins)", ANYWHERE, login=Login.REQUIRED, admin=True,

@@ -55,7 +55,7 @@ def _may_set_topic(caller: Caller, text: str) -> str | None:
     return f"a topic has at most {TOPIC_MAX} characters." if len(text) > TOPIC_MAX else None
 
 
-def _duration_and_reason(text: str) -> tuple[int, str]:
+def duration_and_reason(text: str) -> tuple[int, str]:
     """``[DURATION] [REASON]``: the seconds (0: until lifted) and the reason."""
     first, _, rest = text.partition(" ")
     seconds = parse_duration(first)
@@ -92,7 +92,7 @@ def kick(caller: Caller, name: str, reason: str) -> None:
          "a ban beats an invite", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
          args=(Arg("NAME", check=_target), Arg("[DURATION] [REASON]", optional=True)))
 def ban(caller: Caller, name: str, text: str) -> defer.Deferred[None]:
-    seconds, reason = _duration_and_reason(text)
+    seconds, reason = duration_and_reason(text)
     answer = "{name} is banned from {room}" + _for(seconds) + "."
     return _change(caller, caller.factory.moderation.ban, answer, name, seconds, reason)
 
@@ -115,7 +115,7 @@ def bans(caller: Caller) -> None:
          login=Login.REQUIRED, in_room=True, role=OPERATOR,
          args=(Arg("NAME", check=_target), Arg("[DURATION] [REASON]", optional=True)))
 def mute(caller: Caller, name: str, text: str) -> defer.Deferred[None]:
-    seconds, reason = _duration_and_reason(text)
+    seconds, reason = duration_and_reason(text)
     answer = "{name} is muted in {room}" + _for(seconds) + "."
     return _change(caller, caller.factory.moderation.mute, answer, name, seconds, reason)
 
