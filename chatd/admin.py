@@ -169,16 +169,23 @@ class Administration:
         (``must_change=used``, durable) before the login goes on, so it
         works once (NotSaved if that cannot be stored).
         """
-        locked = self.factory.account_value(name, LOCKED)
-        if locked:
-            return defer.fail(errors.NotAllowed(
-                _with_reason("this account is locked", "" if locked == "1" else locked)))
+        try:
+            self.unlocked(name)
+        except errors.NotAllowed as refused:
+            return defer.fail(refused)
         owed = self.factory.account_value(name, MUST_CHANGE)
         if owed == USED:
             return defer.fail(errors.NotAllowed("this one-time password was used already; ask an admin for a new one."))
         if owed:
             return self.factory.store_account_values(name, {MUST_CHANGE: USED}, "Could not log in")
         return defer.succeed(None)
+
+    def unlocked(self, name: str) -> str:
+        """``name``, if that account is not locked; else raises NotAllowed (``this account is locked: REASON``)."""
+        locked = self.factory.account_value(name, LOCKED)
+        if locked:
+            raise errors.NotAllowed(_with_reason("this account is locked", "" if locked == "1" else locked))
+        return name
 
     def address_refusal(self, host: str | None) -> str | None:
         """

@@ -354,10 +354,11 @@ class ChatFactory(Factory):
                                  reason="wrong_password" if record else "unknown_name", **(origin or {}))
             raise errors.LoginFailed("Login failed: unknown name or wrong password.")
 
-        def admitted(_: None, record: UserRecord) -> str | defer.Deferred[str]:
-            if self.passwords.needs_rehash(record.password_hash):
-                return self._rehash(record, password, origin or {})
-            return record.name
+        def admitted(_: None, record: UserRecord) -> defer.Deferred[str]:
+            stored = (self._rehash(record, password, origin or {}) if self.passwords.needs_rehash(record.password_hash)
+                      else defer.succeed(record.name))
+            # (Locked while a one-time password or a rehash was being stored: refused all the same.)
+            return stored.addCallback(self.admin.unlocked)
 
         return self.passwords.verify(record.password_hash if record else None, password).addCallback(checked)
 

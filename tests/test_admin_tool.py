@@ -21,7 +21,7 @@ from chatd.admin_tool import main
 from chatd.datadir import LOCK_FILE, DataDirInUse, lock_data_dir, unlock_data_dir
 from chatd.service import StartError, StoreService
 from chatd.settings import Settings
-from helpers import Client, data_rows, make_factory
+from helpers import Client, Held, data_rows, make_factory
 
 
 def run(data_dir, *argv):
@@ -166,3 +166,28 @@ def test_an_address_ban_and_a_lock_made_in_chat_are_in_the_files_the_tool_and_th
     refused = Client(again, clock, peer=IPv4Address("TCP", "192.0.2.9", 40000))
     assert refused.output().startswith("Error: your address is banned from this server until ")
     assert "Error: this account is locked: spam" in Client(again, clock).login("bob")
+
+
+def test_an_account_locked_while_its_login_is_being_stored_is_refused(tmp_path):
+    """
+    A lock stored while a login spends its one-time password (a durable write), before that write is done,
+    still refuses that login (ChatFactory.authenticate checks the lock last).
+    """
+    held = Held()
+    factory, clock = make_factory(str(tmp_path), Settings(admins=("root",)), store_runner=held)
+    root, bob = Client(factory, clock), Client(factory, clock)
+    root.send("register root", "secret1", "secret1")
+    bob.send("register bob", "secret1", "secret1")
+    held.run_all()
+    root.send("resetpw bob")
+    held.run_all()
+    password = re.search(r"One-time password for bob: (\w+)", root.output()).group(1)
+    again = Client(factory, clock)
+    again.send("login bob", password)  # waits for must_change=used to be stored
+    root.send("lock bob")
+    assert len(held.calls) == 2
+    held.calls.reverse()  # a store may finish them in either order: the lock first
+    held.run_all()
+    text = again.output()
+    assert "Error: this account is locked." in text and "Logged in" not in text
+    assert "bob" not in factory.online
