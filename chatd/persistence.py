@@ -936,6 +936,10 @@ class CsvStore:
         :meth:`expire_history`, the removal of a deleted room's history);
         production passes a second one-thread pool, so appends never wait
         behind a rewrite of users.csv; default ``run``.
+    :param history_read_run: runs a function in a history reader thread
+        (:meth:`read_history`); production passes a pool of a few threads,
+        so a read (a deep page of a long day) never delays a commit, nor a
+        commit a read; default ``history_run``.
     """
 
     log = Logger()
@@ -948,6 +952,7 @@ class CsvStore:
         now: Callable[[], str],
         log_interval: float = 0.5,
         history_run: Runner | None = None,
+        history_read_run: Runner | None = None,
     ) -> None:
         # Imported here: chatd.stores.csv_history builds on this module's file functions.
         from chatd.stores.csv_history import HistoryFiles
@@ -955,6 +960,7 @@ class CsvStore:
         self.data_dir = data_dir
         self._run = run
         self._history_run = history_run or run
+        self._history_read_run = history_read_run or self._history_run
         self._clock = clock
         self._now = now
         self._log_interval = log_interval
@@ -1030,9 +1036,9 @@ class CsvStore:
         pending = defer.DeferredList(list(self._history_jobs), consumeErrors=True)
         return self.flush_events().addCallback(lambda _: pending).addCallback(lambda _: None)
 
-    def _in_history_thread(self, function: Callable[..., T], *args: Any) -> defer.Deferred[T]:
-        """Run ``function(*args)`` in the history thread; :meth:`stop` waits for it."""
-        job = self._history_run(function, *args)
+    def _in_history_thread(self, function: Callable[..., T], *args: Any, run: Runner | None = None) -> defer.Deferred[T]:
+        """Run ``function(*args)`` in the history thread (or by ``run``); :meth:`stop` waits for it."""
+        job = (run or self._history_run)(function, *args)
         if not job.called:
             self._history_jobs.add(job)
 
@@ -1413,15 +1419,16 @@ class CsvStore:
     def read_history(self, room_id: str, room: str, count: int, before: int | None = None,
                      kinds: frozenset[EventKind] | None = None, since: float = 0.0) -> defer.Deferred[list[RoomEvent]]:
         """
-        :meth:`chatd.store.Store.read_history`, in the history thread,
-        reading segments backwards from the end
+        :meth:`chatd.store.Store.read_history`, in a history reader thread
+        (beside the history thread: appends never wait for a read), reading
+        segments backwards from ``before``'s place, found by binary search
         (:meth:`chatd.stores.csv_history.HistoryFiles.read`); [] for an id
         that is no stored room. Fails with StoreError.
         """
         if room_id not in self._room_ids:
             return defer.succeed([])
-        return self._in_history_thread(self._history.read, room_id, room, count, before, kinds, since).addErrback(
-            self._history_error, "read")
+        return self._in_history_thread(self._history.read, room_id, room, count, before, kinds, since,
+                                       run=self._history_read_run).addErrback(self._history_error, "read")
 
     def expire_history(self, before: float) -> defer.Deferred[int]:
         """

@@ -216,12 +216,18 @@ class LogFilesService(service.Service):
         log.info("SIGHUP: reopened {count} log file(s)", count=count)
 
 
+#: Threads reading room history (replay fills, ``/history``) beside the history thread's appends.
+HISTORY_READERS = 3
+
+
 class StoreService(service.Service):
     """
     The store (``store``, a :class:`~chatd.persistence.CsvStore`) and its
-    two threads: the writer (accounts, rooms, the event log, marks) and the
-    history thread (room history appends and reads, so a history fsync never
-    waits behind a rewrite of users.csv, nor the other way round). Starting
+    threads: the writer (accounts, rooms, the event log, marks), the
+    history thread (room history appends, so a history fsync never waits
+    behind a rewrite of users.csv, nor the other way round) and up to
+    :data:`HISTORY_READERS` history readers (replay fills, ``/history``:
+    a deep page never delays a commit). Starting
     loads the data directory in the calling thread (before the reactor
     runs) and raises :class:`StartError` if it cannot; the state takes what
     was loaded with :meth:`take_loaded`. Stopping writes the queued log
@@ -235,9 +241,11 @@ class StoreService(service.Service):
         self.data_dir = data_dir
         self._pool = ThreadPool(1, 1, name="chatd-store")
         self._history_pool = ThreadPool(1, 1, name="chatd-history")
+        self._history_readers = ThreadPool(0, HISTORY_READERS, name="chatd-history-read")
         self.store = CsvStore(data_dir, run=lambda f, *a: deferToThreadPool(reactor, self._pool, f, *a),
                               clock=reactor, now=now,
-                              history_run=lambda f, *a: deferToThreadPool(reactor, self._history_pool, f, *a))
+                              history_run=lambda f, *a: deferToThreadPool(reactor, self._history_pool, f, *a),
+                              history_read_run=lambda f, *a: deferToThreadPool(reactor, self._history_readers, f, *a))
         self._loaded: Loaded | None = None
         #: The data directory's lock (chatd.datadir), held from the load until stopped.
         self._lock: IO[str] | None = None
@@ -255,6 +263,7 @@ class StoreService(service.Service):
         super().startService()
         self._pool.start()
         self._history_pool.start()
+        self._history_readers.start()
         self.store.start()
 
     def take_loaded(self) -> Loaded:
@@ -269,6 +278,7 @@ class StoreService(service.Service):
         try:
             yield self.store.stop()
         finally:
+            self._history_readers.stop()
             self._history_pool.stop()
             self._pool.stop()
             if self._lock is not None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from datetime import datetime, timezone
 
 import pytest
+import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -556,3 +558,124 @@ def test_a_cell_is_written_as_the_csv_module_writes_it_and_reads_back(text):
     assert f"1,{csv_history._cell(text)},2\n".encode() == persistence._encode_rows([["1", safe, "2"]])
     row = persistence.parse_line(f"1,{csv_history._cell(text)},2")
     assert row is not None and csv_history._unsafe(row[1]) == text
+
+
+# -- reads beside commits (issue 13 attacker: a deep page stalled every room's commits) -------------------------
+
+def _big_segment(tmp_path, rows: int, kind: str = "say", first: int = 1) -> bytes:
+    """lab1's segment 2026-11-29 of ``rows`` rows, ids ``first``..., every one of ``kind``; returns its bytes."""
+    lines = [f"{first + n},2026-11-29T12:00:{n % 60:02d}.000000Z,{kind},ann,line {n},{n + 1}\n" for n in range(rows)]
+    data = HEADER + "".join(lines).encode()
+    directory = tmp_path / "history" / "lab1"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "2026-11-29.csv").write_bytes(data)
+    return data
+
+
+def _counted_reads(monkeypatch) -> list[int]:
+    read: list[int] = []
+    real_pread = os.pread
+    monkeypatch.setattr(csv_history.os, "pread", lambda fd, n, at: read.append(n) or real_pread(fd, n, at))
+    return read
+
+
+def test_a_deep_page_of_a_long_segment_reads_o_log_n_blocks(store, tmp_path, monkeypatch):
+    """200,000 rows (9 MB): a page near the start is found by binary search on the offset, not a scan from the end."""
+    data = _big_segment(tmp_path, 200_000)
+    read = _counted_reads(monkeypatch)
+    page = fired(store.read_history("lab1", "lab", 50, before=100))
+    assert _ids(page) == list(range(50, 100)) and page[0].text == "line 49"
+    assert len(read) <= 2 * 18 + 4 and sum(read) <= 40 * csv_history.SEEK_BLOCK + 1024 + csv_history.READ_BLOCK * 2
+    assert sum(read) < len(data) / 50
+    read.clear()
+    assert _ids(fired(store.read_history("lab1", "lab", 3, before=150_001))) == [149_998, 149_999, 150_000]
+    assert len(read) <= 2 * 18 + 4
+    read.clear()
+    assert _ids(fired(store.read_history("lab1", "lab", 2, before=1))) == [] and _ids(
+        fired(store.read_history("lab1", "lab", 2, before=3))) == [1, 2]
+    assert _ids(fired(store.read_history("lab1", "lab", 2, before=10**9))) == [199_999, 200_000]
+
+
+@pytest.mark.parametrize("seek_block", [8, 50, 300, 4096])
+def test_the_binary_search_steps_over_damaged_and_long_rows(long_history, tmp_path, monkeypatch, seek_block):
+    path = tmp_path / "history" / "lab1" / "2026-11-30.csv"
+    lines = path.read_bytes().split(b"\n")
+    lines[5] = b'"broken,row'  # id 25
+    lines[6] = b"26,not a time,say,ann,hi,20"
+    lines[9] = lines[9].replace(b",hi,", b"," + b"x" * 700 + b",")  # id 29: longer than a probe
+    path.write_bytes(b"\n".join(lines) + b"30,2026-11-30T00:0")  # and a row being appended: left out
+    monkeypatch.setattr(csv_history, "SEEK_BLOCK", seek_block)
+    monkeypatch.setattr(csv_history, "SEEK_SCAN", max(seek_block, 512))
+    every = [n for n in range(1, 41) if n not in (25, 26)]
+    for before in (1, 2, 5, 20, 21, 22, 25, 26, 27, 29, 30, 31, 40, 41, 10**6):
+        expected = [n for n in every if n < before][-4:]
+        assert _ids(fired(long_history.read_history("lab1", "lab", 4, before=before))) == expected, before
+
+
+def test_a_row_being_appended_is_not_read(store, tmp_path):
+    fired(store.append_history([_batch("lab1", 1, [SAY, SAY])]))
+    path = tmp_path / "history" / "lab1" / "2026-11-29.csv"
+    with path.open("ab") as file:
+        file.write(b"3,2026-11-29T23:59:58.500000Z,say,ann,hal,3")  # the rest of its text and newline not written yet
+    assert _ids(fired(store.read_history("lab1", "lab", 5))) == [1, 2]
+    assert _ids(fired(store.read_history("lab1", "lab", 5, before=4))) == [1, 2]
+
+
+def test_one_read_looks_at_no_more_than_scan_max_bytes(store, tmp_path, monkeypatch):
+    """/history over a day of joins: what was found within SCAN_MAX, not a scan of the whole day."""
+    fired(store.append_history([_batch("lab1", 1, [SAY], at=T0 - 86400)]))  # the day before: a line
+    _big_segment(tmp_path, 20_000, kind="join", first=2)
+    monkeypatch.setattr(csv_history, "SCAN_MAX", 100_000)
+    read = _counted_reads(monkeypatch)
+    assert fired(store.read_history("lab1", "lab", 5, kinds=LINE_KINDS)) == []
+    assert sum(read) <= 100_000 * 2 + 1024
+    monkeypatch.setattr(csv_history, "SCAN_MAX", 10**9)
+    assert _ids(fired(store.read_history("lab1", "lab", 5, kinds=LINE_KINDS))) == [1]
+
+
+def test_reads_run_in_the_reader_runner_and_commits_do_not_wait_for_them(tmp_path):
+    history, readers = Held(), Held()
+    store = CsvStore(str(tmp_path), run=run_now, clock=None, now=lambda: "t", history_run=history,
+                     history_read_run=readers)
+    store.load_now()
+    first = store.append_history([_batch(PUBLIC_ROOM_ID, 1, [SAY])])
+    history.run_all()
+    read = store.read_history(PUBLIC_ROOM_ID, "lobby", 5)
+    commit = store.append_history([_batch(PUBLIC_ROOM_ID, 2, [SAY], lines_before=1)])
+    assert len(readers.calls) == 1 and len(history.calls) == 1
+    history.run_all()  # the commit goes while the read is still held
+    assert fired(first) is None and fired(commit) is None and not read.called
+    stopped: list = []
+    store.stop().addCallback(stopped.append)
+    assert stopped == []  # stop waits for the reads too
+    readers.run_all()
+    assert _ids(fired(read)) == [1, 2] and stopped == [None]
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_service_commits_while_a_slow_read_holds_a_reader_thread(tmp_path, monkeypatch):
+    """Real pools: a read blocked on an Event does not hold back an append (the attacker's 35 s commit)."""
+    from twisted.internet import reactor
+    from chatd.service import StoreService
+
+    service = StoreService(reactor, str(tmp_path), now=lambda: "t")
+    service.startService()
+    release, entered = threading.Event(), threading.Event()
+    real_read = service.store._history.read
+
+    def slow_read(*args):
+        entered.set()
+        release.wait(10)
+        return real_read(*args)
+
+    monkeypatch.setattr(service.store._history, "read", slow_read)
+    try:
+        read = service.store.read_history(PUBLIC_ROOM_ID, "lobby", 5)
+        assert entered.wait(10)
+        yield service.store.append_history([_batch(PUBLIC_ROOM_ID, 1, [SAY])])
+        assert not read.called and not release.is_set()
+        release.set()
+        assert _ids((yield read)) == [1]
+    finally:
+        release.set()
+        yield service.stopService()

@@ -24,13 +24,17 @@ that is later (a clock set back): ids only grow along the segments, so the
 last row of the newest segment is the room's last event, and every event of
 segment ``D`` is older than ``D``'s end.
 
-:class:`HistoryFiles` does the file work; every method but :meth:`load`
-runs in the store's history thread (one thread: no locks).
+:class:`HistoryFiles` does the file work; :meth:`~HistoryFiles.append`,
+:meth:`~HistoryFiles.expire` and :meth:`~HistoryFiles.delete` run in the
+store's history thread (one thread: no locks), :meth:`~HistoryFiles.read`
+in its reader threads (several, beside it: a read shares no state with the
+writes, and ignores a last line without its newline, an append under way).
 docs/OPERATIONS.md, "Room history files".
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import shutil
@@ -62,6 +66,13 @@ TAIL = "tail"
 #: Bytes read from a segment's end first when reading backwards; each further read doubles, up to READ_BLOCK_MAX.
 READ_BLOCK = 8192
 READ_BLOCK_MAX = 1 << 20
+#: Bytes read per probe of the binary search for a page's place in a segment (``before``); a probe reads more,
+#: doubling, while no whole row is in what it read, up to SEEK_SCAN.
+SEEK_BLOCK = 4096
+SEEK_SCAN = 1 << 16
+#: The most bytes of rows one read looks at, over all the segments it reads: a read of one kind over a longer
+#: run of others (a day of joins) returns what it found by then, so no read holds a reader thread for long.
+SCAN_MAX = 16 << 20
 #: Bytes read from a segment's end at start-up for its last row (more only if that row is longer or damaged).
 TAIL_BLOCK = 1024
 
@@ -129,18 +140,83 @@ def _lines_backwards(fd: int, end: int, block: int) -> Iterator[bytes]:
     The non-empty lines of the open file ``fd`` before offset ``end``, last
     first, read in blocks from the end (``block`` bytes, doubling up to
     :data:`READ_BLOCK_MAX`): only as much of the file as is consumed. A line
-    cut by a block's start is completed by the next read.
+    cut by a block's start is completed by the next read. What follows the
+    last newline before ``end`` is no line (a row being appended, a torn
+    one): it is left out.
     """
-    position, carry = end, b""
+    position, carry, whole = end, b"", False
     while position > 0:
         step = min(block, position)
         position -= step
         lines = (os.pread(fd, step, position) + carry).split(b"\n")
         carry = lines.pop(0) if position > 0 else b""
+        if not whole and (lines or position == 0):
+            whole = True
+            if lines:
+                lines.pop()  # after the last newline
+            else:
+                carry = b""  # no newline at all
         for line in reversed(lines):
             if line:
                 yield line
         block = min(block * 2, READ_BLOCK_MAX)
+
+
+def _probe(fd: int, mid: int, hi: int) -> tuple[int, tuple[int, int] | None] | None:
+    """
+    One step of :func:`_page_end`: the first line start at or after ``mid``
+    (> 0) and before ``hi`` with the (start, id) of the first valid row that
+    starts there or later, before ``hi`` (None: none does); None if no line
+    starts in ``[mid, hi)`` within :data:`SEEK_SCAN` bytes. Reads
+    :data:`SEEK_BLOCK` bytes, more only while no whole row is in them.
+    """
+    size = SEEK_BLOCK
+    while True:
+        count = min(size, hi - (mid - 1))
+        data = os.pread(fd, count, mid - 1)
+        cut = data.find(b"\n")
+        reached = mid - 1 + len(data) >= hi or len(data) < count
+        if cut >= 0:
+            first = start = mid + cut
+            lines = data[cut + 1:].split(b"\n")
+            for line in lines[:-1]:  # the last: cut by the read's end (or the part of a line at hi)
+                row = _row(line)
+                if row is not None:
+                    return first, (start, int(row[0]))
+                start += len(line) + 1
+            if reached:
+                return first, None
+        elif reached:
+            return None
+        if size >= SEEK_SCAN:
+            return None
+        size *= 2
+
+
+def _page_end(fd: int, size: int, before: int) -> int:
+    """
+    The offset of a line start in the segment (``size`` bytes) such that
+    every row with an id below ``before`` starts before it, and at most
+    about :data:`SEEK_BLOCK` bytes of rows with higher ids do: a binary search on the file offset (ids grow along
+    a segment), each step one :func:`_probe`, so O(log size) reads of
+    :data:`SEEK_BLOCK` bytes. Rows that do not parse are stepped over; the
+    search stops after 64 steps (where the rows are that long).
+    """
+    lo, hi = 0, size
+    for _ in range(64):
+        if hi - lo <= SEEK_BLOCK:
+            break
+        mid = (lo + hi) // 2
+        probe = _probe(fd, mid, hi)
+        if probe is None:
+            lo = mid
+        elif probe[1] is None:
+            hi = probe[0]
+        elif probe[1][1] >= before:
+            hi = probe[1][0]
+        else:
+            lo = probe[1][0]
+    return hi
 
 
 def _check_header(fd: int, name: str) -> None:
@@ -336,48 +412,78 @@ class HistoryFiles:
              since: float) -> list[RoomEvent]:
         """
         :meth:`chatd.store.Store.read_history`: the newest matching events,
-        oldest first, read backwards from the end of the newest segment and
-        then the older ones, stopping at ``count`` matches or at the first
-        event older than ``since``; a segment whose first id is not below
-        ``before``, or whose day ended before ``since``, is not read.
-        Rows that do not parse (an ``until`` that is no ISO time too) are
-        skipped. Raises OSError.
+        oldest first. With ``before``, the segments whose first id is not
+        below it are passed over by a binary search on their first ids, and
+        in the newest of the rest the place of ``before`` is found by a
+        binary search on the file offset (:func:`_page_end`), so a page
+        costs the same deep in a long segment as at its end. From there the
+        rows are read backwards, then the older segments', stopping at
+        ``count`` matches, at the first event older than ``since`` (a
+        segment whose day ended before ``since`` is not read), or after
+        :data:`SCAN_MAX` bytes of rows (what was found by then). Rows that
+        do not parse (an ``until`` that is no ISO time too) are skipped.
+        Runs in a reader thread, beside appends: a last line without its
+        newline is left out. Raises OSError.
         """
         found: list[RoomEvent] = []
         if count <= 0:
             return found
         since_day = _day(since) if since > 0 else ""
-        for name in reversed(self._segments(room_id)):
-            if name[:10] < since_day:
+        segments = self._segments(room_id)
+        if before is not None:
+            segments = segments[:bisect.bisect_left(segments, before, key=lambda name: self._first_id(room_id, name))]
+        budget = SCAN_MAX
+        for name in reversed(segments):
+            if name[:10] < since_day or budget <= 0:
                 break
             try:
                 fd = os.open(os.path.join(self._dir(room_id), name), os.O_RDONLY)
             except FileNotFoundError:  # expired meanwhile
                 continue
             try:
-                if before is not None and self._first_id(fd) >= before:
-                    continue
-                if self._read_segment(fd, room, count, before, kinds, since, found):
+                end = os.fstat(fd).st_size
+                if before is not None:
+                    end = _page_end(fd, end, before)
+                done, budget = self._read_segment(fd, end, room, count, before, kinds, since, found, budget)
+                if done:
                     break
             finally:
                 os.close(fd)
         found.reverse()
         return found
 
-    @staticmethod
-    def _first_id(fd: int) -> int:
-        """The id of the segment's first row, from its first KiB (0 if none is there: read the segment)."""
-        for line in os.pread(fd, 1024, 0).split(b"\n")[:-1]:
-            row = _row(line)
-            if row is not None:
-                return int(row[0])
-        return 0
+    def _first_id(self, room_id: str, name: str) -> int:
+        """
+        The id of the segment's first row, from its first KiB (0 if none is
+        there, or the segment is gone: it is read, and a later segment's
+        first id still orders the search, ids growing along the segments).
+        """
+        try:
+            fd = os.open(os.path.join(self._dir(room_id), name), os.O_RDONLY)
+        except FileNotFoundError:
+            return 0
+        try:
+            for line in os.pread(fd, 1024, 0).split(b"\n")[:-1]:
+                row = _row(line)
+                if row is not None:
+                    return int(row[0])
+            return 0
+        finally:
+            os.close(fd)
 
     @staticmethod
-    def _read_segment(fd: int, room: str, count: int, before: int | None, kinds: frozenset[EventKind] | None,
-                      since: float, found: list[RoomEvent]) -> bool:
-        """Add the segment's matching events to ``found``, newest first; True once the read is done."""
-        for line in _lines_backwards(fd, os.fstat(fd).st_size, READ_BLOCK):
+    def _read_segment(fd: int, end: int, room: str, count: int, before: int | None,
+                      kinds: frozenset[EventKind] | None, since: float, found: list[RoomEvent],
+                      budget: int) -> tuple[bool, int]:
+        """
+        Add the matching events of the segment's rows before offset ``end``
+        to ``found``, newest first, looking at no more than ``budget`` bytes
+        of rows; returns (True once the read is done, the budget left).
+        """
+        for line in _lines_backwards(fd, end, READ_BLOCK):
+            budget -= len(line) + 1
+            if budget < 0:
+                return True, budget
             row = _row(line)
             if row is None:
                 continue
@@ -388,7 +494,7 @@ class HistoryFiles:
             if at is None:
                 continue
             if at < since:
-                return True
+                return True, budget
             try:
                 kind = EventKind(row[2])
             except ValueError:
@@ -402,8 +508,8 @@ class HistoryFiles:
             found.append(RoomEvent(room, event_id, at, clean_text(_unsafe(row[3])), kind, clean_text(_unsafe(row[4])),
                                    clean_text(_unsafe(row[6])) if len(row) > 6 else "", until))
             if len(found) >= count:
-                return True
-        return False
+                return True, budget
+        return False, budget
 
     def expire(self, before: float, now: float) -> int:
         """
