@@ -190,6 +190,43 @@ def test_a_malformed_last_row_is_skipped_for_the_one_before(store, tmp_path):
     assert loaded.repairs == ["history/lab1/2026-11-29.csv: skipped 1 malformed last row(s)"]
 
 
+@pytest.mark.parametrize("row", [
+    b"3" + b"9" * 29 + b",2026-11-29T23:59:58.500000Z,say,ann,hi,3\n",  # the attacker's 30-digit id
+    b"9223372036854775808,2026-11-29T23:59:58.500000Z,say,ann,hi,3\n",  # 2**63
+    b"0,2026-11-29T23:59:58.500000Z,say,ann,hi,3\n",
+    b"9" * 5000 + b",2026-11-29T23:59:58.500000Z,say,ann,hi,3\n",  # past int()'s 4,300 digits: no traceback
+    b"3,2026-11-29T23:59:58.500000Z,say,ann,hi,9223372036854775808\n",  # a line count of 2**63
+    b"3,2026-11-29T23:59:58.500000Z,say,ann,hi,\xd9\xa3\n",  # a digit, but not ASCII
+])
+def test_an_id_or_line_count_out_of_range_is_a_malformed_row_at_load_and_on_read(store, tmp_path, row):
+    """An id over 2**63-1 would make the room's ids go on past what /history before accepts."""
+    loaded, _ = _two_lines_and(store, tmp_path, row)
+    assert loaded.repairs == ["history/lab1/2026-11-29.csv: skipped 1 malformed last row(s)"]
+    assert _ids(fired(store.read_history("lab1", "lab", 5))) == [1, 2]
+
+
+def test_the_largest_id_and_line_count_are_kept(store, tmp_path):
+    big = 2**63 - 1
+    _, _ = _two_lines_and(store, tmp_path, b"")
+    path = tmp_path / "history" / "lab1" / "2026-11-29.csv"
+    path.write_bytes(path.read_bytes() + f"{big},2026-11-29T23:59:58.500000Z,say,ann,hi,{big}\n".encode())
+    assert _store(tmp_path).load_now().history == {"lab1": HistoryTail(big, big)}
+    assert _ids(fired(store.read_history("lab1", "lab", 5))) == [1, 2, big]
+
+
+def test_text_read_back_is_cleaned_of_escapes_nul_and_invalid_utf8(store, tmp_path):
+    """A segment edited by hand: nothing read back can drive a terminal."""
+    fired(store.append_history([_batch("lab1", 1, [SAY])]))
+    path = tmp_path / "history" / "lab1" / "2026-11-29.csv"
+    path.write_bytes(path.read_bytes() + b"2,2026-11-29T23:59:58.500000Z,say,\x1b]0;pwned\x07mal,"
+                     b"a\x1b]0;pwned\x07b\x00c\xff\xfed\x1b[31mred,2\n")
+    event = fired(store.read_history("lab1", "lab", 5))[-1]
+    assert (event.sender, event.text) == (clean_text("\x1b]0;pwned\x07mal"), clean_text("a\x1b]0;pwned\x07b\x00c\ufffd\ufffdd\x1b[31mred"))
+    for text in (event.sender, event.text):
+        assert not any(ord(char) < 32 or 0x7f <= ord(char) < 0xa0 for char in text)
+    assert "pwned" not in event.sender and "\x00" not in event.text
+
+
 def test_an_empty_newest_segment_falls_back_to_the_one_before(store, tmp_path):
     fired(store.append_history([_batch("lab1", 1, [SAY, JOIN])]))
     (tmp_path / "history" / "lab1" / "2026-12-01.csv").write_bytes(HEADER)

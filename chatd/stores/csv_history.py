@@ -63,6 +63,8 @@ _HEADER = _encode_rows([HISTORY_TABLE.header()])
 #: The ``kind`` of a row that only keeps a room's last id and line count where retention deleted its every
 #: segment (:meth:`HistoryFiles.expire`): start-up reads it as the tail, reading history skips it (no EventKind).
 TAIL = "tail"
+#: The largest id and line count a row may have (what ``/history before`` accepts): a row beyond is malformed.
+ID_MAX = 2**63 - 1
 #: Bytes read from a segment's end first when reading backwards; each further read doubles, up to READ_BLOCK_MAX.
 READ_BLOCK = 8192
 READ_BLOCK_MAX = 1 << 20
@@ -128,11 +130,20 @@ def _time(cell: str) -> float | None:
 
 
 def _row(line: bytes) -> list[str] | None:
-    """One segment line as a row of at least the six columns, with numeric id and lines; None otherwise."""
+    """
+    One segment line as a row of at least the six columns, with an id in
+    1..:data:`ID_MAX` and a line count in 0..:data:`ID_MAX` (ASCII digits);
+    None otherwise (a malformed row).
+    """
     row = parse_line(line.rstrip(b"\r").decode("utf-8", "replace"))
-    if row is None or len(row) < 6 or not _is_number(row[0]) or not _is_number(row[5]):
+    if row is None or len(row) < 6 or not _in_range(row[0], 1) or not _in_range(row[5], 0):
         return None
     return row
+
+
+def _in_range(cell: str, low: int) -> bool:
+    """Whether ``cell`` is ASCII digits of a number in ``low``..:data:`ID_MAX` (no int() of thousands of digits)."""
+    return _is_number(cell) and len(cell) <= 19 and low <= int(cell) <= ID_MAX
 
 
 def _lines_backwards(fd: int, end: int, block: int) -> Iterator[bytes]:
