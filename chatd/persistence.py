@@ -72,7 +72,7 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Se
 from typing import Any, BinaryIO, TypeVar, cast, get_args
 from urllib.parse import parse_qsl, quote, urlencode
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import attrs
 from twisted.internet import defer
@@ -1462,6 +1462,9 @@ def _in_columns(columns: list[str], table: Table, values: list[str]) -> list[str
 MARK_KEY = re.compile(r"[A-Za-z0-9:_]{1,64}\Z")
 #: The longest value a mark may have, in characters.
 MARK_VALUE_MAX = 1000
+#: The largest line count a read mark may hold, and how far after the load's time a ``seen`` may be (seconds).
+MARK_COUNT_MAX = 2**63 - 1
+SEEN_AHEAD_MAX = 86400.0
 INVALID_KEY = "row(s) with an invalid key"
 
 
@@ -1481,23 +1484,49 @@ def mark_row(user: str, key: str, value: str) -> list[str]:
     return [user, key, _formula_safe(value)]
 
 
-def read_marks(path: str, migrations: list[str] | None = None) -> tuple[dict[str, dict[str, str]], list[str]]:
+def _server_mark_ok(key: str, value: str, latest: float) -> bool:
+    """
+    Whether a mark the server keeps has a value it could have written (an
+    empty one deletes): a ``read:ROOM_ID`` mark ASCII digits of a line
+    count in 0..2**63-1; ``seen`` an ISO-8601 UTC time no later than
+    ``latest`` (seconds since the epoch). Other keys: True.
+    """
+    if not value:
+        return True
+    if key.startswith("read:"):
+        return value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= MARK_COUNT_MAX
+    if key == "seen":
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return False
+        return moment.utcoffset() == timedelta(0) and moment.timestamp() <= latest
+    return True
+
+
+def read_marks(path: str, migrations: list[str] | None = None,
+               now: float | None = None) -> tuple[dict[str, dict[str, str]], list[str]]:
     """
     marks.csv (:func:`read_rows`) as name key -> key -> value: the last row
     of a name key and key counts, an empty value deletes. Rows skipped (and
     moved to ``marks.csv.rejected``): a user name that breaks the naming
     rule, a key that is not a mark key, a value :meth:`CsvStore.set_marks`
-    would refuse (not clean text, too long). A file with more than twice as many
+    would refuse (not clean text, too long), a read mark that is no line
+    count (ASCII digits, 0..2**63-1), a ``seen`` that is no ISO-8601 UTC
+    time or is more than a day after ``now`` (seconds since the epoch;
+    default: the time of the call). A file with more than twice as many
     rows as values (and 100 more) is rewritten with just the values
     (aside, fsync, rename). Returns the marks and notes.
     """
+    latest = (time.time() if now is None else now) + SEEN_AHEAD_MAX
 
     def check(row: list[str]) -> str | None:
         if check_name(row[0], "user", USER_NAME_MAX) is not None:
             return INVALID_NAME
         if not MARK_KEY.match(row[1]):
             return INVALID_KEY
-        return None if _mark_value_ok(_unsafe(row[2])) else INVALID_VALUE
+        value = _unsafe(row[2])
+        return None if _mark_value_ok(value) and _server_mark_ok(row[1], value, latest) else INVALID_VALUE
 
     rows, notes = read_rows(path, MARKS_TABLE, migrations, check)
     marks: dict[str, dict[str, str]] = {}

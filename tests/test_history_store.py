@@ -562,6 +562,33 @@ def test_bad_marks_rows_are_moved_out(tmp_path):
     ])
 
 
+@pytest.mark.parametrize("key, value", [
+    ("seen", "9999-12-31T23:59:59Z"),  # the attacker's: far in the future
+    ("seen", "2026-12-01T00:00:01Z"),  # a day and a second after the load
+    ("seen", "yesterday"), ("seen", "2026-11-29T12:00:00+02:00"), ("seen", "2026-11-29T12:00:00"),
+    ("read:lab1", "-3"), ("read:lab1", "9223372036854775808"), ("read:lab1", "1" * 30), ("read:lab1", "3.5"),
+    ("read:lab1", "\u0663"), ("read:lab1", "+3"), ("read:lab1", " 3"),
+])
+def test_marks_the_server_could_not_have_written_are_moved_out(tmp_path, monkeypatch, key, value):
+    monkeypatch.setattr(persistence.time, "time", lambda: datetime(2026, 11, 30, tzinfo=timezone.utc).timestamp())
+    (tmp_path / "marks.csv").write_text(f"#chatd-marks,2.1,user,key,value\nann,{key},{value}\nann,away,lunch\n")
+    loaded = _store(tmp_path).load_now()
+    assert loaded.marks == {"ann": {"away": "lunch"}}
+    assert loaded.repairs == ["marks.csv: skipped 1 row(s) with an invalid value (line 2); moved to marks.csv.rejected"]
+    assert (tmp_path / "marks.csv.rejected").read_text().endswith(f"ann,{key},{value}\n")
+
+
+def test_marks_the_server_writes_load(tmp_path, monkeypatch):
+    monkeypatch.setattr(persistence.time, "time", lambda: datetime(2026, 11, 30, tzinfo=timezone.utc).timestamp())
+    values = {"seen": "2026-12-01T00:00:00Z", "read:lab1": "9223372036854775807", "read:den2": "0", "away": "-3"}
+    (tmp_path / "marks.csv").write_text("#chatd-marks,2.1,user,key,value\n"
+                                        + "".join(f"ann,{key},{value}\n" for key, value in values.items())
+                                        + "ann,read:den2,\n")  # an empty value deletes
+    loaded = _store(tmp_path).load_now()
+    assert loaded.marks == {"ann": {"seen": "2026-12-01T00:00:00Z", "read:lab1": "9223372036854775807", "away": "-3"}}
+    assert loaded.repairs == []
+
+
 def test_deleting_an_account_deletes_its_marks_written_and_queued(tmp_path):
     store = _store(tmp_path)
     store.load_now()
