@@ -8,7 +8,9 @@ LINES lines of history spread over DAYS day segments, written directly as
 the store writes them (the same header and row format, not through the
 store: building takes seconds, not hours). Then times
 ``CsvStore.load_now()`` (median of --runs, page cache warm after the build;
---cold evicts the files' pages first) and checks what it loaded.
+--cold evicts the files' pages first; --drop-caches, as root, drops the
+whole machine's page cache, directories and inodes too, as after a reboot)
+and checks what it loaded.
 The figure goes in docs/PERFORMANCE.md, "Issue 13: history".
 """
 
@@ -18,6 +20,7 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -72,6 +75,29 @@ def evict(data_dir: str) -> None:
                 os.close(fd)
 
 
+#: The longest the sync before a drop of the caches may take (seconds).
+SYNC_TIMEOUT = 120
+
+
+def drop_caches() -> str | None:
+    """
+    Write back dirty pages (``sync``, at most SYNC_TIMEOUT s) and drop the
+    page cache, dentries and inodes (``echo 3 > /proc/sys/vm/drop_caches``);
+    returns why it could not (not root, no such file, sync too slow), or None.
+    """
+    if os.geteuid() != 0:
+        return "not root: /proc/sys/vm/drop_caches needs root (run as root, or use --cold)"
+    try:
+        subprocess.run(["sync"], check=True, timeout=SYNC_TIMEOUT)
+        with open("/proc/sys/vm/drop_caches", "w") as control:
+            control.write("3\n")
+    except subprocess.TimeoutExpired:
+        return f"sync took over {SYNC_TIMEOUT} s"
+    except (OSError, subprocess.CalledProcessError) as error:
+        return f"could not drop the caches: {error}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.history_startup", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rooms", type=int, default=10_000)
@@ -81,8 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold", action="store_true",
                     help="evict the data files' pages from the page cache before each run (posix_fadvise DONTNEED "
                          "on each file: only this script's files; directories and inodes stay cached)")
+    ap.add_argument("--drop-caches", action="store_true",
+                    help="as root: sync and drop the whole page cache, dentries and inodes before each run "
+                         "(echo 3 > /proc/sys/vm/drop_caches: a start after a reboot); refuses if it cannot")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
     args = ap.parse_args(argv)
+    if args.drop_caches and os.geteuid() != 0:
+        ap.error("--drop-caches: " + (drop_caches() or ""))
     if args.rooms * args.lines * 80 > MAX_BYTES or args.days < 1 or args.runs < 1:
         ap.error(f"refusing: about {args.rooms * args.lines * 80 >> 20} MiB, over the {MAX_BYTES >> 20} MiB bound")
     base = tempfile.mkdtemp(prefix="chatd-history-startup-", dir="/tmp")
@@ -96,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.runs):
             if args.cold:
                 evict(data_dir)
+            if args.drop_caches:
+                why = drop_caches()
+                if why is not None:
+                    print(f"--drop-caches: {why}", file=sys.stderr)
+                    return 1
             store = CsvStore(data_dir, run=None, clock=None, now=lambda: "")  # type: ignore[arg-type]  # load_now runs in this thread
             started = time.perf_counter()
             loaded = store.load_now()
@@ -105,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             assert all(tail == expected for tail in loaded.history.values()), "a wrong tail"
             assert not loaded.repairs and not loaded.migrations, loaded.repairs + loaded.migrations
         print(f"load_now(): median {statistics.median(timings):.3f} s over {args.runs} run(s) "
-              f"({', '.join(f'{t:.3f}' for t in timings)}){' cold' if args.cold else ''}")
+              f"({', '.join(f'{t:.3f}' for t in timings)}){' cold' if args.cold else ''}{' caches dropped' if args.drop_caches else ''}")
         return 0
     finally:
         if args.keep:

@@ -227,6 +227,23 @@ def test_text_read_back_is_cleaned_of_escapes_nul_and_invalid_utf8(store, tmp_pa
     assert "pwned" not in event.sender and "\x00" not in event.text
 
 
+def test_tails_load_in_threads_and_notes_come_in_room_order(store, tmp_path, monkeypatch):
+    """A cold start reads the rooms' tails concurrently (issue 13 attacker: 5.2 s for 10,000 rooms)."""
+    fired(store.append_history([_batch("lab1", 1, [SAY, SAY]), _batch("den2", 1, [SAY])]))
+    for room in ("lab1", "den2"):
+        path = tmp_path / "history" / room / "2026-11-29.csv"
+        path.write_bytes(path.read_bytes() + b'"9,broken\n')
+    threads: list[str] = []
+    real_tail = csv_history.HistoryFiles._tail
+    monkeypatch.setattr(csv_history.HistoryFiles, "_tail",
+                        lambda self, *args, **kw: threads.append(threading.current_thread().name) or real_tail(self, *args, **kw))
+    loaded = _store(tmp_path).load_now()
+    assert loaded.history == {"lab1": HistoryTail(2, 2), "den2": HistoryTail(1, 1)}
+    assert loaded.repairs == ["history/den2/2026-11-29.csv: skipped 1 malformed last row(s)",
+                              "history/lab1/2026-11-29.csv: skipped 1 malformed last row(s)"]
+    assert len(threads) == 2 and all(name.startswith("chatd-history-load") for name in threads)
+
+
 def test_an_empty_newest_segment_falls_back_to_the_one_before(store, tmp_path):
     fired(store.append_history([_batch("lab1", 1, [SAY, JOIN])]))
     (tmp_path / "history" / "lab1" / "2026-12-01.csv").write_bytes(HEADER)
