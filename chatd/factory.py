@@ -166,6 +166,8 @@ class ChatFactory(Factory):
         self._claimed_rooms: dict[str, str] = {}
         #: Accounts whose deletion is being written (name keys): no new password hash is stored for them.
         self._deleting: set[str] = set()
+        #: One lock per account with a change concerning it under way (:meth:`concerning`).
+        self._account_locks: dict[str, defer.DeferredLock] = {}
         #: Room history (rings in memory, commits to the store).
         self.history = History(store, reactor, settings)
         #: Per-account values (Store.set_marks): name key -> key -> value (read marks, settings).
@@ -347,7 +349,7 @@ class ChatFactory(Factory):
         record = self.accounts.get(name_key(name))
 
         def checked(ok: bool) -> str | defer.Deferred[str]:
-            if ok and record is not None and name_key(record.name) in self.accounts:  # (not deleted meanwhile)
+            if ok and record is not None and self._still_current(record):
                 return self.admin.admit(record.name).addCallback(admitted, record)
             self.limits.login_failed(address)
             self.store.log_event("login_failed", record.name if record else "",
@@ -408,6 +410,15 @@ class ChatFactory(Factory):
 
         return self.passwords.hash(password).addCallback(store)
 
+    def _still_current(self, record: UserRecord) -> bool:
+        """
+        Whether ``record``'s password hash is still its account's: a password checked against a hash that
+        was replaced (an admin's reset, a change) or deleted while the check ran proves nothing (attacker:
+        a login with the old password racing /resetpw chose the new one).
+        """
+        current = self.accounts.get(name_key(record.name))
+        return current is not None and current.password_hash == record.password_hash
+
     def _check_password(self, session: Session, password: str) -> defer.Deferred[UserRecord]:
         """
         The record of ``session``'s account if ``password`` is its password
@@ -421,7 +432,7 @@ class ChatFactory(Factory):
         record = self.accounts.get(name_key(name))
 
         def checked(ok: bool) -> UserRecord:
-            if not ok or record is None:
+            if not ok or record is None or not self._still_current(record):
                 raise errors.LoginFailed("wrong password; nothing was changed.")
             return record
 
@@ -460,8 +471,37 @@ class ChatFactory(Factory):
 
         return self._check_password(session, password).addCallback(delete)
 
+    def concerning(self, name: str, work: Callable[[], defer.Deferred[T]]) -> defer.Deferred[T]:
+        """
+        Run ``work`` (a change concerning the account ``name``: its deletion, a role, sanction or invitation
+        given to it) once no other change concerning it runs, and only if the account still exists then;
+        fails with NoSuchUser otherwise. One account's changes are made one at a time, each whole (its
+        writes and its effect in memory), so a role given while the account is deleted is either deleted
+        with it or refused; never left for whoever registers the name next (attacker: /owner racing deleteme).
+        """
+        key = name_key(name)
+        lock = self._account_locks.setdefault(key, defer.DeferredLock())
+
+        def run(_: Any) -> defer.Deferred[T]:
+            if key not in self.accounts:
+                raise errors.NoSuchUser(f"There is no user called {name}.")
+            return work()
+
+        def release(result: Any) -> Any:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._account_locks.pop(key, None)
+            return result
+
+        return lock.acquire().addCallback(run).addBoth(release)
+
     def remove_account(self, record: UserRecord, event: LogEvent, told: str,
                        keep: Session | None = None) -> defer.Deferred[str]:
+        """:meth:`_remove_account` as a change concerning the account (:meth:`concerning`)."""
+        return self.concerning(record.name, lambda: self._remove_account(record, event, told, keep))
+
+    def _remove_account(self, record: UserRecord, event: LogEvent, told: str,
+                        keep: Session | None = None) -> defer.Deferred[str]:
         """
         Delete the account of ``record``: first every room it owns (each as
         its owner's ``delete``), then the account with ``event``; fires with
@@ -594,6 +634,9 @@ class ChatFactory(Factory):
             return defer.fail(error)
         if room.name == PUBLIC_ROOM:
             return defer.fail(errors.NotAllowed("The public room cannot be deleted."))
+        if not self.moderation.may_see(room, by):  # a private room's owner is not told to outsiders
+            return defer.fail(errors.NoSuchRoom(unknown_name(name, "room", ROOM_NAME_MAX,
+                                                             f"There is no room called {name}.")))
         if name_key(room.owner) != name_key(by) and not self.is_admin(by):
             return defer.fail(errors.NotAllowed(f"Only its owner, {room.owner}, can delete {room.name}."))
         if room.key in self._claimed_rooms:
@@ -857,11 +900,14 @@ class ChatFactory(Factory):
     def whereabouts(self, names: list[str], asker: str | None = None) -> dict[str, str]:
         """
         The room each of the users ``names`` (as online_names gives them) is in, for ``asker``: name -> room
-        name; users at the menu are left out (rooms ``asker`` may not see, too, once rooms can be private).
+        name; users at the menu are left out, and so are those in a room ``asker`` may not see (an invite-only
+        room: ``Moderation.may_see``; attacker: /users told where a private room's members were).
         """
         wanted = set(names)
         found: dict[str, str] = {}
         for room in self.rooms.values():
+            if not self.moderation.may_see(room, asker):
+                continue
             for member in room.fanout.members():
                 if member.name in wanted:
                     found[member.name] = room.name

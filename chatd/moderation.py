@@ -405,8 +405,8 @@ class Moderation:
                              + (f": {reason}" if reason else ""), f"you were banned from {room.name}")
             return name
 
-        work = self._save([self._value(room, kind, key, sanction.encode())], event, f"Could not save the {kind}")
-        return work.addCallback(saved)
+        return self.factory.concerning(name, lambda: self._save(
+            [self._value(room, kind, key, sanction.encode())], event, f"Could not save the {kind}").addCallback(saved))
 
     def _schedule(self, room: Room, kind: str, key: str, until: float) -> None:
         """End the timed ban or mute (kind, key) of ``room`` at ``until`` (0: none; a timer before is replaced)."""
@@ -521,8 +521,8 @@ class Moderation:
 
         event = LogEvent("invite" if on else "uninvite", by, room.name, {"target": name})
         value = urlencode({"by": by}) if on else ""
-        return self._save([self._value(room, "invite", key, value)], event, "Could not save the invitation") \
-            .addCallback(saved)
+        return self.factory.concerning(name, lambda: self._save(
+            [self._value(room, "invite", key, value)], event, "Could not save the invitation").addCallback(saved))
 
     def set_operator(self, room: Room, by: str, target: str, on: bool) -> defer.Deferred[str]:
         """Make the account ``target`` an operator of ``room`` (``on`` False: no longer), durably; an OP/DEOP event."""
@@ -546,8 +546,8 @@ class Moderation:
             return name
 
         event = LogEvent("op" if on else "deop", by, room.name, {"target": name})
-        return self._save([self._value(room, "op", key, "1" if on else "")], event,
-                          "Could not save the operator").addCallback(saved)
+        return self.factory.concerning(name, lambda: self._save(
+            [self._value(room, "op", key, "1" if on else "")], event, "Could not save the operator").addCallback(saved))
 
     def give(self, room: Room, by: str, target: str) -> defer.Deferred[str]:
         """
@@ -582,8 +582,8 @@ class Moderation:
 
         values = [self._value(room, "op", name_key(old), "1"),
                   *(self._value(room, kind, key, "") for kind in ("op", "ban", "mute"))]
-        work = self.factory.store.set_room_values(values).addCallback(roles_saved)
-        return work.addCallbacks(owner_saved, _not_saved("Could not give the room away"))
+        return self.factory.concerning(name, lambda: self.factory.store.set_room_values(values).addCallback(
+            roles_saved).addCallbacks(owner_saved, _not_saved("Could not give the room away")))
 
     # -- the flood limiter's escalation (chatd.limits) ------------------------------------------
 

@@ -263,3 +263,23 @@ def test_a_password_change_racing_a_deletion_never_brings_the_account_back(tmp_p
         assert str(results["password"].value) == "this account was deleted; nothing was changed."
     reloaded, _ = make_factory(str(tmp_path))
     assert "ann" not in reloaded.accounts
+
+
+def test_a_login_checked_against_a_hash_replaced_meanwhile_fails(tmp_path):
+    """Attacker: a login with the old password racing an admin's /resetpw went through and chose the new one."""
+    from helpers import Held
+    import attrs
+    hashes = Held()
+    factory, clock = make_factory(str(tmp_path), hash_runner=hashes)
+    ann = Client(factory, clock)
+    ann.output()
+    ann.send("register ann", "secret1", "secret1")
+    hashes.run_all()
+    ann.output()
+    thief = Client(factory, clock)
+    thief.output()
+    thief.send("login ann", "secret1")  # its check is queued in the hash pool...
+    record = factory.accounts["ann"]
+    factory.accounts["ann"] = attrs.evolve(record, password_hash=record.password_hash + "x")  # ...a reset lands
+    hashes.run_all()
+    assert "Login failed: unknown name or wrong password." in thief.output()

@@ -23,6 +23,7 @@ from chatd.passwords import Passwords
 from chatd.protocol import ChatProtocol
 from chatd.settings import Settings
 from chatd.stores.memory import MemoryStore
+from chatd.text import name_key
 from helpers import CHEAP_HASH, Client, run_now
 
 START = 1_790_000_000
@@ -626,3 +627,57 @@ def test_the_same_rules_and_events_through_a_structured_front_end():
     assert moderation == [(EventKind.BAN, "ann", "bob", "spam", 600.0), (EventKind.KICK, "ann", "carol", "", 0.0)]
     assert carol.room is None and carol.replies[-1] == "You were kicked from lab by ann"
     assert "You were banned from lab by ann for 10m: spam" in bob.output()
+
+
+def test_an_invite_only_room_is_not_told_by_users_or_delete():
+    """Attacker: /users said 'ann2 (in Secret7)' and delete answered 'Only its owner, ann2, can delete Secret7.'"""
+    factory, clock, store = start()
+    ann = user(factory, clock, "ann")
+    ann.send("create Secret7", "join Secret7", "/invite-only on")
+    dave = user(factory, clock, "dave")
+    dave.send("users", "delete secret7")
+    out = dave.output()
+    assert "Online (2): ann, dave\r\n" in out and "Secret7" not in out
+    assert "Error: There is no room called secret7.\r\n" in out
+    ann.send("/users")
+    assert "Online (2): ann (in Secret7), dave\r\n" in ann.output()
+
+
+@pytest.mark.parametrize("owner_first", [True, False])
+def test_a_room_given_to_an_account_being_deleted_never_outlives_it(tmp_path, owner_first):
+    """
+    Attacker: /owner (and /op, /invite, /mute) racing deleteme left the room owned by the deleted name, for
+    whoever registered it next. Changes concerning one account are made one at a time (ChatFactory.concerning).
+    """
+    from helpers import Held, make_factory
+    hashes, writes = Held(), Held()
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0), hash_runner=hashes, store_runner=writes)
+    writes.run_all()
+
+    def settle():
+        for _ in range(6):
+            hashes.run_all()
+            writes.run_all()
+            clock.advance(0)
+
+    ann, bob = Client(factory, clock), Client(factory, clock)
+    ann.send("register ann", "secret1", "secret1")
+    bob.send("register bob", "secret1", "secret1")
+    settle()
+    ann.send("create lab", "join lab")
+    settle()
+    ann.output(), bob.output()
+    if owner_first:
+        ann.send("/owner bob")
+        bob.send("deleteme", "secret1")
+    else:
+        bob.send("deleteme", "secret1")
+        hashes.run_all()  # the password is checked: the deletion has the account
+        ann.send("/owner bob")
+    settle()
+    assert "bob" not in factory.accounts
+    assert all(name_key(room.owner) != "bob" for room in factory.rooms.values())
+    again, _ = make_factory(str(tmp_path))
+    assert all(name_key(room.owner) != "bob" for room in again.rooms.values())
+    if not owner_first:
+        assert "There is no user called bob." in ann.output()
