@@ -23,13 +23,14 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from chatd import errors
+from chatd.limits import Network, canonical_network, client_address, is_local
 from chatd.moderation import Sanction, iso
 from chatd.store import SERVER, LogEvent, RoomValue, UserRecord
 from chatd.text import USER_NAME_MAX, name_key, unknown_name
@@ -51,8 +52,9 @@ OTP_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 OTP_LENGTH = 12
 #: The longest reason of a lock, a ban, a disconnection (stored as a per-account value, shown on login).
 REASON_MAX = 200
+#: Why ``register NAME`` is refused for a name given by ``--admin`` from anywhere but the server's machine.
+RESERVED = "this name is reserved for an admin; register it from the server's own machine."
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 def one_time_password() -> str:
@@ -61,11 +63,16 @@ def one_time_password() -> str:
 
 
 def parse_network(text: str) -> Network | None:
-    """An address (``192.0.2.7``, ``2001:db8::5``) or a network (``192.0.2.0/24``) in ASCII; None if it is neither."""
+    """
+    An address (``192.0.2.7``, ``2001:db8::5``) or a network (``192.0.2.0/24``)
+    in ASCII, in the form client addresses are compared with
+    (``chatd.limits.canonical_network``: ``::ffff:192.0.2.7`` is ``192.0.2.7``);
+    None if it is neither.
+    """
     if not text.isascii():
         return None
     try:
-        return ipaddress.ip_network(text.strip(), strict=False)
+        return canonical_network(ipaddress.ip_network(text.strip(), strict=False))
     except ValueError:
         return None
 
@@ -131,21 +138,29 @@ class Administration:
 
     def restore(self, room_values: Mapping[str, Mapping[tuple[str, str], str]]) -> None:
         """Take the address bans from what the store loaded (``Loaded.room_values[SERVER]``); lapsed ones are dropped."""
+        for key in sorted(self.named):
+            if self.factory.accounts.get(key) is None:
+                self.log.warn("--admin {name}: there is no such account; it can only be registered from this "
+                              "machine (a loopback address or the UNIX socket)", name=key)
         now = self.factory.reactor.seconds()
-        lapsed = []
+        changes = []
         for (kind, key), value in room_values.get(SERVER, {}).items():
             if kind != "ban":
                 continue
             ban = AddressBan.decode(key, value)
             if ban is None:
                 self.log.warn("ignored a stored ban of {key!r}: not an address or network", key=key)
-            elif ban.over(now):
-                lapsed.append(RoomValue(SERVER, "ban", key, ""))
-            else:
-                self.bans[key] = ban
-        if lapsed:  # (best effort: a lapsed ban applies to nobody either way)
-            self.factory.store.set_room_values(lapsed).addErrback(
-                lambda failure: self.log.warn("could not remove lapsed address bans: {why}",
+                continue
+            canonical = str(ban.network)
+            if ban.over(now) or canonical != key:  # (lapsed; or an IPv4-mapped network, kept as its IPv4 network)
+                changes.append(RoomValue(SERVER, "ban", key, ""))
+            if not ban.over(now):
+                self.bans[canonical] = ban
+                if canonical != key:
+                    changes.append(RoomValue(SERVER, "ban", canonical, ban.encode()))
+        if changes:  # (best effort: a lapsed ban applies to nobody either way; a mapped one is kept in memory)
+            self.factory.store.set_room_values(changes).addErrback(
+                lambda failure: self.log.warn("could not rewrite stored address bans: {why}",
                                               why=failure.getErrorMessage()))
 
     # -- reading the state ------------------------------------------------------------
@@ -156,6 +171,16 @@ class Administration:
             return False
         key = name_key(name)
         return key in self.named or self.factory.marks.get(key, {}).get(ADMIN) == "1"
+
+    def reserved_refusal(self, name: str, host: str | None) -> str | None:
+        """
+        Why ``register NAME`` from ``host`` (the client's IP address as text;
+        None: a UNIX socket) is refused: NAME is given by ``--admin`` and the
+        connection is not from the server's own machine (``chatd.limits.is_local``:
+        loopback, mapped forms too), so nobody else claims an admin's name on
+        a fresh install; or None.
+        """
+        return RESERVED if name_key(name) in self.named and not is_local(host) else None
 
     def password_owed(self, name: str | None) -> bool:
         """Whether the account ``name`` logged in with a one-time password and has not chosen a new one yet."""
@@ -192,11 +217,10 @@ class Administration:
         Why a connection from ``host`` (an IP address as text) is refused:
         its address is banned (the sentence, with ``Error: ``); or None.
         """
-        if not self.bans or not host:
+        if not self.bans:
             return None
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
+        address = client_address(host)
+        if address is None:
             return None
         now = self.factory.reactor.seconds()
         for ban in self.bans.values():
@@ -334,9 +358,9 @@ class Administration:
         if network is None:
             raise errors.BadArguments(f"{text[:60]} is not an IP address or network (192.0.2.7, 192.0.2.0/24).")
         _check_reason(reason)
-        mine = parse_network(own or "")
-        if mine is not None and mine.version == network.version and mine.subnet_of(network):  # type: ignore[arg-type]  # versions checked
-            raise errors.NotAllowed(f"that would ban your own address, {own}.")
+        mine = client_address(own)
+        if mine is not None and mine in network:
+            raise errors.NotAllowed(f"that would ban your own address, {mine}.")
         now = self.factory.reactor.seconds()
         ban = AddressBan(network, by, now + seconds if seconds else 0.0, reason)
         key = str(network)

@@ -32,13 +32,20 @@ everyone else.
 Addresses in the exempt networks (loopback by default, see
 docs/OPERATIONS.md) count towards the total but not towards any
 per-address limit: a TLS proxy or a local benchmark connects from there.
+
+A client's address has one form wherever addresses are compared
+(:func:`client_address`, :func:`canonical_network`): an IPv4-mapped IPv6
+address (``::ffff:192.0.2.7``, how a dual-stack listener sees IPv4
+clients; RFC 4291 section 2.5.5.2) is its IPv4 address, so the per-address
+key, the exempt networks, address bans (chatd.admin) and the loopback test
+of reserved admin names see one client one way on every listener.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Union
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -192,10 +199,48 @@ class KeyedBuckets:
             del self.buckets[key]
 
 
-def parse_networks(text: str | Iterable[str]) -> tuple[Any, ...]:
-    """``"127.0.0.0/8, ::1"`` (or a list of such) as ip_network objects; ValueError if bad."""
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+#: Where IPv4-mapped IPv6 addresses are (RFC 4291 section 2.5.5.2).
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+#: The server's own machine: loopback, IPv4 and IPv6 (mapped ones are IPv4 by then).
+_LOOPBACK = (ipaddress.IPv4Network("127.0.0.0/8"), ipaddress.IPv6Network("::1/128"))
+
+
+def client_address(host: str | None) -> Address | None:
+    """
+    The address ``host`` (text, as ``getPeer().host``) in its one compared
+    form: an IPv4-mapped IPv6 address is its IPv4 address (``::ffff:127.0.0.5``
+    is ``127.0.0.5``); None if ``host`` is no IP address (a UNIX socket).
+    """
+    if not host:
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def canonical_network(network: Network) -> Network:
+    """``network`` in the form :func:`client_address` compares with: ``::ffff:127.0.0.0/120`` is ``127.0.0.0/24``."""
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96 and network.subnet_of(_MAPPED):
+        return ipaddress.IPv4Network((int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96))
+    return network
+
+
+def is_local(host: str | None) -> bool:
+    """Whether a connection from ``host`` comes from the server's own machine: loopback, or no IP (a UNIX socket)."""
+    address = client_address(host)
+    return address is None or any(address in network for network in _LOOPBACK)
+
+
+def parse_networks(text: str | Iterable[str]) -> tuple[Network, ...]:
+    """``"127.0.0.0/8, ::1"`` (or a list of such) as ip_network objects (:func:`canonical_network`); ValueError if bad."""
     items = text.split(",") if isinstance(text, str) else list(text)
-    return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in items if item.strip())
+    return tuple(canonical_network(ipaddress.ip_network(item.strip(), strict=False)) for item in items if item.strip())
 
 
 class Limits:
@@ -247,11 +292,11 @@ class Limits:
         """The per-address key of a connection, or "" if it is exempt."""
         try:
             host = transport.getPeer().host
-            address = ipaddress.ip_address(host)
-        except (AttributeError, ValueError):
+        except AttributeError:
+            host = None
+        address = client_address(host if isinstance(host, str) else None)
+        if address is None:
             return ""  # a UNIX socket or an in-memory transport: local
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
         for network in self.exempt:
             if address in network:
                 return ""

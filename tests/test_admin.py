@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 
 from chatd.commands import TABLE
 from chatd.commands.table import Place
 from chatd.admin import MUST_CHANGE, USED, AddressBan
+from chatd.limits import is_local
 from chatd.settings import Settings
 from chatd.store import SERVER
 from chatd.stores.memory import MemoryStore
@@ -28,11 +29,14 @@ def start(store=None, admins=("root",), **settings):
     return factory, clock, store
 
 
-def peer(host: str) -> IPv4Address:
-    return IPv4Address("TCP", host, 40000)
+def peer(host: str) -> IPv4Address | IPv6Address:
+    return (IPv6Address if ":" in host else IPv4Address)("TCP", host, 40000)
 
 
 def user(factory, clock, name, host="192.0.2.1", password="secret1"):
+    """A client of ``name`` logged in from ``host`` (an --admin name's account is made first: see reserved names)."""
+    if factory.accounts.get(name) is None and name in factory.settings.admins:
+        factory.register(name, password)
     client = Client(factory, clock, peer=peer(host))
     if factory.accounts.get(name) is None:
         client.register(name, password)
@@ -365,3 +369,83 @@ def test_a_failed_write_changes_nothing():
     root.send("banip 192.0.2.9")
     assert "Error: Could not save the ban (server storage problem); try again later." in root.output()
     assert "bob" in factory.online and not factory.admin.bans and "locked" not in store.marks.get("bob", {})
+
+
+def test_ipv4_mapped_clients_are_their_ipv4_address_for_address_bans():
+    """A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d: bans, the own-address check see a.b.c.d."""
+    factory, clock, store = start()
+    root = user(factory, clock, "root", "::ffff:198.51.100.1")
+    bob = user(factory, clock, "bob", "::ffff:192.0.2.5")
+    for own in ("198.51.100.1", "198.51.100.0/24", "::ffff:198.51.100.1", "::ffff:198.51.100.0/120"):
+        root.send(f"banip {own}")
+        assert "Error: that would ban your own address, 198.51.100.1." in root.output(), own
+    root.send("banip 192.0.2.0/24")
+    assert "Banned 192.0.2.0/24 until lifted." in root.output() and closed(bob)
+    for host in ("::ffff:192.0.2.9", "192.0.2.9"):
+        assert Client(factory, clock, peer=peer(host)).output().startswith(
+            "Error: your address is banned from this server."), host
+    root.send("banip ::ffff:203.0.113.7")  # a mapped address is kept as its IPv4 address
+    assert "Banned 203.0.113.7 until lifted." in root.output()
+    assert ("ban", "203.0.113.7/32") in store.room_values[SERVER]
+    assert Client(factory, clock, peer=peer("203.0.113.7")).output().startswith("Error: your address is banned")
+    root.send("unbanip 203.0.113.7")
+    assert "Lifted the ban of 203.0.113.7." in root.output()
+
+
+def test_an_ipv4_admin_may_not_ban_its_own_address_in_mapped_form():
+    factory, clock, _ = start()
+    root = user(factory, clock, "root", "127.0.0.1")
+    root.send("banip ::ffff:127.0.0.1", "banip ::ffff:127.0.0.0/104")
+    assert root.output().count("Error: that would ban your own address, 127.0.0.1.") == 2
+    assert not factory.admin.bans
+
+
+def test_a_stored_mapped_ban_is_its_ipv4_network_after_a_restart():
+    store = MemoryStore()
+    start(store)
+    store.room_values.setdefault(SERVER, {})[("ban", "::ffff:192.0.2.0/120")] = "until=0&by=root&reason=old"
+    again, clock, _ = start(store)
+    assert list(again.admin.bans) == ["192.0.2.0/24"]
+    assert ("ban", "192.0.2.0/24") in store.room_values[SERVER]
+    assert ("ban", "::ffff:192.0.2.0/120") not in store.room_values[SERVER]
+    assert Client(again, clock, peer=peer("192.0.2.3")).output().startswith("Error: your address is banned")
+
+
+@pytest.mark.parametrize("host, local", [("127.0.0.1", True), ("127.9.8.7", True), ("::1", True),
+                                         ("::ffff:127.0.0.1", True), (None, True), ("192.0.2.1", False),
+                                         ("::ffff:192.0.2.1", False), ("2001:db8::1", False), ("::2", False)])
+def test_is_local(host, local):
+    """The server's own machine: loopback (IPv4, IPv6, mapped) or no IP address at all (a UNIX socket)."""
+    assert is_local(host) is local
+
+
+def test_an_admin_name_is_registered_only_from_the_servers_own_machine():
+    factory, clock, store = start(admins=("root", "Ann"))
+    for host in ("192.0.2.1", "::ffff:192.0.2.1", "2001:db8::1"):
+        client = Client(factory, clock, peer=peer(host))
+        client.send("register root")
+        assert ("Error: this name is reserved for an admin; register it from the server's own machine."
+                in client.output()), host
+        client.send("register ANN")  # (name keys: any case)
+        assert "reserved for an admin" in client.output()
+    assert factory.accounts.get("root") is None
+    for name, host in (("root", "::ffff:127.0.0.1"), ("ann", "::1")):
+        assert "Registered and logged in as" in Client(factory, clock, peer=peer(host)).register(name)
+    assert "Registered and logged in as bob." in Client(factory, clock, peer=peer("192.0.2.1")).register("bob")
+
+
+def test_an_admin_name_without_an_account_is_warned_about_at_start():
+    from twisted.logger import globalLogPublisher
+
+    seen: list[str] = []
+
+    def observe(event):
+        if "--admin" in event.get("log_format", ""):
+            seen.append(event["name"])
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        start(admins=("root", "ann"))
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert seen == ["ann", "root"]

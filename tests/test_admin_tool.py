@@ -23,6 +23,9 @@ from chatd.service import StartError, StoreService
 from chatd.settings import Settings
 from helpers import Client, Held, data_rows, make_factory
 
+#: A client on the server's own machine (only there may an --admin name be registered).
+LOCAL = IPv4Address("TCP", "127.0.0.1", 40000)
+
 
 def run(data_dir, *argv):
     """(exit status, stdout, stderr) of ``chatd-admin --data-dir DATA_DIR ARGV``."""
@@ -154,7 +157,7 @@ def test_a_server_does_not_start_while_the_tool_holds_the_lock(data):
 def test_an_address_ban_and_a_lock_made_in_chat_are_in_the_files_the_tool_and_the_next_start_read(tmp_path):
     """The CSV store keeps what the in-chat commands store: a ban server-wide (room_values.csv), a lock (marks.csv)."""
     factory, clock = make_factory(str(tmp_path), Settings(admins=("root",)))
-    root = Client(factory, clock)
+    root = Client(factory, clock, peer=LOCAL)
     root.register("root")
     Client(factory, clock).register("bob")
     root.send("banip 192.0.2.0/24 7d spam", "lock bob spam")
@@ -175,7 +178,7 @@ def test_an_account_locked_while_its_login_is_being_stored_is_refused(tmp_path):
     """
     held = Held()
     factory, clock = make_factory(str(tmp_path), Settings(admins=("root",)), store_runner=held)
-    root, bob = Client(factory, clock), Client(factory, clock)
+    root, bob = Client(factory, clock, peer=LOCAL), Client(factory, clock)
     root.send("register root", "secret1", "secret1")
     bob.send("register bob", "secret1", "secret1")
     held.run_all()

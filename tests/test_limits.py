@@ -656,3 +656,15 @@ def test_default_password_check_limits(tmp_path):
     settings = Settings()
     assert (settings.address_password_checks, settings.account_password_checks,
             settings.password_check_window) == (60, 10, 60.0)
+
+
+def test_a_mapped_exempt_network_is_its_ipv4_network(tmp_path):
+    """--limit-exempt ::ffff:10.0.0.0/104 exempts 10.x.x.x however it connects (chatd.limits.canonical_network)."""
+    assert [str(n) for n in parse_networks("::ffff:10.0.0.0/104, ::/80, ::1")] == [
+        "10.0.0.0/8", "::/80", "::1/128"]
+    factory, clock = make_factory(str(tmp_path), Settings(max_per_address=1, limit_exempt="::ffff:10.0.0.0/104"))
+    both = [At(factory, clock, "10.1.2.3"), At(factory, clock, "::ffff:10.1.2.3"), At(factory, clock, "10.1.2.3")]
+    assert not any(c.transport.disconnecting for c in both)
+    assert factory.limits.address_key(both[1].transport) == ""
+    assert At(factory, clock, "::ffff:127.0.0.5").transport.disconnecting is False  # (1 allowed: the first)
+    assert At(factory, clock, "127.0.0.5").transport.disconnecting  # loopback is no longer exempt: the same key

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 
 from chatd.buses.local import LocalBus
@@ -43,8 +44,12 @@ def start(store=None, at: float = START, **settings):
 
 
 def user(factory, clock, name, room=None):
-    """A plain-mode client logged in as ``name`` (registered first if new), in ``room`` if given."""
-    client = Client(factory, clock)
+    """
+    A plain-mode client logged in as ``name`` (registered first if new), in
+    ``room`` if given; an --admin name connects from loopback (only there may it be registered).
+    """
+    local = IPv4Address("TCP", "127.0.0.1", 40000) if name in factory.settings.admins else None
+    client = Client(factory, clock, peer=local)
     if factory.accounts.get(name) is None:
         client.register(name)
     else:

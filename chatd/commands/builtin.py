@@ -45,7 +45,9 @@ def _may_register(caller: Caller) -> str | None:
 
 
 def _new_name(caller: Caller, name: str) -> str | None:
-    return check_name(name, "user", USER_NAME_MAX) or caller.factory.user_name_taken(name)
+    factory = caller.factory
+    return (check_name(name, "user", USER_NAME_MAX) or factory.user_name_taken(name)
+            or factory.admin.reserved_refusal(name, caller.session.origin.get("address")))
 
 
 @command("register", "create an account", MENU, number="1", login=Login.REFUSED, check=_may_register, args=(
