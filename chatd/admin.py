@@ -50,8 +50,6 @@ USED = "used"
 #: One-time passwords: 12 characters of 31 that are not mistaken for each other (no 0 O 1 l i): about 59 bits.
 OTP_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 OTP_LENGTH = 12
-#: The longest reason of a lock, a ban, a disconnection (stored as a per-account value, shown on login).
-REASON_MAX = 200
 #: Why ``register NAME`` is refused for a name given by ``--admin`` from anywhere but the server's machine.
 RESERVED = "this name is reserved for an admin; register it from the server's own machine."
 
@@ -117,11 +115,6 @@ class AddressBan:
 
 def _with_reason(text: str, reason: str) -> str:
     return f"{text}: {reason}" if reason else f"{text}."
-
-
-def _check_reason(reason: str) -> None:
-    if len(reason) > REASON_MAX:
-        raise errors.BadArguments(f"a reason has at most {REASON_MAX} characters.")
 
 
 class Administration:
@@ -269,7 +262,6 @@ class Administration:
         """
         record = self.account(name)
         self._not_self(by, record, "lock")
-        _check_reason(reason)
 
         def locked(_: None) -> defer.Deferred[str]:
             self._end(record.name, _with_reason(f"Your account was locked by {by}, an admin", reason))
@@ -357,7 +349,6 @@ class Administration:
         network = parse_network(text)
         if network is None:
             raise errors.BadArguments(f"{text[:60]} is not an IP address or network (192.0.2.7, 192.0.2.0/24).")
-        _check_reason(reason)
         mine = client_address(own)
         if mine is not None and mine in network:
             raise errors.NotAllowed(f"that would ban your own address, {mine}.")

@@ -37,8 +37,9 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from chatd.admin import ADMIN, LOCKED, MUST_CHANGE, REASON_MAX, one_time_password
+from chatd.admin import ADMIN, LOCKED, MUST_CHANGE, one_time_password
 from chatd.datadir import DataDirInUse, lock_data_dir, unlock_data_dir
+from chatd.moderation import REASON_MAX
 from chatd.passwords import Passwords
 from chatd.persistence import CsvStore
 from chatd.store import EventName, Loaded, LogEvent, UserRecord

@@ -44,9 +44,14 @@ if TYPE_CHECKING:
 
 #: What a duration is typed as: ASCII digits and one unit (``30s``, ``10m``, ``2h``, ``7d``).
 _DURATION = re.compile(r"([0-9]{1,6})([smhd])\Z")
+#: A word that looks like a duration, so must be one: a digit of any script first, maybe after a sign or a point.
+_LOOKS_LIKE_DURATION = re.compile(r"[+-]?\.?\d")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-#: The longest timed ban or mute (a year); longer: until lifted.
+#: The longest timed ban or mute (366 days); longer is refused.
 DURATION_MAX = 366 * 86400
+NOT_A_DURATION = "not a duration: use 30s, 10m, 2h or 7d (at most 366 days)."
+#: The longest reason of a kick, ban, mute, lock, disconnection or address ban (every REASON argument).
+REASON_MAX = 200
 #: How much of a topic the room list shows; the longest topic (IRC servers allow about 300-390).
 TOPIC_SHOWN = 40
 TOPIC_MAX = 300
@@ -72,6 +77,23 @@ def parse_duration(text: str) -> int | None:
         return None
     seconds = int(match.group(1)) * _UNITS[match.group(2)]
     return seconds if 0 < seconds <= DURATION_MAX else None
+
+
+def duration_and_reason(text: str) -> tuple[int, str]:
+    """
+    ``[DURATION] [REASON]`` (``/ban``, ``/mute``, ``/banip``): the seconds (0:
+    until lifted) and the reason. A first word that looks like a duration
+    (``367d``, ``0s``, ``1h30m``, ``1.5h``, ``-5m``, ``５m``) must be one
+    (:func:`parse_duration`): else ValueError(:data:`NOT_A_DURATION`), never
+    a silent ban until lifted with the word as its reason.
+    """
+    first, _, rest = text.strip().partition(" ")
+    if not _LOOKS_LIKE_DURATION.match(first):
+        return 0, text.strip()
+    seconds = parse_duration(first)
+    if seconds is None:
+        raise ValueError(NOT_A_DURATION)
+    return seconds, rest.strip()
 
 
 def duration_text(seconds: float) -> str:

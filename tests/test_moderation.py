@@ -259,8 +259,38 @@ def test_durations(lab):
         [30, 600, 7200, 604800, 600, None, None, None, None, None]
     assert [duration_text(s) for s in (30, 600, 7200, 604800, 90)] == ["30s", "10m", "2h", "7d", "90s"]
     factory, clock, store, clients = lab
-    clients["carol"].send("/ban bob 2x spam")  # not a duration: part of the reason, until lifted
-    assert "* carol banned bob (2x spam)\r\n" in clients["carol"].output()
+    clients["carol"].send("/ban bob spam 2x")  # a first word that is no duration: the reason, until lifted
+    assert "* carol banned bob (spam 2x)\r\n" in clients["carol"].output()
+
+
+NOT_A_DURATION = "Error: not a duration: use 30s, 10m, 2h or 7d (at most 366 days).\r\n"
+
+
+@pytest.mark.parametrize("word", ["367d", "0s", "10x", "99999999999d", "1h30m", "1.5h", "1w", "-5m", "0m", "8785h",
+                                  "\uff15m", "+5m", ".5h", "2x", "5", "\u0665m"])
+@pytest.mark.parametrize("command", ["/ban bob", "/mute bob", "/banip 192.0.2.9"])
+def test_a_word_that_looks_like_a_duration_must_be_one(word, command):
+    """Never a silent "until lifted" with the word as the reason (issue 14 fresh tester): refused, nothing changes."""
+    factory, clock, store = start(admins=("root",))
+    ann = user(factory, clock, "ann")
+    ann.send("create lab")
+    user(factory, clock, "bob").disconnect()
+    root = user(factory, clock, "root")
+    root.send("join lab")
+    ann.send("join lab", "/op root")
+    root.output()
+    root.send(f"{command} {word} spam")
+    assert root.output() == NOT_A_DURATION
+    assert not factory.rooms["lab"].authority.bans and not factory.rooms["lab"].authority.mutes
+    assert not factory.admin.bans
+
+
+@pytest.mark.parametrize("word, shown", [("1s", "1s"), ("366d", "366d"), ("8784h", "366d"), ("90S", "90s"),
+                                         ("10M", "10m")])
+def test_durations_at_the_edges_are_taken(lab, word, shown):
+    factory, clock, store, clients = lab
+    clients["carol"].send(f"/mute bob {word} spam")
+    assert f"bob is muted in lab for {shown}.\r\n" in clients["carol"].output()
 
 
 def test_a_ban_beats_an_invite_and_help_says_so(lab):
@@ -686,3 +716,22 @@ def test_a_room_given_to_an_account_being_deleted_never_outlives_it(tmp_path, ow
     assert all(name_key(room.owner) != "bob" for room in again.rooms.values())
     if not owner_first:
         assert "There is no user called bob." in ann.output()
+
+
+@pytest.mark.parametrize("command", ["/kick bob", "/ban bob", "/ban bob 2h", "/mute bob", "/mute bob 10m",
+                                     "/disconnect bob", "/lock bob", "/banip 192.0.2.9", "/banip 192.0.2.9 1h"])
+def test_every_reason_has_at_most_200_characters(command):
+    """One rule for every REASON argument, declared once (chatd.commands.moderation.REASON, DURATION_REASON)."""
+    factory, clock, store = start(admins=("root",))
+    ann = user(factory, clock, "ann")
+    ann.send("create lab", "join lab")
+    bob = user(factory, clock, "bob", "lab")
+    root = user(factory, clock, "root", "lab")
+    ann.send("/op root")
+    root.output()
+    root.send(f"{command} {'x' * 201}")
+    assert root.output() == "Error: a reason has at most 200 characters.\r\n"
+    assert "bob" in factory.online and not factory.rooms["lab"].authority.bans and not factory.admin.bans
+    assert not factory.rooms["lab"].authority.mutes and not bob.transport.disconnecting
+    root.send(f"{command} {'x' * 200}")
+    assert "Error" not in root.output()

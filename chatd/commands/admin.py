@@ -17,9 +17,9 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from chatd.commands.builtin import ANYWHERE, MENU, command, valid_password
-from chatd.commands.moderation import duration_and_reason
+from chatd.commands.moderation import DURATION_REASON, REASON
 from chatd.commands.table import Arg, Caller, Login
-from chatd.moderation import duration_text
+from chatd.moderation import duration_and_reason, duration_text
 from chatd.text import PASSWORD_MIN
 
 
@@ -30,7 +30,7 @@ def _admin(caller: Caller) -> str:
 
 
 @command("disconnect", "end the session of NAME (admins)", ANYWHERE, login=Login.REQUIRED, admin=True,
-         args=(Arg("NAME", "Name of the user to disconnect:"), Arg("[REASON]", optional=True)))
+         args=(Arg("NAME", "Name of the user to disconnect:"), REASON))
 def disconnect(caller: Caller, name: str, reason: str) -> None:
     target = caller.factory.admin.disconnect(_admin(caller), name, reason)
     caller.reply(f"Disconnected {target}.")
@@ -38,7 +38,7 @@ def disconnect(caller: Caller, name: str, reason: str) -> None:
 
 @command("lock", "lock the account NAME: it cannot log in and its session ends (admins)", ANYWHERE,
          login=Login.REQUIRED, admin=True,
-         args=(Arg("NAME", "Name of the account to lock:"), Arg("[REASON]", optional=True)))
+         args=(Arg("NAME", "Name of the account to lock:"), REASON))
 def lock(caller: Caller, name: str, reason: str) -> defer.Deferred[None]:
     d = caller.factory.admin.lock(_admin(caller), name, reason)
     return d.addCallback(lambda target: caller.reply(f"Account {target} locked."))
@@ -71,8 +71,7 @@ def deluser(caller: Caller, name: str) -> defer.Deferred[None]:
 
 @command("banip", "refuse connections from an address or network for DURATION (30s, 10m, 2h, 7d; none: until "
          "/unbanip) and end those open (admins)", ANYWHERE, login=Login.REQUIRED, admin=True,
-         args=(Arg("ADDRESS", "Address or network to ban (192.0.2.7, 192.0.2.0/24):"),
-               Arg("[DURATION] [REASON]", optional=True)))
+         args=(Arg("ADDRESS", "Address or network to ban (192.0.2.7, 192.0.2.0/24):"), DURATION_REASON))
 def banip(caller: Caller, address: str, text: str) -> defer.Deferred[None]:
     seconds, reason = duration_and_reason(text)
     own = caller.session.origin.get("address")

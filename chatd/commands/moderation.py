@@ -20,7 +20,8 @@ from twisted.internet import defer
 
 from chatd.commands.builtin import ROOM, command
 from chatd.commands.table import Arg, Caller, Login
-from chatd.moderation import INVITE_ONLY, OPEN_TOPIC, TOPIC_MAX, Role, duration_text, parse_duration
+from chatd.moderation import (INVITE_ONLY, OPEN_TOPIC, REASON_MAX, TOPIC_MAX, Role, duration_and_reason,
+                              duration_text)
 
 OPERATOR, OWNER = Role.OPERATOR, Role.OWNER
 #: What ``/topic`` takes to clear the topic.
@@ -55,13 +56,28 @@ def _may_set_topic(caller: Caller, text: str) -> str | None:
     return f"a topic has at most {TOPIC_MAX} characters." if len(text) > TOPIC_MAX else None
 
 
-def duration_and_reason(text: str) -> tuple[int, str]:
-    """``[DURATION] [REASON]``: the seconds (0: until lifted) and the reason."""
-    first, _, rest = text.partition(" ")
-    seconds = parse_duration(first)
-    if seconds is None:
-        return 0, text.strip()
-    return seconds, rest.strip()
+def reason_problem(reason: str) -> str | None:
+    """The one rule of every REASON argument: at most REASON_MAX characters."""
+    return f"a reason has at most {REASON_MAX} characters." if len(reason) > REASON_MAX else None
+
+
+def _reason(caller: Caller, text: str) -> str | None:
+    return reason_problem(text)
+
+
+def _duration_reason(caller: Caller, text: str) -> str | None:
+    try:
+        _, reason = duration_and_reason(text)
+    except ValueError as error:
+        return str(error)
+    return reason_problem(reason)
+
+
+#: Every REASON argument: ``/kick`` (ROOM_REASON), ``/disconnect``, ``/lock`` (chatd.commands.admin).
+REASON = Arg("[REASON]", optional=True, check=_reason)
+#: ``[DURATION] [REASON]`` of ``/ban``, ``/mute`` (ROOM_DURATION_REASON) and ``/banip``: a first word that looks like
+#: a duration must be one (chatd.moderation.duration_and_reason); the reason as REASON.
+DURATION_REASON = Arg("[DURATION] [REASON]", optional=True, check=_duration_reason)
 
 
 def _for(seconds: int) -> str:
@@ -82,15 +98,15 @@ def _change(caller: Caller, change: Callable[..., defer.Deferred[str]], answer: 
 
 
 @command("kick", "put NAME out of the room, telling them and the room REASON", ROOM, login=Login.REQUIRED,
-         in_room=True, role=OPERATOR, args=(Arg("NAME", check=_target), Arg("[REASON]", optional=True)))
+         in_room=True, role=OPERATOR, args=(Arg("NAME", check=_target), REASON))
 def kick(caller: Caller, name: str, reason: str) -> None:
     assert caller.room is not None and caller.session.name is not None
     caller.factory.moderation.kick(caller.room, caller.session.name, name, reason)
 
 
-@command("ban", "keep NAME out of the room for DURATION (30s, 10m, 2h, 7d; none: until /unban); "
+@command("ban", "keep NAME out of the room for DURATION (30s, 10m, 2h, 7d, at most 366d; none: until /unban); "
          "a ban beats an invite", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
-         args=(Arg("NAME", check=_target), Arg("[DURATION] [REASON]", optional=True)))
+         args=(Arg("NAME", check=_target), DURATION_REASON))
 def ban(caller: Caller, name: str, text: str) -> defer.Deferred[None]:
     seconds, reason = duration_and_reason(text)
     answer = "{name} is banned from {room}" + _for(seconds) + "."
@@ -113,7 +129,7 @@ def bans(caller: Caller) -> None:
 
 @command("mute", "keep NAME from speaking in the room for DURATION (none: until /unmute)", ROOM,
          login=Login.REQUIRED, in_room=True, role=OPERATOR,
-         args=(Arg("NAME", check=_target), Arg("[DURATION] [REASON]", optional=True)))
+         args=(Arg("NAME", check=_target), DURATION_REASON))
 def mute(caller: Caller, name: str, text: str) -> defer.Deferred[None]:
     seconds, reason = duration_and_reason(text)
     answer = "{name} is muted in {room}" + _for(seconds) + "."
