@@ -307,7 +307,7 @@ class Dialogue:
             return
         values = command.split(rest)
         for arg, value in zip(command.args, values):
-            problem = arg.check(self, value) if arg.check is not None else None
+            problem = arg.problem(self, value, command.usage())
             if problem:
                 self.error(problem)
                 self._after(place)
@@ -327,7 +327,7 @@ class Dialogue:
                         self.error(str(error))
                         self._after(place)
                         return
-                    problem = arg.check(self, value) if arg.check is not None and confirmed is None else None
+                    problem = arg.problem(self, value, command.usage()) if confirmed is None else None
                     if problem:
                         self.error(problem)
                         self._after(place)

@@ -187,6 +187,31 @@ class Moderation:
             return Role.OWNER
         return Role.OPERATOR if key in room.authority.operators else Role.MEMBER
 
+    def acting_role(self, room: Room, name: str | None) -> Role:
+        """
+        The role the account ``name`` acts with in ``room``: its role, and at
+        least OPERATOR for a server admin (``ChatFactory.is_admin``) in every
+        room, public too (IRC operators' override of channel modes; InspIRCd's
+        ``override`` module). Marks (``/who``) and whom others may act on
+        follow :meth:`role`.
+        """
+        role = self.role(room, name)
+        return max(role, Role.OPERATOR) if role < Role.OPERATOR and self.factory.is_admin(name) else role
+
+    def role_refusal(self, room: Room, name: str | None, needed: Role, action: str) -> str | None:
+        """
+        Why the account ``name`` may not ``action`` (``use /kick``, ``set its
+        topic``) in ``room``, which needs the role ``needed``; or None.
+        ``public`` has no owner: only server admins moderate it.
+        """
+        if self.acting_role(room, name) >= needed:
+            return None
+        if not room.owner:
+            return f"{room.name} has no owner." if needed is Role.OWNER and self.factory.is_admin(name) \
+                else f"only server admins moderate {room.name}."
+        who = "the owner" if needed is Role.OWNER else "operators"
+        return f"only {who} of {room.name} may {action}."
+
     def operators(self, room: Room) -> list[str]:
         """The names of ``room``'s operators (as their accounts are stored), by name."""
         return sorted((self.display(key) for key in room.authority.operators), key=name_key)
@@ -255,7 +280,7 @@ class Moderation:
         theirs = self.role(room, record.name)
         if theirs is Role.OWNER:
             return f"{record.name} owns {room.name}; nobody can do that to its owner."
-        if theirs >= self.role(room, actor):
+        if theirs >= self.acting_role(room, actor):
             return f"{record.name} is an operator of {room.name}; only its owner can do that."
         return None
 
@@ -575,9 +600,11 @@ class Moderation:
         """
         Make the account ``target`` the owner of ``room`` (``by`` is its
         owner): the old owner becomes an operator, the new one is no longer
-        one, nor banned or muted (nobody acts on the owner; one write), then
+        one (one write), then
         the owner changes (``Store.set_room_owner`` with the ``owner`` row);
-        an OWNER event. Fires with the new owner's name.
+        an OWNER event. Fires with the new owner's name. Refused (NotAllowed)
+        while ``target`` is banned or muted there: nobody acts on the owner,
+        and lifting it is for /unban or /unmute, which record it.
         """
         record = self.factory.accounts.get(name_key(target))
         if record is None:
@@ -585,6 +612,9 @@ class Moderation:
         name, key = record.name, name_key(record.name)
         if self.role(room, name) is Role.OWNER:
             return defer.fail(errors.NotAllowed(f"{name} owns {room.name} already."))
+        for table, what, undo in ((room.authority.bans, "banned from", "unban"), (room.muted, "muted in", "unmute")):
+            if self._sanction(table, name) is not None:  # (lifted by its own command: an event and a row)
+                return defer.fail(errors.NotAllowed(f"{name} is {what} {room.name}; /{undo} {name} first."))
         old = room.owner
 
         def roles_saved(_: None) -> defer.Deferred[None]:

@@ -68,11 +68,11 @@ def test_every_admin_command_is_refused_to_others_at_the_menu_and_in_a_room(line
     ann = user(factory, clock, "ann")
     ann.send(line)
     word = line.split()[0]
-    assert f"Error: only server admins may {word}." in ann.output()
+    assert f"Error: only server admins may use {word}." in ann.output()
     ann.send("public")
     ann.output()
     ann.send("/" + line)
-    assert f"Error: only server admins may {word}." in ann.output()
+    assert f"Error: only server admins may use /{word}." in ann.output()
     assert "bob" in factory.online and not rows(store, "lock") and not rows(store, "notice")
 
 

@@ -53,7 +53,7 @@ def test_a_ban_lasts_across_a_restart_and_a_kick_works_over_telnet(tmp_path):
         carol.send("join lab")
         carol.expect(r"Entered room lab \(1 here\)\. Type /help for commands, /exit to leave\.\r\nTopic: the lab\r\n")
         carol.send("/ban bob")
-        carol.expect(r"Error: only operators of lab may ban\.\r\n")
+        carol.expect(r"Error: only operators of lab may use /ban\.\r\n")
         assert not d.unhandled_errors()
     finally:
         d.stop()

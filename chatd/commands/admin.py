@@ -6,7 +6,7 @@ anywhere (at the menu as keywords); and ``newpassword``, which a user who
 logged in with a one-time password must give before anything else.
 
 Only admins may use them: declared (``admin=True``), so the table refuses
-everyone else with ``only server admins may lock.`` for every front-end
+everyone else with ``only server admins may use lock.`` for every front-end
 before the handler runs. Deleting any room is the ``delete`` command
 (``ChatFactory.delete_room`` lets an admin delete any room). The state and
 its changes are ``chatd.admin`` (``ChatFactory.admin``).

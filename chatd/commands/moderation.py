@@ -5,7 +5,7 @@ Room authority commands (issue 14; docs/PROTOCOL.md, "Room authority"):
 ``/invite``, ``/uninvite``.
 
 Who may use a command is declared (``role``: the table refuses the others
-with ``only operators of lab may kick.``); whom it may act on is the check
+with ``only operators of lab may use /kick.``); whom it may act on is the check
 of its NAME argument (:meth:`chatd.moderation.Moderation.target_refusal`),
 so both hold for every front-end before the handler runs. The state and
 its changes are ``chatd.moderation`` (``ChatFactory.moderation``).
@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from twisted.internet import defer
 
 from chatd.commands.builtin import ROOM, command
@@ -39,6 +40,11 @@ def _account(caller: Caller, name: str) -> str | None:
     return caller.factory.moderation.account_refusal(name)
 
 
+#: NAME of kick, ban, mute, unban, unmute; of invite, uninvite, op, deop, owner.
+TARGET = Arg("NAME", check=_target, word=True)
+ACCOUNT = Arg("NAME", check=_account, word=True)
+
+
 def _on_off(usage: str) -> Arg:
     def check(caller: Caller, value: str) -> str | None:
         return None if value.lower() in ("on", "off") else f"usage: {usage}"
@@ -50,9 +56,10 @@ def _may_set_topic(caller: Caller, text: str) -> str | None:
     """Setting the topic (reading it is for everyone): operators, or anyone if the owner turned open-topic on."""
     room = caller.room
     assert room is not None
-    moderation = caller.factory.moderation
-    if not (room.authority.open_topic or moderation.role(room, caller.session.name) >= OPERATOR):
-        return f"only operators of {room.name} may set its topic."
+    if not room.authority.open_topic:
+        refused = caller.factory.moderation.role_refusal(room, caller.session.name, OPERATOR, "set its topic")
+        if refused:
+            return refused
     return f"a topic has at most {TOPIC_MAX} characters." if len(text) > TOPIC_MAX else None
 
 
@@ -73,11 +80,23 @@ def _duration_reason(caller: Caller, text: str) -> str | None:
     return reason_problem(reason)
 
 
+def _whole(text: str) -> str:
+    return text
+
+
+def _reason_of(text: str) -> str:
+    return duration_and_reason(text)[1]
+
+
 #: Every REASON argument: ``/kick`` (ROOM_REASON), ``/disconnect``, ``/lock`` (chatd.commands.admin).
 REASON = Arg("[REASON]", optional=True, check=_reason)
 #: ``[DURATION] [REASON]`` of ``/ban``, ``/mute`` (ROOM_DURATION_REASON) and ``/banip``: a first word that looks like
 #: a duration must be one (chatd.moderation.duration_and_reason); the reason as REASON.
 DURATION_REASON = Arg("[DURATION] [REASON]", optional=True, check=_duration_reason)
+#: A reason the room sees (kick, ban, mute): it is the user's text before the room, refused to a muted operator
+#: (who may still act without one).
+ROOM_REASON = attrs.evolve(REASON, said=_whole)
+ROOM_DURATION_REASON = attrs.evolve(DURATION_REASON, said=_reason_of)
 
 
 def _for(seconds: int) -> str:
@@ -98,7 +117,7 @@ def _change(caller: Caller, change: Callable[..., defer.Deferred[str]], answer: 
 
 
 @command("kick", "put NAME out of the room, telling them and the room REASON", ROOM, login=Login.REQUIRED,
-         in_room=True, role=OPERATOR, args=(Arg("NAME", check=_target), REASON))
+         in_room=True, role=OPERATOR, args=(TARGET, ROOM_REASON))
 def kick(caller: Caller, name: str, reason: str) -> None:
     assert caller.room is not None and caller.session.name is not None
     caller.factory.moderation.kick(caller.room, caller.session.name, name, reason)
@@ -106,7 +125,7 @@ def kick(caller: Caller, name: str, reason: str) -> None:
 
 @command("ban", "keep NAME out of the room for DURATION (30s, 10m, 2h, 7d, at most 366d; none: until /unban); "
          "a ban beats an invite", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
-         args=(Arg("NAME", check=_target), DURATION_REASON))
+         args=(TARGET, ROOM_DURATION_REASON))
 def ban(caller: Caller, name: str, text: str) -> defer.Deferred[None]:
     seconds, reason = duration_and_reason(text)
     answer = "{name} is banned from {room}" + _for(seconds) + "."
@@ -114,7 +133,7 @@ def ban(caller: Caller, name: str, text: str) -> defer.Deferred[None]:
 
 
 @command("unban", "lift the ban on NAME", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
-         args=(Arg("NAME", check=_target),))
+         args=(TARGET,))
 def unban(caller: Caller, name: str) -> defer.Deferred[None]:
     return _change(caller, caller.factory.moderation.unban, "The ban on {name} is lifted.", name)
 
@@ -129,7 +148,7 @@ def bans(caller: Caller) -> None:
 
 @command("mute", "keep NAME from speaking in the room for DURATION (none: until /unmute)", ROOM,
          login=Login.REQUIRED, in_room=True, role=OPERATOR,
-         args=(Arg("NAME", check=_target), DURATION_REASON))
+         args=(TARGET, ROOM_DURATION_REASON))
 def mute(caller: Caller, name: str, text: str) -> defer.Deferred[None]:
     seconds, reason = duration_and_reason(text)
     answer = "{name} is muted in {room}" + _for(seconds) + "."
@@ -137,13 +156,14 @@ def mute(caller: Caller, name: str, text: str) -> defer.Deferred[None]:
 
 
 @command("unmute", "let NAME speak again", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
-         args=(Arg("NAME", check=_target),))
+         args=(TARGET,))
 def unmute(caller: Caller, name: str) -> defer.Deferred[None]:
     return _change(caller, caller.factory.moderation.unmute, "{name} may speak again.", name)
 
 
 @command("topic", f"show the topic; with TEXT set it (operators), with {CLEAR_TOPIC} clear it", ROOM,
-         login=Login.REQUIRED, in_room=True, args=(Arg("[TEXT]", optional=True, check=_may_set_topic),))
+         login=Login.REQUIRED, in_room=True,
+         args=(Arg("[TEXT]", optional=True, check=_may_set_topic, said=_whole),))
 def topic(caller: Caller, text: str) -> defer.Deferred[None] | None:
     room = caller.room
     assert room is not None and caller.session.name is not None
@@ -180,32 +200,32 @@ def open_topic(caller: Caller, value: str) -> defer.Deferred[None]:
 
 
 @command("invite", "let NAME (online or not) enter the invite-only room; a ban beats an invite", ROOM,
-         login=Login.REQUIRED, in_room=True, role=OPERATOR, args=(Arg("NAME", check=_account),))
+         login=Login.REQUIRED, in_room=True, role=OPERATOR, args=(ACCOUNT,))
 def invite(caller: Caller, name: str) -> defer.Deferred[None]:
     return _change(caller, caller.factory.moderation.invite, "{name} is invited to {room}.", name, True)
 
 
 @command("uninvite", "withdraw NAME's invitation", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
-         args=(Arg("NAME", check=_account),))
+         args=(ACCOUNT,))
 def uninvite(caller: Caller, name: str) -> defer.Deferred[None]:
     return _change(caller, caller.factory.moderation.invite, "{name} is no longer invited to {room}.", name, False)
 
 
 @command("op", "make NAME an operator of the room", ROOM, login=Login.REQUIRED, in_room=True, role=OWNER,
-         args=(Arg("NAME", check=_account),))
+         args=(ACCOUNT,))
 def op(caller: Caller, name: str) -> defer.Deferred[None]:
     return _change(caller, caller.factory.moderation.set_operator, "{name} is an operator of {room}.", name, True)
 
 
 @command("deop", "take NAME's operator role away", ROOM, login=Login.REQUIRED, in_room=True, role=OWNER,
-         args=(Arg("NAME", check=_account),))
+         args=(ACCOUNT,))
 def deop(caller: Caller, name: str) -> defer.Deferred[None]:
     answer = "{name} is no longer an operator of {room}."
     return _change(caller, caller.factory.moderation.set_operator, answer, name, False)
 
 
 @command("owner", "give the room to NAME (you stay an operator)", ROOM, login=Login.REQUIRED, in_room=True,
-         role=OWNER, args=(Arg("NAME", check=_account),))
+         role=OWNER, args=(ACCOUNT,))
 def owner(caller: Caller, name: str) -> defer.Deferred[None]:
     answer = "{name} owns {room} now; you are one of its operators."
     return _change(caller, caller.factory.moderation.give, answer, name)

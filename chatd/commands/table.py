@@ -76,6 +76,17 @@ class Arg:
     optional: bool = False
     #: Checked as soon as the argument is known, before the next one is asked.
     check: ArgCheck | None = None
+    #: One word (a NAME typed last): more words after it are a usage error, not part of it (``/invite eve extra``).
+    word: bool = False
+    #: What of a value (checked) is put before the room, as a line of the user's is (a topic, a kick's reason):
+    #: if that is not empty, a muted member is refused, as a command that ``speaks`` is.
+    said: Callable[[str], str] | None = None
+
+    def problem(self, caller: Caller, value: str, usage: str) -> str | None:
+        """Why ``value`` is refused: more words than one for a ``word`` (``usage: USAGE``); its check."""
+        if self.word and " " in value:
+            return f"usage: {usage}"
+        return self.check(caller, value) if self.check is not None else None
 
 
 @attrs.frozen
@@ -116,7 +127,7 @@ class Command:
     @fast.default
     def _fast(self) -> bool:
         return (self.in_room and self.check is None and self.role is Role.MEMBER
-                and all(arg.check is None for arg in self.args))
+                and all(arg.check is None and arg.said is None for arg in self.args))
 
     def usage(self) -> str:
         """``/name ARG ...`` (the secret arguments are not typed on the line)."""
@@ -290,7 +301,7 @@ class CommandTable:
             if name is not None and not command.while_reset and caller.factory.admin.password_owed(name):
                 return "your password was reset by an admin: choose a new one first (newpassword)."
             if command.admin and not caller.factory.is_admin(name):
-                return f"only server admins may {command.name}."
+                return f"only server admins may use {'/' if caller.place is Place.ROOM else ''}{command.name}."
             if command.in_room:
                 return (f"{caller.room_gone}; nothing you type here is sent. "
                         "Type /exit to go back to the main menu.")
@@ -327,10 +338,14 @@ class CommandTable:
             if not value:
                 if not arg.optional:
                     raise errors.BadArguments(f"usage: {command.usage()}")
-            elif arg.check is not None:
-                problem = arg.check(caller, value)
+            else:
+                problem = arg.problem(caller, value, command.usage())
                 if problem:
                     raise errors.BadArguments(problem)
+            if value and arg.said is not None and room is not None and room.muted and arg.said(value):
+                muted = caller.factory.moderation.mute_refusal(room, caller.session.name)
+                if muted:
+                    raise errors.NotAllowed(muted)
         if len(values) < len(args):
             if any(not arg.optional for arg in args[len(values):]):
                 raise errors.BadArguments(f"usage: {command.usage()}")
@@ -346,9 +361,10 @@ def _room_refusal(caller: Caller, command: Command, room: Room) -> str | None:
     """The room's rules for ``command`` (chatd.moderation): the role it needs; a muted member speaking."""
     moderation = caller.factory.moderation
     name = caller.session.name
-    if command.role and moderation.role(room, name) < command.role:
-        who = "the owner" if command.role is Role.OWNER else "operators"
-        return f"only {who} of {room.name} may {command.name}."
+    if command.role:
+        refused = moderation.role_refusal(room, name, command.role, f"use /{command.name}")
+        if refused:
+            return refused
     if command.speaks:
         return moderation.mute_refusal(room, name)
     return None
