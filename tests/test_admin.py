@@ -449,3 +449,23 @@ def test_an_admin_name_without_an_account_is_warned_about_at_start():
     finally:
         globalLogPublisher.removeObserver(observe)
     assert seen == ["ann", "root"]
+
+
+def test_an_answer_to_the_forced_password_prompt_is_always_the_password():
+    """As at every password prompt (PROTOCOL.md, "A reset password"): quit there is a too short password."""
+    factory, clock, store = start()
+    root = user(factory, clock, "root")
+    user(factory, clock, "bob", "192.0.2.2").disconnect()
+    root.send("resetpw bob")
+    bob = Client(factory, clock, peer=peer("192.0.2.2"))
+    bob.login("bob", _otp(root.output()))
+    for word in ("quit", "help", "ping"):
+        bob.send(word)
+        text = bob.output()
+        assert text.startswith("Error: a password has 6 to 256 characters.") and "Choose a new password" in text
+        assert not bob.transport.disconnecting and "pong" not in text
+    bob.send("newpassword")
+    assert bob.output().rstrip().endswith("Repeat the new password:")
+    bob.send("newpassword")
+    assert "New password saved." in bob.output()
+    assert "Logged in as bob." in Client(factory, clock).login("bob", "newpassword")
