@@ -27,6 +27,7 @@ ends); stop the pools; write the queued log events.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -37,6 +38,7 @@ from typing import IO, Any
 
 from twisted.application import service, strports
 from twisted.internet import defer
+from twisted.internet.address import UNIXAddress
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.internet.threads import deferToThreadPool
@@ -432,11 +434,24 @@ class Listeners(service.MultiService):
             log.info("chatd listening on {address}", address=port.getHost())
 
     def unbind(self) -> None:
-        """Stop listening on what is bound (a start that failed)."""
+        """
+        Stop listening on what is bound (a start that failed). A UNIX
+        socket's file is removed at once when the reactor is not running
+        (twistd exits on a failed start before it runs, so the port's own
+        removal, on the reactor's next turn, would never come): a server
+        refused for a data directory in use leaves no socket file behind.
+        """
+        files = [host.name for host in (port.getHost() for port in self.ports)
+                 if isinstance(host, UNIXAddress) and isinstance(host.name, (str, bytes))]
         for listener in list(self):
             listener.stopService()
             self.removeService(listener)
         self.ports = []
+        if not self.reactor.running:
+            for name in files:
+                if name[:1] not in ("\0", b"\0"):  # (not Linux's abstract namespace: no file)
+                    with contextlib.suppress(OSError):
+                        os.unlink(name)
 
     def listening(self, port: IListeningPort) -> IListeningPort:
         self.ports.append(port)

@@ -35,10 +35,12 @@ def test_the_tool_and_a_second_server_are_refused_while_a_server_runs(tmp_path):
         assert done.returncode == 2 and done.stdout == ""
         assert done.stderr == (f"chatd-admin: chatd is running on this data directory (pid {d.process.pid}); "
                                "stop it first or use the in-chat admin commands\n")
-        second = Daemon(data)
+        sock = os.path.join(str(tmp_path), "second.sock")
+        second = Daemon(data, "--listen", f"unix:{sock}")
         with pytest.raises(RuntimeError, match=rf"chatd is running on this data directory \(pid {d.process.pid}\)"):
             second.start()
         assert second.process.returncode == 1
+        assert not os.path.exists(sock)  # what the refused server bound is gone with it
         bob.send("public", "hello")
         bob.expect(r"bob: hello")  # the running server was not disturbed
         root.send("lock bob spam")
