@@ -131,10 +131,10 @@ class Administration:
 
     def restore(self, room_values: Mapping[str, Mapping[tuple[str, str], str]]) -> None:
         """Take the address bans from what the store loaded (``Loaded.room_values[SERVER]``); lapsed ones are dropped."""
-        for key in sorted(self.named):
-            if self.factory.accounts.get(key) is None:
+        for name in self.factory.settings.admins:
+            if self.factory.accounts.get(name_key(name)) is None:
                 self.log.warn("--admin {name}: there is no such account; it can only be registered from this "
-                              "machine (a loopback address or the UNIX socket)", name=key)
+                              "machine (a loopback address or the UNIX socket)", name=name)
         now = self.factory.reactor.seconds()
         changes = []
         for (kind, key), value in room_values.get(SERVER, {}).items():

@@ -445,10 +445,13 @@ def test_an_admin_name_without_an_account_is_warned_about_at_start():
 
     globalLogPublisher.addObserver(observe)
     try:
-        start(admins=("root", "ann"))
+        store = MemoryStore()
+        factory, clock, _ = start(store, admins=("root", "Ann"))
+        factory.register("root", "secret1")
+        start(store, admins=("root", "Ann"))
     finally:
         globalLogPublisher.removeObserver(observe)
-    assert seen == ["ann", "root"]
+    assert seen == ["root", "Ann", "Ann"]
 
 
 def test_an_answer_to_the_forced_password_prompt_is_always_the_password():
