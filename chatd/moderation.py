@@ -600,9 +600,8 @@ class Moderation:
         """
         Make the account ``target`` the owner of ``room`` (``by`` is its
         owner): the old owner becomes an operator, the new one is no longer
-        one (one write), then
-        the owner changes (``Store.set_room_owner`` with the ``owner`` row);
-        an OWNER event. Fires with the new owner's name. Refused (NotAllowed)
+        one (one write), then the owner changes (``Store.set_room_owner``
+        with the ``owner`` row); an OWNER event. Fires with the new owner's name. Refused (NotAllowed)
         while ``target`` is banned or muted there: nobody acts on the owner,
         and lifting it is for /unban or /unmute, which record it.
         """
