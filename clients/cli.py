@@ -372,6 +372,11 @@ class ChatClient(LineReceiver):
         self.eof = False
         self.quitting = False
         self.server_said = ""
+        #: The server ended the session on purpose: its last line was a notice (``02``) other than its shutdown
+        #: notice (an admin's disconnect, a lock, a deleted account, a ban, a flood cut-off), or logging in
+        #: again was refused. Reconnecting would only be refused again (tester: 366 attempts once locked).
+        self.ended_by_server = False
+        self._last_line: tuple[str, str] = ("", "")
         self.offers: deque[Upload] = deque()
         self.uploads: dict[str, Upload] = {}
         self.files: dict[str, Download] = {}
@@ -414,6 +419,9 @@ class ChatClient(LineReceiver):
             elif self.quitting:
                 self.done.callback(None)
             else:
+                code, text = self._last_line
+                if code == ERROR and "shutting down" not in text:
+                    self.ended_by_server = True
                 why = self.server_said or "the connection to the server was lost"
                 if reason is not None and reason.check(CertificateRefused):
                     why = reason.getErrorMessage()
@@ -437,6 +445,7 @@ class ChatClient(LineReceiver):
                 return
             code, text = LISTEN, after
         self.tagged = True
+        self._last_line = (code, text)
         if code in (SPEAK, CREDENTIALS, CHAT):
             self._answering = False
         handler = self._handlers.get(code)
@@ -451,6 +460,7 @@ class ChatClient(LineReceiver):
             return  # the answer to our own /client hello: protocol, not news for the user
         if text.startswith(("Logged in as ", "Registered and logged in as ")):
             self.logged_in = True
+            self.ended_by_server = False
             self.words.me = text.rpartition(" as ")[2].removesuffix(".")
             if self._resuming == "password" and self.account is not None:
                 # Logged in again with the kept password (the user typed none on this connection): keep it for
@@ -561,6 +571,7 @@ class ChatClient(LineReceiver):
     def _error(self, text: str) -> None:
         if self._resuming and text.startswith("Error:"):
             self._resuming = ""
+            self.ended_by_server = True  # refused now, refused on every try: no more reconnecting
             text = f"Could not log in again and rejoin: {text.removeprefix('Error:').strip()}"
         self.console.show(printable(text))
         if "shutting down" in text or "another connection" in text:
@@ -1168,7 +1179,7 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
                 await client.done
             except ConnectionGone as gone:
                 status, why = EXIT_CONNECTION, str(gone)
-                if reconnect and client.account is not None and "another connection" not in client.server_said:
+                if reconnect and client.account is not None and not client.ended_by_server:
                     again = await _reconnect(reactor, options, screen, late, client, make_client, why)
                     if again is not None:
                         client = again

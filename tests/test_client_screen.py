@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone, tzinfo
 
+import pytest
 from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 
@@ -513,3 +514,30 @@ def test_editor_and_plain_console_dim_only_on_a_terminal(capsys):
     assert plain_console_output(True, "show_dimmed", "[10:00:00] old") == (
         b"\r\x1b[J\x1b[2m[10:00:00] old\x1b[0m\r\n\r\x1b[J")
     assert plain_console_output(False, "show_dimmed", "[10:00:00] old") == b"[10:00:00] old\n"
+
+
+@pytest.mark.parametrize("last, again", [
+    ("02 You were disconnected by root, an admin: stop it", False),
+    ("02 Error: this account is locked: trolling", False),
+    ("02 You logged in from another connection.", False),
+    ("02 The server is shutting down. Bye.", True),
+    ("111 [10:00:00] bob: hi", True),  # the connection just went: a network drop
+])
+def test_the_client_reconnects_only_when_the_server_did_not_end_the_session(last, again):
+    """Tester (issue 14): after an admin's /disconnect the client came back; once locked it retried 366 times."""
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+    client, _ = client_on(FakeScreen())
+    server(client, "11 menu>", "00 Logged in as ann.", "111 Entered room lab (1 here).", last)
+    client.done.addErrback(lambda failure: None)
+    client.connectionLost(Failure(ConnectionDone()))
+    assert client.ended_by_server is (not again)
+
+
+def test_a_refused_login_again_stops_reconnecting_until_a_login_succeeds():
+    client, _ = client_on(FakeScreen())
+    client.resume(("ann", "hunter22"), "lab")
+    server(client, "11 menu>", "01 Password:", "02 Error: this account is locked: trolling", "11 menu>")
+    assert client.ended_by_server
+    server(client, "00 Logged in as ann.")
+    assert not client.ended_by_server
