@@ -31,6 +31,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Daemon:
     """``twistd -n chatd`` on a free loopback port with its own data dir."""
 
@@ -52,8 +56,11 @@ class Daemon:
     def start(self, timeout: float = 20.0) -> Daemon:
         env = dict(os.environ, PYTHONPATH=ROOT)
         before = len(self.log())  # a restart appends to the same log
+        # SIGINT as a terminal's Ctrl-C gives it: a suite started in the background (``cmd &`` in a
+        # non-interactive shell) passes SIGINT on ignored, and twistd then rightly leaves it alone.
         self.process = subprocess.Popen(self.command(), cwd=ROOT, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        preexec_fn=_default_sigint)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
