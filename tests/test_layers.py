@@ -65,15 +65,10 @@ def test_the_cores_values_and_interfaces_import_nothing_else_from_chatd():
                 _within(name, ("chatd.core",))] == [], module
 
 
-#: The CSV store's room history (chatd/stores/csv_history.py) is part of the CSV store: it builds on its files.
-PART_OF = {"chatd.stores.csv_history": ("chatd.persistence",)}
-
-
 @pytest.mark.parametrize("package", ["chatd.stores", "chatd.buses"])
 def test_stores_and_buses_import_no_front_end(package):
     for module, path in _modules(package).items():
-        assert [name for name in _imports(path) if _within(name, NOT_FOR_CORE[:7])
-                and not _within(name, PART_OF.get(module, ()))] == [], module
+        assert [name for name in _imports(path) if _within(name, NOT_FOR_CORE[:7])] == [], module
 
 
 def test_the_client_imports_no_server_state():

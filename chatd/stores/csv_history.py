@@ -44,9 +44,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from chatd.core.events import EventKind, RoomEvent
-from chatd.persistence import (
-    _FORMULA_STARTS, BOM, VERSION, FormatError, Table, _encode_rows, _fsync_dir, _parse_version, _unsafe,
-    append_data, parse_line, repair_tail,
+from chatd.stores.csv_files import (
+    BOM, FORMULA_STARTS, VERSION, FormatError, Table, append_data, cell_text, encode_rows, fsync_dir, parse_line,
+    parse_version, repair_tail,
 )
 from chatd.store import LINE_KINDS, HistoryBatch, HistoryTail, StoreError
 from chatd.text import clean_text
@@ -60,7 +60,7 @@ ROOM_DIR = re.compile(r"[A-Za-z0-9]{1,32}\Z")
 #: 2.2 added ``target`` and ``until`` (moderation events, issue 14), both optional.
 HISTORY_TABLE = Table("history", "YYYY-MM-DD.csv", ("id", "time", "kind", "sender", "text", "lines", "target", "until"),
                       frozenset({"target", "until"}), (VERSION[0], 2))
-_HEADER = _encode_rows([HISTORY_TABLE.header()])
+_HEADER = encode_rows([HISTORY_TABLE.header()])
 #: The ``kind`` of a row that only keeps a room's last id and line count where retention deleted its every
 #: segment (:meth:`HistoryFiles.expire`): start-up reads it as the tail, reading history skips it (no EventKind).
 TAIL = "tail"
@@ -86,12 +86,12 @@ LOAD_THREADS = 4
 def _cell(text: str) -> str:
     """
     A sender or text as its CSV cell: formula-safe (one more leading ``'``
-    if it starts like a formula or with ``'``; :func:`_unsafe` takes it
+    if it starts like a formula or with ``'``; :func:`cell_text` takes it
     off), quoted as ``csv.writer`` quotes (RFC 4180: a cell holding a comma,
     a quote or a line end is quoted, its quotes doubled). Written by hand
     because it is per event: half the cost of ``csv.writer`` for a row.
     """
-    if text.startswith(_FORMULA_STARTS):
+    if text.startswith(FORMULA_STARTS):
         text = "'" + text
     if '"' in text or "," in text or "\n" in text or "\r" in text:
         return '"' + text.replace('"', '""') + '"'
@@ -250,7 +250,7 @@ def _check_header(fd: int, name: str, start: bytes | None = None) -> None:
     if not first.startswith(b"#chatd-"):
         return  # no header: rows only (read as such)
     row = parse_line(first.decode("utf-8", "replace").rstrip("\r")) or [""]
-    version = _parse_version(row[1]) if len(row) > 1 else None
+    version = parse_version(row[1]) if len(row) > 1 else None
     if row[0] != "#chatd-history" or version is None:
         raise FormatError(f"{name}: not a chatd history file (its header is {first[:80].decode('utf-8', 'replace')!r})")
     if version[0] != VERSION[0]:
@@ -297,7 +297,7 @@ class HistoryFiles:
         """
         if not os.path.isdir(self.root):
             os.makedirs(self.root, mode=0o700, exist_ok=True)
-            _fsync_dir(self.data_dir)
+            fsync_dir(self.data_dir)
         tails: dict[str, HistoryTail] = {}
         notes: list[str] = []
         orphans: list[str] = []
@@ -321,7 +321,7 @@ class HistoryFiles:
                 notes.append(f"{HISTORY}/{room_id}: could not remove the history of a room no longer stored: "
                              f"{error.strerror or error}; remove it by hand")
         if orphans:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             shown = ", ".join(sorted(orphans)[:10]) + (", ..." if len(orphans) > 10 else "")
             notes.append(f"{HISTORY}: removed the history of {len(orphans)} room(s) no longer stored "
                          f"(deleted just before chatd stopped): {shown}")
@@ -371,7 +371,7 @@ class HistoryFiles:
     def append(self, batches: Sequence[HistoryBatch]) -> None:
         """
         Append each batch to its room's segments: per segment touched, one
-        write and one fsync (:func:`chatd.persistence.append_data`, which
+        write and one fsync (:func:`chatd.stores.csv_files.append_data`, which
         cuts back a failed write; a new file or directory has its directory
         fsynced). Events with an id the room already stored are skipped (a
         batch retried after a partial failure). One room's failure does not
@@ -436,7 +436,7 @@ class HistoryFiles:
             os.mkdir(path, 0o700)
         except FileExistsError:
             return
-        _fsync_dir(parent)
+        fsync_dir(parent)
 
     def read(self, room_id: str, room: str, count: int, before: int | None, kinds: frozenset[EventKind] | None,
              since: float) -> list[RoomEvent]:
@@ -535,8 +535,8 @@ class HistoryFiles:
             if until is None:
                 continue
             # Cleaned again (a no-op for what chatd wrote): an escape sequence edited into a file never reaches a terminal.
-            found.append(RoomEvent(room, event_id, at, clean_text(_unsafe(row[3])), kind, clean_text(_unsafe(row[4])),
-                                   clean_text(_unsafe(row[6])) if len(row) > 6 else "", until))
+            found.append(RoomEvent(room, event_id, at, clean_text(cell_text(row[3])), kind, clean_text(cell_text(row[4])),
+                                   clean_text(cell_text(row[6])) if len(row) > 6 else "", until))
             if len(found) >= count:
                 return True, budget
         return False, budget
@@ -566,7 +566,7 @@ class HistoryFiles:
                 self._keep_tail(room_id, old, now, max(_day(now), cutoff))
             for name in old:
                 os.unlink(os.path.join(self._dir(room_id), name))
-            _fsync_dir(self._dir(room_id))
+            fsync_dir(self._dir(room_id))
             expired += len(old)
         return expired
 
@@ -586,4 +586,4 @@ class HistoryFiles:
             shutil.rmtree(self._dir(room_id))
         except FileNotFoundError:
             return
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
