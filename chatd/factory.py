@@ -231,6 +231,12 @@ class ChatFactory(Factory):
         """A connection's transport opened (``ChatProtocol.connectionMade``)."""
         self.open_transports += 1
 
+    def connection_ended(self, connection: Any) -> None:
+        """A connection of any front-end is gone: out of :attr:`connections`, its connection slots freed (limits)."""
+        self.connections.discard(connection)
+        if connection.address_key is not None:
+            self.limits.release(connection, connection.address_key)
+
     def transport_closed(self) -> None:
         """A connection's transport closed (``ChatProtocol.connectionLost``): the last one fires :meth:`all_closed`."""
         self.open_transports = max(0, self.open_transports - 1)

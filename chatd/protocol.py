@@ -168,9 +168,7 @@ class ChatProtocol(LineReceiver):
         if self._ended:
             return
         self._ended = True
-        self.factory.connections.discard(self)
-        if self.address_key is not None:
-            self.factory.limits.release(self, self.address_key)
+        self.factory.connection_ended(self)
         if self.dialogue is not None:
             self.dialogue.connection_lost(event)
         if self.files is not None:

@@ -9,6 +9,7 @@ order::
       BusService        the bus room events travel on (chatd.buses.local.LocalBus)
       StateService      the factory, file transfers, the hash and file pools
       Listeners         one StreamServerEndpointService per --listen
+      Listeners (web)   one per --listen-web: the page and its WebSocket (chatd.frontends.web)
 
 Start-up, all before the reactor runs (under twistd): check the Twisted
 internals chatd reads (:mod:`chatd.twisted_internals`), bind the listening
@@ -54,6 +55,7 @@ from chatd.buses.local import LocalBus
 from chatd.core.ports import Bus
 from chatd.datadir import DataDirInUse, lock_data_dir, unlock_data_dir
 from chatd.factory import ChatFactory
+from chatd.frontends.web import web_site
 from chatd.limits import raise_fd_limit
 from chatd.passwords import Passwords
 from chatd.persistence import CsvStore, FormatError
@@ -395,11 +397,14 @@ class Listeners(service.MultiService):
     none. ``ports`` are the ports listened on.
     """
 
-    def __init__(self, reactor: Any, descriptions: list[str], factory: ChatFactory) -> None:
+    def __init__(self, reactor: Any, descriptions: list[str], factory: ChatFactory,
+                 serving: IProtocolFactory | None = None) -> None:
+        """``serving``: what the ports listen with (default: ``factory``, the line front-end)."""
         super().__init__()
         self.reactor = reactor
         self.descriptions = descriptions
         self.factory = factory
+        self.serving = serving if serving is not None else factory
         self.ports: list[IListeningPort] = []
         self._bound = False
 
@@ -416,7 +421,7 @@ class Listeners(service.MultiService):
         raise_fd_limit(self.factory.settings.max_connections)
         for description in self.descriptions:
             try:
-                listener = strports.service(description, self.factory, self.reactor)
+                listener = strports.service(description, self.serving, self.reactor)
                 listener.endpoint = _Reported(listener.endpoint, description, self)
                 listener.privilegedStartService()
             except Exception as error:
@@ -506,8 +511,14 @@ class ChatService(service.MultiService):
         hash_params: dict[str, int] | None = None,
         transfer_settings: TransferSettings | None = None,
         gc_tuning: bool = False,
+        listen_web: list[str] | None = None,
+        web_origins: list[str] | None = None,
     ) -> None:
-        """``gc_tuning``: call :func:`tune_gc` once started (the daemon does: ``chatd.tap``; tests need not)."""
+        """
+        ``gc_tuning``: call :func:`tune_gc` once started (the daemon does: ``chatd.tap``; tests need not).
+        ``listen_web``: where the browser front-end listens (``--listen-web``); ``web_origins``: the Origins
+        its WebSocket accepts (``--web-origin``; none: the page's own).
+        """
         super().__init__()
         self.reactor = reactor
         self.gc_tuning = gc_tuning
@@ -521,6 +532,11 @@ class ChatService(service.MultiService):
         self.state.setServiceParent(self)
         self.listeners = Listeners(reactor, listen, self.state.factory)
         self.listeners.setServiceParent(self)
+        self.web_listeners: Listeners | None = None
+        if listen_web:
+            self.web_listeners = Listeners(reactor, listen_web, self.state.factory,
+                                           web_site(self.state.factory, web_origins or ()))
+            self.web_listeners.setServiceParent(self)
         self._checked = False
 
     @property
@@ -559,6 +575,8 @@ class ChatService(service.MultiService):
                 if child.running:
                     child.stopService()
             self.listeners.unbind()
+            if self.web_listeners is not None:
+                self.web_listeners.unbind()
             raise
         if self.gc_tuning:
             tune_gc()

@@ -173,11 +173,23 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["listen-web"] = []
+        self["web-origin"] = []
         self["admin"] = []
 
     def opt_listen(self, description: str) -> None:
         """Listen on this endpoint (e.g. tcp:8023, ssl:8024:privateKey=k.pem:certKey=c.pem); repeatable. Default tcp:8023:backlog=1024."""
         self["listen"].append(description)
+
+    def opt_listen_web(self, description: str) -> None:
+        """Serve the browser client (a page at /, its WebSocket at /ws) on this endpoint (e.g. tcp:8080, ssl:8443:...); repeatable. Default: none."""
+        self["listen-web"].append(description)
+
+    def opt_web_origin(self, origin: str) -> None:
+        """An Origin allowed to open the WebSocket (e.g. https://chat.example.org); repeatable. Default: the page's own."""
+        if not re.fullmatch(r"https?://[^/\s]+/?", origin):
+            raise usage.UsageError(f"--web-origin: {origin!r} is not an origin such as https://chat.example.org")
+        self["web-origin"].append(origin)
 
     def opt_admin(self, name: str) -> None:
         """Make the account NAME a server admin (repeatable; chatd-admin make-admin stores one instead)."""
@@ -262,4 +274,6 @@ def makeService(options: Options) -> Any:
             delivery_timeout=options["delivery-timeout"],
         ),
         gc_tuning=True,
+        listen_web=options["listen-web"],
+        web_origins=options["web-origin"],
     )

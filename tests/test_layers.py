@@ -19,8 +19,8 @@ CORE = ("chatd.core", "chatd.factory", "chatd.broadcast", "chatd.commands", "cha
         "chatd.passwords", "chatd.presence", "chatd.moderation", "chatd.text", "chatd.settings", "chatd.errors")
 #: The core may not use sockets either (chatd.sockets is the line front-end's).
 #: What the core must never import: front-ends, wire formats, concrete stores and buses, the composition root.
-NOT_FOR_CORE = ("chatd.protocol", "chatd.menu", "chatd.render", "chatd.telnet", "chatd.transfer", "chatd.wire",
-                "chatd.persistence", "chatd.stores", "chatd.buses", "chatd.service", "chatd.tap", "clients",
+NOT_FOR_CORE = ("chatd.protocol", "chatd.menu", "chatd.render", "chatd.telnet", "chatd.transfer", "chatd.frontends",
+                "chatd.wire", "chatd.persistence", "chatd.stores", "chatd.buses", "chatd.service", "chatd.tap", "clients",
                 "chatd.sockets", "twisted.internet.tcp", "twisted.protocols", "socket")
 
 

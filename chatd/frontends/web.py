@@ -1,0 +1,543 @@
+"""
+The browser front-end: JSON over a WebSocket (``twisted.web.websocket``),
+served beside a page by ``--listen-web`` (docs/PROTOCOL.md, "WebSocket
+(browser) protocol").
+
+- :class:`WebSession`, one per WebSocket, is the core's ``Session`` and the
+  command table's ``Caller``: a ``{"type": "command"}`` message runs a
+  command of ``chatd.commands.TABLE`` by name with the same rules as every
+  front-end; answers, errors, history and private messages go back as JSON.
+- :class:`JsonRenderer` (one instance shared by every web session) renders a
+  batch of room events once as one JSON text.
+- :class:`OriginCheckedResource` refuses a handshake from a foreign Origin
+  with 403 (Twisted checks none: /work/shared/RESEARCH.md "Browser client").
+- :class:`SizeLimited` counts the bytes received since the last whole
+  message and aborts the connection past a limit (Twisted's WebSocket
+  reassembles fragments without bound).
+
+The same connection, login, flood and idle limits as the line front-end
+apply (``chatd.limits``): a connection is admitted like a line connection,
+and each message costs one token of the flood allowance.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from twisted.internet import abstract, defer
+from twisted.logger import Logger
+from twisted.protocols import policies
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+from twisted.web.websocket import WebSocketResource, WebSocketTransport
+
+from chatd import errors
+from chatd.commands import TABLE
+from chatd.commands.table import CommandTable, Place
+from chatd.core.events import PrivateMessage, RoomEvent
+from chatd.core.ports import SessionEnd
+from chatd.limits import TokenBucket
+from chatd.store import address_fields
+from chatd.text import clean_text
+from chatd.twisted_internals import unsent_bytes
+
+if TYPE_CHECKING:
+    from chatd.factory import ChatFactory, Room
+
+log = Logger()
+
+#: Bytes a message may take on the wire beyond ``--max-line``: its JSON around the text and the frame headers.
+FRAMING_ALLOWANCE = 1024
+#: Arguments a command message may carry (no command declares more than a few).
+ARGS_MAX = 8
+#: Commands of the line front-end's own machinery, refused here for now: files (the chunked /data frames of
+#: chatd.transfer) come to the browser in a later part of issue 15.
+LINE_ONLY = frozenset({"send"})
+#: The placeholder page at ``/`` (the single-page client comes later in issue 15).
+PAGE = (b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>chatd</title></head>"
+        b"<body><h1>chatd</h1><p>The browser client is not here yet; its WebSocket is at <code>/ws</code>.</p>"
+        b"</body></html>")
+
+
+def event_value(event: RoomEvent) -> dict[str, Any]:
+    """A room event as a JSON object: room, id, at (seconds since the epoch), sender, kind, text, target, until."""
+    return {"room": event.room, "id": event.id, "at": event.at, "sender": event.sender, "kind": str(event.kind),
+            "text": event.text, "target": event.target, "until": event.until}
+
+
+def dumps(value: dict[str, Any]) -> str:
+    """Compact JSON text (non-ASCII kept as is)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class JsonRenderer:
+    """Renders a batch of room events as one ``{"type": "events", "events": [...]}`` JSON text."""
+
+    def render(self, events: Sequence[RoomEvent]) -> str:
+        return dumps({"type": "events", "events": [event_value(event) for event in events]})
+
+
+class SizeLimited(policies.ProtocolWrapper):
+    """
+    Counts the bytes received since the last whole WebSocket message
+    (:meth:`delivered`) and aborts the connection when they pass ``limit``
+    (set once the handshake is done: HTTP requests before it have Twisted's
+    own header limits).
+    """
+
+    limit = 0
+    received = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.limit:
+            self.received += len(data)
+            if self.received > self.limit:
+                log.info("a WebSocket message from {peer} passed {limit} bytes; aborting the connection",
+                         peer=self.getPeer(), limit=self.limit)
+                self.limit = 0
+                self.abortConnection()
+                return
+        super().dataReceived(data)
+
+    def delivered(self) -> None:
+        """A whole message arrived: count again from zero."""
+        self.received = 0
+
+
+class SizeLimitedFactory(policies.WrappingFactory):
+    protocol = SizeLimited
+
+
+def _size_limited(request: server.Request) -> SizeLimited | None:
+    """The :class:`SizeLimited` wrapper under ``request``'s channel, if there is one."""
+    transport = getattr(request.channel, "transport", None)
+    while transport is not None and not isinstance(transport, SizeLimited):
+        transport = getattr(transport, "transport", None)
+    return transport
+
+
+class WebSession:
+    """One browser connection: a WebSocketProtocol, the core's Session and the table's Caller."""
+
+    commands: CommandTable = TABLE
+    name: str | None = None
+    address_key: str | None = None
+    login_failures = 0
+    #: File transfers (chatd.transfer reads it of every session leaving a room): none from the browser yet.
+    files = None
+    tagged = False
+    transport: WebSocketTransport | None = None
+    _bucket: TokenBucket | None = None
+
+    def __init__(self, factory: ChatFactory, renderer: JsonRenderer, request: server.Request,
+                 limiter: SizeLimited | None = None) -> None:
+        self.factory = factory
+        self.renderer = renderer
+        self.limiter = limiter
+        #: The connection underneath (its TCP or TLS transport): paused while over the flood limit.
+        self.stream: Any = request.channel.transport
+        self.origin: Mapping[str, str] = MappingProxyType(address_fields(request.getClientAddress()))
+        self.room: Room | None = None
+        self._gone = ""
+        self._in_room = False
+        self._ended = False
+        self._opened = False
+        self._queue: deque[str] = deque()
+        #: Why messages are not taken now: "flood" (over the allowance), "answer" (a command is waiting);
+        #: the connection is not read meanwhile.
+        self._holds: set[str] = set()
+        self._abort_timer: Any = None
+        #: Cut off for not reading (--max-outbound): nothing more is written.
+        self._cut = False
+        self._waiting: Any = None
+
+    @property
+    def session(self) -> WebSession:
+        return self
+
+    # -- WebSocketProtocol --------------------------------------------------------------------
+
+    def negotiationStarted(self, transport: WebSocketTransport) -> None:
+        self.transport = transport
+
+    def negotiationFinished(self) -> None:
+        """The handshake was answered: admit the connection (the line front-end's limits) or refuse it."""
+        self.factory.transport_opened()
+        self._opened = True
+        limits = self.factory.limits
+        key = limits.address_key(self.stream)
+        if self.limiter is not None:
+            self.limiter.limit = self.factory.settings.max_line + FRAMING_ALLOWANCE
+        refusal = self.factory.admin.address_refusal(self.origin.get("address")) or limits.admit(self, key)
+        if refusal is not None:
+            self._ended = True
+            self._send({"type": "error", "text": refusal})
+            self.close()
+            return
+        self.address_key = key
+        self._bucket = limits.flood_bucket()
+        self.factory.connections.add(self)
+
+    def textMessageReceived(self, message: str) -> None:
+        if self.limiter is not None:
+            self.limiter.delivered()
+        if self._ended:
+            return
+        self._queue.append(message)
+        if not self.held:
+            self._next()
+
+    def bytesMessageReceived(self, data: bytes | bytearray) -> None:
+        if self.limiter is not None:
+            self.limiter.delivered()
+        if not self._ended:
+            self.error("binary messages are not accepted; send JSON text.")
+
+    def pongReceived(self, payload: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        for timer in (self._waiting, self._abort_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._end_session("disconnect")
+        if self._opened:
+            self._opened = False
+            self.factory.transport_closed()
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Take queued messages one at a time: each pays the flood allowance; a command that waits holds the rest."""
+        while self._queue and not self.held and not self._ended:
+            bucket = self._bucket
+            if bucket is not None:
+                wait = bucket.take(self.factory.reactor.seconds())
+                if wait:
+                    self._hold_for(wait)
+                    self._run(self._queue.popleft())
+                    return
+            self._run(self._queue.popleft())
+
+    @property
+    def held(self) -> bool:
+        """Messages wait (flood, or a command's answer): the login timeout does not count a wait for the server."""
+        return bool(self._holds)
+
+    def _hold(self, reason: str) -> None:
+        if not self._holds:
+            self.stream.pauseProducing()
+        self._holds.add(reason)
+
+    def _release(self, reason: str) -> None:
+        self._holds.discard(reason)
+        if not self._holds and not self._ended:
+            self.stream.resumeProducing()
+            self._next()
+
+    def _hold_for(self, wait: float) -> None:
+        """Over the flood limit: read nothing more for ``wait`` seconds (this message still counts)."""
+        if self._waiting is not None and self._waiting.active():
+            self._waiting.cancel()
+        self._hold("flood")
+        if self._bucket is not None and self._bucket.notice_due(self.factory.reactor.seconds()):
+            self.error("you are sending too fast; your messages are being delayed.")
+
+        def resume() -> None:
+            self._waiting = None
+            self._release("flood")
+
+        self._waiting = self.factory.reactor.callLater(wait, resume)
+
+    def _run(self, message: str) -> None:
+        """Parse one message and run its command; a bad message gets an error, never a traceback."""
+        try:
+            value = json.loads(message)
+        except ValueError:
+            self.error("not JSON: send an object such as {\"type\": \"command\", \"name\": \"help\", \"args\": []}.")
+            return
+        problem, name, values = self._parse(value)
+        if problem:
+            self.error(problem)
+            return
+        command = self.commands.find(name, self.place)
+        if command is None:
+            self.error(f"unknown command {name[:30]}; the help command lists them.")
+            return
+        if command.name in LINE_ONLY:
+            self.error(f"/{command.name} needs the chat client or telnet for now.")
+            return
+        values = [value if arg.secret else clean_text(value).strip() for arg, value in zip(command.args, values)] \
+            + values[len(command.args):]
+        try:
+            done = self.commands.call(self, command, values)
+        except errors.ChatError as error:
+            self.error(str(error))
+            return
+        except Exception:
+            self._failed(Failure())
+            return
+        if isinstance(done, defer.Deferred) and not done.called:
+            self._hold("answer")
+            done.addErrback(self._failed_command).addBoth(self._command_done)
+        elif isinstance(done, defer.Deferred):
+            done.addErrback(self._failed_command)
+
+    @staticmethod
+    def _parse(value: Any) -> tuple[str, str, list[str]]:
+        """(problem, command name, arguments) of a decoded message; problem "" if it is a well-formed command."""
+        if not isinstance(value, dict) or value.get("type") != "command":
+            return "a message is an object with \"type\": \"command\".", "", []
+        name, args = value.get("name"), value.get("args", [])
+        if not isinstance(name, str) or not name or len(name) > 30:
+            return "a command message needs \"name\": the command's name (a string).", "", []
+        if (not isinstance(args, list) or len(args) > ARGS_MAX
+                or not all(isinstance(arg, str) for arg in args)):
+            return f"\"args\" is a list of at most {ARGS_MAX} strings.", "", []
+        return "", name, args
+
+    def _failed_command(self, failure: Failure) -> None:
+        if failure.check(errors.ChatError):
+            self.error(str(failure.value))
+        else:
+            self._failed(failure)
+
+    def _failed(self, failure: Failure) -> None:
+        log.failure("unexpected error running a web command", failure)
+        self.error("something went wrong on the server; please try again.")
+
+    def _command_done(self, _: Any) -> None:
+        self._release("answer")
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _send(self, value: dict[str, Any]) -> None:
+        self._write(dumps(value))
+
+    def _write(self, text: str) -> None:
+        """
+        Send one text message. Output that would leave more than ``--max-outbound`` bytes unsent on the
+        connection underneath (a browser that stopped reading) cuts the connection off instead, as the line
+        front-end does (a ``sendq_exceeded`` row in log.csv).
+        """
+        transport = self.transport
+        if transport is None or self._cut:
+            return
+        transport.sendTextMessage(text)
+        lowest = self._lowest()
+        if lowest is not None:
+            queued = unsent_bytes(lowest)
+            if queued > self.factory.settings.max_outbound:
+                self._cut = True
+                log.warn("send queue exceeded: {queued} bytes unsent to {who}; disconnecting",
+                         queued=queued, who=self.name or self.origin.get("address", "a web connection"))
+                room = self.room.name if self.room is not None else ""
+                self.factory.store.log_event("sendq_exceeded", self.name or "", room, queued=queued, refused=0,
+                                             **self.origin)
+                self.stream.abortConnection()  # (the connection as chatd sees it, TLS included)
+
+    def _lowest(self) -> abstract.FileDescriptor | None:
+        """The TCP connection underneath (under TLS too), whose unsent bytes --max-outbound bounds; None if unknown."""
+        transport = getattr(self.stream, "transport", None)
+        for _ in range(3):
+            if isinstance(transport, abstract.FileDescriptor):
+                return transport
+            transport = getattr(transport, "transport", None)
+        return None
+
+    # Session
+    def deliver(self, payload: str) -> None:
+        if not self._ended:
+            self._write(payload)
+
+    def drop(self) -> None:
+        self.kick("Your connection could not take what was sent to it.")
+
+    def private(self, message: PrivateMessage, sent: bool = False) -> None:
+        self._send({"type": "private", "at": message.at, "sender": message.sender, "recipient": message.recipient,
+                    "text": message.text, "sent": sent})
+
+    def notice(self, text: str) -> None:
+        self._send({"type": "notice", "text": text})
+
+    def room_deleted(self, room: Room, by: str) -> None:
+        self.removed(room, f"Room {room.name} was deleted by {by}", f"room {room.name} was deleted")
+
+    def removed(self, room: Room, notice: str, gone: str) -> None:
+        if self.room is room:
+            self.room = None
+            self._gone = gone
+            self._send({"type": "removed", "room": room.name, "text": notice})
+
+    def spend_allowance(self) -> None:
+        if self._bucket is not None:
+            self._bucket.take(self.factory.reactor.seconds())
+
+    def share_allowance(self, bucket: Any, wait: float = 0.0) -> None:
+        self._bucket = bucket
+        if wait:
+            self._hold_for(wait)
+
+    def kick(self, reason: str, event: SessionEnd = "disconnect") -> None:
+        if self._ended:
+            return
+        self._send({"type": "error", "text": reason.removeprefix("Error: ")})
+        self._end_session(event)
+        self.close()
+
+    def _end_session(self, event: SessionEnd) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.factory.connection_ended(self)
+        room, self.room = self.room, None
+        self._in_room = False
+        self.factory.detach(self, event, room)
+
+    # Caller
+    @property
+    def place(self) -> Place:
+        return Place.ROOM if self._in_room else Place.MENU
+
+    @property
+    def room_gone(self) -> str:
+        return self._gone if self._in_room and self.room is None else ""
+
+    def reply(self, text: str) -> None:
+        self._send({"type": "reply", "text": text})
+
+    def error(self, text: str) -> None:
+        self._send({"type": "error", "text": text})
+
+    def logged_in(self, name: str, text: str) -> None:
+        if self._ended:
+            return
+        self.name = name
+        self.factory.attach(self)
+        self._send({"type": "login", "name": name, "text": text})
+
+    def entered(self, room: Room, replay: Sequence[RoomEvent] = ()) -> None:
+        if self._ended:
+            return
+        self.room, self._in_room, self._gone = room, True, ""
+        self._send({"type": "entered", "room": room.name, "here": len(room.fanout) + 1,
+                    "topic": room.authority.topic})
+        self._history(room.name, replay, None, replay=True)
+        self.factory.join(room, self)
+
+    def show_history(self, room: str, events: Sequence[RoomEvent], older: int | None) -> None:
+        self._history(room, events, older, replay=False)
+
+    def _history(self, room: str, events: Iterable[RoomEvent], older: int | None, replay: bool) -> None:
+        self._send({"type": "history", "room": room, "replay": replay,
+                    "events": [event_value(event) for event in events], "older": older})
+
+    def left(self) -> None:
+        room, self.room = self.room, None
+        if room is not None:
+            self.factory.leave(room, self)
+        self._send({"type": "left", "room": room.name if room is not None else None})
+        self._in_room, self._gone = False, ""
+
+    def logged_out(self, text: str) -> None:
+        if self._ended:
+            return
+        room, self.room = self.room, None
+        self._in_room, self._gone = False, ""
+        self.factory.log_out(self, room)
+        self.name = None
+        self._send({"type": "logout", "text": text})
+
+    def show_help(self, table: CommandTable) -> None:
+        admin = self.factory.is_admin(self.name)
+        self._send({"type": "help", "commands": [
+            {"name": command.name, "usage": command.usage(), "help": command.help,
+             "args": [arg.name for arg in command.args]}
+            for command in table.listed(self.place, admin)]})
+
+    def later(self, seconds: float) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        call = self.factory.reactor.callLater(seconds, d.callback, None)
+        d.addErrback(lambda failure: call.cancel() if call.active() else None)  # (cancelled: the session ended)
+        return d
+
+    def close(self) -> None:
+        """Close after what is queued; aborted if not closed within ``--close-grace`` seconds (a peer not reading)."""
+        if self.transport is not None:
+            self.transport.loseConnection()
+        if self._abort_timer is None:
+            self._abort_timer = self.factory.reactor.callLater(
+                self.factory.settings.close_grace, self.stream.abortConnection)
+
+
+class WebSessions:
+    """The WebSocketServerFactory: a :class:`WebSession` per handshake, all with one :class:`JsonRenderer`."""
+
+    def __init__(self, factory: ChatFactory) -> None:
+        self.factory = factory
+        self.renderer = JsonRenderer()
+
+    def buildProtocol(self, request: server.Request) -> WebSession:
+        return WebSession(self.factory, self.renderer, request, _size_limited(request))
+
+
+def origin_allowed(origin: str, host: str, allowed: Sequence[str]) -> bool:
+    """
+    Whether a handshake's ``Origin`` may connect: one of ``allowed``
+    (``https://chat.example.org``, compared without case), or with none
+    configured, the same host and port as the request's ``Host`` (the page's
+    own origin). A request without an Origin is not from a browser page and
+    is let through (a browser always sends one on a WebSocket handshake).
+    """
+    if not origin:
+        return True
+    if allowed:
+        return origin.lower().rstrip("/") in {entry.lower().rstrip("/") for entry in allowed}
+    parts = urlsplit(origin)
+    return bool(parts.scheme in ("http", "https") and parts.netloc and parts.netloc.lower() == host.lower())
+
+
+class OriginCheckedResource(WebSocketResource):
+    """The WebSocket endpoint, answering 403 to a handshake whose Origin is not allowed (:func:`origin_allowed`)."""
+
+    def __init__(self, sessions: WebSessions, allowed: Sequence[str] = ()) -> None:
+        super().__init__(sessions)
+        self.allowed = tuple(allowed)
+
+    def render_GET(self, request: server.Request) -> bytes | int:
+        origin = (request.getHeader(b"origin") or b"").decode("latin-1")
+        host = (request.getHeader(b"host") or b"").decode("latin-1")
+        if not origin_allowed(origin, host, self.allowed):
+            request.setResponseCode(403)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"origin not allowed\n"
+        return super().render_GET(request)
+
+
+class Page(resource.Resource):
+    """The page at ``/`` (a placeholder in this first slice), with a Content-Security-Policy."""
+
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-security-policy", b"default-src 'self'; connect-src 'self'")
+        return PAGE
+
+
+def web_site(factory: ChatFactory, allowed_origins: Sequence[str] = ()) -> SizeLimitedFactory:
+    """
+    What ``--listen-web`` listens with: a ``server.Site`` serving the page at
+    ``/`` and the WebSocket at ``/ws``, wrapped to limit message sizes.
+    """
+    root = resource.Resource()
+    root.putChild(b"", Page())
+    root.putChild(b"ws", OriginCheckedResource(WebSessions(factory), allowed_origins))
+    site = server.Site(root, reactor=factory.reactor)
+    site.displayTracebacks = False
+    return SizeLimitedFactory(site)
