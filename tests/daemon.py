@@ -173,8 +173,24 @@ class Conn:
         self.expect(rf"Logged in as {name}\.")
         self.expect(r"menu> ")
 
+    def enter(self, name: str, room: str = "public", create: bool = False) -> str:
+        """Enter ``room`` as the logged-in ``name`` (creating it first if ``create``); the text up to the join."""
+        if create:
+            self.send(f"create {room}")
+            self.expect(rf"Room {room} created\.")
+        self.send("public" if room == "public" else f"join {room}")
+        return self.expect(rf"\* {name} joined {room}\r\n")
+
     def close(self) -> None:
         self.sock.close()
+
+
+def in_room(port: int, name: str, room: str = "public", register: bool = True) -> Conn:
+    """A new connection that registers (or logs in as) ``name`` and enters ``room``."""
+    conn = Conn(port)
+    conn.register(name) if register else conn.login(name)
+    conn.enter(name, room)
+    return conn
 
 
 @pytest.fixture

@@ -11,25 +11,17 @@ import re
 import signal
 import time
 
-from daemon import Conn, Daemon
+from daemon import Conn, Daemon, in_room
 
 #: The documented bound (docs/OPERATIONS.md, "Room history"): history is on disk this long after users saw it.
 COMMIT_BOUND = 0.5
-
-
-def _in_room(port: int, name: str, room: str = "public", register: bool = True) -> Conn:
-    conn = Conn(port)
-    conn.register(name) if register else conn.login(name)
-    conn.send(room if room == "public" else f"join {room}")
-    conn.expect(rf"\* {name} joined {room}\r\n")
-    return conn
 
 
 def test_history_survives_kill_9_after_the_commit_window_and_a_clean_restart(tmp_path):
     data = str(tmp_path / "data")
     d = Daemon(data).start()
     try:
-        ann = _in_room(d.port, "ann")
+        ann = in_room(d.port, "ann")
         for n in range(1, 26):
             ann.send(f"line {n}")
         ann.expect(r"ann: line 25\r\n")
@@ -78,10 +70,7 @@ def test_a_deleted_room_takes_its_history_files_with_it(tmp_path):
     try:
         ann = Conn(d.port)
         ann.register("ann")
-        ann.send("create lab")
-        ann.expect(r"Room lab created\.")
-        ann.send("join lab")
-        ann.expect(r"\* ann joined lab\r\n")
+        ann.enter("ann", "lab", create=True)
         ann.send("secret plans", "/exit")
         ann.expect(r"menu> ")
         time.sleep(COMMIT_BOUND + 0.3)
@@ -92,10 +81,7 @@ def test_a_deleted_room_takes_its_history_files_with_it(tmp_path):
         ann.expect(r"Room lab deleted\.")
         time.sleep(COMMIT_BOUND)
         assert set(os.listdir(history)) & rooms == set()
-        ann.send("create lab")
-        ann.expect(r"Room lab created\.")
-        ann.send("join lab")
-        text = ann.expect(r"\* ann joined lab\r\n")
+        text = ann.enter("ann", "lab", create=True)
         assert "secret plans" not in text and "earlier line" not in text
         assert not d.unhandled_errors()
     finally:

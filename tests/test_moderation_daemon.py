@@ -6,15 +6,7 @@ connection (CRLF lines, no client), as docs/PROTOCOL.md "Room authority" says.
 
 from __future__ import annotations
 
-from daemon import Conn, Daemon
-
-
-def _in_room(port: int, name: str, room: str, register: bool = True) -> Conn:
-    conn = Conn(port)
-    conn.register(name) if register else conn.login(name)
-    conn.send(f"join {room}")
-    conn.expect(rf"\* {name} joined {room}\r\n")
-    return conn
+from daemon import Conn, Daemon, in_room
 
 
 def test_a_ban_lasts_across_a_restart_and_a_kick_works_over_telnet(tmp_path):
@@ -23,12 +15,9 @@ def test_a_ban_lasts_across_a_restart_and_a_kick_works_over_telnet(tmp_path):
     try:
         ann = Conn(d.port)
         ann.register("ann")
-        ann.send("create lab")
-        ann.expect(r"Room lab created\.")
-        ann.send("join lab")
-        ann.expect(r"\* ann joined lab\r\n")
-        bob = _in_room(d.port, "bob", "lab")
-        carol = _in_room(d.port, "carol", "lab")
+        ann.enter("ann", "lab", create=True)
+        bob = in_room(d.port, "bob", "lab")
+        carol = in_room(d.port, "carol", "lab")
         ann.send("/kick carol stop that")
         ann.expect(r"\* ann kicked carol \(stop that\)\r\n")
         carol.expect(r"You were kicked from lab by ann: stop that; type /exit to go back to the main menu\.\r\n")
