@@ -59,6 +59,7 @@ class Adapter:
     """
     marker = TAG           # how a delivered chat line is recognised (the payload tag, unless overridden)
     fail_needles = ()      # server lines that mean a step failed for sure
+    record_end = b"\n"     # what ends one delivered line in the byte stream (closed loop: complete ones only)
 
     def __init__(self, args):
         self.args = args
@@ -83,6 +84,11 @@ class Adapter:
     def keepalive(self, data):
         """Bytes a well-behaved client must answer to `data` from the server (e.g. PONG), or b""."""
         return b""
+
+    def records(self):
+        """For a sampled receiver: None to split its stream into lines at LF, or a callable that takes each
+        chunk of received bytes and returns the delivered lines completed by it (protocols without lines)."""
+        return None
 
     def failure(self, data):
         """The line in `data` that means the current step failed, or None."""
@@ -219,7 +225,15 @@ class ChatdAdapter(Adapter):
         return ("probe", b"/ping\r\n" if self.args.idle_join else b"ping\r\n", (b"pong",))
 
 
-ADAPTERS = {"irc": IrcAdapter, "line": LineAdapter, "chatd": ChatdAdapter}
+ADAPTERS = {"irc": IrcAdapter, "line": LineAdapter, "chatd": ChatdAdapter, "chatd-web": None}
+
+
+def make_adapter(args):
+    """The adapter of --proto; chatd-web's (bench/webproto.py) needs wsproto, imported only when used."""
+    if args.proto == "chatd-web":
+        from bench.webproto import ChatdWebAdapter
+        return ChatdWebAdapter(args)
+    return ADAPTERS[args.proto](args)
 
 
 # ---------------------------------------------------------------- measurement functions
@@ -489,8 +503,11 @@ def bulk_receive(socks, marker, want, deadline, coalesce, bufsize):
                 lat=[], out_of_order=0, gaps=0)
 
 
-def sample_receive(socks, marker, want, deadline, coalesce, bufsize, senders, keep_latency, keep_stamps=False):
-    """Parse every line: latency from the embedded send time, and order per sender (no dup, no reorder)."""
+def sample_receive(socks, marker, want, deadline, coalesce, bufsize, senders, keep_latency, keep_stamps=False,
+                   records=None):
+    """Parse every line: latency from the embedded send time, and order per sender (no dup, no reorder).
+
+    records: the adapter's records method (it returns None where lines end at LF)."""
     ep = select.epoll(len(socks) + 1)
     slot = {}
     for i, s in enumerate(socks):
@@ -498,6 +515,7 @@ def sample_receive(socks, marker, want, deadline, coalesce, bufsize, senders, ke
         slot[s.fileno()] = i
     n, L = len(socks), len(marker)
     counts, partial, eof = [0] * n, [b""] * n, []
+    split = [records() if records is not None else None for _ in socks]
     expect = [[0] * senders for _ in range(n)]
     lat, lat_at, out_of_order, gaps = [], [], 0, 0
     waiting, total, t_first, t_last = n, 0, 0.0, 0.0
@@ -521,8 +539,11 @@ def sample_receive(socks, marker, want, deadline, coalesce, bufsize, senders, ke
                 if counts[i] < want:
                     waiting -= 1
                 continue
-            lines = (partial[i] + data).split(b"\n")
-            partial[i] = lines.pop()
+            if split[i] is not None:
+                lines = split[i](data)
+            else:
+                lines = (partial[i] + data).split(b"\n")
+                partial[i] = lines.pop()
             c = 0
             exp = expect[i]
             for ln in lines:
@@ -647,7 +668,7 @@ def send_traffic(args, ad, senders, M, paced, deadline):
     def observe(i, m):
         """Closed loop: note the newest message of every other sender in what sender i just received."""
         data = partial[i] + bytes(buf[:m])
-        cut = data.rfind(b"\n")
+        cut = data.rfind(ad.record_end)
         partial[i] = data[cut + 1:]
         for j in range(S):
             if j != i:
@@ -787,7 +808,7 @@ def spread(R, n):
 def run_traffic(args, paced):
     R, S = args.receivers, args.senders
     M = max(1, int(round(args.rate * args.duration / S))) if paced else args.messages
-    ad = ADAPTERS[args.proto](args)
+    ad = make_adapter(args)
     want = S * M
     _stage[0] = "receiver login"
     t_login = time.time()
@@ -824,7 +845,7 @@ def run_traffic(args, paced):
     if sample:
         _children.append(fork_receiver("sample", sample, all_socks, go_timeout, args.max_seconds,
                                        lambda ss, dl: sample_receive(ss, ad.marker, want, dl, coalesce, 1 << 18, S, paced,
-                                                                     bool(storm_socks))))
+                                                                     bool(storm_socks), ad.records)))
     procs = max(1, min(args.procs, len(bulk))) if bulk else 0
     for j in range(procs):
         part = bulk[j::procs]
@@ -972,7 +993,7 @@ def run_traffic(args, paced):
 
 
 def run_idle(args):
-    ad = ADAPTERS[args.proto](args)
+    ad = make_adapter(args)
     pid = args.server_pid
     before = rss_kib(pid) if pid else 0
     c0 = proc_cpu(pid) if pid else (0.0, 0.0)

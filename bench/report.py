@@ -146,6 +146,7 @@ def table(results):
                 row("probe round trip p50 ms (/ping, PING)", med("idle", "probe_p50_ms"), "%.3f"),
                 row("probe round trip max ms (20 probes)", med("idle", "probe_max_ms"), "%.3f"),
                 row("seconds to log in and join", med("idle", "open_seconds"), "%.1f")]
+    out += web_beside_line(results)
     chatd_only = []
     st = by(results, "storm", "chatd")
     if st:
@@ -191,6 +192,49 @@ def table(results):
         out += ["", "Ratios are chatd's median divided by the peer's: above 1 is better for chatd in deliveries/s and"
                 " rates, below 1 is better in CPU, latency and memory."]
     return "\n".join(out)
+
+
+def web_beside_line(results):
+    """Markdown lines: chatd's browser front-end (the web-* scenarios) beside its line front-end, same sizes."""
+    pairs = [(sc, "web-" + sc) for sc in ("fanout", "fanout-cl", "idle")
+             if by(results, "web-" + sc, "chatd")]
+    if not pairs:
+        return []
+    sizes = []
+    for line, web in pairs:
+        w0 = by(results, web, "chatd")[0]
+        sizes.append("idle: %d logged-in connections in %d rooms" % (w0["connections"], w0.get("rooms", 1))
+                     if line == "idle" else "%s: %d receivers, %d senders × %d lines" % (
+                         web, w0["receivers"], w0["senders"], w0["messages_per_sender"]))
+    out = ["", "### chatd: the browser front-end (WebSocket, JSON) beside the line front-end (telnet)", "",
+           "Every member a browser user, or every member a telnet user; %s." % "; ".join(sizes), "",
+           "| figure | line | browser | browser/line |", "|---|---|---|---|"]
+
+    def row(label, line, web, key, f, scale=1.0):
+        a = median([r.get(key) for r in by(results, line, "chatd")])
+        b = median([r.get(key) for r in by(results, web, "chatd")])
+        a, b = (a * scale if a is not None else None), (b * scale if b is not None else None)
+        ratio = "%.2f×" % (b / a) if a and b is not None else "—"
+        out.append("| %s | %s | %s | %s |" % (label, fmt(a, f), fmt(b, f), ratio))
+
+    for line, web in pairs:
+        if line == "idle":
+            what = "idle"
+            row(what + ": server KiB per connection", line, web, "kib_per_connection", "%.2f")
+            row(what + ": server RSS after (MiB)", line, web, "rss_after_kib", "%.1f", 1 / 1024)
+            row(what + ": probe round trip p50 ms", line, web, "probe_p50_ms", "%.3f")
+            row(what + ": seconds to log in and join", line, web, "open_seconds", "%.1f")
+            continue
+        what = "fanout closed loop" if line.endswith("-cl") else "fanout open loop"
+        row(what + ": deliveries/s", line, web, "deliveries_per_s", "%.0f")
+        row(what + ": server µs CPU per delivery", line, web, "server_us_per_delivery", "%.2f")
+        row(what + ": server CPU (% of a core)", line, web, "server_util", "%.0f", 100)
+        lost = [sum(r.get(k, 0) for r in by(results, sc, "chatd")) for sc in (line, web) for k in ("lost", "out_of_order", "gaps")]
+        out.append("| %s: lost / reordered / gaps (sum over runs) | %d / %d / %d | %d / %d / %d | |" % ((what,) + tuple(lost)))
+        bounds = ["/".join(sorted({str(r.get("bound", "")).split(" (")[0] for r in by(results, sc, "chatd")})) or "—"
+                  for sc in (line, web)]
+        out.append("| %s: bound | %s | %s | |" % (what, bounds[0], bounds[1]))
+    return out
 
 
 def genmed(results, sc, srv):

@@ -20,10 +20,13 @@ import time
 from bench import servers
 from bench.servers import PASSWORD, REPO, Server, ServerError
 
-SCENARIOS = ("fanout", "fanout-cl", "latency", "idle", "transfer", "storm", "startup")
+SCENARIOS = ("fanout", "fanout-cl", "latency", "idle", "transfer", "storm", "startup", "web-fanout", "web-fanout-cl",
+             "web-idle")
 PEER_SCENARIOS = ("fanout", "fanout-cl", "latency", "idle")
 PEERS = ("ngircd", "inspircd")
 P99_LIMIT_MS = 10.0
+#: --max-line for the browser front-end's scenarios: more than Twisted reads at once (64 KiB); see Suite.server.
+WEB_MAX_LINE = 65536
 
 
 def profile(quick):
@@ -72,10 +75,12 @@ class Suite:
 
     # ------------------------------------------------------------ servers
 
-    def server(self, kind, tag, users=(), rooms=(), default_cost_users=()):
+    def server(self, kind, tag, users=(), rooms=(), default_cost_users=(), web=False):
         d = os.path.join(self.work, "%s-%s" % (kind, tag))
         shutil.rmtree(d, ignore_errors=True)
         srv = Server(kind, d)
+        if web:
+            srv.web_port = servers.free_port()  # the generator speaks to --listen-web (bench/webproto.py)
         if kind == "chatd":
             # The default flood limit (5 lines/s) would throttle the load generator's senders; like the
             # peers (bench/conf: relaxed flood protection) chatd is measured flat out. A huge rate and
@@ -88,6 +93,13 @@ class Suite:
                 # hashes with the accounts' parameters. The storm keeps the defaults: it measures them.
                 srv.extra += ["--hash-time-cost", str(servers.CHEAP_HASH["time_cost"]),
                               "--hash-memory-kib", str(servers.CHEAP_HASH["memory_cost"])]
+            if web:
+                # chatd/frontends/web.py's SizeLimited counts every byte of a read towards one message, so a
+                # read holding several small messages (a sender that writes faster than the server reads:
+                # up to 64 KiB per read in Twisted) passes --max-line + 1 KiB and the connection is aborted.
+                # A --max-line above one read keeps the message limit from firing on the bench's senders;
+                # the figures do not depend on it otherwise (chat lines are about 100 bytes).
+                srv.extra += ["--max-line", str(WEB_MAX_LINE)]
             srv.extra += list(self.args.chatd_arg or [])
             servers.write_data_dir(srv.data_dir, users=users, rooms=rooms, default_cost_users=default_cost_users)
         return srv
@@ -96,8 +108,10 @@ class Suite:
         R, S = self.p["receivers"], self.p["senders"]
         return ["r%d" % i for i in range(R)] + ["s%d" % i for i in range(S)]
 
-    def gen_args(self, kind):
-        """peerbench arguments that depend on the server."""
+    def gen_args(self, kind, web=False):
+        """peerbench arguments that depend on the server (web: chatd's browser front-end)."""
+        if web:
+            return ["--proto", "chatd-web", "--password", PASSWORD, "--window", "32"]
         if kind == "chatd":
             # Twisted's listenTCP backlog is 50 unless the endpoint says otherwise: stay below it
             return ["--proto", "chatd", "--password", PASSWORD, "--window", "32"] + (["--chatd-lf"] if self.args.lf else [])
@@ -111,11 +125,12 @@ class Suite:
         return name if kind == "chatd" else "#" + name
 
     def peerbench(self, srv, run, extra, timeout):
-        """Run one peerbench measurement against srv; return its RESULT dict (or raise ServerError)."""
-        cmd = [sys.executable, "-m", "bench.peerbench", "--port", str(srv.port), "--server-pid", str(srv.pid),
+        """Run one peerbench measurement against srv (its web port if it has one); return its RESULT dict
+        (or raise ServerError)."""
+        cmd = [sys.executable, "-m", "bench.peerbench", "--port", str(srv.web_port or srv.port), "--server-pid", str(srv.pid),
                "--label", srv.kind, "--version-string", self.versions.get(srv.kind, ""), "--run", str(run),
                "--quiet-wait", str(self.p["quiet_wait"]), "--max-seconds", str(self.p["max_seconds"]),
-               "--login-timeout", str(self.p["login_timeout"])] + self.gen_args(srv.kind) + extra
+               "--login-timeout", str(self.p["login_timeout"])] + self.gen_args(srv.kind, bool(srv.web_port)) + extra
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
@@ -135,11 +150,12 @@ class Suite:
         return r
 
     def measure(self, kind, scenario, run, extra, tag, users=(), rooms=(), default_cost_users=(), timeout=600,
-                **fields):
-        """Fresh server, one peerbench measurement (repeated up to 3 times if disturbed), server stopped."""
+                web=False, **fields):
+        """Fresh server, one peerbench measurement (repeated up to 3 times if disturbed), server stopped.
+        web: the generator connects to the server's browser front-end (--listen-web) instead."""
         tries = 1 if (self.args.quick or self.args.profile) else 3
         for attempt in range(1, tries + 1):
-            srv = self.server(kind, tag, users, rooms, default_cost_users)
+            srv = self.server(kind, tag, users, rooms, default_cost_users, web)
             prof = None
             try:
                 srv.start()
@@ -188,14 +204,15 @@ class Suite:
 
     # ------------------------------------------------------------ scenarios
 
-    def run_fanout(self, kind, run, closed):
+    def run_fanout(self, kind, run, closed, web=False):
+        """fanout / fanout-cl; web: the same room, sizes and method, all members browser (WebSocket) users."""
         p = self.p
-        name = "fanout-cl" if closed else "fanout"
+        name = ("web-" if web else "") + ("fanout-cl" if closed else "fanout")
         extra = ["--scenario", "fanout", "--receivers", str(p["receivers"]), "--senders", str(p["senders"]),
                  "--messages", str(p["messages"]), "--room", self.room(kind, "bench")]
         if closed:
             extra += ["--inflight", str(p["inflight"])]
-        return self.measure(kind, name, run, extra, name, users=self.room_users(), rooms=[("bench", "s0")])
+        return self.measure(kind, name, run, extra, name, users=self.room_users(), rooms=[("bench", "s0")], web=web)
 
     def run_latency_point(self, kind, run, rate):
         p = self.p
@@ -247,13 +264,15 @@ class Suite:
                 bad = mid
         return out
 
-    def run_idle(self, kind, run):
+    def run_idle(self, kind, run, web=False):
+        """idle; web: the same connections as browser (WebSocket) users."""
         p = self.p
         C, N = p["idle"], p["idle_rooms"]
         extra = ["--scenario", "idle", "--connections", str(C), "--idle-join", "--idle-rooms", str(N),
                  "--room", self.room(kind, "idle")]
-        return self.measure(kind, "idle", run, extra, "idle", users=["i%d" % k for k in range(C)],
-                            rooms=[("idle%d" % k, "i%d" % k) for k in range(N)], timeout=900)
+        name = "web-idle" if web else "idle"
+        return self.measure(kind, name, run, extra, name, users=["i%d" % k for k in range(C)],
+                            rooms=[("idle%d" % k, "i%d" % k) for k in range(N)], timeout=900, web=web)
 
     def run_storm(self, run):
         p = self.p
@@ -397,13 +416,13 @@ class Suite:
                         continue
                     self.log("run %d/%d  %s  %s" % (run, a.runs, kind, sc))
                     try:
-                        if sc in ("fanout", "fanout-cl"):
-                            r = self.run_fanout(kind, run, sc == "fanout-cl")
+                        if sc in ("fanout", "fanout-cl", "web-fanout", "web-fanout-cl"):
+                            r = self.run_fanout(kind, run, sc.endswith("-cl"), web=sc.startswith("web-"))
                         elif sc == "latency":
                             self.run_latency(kind, run)  # records each point itself
                             continue
-                        elif sc == "idle":
-                            r = self.run_idle(kind, run)
+                        elif sc in ("idle", "web-idle"):
+                            r = self.run_idle(kind, run, web=sc == "web-idle")
                         elif sc == "storm":
                             r = self.run_storm(run)
                         elif sc == "startup":

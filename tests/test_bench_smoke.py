@@ -30,15 +30,17 @@ def _chatd_ready() -> tuple[bool, str]:
     return servers.chatd_available()
 
 
-def test_quick_suite_loses_no_line(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict[str, list[dict]], str]:
+    """``python -m bench --quick`` once for the module: (the process, results by scenario, the log's tail)."""
     ready, why = _chatd_ready()
     if not ready:
         pytest.skip(f"twistd chatd cannot run here: {why}")
-    out = tmp_path / "bench"
+    out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--no-install", "--out", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=150,
     )
     log = proc.stdout[-3000:] + proc.stderr[-3000:]
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
@@ -48,6 +50,11 @@ def test_quick_suite_loses_no_line(tmp_path) -> None:
     errors = [r for r in results if "error" in r]
     assert not errors, f"failed measurements: {errors}\n{log}"
     assert proc.returncode == 0, log
+    return proc, by_scenario, log
+
+
+def test_quick_suite_loses_no_line(quick_run) -> None:
+    proc, by_scenario, log = quick_run
     # every line reached every receiver, once, in order per sender
     for scenario in ("fanout", "fanout-cl", "latency", "storm"):
         assert by_scenario.get(scenario), f"no {scenario} result\n{log}"
@@ -65,3 +72,48 @@ def test_quick_suite_loses_no_line(tmp_path) -> None:
     # skipped only while the server has no /send; otherwise every recipient got the file, checked by SHA-256
     assert transfer.get("skipped") or (transfer["sha_ok"] and transfer["mb_per_s_min"] > 0), transfer
     assert "deliveries/s" in proc.stdout
+
+
+def test_quick_web_scenarios_measure_the_browser_front_end(quick_run) -> None:
+    """web-fanout, web-fanout-cl and web-idle ran over WebSocket (issue 15) and produced figures beside the line's."""
+    proc, by_scenario, log = quick_run
+    for scenario in ("web-fanout", "web-fanout-cl"):
+        (r,) = by_scenario.get(scenario) or [None]
+        assert r is not None, f"no {scenario} result\n{log}"
+        assert r["proto"] == "chatd-web", r
+        # the sampled receivers decoded every frame and event: a line they missed would count as lost
+        assert r["sampled_receivers"] > 0 and r["delivered"] == r["expected"] > 0, r
+        assert r["lost"] == r["out_of_order"] == r["gaps"] == r["disconnected"] == 0, r
+        assert r["deliveries_per_s"] > 0 and r["server_us_per_delivery"] > 0, r
+    (idle,) = by_scenario["web-idle"]
+    assert idle["proto"] == "chatd-web" and idle["connections"] == 200, idle
+    assert idle["kib_per_connection"] > 0 and idle["probe_p50_ms"] > 0, idle
+    assert "browser front-end (WebSocket, JSON) beside the line front-end" in proc.stdout
+
+
+def test_web_adapter_speaks_rfc6455() -> None:
+    """The bench's WebSocket client masks what it sends and decodes room lines from frames split anywhere."""
+    from types import SimpleNamespace
+
+    from wsproto.frame_protocol import FrameProtocol, Opcode
+
+    from bench.webproto import ChatdWebAdapter
+
+    adapter = ChatdWebAdapter(SimpleNamespace(room="lab", host="127.0.0.1", port=18600, password="pw"))
+    upgrade = adapter.login("ann")[0][1]
+    assert upgrade.startswith(b"GET /ws HTTP/1.1\r\n") and b"origin: http://127.0.0.1:18600" in upgrade.lower()
+    server = FrameProtocol(client=False, extensions=[])  # refuses an unmasked client frame
+    sent = adapter.message(b"~PB~ 0 7 T1 xx")
+    assert b"~PB~" not in sent  # masked on the wire
+    server.receive_bytes(sent)
+    (frame,) = list(server.received_frames())
+    assert frame.opcode is Opcode.TEXT and json.loads(frame.payload) == {
+        "type": "command", "name": "say", "args": ["~PB~ 0 7 T1 xx"]}
+    events = {"type": "events", "events": [
+        {"room": "lab", "id": 3, "kind": "join", "sender": "bob", "text": ""},
+        {"room": "lab", "id": 4, "kind": "say", "sender": "bob", "text": "~PB~ 1 0 T5 é"}]}
+    wire = bytes(server.send_data(json.dumps(events, ensure_ascii=False)))
+    wire += bytes(server.send_data(json.dumps({"type": "reply", "text": "pong"})))
+    texts = adapter.records()
+    got = [texts(wire[k:k + 7]) for k in range(0, len(wire), 7)]
+    assert [line for chunk in got for line in chunk] == ["~PB~ 1 0 T5 é".encode()]
