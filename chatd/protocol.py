@@ -37,7 +37,7 @@ from chatd.sockets import ILineTransport, set_keepalive, tcp_socket
 from chatd.store import address_fields
 from chatd.telnet import ECHO, WANTYES, WILL, TelnetParser, command
 from chatd.text import clean_line
-from chatd.transfer import PeerFiles, Transfers
+from chatd.transfer import MIN_FREE_FRAME, PeerFiles, Transfers
 from chatd.twisted_internals import line_buffer, nothing_unsent, unsent_bytes
 from chatd.wire import (
     CHAT, CLIENT_HELLO, CREDENTIALS, DATA_COMMAND, ENCODING, ERROR, LISTEN, PRIVATE, TAGGED_ON, UPLOAD_FRAME_MAX, Code,
@@ -54,8 +54,6 @@ _NUL = 0
 _WILL_ECHO = command(WILL, ECHO)
 #: The start of an upload frame header line (``/data ID LEN``).
 _DATA_FRAME = DATA_COMMAND.encode() + b" "
-#: Smallest upload frame that does not count against the flood allowance (but the last one of an upload).
-MIN_FREE_FRAME = 512
 
 
 
@@ -334,7 +332,7 @@ class ChatProtocol(LineReceiver):
         if self.files is None:
             transfers = self.factory.transfers
             # The core sees file sharing as RoomFiles; frames are this front-end's own (chatd.transfer).
-            self.files = transfers.files_of(self) if isinstance(transfers, Transfers) else PeerFiles(None, self)
+            self.files = PeerFiles(transfers if isinstance(transfers, Transfers) else None, self)
         return self.files
 
     def rawDataReceived(self, data: bytes) -> None:
@@ -569,6 +567,16 @@ class ChatProtocol(LineReceiver):
     def renderer(self) -> Renderer:
         """Room events are rendered as tagged lines for the bundled client, as plain lines for people."""
         return TAGGED if self.tagged else PLAIN
+
+    @property
+    def sends_files(self) -> bool:
+        """``/send`` may offer a file: a tagged connection whose bytes carry binary frames (no telnet, chatd.transfer)."""
+        return self.tagged and self._telnet is None
+
+    @property
+    def receives_files(self) -> bool:
+        """Files shared in the room come to tagged connections (chatd.transfer)."""
+        return self.tagged
 
     def private(self, message: PrivateMessage, sent: bool = False) -> None:
         """A private message to this user (code PRIVATE), or the echo of one it ``sent`` (code CHAT)."""

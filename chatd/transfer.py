@@ -1,7 +1,7 @@
 """
 Files sent to a room: spooled, verified, then streamed to each recipient.
 
-``/send SIZE NAME`` (from a tagged client, in a room) is checked against the
+``/send SIZE NAME`` (from a tagged client or a browser, in a room) is checked against the
 limits before any byte flows: the size against ``max_file_size`` and the
 spool quotas (in all and per user), the sender's uploads in progress against
 ``max_uploads``. The client then sends raw ``/data ID LEN`` frames, which
@@ -12,7 +12,11 @@ SHA-256 match, it is logged and shared: every tagged member of the room (but
 the sender) gets it through its own :class:`Outbox`, a streaming producer on
 that connection's transport, so each recipient is paced by its own socket
 and a slow one holds back nobody else. Plain (telnet) members only see a
-line saying the file was shared.
+line saying the file was shared. Each connection's side is a
+:class:`FileParty` (what a transfer tells it, in its front-end's format):
+:class:`PeerFiles` for line connections, chatd.frontends.web_files for
+browsers, whose frames are binary WebSocket messages and who fetch shared
+files over HTTP.
 
 An upload that is cancelled, fails its checks, hits a spool error, stalls
 (no frame for ``upload_timeout`` seconds), or whose sender leaves its room
@@ -34,7 +38,7 @@ import os
 import re
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet import defer
@@ -45,9 +49,8 @@ from zope.interface import implementer
 
 from chatd.core.events import EventKind
 from chatd.core.ports import LeaveReason
-from chatd.errors import failure_error
+from chatd.errors import NotAllowed, failure_error
 from chatd.limits import SPOOL_BACKLOG
-from chatd.render import TAGGED
 from chatd.text import clean_line, name_key
 from chatd.wire import (
     CANCEL_COMMAND,
@@ -81,6 +84,9 @@ SPOOL = "spool"
 MiB = 1024 * 1024
 #: Spool writes queued for one sender after which its socket is not read.
 MAX_PENDING_WRITES = 8
+#: Upload frames carrying at least this many bytes of their upload (or all that is left) are free of the
+#: flood allowance: an upload costs at most one free frame per MIN_FREE_FRAME bytes of its (limited) size.
+MIN_FREE_FRAME = 512
 #: Files a connection was sent that it may still report with ``/failed`` (the most recent ones).
 RECENT_DELIVERIES = 32
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
@@ -316,8 +322,8 @@ class Transfers:
 
         return self.run(_prepare_spool, self.spool_dir).addCallback(prepared)
 
-    def files_of(self, peer: Any) -> PeerFiles:
-        """The transfer state of one connection, created on first use."""
+    def files_of(self, peer: Any) -> FileParty:
+        """The transfer state of one connection (a line connection's is created on first use)."""
         if peer.files is None:
             peer.files = PeerFiles(self, peer)
         return peer.files
@@ -329,13 +335,13 @@ class Transfers:
 
     def offer(self, peer: Any, room: Any, argument: str) -> None:
         """``/send SIZE NAME`` in ``room``: accept it (``24``) or refuse it (``25 -``)."""
-        if not peer.tagged or getattr(peer, "_telnet", None) is not None:
-            peer.show(ERROR, "Error: sending files needs the chat client (type /send PATH in chat).")
-            return
+        if not getattr(peer, "sends_files", False):
+            raise NotAllowed("sending files needs the chat client (type /send PATH in chat).")
+        files = self.files_of(peer)
         size_text, _, name = argument.partition(" ")
         size = parse_count(size_text, FILE_SIZE_MAX)
         if size is None or not name.strip():
-            peer.show(UPLOAD_FAILED, f"- usage: /send SIZE NAME, SIZE in bytes as ASCII digits (at most "
+            files.upload_failed("-", f"usage: /send SIZE NAME, SIZE in bytes as ASCII digits (at most "
                                      f"{FILE_SIZE_MAX}); the chat client sends this for /send PATH")
             return
         name = safe_file_name(name)
@@ -343,14 +349,14 @@ class Transfers:
         why = self._refusal(key, name, size)
         if why:
             self.factory.store.log_event("file_refused", peer.name or "", room.name, name=name, size=size, reason=why)
-            peer.show(UPLOAD_FAILED, f"- {why}")
+            files.upload_failed("-", why)
             return
         upload = Upload(self, peer, room, f"f{next(self._ids)}", name, size)
         self.uploading[key] = self.uploading.get(key, 0) + 1
         self.hold(key, size)
-        self.files_of(peer).uploads[upload.id] = upload
+        files.uploads[upload.id] = upload
         upload.start()
-        peer.show(UPLOAD_READY, f"{upload.id} {size} {name}")
+        files.upload_ready(upload)
         self.announce(room, peer.name or "", EventKind.FILE_OFFER, f"{name} ({human_size(size)})")
 
     def _refusal(self, key: str, name: str, size: int) -> str:
@@ -391,7 +397,10 @@ class Transfers:
         being verified, so no file reaches a room its sender is not in.
         """
         files = peer.files
-        if files is None or not (files.uploads or files.verifying):
+        if files is None:
+            return
+        files.left_room(room)
+        if not (files.uploads or files.verifying):
             return
         why = _LEFT_REASONS.get(event, "the sender left the room")
         for upload in files.all_uploads():
@@ -408,7 +417,11 @@ class Transfers:
             self.uploading.pop(key, None)
 
     def share(self, upload: Upload, digest: str) -> None:
-        """A verified upload: log it and hand it to every tagged member of its room but the sender."""
+        """
+        A verified upload: log it and hand it to every member of its room but
+        the sender that takes files (``receives_files``: tagged line
+        connections, browser sessions).
+        """
         room = upload.room
         self.log.info(
             "file shared: {sender} in {room}: {name}, {size} bytes, sha256 {sha256}",
@@ -416,15 +429,16 @@ class Transfers:
         )
         self.factory.store.log_event(
             "file", upload.sender, room.name, id=upload.id, name=upload.name, size=upload.size, sha256=digest)
-        recipients = [member for member in room.fanout.audience(TAGGED) if member is not upload.peer]
+        recipients = [member for member in room.fanout.members()
+                      if member is not upload.peer and getattr(member, "receives_files", False)]
         shared = SharedFile(self, upload.id, upload.path, upload.name, upload.size, digest, upload.sender,
                             len(recipients), upload.peer)
         shared.start_deadline()
         self.announce(room, upload.sender, EventKind.FILE,
                       f"{upload.name} ({human_size(upload.size)}, sha256 {digest[:16]}...)")
-        upload.peer.show(UPLOAD_DONE, f"{upload.id} {digest} {len(recipients)}")
+        self.files_of(upload.peer).upload_done(upload, digest, len(recipients))
         for member in recipients:
-            self.files_of(member).outbox().add(shared)
+            self.files_of(member).receive(shared)
         if not recipients:
             shared.release()
 
@@ -433,7 +447,7 @@ class Transfers:
         self.log.info("file {id} from {sender} not delivered: {text}", id=delivery.id, sender=delivery.sender,
                       text=text)
         if delivery.sender_peer in self.factory.connections:
-            delivery.sender_peer.show(DELIVERY_FAILED, f"{delivery.id} {text}")
+            self.files_of(delivery.sender_peer).not_delivered(delivery.id, text)
 
 
 @attrs.frozen
@@ -464,8 +478,8 @@ class SharedFile:
     refs: int
     #: The sender's connection (told when a recipient does not get the file).
     sender_peer: Any = None
-    #: The outboxes that still hold this file (queued or being sent).
-    holders: set[Outbox] = attrs.field(factory=set)
+    #: The recipients that still hold this file (line outboxes queuing or sending it, browser tickets).
+    holders: set[Holder] = attrs.field(factory=set)
     #: Encoded pieces by offset, shared by every recipient: the file is read
     #: and base64-encoded once, not once per recipient.
     _pieces: dict[int, tuple[bytes, int]] = attrs.field(factory=dict)
@@ -482,8 +496,8 @@ class SharedFile:
     def _expired(self) -> None:
         self._deadline = None
         why = f"it was not taken within {self.transfers.settings.delivery_timeout:g} seconds"
-        for outbox in list(self.holders):
-            outbox.drop(self, why)
+        for holder in list(self.holders):
+            holder.drop(self, why)
 
     def piece(self, offset: int) -> defer.Deferred[tuple[bytes, int]]:
         """The FILE_CHUNK lines for the piece at ``offset`` and its raw length (0: the end)."""
@@ -510,7 +524,7 @@ class SharedFile:
     def delivery(self) -> Delivery:
         return Delivery(self.id, self.name, self.sender, self.sender_peer)
 
-    def release(self, holder: Outbox | None = None) -> None:
+    def release(self, holder: Holder | None = None) -> None:
         """One recipient (``holder``) is done with the file; the last one deletes it and frees its quota."""
         self.holders.discard(holder)
         self.refs -= 1
@@ -673,7 +687,7 @@ class Upload:
         self._tail.addBoth(lambda _: self.transfers.run(self._spool.discard))
         self._tail.addErrback(self._not_deleted)
         if tell_sender:
-            self.peer.show(UPLOAD_FAILED, f"{self.id} {why}")
+            self.transfers.files_of(self.peer).upload_failed(self.id, why)
         self.transfers.factory.store.log_event(
             "file_aborted", self.sender, self.room.name, id=self.id, name=self.name, reason=why)
         self.log.info("upload {id} of {name} by {sender} aborted: {why}", id=self.id, name=self.name,
@@ -684,12 +698,22 @@ class Upload:
 # -- one connection ----------------------------------------------------------------------------------
 
 
-class PeerFiles:
+class Holder(Protocol):
+    """A recipient holding a shared file (in :attr:`SharedFile.holders`) until it has it."""
+
+    def drop(self, shared: SharedFile, why: str) -> None:
+        """``shared`` will not be delivered to this recipient (``why``: the delivery deadline passed)."""
+
+
+class FileParty:
     """
-    The transfers of one connection (``protocol.files``): its uploads, the
-    upload frame being read, and its outbox of files to receive. Without
-    ``transfers`` (a server without file transfer) it only reads and drops
-    upload frames: it never has an upload, a delivery or an outbox.
+    One connection's side of file transfer, as :class:`Transfers` and
+    :class:`Upload` see it: its uploads, the spool writes they have queued
+    (reading the connection pauses while those lag behind), and what a
+    transfer tells it. Each front-end renders the telling its own way: the
+    line protocol as numbered lines (:class:`PeerFiles`), the browser as
+    JSON (``chatd.frontends.web_files.WebFiles``). The peer provides
+    ``transport``, ``pause_reading(reason)`` and ``resume_reading(reason)``.
     """
 
     def __init__(self, transfers: Transfers | None, peer: Any) -> None:
@@ -699,13 +723,92 @@ class PeerFiles:
         self.uploads: dict[str, Upload] = {}
         #: Uploads after their ``/done``, while the size and hash are checked (no frames, no ``/cancel``).
         self.verifying: dict[str, Upload] = {}
-        self._frame: Upload | None = None
-        self._frame_left = 0
         self._pending = 0
         self._reading_paused = False
+
+    def all_uploads(self) -> list[Upload]:
+        """Every upload of this connection that has not ended (taking frames or being verified)."""
+        return [*self.uploads.values(), *self.verifying.values()]
+
+    @property
+    def writes_pending(self) -> int:
+        """Spool writes of this connection's uploads not done yet."""
+        return self._pending
+
+    def writes_queued(self, delta: int) -> None:
+        """Stop reading this connection while its spool writes lag behind."""
+        self._pending += delta
+        if self.peer.transport is None:
+            return
+        if not self._reading_paused and self._pending > MAX_PENDING_WRITES:
+            self._reading_paused = True
+            self.peer.pause_reading(SPOOL_BACKLOG)
+        elif self._reading_paused and self._pending <= MAX_PENDING_WRITES // 4:
+            self._reading_paused = False
+            self.peer.resume_reading(SPOOL_BACKLOG)
+
+    # What a transfer tells the connection (each front-end renders it).
+
+    def upload_ready(self, upload: Upload) -> None:
+        """``upload`` was accepted: its data may flow (``24``)."""
+        raise NotImplementedError
+
+    def upload_failed(self, upload_id: str, why: str) -> None:
+        """Upload ``upload_id`` (``-``: an offer refused before it had one) failed or was refused (``25``)."""
+        raise NotImplementedError
+
+    def upload_done(self, upload: Upload, digest: str, recipients: int) -> None:
+        """``upload`` was verified (SHA-256 ``digest``) and goes to ``recipients`` members (``26``)."""
+        raise NotImplementedError
+
+    def not_delivered(self, file_id: str, text: str) -> None:
+        """A recipient did not get this connection's file ``file_id``: ``text`` says who and why (``27``)."""
+        raise NotImplementedError
+
+    def receive(self, shared: SharedFile) -> None:
+        """``shared`` is a file for this connection; it calls ``shared.release(holder)`` once done with it."""
+        raise NotImplementedError
+
+    def left_room(self, room: Any) -> None:
+        """The connection left ``room`` (after its uploads there were cancelled)."""
+
+    def connection_lost(self) -> None:
+        """The connection is gone: abandon its uploads."""
+        for upload in self.all_uploads():
+            upload.fail("the sender disconnected", tell_sender=False)
+
+
+class PeerFiles(FileParty):
+    """
+    The transfers of one line connection (``protocol.files``): its uploads,
+    the upload frame being read, and its outbox of files to receive; it
+    tells the connection with the tagged codes ``24``-``27``. Without
+    ``transfers`` (a server without file transfer) it only reads and drops
+    upload frames: it never has an upload, a delivery or an outbox.
+    """
+
+    def __init__(self, transfers: Transfers | None, peer: Any) -> None:
+        super().__init__(transfers, peer)
+        self._frame: Upload | None = None
+        self._frame_left = 0
         self._outbox: Outbox | None = None
         #: The files most recently sent to this connection, by ID (for ``/failed``).
         self.delivered: dict[str, Delivery] = {}
+
+    def upload_ready(self, upload: Upload) -> None:
+        self.peer.show(UPLOAD_READY, f"{upload.id} {upload.size} {upload.name}")
+
+    def upload_failed(self, upload_id: str, why: str) -> None:
+        self.peer.show(UPLOAD_FAILED, f"{upload_id} {why}")
+
+    def upload_done(self, upload: Upload, digest: str, recipients: int) -> None:
+        self.peer.show(UPLOAD_DONE, f"{upload.id} {digest} {recipients}")
+
+    def not_delivered(self, file_id: str, text: str) -> None:
+        self.peer.show(DELIVERY_FAILED, f"{file_id} {text}")
+
+    def receive(self, shared: SharedFile) -> None:
+        self.outbox().add(shared)
 
     def line_received(self, line: bytes) -> bool:
         """Handle ``/data``, ``/done``, ``/cancel`` or ``/failed``; False for any other line."""
@@ -727,10 +830,6 @@ class PeerFiles:
         else:
             return False
         return True
-
-    def all_uploads(self) -> list[Upload]:
-        """Every upload of this connection that has not ended (taking frames or being verified)."""
-        return [*self.uploads.values(), *self.verifying.values()]
 
     def sending(self, shared: SharedFile) -> None:
         """``shared`` is being sent to this connection (it may report it with ``/failed``)."""
@@ -771,23 +870,6 @@ class PeerFiles:
         self._frame = None
         return rest
 
-    @property
-    def writes_pending(self) -> int:
-        """Spool writes of this connection's uploads not done yet."""
-        return self._pending
-
-    def writes_queued(self, delta: int) -> None:
-        """Stop reading this connection while its spool writes lag behind."""
-        self._pending += delta
-        if self.peer.transport is None:
-            return
-        if not self._reading_paused and self._pending > MAX_PENDING_WRITES:
-            self._reading_paused = True
-            self.peer.pause_reading(SPOOL_BACKLOG)
-        elif self._reading_paused and self._pending <= MAX_PENDING_WRITES // 4:
-            self._reading_paused = False
-            self.peer.resume_reading(SPOOL_BACKLOG)
-
     def outbox(self) -> Outbox:
         """The files waiting to be sent to this connection (asked for by :class:`Transfers` only)."""
         if self._outbox is None:
@@ -797,8 +879,7 @@ class PeerFiles:
 
     def connection_lost(self) -> None:
         """The connection is gone: abandon its uploads and its downloads."""
-        for upload in self.all_uploads():
-            upload.fail("the sender disconnected", tell_sender=False)
+        super().connection_lost()
         if self._outbox is not None:
             self._outbox.stopProducing()
 

@@ -124,7 +124,7 @@ def test_commands_refused_unknown_and_bad_messages_get_errors_never_tracebacks(w
     ann.command("register", "ann", "secret1")
     ann.command("public")
     assert ann.command("msg", "bob")[-1] == {"type": "error", "text": "usage: /msg NAME TEXT"}
-    assert ann.command("send", "notes.txt")[-1] == {"type": "error", "text": "/send needs the chat client or telnet for now."}
+    assert ann.command("send", "5", "notes.txt")[-1] == {"type": "error", "text": "this server does not accept files."}
     assert not ann.closed and "ann" in factory.online
 
 

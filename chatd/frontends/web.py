@@ -13,7 +13,9 @@ served beside a page by ``--listen-web`` (docs/PROTOCOL.md, "WebSocket
   with 403 (Twisted checks none: /work/shared/RESEARCH.md "Browser client").
 - :class:`SizeLimited` counts the bytes received since the last whole
   message and aborts the connection past a limit (Twisted's WebSocket
-  reassembles fragments without bound).
+  reassembles fragments without bound): an upload frame's size where files
+  are on, a text message is checked against ``--max-line`` + 1 KiB once whole.
+- Files from and to the browser: chatd.frontends.web_files.
 
 The same connection, login, flood and idle limits as the line front-end
 apply (``chatd.limits``): a connection is admitted like a line connection,
@@ -41,9 +43,11 @@ from chatd.commands import TABLE
 from chatd.commands.table import CommandTable, Place
 from chatd.core.events import PrivateMessage, RoomEvent
 from chatd.core.ports import SessionEnd
+from chatd.frontends.web_files import BINARY_MESSAGE_MAX, CONTROL_TYPES, FileResource, FileTickets, WebFiles
 from chatd.limits import TokenBucket
 from chatd.store import address_fields
 from chatd.text import clean_text
+from chatd.transfer import Transfers
 from chatd.twisted_internals import unsent_bytes
 
 if TYPE_CHECKING:
@@ -55,9 +59,8 @@ log = Logger()
 FRAMING_ALLOWANCE = 1024
 #: Arguments a command message may carry (no command declares more than a few).
 ARGS_MAX = 8
-#: Commands of the line front-end's own machinery, refused here for now: files (the chunked /data frames of
-#: chatd.transfer) come to the browser in a later part of issue 15.
-LINE_ONLY = frozenset({"send"})
+#: Commands whose arguments are sent as several strings but taken as one text (``send``: SIZE, NAME).
+JOINED_ARGS = frozenset({"send"})
 #: The placeholder page at ``/`` (the single-page client comes later in issue 15).
 PAGE = (b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>chatd</title></head>"
         b"<body><h1>chatd</h1><p>The browser client is not here yet; its WebSocket is at <code>/ws</code>.</p>"
@@ -87,26 +90,40 @@ class SizeLimited(policies.ProtocolWrapper):
     Counts the bytes received since the last whole WebSocket message
     (:meth:`delivered`) and aborts the connection when they pass ``limit``
     (set once the handshake is done: HTTP requests before it have Twisted's
-    own header limits).
+    own header limits). A read is passed on in slices of at most ``SLICE``
+    bytes, and a slice that completes a message starts the count again:
+    several messages in one read are each counted on their own, and a
+    message is cut off before it passes ``limit`` by more than a slice.
     """
 
+    SLICE = 4096
     limit = 0
     received = 0
+    _whole = False
 
     def dataReceived(self, data: bytes) -> None:
-        if self.limit:
-            self.received += len(data)
+        if not self.limit:
+            super().dataReceived(data)
+            return
+        for start in range(0, len(data), self.SLICE):
+            piece = data[start:start + self.SLICE] if len(data) > self.SLICE else data
+            self._whole = False
+            super().dataReceived(piece)
+            if not self.limit or self.disconnecting:
+                return
+            # (Of a slice that ended a message, the bytes after its end are not counted.)
+            self.received = 0 if self._whole else self.received + len(piece)
             if self.received > self.limit:
                 log.info("a WebSocket message from {peer} passed {limit} bytes; aborting the connection",
                          peer=self.getPeer(), limit=self.limit)
                 self.limit = 0
                 self.abortConnection()
                 return
-        super().dataReceived(data)
 
     def delivered(self) -> None:
         """A whole message arrived: count again from zero."""
         self.received = 0
+        self._whole = True
 
 
 class SizeLimitedFactory(policies.WrappingFactory):
@@ -128,14 +145,14 @@ class WebSession:
     name: str | None = None
     address_key: str | None = None
     login_failures = 0
-    #: File transfers (chatd.transfer reads it of every session leaving a room): none from the browser yet.
-    files = None
+    #: File transfers (chatd.frontends.web_files), None where the server takes no files.
+    files: WebFiles | None = None
     tagged = False
     transport: WebSocketTransport | None = None
     _bucket: TokenBucket | None = None
 
     def __init__(self, factory: ChatFactory, renderer: JsonRenderer, request: server.Request,
-                 limiter: SizeLimited | None = None) -> None:
+                 limiter: SizeLimited | None = None, tickets: FileTickets | None = None) -> None:
         self.factory = factory
         self.renderer = renderer
         self.limiter = limiter
@@ -147,7 +164,8 @@ class WebSession:
         self._in_room = False
         self._ended = False
         self._opened = False
-        self._queue: deque[str] = deque()
+        #: Messages received and not yet handled: text (JSON) and binary (upload frames).
+        self._queue: deque[str | bytes] = deque()
         #: Why messages are not taken now: "flood" (over the allowance), "answer" (a command is waiting);
         #: the connection is not read meanwhile.
         self._holds: set[str] = set()
@@ -155,10 +173,19 @@ class WebSession:
         #: Cut off for not reading (--max-outbound): nothing more is written.
         self._cut = False
         self._waiting: Any = None
+        if isinstance(factory.transfers, Transfers) and tickets is not None:
+            self.files = WebFiles(factory.transfers, self, tickets)
 
     @property
     def session(self) -> WebSession:
         return self
+
+    @property
+    def sends_files(self) -> bool:
+        """Whether ``send`` may offer a file (chatd.transfer): where the server takes files."""
+        return self.files is not None
+
+    receives_files = sends_files
 
     # -- WebSocketProtocol --------------------------------------------------------------------
 
@@ -172,7 +199,7 @@ class WebSession:
         limits = self.factory.limits
         key = limits.address_key(self.stream)
         if self.limiter is not None:
-            self.limiter.limit = self.factory.settings.max_line + FRAMING_ALLOWANCE
+            self.limiter.limit = self.text_limit + (BINARY_MESSAGE_MAX if self.files is not None else 0)
         refusal = self.factory.admin.address_refusal(self.origin.get("address")) or limits.admit(self, key)
         if refusal is not None:
             self._ended = True
@@ -183,10 +210,21 @@ class WebSession:
         self._bucket = limits.flood_bucket()
         self.factory.connections.add(self)
 
+    @property
+    def text_limit(self) -> int:
+        """Bytes a text message may take: ``--max-line`` and its JSON around it."""
+        return self.factory.settings.max_line + FRAMING_ALLOWANCE
+
     def textMessageReceived(self, message: str) -> None:
         if self.limiter is not None:
             self.limiter.delivered()
         if self._ended:
+            return
+        if len(message) > self.text_limit // 4 and len(message.encode()) > self.text_limit:
+            # (SizeLimited let it through, as it might have been an upload frame.)
+            log.info("a WebSocket text message from {peer} passed {limit} bytes; aborting the connection",
+                     peer=self.origin.get("address"), limit=self.text_limit)
+            self.stream.abortConnection()
             return
         self._queue.append(message)
         if not self.held:
@@ -195,8 +233,14 @@ class WebSession:
     def bytesMessageReceived(self, data: bytes | bytearray) -> None:
         if self.limiter is not None:
             self.limiter.delivered()
-        if not self._ended:
+        if self._ended:
+            return
+        if self.files is None:
             self.error("binary messages are not accepted; send JSON text.")
+            return
+        self._queue.append(bytes(data))
+        if not self.held:
+            self._next()
 
     def pongReceived(self, payload: bytes) -> None:
         pass
@@ -216,6 +260,13 @@ class WebSession:
         """Take queued messages one at a time: each pays the flood allowance; a command that waits holds the rest."""
         while self._queue and not self.held and not self._ended:
             bucket = self._bucket
+            message = self._queue[0]
+            if isinstance(message, bytes) and self.files is not None and self.files.free_frame(message):
+                # Upload frames carrying a fair share of their upload cost no token (as /data frames).
+                if bucket is not None:
+                    bucket.touch(self.factory.reactor.seconds())
+                self._run(self._queue.popleft())
+                continue
             if bucket is not None:
                 wait = bucket.take(self.factory.reactor.seconds())
                 if wait:
@@ -254,12 +305,22 @@ class WebSession:
 
         self._waiting = self.factory.reactor.callLater(wait, resume)
 
-    def _run(self, message: str) -> None:
+    def _run(self, message: str | bytes) -> None:
         """Parse one message and run its command; a bad message gets an error, never a traceback."""
+        if isinstance(message, bytes):
+            problem = self.files.frame(message) if self.files is not None else ""
+            if problem:
+                self.error(problem)
+            return
         try:
             value = json.loads(message)
         except ValueError:
             self.error("not JSON: send an object such as {\"type\": \"command\", \"name\": \"help\", \"args\": []}.")
+            return
+        if self.files is not None and isinstance(value, dict) and value.get("type") in CONTROL_TYPES:
+            problem = self.files.control(value)
+            if problem:
+                self.error(problem)
             return
         problem, name, values = self._parse(value)
         if problem:
@@ -269,9 +330,8 @@ class WebSession:
         if command is None:
             self.error(f"unknown command {name[:30]}; the help command lists them.")
             return
-        if command.name in LINE_ONLY:
-            self.error(f"/{command.name} needs the chat client or telnet for now.")
-            return
+        if command.name in JOINED_ARGS:
+            values = [" ".join(values)]
         values = [value if arg.secret else clean_text(value).strip() for arg, value in zip(command.args, values)] \
             + values[len(command.args):]
         try:
@@ -318,6 +378,17 @@ class WebSession:
 
     def _send(self, value: dict[str, Any]) -> None:
         self._write(dumps(value))
+
+    def send(self, value: dict[str, Any]) -> None:
+        """One JSON message to the browser (``value`` with its ``type``)."""
+        self._send(value)
+
+    def pause_reading(self, reason: str) -> None:
+        """Take no more messages for ``reason`` (chatd.transfer: SPOOL_BACKLOG) until :meth:`resume_reading`."""
+        self._hold(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        self._release(reason)
 
     def _write(self, text: str) -> None:
         """
@@ -398,6 +469,8 @@ class WebSession:
         room, self.room = self.room, None
         self._in_room = False
         self.factory.detach(self, event, room)
+        if self.files is not None:
+            self.files.connection_lost()
 
     # Caller
     @property
@@ -481,9 +554,11 @@ class WebSessions:
     def __init__(self, factory: ChatFactory) -> None:
         self.factory = factory
         self.renderer = JsonRenderer()
+        #: The tickets of files shared with these sessions (served at ``/files``).
+        self.tickets = FileTickets()
 
     def buildProtocol(self, request: server.Request) -> WebSession:
-        return WebSession(self.factory, self.renderer, request, _size_limited(request))
+        return WebSession(self.factory, self.renderer, request, _size_limited(request), self.tickets)
 
 
 def origin_allowed(origin: str, host: str, allowed: Sequence[str]) -> bool:
@@ -533,11 +608,14 @@ class Page(resource.Resource):
 def web_site(factory: ChatFactory, allowed_origins: Sequence[str] = ()) -> SizeLimitedFactory:
     """
     What ``--listen-web`` listens with: a ``server.Site`` serving the page at
-    ``/`` and the WebSocket at ``/ws``, wrapped to limit message sizes.
+    ``/``, the WebSocket at ``/ws`` and shared files at ``/files/ID``,
+    wrapped to limit message sizes.
     """
     root = resource.Resource()
+    sessions = WebSessions(factory)
     root.putChild(b"", Page())
-    root.putChild(b"ws", OriginCheckedResource(WebSessions(factory), allowed_origins))
+    root.putChild(b"ws", OriginCheckedResource(sessions, allowed_origins))
+    root.putChild(b"files", FileResource(sessions.tickets))
     site = server.Site(root, reactor=factory.reactor)
     site.displayTracebacks = False
     return SizeLimitedFactory(site)
