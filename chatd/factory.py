@@ -35,8 +35,8 @@ from chatd.passwords import Passwords
 from chatd.presence import SEEN_MARK, Presence
 from chatd.settings import PUBLIC_ROOM, Settings
 from chatd.store import (
-    LINE_KINDS, PUBLIC_ROOM_ID, AccountDict, Accounts, HistoryTail, Loaded, LogEvent, RoomRecord, Store, StoreError,
-    UserRecord,
+    LINE_KINDS, PUBLIC_ROOM_ID, AccountDict, Accounts, HistoryTail, Loaded, LogEvent, NameTakenError, RoomRecord, Store,
+    StoreError, UserRecord,
 )
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key, unknown_name
 
@@ -262,13 +262,14 @@ class ChatFactory(Factory):
 
     def _while_claimed(
         self, claims: dict[str, str], name: str, work: defer.Deferred[Any], done: Callable[[Any], T],
-        failure_text: str,
+        failure_text: str, taken_text: str = "",
     ) -> defer.Deferred[T]:
         """
         ``name`` (as it will be stored) stays claimed in ``claims`` under its
         key until ``work`` (a store write) has finished, so two requests for
-        one name cannot both go ahead; then ``done`` runs on success, and a
-        StoreError becomes NotSaved.
+        one name cannot both go ahead; then ``done`` runs on success, the
+        store's NameTakenError (another node stored the name first: a shared
+        store) becomes NameTaken(``taken_text``), another StoreError NotSaved.
         """
         key = name_key(name)
         claims[key] = name
@@ -277,7 +278,11 @@ class ChatFactory(Factory):
             claims.pop(key, None)
             return result
 
-        return work.addCallbacks(done, not_saved(failure_text)).addBoth(release)
+        def taken(failure: Any) -> NoReturn:
+            failure.trap(NameTakenError)
+            raise errors.NameTaken(taken_text)
+
+        return work.addCallbacks(done, taken).addErrback(not_saved(failure_text)).addBoth(release)
 
     def user_name_taken(self, name: str) -> str | None:
         """
@@ -331,7 +336,8 @@ class ChatFactory(Factory):
             return name
 
         work = self.passwords.hash(password).addCallback(store)
-        return self._while_claimed(self._claimed, name, work, saved, "Could not save the account")
+        return self._while_claimed(self._claimed, name, work, saved, "Could not save the account",
+                                   f"The name {name} is taken.")
 
     def authenticate(self, name: str, password: str, address: str = "",
                      origin: Mapping[str, str] | None = None) -> defer.Deferred[str]:
@@ -627,7 +633,8 @@ class ChatFactory(Factory):
             return self._add_room(record)
 
         work = self.store.add_room(record, LogEvent("room_create", owner, name))
-        return self._while_claimed(self._claimed_rooms, name, work, saved, "Could not save the room")
+        return self._while_claimed(self._claimed_rooms, name, work, saved, "Could not save the room",
+                                   f"A room called {name} already exists.")
 
     def delete_room(self, name: str, by: str) -> defer.Deferred[Room]:
         """

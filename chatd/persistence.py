@@ -67,7 +67,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, cast, get_args
+from typing import Any, cast, get_args
 from urllib.parse import parse_qsl, quote, urlencode
 
 from datetime import datetime, timedelta, timezone
@@ -75,7 +75,6 @@ from datetime import datetime, timedelta, timezone
 import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
@@ -93,11 +92,11 @@ from chatd.stores.csv_files import (  # noqa: F401  (also known from here: tests
     parse_version as _parse_version,
 )
 from chatd.stores.csv_history import HistoryFiles
+from chatd.stores.jobs import HistoryJobs
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, clean_text, name_key, spreadsheet_safe
 
 __all__ = ["CsvStore", "Loaded", "RoomRecord", "StoreError", "UserRecord", "address_fields"]
 
-T = TypeVar("T")
 #: Runs ``f(*args)`` somewhere (the writer thread) and returns a Deferred.
 Runner = Callable[..., "defer.Deferred[Any]"]
 
@@ -695,7 +694,7 @@ def _read_user_lines_slowly(path: str, header_length: int, indices: tuple[int, i
     return CsvAccounts(users, indices), notes + skipped.notes()
 
 
-class CsvStore:
+class CsvStore(HistoryJobs):
     """
     Deferred-based access to the data directory.
 
@@ -737,14 +736,12 @@ class CsvStore:
         self._log_interval = log_interval
         self._events: list[list[str]] = []
         self._event_flush: defer.Deferred[None] | None = None
-        self._ticker: LoopingCall | None = None
+        super().__init__()
         self._events_failing = False
         #: marks.csv rows of set_marks(durable=False), written with the events.
         self._marks: list[list[str]] = []
         self._history = HistoryFiles(data_dir)
         self._history_failing = False
-        #: History jobs not done yet (stop waits for them).
-        self._history_jobs: set[defer.Deferred[Any]] = set()
         #: The ids of the stored rooms (the public one's too): history of any other id is dropped.
         self._room_ids: set[str] = {PUBLIC_ROOM_ID}
         #: Room name key -> id, for delete_room.
@@ -792,33 +789,6 @@ class CsvStore:
         return Loaded(users, [room for _, room in rooms],
                       notes + room_notes + event_notes + private_notes + mark_notes + value_notes + history_notes,
                       migrations, private, history, marks, room_values)
-
-    def start(self) -> defer.Deferred[None]:
-        """Start writing queued log events every ``log_interval`` seconds."""
-        self._ticker = LoopingCall(self.flush_events)
-        self._ticker.clock = self._clock
-        self._ticker.start(self._log_interval, now=False)
-        return defer.succeed(None)
-
-    def stop(self) -> defer.Deferred[None]:
-        """Stop the ticker and write every queued event and mark; fires once the history jobs asked for are done too."""
-        if self._ticker is not None and self._ticker.running:
-            self._ticker.stop()
-        pending = defer.DeferredList(list(self._history_jobs), consumeErrors=True)
-        return self.flush_events().addCallback(lambda _: pending).addCallback(lambda _: None)
-
-    def _in_history_thread(self, function: Callable[..., T], *args: Any, run: Runner | None = None) -> defer.Deferred[T]:
-        """Run ``function(*args)`` in the history thread (or by ``run``); :meth:`stop` waits for it."""
-        job = (run or self._history_run)(function, *args)
-        if not job.called:
-            self._history_jobs.add(job)
-
-            def done(result: Any) -> Any:
-                self._history_jobs.discard(job)
-                return result
-
-            job.addBoth(done)
-        return job
 
     # -- durable changes ------------------------------------------------
 

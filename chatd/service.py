@@ -5,7 +5,7 @@ order::
 
     ChatService (MultiService)
       LogFilesService   SIGHUP reopens twistd's --logfile; no rotation by size
-      StoreService      the CSV store and its writer thread
+      StoreService      the CSV store and its writer thread (or PostgreSQL's pools: --store)
       BusService        the bus room events travel on (chatd.buses.local.LocalBus)
       StateService      the factory, file transfers, the hash and file pools
       Listeners         one StreamServerEndpointService per --listen
@@ -35,7 +35,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from twisted.application import service, strports
 from twisted.internet import defer
@@ -61,9 +61,12 @@ from chatd.passwords import Passwords
 from chatd.persistence import CsvStore, FormatError
 from chatd.protocol import ChatProtocol
 from chatd.settings import Settings
-from chatd.store import Loaded
+from chatd.store import Loaded, StoreError
 from chatd.transfer import SPOOL, Transfers, TransferSettings
 from chatd.twisted_internals import twistd_log_files
+
+if TYPE_CHECKING:  # psycopg is an extra: imported only when --store names PostgreSQL
+    from chatd.stores.postgres import Pools, PostgresStore
 
 log = Logger()
 
@@ -163,7 +166,7 @@ def _short_reason(error: BaseException) -> str:
 def _reason(error: BaseException) -> str:
     """One line for an error: an OSError's (CannotListenError's, FormatError's) own text names the errno and the path."""
     text = str(error).splitlines()[0] if str(error).strip() else ""
-    if isinstance(error, (OSError, CannotListenError, FormatError, DataDirInUse)) and text:
+    if isinstance(error, (OSError, CannotListenError, FormatError, DataDirInUse, StoreError)) and text:
         return text
     return f"{type(error).__name__}: {text}".rstrip(": ")
 
@@ -239,17 +242,36 @@ class StoreService(service.Service):
     history thread, then the writer. From the load until then it holds the
     data directory's lock (chatd.datadir): a second server, or chatd-admin,
     on the same directory is refused.
+
+    With ``store_dsn`` (``--store postgresql://...``) the store is a
+    :class:`~chatd.stores.postgres.PostgresStore` on its connection pools
+    (the same three roles: chatd.stores.postgres.Pools) instead; the data
+    directory is still locked, for the file spool it keeps.
     """
 
-    def __init__(self, reactor: Any, data_dir: str, now: Callable[[], str]) -> None:
+    def __init__(self, reactor: Any, data_dir: str, now: Callable[[], str], store_dsn: str | None = None) -> None:
         self.data_dir = data_dir
+        self.store_dsn = store_dsn
         self._pool = ThreadPool(1, 1, name="chatd-store")
         self._history_pool = ThreadPool(1, 1, name="chatd-history")
         self._history_readers = ThreadPool(0, HISTORY_READERS, name="chatd-history-read")
-        self.store = CsvStore(data_dir, run=lambda f, *a: deferToThreadPool(reactor, self._pool, f, *a),
-                              clock=reactor, now=now,
-                              history_run=lambda f, *a: deferToThreadPool(reactor, self._history_pool, f, *a),
-                              history_read_run=lambda f, *a: deferToThreadPool(reactor, self._history_readers, f, *a))
+        self._pg_pools: Pools | None = None
+        self.store: CsvStore | PostgresStore
+        #: Where the store keeps its data, for the log (a DSN without its password).
+        self.where = f"data directory {data_dir}"
+        if store_dsn:
+            from chatd.stores.postgres import Pools, PostgresStore, masked_dsn
+
+            self.where = f"PostgreSQL at {masked_dsn(store_dsn)}"
+            self._pg_pools = Pools(store_dsn, reactor)
+            self.store = PostgresStore(store_dsn, reactor, now, run=self._pg_pools.write,
+                                       history_run=self._pg_pools.history, history_read_run=self._pg_pools.read)
+        else:
+            self.store = CsvStore(data_dir, run=lambda f, *a: deferToThreadPool(reactor, self._pool, f, *a),
+                                  clock=reactor, now=now,
+                                  history_run=lambda f, *a: deferToThreadPool(reactor, self._history_pool, f, *a),
+                                  history_read_run=lambda f, *a: deferToThreadPool(reactor, self._history_readers,
+                                                                                   f, *a))
         self._loaded: Loaded | None = None
         #: The data directory's lock (chatd.datadir), held from the load until stopped.
         self._lock: IO[str] | None = None
@@ -259,15 +281,19 @@ class StoreService(service.Service):
             self._lock = lock_data_dir(self.data_dir, "chatd")
             self._loaded = self.store.load_now()
         except Exception as error:
+            where, what = f"data directory {self.data_dir}", "data directory"
             if self._lock is not None:
                 unlock_data_dir(self._lock)
                 self._lock = None
-            raise start_error(f"data directory {self.data_dir}: {_reason(error)}",
-                              f"data directory: {_short_reason(error)}") from error
+                where, what = self.where, "store"
+            raise start_error(f"{where}: {_reason(error)}", f"{what}: {_short_reason(error)}") from error
         super().startService()
-        self._pool.start()
-        self._history_pool.start()
-        self._history_readers.start()
+        if self._pg_pools is None:
+            self._pool.start()
+            self._history_pool.start()
+            self._history_readers.start()
+        else:
+            log.info("store: {where}", where=self.where)
         self.store.start()
 
     def take_loaded(self) -> Loaded:
@@ -282,9 +308,12 @@ class StoreService(service.Service):
         try:
             yield self.store.stop()
         finally:
-            self._history_readers.stop()
-            self._history_pool.stop()
-            self._pool.stop()
+            if self._pg_pools is not None:
+                self._pg_pools.close()
+            else:
+                self._history_readers.stop()
+                self._history_pool.stop()
+                self._pool.stop()
             if self._lock is not None:
                 unlock_data_dir(self._lock)
                 self._lock = None
@@ -513,17 +542,19 @@ class ChatService(service.MultiService):
         gc_tuning: bool = False,
         listen_web: list[str] | None = None,
         web_origins: list[str] | None = None,
+        store_dsn: str | None = None,
     ) -> None:
         """
         ``gc_tuning``: call :func:`tune_gc` once started (the daemon does: ``chatd.tap``; tests need not).
         ``listen_web``: where the browser front-end listens (``--listen-web``); ``web_origins``: the Origins
-        its WebSocket accepts (``--web-origin``; none: the page's own).
+        its WebSocket accepts (``--web-origin``; none: the page's own). ``store_dsn``: keep the state in
+        PostgreSQL (``--store``) instead of CSV files in ``data_dir``.
         """
         super().__init__()
         self.reactor = reactor
         self.gc_tuning = gc_tuning
         LogFilesService(reactor).setServiceParent(self)
-        self.stores = StoreService(reactor, data_dir, now=lambda: self.factory.now())
+        self.stores = StoreService(reactor, data_dir, now=lambda: self.factory.now(), store_dsn=store_dsn)
         self.stores.setServiceParent(self)
         self.buses = BusService(LocalBus())
         self.buses.setServiceParent(self)
@@ -548,7 +579,7 @@ class ChatService(service.MultiService):
         return self.state.passwords
 
     @property
-    def store(self) -> CsvStore:
+    def store(self) -> CsvStore | PostgresStore:
         return self.stores.store
 
     def _check_twisted(self) -> None:

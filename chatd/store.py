@@ -198,6 +198,14 @@ class StoreError(Exception):
     """A change could not be made durable; nothing was acknowledged."""
 
 
+class NameTakenError(StoreError):
+    """
+    :meth:`Store.add_user` or :meth:`Store.add_room`: the name (its name
+    key) is stored already, by another node sharing the store (a store of
+    one process never raises it: the state checks its own names first).
+    """
+
+
 class Store(Protocol):
     """
     Accounts, rooms and the event log. Changes fire once durable and fail

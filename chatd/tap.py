@@ -6,6 +6,7 @@ Imported only when twistd runs the plugin, never when plugins are listed.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 from typing import Any
@@ -128,6 +129,15 @@ def default_max_connections() -> int:
     return max(1, min(_DEFAULTS.max_connections, hard - FD_RESERVE))
 
 
+def check_store(dsn: str) -> None:
+    """``--store``: a ``postgresql://`` or ``postgres://`` URL, with psycopg installed; else UsageError."""
+    if not re.match(r"postgres(ql)?://", dsn):
+        raise usage.UsageError("--store takes a postgresql:// (or postgres://) URL; without --store the CSV "
+                               "files in --data-dir are the store")  # (not echoed: it may hold a password)
+    if importlib.util.find_spec("psycopg") is None:
+        raise usage.UsageError("--store: PostgreSQL needs psycopg: pip install 'chatd[postgres]'")
+
+
 #: Options whose default is worked out when the server starts.
 _AUTOMATIC = {"max-connections": default_max_connections}
 
@@ -144,6 +154,9 @@ class Options(usage.Options):
         ["tcp-nodelay", None, _DEFAULTS.tcp_nodelay,
          "When to set TCP_NODELAY: talkers (once a connection says something in a room), all, or never."],
         ["data-dir", "d", DEFAULT_DATA_DIR, "Directory for users.csv, rooms.csv, log.csv and offline.csv (created 0700)."],
+        ["store", None, None, "Keep accounts, rooms, the event log and history in PostgreSQL instead of --data-dir's "
+         "CSV files: a postgresql:// (or postgres://) URL, e.g. postgresql://chatd:PASSWORD@db.example.org/chatd "
+         "(needs the 'postgres' extra: psycopg). --data-dir still holds the file spool and the lock."],
         ["max-line", None, _DEFAULTS.max_line, "Longest accepted input line, in bytes.", size],
         ["max-outbound", None, _DEFAULTS.max_outbound,
          "Unsent bytes past which a connection is cut off instead of queuing more.", size],
@@ -238,6 +251,8 @@ class Options(usage.Options):
             raise usage.UsageError("--upload-timeout must be more than 0 seconds")
         if self["delivery-timeout"] < 0:
             raise usage.UsageError("--delivery-timeout cannot be negative")
+        if self["store"] is not None:
+            check_store(self["store"])
         from chatd.limits import parse_networks
 
         try:
@@ -276,4 +291,5 @@ def makeService(options: Options) -> Any:
         gc_tuning=True,
         listen_web=options["listen-web"],
         web_origins=options["web-origin"],
+        store_dsn=options["store"],
     )

@@ -1,8 +1,9 @@
 """
 The Store contract (chatd.store.Store), run on every implementation: the
-CSV store (chatd.persistence.CsvStore, synchronously on a temp dir) and the
-in-memory one (chatd.stores.memory.MemoryStore). A new store joins by adding
-one entry to STORES.
+CSV store (chatd.persistence.CsvStore, synchronously on a temp dir), the
+in-memory one (chatd.stores.memory.MemoryStore) and the PostgreSQL one
+(chatd.stores.postgres.PostgresStore, on a private cluster: tests/pg.py). A
+new store joins by adding one entry to STORES.
 """
 
 from __future__ import annotations
@@ -55,12 +56,46 @@ class MemoryWorld:
                 for _, event in self.store.events]
 
 
-STORES: dict[str, Callable[[str], Any]] = {"csv": CsvWorld, "memory": MemoryWorld}
+class PostgresWorld:
+    """
+    A PostgresStore on a fresh database of the session's private cluster (tests/pg.py), on a synchronous runner
+    (chatd.stores.postgres.Direct: every Deferred fired); reopen() is a new store on the same database.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.clock = Clock()
+        self.runners: list[Any] = []
+
+    def reopen(self) -> Store:
+        from chatd.stores.postgres import Direct, PostgresStore
+
+        runner = Direct(self.dsn)
+        self.runners.append(runner)
+        return PostgresStore(self.dsn, self.clock, lambda: NOW, run=runner)
+
+    def events(self, store: Store) -> list[tuple[str, str, str, dict[str, str]]]:
+        import psycopg
+
+        with psycopg.connect(self.dsn) as connection:
+            rows = connection.execute("SELECT event, user_name, room, details FROM log ORDER BY seq").fetchall()
+        return [(event, user, room, details) for event, user, room, details in rows]
+
+    def close(self) -> None:
+        for runner in self.runners:
+            runner.close()
+
+
+STORES: dict[str, Callable[[str], Any]] = {"csv": CsvWorld, "memory": MemoryWorld, "postgres": PostgresWorld}
 
 
 @pytest.fixture(params=sorted(STORES))
 def world(request, tmp_path):
-    return STORES[request.param](str(tmp_path))
+    if request.param != "postgres":
+        return STORES[request.param](str(tmp_path))
+    world = PostgresWorld(request.getfixturevalue("pg_dsn"))
+    request.addfinalizer(world.close)
+    return world
 
 
 def _result(d: defer.Deferred[Any]) -> Any:
@@ -217,7 +252,9 @@ def test_only_the_composition_root_names_a_concrete_store():
                     if re.match(r"\s*(from|import) chatd\.(persistence|stores|buses)\b", line):
                         imports.setdefault(os.path.relpath(path, root), []).append(line.strip())
     assert imports == {
-        "service.py": ["from chatd.buses.local import LocalBus", "from chatd.persistence import CsvStore, FormatError"],
+        "service.py": ["from chatd.buses.local import LocalBus", "from chatd.persistence import CsvStore, FormatError",
+                       "from chatd.stores.postgres import Pools, PostgresStore",  # (for the type checker)
+                       "from chatd.stores.postgres import Pools, PostgresStore, masked_dsn"],
         "admin_tool.py": ["from chatd.persistence import CsvStore"],
     }
 
