@@ -218,7 +218,7 @@ class Server:
 
     def command(self):
         if self.kind == "chatd":
-            web = ["--listen-web", "tcp:%d:interface=127.0.0.1" % self.web_port] if self.web_port else []
+            web = ["--listen-web", "tcp:%d:interface=127.0.0.1" % self.web_port if self.web_port else "none"]
             return twistd_command() + ["-n", "--pidfile=", "--logfile", self.log_path, "chatd",
                                        "--listen", "tcp:%d:interface=127.0.0.1" % self.port, "--data-dir", self.data_dir] + web + self.extra
         if self.kind == "ngircd":

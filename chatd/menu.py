@@ -262,34 +262,28 @@ class Dialogue:
         self.session.ask(SPEAK, MENU_PROMPT)
 
     def _menu_choice(self, text: str) -> None:
-        word, _, rest = text.partition(" ")
-        command = self.commands.find(word.lower(), MENU)
+        command, values, problem = self.commands.parse_line(text, MENU)
         if command is None:
-            # Never quoted: a password typed here by mistake must not be shown back (or logged).
-            self.error(f"unknown choice. Type a number from 1 to {self.commands.menu()[-1].number} or a keyword, "
-                       "or 'menu' to see the menu.")
+            self.error(problem)
             self._menu_prompt()
             return
-        self._begin(command, rest)
+        self._begin(command, values)
 
     # -- in a room -------------------------------------------------------------------
 
     def _room_line(self, text: str) -> None:
-        if text[:1] == "/" and text[:2] != "//":
-            word, _, rest = text[1:].partition(" ")
-            command = self.commands.find(word.lower(), ROOM)
-            if command is None:
-                self.error(f"unknown command /{word[:30]}. Type /help for the list.")
-            else:
-                self._begin(command, rest)
+        command, values, problem = self.commands.parse_line(text, ROOM)
+        if command is None:
+            self.error(problem)
             return
-        if text[:2] == "//":
-            text = text[1:]
+        if command is not SAY:
+            self._begin(command, values)
+            return
         if self.room is not None:
             self.session.talking()
         # The hot path: every room line is the say command, which answers at once (no Deferred).
         try:
-            self.session.commands.call(self, SAY, (text,))
+            self.session.commands.call(self, SAY, values)
         except errors.ChatError as error:
             self.error(str(error))
         except Exception:
@@ -297,15 +291,14 @@ class Dialogue:
 
     # -- running a command -------------------------------------------------------------
 
-    def _begin(self, command: Command, rest: str) -> None:
-        """Check the rules, take the arguments typed after the command word, ask for the others at the menu."""
+    def _begin(self, command: Command, values: list[str]) -> None:
+        """Check the rules and the arguments typed after the command word, ask for the others at the menu."""
         place = self.place
         refused = self.commands.refusal(self, command)
         if refused is not None:
             self.error(refused)
             self._after(place)
             return
-        values = command.split(rest)
         for arg, value in zip(command.args, values):
             problem = arg.problem(self, value, command.usage())
             if problem:

@@ -20,6 +20,8 @@ from chatd.wire import DEFAULT_PORT, parse_count, parse_size
 #: A listen backlog of 1024 (Twisted's default is 50) so a reconnect storm
 #: after a restart is not met with dropped SYNs and 1-3 s retries.
 DEFAULT_LISTEN = f"tcp:{DEFAULT_PORT}:backlog=1024"
+#: The browser front-end is on by default, on every interface like DEFAULT_LISTEN (``--listen-web none``: off).
+DEFAULT_LISTEN_WEB = "tcp:8080:backlog=1024"
 DEFAULT_DATA_DIR = "chatd-data"
 _DEFAULTS = Settings()
 #: Smallest --max-outbound: a file download keeps up to about one piece (some
@@ -195,7 +197,7 @@ class Options(usage.Options):
         self["listen"].append(description)
 
     def opt_listen_web(self, description: str) -> None:
-        """Serve the browser client (a page at /, its WebSocket at /ws) on this endpoint (e.g. tcp:8080, ssl:8443:...); repeatable. Default: none."""
+        """Serve the browser client (a page at /, its WebSocket at /ws) on this endpoint (e.g. tcp:8080, ssl:8443:...); repeatable; none: no browser client. Default tcp:8080:backlog=1024."""
         self["listen-web"].append(description)
 
     def opt_web_origin(self, origin: str) -> None:
@@ -222,6 +224,12 @@ class Options(usage.Options):
             raise usage.UsageError(f"--tcp-nodelay is one of: {', '.join(NODELAY_POLICIES)}")
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        if "none" in self["listen-web"]:
+            if len(self["listen-web"]) > 1:
+                raise usage.UsageError("--listen-web none turns the browser client off: give no other --listen-web")
+            self["listen-web"] = []
+        elif not self["listen-web"]:
+            self["listen-web"] = [DEFAULT_LISTEN_WEB]
         for name in ("max-line", "max-outbound", "hash-threads", "hash-time-cost", "hash-memory-kib"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")

@@ -36,12 +36,18 @@ def _default_sigint() -> None:
 
 
 class Daemon:
-    """``twistd -n chatd`` on a free loopback port with its own data dir."""
+    """
+    ``twistd -n chatd`` on a free loopback port with its own data dir. The browser front-end (on by default
+    in chatd) is off (``--listen-web none``) unless ``web``: then it listens on its own free loopback port
+    ``web_port`` (or the one given), so parallel tests never collide on the default 8080.
+    """
 
-    def __init__(self, data_dir: str, *extra: str, port: int | None = None, pidfile: str = "") -> None:
+    def __init__(self, data_dir: str, *extra: str, port: int | None = None, pidfile: str = "",
+                 web: bool = False, web_port: int | None = None) -> None:
         self.data_dir = data_dir
         self.pidfile = pidfile
         self.port = port or free_port()
+        self.web_port = (web_port or free_port()) if web or web_port else None
         self.extra = list(extra)
         self.log_path = os.path.join(os.path.dirname(data_dir.rstrip("/")) or ".", f"twistd-{self.port}.log")
         self.process: subprocess.Popen[bytes] | None = None
@@ -50,6 +56,7 @@ class Daemon:
         return [
             *TWISTD, "-n", f"--pidfile={self.pidfile}", f"--logfile={self.log_path}",
             "chatd", "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            "--listen-web", f"tcp:{self.web_port}:interface=127.0.0.1" if self.web_port else "none",
             "--data-dir", self.data_dir, "--hash-time-cost", "1", "--hash-memory-kib", "1024", *self.extra,
         ]
 

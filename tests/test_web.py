@@ -245,7 +245,7 @@ def _ws_until(sock: socket.socket, ws: WSConnection, wanted: Any, timeout: float
 
 def test_a_browser_and_a_telnet_user_chat_through_a_real_daemon(tmp_path):
     web_port = free_port()
-    daemon = Daemon(str(tmp_path / "data"), "--listen-web", f"tcp:{web_port}:interface=127.0.0.1").start()
+    daemon = Daemon(str(tmp_path / "data"), web_port=web_port).start()
     try:
         evil, evil_ws = _ws_connect(web_port, "http://evil.test")
         assert isinstance(_ws_until(evil, evil_ws, lambda e: isinstance(e, RejectConnection))[-1], RejectConnection)
@@ -359,7 +359,14 @@ def test_listen_web_and_web_origin_options():
                           "--web-origin", "https://chat.example.org"])
     assert options["listen-web"] == ["tcp:8080", "unix:/tmp/x.sock"]
     assert options["web-origin"] == ["https://chat.example.org"]
-    assert Options().parseOptions([]) is None
+    default = Options()
+    default.parseOptions([])
+    assert default["listen-web"] == ["tcp:8080:backlog=1024"]  # on by default, on every interface like --listen
+    off = Options()
+    off.parseOptions(["--listen-web", "none"])
+    assert off["listen-web"] == []
+    with pytest.raises(usage.UsageError, match="--listen-web none turns the browser client off"):
+        Options().parseOptions(["--listen-web", "none", "--listen-web", "tcp:8080"])
     with pytest.raises(usage.UsageError, match="--web-origin: 'chat.example.org' is not an origin"):
         Options().parseOptions(["--web-origin", "chat.example.org"])
 

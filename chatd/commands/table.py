@@ -273,6 +273,34 @@ class CommandTable:
         """The command called ``word`` (a name, an alias or a menu number; case as given) usable at ``place``."""
         return self._by_place[place].get(word)
 
+    def parse_line(self, text: str, place: Place) -> tuple[Command | None, list[str], str]:
+        """
+        A line as typed on telnet at ``place``: ``(command, arguments, "")``,
+        or ``(None, [], why)`` when it names no command. At the menu the first
+        word is a keyword, alias or number (any case) and the rest its
+        arguments (``join lab``, ``8 lab``); in a room ``/NAME ARGS`` runs a
+        command (``/kick bob spam``), any other line is said as it is (the
+        ``say`` command), ``//x`` says ``/x``. Arguments are split by
+        :meth:`Command.split`; the missing ones are not asked here.
+        """
+        if place is Place.MENU:
+            word, _, rest = text.partition(" ")
+            command = self.find(word.lower(), place)
+            if command is None:
+                # Never quoted: a password typed here by mistake must not be shown back (or logged).
+                return None, [], (f"unknown choice. Type a number from 1 to {self.menu()[-1].number} or a keyword, "
+                                  "or 'menu' to see the menu.")
+            return command, command.split(rest), ""
+        if text[:1] == "/" and text[:2] != "//":
+            word, _, rest = text[1:].partition(" ")
+            command = self.find(word.lower(), place)
+            if command is None:
+                return None, [], f"unknown command /{word[:30]}. Type /help for the list."
+            return command, command.split(rest), ""
+        say = self.find("say", place)
+        assert say is not None
+        return say, [text[1:] if text[:2] == "//" else text], ""
+
     def menu(self) -> list[Command]:
         """The main menu's items, by number."""
         return sorted((command for command in self.commands if command.number), key=lambda c: int(c.number))

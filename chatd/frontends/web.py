@@ -35,15 +35,15 @@ from twisted.internet import abstract, defer
 from twisted.logger import Logger
 from twisted.protocols import policies
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.web import server
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
 
 from chatd import errors
-from chatd.commands import TABLE
 from chatd.commands.table import CommandTable, Place
 from chatd.core.events import PrivateMessage, RoomEvent
 from chatd.core.ports import SessionEnd
 from chatd.frontends.web_files import BINARY_MESSAGE_MAX, CONTROL_TYPES, FileResource, FileTickets, WebFiles
+from chatd.frontends.webpage import WEB_TABLE, PageSite, page_root
 from chatd.limits import TokenBucket
 from chatd.store import address_fields
 from chatd.text import clean_text
@@ -61,10 +61,6 @@ FRAMING_ALLOWANCE = 1024
 ARGS_MAX = 8
 #: Commands whose arguments are sent as several strings but taken as one text (``send``: SIZE, NAME).
 JOINED_ARGS = frozenset({"send"})
-#: The placeholder page at ``/`` (the single-page client comes later in issue 15).
-PAGE = (b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>chatd</title></head>"
-        b"<body><h1>chatd</h1><p>The browser client is not here yet; its WebSocket is at <code>/ws</code>.</p>"
-        b"</body></html>")
 
 
 def event_value(event: RoomEvent) -> dict[str, Any]:
@@ -141,7 +137,7 @@ def _size_limited(request: server.Request) -> SizeLimited | None:
 class WebSession:
     """One browser connection: a WebSocketProtocol, the core's Session and the table's Caller."""
 
-    commands: CommandTable = TABLE
+    commands: CommandTable = WEB_TABLE
     name: str | None = None
     address_key: str | None = None
     login_failures = 0
@@ -326,9 +322,13 @@ class WebSession:
         if problem:
             self.error(problem)
             return
-        command = self.commands.find(name, self.place)
+        if value["type"] == "line":
+            command, values, problem = self.commands.parse_line(clean_text(name), self.place)
+        else:
+            command = self.commands.find(name, self.place)
+            problem = f"unknown command {name[:30]}; the help command lists them."
         if command is None:
-            self.error(f"unknown command {name[:30]}; the help command lists them.")
+            self.error(problem)
             return
         if command.name in JOINED_ARGS:
             values = [" ".join(values)]
@@ -350,9 +350,17 @@ class WebSession:
 
     @staticmethod
     def _parse(value: Any) -> tuple[str, str, list[str]]:
-        """(problem, command name, arguments) of a decoded message; problem "" if it is a well-formed command."""
+        """
+        (problem, command name, arguments) of a decoded message; problem "" if it is a well-formed command.
+        A ``line`` message: (problem, its text, []).
+        """
+        if isinstance(value, dict) and value.get("type") == "line":
+            text = value.get("text")
+            if not isinstance(text, str):
+                return "a line message needs \"text\": the line as typed (a string).", "", []
+            return "", text, []
         if not isinstance(value, dict) or value.get("type") != "command":
-            return "a message is an object with \"type\": \"command\".", "", []
+            return "a message is an object with \"type\": \"command\" or \"line\".", "", []
         name, args = value.get("name"), value.get("args", [])
         if not isinstance(name, str) or not name or len(name) > 30:
             return "a command message needs \"name\": the command's name (a string).", "", []
@@ -500,7 +508,7 @@ class WebSession:
         self.room, self._in_room, self._gone = room, True, ""
         self._send({"type": "entered", "room": room.name, "here": len(room.fanout) + 1,
                     "topic": room.authority.topic})
-        self._history(room.name, replay, None, replay=True)
+        self._history(room.name, replay, replay[0].id if replay and replay[0].id > 1 else None, replay=True)
         self.factory.join(room, self)
 
     def show_history(self, room: str, events: Sequence[RoomEvent], older: int | None) -> None:
@@ -525,6 +533,9 @@ class WebSession:
         self.factory.log_out(self, room)
         self.name = None
         self._send({"type": "logout", "text": text})
+
+    def show_rooms(self, rooms: list[dict[str, Any]]) -> None:
+        self._send({"type": "rooms", "rooms": rooms})
 
     def show_help(self, table: CommandTable) -> None:
         admin = self.factory.is_admin(self.name)
@@ -594,28 +605,16 @@ class OriginCheckedResource(WebSocketResource):
         return super().render_GET(request)
 
 
-class Page(resource.Resource):
-    """The page at ``/`` (a placeholder in this first slice), with a Content-Security-Policy."""
-
-    isLeaf = True
-
-    def render_GET(self, request: server.Request) -> bytes:
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"content-security-policy", b"default-src 'self'; connect-src 'self'")
-        return PAGE
-
-
 def web_site(factory: ChatFactory, allowed_origins: Sequence[str] = ()) -> SizeLimitedFactory:
     """
-    What ``--listen-web`` listens with: a ``server.Site`` serving the page at
-    ``/``, the WebSocket at ``/ws`` and shared files at ``/files/ID``,
-    wrapped to limit message sizes.
+    What ``--listen-web`` listens with: a ``server.Site`` serving the page's
+    files (``chatd.frontends.webpage``), the WebSocket at ``/ws`` and shared
+    files at ``/files/ID``, wrapped to limit message sizes.
     """
-    root = resource.Resource()
+    root = page_root()
     sessions = WebSessions(factory)
-    root.putChild(b"", Page())
     root.putChild(b"ws", OriginCheckedResource(sessions, allowed_origins))
     root.putChild(b"files", FileResource(sessions.tickets))
-    site = server.Site(root, reactor=factory.reactor)
+    site = PageSite(root, reactor=factory.reactor)
     site.displayTracebacks = False
     return SizeLimitedFactory(site)

@@ -1,0 +1,107 @@
+"""
+The browser client's page: its static files (``chatd/web/static``, package
+data) served with security headers, and the command only the page uses
+(``rooms``: the room list as data). docs/PROTOCOL.md, "WebSocket (browser)
+protocol"; docs/ARCHITECTURE.md, "The browser client".
+
+- :class:`StaticFiles` is ``twisted.web.static.File`` without directory
+  listings (404), with UTF-8 content types for the page's text files.
+- :class:`PageSite` is the ``server.Site`` that puts :data:`SECURITY_HEADERS`
+  on every response (files, 404s, the WebSocket's 403).
+- :data:`WEB_TABLE` is ``chatd.commands.TABLE`` plus ``rooms`` (a copy, as
+  docs/ARCHITECTURE.md allows a front-end).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.internet import defer
+from twisted.web import pages, resource, server, static
+
+from chatd.commands import TABLE
+from chatd.commands.table import Caller, Login, Place
+
+if TYPE_CHECKING:
+    from chatd.factory import Room
+
+#: The page's files (index.html, app.js, connection.js, style.css ...), installed with chatd as package data.
+STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web", "static")
+
+#: Sent with every HTTP response of ``--listen-web``. The page runs no inline script or style and loads nothing
+#: from elsewhere; ``blob:``/``data:`` images are for files shown in the page; it may not be framed (clickjacking).
+SECURITY_HEADERS = (
+    (b"content-security-policy",
+     b"default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' blob: data:; "
+     b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
+
+
+class StaticFiles(static.File):
+    """The page's files: a directory is never listed (404), text files are UTF-8, JavaScript is ``text/javascript``."""
+
+    contentTypes = {
+        **static.File.contentTypes,
+        ".html": "text/html; charset=utf-8",
+        ".js": "text/javascript; charset=utf-8",
+        ".mjs": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+    }
+
+    #: (Twisted's own answers here are deprecated for not escaping HTML; it types them as those classes.)
+    childNotFound = pages.notFound()  # type: ignore[assignment]  # a resource, not File's deprecated class
+    forbidden = pages.forbidden()  # type: ignore[assignment]  # a resource, not File's deprecated class
+
+    def directoryListing(self) -> resource.IResource:
+        return self.childNotFound
+
+
+class PageSite(server.Site):
+    """A Site that sets :data:`SECURITY_HEADERS` on every response before finding its resource."""
+
+    def getResourceFor(self, request: server.Request) -> Any:
+        for name, value in SECURITY_HEADERS:
+            request.setHeader(name, value)
+        return super().getResourceFor(request)
+
+
+def page_root(directory: str = STATIC_DIR) -> StaticFiles:
+    """The root resource: ``index.html`` at ``/``, the other files by name (the WebSocket is put beside them)."""
+    return StaticFiles(directory)
+
+
+# -- the commands only the page uses --------------------------------------------------------
+
+
+class RoomsCaller(Caller, Protocol):
+    """A caller that can show the room list as data (the web front-end's session)."""
+
+    def show_rooms(self, rooms: list[dict[str, Any]]) -> None:
+        """Send the room list (one object per room, the fields of :func:`room_value`)."""
+
+
+def room_value(caller: Caller, room: Room) -> dict[str, Any]:
+    """A room as the page lists it: name, members (in it now), topic, unread (None: never left), owner, invite_only."""
+    factory = caller.factory
+    return {"name": room.name, "members": len(room.fanout), "topic": room.authority.topic,
+            "unread": factory.unread(caller.session.name, room), "owner": room.owner,
+            "invite_only": room.authority.invite_only}
+
+
+WEB_TABLE = TABLE.copy()
+
+
+@WEB_TABLE.command("rooms", "the rooms as data (the page's room list; the same rooms as list)", Place.ANYWHERE,
+                   login=Login.REQUIRED, listed=False)
+def rooms(caller: RoomsCaller) -> defer.Deferred[None]:
+    """The rooms ``list`` shows to this user (``Moderation.may_see``), as one ``rooms`` message."""
+    factory, name = caller.factory, caller.session.name
+    may_see = factory.moderation.may_see
+
+    def show(found: list[Room]) -> None:
+        caller.show_rooms([room_value(caller, room) for room in found if may_see(room, name)])
+
+    return factory.list_rooms().addCallback(show)

@@ -1,0 +1,506 @@
+// The chatd page: log in or register, the room list, a room's lines, the line where text is said and
+// /commands are typed as in telnet. The protocol: docs/PROTOCOL.md, "WebSocket (browser) protocol".
+//
+// Everything users wrote (names, lines, topics, room names) goes into the DOM as text (textContent,
+// createTextNode), never as HTML; user text has dir="auto" and names are isolated in <bdi>, so a bidi
+// override in a name cannot reorder the rest of the line.
+
+import { Connection } from "./connection.js";
+
+/** Seconds between refreshes of the room list while it is shown. */
+const ROOMS_REFRESH = 30;
+/** Lines asked for each time the user scrolls back to the top of a room. */
+const OLDER_PAGE = 50;
+/** Lines kept in the menu's message area. */
+const MENU_MESSAGES = 50;
+/** Pixels from the top of the log at which older lines are loaded. */
+const TOP_SLACK = 24;
+
+const $ = (id) => document.getElementById(id);
+
+/** An element with a class and children (strings become text nodes). */
+function el(tag, className, ...children) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  for (const child of children) {
+    node.append(typeof child === "string" ? document.createTextNode(child) : child);
+  }
+  return node;
+}
+
+/** A user's name, isolated from the text around it. */
+function nameNode(name) {
+  const node = el("bdi", "name");
+  node.textContent = name || "chatd";
+  return node;
+}
+
+/** Text users wrote, its direction taken from itself. */
+function userText(text, className = "text") {
+  const node = el("span", className);
+  node.dir = "auto";
+  node.textContent = text;
+  return node;
+}
+
+function sameDay(a, b) {
+  return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
+}
+
+/** A time (seconds since the epoch) in the user's local time; the date too when it is not today. */
+function timeNode(at) {
+  const moment = new Date(at * 1000);
+  const node = el("time", "at");
+  node.dateTime = moment.toISOString();
+  node.title = moment.toLocaleString();
+  node.textContent = sameDay(moment, new Date()) ? moment.toLocaleTimeString() : moment.toLocaleString();
+  return node;
+}
+
+/** Seconds as the largest whole unit: 2h, 90s, 7d (chatd.moderation.duration_text). */
+function durationText(seconds) {
+  seconds = Math.round(seconds);
+  for (const [unit, size] of [["d", 86400], ["h", 3600], ["m", 60]]) {
+    if (seconds >= size && seconds % size === 0) return `${seconds / size}${unit}`;
+  }
+  return `${seconds}s`;
+}
+
+/** The parts after the time of an event other than say (as telnet shows it after "* "; chatd.render). */
+function actionParts(event) {
+  const by = nameNode(event.sender);
+  const target = nameNode(event.target);
+  const reason = event.text ? [" (", userText(event.text), ")"] : [];
+  const until = event.until ? [` for ${durationText(event.until - event.at)}`] : [];
+  switch (event.kind) {
+    case "me": return [by, " ", userText(event.text)];
+    case "join": return [by, " joined"];
+    case "leave": return [by, " left"];
+    case "file_offer": return [by, " is sending ", userText(event.text)];
+    case "file": return [by, " shared ", userText(event.text)];
+    case "file_failed": return [by, "'s file ", userText(event.text)];
+    case "kick": return [by, " kicked ", target, ...reason];
+    case "ban": return [by, " banned ", target, ...until, ...reason];
+    case "mute": return [by, " muted ", target, ...until, ...reason];
+    case "unban":
+      return event.sender ? [by, " lifted the ban on ", target] : [target, " is no longer banned (the ban ran out)"];
+    case "unmute":
+      return event.sender ? [by, " unmuted ", target] : [target, " may speak again (the mute ran out)"];
+    case "topic": return event.text ? [by, " set the topic: ", userText(event.text)] : [by, " cleared the topic"];
+    case "setting": return [by, " turned ", userText(event.target), " ", userText(event.text)];
+    case "invite":
+      return event.text === "withdrawn" ? [by, " withdrew ", target, "'s invitation"] : [by, " invited ", target];
+    case "op": return [by, " made ", target, " an operator"];
+    case "deop": return [by, " took ", target, "'s operator role away"];
+    case "owner": return [by, " gave the room to ", target];
+    default: return [by, ` (${event.kind}) `, userText(event.text || "")];
+  }
+}
+
+const PRESENCE = new Set(["join", "leave"]);
+const FILES = new Set(["file_offer", "file", "file_failed"]);
+
+/** One room event as a line of the log. */
+function eventNode(event) {
+  let kind = "moderation";
+  if (event.kind === "say") kind = "say";
+  else if (event.kind === "me") kind = "me";
+  else if (PRESENCE.has(event.kind)) kind = "presence";
+  else if (FILES.has(event.kind)) kind = "file";
+  const line = el("div", `line ${kind}`, timeNode(event.at), " ");
+  line.dataset.id = String(event.id);
+  line.dataset.kind = event.kind;
+  if (event.kind === "say") {
+    line.append(nameNode(event.sender), ": ", userText(event.text));
+  } else {
+    line.append("* ", ...actionParts(event));
+  }
+  return line;
+}
+
+class Page {
+  constructor() {
+    this.connection = new Connection();
+    this.me = null;
+    this.room = null;
+    this.older = null;
+    this.loadingOlder = false;
+    this.shown = new Set();
+    this.pendingJoin = null;
+    this.pendingLogout = false;
+    this.removedText = "";
+    this.roomsTimer = null;
+    this.lastRooms = [];
+  }
+
+  start() {
+    this.bind();
+    this.listen();
+    this.connection.open();
+  }
+
+  // -- wiring --------------------------------------------------------------------------------
+
+  bind() {
+    let action = "login";
+    for (const button of [$("login-button"), $("register-button")]) {
+      button.addEventListener("click", () => { action = button.value; });
+    }
+    $("login-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const name = $("login-name").value.trim();
+      const password = $("login-password").value;
+      if (!name || !password) return;
+      $("login-error").textContent = "";
+      const submitter = event.submitter ? event.submitter.value : action;
+      if (!this.connection.command(submitter === "register" ? "register" : "login", name, password)) {
+        $("login-error").textContent = "Not connected to the server.";
+      }
+    });
+    $("create-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const name = $("create-name").value.trim();
+      if (name && this.connection.command("create", name)) $("create-name").value = "";
+    });
+    $("say-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const input = $("say-input");
+      if (!input.value) return;
+      if (this.connection.line(input.value)) input.value = "";
+    });
+    $("exit-room").addEventListener("click", () => this.connection.command("exit"));
+    $("logout").addEventListener("click", () => this.logout());
+    $("older").addEventListener("click", () => this.loadOlder());
+    $("log").addEventListener("scroll", () => {
+      if ($("log").scrollTop <= TOP_SLACK) this.loadOlder();
+    });
+    $("rooms-toggle").addEventListener("click", () => this.toggleRooms());
+    $("refresh-rooms").addEventListener("click", () => this.refreshRooms());
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && $("chat-view").classList.contains("show-rooms")) {
+        this.toggleRooms(false);
+        $("rooms-toggle").focus();
+      }
+    });
+  }
+
+  listen() {
+    const c = this.connection;
+    c.onState((state) => this.showState(state));
+    c.on("login", (m) => this.loggedIn(m));
+    c.on("logout", (m) => this.loggedOut(m));
+    c.on("rooms", (m) => this.showRooms(m.rooms));
+    c.on("entered", (m) => this.entered(m));
+    c.on("history", (m) => this.history(m));
+    c.on("events", (m) => this.events(m.events));
+    c.on("left", () => this.left());
+    c.on("removed", (m) => this.removed(m));
+    c.on("reply", (m) => this.say(m.text, "reply"));
+    c.on("notice", (m) => this.say(m.text, "notice"));
+    c.on("error", (m) => this.problem(m.text));
+    c.on("private", (m) => this.private(m));
+    c.on("help", (m) => this.help(m.commands));
+  }
+
+  showState(state) {
+    const status = $("status");
+    status.dataset.state = state;
+    status.textContent = { connecting: "Connecting…", open: "Connected", closed: "Disconnected" }[state] || state;
+    const usable = state === "open";
+    for (const button of document.querySelectorAll("form button[type=submit]")) {
+      if (!button.closest("dialog")) button.disabled = !usable;
+    }
+  }
+
+  // -- logging in and out ------------------------------------------------------------------------
+
+  loggedIn(message) {
+    this.me = message.name;
+    $("login-password").value = "";
+    $("login-error").textContent = "";
+    $("me-name").textContent = message.name;
+    $("me").hidden = false;
+    $("logout").hidden = false;
+    $("login-view").hidden = true;
+    $("chat-view").hidden = false;
+    this.menuMessage(message.text, "reply");
+    this.showMenu();
+  }
+
+  logout() {
+    if (this.room !== null) {
+      this.pendingLogout = true;
+      this.connection.command("exit");
+    } else {
+      this.connection.command("logout");
+    }
+  }
+
+  loggedOut() {
+    this.me = null;
+    this.room = null;
+    this.stopRoomsTimer();
+    $("me").hidden = true;
+    $("logout").hidden = true;
+    $("chat-view").hidden = true;
+    $("login-view").hidden = false;
+    $("menu-message").replaceChildren();
+    $("login-name").focus();
+  }
+
+  // -- the room list -------------------------------------------------------------------------------
+
+  showMenu() {
+    this.room = null;
+    $("room-view").hidden = true;
+    $("chat-view").classList.remove("in-room", "show-rooms");
+    this.refreshRooms();
+    this.startRoomsTimer();
+    $("create-name").focus();
+  }
+
+  refreshRooms() {
+    if (this.me !== null) this.connection.command("rooms");
+  }
+
+  startRoomsTimer() {
+    this.stopRoomsTimer();
+    this.roomsTimer = setInterval(() => {
+      if (!$("rooms-panel").hidden && $("rooms-panel").offsetParent !== null) this.refreshRooms();
+    }, ROOMS_REFRESH * 1000);
+  }
+
+  stopRoomsTimer() {
+    if (this.roomsTimer !== null) clearInterval(this.roomsTimer);
+    this.roomsTimer = null;
+  }
+
+  showRooms(rooms) {
+    this.lastRooms = rooms;
+    const list = $("room-list");
+    const items = rooms.map((room) => {
+      const join = el("button", "join", nameNode(room.name));
+      join.type = "button";
+      join.dataset.room = room.name;
+      if (room.name === this.room) join.setAttribute("aria-current", "true");
+      join.addEventListener("click", () => this.join(room.name));
+      const facts = el("span", "facts");
+      const here = el("span", "members", `${room.members} here`);
+      facts.append(here);
+      if (room.unread) facts.append(" ", el("span", "unread", `${room.unread} unread`));
+      if (room.invite_only) facts.append(" ", el("span", "invite-only", "invite-only"));
+      const item = el("li", "room-item", join, " ", facts);
+      item.dataset.room = room.name;
+      if (room.topic) item.append(userText(room.topic, "topic"));
+      if (this.me !== null && room.owner && room.owner.toLowerCase() === this.me.toLowerCase()) {
+        const remove = el("button", "delete", "Delete");
+        remove.type = "button";
+        remove.setAttribute("aria-label", `Delete room ${room.name}`);
+        remove.addEventListener("click", () => this.confirmDelete(room.name));
+        item.append(remove);
+      }
+      return item;
+    });
+    list.replaceChildren(...items);
+  }
+
+  join(name) {
+    if (this.room === name) {
+      this.toggleRooms(false);
+      $("say-input").focus();
+      return;
+    }
+    if (this.room !== null) {
+      this.pendingJoin = name;
+      this.connection.command("exit");
+    } else {
+      this.connection.command("join", name);
+    }
+  }
+
+  confirmDelete(name) {
+    const dialog = $("confirm");
+    $("confirm-text").replaceChildren("Delete the room ", nameNode(name), " and its history?");
+    dialog.returnValue = "";
+    dialog.addEventListener("close", () => {
+      if (dialog.returnValue === "yes") this.connection.command("delete", name);
+    }, { once: true });
+    dialog.showModal();
+  }
+
+  toggleRooms(show) {
+    const view = $("chat-view");
+    const open = show === undefined ? !view.classList.contains("show-rooms") : show;
+    view.classList.toggle("show-rooms", open);
+    $("rooms-toggle").setAttribute("aria-expanded", String(open));
+    if (open) this.refreshRooms();
+  }
+
+  // -- a room ----------------------------------------------------------------------------------
+
+  entered(message) {
+    this.room = message.room;
+    this.older = null;
+    this.loadingOlder = false;
+    this.shown = new Set();
+    $("room-name").textContent = message.room;
+    this.showHere(message.here);
+    this.showTopic(message.topic);
+    $("log").replaceChildren();
+    $("older").hidden = true;
+    $("room-view").hidden = false;
+    $("chat-view").classList.add("in-room");
+    this.toggleRooms(false);
+    this.refreshRooms();
+    $("say-input").focus();
+    for (const item of document.querySelectorAll("#room-list .join")) {
+      item.toggleAttribute("aria-current", item.dataset.room === message.room);
+    }
+  }
+
+  showHere(count) {
+    this.here = count;
+    $("room-here").textContent = `(${count} here)`;
+  }
+
+  showTopic(topic) {
+    $("room-topic").textContent = topic || "";
+    $("room-topic").hidden = !topic;
+  }
+
+  history(message) {
+    if (message.room !== this.room) return;
+    const nodes = message.events.filter((e) => !this.shown.has(e.id)).map((e) => this.remember(eventNode(e), e));
+    if (!message.replay && !this.loadingOlder) {
+      // An answer to /history typed by the user: shown where it was asked, as a marked block.
+      this.append(el("div", "line system", `History of ${message.room}:`));
+      for (const node of nodes) this.append(node);
+      return;
+    }
+    if (message.replay) {
+      for (const node of nodes) node.classList.add("old");
+      for (const node of nodes) this.append(node);
+    } else {
+      const log = $("log");
+      const before = log.scrollHeight;
+      for (const node of nodes) node.classList.add("old");
+      log.prepend(...nodes);
+      log.scrollTop += log.scrollHeight - before;
+      this.loadingOlder = false;
+    }
+    if (message.replay || this.older !== null) {
+      this.older = message.older;
+      $("older").hidden = this.older === null;
+    }
+  }
+
+  remember(node, event) {
+    this.shown.add(event.id);
+    return node;
+  }
+
+  loadOlder() {
+    if (this.room === null || this.older === null || this.loadingOlder) return;
+    this.loadingOlder = true;
+    this.connection.command("history", `before ${this.older} ${OLDER_PAGE}`);
+  }
+
+  events(events) {
+    for (const event of events) {
+      if (event.room !== this.room || this.shown.has(event.id)) continue;
+      this.append(this.remember(eventNode(event), event));
+      if (event.kind === "topic") this.showTopic(event.text);
+      if (event.kind === "join" && event.sender !== this.me) this.showHere(this.here + 1);
+      if (event.kind === "leave") this.showHere(Math.max(1, this.here - 1));
+      if ((event.kind === "kick" || event.kind === "ban") && event.target !== this.me) {
+        this.showHere(Math.max(1, this.here - 1));
+      }
+    }
+  }
+
+  left() {
+    this.room = null;
+    if (this.removedText) {
+      this.menuMessage(this.removedText, "notice");
+      this.removedText = "";
+    }
+    if (this.pendingLogout) {
+      this.pendingLogout = false;
+      this.connection.command("logout");
+      return;
+    }
+    this.showMenu();
+    if (this.pendingJoin !== null) {
+      const name = this.pendingJoin;
+      this.pendingJoin = null;
+      this.connection.command("join", name);
+    }
+  }
+
+  removed(message) {
+    this.say(message.text, "notice");
+    this.removedText = message.text;
+    this.connection.command("exit");
+  }
+
+  /** Append a line to the log, keeping it at the bottom if the user was there. */
+  append(node) {
+    const log = $("log");
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+    log.append(node);
+    if (atBottom) log.scrollTop = log.scrollHeight;
+  }
+
+  // -- answers -----------------------------------------------------------------------------------
+
+  /** Show a line from the server (a reply, a notice): in the room's log, or at the room list. */
+  say(text, kind) {
+    if (this.me === null) {
+      $("login-error").textContent = text;
+    } else if (this.room !== null) {
+      this.append(el("div", `line ${kind}`, userText(text)));
+    } else {
+      this.menuMessage(text, kind);
+      if (kind === "reply") this.refreshRooms(); // (a room created or deleted: cheap to ask again)
+    }
+  }
+
+  problem(text) {
+    if (this.loadingOlder) this.loadingOlder = false;
+    if (this.me === null) {
+      $("login-error").textContent = text;
+    } else {
+      this.say(text, "error");
+    }
+  }
+
+  menuMessage(text, kind, ...nodes) {
+    const box = $("menu-message");
+    box.append(el("p", `line ${kind}`, ...(nodes.length ? nodes : [userText(text)])));
+    while (box.childElementCount > MENU_MESSAGES) box.firstElementChild.remove();
+  }
+
+  private(message) {
+    const parts = message.sent
+      ? [timeNode(message.at), " → ", nameNode(message.recipient), ": ", userText(message.text)]
+      : [timeNode(message.at), " ", nameNode(message.sender), " → you: ", userText(message.text)];
+    if (this.room !== null) {
+      this.append(el("div", "line private", ...parts));
+    } else {
+      this.menuMessage("", "private", ...parts);
+    }
+  }
+
+  help(commands) {
+    for (const command of commands) {
+      this.say(`${command.usage} — ${command.help}`, "reply");
+    }
+  }
+}
+
+const page = new Page();
+page.start();
+
+// files.js (file transfers) installs itself on this object: the connection, the room and a place in the
+// message form (#file-hook) for its button; page.append(node) adds a line to the log.
+export { page };
