@@ -414,7 +414,7 @@ def test_files_between_a_browser_and_a_line_client_through_a_real_daemon(tmp_pat
     from test_web import _ws_connect, _ws_until
 
     web_port = free_port()
-    daemon = Daemon(str(tmp_path / "data"), "--listen-web", f"tcp:{web_port}:interface=127.0.0.1").start()
+    daemon = Daemon(str(tmp_path / "data"), web_port=web_port).start()
     origin = f"http://127.0.0.1:{web_port}"
     try:
         def session(name: str) -> tuple[Any, Any, Any]:
