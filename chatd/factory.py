@@ -292,6 +292,8 @@ class ChatFactory(Factory):
         key = name_key(name)
         record = self.accounts.get(key)
         stored = record.name if record is not None else self._claimed.get(key)
+        if stored is None and key in self.online:  # a guest's (chatd.frontends.irc, --irc-guests), while online
+            stored = self.online[key].name
         return f"The name {stored} is taken." if stored is not None else None
 
     def registration_wait(self, address: str) -> str | None:

@@ -10,6 +10,7 @@ order::
       StateService      the factory, file transfers, the hash and file pools
       Listeners         one StreamServerEndpointService per --listen
       Listeners (web)   one per --listen-web: the page and its WebSocket (chatd.frontends.web)
+      Listeners (irc)   one per --listen-irc: IRC clients (chatd.frontends.irc)
 
 Start-up, all before the reactor runs (under twistd): check the Twisted
 internals chatd reads (:mod:`chatd.twisted_internals`), bind the listening
@@ -55,6 +56,7 @@ from chatd.buses.local import LocalBus
 from chatd.core.ports import Bus
 from chatd.datadir import DataDirInUse, lock_data_dir, unlock_data_dir
 from chatd.factory import ChatFactory
+from chatd.frontends.irc import IrcFactory
 from chatd.frontends.web import web_site
 from chatd.limits import raise_fd_limit
 from chatd.passwords import Passwords
@@ -543,12 +545,15 @@ class ChatService(service.MultiService):
         listen_web: list[str] | None = None,
         web_origins: list[str] | None = None,
         store_dsn: str | None = None,
+        listen_irc: list[str] | None = None,
+        irc_guests: bool = False,
     ) -> None:
         """
         ``gc_tuning``: call :func:`tune_gc` once started (the daemon does: ``chatd.tap``; tests need not).
         ``listen_web``: where the browser front-end listens (``--listen-web``); ``web_origins``: the Origins
         its WebSocket accepts (``--web-origin``; none: the page's own). ``store_dsn``: keep the state in
         PostgreSQL (``--store``) instead of CSV files in ``data_dir``.
+        ``listen_irc``: where the IRC front-end listens (``--listen-irc``); ``irc_guests``: ``--irc-guests``.
         """
         super().__init__()
         self.reactor = reactor
@@ -568,6 +573,11 @@ class ChatService(service.MultiService):
             self.web_listeners = Listeners(reactor, listen_web, self.state.factory,
                                            web_site(self.state.factory, web_origins or ()))
             self.web_listeners.setServiceParent(self)
+        self.irc_listeners: Listeners | None = None
+        if listen_irc:
+            self.irc_listeners = Listeners(reactor, listen_irc, self.state.factory,
+                                           IrcFactory(self.state.factory, irc_guests))
+            self.irc_listeners.setServiceParent(self)
         self._checked = False
 
     @property
@@ -606,8 +616,9 @@ class ChatService(service.MultiService):
                 if child.running:
                     child.stopService()
             self.listeners.unbind()
-            if self.web_listeners is not None:
-                self.web_listeners.unbind()
+            for listeners in (self.web_listeners, self.irc_listeners):
+                if listeners is not None:
+                    listeners.unbind()
             raise
         if self.gc_tuning:
             tune_gc()

@@ -190,6 +190,8 @@ class Options(usage.Options):
         self["listen"] = []
         self["listen-web"] = []
         self["web-origin"] = []
+        self["listen-irc"] = []
+        self["irc-guests"] = False
         self["admin"] = []
 
     def opt_listen(self, description: str) -> None:
@@ -199,6 +201,14 @@ class Options(usage.Options):
     def opt_listen_web(self, description: str) -> None:
         """Serve the browser client (a page at /, its WebSocket at /ws) on this endpoint (e.g. tcp:8080, ssl:8443:...); repeatable; none: no browser client. Default tcp:8080:backlog=1024."""
         self["listen-web"].append(description)
+
+    def opt_listen_irc(self, description: str) -> None:
+        """Serve IRC clients on this endpoint (e.g. tcp:6667, ssl:6697:...; docs/IRC.md); repeatable. Default: none."""
+        self["listen-irc"].append(description)
+
+    def opt_irc_guests(self) -> None:
+        """IRC connections without an account may chat as guests under any free nick (never stored)."""
+        self["irc-guests"] = True
 
     def opt_web_origin(self, origin: str) -> None:
         """An Origin allowed to open the WebSocket (e.g. https://chat.example.org); repeatable. Default: the page's own."""
@@ -300,4 +310,6 @@ def makeService(options: Options) -> Any:
         listen_web=options["listen-web"],
         web_origins=options["web-origin"],
         store_dsn=options["store"],
+        listen_irc=options["listen-irc"],
+        irc_guests=options["irc-guests"],
     )

@@ -1,0 +1,149 @@
+"""
+Flow control for the front-ends that take whole units (a WebSocket message,
+an IRC line) rather than the line front-end's bytes.
+
+- :class:`Pacing` takes queued units one at a time: each costs one token of
+  the session's flood allowance (``chatd.limits.TokenBucket``); while over
+  it, or while a command waits for its answer, nothing more is taken and the
+  connection is not read (TCP pushes back on the sender).
+- :func:`sendq_exceeded` says when a connection's unsent output has passed
+  ``--max-outbound`` (the SendQ), and logs it as the line front-end does.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from twisted.internet import abstract
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from chatd.limits import TokenBucket
+from chatd.twisted_internals import unsent_bytes
+
+log = Logger()
+
+U = TypeVar("U")
+
+
+class Pacing(Generic[U]):
+    """
+    The received units of one connection and why they are not taken now.
+
+    ``run(unit)`` handles one unit; ``stream()`` is the transport to pause
+    (None: gone); ``too_fast()`` tells the user once in a while that input
+    is being delayed; ``ended()`` says whether the session is over (nothing
+    more is taken). :attr:`bucket` is the session's flood allowance
+    (``Limits.flood_bucket``; the account's after login: :meth:`share`).
+    """
+
+    def __init__(self, reactor: IReactorTime, run: Callable[[U], None], stream: Callable[[], Any],
+                 too_fast: Callable[[], None], ended: Callable[[], bool]) -> None:
+        self.reactor = reactor
+        self.queue: deque[U] = deque()
+        #: The flood allowance drawn on (None: no limit; the idle timeout reads its last use).
+        self.bucket: TokenBucket | None = None
+        #: Why units are not taken now: "flood" (over the allowance), "answer" (a command is waiting).
+        self.holds: set[str] = set()
+        self._run, self._stream, self._too_fast, self._ended = run, stream, too_fast, ended
+        self._waiting: Any = None
+
+    @property
+    def held(self) -> bool:
+        """Units wait (flood, or a command's answer): the login timeout does not count a wait for the server."""
+        return bool(self.holds)
+
+    def received(self, *units: U) -> None:
+        """Queue ``units`` and take what may be taken now."""
+        self.queue.extend(units)
+        if not self.holds:
+            self.take()
+
+    def take(self) -> None:
+        """Take queued units one at a time: each pays the flood allowance; over it, the rest waits."""
+        queue = self.queue
+        while queue and not self.holds and not self._ended():
+            bucket = self.bucket
+            unit = queue.popleft()
+            if bucket is not None:
+                wait = bucket.take(self.reactor.seconds())
+                if wait:
+                    self.hold_for(wait)
+            self._run(unit)
+
+    def hold(self, reason: str) -> None:
+        if not self.holds:
+            stream = self._stream()
+            if stream is not None:
+                stream.pauseProducing()
+        self.holds.add(reason)
+
+    def release(self, reason: str) -> None:
+        self.holds.discard(reason)
+        if not self.holds and not self._ended():
+            stream = self._stream()
+            if stream is not None:
+                stream.resumeProducing()
+            self.take()
+
+    def hold_for(self, wait: float) -> None:
+        """Over the flood limit: take nothing more for ``wait`` seconds (the unit taken still counts)."""
+        self.cancel()
+        self.hold("flood")
+        bucket = self.bucket
+        if bucket is not None and bucket.notice_due(self.reactor.seconds()):
+            self._too_fast()
+
+        def resume() -> None:
+            self._waiting = None
+            self.release("flood")
+
+        self._waiting = self.reactor.callLater(wait, resume)
+
+    def spend(self) -> None:
+        """Charge one token for something others see that no unit paid for (``Session.spend_allowance``)."""
+        if self.bucket is not None:
+            self.bucket.take(self.reactor.seconds())
+
+    def share(self, bucket: TokenBucket | None, wait: float = 0.0) -> None:
+        """Draw on ``bucket`` (the account's) from now on; ``wait``: its debt, paid by taking nothing meanwhile."""
+        self.bucket = bucket
+        if wait:
+            self.hold_for(wait)
+
+    def cancel(self) -> None:
+        """Stop the flood wait's timer (the connection is gone, or a new wait replaces it)."""
+        if self._waiting is not None and self._waiting.active():
+            self._waiting.cancel()
+        self._waiting = None
+
+
+def lowest_transport(transport: Any) -> abstract.FileDescriptor | None:
+    """The TCP connection at or under ``transport`` (under TLS too), whose unsent bytes count; None if unknown."""
+    for _ in range(4):
+        if isinstance(transport, abstract.FileDescriptor):
+            return transport
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def sendq_exceeded(session: Any, transport: Any, room: str = "") -> bool:
+    """
+    Whether the bytes written to ``transport`` (or the TCP connection under
+    it) and not yet sent pass ``--max-outbound``: a peer that stopped
+    reading. If so it is logged, with a ``sendq_exceeded`` row (``room``:
+    the one ``session`` is in, if any); the caller cuts the connection off.
+    """
+    lowest = lowest_transport(transport)
+    if lowest is None:
+        return False
+    queued = unsent_bytes(lowest)
+    if queued <= session.factory.settings.max_outbound:
+        return False
+    log.warn("send queue exceeded: {queued} bytes unsent to {who}; disconnecting",
+             queued=queued, who=session.name or session.origin.get("address", "a connection"))
+    session.factory.store.log_event("sendq_exceeded", session.name or "", room, queued=queued, refused=0,
+                                    **session.origin)
+    return True

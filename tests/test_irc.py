@@ -1,0 +1,397 @@
+"""
+The IRC front-end (chatd.frontends.irc, issue 16): registration (guests,
+PASS, SASL PLAIN), channels as rooms shared with telnet users, hostile input,
+rendering once per batch; through StringTransport and a Clock, and once
+against a real daemon over raw sockets.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
+from chatd.core.events import EventKind, RoomEvent
+from chatd.frontends.irc import IrcFactory, IrcRenderer
+from chatd.frontends.irc_wire import LineSplitter, line, parse, split_text
+from chatd.settings import Settings
+from chatd.twisted_internals import unsent_bytes
+from daemon import Conn, Daemon, free_port
+from helpers import Client, make_factory
+
+
+class IrcClient:
+    """An IRC client's connection on a StringTransport."""
+
+    def __init__(self, irc: IrcFactory, clock: Any, port: int = 40000) -> None:
+        self.clock = clock
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.7", port))
+        self.protocol = irc.buildProtocol(self.transport.getPeer())
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, *lines: str | bytes) -> None:
+        for text in lines:
+            self.protocol.dataReceived(text if isinstance(text, bytes) else text.encode() + b"\r\n")
+        self.clock.advance(0)
+
+    def lines(self) -> list[str]:
+        """Every line received since the last call."""
+        self.clock.advance(0)
+        data = self.transport.value()
+        self.transport.clear()
+        assert data == b"" or data.endswith(b"\r\n")
+        return data.decode("utf-8", "replace").split("\r\n")[:-1]
+
+    def register(self, nick: str, *before: str) -> list[str]:
+        self.send(*before, f"NICK {nick}", "USER u 0 * :Real Name")
+        return self.lines()
+
+    @property
+    def closed(self) -> bool:
+        return self.transport.disconnecting
+
+
+@pytest.fixture
+def world(tmp_path):
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0))
+    return factory, clock, IrcFactory(factory, guests=True)
+
+
+@pytest.fixture
+def members_only(tmp_path):
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0))
+    return factory, clock, IrcFactory(factory, guests=False)
+
+
+def codes(lines: list[str]) -> list[str]:
+    """The numerics among ``lines``, in order."""
+    return [text.split()[1] for text in lines if text.startswith(":chatd ") and text.split()[1].isdigit()]
+
+
+def test_a_guest_registers_and_gets_welcome_isupport_lusers_and_motd(world):
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.send("CAP LS 302")
+    assert alice.lines() == [":chatd CAP * LS :sasl=PLAIN server-time message-tags echo-message"]
+    got = alice.register("alice")
+    assert got == []  # CAP negotiation is open: registration waits for CAP END
+    alice.send("CAP END")
+    got = alice.lines()
+    assert codes(got)[:5] == ["001", "002", "003", "004", "005"] and codes(got)[-1] == "376"
+    assert got[0] == ":chatd 001 alice :Welcome to the chatd IRC network, alice"
+    tokens = " ".join(text for text in got if " 005 " in text)
+    for token in ("CASEMAPPING=ascii", "CHANTYPES=#", "UTF8ONLY", "NICKLEN=24", "CHANNELLEN=33", "PREFIX=(ov)@+",
+                  "NETWORK=chatd", "LINELEN=512", "TOPICLEN=300", "CHANMODES=b,,,it"):
+        assert f" {token} " in tokens
+    assert {"251", "255", "375", "372"} <= set(codes(got))
+    assert factory.online["alice"] is alice.protocol
+
+
+def test_without_guests_an_unauthenticated_client_is_told_to_log_in(members_only):
+    factory, clock, irc = members_only
+    anon = IrcClient(irc, clock)
+    got = anon.register("alice")
+    assert any("NOTICE alice :This server needs an account" in text for text in got)
+    assert codes(got) == ["451"]
+    anon.send("JOIN #public")
+    assert codes(anon.lines()) == ["451"]
+    assert "alice" not in factory.online and not anon.closed
+
+
+def test_pass_account_password_logs_in_and_the_nick_becomes_the_account(members_only):
+    factory, clock, irc = members_only
+    Client(factory, clock).register("ann")
+    ann = IrcClient(irc, clock)
+    got = ann.register("whatever", "PASS ann:secret1")
+    assert got[0] == ":whatever!whatever@chatd NICK ann"
+    assert got[1].startswith(":chatd 001 ann ")
+    assert factory.online["ann"] is ann.protocol
+    other = IrcClient(irc, clock, port=40001)
+    got = other.register("ann", "PASS secret1")  # PASS password with NICK the account: a second login replaces
+    assert codes(got)[0] == "001"
+    assert factory.online["ann"] is other.protocol
+    assert ann.closed and "ERROR :You logged in from another connection." in ann.lines()
+
+
+def test_a_wrong_pass_gets_464_and_the_connection_closes(members_only):
+    factory, clock, irc = members_only
+    Client(factory, clock).register("ann")
+    ann = IrcClient(irc, clock)
+    got = ann.register("ann", "PASS ann:wrong-password")
+    clock.advance(5)
+    got += ann.lines()
+    assert "464" in codes(got) and ann.closed
+    assert "ann" not in factory.online or factory.online["ann"] is not ann.protocol
+
+
+def test_sasl_plain_logs_in_and_a_wrong_password_gets_904(members_only):
+    factory, clock, irc = members_only
+    Client(factory, clock).register("ann")
+    ann = IrcClient(irc, clock)
+    ann.send("CAP LS 302", "NICK ann", "USER u 0 * :x", "CAP REQ :sasl", "AUTHENTICATE PLAIN")
+    assert ann.lines()[-2:] == [":chatd CAP ann ACK :sasl", "AUTHENTICATE +"]
+    bad = base64.b64encode(b"\0ann\0not-the-password").decode()
+    ann.send(f"AUTHENTICATE {bad}")
+    clock.advance(5)
+    assert "904" in codes(ann.lines())
+    ann.send("AUTHENTICATE PLAIN")
+    ann.lines()
+    good = base64.b64encode(b"ann\0ann\0secret1").decode()
+    ann.send(f"AUTHENTICATE {good}")
+    got = ann.lines()
+    assert codes(got) == ["900", "903"]
+    ann.send("CAP END")
+    assert codes(ann.lines())[0] == "001"
+    assert factory.online["ann"] is ann.protocol
+
+
+def test_a_guest_cannot_take_an_account_name_nor_an_online_nick_and_holds_its_own(world):
+    factory, clock, irc = world
+    bob = Client(factory, clock)
+    bob.register("bob")
+    guest = IrcClient(irc, clock)
+    assert codes(guest.register("BOB")) == ["433"]
+    guest.send("NICK bad!nick")
+    assert codes(guest.lines()) == ["432"]
+    guest.send("NICK carol")
+    assert codes(guest.lines())[0] == "001"
+    second = IrcClient(irc, clock, port=40001)
+    assert codes(second.register("Carol")) == ["433"]
+    newcomer = Client(factory, clock)
+    assert "The name carol is taken" in newcomer.register("carol")
+    guest.send("QUIT :bye")
+    assert guest.closed and "carol" not in factory.online
+    assert "Registered and logged in as carol" in Client(factory, clock).register("carol")
+
+
+def telnet_and_irc_in_public(world: Any) -> tuple[Client, IrcClient]:
+    """bob on the line front-end and the guest alice on IRC, both in the public room."""
+    factory, clock, irc = world
+    bob = Client(factory, clock)
+    bob.register("bob")
+    bob.send("join public")
+    alice = IrcClient(irc, clock)
+    alice.register("alice")
+    alice.send("JOIN #public")
+    return bob, alice
+
+
+def test_irc_and_telnet_users_chat_in_a_room(world):
+    bob, alice = telnet_and_irc_in_public(world)
+    got = alice.lines()
+    assert got[0] == ":alice!alice@chatd JOIN #public"
+    assert got[1:] == [":chatd 353 alice = #public :bob alice", ":chatd 366 alice #public :End of /NAMES list"]
+    assert "alice joined public" in bob.output()
+    alice.send("PRIVMSG #public :hello \x1b[31mbob")
+    assert alice.lines() == []  # no echo without echo-message
+    assert "alice: hello bob" in bob.output()
+    bob.send("hi alice")
+    bob.send("/me waves")
+    assert alice.lines() == [":bob!bob@chatd PRIVMSG #public :hi alice",
+                             ":bob!bob@chatd PRIVMSG #public :\x01ACTION waves\x01"]
+    alice.send("PRIVMSG #public :\x01ACTION nods\x01")
+    assert "* alice nods" in bob.output()
+    alice.send("PRIVMSG bob :psst")
+    assert "psst" in bob.output()
+    bob.send("/msg alice back at you")
+    assert alice.lines() == [":bob!bob@chatd PRIVMSG alice :back at you"]
+    alice.send("PART #public")
+    assert alice.lines() == [":alice!alice@chatd PART #public"]
+    assert "alice left" in bob.output()
+
+
+def test_one_connection_is_in_several_channels_and_a_quit_leaves_them_all(world):
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.register("alice")
+    alice.send("JOIN #lab,#public")
+    got = alice.lines()
+    assert ":alice!alice@chatd JOIN #lab" in got and ":alice!alice@chatd JOIN #public" in got
+    assert factory.rooms["lab"].owner == "alice"
+    bob = IrcClient(irc, clock, port=40001)
+    bob.register("bob")
+    bob.send("JOIN #lab", "JOIN #public")
+    bob.lines()
+    alice.lines()
+    bob.send("PRIVMSG #lab,#public :both")
+    assert alice.lines() == [":bob!bob@chatd PRIVMSG #lab :both", ":bob!bob@chatd PRIVMSG #public :both"]
+    alice.send("QUIT :gone")
+    assert alice.lines() == ["ERROR :Closing Link: gone"] and alice.closed
+    got = bob.lines()
+    assert ":alice!alice@chatd PART #public" in got
+    # A guest's rooms go with it, as a deleted account's do.
+    assert "lab" not in factory.rooms and ":bob!bob@chatd PART #lab :room lab was deleted by alice" in got
+
+
+def test_echo_message_returns_the_clients_own_lines(world):
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.send("CAP REQ :echo-message server-time", "CAP END")
+    alice.register("alice")
+    alice.send("JOIN #public")
+    alice.lines()
+    alice.send("PRIVMSG #public :mine")
+    got = alice.lines()
+    assert len(got) == 1 and re.fullmatch(r"@time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
+                                          r":alice!alice@chatd PRIVMSG #public :mine", got[0])
+
+
+def test_errors_get_numerics_never_tracebacks(world):
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.send("JOIN #public")
+    assert codes(alice.lines()) == ["451"]
+    alice.register("alice")
+    alice.send("FROB x", "JOIN", "PRIVMSG #public", "PRIVMSG #nowhere :x", "JOIN #bad!name", "PART #public",
+               "PRIVMSG nobody :x", "PING :tok", "NICK other", "USER a b c d")
+    got = alice.lines()
+    assert codes(got) == ["421", "461", "412", "403", "403", "442", "401", "447", "462"]
+    assert ":chatd PONG chatd :tok" in got
+
+
+def test_hostile_input_is_cleaned_bounded_and_never_relayed_raw(world):
+    bob, alice = telnet_and_irc_in_public(world)
+    alice.lines()
+    bob.output()
+    alice.send(b"PRIVMSG #public :a\x00b\rPRIVMSG #public :c\r\n")  # CR ends a line; NUL is removed
+    assert re.findall(r"alice: (\S+)", bob.output()) == ["ab", "c"]
+    alice.send(b"PRIVMSG #public :\xff\xfebad utf8\r\n")
+    assert "alice: \ufffd\ufffdbad utf8" in bob.output()
+    alice.send("PRIVMSG #public :" + "x" * 600)
+    assert codes(alice.lines()) == ["417"] and "xxx" not in bob.output()
+    alice.send("@" + ";".join(f"k{i}=v" for i in range(2000)) + " PRIVMSG #public :tags")
+    assert codes(alice.lines()) == ["417"]
+    alice.send(b"y" * 100_000)  # no line end: bounded, reported once, dropped up to its end
+    assert len(alice.protocol._lines._buffer) <= 512 + 8191
+    alice.send(b"y" * 100_000 + b"\r\nPING :after\r\n")
+    assert alice.lines() == [":chatd 417 alice :Input line was too long", ":chatd PONG chatd :after"]
+
+
+def test_the_wire_never_sends_a_line_end_inside_a_parameter():
+    data = line("a\r\nb!u@h", "PRIVMSG", "#x y", "text\r\nQUIT\0")
+    assert data == b":a__b!u@h PRIVMSG #x_y :text  QUIT \r\n"
+    assert parse(b"@a=b\\sc;d :src privmsg #x :hi there") == ({"a": "b c", "d": ""}, "PRIVMSG", ["#x", "hi there"])
+    assert parse(b"   ") is None
+    assert parse(b"PING  a  b") == ({}, "PING", ["a", "b"])
+    splitter = LineSplitter()
+    assert list(splitter.feed(b"A\r\nB\nC\rD")) == [b"A", b"B", b"C"]
+    assert list(splitter.feed(b"\n")) == [b"D"]
+    pieces = split_text("é" * 400, 101)
+    assert "".join(pieces) == "é" * 400 and all(len(p.encode()) <= 101 for p in pieces)
+
+
+def test_a_batch_is_rendered_once_for_every_irc_member_with_the_same_capabilities(world, monkeypatch):
+    factory, clock, irc = world
+    calls = []
+    real = IrcRenderer.render
+    monkeypatch.setattr(IrcRenderer, "render", lambda self, events: calls.append(len(events)) or real(self, events))
+    clients = []
+    for index in range(5):
+        client = IrcClient(irc, clock, port=41000 + index)
+        client.register(f"user{index}")
+        client.send("JOIN #public")
+        clients.append(client)
+    for client in clients:
+        client.lines()
+    calls.clear()
+    bob = Client(factory, clock)
+    bob.register("bob")
+    bob.send("join public")
+    bob.send("one", "two")
+    assert calls == [1, 2]  # bob's join; then his two lines in one batch: one rendering each for all five
+    for client in clients:
+        assert client.lines()[-2:] == [":bob!bob@chatd PRIVMSG #public :one", ":bob!bob@chatd PRIVMSG #public :two"]
+
+
+def test_a_long_room_line_becomes_several_privmsgs_within_512_bytes():
+    event = RoomEvent("public", 1, 0.0, "bob", EventKind.SAY, "word " * 300)
+    lines = IrcRenderer().render([event]).data.split(b"\r\n")[:-1]
+    assert len(lines) > 1 and all(len(text) + 2 <= 512 for text in lines)
+    assert " ".join(text.split(b" :", 1)[1].decode() for text in lines).split() == ["word"] * 300
+
+
+def test_lines_pay_the_flood_allowance_and_reading_pauses_over_it(tmp_path):
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=1, flood_burst=4))
+    bob = Client(factory, clock)
+    bob.register("bob")
+    bob.send("join public")
+    alice = IrcClient(IrcFactory(factory, guests=True), clock)
+    alice.register("alice")  # from now on the account's (the guest name's) allowance of 4
+    alice.send("JOIN #public", *(f"PRIVMSG #public :n{i}" for i in range(8)))
+    assert re.findall(r"alice: (n\d)", bob.output()) == ["n0", "n1", "n2", "n3"]  # n3 ran over: n4 waits
+    assert any("you are sending too fast" in text for text in alice.lines())
+    assert alice.transport.producerState == "paused"
+    for _ in range(6):
+        clock.advance(1)
+    assert re.findall(r"alice: (n\d)", bob.output()) == ["n4", "n5", "n6", "n7"]
+    assert alice.transport.producerState == "producing"
+
+
+def test_an_unregistered_connection_is_closed_at_the_login_timeout(tmp_path):
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0, login_timeout=30))
+    irc = IrcFactory(factory, guests=False)
+    idle = IrcClient(irc, clock)
+    idle.send("NICK someone", "USER u 0 * :x")
+    clock.advance(31)
+    assert "ERROR :you did not log in within 30 seconds; goodbye." in idle.lines() and idle.closed
+    guest = IrcClient(IrcFactory(factory, guests=True), clock, port=40001)
+    guest.register("guest1")
+    clock.advance(31)
+    assert not guest.closed
+
+
+def test_a_client_that_stops_reading_is_cut_off_at_max_outbound(tmp_path):
+    from test_web import Unread
+
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0, max_outbound=1 << 20))
+    bob = Client(factory, clock)
+    bob.register("bob")
+    bob.send("join public")
+    stuck = Unread()
+    protocol = IrcFactory(factory, guests=True).buildProtocol(stuck.getPeer())
+    protocol.makeConnection(stuck)
+    protocol.dataReceived(b"NICK ann\r\nUSER a 0 * :a\r\nJOIN #public\r\n")
+    assert "ann" in factory.online and not stuck.aborted
+    for _ in range(300):
+        bob.send("x" * 4000)
+    assert stuck.aborted and "ann" not in factory.online
+    assert 1 << 20 < unsent_bytes(stuck) < (1 << 20) + 20_000
+
+
+def test_listen_irc_and_irc_guests_options():
+    from chatd.tap import Options
+
+    options = Options()
+    options.parseOptions(["--listen-irc", "tcp:6667", "--listen-irc", "ssl:6697:privateKey=k:certKey=c",
+                          "--irc-guests"])
+    assert options["listen-irc"] == ["tcp:6667", "ssl:6697:privateKey=k:certKey=c"] and options["irc-guests"]
+    assert Options()["irc-guests"] is False and Options()["listen-irc"] == []
+
+
+def test_a_real_irc_socket_chats_with_a_telnet_user(tmp_path):
+    irc_port = free_port()
+    d = Daemon(str(tmp_path / "data"), "--listen-irc", f"tcp:{irc_port}:interface=127.0.0.1", "--irc-guests").start()
+    try:
+        bob = Conn(d.port)
+        bob.register("bob")
+        bob.enter("bob", "public")
+        alice = Conn(irc_port)
+        alice.send("NICK alice", "USER a 0 * :Alice")
+        alice.expect(r" 376 alice ")
+        alice.send("JOIN #public")
+        alice.expect(r" 366 alice #public ")
+        bob.expect(r"alice joined public")
+        alice.send("PRIVMSG #public :hello from irc")
+        bob.expect(r"alice: hello from irc")
+        bob.send("hello from telnet")
+        alice.expect(r":bob!bob@chatd PRIVMSG #public :hello from telnet\r\n")
+        alice.send("QUIT :bye")
+        alice.expect(r"ERROR :Closing Link: bye")
+        bob.expect(r"alice left")
+        assert d.unhandled_errors() == []
+    finally:
+        d.stop()
