@@ -133,6 +133,25 @@ def test_two_browsers_and_a_telnet_user_chat_in_one_room(server, ann, bea, carl)
     assert re.search(r"In lab \(3\): .*ann.*bea.*carl", ann.wait_line("In lab (3)"))
     ann.type_line("/nosuch")
     ann.wait_line("unknown command /nosuch. Type /help for the list.")
+    bea.type_line("/away at lunch")
+    bea.wait_line("You are marked as away: at lunch")
+    telnet.send("/msg bea are you there?")
+    telnet.expect(r"bea is away: at lunch")
+    bea.type_line("/back")
+
+    # The keyboard: Up and Down bring back the lines typed before; the focus is always visible.
+    from selenium.webdriver.common.keys import Keys
+
+    field = ann.find("#say-input")
+    field.send_keys("half typed", Keys.ARROW_UP)
+    assert field.get_attribute("value") == "/nosuch"
+    field.send_keys(Keys.ARROW_UP)
+    assert field.get_attribute("value") == "/who"
+    field.send_keys(Keys.ARROW_DOWN, Keys.ARROW_DOWN)
+    assert field.get_attribute("value") == "half typed"  # the line being typed comes back last
+    ann.driver.execute_script("arguments[0].value = '';", field)
+    assert ann.driver.switch_to.active_element == field
+    assert ann.driver.execute_script("return getComputedStyle(arguments[0]).outlineStyle", field) == "solid"
 
     # Times in the user's local time (the browsers run in ZONE, the server speaks UTC).
     line = ann.find_all("#log .line.say")[-1]
@@ -267,6 +286,8 @@ def test_delete_a_room_from_the_list_and_log_out(server, ann, bea, carl):
     bea.wait(lambda d: not bea.find("#room-view").is_displayed())
     assert "Room lab was deleted by ann" in bea.text_of("#menu-message")
     carl[0].expect(r"Room lab was deleted by ann")
+    carl[0].send("/msg bea lab is gone")  # a private message at the room list is shown there
+    bea.wait(lambda d: "carl → you: lab is gone" in bea.text_of("#menu-message"))
     ann.find("#logout").click()
     ann.wait(lambda d: ann.find("#login-view").is_displayed())
     assert not ann.find("#chat-view").is_displayed()

@@ -15,6 +15,10 @@ const OLDER_PAGE = 50;
 const MENU_MESSAGES = 50;
 /** Pixels from the top of the log at which older lines are loaded. */
 const TOP_SLACK = 24;
+/** Room lines kept in the log; past it the oldest go (scrolling back loads them again). */
+const LOG_LINES = 1000;
+/** Lines typed in rooms that Up and Down bring back. */
+const TYPED_KEPT = 100;
 
 const $ = (id) => document.getElementById(id);
 
@@ -131,6 +135,10 @@ class Page {
     this.removedText = "";
     this.roomsTimer = null;
     this.lastRooms = [];
+    /** Lines typed in rooms, oldest first, and where Up/Down is in them (typed.length: the line being typed). */
+    this.typed = [];
+    this.typedAt = 0;
+    this.draft = "";
   }
 
   start() {
@@ -166,8 +174,14 @@ class Page {
       event.preventDefault();
       const input = $("say-input");
       if (!input.value) return;
-      if (this.connection.line(input.value)) input.value = "";
+      if (this.connection.line(input.value)) {
+        this.typed.push(input.value);
+        if (this.typed.length > TYPED_KEPT) this.typed.shift();
+        this.typedAt = this.typed.length;
+        input.value = "";
+      }
     });
+    $("say-input").addEventListener("keydown", (event) => this.recall(event));
     $("exit-room").addEventListener("click", () => this.connection.command("exit"));
     $("logout").addEventListener("click", () => this.logout());
     $("older").addEventListener("click", () => this.loadOlder());
@@ -354,7 +368,8 @@ class Page {
     this.refreshRooms();
     $("say-input").focus();
     for (const item of document.querySelectorAll("#room-list .join")) {
-      item.toggleAttribute("aria-current", item.dataset.room === message.room);
+      if (item.dataset.room === message.room) item.setAttribute("aria-current", "true");
+      else item.removeAttribute("aria-current");
     }
   }
 
@@ -443,12 +458,47 @@ class Page {
     this.connection.command("exit");
   }
 
-  /** Append a line to the log, keeping it at the bottom if the user was there. */
+  /** Up and Down in the message line bring back the lines typed before (as a shell does). */
+  recall(event) {
+    if (event.key !== "ArrowUp" && event.key !== "ArrowDown") return;
+    if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    const input = $("say-input");
+    const at = this.typedAt + (event.key === "ArrowUp" ? -1 : 1);
+    if (at < 0 || at > this.typed.length) return;
+    event.preventDefault();
+    if (this.typedAt === this.typed.length) this.draft = input.value;
+    this.typedAt = at;
+    input.value = at === this.typed.length ? this.draft : this.typed[at];
+  }
+
+  /**
+   * Append a line to the log, keeping it at the bottom if the user was there; past LOG_LINES lines the
+   * oldest room lines go, and scrolling back loads them again.
+   */
   append(node) {
     const log = $("log");
     const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
     log.append(node);
-    if (atBottom) log.scrollTop = log.scrollHeight;
+    if (atBottom) {
+      this.trim();
+      log.scrollTop = log.scrollHeight;
+    }
+  }
+
+  trim() {
+    const log = $("log");
+    let excess = log.childElementCount - LOG_LINES;
+    if (excess <= 0) return;
+    while (excess-- > 0) {
+      const first = log.firstElementChild;
+      if (first.dataset.id) this.shown.delete(Number(first.dataset.id));
+      first.remove();
+    }
+    const oldest = log.querySelector(".line[data-id]");
+    if (oldest) {
+      this.older = Number(oldest.dataset.id);
+      $("older").hidden = false;
+    }
   }
 
   // -- answers -----------------------------------------------------------------------------------
