@@ -264,6 +264,7 @@ class Administration:
         self._not_self(by, record, "lock")
 
         def locked(_: None) -> defer.Deferred[str]:
+            self.factory.tokens.void(record.name)
             self._end(record.name, _with_reason(f"Your account was locked by {by}, an admin", reason))
             return self._logged(record.name, LogEvent("lock", by, details={"target": record.name, "reason": reason}))
 

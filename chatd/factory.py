@@ -39,6 +39,7 @@ from chatd.store import (
     StoreError, UserRecord,
 )
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key, unknown_name
+from chatd.tokens import Tokens
 
 T = TypeVar("T")
 _SAY = EventKind.SAY
@@ -176,6 +177,8 @@ class ChatFactory(Factory):
         self.admin = Administration(self)
         #: Room authority: roles, bans, mutes, topics, invitations (chatd.moderation).
         self.moderation = Moderation(self)
+        #: Resume tokens of the browser front-end (chatd.tokens); the service gives it the data directory's key.
+        self.tokens = Tokens(self)
         self._add_room(RoomRecord(PUBLIC_ROOM, "", "", PUBLIC_ROOM_ID))
 
     # -- start and stop --------------------------------------------------
@@ -589,6 +592,8 @@ class ChatFactory(Factory):
             self.presence.logged_out(name, seen)
             if seen:
                 self.store.set_marks(name, {SEEN_MARK: seen}).addErrback(self._not_marked, name)
+            if event == "logout":  # (logout, quit: every resume token of the account is void)
+                self.tokens.void(name)
         if online or room is not None:
             self.store.log_event(event, session.name or "", room.name if room is not None else "", **session.origin)
 

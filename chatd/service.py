@@ -54,7 +54,7 @@ from chatd import twisted_internals
 from chatd.errors import failure_error
 from chatd.buses.local import LocalBus
 from chatd.core.ports import Bus
-from chatd.datadir import DataDirInUse, lock_data_dir, unlock_data_dir
+from chatd.datadir import DataDirInUse, load_token_key, lock_data_dir, unlock_data_dir
 from chatd.factory import ChatFactory
 from chatd.frontends.irc import IrcFactory
 from chatd.frontends.web import web_site
@@ -277,17 +277,21 @@ class StoreService(service.Service):
         self._loaded: Loaded | None = None
         #: The data directory's lock (chatd.datadir), held from the load until stopped.
         self._lock: IO[str] | None = None
+        #: The key of resume tokens (chatd.tokens), read (or made) at the start.
+        self.token_key = b""
 
     def startService(self) -> None:
         try:
             self._lock = lock_data_dir(self.data_dir, "chatd")
+            self.token_key = load_token_key(self.data_dir)
             self._loaded = self.store.load_now()
         except Exception as error:
             where, what = f"data directory {self.data_dir}", "data directory"
             if self._lock is not None:
                 unlock_data_dir(self._lock)
                 self._lock = None
-                where, what = self.where, "store"
+                if self.token_key:  # (the key was read: the store failed)
+                    where, what = self.where, "store"
             raise start_error(f"{where}: {_reason(error)}", f"{what}: {_short_reason(error)}") from error
         super().startService()
         if self._pg_pools is None:
@@ -371,6 +375,7 @@ class StateService(service.Service):
         self._hash_pool.start()
         self._files_pool.start()
         self.factory.restore(self.stores.take_loaded())
+        self.factory.tokens.key = self.stores.token_key
         self.factory.history.start()
         self.transfers.start().addErrback(lambda failure: log.failure("could not prepare the file spool", failure))
 

@@ -52,6 +52,9 @@ class Settings:
     login_timeout: float = 120.0
     #: Seconds without a received line after which a connection is closed (0 = never).
     idle_timeout: float = 0.0
+    #: Seconds between WebSocket pings to a browser connection that sent nothing meanwhile; one that answers
+    #: nothing until the next is closed (0 = no pings; chatd.frontends.web_resume).
+    web_ping: float = 30.0
     #: Seconds of silence before TCP keepalive probes start (0 = off); a dead
     #: peer is found after about twice this.
     keepalive: float = 120.0

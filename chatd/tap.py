@@ -87,6 +87,9 @@ _LIMITS = [
     ("close-grace", "close_grace", number,
      "Seconds a connection the server closes may take to drain its output before it is aborted."),
     ("keepalive", "keepalive", number, "Seconds of silence before TCP keepalive probes (0: off)."),
+    ("web-ping", "web_ping", number,
+     "Seconds between WebSocket pings to a silent browser connection; one that answers nothing by the next "
+     "is closed (0: no pings)."),
     ("max-login-failures", "max_login_failures", count, "Failed logins after which a connection is closed."),
     ("address-login-failures", "address_login_failures", count,
      "Failed logins one address may have per --address-login-window (0: no limit)."),

@@ -240,7 +240,8 @@ def _is_a_store(path: str) -> bool:
 def test_only_the_composition_root_names_a_concrete_store():
     """
     chatd.service builds the store and the bus (and chatd-admin, the offline tool, its own CsvStore); the state
-    and the front-ends import only the interfaces.
+    and the front-ends import only the interfaces. chatd.datadir (the data directory's lock and the resume
+    tokens' key file, used by those two only) writes its key file with the CSV files' durable primitive.
     """
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "chatd")
     imports: dict[str, list[str]] = {}
@@ -256,6 +257,7 @@ def test_only_the_composition_root_names_a_concrete_store():
                        "from chatd.stores.postgres import Pools, PostgresStore",  # (for the type checker)
                        "from chatd.stores.postgres import Pools, PostgresStore, masked_dsn"],
         "admin_tool.py": ["from chatd.persistence import CsvStore"],
+        "datadir.py": ["from chatd.stores.csv_files import replace_data"],
     }
 
 

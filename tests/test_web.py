@@ -16,7 +16,7 @@ from twisted.internet import abstract
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, RejectConnection, Request, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, Ping, RejectConnection, Request, TextMessage
 
 from chatd.core.events import EventKind
 from chatd.frontends.web import FRAMING_ALLOWANCE, JsonRenderer, WebSession, origin_allowed, web_site
@@ -39,6 +39,9 @@ class WebClient:
         self.status = 0
         self.received: list[dict[str, Any]] = []
         self.closed = False
+        #: The close frame's code (None: none came); the payloads of the pings received (not answered).
+        self.close_code: int | None = None
+        self.pings: list[bytes] = []
         self._read()
 
     def _read(self) -> None:
@@ -56,6 +59,9 @@ class WebClient:
                 self.received.append(json.loads(event.data))
             elif isinstance(event, CloseConnection):
                 self.closed = True
+                self.close_code = event.code
+            elif isinstance(event, Ping):
+                self.pings.append(bytes(event.payload))
 
     def send_raw(self, text: str) -> None:
         self.protocol.dataReceived(self.ws.send(TextMessage(text)))

@@ -16,6 +16,8 @@ served beside a page by ``--listen-web`` (docs/PROTOCOL.md, "WebSocket
   reassembles fragments without bound): an upload frame's size where files
   are on, a text message is checked against ``--max-line`` + 1 KiB once whole.
 - Files from and to the browser: chatd.frontends.web_files.
+- chatd.frontends.web_resume: resume tokens, the ``resume`` message and its
+  catch-up, server pings (:class:`~chatd.frontends.web_resume.Keeper`).
 
 The same connection, login, flood and idle limits as the line front-end
 apply (``chatd.limits``): a connection is admitted like a line connection,
@@ -42,7 +44,9 @@ from chatd import errors
 from chatd.commands.table import CommandTable, Place
 from chatd.core.events import PrivateMessage, RoomEvent
 from chatd.core.ports import SessionEnd
+from chatd.frontends import web_resume
 from chatd.frontends.web_files import BINARY_MESSAGE_MAX, CONTROL_TYPES, FileResource, FileTickets, WebFiles
+from chatd.frontends.web_resume import Keeper
 from chatd.frontends.webpage import WEB_TABLE, PageSite, page_root
 from chatd.limits import TokenBucket
 from chatd.store import address_fields
@@ -57,6 +61,8 @@ log = Logger()
 
 #: Bytes a message may take on the wire beyond ``--max-line``: its JSON around the text and the frame headers.
 FRAMING_ALLOWANCE = 1024
+#: ``WebSession.entered``'s ``older`` for a usual replay: worked out from the replay itself.
+REPLAY_OLDER = -1
 #: Arguments a command message may carry (no command declares more than a few).
 ARGS_MAX = 8
 #: Commands whose arguments are sent as several strings but taken as one text (``send``: SIZE, NAME).
@@ -146,12 +152,20 @@ class WebSession:
     tagged = False
     transport: WebSocketTransport | None = None
     _bucket: TokenBucket | None = None
+    #: Pings (chatd.frontends.web_resume.Keeper): something came since the last round; a ping is unanswered.
+    heard = True
+    pinged = False
+    #: The resume token last sent (in memory only, never logged) and when (seconds since the epoch).
+    token = ""
+    token_issued = 0.0
 
     def __init__(self, factory: ChatFactory, renderer: JsonRenderer, request: server.Request,
-                 limiter: SizeLimited | None = None, tickets: FileTickets | None = None) -> None:
+                 limiter: SizeLimited | None = None, tickets: FileTickets | None = None,
+                 keeper: Keeper | None = None) -> None:
         self.factory = factory
         self.renderer = renderer
         self.limiter = limiter
+        self.keeper = keeper
         #: The connection underneath (its TCP or TLS transport): paused while over the flood limit.
         self.stream: Any = request.channel.transport
         self.origin: Mapping[str, str] = MappingProxyType(address_fields(request.getClientAddress()))
@@ -205,6 +219,8 @@ class WebSession:
         self.address_key = key
         self._bucket = limits.flood_bucket()
         self.factory.connections.add(self)
+        if self.keeper is not None:
+            self.keeper.opened(self)
 
     @property
     def text_limit(self) -> int:
@@ -212,6 +228,7 @@ class WebSession:
         return self.factory.settings.max_line + FRAMING_ALLOWANCE
 
     def textMessageReceived(self, message: str) -> None:
+        self.heard = True
         if self.limiter is not None:
             self.limiter.delivered()
         if self._ended:
@@ -227,6 +244,7 @@ class WebSession:
             self._next()
 
     def bytesMessageReceived(self, data: bytes | bytearray) -> None:
+        self.heard = True
         if self.limiter is not None:
             self.limiter.delivered()
         if self._ended:
@@ -239,9 +257,11 @@ class WebSession:
             self._next()
 
     def pongReceived(self, payload: bytes) -> None:
-        pass
+        self.heard = True
 
     def connectionLost(self, reason: Failure) -> None:
+        if self.keeper is not None:
+            self.keeper.closed(self)
         for timer in (self._waiting, self._abort_timer):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -318,6 +338,9 @@ class WebSession:
             if problem:
                 self.error(problem)
             return
+        if isinstance(value, dict) and value.get("type") == "resume":
+            self._answered(web_resume.resume(self, value))
+            return
         problem, name, values = self._parse(value)
         if problem:
             self.error(problem)
@@ -342,6 +365,12 @@ class WebSession:
         except Exception:
             self._failed(Failure())
             return
+        if any(arg.secret for arg in command.args):  # a password changed: a fresh token if the last is void
+            done = defer.maybeDeferred(lambda: done).addCallback(web_resume.renew_if_void, self)
+        self._answered(done)
+
+    def _answered(self, done: Any) -> None:
+        """A command's result: messages wait while it is an unfired Deferred; a failure is an ``error``."""
         if isinstance(done, defer.Deferred) and not done.called:
             self._hold("answer")
             done.addErrback(self._failed_command).addBoth(self._command_done)
@@ -360,7 +389,7 @@ class WebSession:
                 return "a line message needs \"text\": the line as typed (a string).", "", []
             return "", text, []
         if not isinstance(value, dict) or value.get("type") != "command":
-            return "a message is an object with \"type\": \"command\" or \"line\".", "", []
+            return "a message is an object with \"type\": \"command\" or \"line\" (or \"resume\").", "", []
         name, args = value.get("name"), value.get("args", [])
         if not isinstance(name, str) or not name or len(name) > 30:
             return "a command message needs \"name\": the command's name (a string).", "", []
@@ -495,20 +524,28 @@ class WebSession:
     def error(self, text: str) -> None:
         self._send({"type": "error", "text": text})
 
-    def logged_in(self, name: str, text: str) -> None:
+    def logged_in(self, name: str, text: str, resumed: bool = False) -> None:
+        """Logged in (``resumed``: by a resume token): the ``login`` message carries a resume token."""
         if self._ended:
             return
         self.name = name
         self.factory.attach(self)
-        self._send({"type": "login", "name": name, "text": text})
+        self._send({"type": "login", "name": name, "text": text, **web_resume.token_fields(self),
+                    **({"resumed": True} if resumed else {})})
 
-    def entered(self, room: Room, replay: Sequence[RoomEvent] = ()) -> None:
+    def entered(self, room: Room, replay: Sequence[RoomEvent] = (), older: int | None = REPLAY_OLDER) -> None:
+        """
+        In ``room``, shown ``replay`` first; ``older``: where to page back from (a resume's catch-up says),
+        REPLAY_OLDER: the replay's first id unless it is the room's first.
+        """
         if self._ended:
             return
         self.room, self._in_room, self._gone = room, True, ""
         self._send({"type": "entered", "room": room.name, "here": len(room.fanout) + 1,
                     "topic": room.authority.topic})
-        self._history(room.name, replay, replay[0].id if replay and replay[0].id > 1 else None, replay=True)
+        if older == REPLAY_OLDER:
+            older = replay[0].id if replay and replay[0].id > 1 else None
+        self._history(room.name, replay, older, replay=True)
         self.factory.join(room, self)
 
     def show_history(self, room: str, events: Sequence[RoomEvent], older: int | None) -> None:
@@ -531,7 +568,7 @@ class WebSession:
         room, self.room = self.room, None
         self._in_room, self._gone = False, ""
         self.factory.log_out(self, room)
-        self.name = None
+        self.name, self.token = None, ""
         self._send({"type": "logout", "text": text})
 
     def show_rooms(self, rooms: list[dict[str, Any]]) -> None:
@@ -551,9 +588,13 @@ class WebSession:
         return d
 
     def close(self) -> None:
-        """Close after what is queued; aborted if not closed within ``--close-grace`` seconds (a peer not reading)."""
+        """
+        Close after what is queued; aborted if not closed within ``--close-grace`` seconds (a peer not reading).
+        The close code says whether the page should resume (docs/PROTOCOL.md, "Resuming a session"): 1001
+        (going away) at a shut-down, else 1000 (the session was ended: replaced, kicked, quit, refused).
+        """
         if self.transport is not None:
-            self.transport.loseConnection()
+            self.transport.loseConnection(1001 if self.factory.closing else 1000)
         if self._abort_timer is None:
             self._abort_timer = self.factory.reactor.callLater(
                 self.factory.settings.close_grace, self.stream.abortConnection)
@@ -567,9 +608,10 @@ class WebSessions:
         self.renderer = JsonRenderer()
         #: The tickets of files shared with these sessions (served at ``/files``).
         self.tickets = FileTickets()
+        self.keeper = Keeper(factory)
 
     def buildProtocol(self, request: server.Request) -> WebSession:
-        return WebSession(self.factory, self.renderer, request, _size_limited(request), self.tickets)
+        return WebSession(self.factory, self.renderer, request, _size_limited(request), self.tickets, self.keeper)
 
 
 def origin_allowed(origin: str, host: str, allowed: Sequence[str]) -> bool:
