@@ -328,3 +328,20 @@ def test_a_page_from_another_origin_cannot_open_the_websocket(server, bea):
         foreign.shutdown()
         foreign.server_close()
         thread.join(5)
+
+
+def test_a_page_closed_before_logging_in_connects_again_to_log_in(tmp_path):
+    """The server's login timeout closes an idle page; logging in then connects again first."""
+    quick = Daemon(str(tmp_path / "data"), "--login-timeout", "1", web=True).start()
+    browser = _browser(quick)
+    try:
+        browser.open()
+        browser.wait(lambda d: browser.text_of("#status") == "Disconnected", message="not closed by the timeout")
+        assert browser.text_of("#login-error")  # the server said why
+        assert browser.find("#register-button").is_enabled()
+        browser.register("eve")  # (within the new connection's second)
+        assert browser.text_of("#status") == "Connected"
+    finally:
+        browser.quit()
+        quick.stop()
+    assert quick.unhandled_errors() == [], quick.log()

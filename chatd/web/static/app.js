@@ -139,6 +139,8 @@ class Page {
     this.typed = [];
     this.typedAt = 0;
     this.draft = "";
+    /** What to send once the connection opens again (a login typed while it was closed). */
+    this.whenOpen = null;
   }
 
   start() {
@@ -161,8 +163,13 @@ class Page {
       if (!name || !password) return;
       $("login-error").textContent = "";
       const submitter = event.submitter ? event.submitter.value : action;
-      if (!this.connection.command(submitter === "register" ? "register" : "login", name, password)) {
-        $("login-error").textContent = "Not connected to the server.";
+      const send = () => this.connection.command(submitter === "register" ? "register" : "login", name, password);
+      if (this.connection.state === "open") {
+        send();
+      } else {
+        // Closed before logging in (the server's login timeout, a restart): connect again, then send.
+        this.whenOpen = send;
+        this.connection.open();
       }
     });
     $("create-form").addEventListener("submit", (event) => {
@@ -220,9 +227,17 @@ class Page {
     const status = $("status");
     status.dataset.state = state;
     status.textContent = { connecting: "Connecting…", open: "Connected", closed: "Disconnected" }[state] || state;
-    const usable = state === "open";
     for (const button of document.querySelectorAll("form button[type=submit]")) {
-      if (!button.closest("dialog")) button.disabled = !usable;
+      // Logging in works from a closed connection too: it connects again first.
+      const login = button.closest("#login-form") !== null;
+      if (!button.closest("dialog")) button.disabled = login ? state === "connecting" : state !== "open";
+    }
+    if (state === "open" && this.whenOpen) {
+      const send = this.whenOpen;
+      this.whenOpen = null;
+      send();
+    } else if (state === "closed") {
+      this.whenOpen = null;
     }
   }
 
