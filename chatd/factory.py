@@ -165,6 +165,8 @@ class ChatFactory(Factory):
         #: Names being registered / rooms being created or deleted: name key -> the name as it will be stored.
         self._claimed: dict[str, str] = {}
         self._claimed_rooms: dict[str, str] = {}
+        #: Rooms being created: name key -> Deferreds of joins waiting for it (:meth:`room_to_join`).
+        self._creating: dict[str, list[defer.Deferred[None]]] = {}
         #: Accounts whose deletion is being written (name keys): no new password hash is stored for them.
         self._deleting: set[str] = set()
         #: One lock per account with a change concerning it under way (:meth:`concerning`).
@@ -298,6 +300,11 @@ class ChatFactory(Factory):
         if stored is None and key in self.online:  # a guest's (chatd.frontends.irc, --irc-guests), while online
             stored = self.online[key].name
         return f"The name {stored} is taken." if stored is not None else None
+
+    def is_guest(self, name: str) -> bool:
+        """Whether ``name`` is an online guest's: a session without an account (``--irc-guests``, chatd.frontends.irc)."""
+        session = self.online.get(name_key(name))
+        return session is not None and getattr(session, "guest", False) and name_key(name) not in self.accounts
 
     def registration_wait(self, address: str) -> str | None:
         """Why ``address`` may not register now (the user's sentence), or None; counts nothing."""
@@ -492,7 +499,7 @@ class ChatFactory(Factory):
         """
         Run ``work`` (a change concerning the account ``name``: its deletion, a role, sanction or invitation
         given to it) once no other change concerning it runs, and only if the account still exists then;
-        fails with NoSuchUser otherwise. One account's changes are made one at a time, each whole (its
+        fails with NoSuchUser otherwise (a guest's, ``--irc-guests``: only while it is online). One account's changes are made one at a time, each whole (its
         writes and its effect in memory), so a role given while the account is deleted is either deleted
         with it or refused; never left for whoever registers the name next (attacker: /owner racing deleteme).
         """
@@ -500,7 +507,7 @@ class ChatFactory(Factory):
         lock = self._account_locks.setdefault(key, defer.DeferredLock())
 
         def run(_: Any) -> defer.Deferred[T]:
-            if key not in self.accounts:
+            if key not in self.accounts and not self.is_guest(name):
                 raise errors.NoSuchUser(f"There is no user called {name}.")
             return work()
 
@@ -639,9 +646,18 @@ class ChatFactory(Factory):
         def saved(_: None) -> Room:
             return self._add_room(record)
 
+        waiting: list[defer.Deferred[None]] = []
+        self._creating[key] = waiting
+
+        def created(result: Any) -> Any:
+            self._creating.pop(key, None)
+            for d in waiting:
+                d.callback(None)
+            return result
+
         work = self.store.add_room(record, LogEvent("room_create", owner, name))
         return self._while_claimed(self._claimed_rooms, name, work, saved, "Could not save the room",
-                                   f"A room called {name} already exists.")
+                                   f"A room called {name} already exists.").addBoth(created)
 
     def delete_room(self, name: str, by: str) -> defer.Deferred[Room]:
         """
@@ -686,7 +702,17 @@ class ChatFactory(Factory):
         return self._while_claimed(self._claimed_rooms, room.name, work, saved, "Could not delete the room")
 
     def room_to_join(self, name: str) -> defer.Deferred[Room]:
-        """The room called ``name``, open to joins; fails with NoSuchRoom, or NotAllowed while it is being deleted."""
+        """
+        The room called ``name``, open to joins; fails with NoSuchRoom, or
+        NotAllowed while it is being deleted. A room being created is waited
+        for (two IRC clients joining a new channel at once: the second joins
+        the room the first creates).
+        """
+        waiting = self._creating.get(name_key(name))
+        if waiting is not None:
+            d: defer.Deferred[None] = defer.Deferred()
+            waiting.append(d)
+            return d.addCallback(lambda _: self.room_to_join(name))
         try:
             room = self._room(name)
         except errors.ChatError as error:
@@ -795,9 +821,14 @@ class ChatFactory(Factory):
         self.publish(room, session.name or "", EventKind.JOIN)
         self.store.log_event("join", session.name or "", room.name)
 
-    def leave(self, room: Room, session: Session) -> None:
-        """Take ``session`` out of ``room`` (it still gets the events before) and tell the room."""
-        self._leave(room, session, "leave")
+    def leave(self, room: Room, session: Session, reason: str = "", quit: bool = False) -> None:
+        """
+        Take ``session`` out of ``room`` (it still gets the events before) and
+        tell the room: a LEAVE event with ``reason`` (clean text, "" for none),
+        ``quit``: the session is ending (an IRC connection in several rooms
+        leaves each: ``target`` "quit", IRC's QUIT).
+        """
+        self._leave(room, session, "leave", reason, quit)
         self.store.log_event("leave", session.name or "", room.name)
 
     def remove_member(self, room: Room, session: Session, reason: str) -> None:
@@ -810,12 +841,13 @@ class ChatFactory(Factory):
         self._left_room(session, room, "leave")
         self.store.log_event("leave", session.name or "", room.name, reason=reason)
 
-    def _leave(self, room: Room, session: Session, event: LeaveReason) -> None:
+    def _leave(self, room: Room, session: Session, event: LeaveReason, reason: str = "", quit: bool = False) -> None:
         room.fanout.discard(session)
         self._mark_read(session.name, room)
         self._left_room(session, room, event)
         if not self.closing:
-            self.publish(room, session.name or "", EventKind.LEAVE)
+            quitting = quit or event != "leave"
+            self.publish(room, session.name or "", EventKind.LEAVE, reason, "quit" if quitting else "")
 
     def _left_room(self, session: Session, room: Room, event: LeaveReason) -> None:
         """``session`` is no longer in ``room``: its uploads there are cancelled (chatd.transfer)."""

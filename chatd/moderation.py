@@ -272,16 +272,35 @@ class Moderation:
         the actor, or it ranks as high as the actor (an operator acts on
         members only; the owner on operators too; nobody on the owner).
         """
-        record = self.factory.accounts.get(name_key(target))
-        if record is None:
+        name = self.known(target)
+        if name is None:
             return unknown_name(target, "user", USER_NAME_MAX, f"There is no user called {target}.")
-        if actor and name_key(actor) == name_key(record.name):
+        if actor and name_key(actor) == name_key(name):
             return "you cannot do that to yourself."
-        theirs = self.role(room, record.name)
+        theirs = self.role(room, name)
         if theirs is Role.OWNER:
-            return f"{record.name} owns {room.name}; nobody can do that to its owner."
+            return f"{name} owns {room.name}; nobody can do that to its owner."
         if theirs >= self.acting_role(room, actor):
-            return f"{record.name} is an operator of {room.name}; only its owner can do that."
+            return f"{name} is an operator of {room.name}; only its owner can do that."
+        return None
+
+    def known(self, target: str) -> str | None:
+        """
+        The name of the account ``target`` as stored, or of the online user
+        of that name without one (an IRC guest: ``--irc-guests``), whom a
+        kick, ban, mute or invitation may name as well; None if neither.
+        """
+        key = name_key(target)
+        record = self.factory.accounts.get(key)
+        if record is not None:
+            return record.name
+        session = self.factory.online.get(key)
+        return session.name if session is not None and self.factory.is_guest(target) else None
+
+    def invitee_refusal(self, target: str) -> str | None:
+        """Why ``target`` cannot be invited (no account, nobody online of that name: :meth:`known`), or None."""
+        if self.known(target) is None:
+            return unknown_name(target, "user", USER_NAME_MAX, f"There is no user called {target}.")
         return None
 
     def account_refusal(self, target: str) -> str | None:
@@ -433,10 +452,10 @@ class Moderation:
 
     def _sanction_change(self, room: Room, kind: RoomValueKind, by: str, target: str, seconds: int,
                          reason: str) -> defer.Deferred[str]:
-        record = self.factory.accounts.get(name_key(target))
-        if record is None:
+        stored = self.known(target)
+        if stored is None:
             return defer.fail(errors.NoSuchUser(f"There is no user called {target}."))
-        name, key = record.name, name_key(record.name)
+        name, key = stored, name_key(stored)
         until = self.factory.reactor.seconds() + seconds if seconds else 0.0
         sanction = Sanction(by, until, reason)
         event = self._sanction_event(room, kind, by, name, until, reason)
@@ -544,14 +563,14 @@ class Moderation:
 
     def invite(self, room: Room, by: str, target: str, on: bool = True) -> defer.Deferred[str]:
         """
-        Invite the account ``target`` to ``room`` (``on`` False: withdraw the
+        Invite ``target`` (:meth:`known`) to ``room`` (``on`` False: withdraw the
         invitation), durably; an INVITE event (text "withdrawn" for the
         latter); an invitee online is told. Fires with its name as stored.
         """
-        record = self.factory.accounts.get(name_key(target))
-        if record is None:
+        stored = self.known(target)
+        if stored is None:
             return defer.fail(errors.NoSuchUser(f"There is no user called {target}."))
-        name, key = record.name, name_key(record.name)
+        name, key = stored, name_key(stored)
         if not on and key not in room.authority.invites:
             return defer.fail(errors.NoSuchUser(f"{name} is not invited to {room.name}."))
 

@@ -552,13 +552,15 @@ class ChatService(service.MultiService):
         store_dsn: str | None = None,
         listen_irc: list[str] | None = None,
         irc_guests: bool = False,
+        irc_server_name: str = "chatd",
     ) -> None:
         """
         ``gc_tuning``: call :func:`tune_gc` once started (the daemon does: ``chatd.tap``; tests need not).
         ``listen_web``: where the browser front-end listens (``--listen-web``); ``web_origins``: the Origins
         its WebSocket accepts (``--web-origin``; none: the page's own). ``store_dsn``: keep the state in
         PostgreSQL (``--store``) instead of CSV files in ``data_dir``.
-        ``listen_irc``: where the IRC front-end listens (``--listen-irc``); ``irc_guests``: ``--irc-guests``.
+        ``listen_irc``: where the IRC front-end listens (``--listen-irc``); ``irc_guests``: ``--irc-guests``;
+        ``irc_server_name``: ``--irc-server-name``.
         """
         super().__init__()
         self.reactor = reactor
@@ -581,7 +583,7 @@ class ChatService(service.MultiService):
         self.irc_listeners: Listeners | None = None
         if listen_irc:
             self.irc_listeners = Listeners(reactor, listen_irc, self.state.factory,
-                                           IrcFactory(self.state.factory, irc_guests))
+                                           IrcFactory(self.state.factory, irc_guests, irc_server_name))
             self.irc_listeners.setServiceParent(self)
         self._checked = False
 

@@ -195,6 +195,7 @@ class Options(usage.Options):
         self["web-origin"] = []
         self["listen-irc"] = []
         self["irc-guests"] = False
+        self["irc-server-name"] = "chatd"
         self["admin"] = []
 
     def opt_listen(self, description: str) -> None:
@@ -212,6 +213,12 @@ class Options(usage.Options):
     def opt_irc_guests(self) -> None:
         """IRC connections without an account may chat as guests under any free nick (never stored)."""
         self["irc-guests"] = True
+
+    def opt_irc_server_name(self, name: str) -> None:
+        """The IRC front-end's server name (numerics' source, PONG, 004: a host-like name, e.g. irc.example.org). Default chatd."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", name):
+            raise usage.UsageError(f"--irc-server-name: {name!r} is not a name such as irc.example.org")
+        self["irc-server-name"] = name
 
     def opt_web_origin(self, origin: str) -> None:
         """An Origin allowed to open the WebSocket (e.g. https://chat.example.org); repeatable. Default: the page's own."""
@@ -315,4 +322,5 @@ def makeService(options: Options) -> Any:
         store_dsn=options["store"],
         listen_irc=options["listen-irc"],
         irc_guests=options["irc-guests"],
+        irc_server_name=options["irc-server-name"],
     )

@@ -47,7 +47,7 @@ class IrcClient:
         return data.decode("utf-8", "replace").split("\r\n")[:-1]
 
     def register(self, nick: str, *before: str) -> list[str]:
-        self.send(*before, f"NICK {nick}", "USER u 0 * :Real Name")
+        self.send(*before, f"NICK {nick}", f"USER {nick} 0 * :Real Name")
         return self.lines()
 
     @property
@@ -76,7 +76,8 @@ def test_a_guest_registers_and_gets_welcome_isupport_lusers_and_motd(world):
     factory, clock, irc = world
     alice = IrcClient(irc, clock)
     alice.send("CAP LS 302")
-    assert alice.lines() == [":chatd CAP * LS :sasl=PLAIN server-time message-tags echo-message"]
+    assert alice.lines() == [":chatd CAP * LS :sasl=PLAIN server-time message-tags echo-message account-tag "
+                             "draft/account-registration=before-connect multi-prefix userhost-in-names"]
     got = alice.register("alice")
     assert got == []  # CAP negotiation is open: registration waits for CAP END
     alice.send("CAP END")
@@ -168,13 +169,14 @@ def test_a_guest_cannot_take_an_account_name_nor_an_online_nick_and_holds_its_ow
     assert "Registered and logged in as carol" in Client(factory, clock).register("carol")
 
 
-def telnet_and_irc_in_public(world: Any) -> tuple[Client, IrcClient]:
-    """bob on the line front-end and the guest alice on IRC, both in the public room."""
+def telnet_and_irc_in_public(world: Any, *before: str) -> tuple[Client, IrcClient]:
+    """bob on the line front-end and the guest alice on IRC (sending ``before`` first), both in the public room."""
     factory, clock, irc = world
     bob = Client(factory, clock)
     bob.register("bob")
     bob.send("join public")
     alice = IrcClient(irc, clock)
+    alice.send(*before)
     alice.register("alice")
     alice.send("JOIN #public")
     return bob, alice
@@ -199,8 +201,8 @@ def test_irc_and_telnet_users_chat_in_a_room(world):
     assert "psst" in bob.output()
     bob.send("/msg alice back at you")
     assert alice.lines() == [":bob!bob@chatd PRIVMSG alice :back at you"]
-    alice.send("PART #public")
-    assert alice.lines() == [":alice!alice@chatd PART #public"]
+    alice.send("PART #public :see you")
+    assert alice.lines() == [":alice!alice@chatd PART #public :see you"]
     assert "alice left" in bob.output()
 
 
@@ -222,7 +224,7 @@ def test_one_connection_is_in_several_channels_and_a_quit_leaves_them_all(world)
     alice.send("QUIT :gone")
     assert alice.lines() == ["ERROR :Closing Link: gone"] and alice.closed
     got = bob.lines()
-    assert ":alice!alice@chatd PART #public" in got
+    assert got.count(":alice!alice@chatd QUIT :Quit: gone") == 1  # one QUIT for the two rooms they shared
     # A guest's rooms go with it, as a deleted account's do.
     assert "lab" not in factory.rooms and ":bob!bob@chatd PART #lab :room lab was deleted by alice" in got
 
@@ -250,7 +252,7 @@ def test_errors_get_numerics_never_tracebacks(world):
                "PRIVMSG nobody :x", "PING :tok", "NICK other", "USER a b c d")
     got = alice.lines()
     assert codes(got) == ["421", "461", "412", "403", "403", "442", "401", "447", "462"]
-    assert ":chatd PONG chatd :tok" in got
+    assert ":chatd PONG chatd tok" in got
 
 
 def test_hostile_input_is_cleaned_bounded_and_never_relayed_raw(world):
@@ -268,7 +270,7 @@ def test_hostile_input_is_cleaned_bounded_and_never_relayed_raw(world):
     alice.send(b"y" * 100_000)  # no line end: bounded, reported once, dropped up to its end
     assert len(alice.protocol._lines._buffer) <= 512 + 8191
     alice.send(b"y" * 100_000 + b"\r\nPING :after\r\n")
-    assert alice.lines() == [":chatd 417 alice :Input line was too long", ":chatd PONG chatd :after"]
+    assert alice.lines() == [":chatd 417 alice :Input line was too long", ":chatd PONG chatd after"]
 
 
 def test_the_wire_never_sends_a_line_end_inside_a_parameter():
@@ -363,6 +365,8 @@ def test_a_client_that_stops_reading_is_cut_off_at_max_outbound(tmp_path):
 
 
 def test_listen_irc_and_irc_guests_options():
+    from twisted.python.usage import UsageError
+
     from chatd.tap import Options
 
     options = Options()
@@ -370,6 +374,12 @@ def test_listen_irc_and_irc_guests_options():
                           "--irc-guests"])
     assert options["listen-irc"] == ["tcp:6667", "ssl:6697:privateKey=k:certKey=c"] and options["irc-guests"]
     assert Options()["irc-guests"] is False and Options()["listen-irc"] == []
+    assert Options()["irc-server-name"] == "chatd"
+    options = Options()
+    options.parseOptions(["--irc-server-name", "My.Little.Server"])
+    assert options["irc-server-name"] == "My.Little.Server"
+    with pytest.raises(UsageError, match="--irc-server-name: 'two words' is not a name"):
+        Options().parseOptions(["--irc-server-name", "two words"])
 
 
 def test_a_real_irc_socket_chats_with_a_telnet_user(tmp_path):
@@ -395,3 +405,250 @@ def test_a_real_irc_socket_chats_with_a_telnet_user(tmp_path):
         assert d.unhandled_errors() == []
     finally:
         d.stop()
+
+
+# -- slice 2: the rest of the commands ---------------------------------------------------------------
+
+
+def two_in_lab(world: Any) -> tuple[IrcClient, IrcClient]:
+    """The guests alice (who creates #lab: its owner) and bob, both in #lab, their output read."""
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.register("alice")
+    alice.send("JOIN #lab")
+    bob = IrcClient(irc, clock, port=40001)
+    bob.register("bob")
+    bob.send("JOIN #lab")
+    alice.lines()
+    bob.lines()
+    return alice, bob
+
+
+def test_topic_is_shown_and_set_by_operators_only(world):
+    alice, bob = two_in_lab(world)
+    bob.send("TOPIC #lab")
+    assert bob.lines() == [":chatd 331 bob #lab :No topic is set"]
+    bob.send("TOPIC #lab :mine now")
+    assert codes(bob.lines()) == ["482"]
+    alice.send("TOPIC #lab :plans for today")
+    assert alice.lines() == [":alice!alice@chatd TOPIC #lab :plans for today"]
+    assert bob.lines() == [":alice!alice@chatd TOPIC #lab :plans for today"]
+    bob.send("TOPIC #lab", "TOPIC #nowhere")
+    assert bob.lines() == [":chatd 332 bob #lab :plans for today", ":chatd 403 bob #nowhere :No such channel"]
+    alice.send("TOPIC #lab :")
+    assert bob.lines() == [":alice!alice@chatd TOPIC #lab :"]
+    assert world[0].rooms["lab"].authority.topic == ""
+
+
+def test_names_list_who_and_whois(world):
+    factory, clock, irc = world
+    alice, bob = two_in_lab(world)
+    carol = Client(factory, clock)
+    carol.register("carol")
+    carol.send("join public")
+    bob.send("NAMES #lab", "NAMES #nowhere")
+    assert bob.lines() == [":chatd 353 bob = #lab :@alice bob", ":chatd 366 bob #lab :End of /NAMES list",
+                           ":chatd 366 bob #nowhere :End of /NAMES list"]
+    bob.send("LIST")
+    got = bob.lines()
+    assert got[0] == ":chatd 321 bob Channel :Users  Name" and got[-1] == ":chatd 323 bob :End of /LIST"
+    assert set(got[1:-1]) == {":chatd 322 bob #public 1 :", ":chatd 322 bob #lab 2 :"}
+    bob.send("WHO #lab")
+    assert bob.lines() == [":chatd 352 bob #lab alice chatd chatd alice H@ :0 Real Name",
+                           ":chatd 352 bob #lab bob chatd chatd bob H :0 Real Name",
+                           ":chatd 315 bob #lab :End of WHO list"]
+    bob.send("WHO CAR*")
+    assert bob.lines() == [":chatd 352 bob * carol chatd chatd carol H :0 chatd user",
+                           ":chatd 315 bob CAR* :End of WHO list"]
+    alice.send("AWAY :lunch")
+    assert alice.lines() == [":chatd 306 alice :You have been marked as being away"]
+    bob.send("WHOIS alice", "WHOIS carol", "WHOIS nobody")
+    assert bob.lines() == [
+        ":chatd 311 bob alice alice chatd * :Real Name", ":chatd 319 bob alice :@#lab",
+        ":chatd 312 bob alice chatd :chatd", ":chatd 301 bob alice :lunch", ":chatd 318 bob alice :End of /WHOIS list",
+        ":chatd 311 bob carol carol chatd * :chatd user", ":chatd 319 bob carol :#public",
+        ":chatd 312 bob carol chatd :chatd", ":chatd 330 bob carol carol :is logged in as",
+        ":chatd 318 bob carol :End of /WHOIS list",
+        ":chatd 401 bob nobody :No such nick/channel", ":chatd 318 bob nobody :End of /WHOIS list"]
+    bob.send("WHO alice")
+    assert bob.lines()[0] == ":chatd 352 bob * alice chatd chatd alice G :0 Real Name"
+    bob.send("PRIVMSG alice :are you there?")
+    assert bob.lines() == [":chatd 301 bob alice :lunch"]
+    alice.send("AWAY")
+    assert alice.lines()[-1] == ":chatd 305 alice :You are no longer marked as being away"
+    bob.send("ISON alice nobody CAROL", "USERHOST alice carol")
+    assert bob.lines() == [":chatd 303 bob :alice carol", ":chatd 302 bob :alice=+alice@chatd carol=+carol@chatd"]
+
+
+def test_kick_invite_and_channel_modes_map_onto_chatd_moderation(world):
+    factory, clock, irc = world
+    alice, bob = two_in_lab(world)
+    bob.send("KICK #lab alice :no")
+    assert codes(bob.lines()) == ["482"]
+    alice.send("MODE #lab")
+    assert alice.lines() == [":chatd 324 alice #lab +t"]
+    alice.send("MODE #lab +i")
+    assert alice.lines() == [":alice!alice@chatd MODE #lab +i"]
+    assert bob.lines() == [":alice!alice@chatd MODE #lab +i"]
+    alice.send("KICK #lab bob :out you go")
+    assert alice.lines() == [":alice!alice@chatd KICK #lab bob :out you go"]
+    assert bob.lines() == [":alice!alice@chatd KICK #lab bob :out you go"]
+    assert "lab" not in bob.protocol.channels
+    bob.send("JOIN #lab")
+    assert codes(bob.lines()) == ["473"]
+    alice.send("INVITE bob #lab")
+    assert alice.lines()[-1] == ":chatd 341 alice bob #lab"
+    assert ":alice!alice@chatd INVITE bob #lab" in bob.lines()
+    bob.send("JOIN #lab")
+    assert bob.lines()[0] == ":bob!bob@chatd JOIN #lab"
+    alice.lines()
+    alice.send("MODE #lab +b bob!*@*")
+    assert alice.lines() == [":alice!alice@chatd MODE #lab +b bob!*@*"]
+    assert bob.lines() == [":alice!alice@chatd MODE #lab +b bob!*@*",
+                           ":chatd KICK #lab bob :You were banned from lab by alice"]
+    alice.send("MODE #lab +b")
+    assert alice.lines() == [":chatd 367 alice #lab bob!*@* alice", ":chatd 368 alice #lab :End of channel ban list"]
+    bob.send("JOIN #lab")
+    assert codes(bob.lines()) == ["474"]
+    alice.send("MODE #lab -b bob", "MODE #lab +xm", "MODE #lab -t", "MODE #lab +o bob")
+    got = alice.lines()
+    assert got[:4] == [":alice!alice@chatd MODE #lab -b bob!*@*", ":chatd 472 alice x :is not a mode chatd knows for #lab",
+                       ":chatd 472 alice m :is not a mode chatd knows for #lab", ":alice!alice@chatd MODE #lab -t"]
+    assert "There is no user called bob" in got[4]  # a guest cannot be an operator: roles are an account's
+    alice.send("MODE alice", "MODE alice +i", "MODE bob")
+    assert alice.lines() == [":chatd 221 alice +", ":alice!alice@chatd MODE alice +i",
+                             ":chatd 502 alice bob :Can't change mode for other users"]
+
+
+def test_oper_needs_a_server_admins_password(tmp_path):
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0, admins=("root",)))
+    Client(factory, clock, peer=IPv4Address("TCP", "127.0.0.1", 50000)).register("root")  # (admins: from here)
+    assert "root" in factory.accounts
+    irc = IrcFactory(factory, guests=True)
+    guest = IrcClient(irc, clock)
+    guest.register("guest")
+    guest.send("OPER root wrong-password")
+    clock.advance(5)
+    assert codes(guest.lines()) == ["464"]
+    guest.send("OPER root secret1")
+    assert guest.lines() == [":chatd 381 guest :You are now an IRC operator", ":guest!guest@chatd MODE guest +o"]
+    other = IrcClient(irc, clock, port=40001)
+    other.register("other")
+    other.send("WHOIS guest")
+    assert ":chatd 313 other guest :is an IRC operator" in other.lines()
+
+
+def test_register_creates_an_account_before_connecting(members_only):
+    factory, clock, irc = members_only
+    ann = IrcClient(irc, clock)
+    ann.send("CAP LS 302", "NICK ann", "USER ann 0 * :Ann", "REGISTER * * short")
+    assert ann.lines()[-1].startswith(":chatd FAIL REGISTER UNACCEPTABLE_PASSWORD ann :")
+    ann.send("REGISTER * * secret1")
+    assert ann.lines() == [":chatd REGISTER SUCCESS ann :Registered and logged in as ann."]
+    ann.send("CAP END")
+    assert codes(ann.lines())[0] == "001" and "ann" in factory.accounts
+    other = IrcClient(irc, clock, port=40001)
+    other.send("REGISTER ann * secret1")
+    assert other.lines()[-1] == ":chatd FAIL REGISTER ACCOUNT_EXISTS ann :The name ann is taken."
+
+
+def test_user_needs_a_realname_and_the_server_name_is_an_option(tmp_path):
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0))
+    irc = IrcFactory(factory, guests=True, server="My.Little.Server")
+    foo = IrcClient(irc, clock)
+    foo.send("NICK foo", "USER username * * :")
+    assert foo.lines() == [":My.Little.Server 461 foo USER :Not enough parameters"]
+    foo.send("USER username * * :Foo", "PING abc")
+    got = foo.lines()
+    assert got[0].startswith(":My.Little.Server 001 foo ") and got[-1] == ":My.Little.Server PONG My.Little.Server abc"
+    assert ":My.Little.Server 004 foo My.Little.Server chatd-1.0.0 i biot" in got
+
+
+def test_account_tag_marks_lines_of_accounts(world):
+    bob, alice = telnet_and_irc_in_public(world, "CAP REQ :account-tag", "CAP END")
+    alice.lines()
+    bob.send("hello")
+    assert alice.lines() == ["@account=bob :bob!bob@chatd PRIVMSG #public :hello"]
+
+
+def test_part_and_quit_reasons_reach_irc_members_and_a_quit_is_one_line(world):
+    factory, clock, irc = world
+    alice, bob = two_in_lab(world)
+    for client in (alice, bob):
+        client.send("JOIN #public")
+    alice.lines(), bob.lines()
+    alice.send("PART #public :bye for now")
+    assert bob.lines() == [":alice!alice@chatd PART #public :bye for now"]
+    alice.send("JOIN #public")
+    bob.lines()
+    telnet = Client(factory, clock)
+    telnet.register("carol")
+    telnet.send("join public")
+    alice.lines(), bob.lines()
+    telnet.disconnect()
+    assert alice.lines() == [":carol!carol@chatd QUIT :Quit"]
+    alice.transport.loseConnection()
+    alice.protocol.connectionLost(None)
+    assert bob.lines().count(":alice!alice@chatd QUIT :Connection closed") == 1
+
+
+def test_two_joins_of_a_new_channel_at_once_both_get_in(tmp_path):
+    from helpers import Held
+    writes = Held()
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0), store_runner=writes)
+    writes.run_all()
+    irc = IrcFactory(factory, guests=True)
+    foo, bar = IrcClient(irc, clock), IrcClient(irc, clock, port=40001)
+    foo.register("foo")
+    bar.register("bar")
+    foo.send("JOIN #chan")
+    bar.send("JOIN #chan")  # while the store writes the room foo creates
+    for _ in range(4):
+        writes.run_all()
+        clock.advance(0)
+    assert foo.lines()[0] == ":foo!foo@chatd JOIN #chan"
+    assert bar.lines()[0] == ":bar!bar@chatd JOIN #chan"  # (the join waited for the room, then went first)
+    assert sorted(factory.rooms["chan"].member_names()) == ["bar", "foo"] and factory.rooms["chan"].owner == "foo"
+
+
+def test_irc_limits_cut_long_text_tags_sasl_and_tell_of_invalid_utf8(world):
+    factory, clock, irc = world
+    bob, alice = telnet_and_irc_in_public(world, "CAP REQ :sasl", "CAP END")
+    alice.lines(), bob.output()
+    alice.send("AUTHENTICATE PLAIN")
+    assert codes(alice.lines()) == ["462"]  # a guest stays one
+    alice.send("PRIVMSG #public :" + "a" * 490)  # fits the input line, not the line relayed with alice's mask
+    said = re.search(r"alice: (a+)", bob.output()).group(1)
+    assert len(f":alice!alice@chatd PRIVMSG #public :{said}\r\n") == 512
+    alice.send("@+tag=" + "x" * 4090 + " PRIVMSG #public :hi")
+    assert codes(alice.lines()) == ["417"]
+    alice.send(b"PRIVMSG bob :caf\xe9\r\n")
+    assert alice.lines() == [":chatd WARN PRIVMSG INVALID_UTF8 :Invalid UTF-8 was replaced with U+FFFD"]
+    assert "caf\ufffd" in bob.output()
+    other = IrcClient(irc, clock, port=40001)
+    other.send("CAP LS 302", "CAP REQ :sasl", "AUTHENTICATE PLAIN")
+    other.lines()
+    for _ in range(6):
+        other.send("AUTHENTICATE " + "A" * 400)
+    assert codes(other.lines()) == ["904"]
+    assert other.protocol.sasl is None
+
+
+def test_lusers_counts_users_admins_unknown_connections_and_the_most_at_once(world):
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.register("alice")
+    bob = IrcClient(irc, clock, port=40001)
+    bob.register("bob")
+    IrcClient(irc, clock, port=40002)  # connected, not registered
+    bob.send("QUIT")
+    alice.lines()
+    alice.send("LUSERS")
+    assert alice.lines() == [
+        ":chatd 251 alice :There are 1 users and 0 invisible on 1 servers",
+        ":chatd 253 alice 1 :unknown connection(s)", ":chatd 254 alice 1 :channels formed",
+        ":chatd 255 alice :I have 1 clients and 0 servers",
+        ":chatd 265 alice 1 2 :Current local users 1, max 2", ":chatd 266 alice 1 2 :Current global users 1, max 2"]
+    Client(factory, clock).register("dave")
+    alice.send("NICK ALICE", "NICK Dave", "NICK carol")  # own nick in another case: nothing; taken: 433; free: 447
+    assert codes(alice.lines()) == ["433", "447"]

@@ -40,9 +40,15 @@ def _account(caller: Caller, name: str) -> str | None:
     return caller.factory.moderation.account_refusal(name)
 
 
-#: NAME of kick, ban, mute, unban, unmute; of invite, uninvite, op, deop, owner.
+def _invitee(caller: Caller, name: str) -> str | None:
+    """NAME of invite, uninvite: an account, or a user online without one (an IRC guest)."""
+    return caller.factory.moderation.invitee_refusal(name)
+
+
+#: NAME of kick, ban, mute, unban, unmute; of op, deop, owner; of invite, uninvite.
 TARGET = Arg("NAME", check=_target, word=True)
 ACCOUNT = Arg("NAME", check=_account, word=True)
+INVITEE = Arg("NAME", check=_invitee, word=True)
 
 
 def _on_off(usage: str) -> Arg:
@@ -200,13 +206,13 @@ def open_topic(caller: Caller, value: str) -> defer.Deferred[None]:
 
 
 @command("invite", "let NAME (online or not) enter the invite-only room; a ban beats an invite", ROOM,
-         login=Login.REQUIRED, in_room=True, role=OPERATOR, args=(ACCOUNT,))
+         login=Login.REQUIRED, in_room=True, role=OPERATOR, args=(INVITEE,))
 def invite(caller: Caller, name: str) -> defer.Deferred[None]:
     return _change(caller, caller.factory.moderation.invite, "{name} is invited to {room}.", name, True)
 
 
 @command("uninvite", "withdraw NAME's invitation", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
-         args=(ACCOUNT,))
+         args=(INVITEE,))
 def uninvite(caller: Caller, name: str) -> defer.Deferred[None]:
     return _change(caller, caller.factory.moderation.invite, "{name} is no longer invited to {room}.", name, False)
 

@@ -24,7 +24,8 @@ class EventKind(enum.StrEnum):
     ME = "me"
     #: ``sender`` entered the room; no text.
     JOIN = "join"
-    #: ``sender`` left the room (by ``/exit``, by going away, or its session ended); no text.
+    #: ``sender`` left the room (by ``/exit``, by going away, or its session ended); ``text``: the reason it
+    #: gave, if any (IRC's PART and QUIT messages); ``target``: "quit" when its session ended, else "".
     LEAVE = "leave"
     #: ``sender`` offered a file to the room; ``text``: its name and size (``notes.txt (1.2 KiB)``).
     FILE_OFFER = "file_offer"

@@ -23,7 +23,8 @@ the flood allowance (one token a line), the login and idle timeouts and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -35,11 +36,15 @@ from twisted.python.failure import Failure
 
 from chatd import __version__, errors
 from chatd.commands import TABLE
+from chatd.commands.builtin import deliver_queued
 from chatd.commands.table import Command, CommandTable, Place
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.core.ports import SessionEnd
 from chatd.frontends.pacing import Pacing, sendq_exceeded
-from chatd.frontends.irc_wire import LINE_MAX, LineSplitter, Message, escape_tag, line, parse, split_text, too_long
+from chatd.frontends.irc_commands import (BEFORE_REGISTRATION, CHANNELS_MAX, HANDLERS, PARAMS_NEEDED,
+                                         TARGETS_MAX)
+from chatd.frontends.irc_wire import (LINE_MAX, LineSplitter, channel_name, escape_tag, line, parse, split_text,
+                                     too_long, valid_utf8)
 from chatd.limits import TokenBucket
 from chatd.moderation import REASON_MAX, TOPIC_MAX, Role
 from chatd.presence import AWAY_MAX
@@ -52,62 +57,53 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-#: The server's name in numerics and as the source of server messages.
+#: The server's name in numerics and as the source of server messages, unless ``--irc-server-name`` says otherwise.
 SERVER = "chatd"
-#: The host part of every user's ``nick!user@host``.
+#: The host part of every user's ``nick!user@host`` (chatd shows no addresses).
 HOST = "chatd"
-#: Channels one connection may be in at once (``CHANLIMIT``).
-CHANNELS_MAX = 50
-#: Targets one JOIN, PART, PRIVMSG... may name (``TARGMAX``).
-TARGETS_MAX = 10
-#: The capabilities offered (CAP LS 302); values where they have one.
-CAPABILITIES: dict[str, str] = {
-    "sasl": "PLAIN",
-    "server-time": "",
-    "message-tags": "",
-    "echo-message": "",
-}
 #: The capabilities that change how room events are rendered (each set has its own renderer).
-RENDERING_CAPS = frozenset({"server-time", "message-tags"})
+RENDERING_CAPS = frozenset({"server-time", "message-tags", "account-tag"})
 #: ISUPPORT tokens (005), in order.
 ISUPPORT = (
     "CASEMAPPING=ascii", "CHANTYPES=#", "UTF8ONLY", f"NICKLEN={USER_NAME_MAX}", f"CHANNELLEN={ROOM_NAME_MAX + 1}",
     f"TOPICLEN={TOPIC_MAX}", f"KICKLEN={REASON_MAX}", f"AWAYLEN={AWAY_MAX}", "PREFIX=(ov)@+", "CHANMODES=b,,,it",
     "NETWORK=chatd", f"LINELEN={LINE_MAX}", f"CHANLIMIT=#:{CHANNELS_MAX}",
-    f"TARGMAX=JOIN:{TARGETS_MAX},PART:{TARGETS_MAX},PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX}",
+    f"TARGMAX=JOIN:{TARGETS_MAX},PART:{TARGETS_MAX},PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},"
+    f"WHOIS:{TARGETS_MAX},KICK:{TARGETS_MAX}",
 )
-#: Commands an unregistered connection may send (the rest: 451 ERR_NOTREGISTERED).
-BEFORE_REGISTRATION = frozenset({"CAP", "NICK", "USER", "PASS", "AUTHENTICATE", "PING", "PONG", "QUIT", "REGISTER"})
 
 
-def mask(name: str) -> str:
-    """``name!name@chatd``: how a user is shown as a message's source."""
+def default_mask(name: str) -> str:
+    """``name!name@chatd``: how a user without an IRC connection of its own is shown as a source."""
     return f"{name}!{name}@{HOST}"
-
-
-def channel_name(room: str) -> str:
-    return "#" + room
 
 
 def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+#: What a part of a :class:`Batch` is, for the members that leave some out: a PRIVMSG, a QUIT, anything else.
+SAID, QUIT, OTHER = 1, 2, 0
+
+
 class Batch(NamedTuple):
     """
     What :class:`IrcRenderer` makes of a batch: ``data``, every line; and,
-    for a member that sent some of its PRIVMSGs (``senders``: their name
-    keys), ``parts`` to leave them out of (sender key, whether it is a
-    PRIVMSG, the lines).
+    for a member that must leave some out, ``parts`` (sender key, SAID /
+    QUIT / OTHER, the lines): its own PRIVMSGs without echo-message
+    (``senders``: who said something), a QUIT it had from another room
+    already (``quits``: who quit).
     """
 
     data: bytes
     senders: frozenset[str]
-    parts: tuple[tuple[str, bool, bytes], ...]
+    quits: frozenset[str]
+    parts: tuple[tuple[str, int, bytes], ...]
 
-    def without(self, key: str) -> bytes:
-        """The lines without the PRIVMSGs of ``key`` (a member without echo-message)."""
-        return b"".join(data for sender, said, data in self.parts if not (said and sender == key))
+    def without(self, said: str, quits: Container[str]) -> bytes:
+        """The lines without the PRIVMSGs of ``said`` and the QUITs of ``quits``."""
+        return b"".join(data for sender, what, data in self.parts
+                        if not (what == SAID and sender == said or what == QUIT and sender in quits))
 
 
 class IrcRenderer:
@@ -117,34 +113,44 @@ class IrcRenderer:
     ``message-tags`` a ``msgid`` too).
     """
 
-    def __init__(self, caps: frozenset[str] = frozenset()) -> None:
+    def __init__(self, caps: frozenset[str] = frozenset(), server: str = SERVER,
+                 mask: Callable[[str], str] | None = None, is_account: Callable[[str], bool] | None = None) -> None:
+        """``mask(name)``: how a user is shown (``nick!user@host``); ``is_account(name)``: for ``account-tag``."""
         self.time = "server-time" in caps
         self.msgid = "message-tags" in caps
+        self.account = "account-tag" in caps and is_account is not None
+        self.server = server
+        self.mask = mask or default_mask
+        self.is_account = is_account or (lambda name: False)
 
     def render(self, events: Sequence[RoomEvent]) -> Batch:
-        parts = tuple((name_key(event.sender), event.kind is EventKind.SAY or event.kind is EventKind.ME,
-                       self.event_lines(event)) for event in events)
-        senders = frozenset(sender for sender, said, _ in parts if said)
-        return Batch(b"".join(data for _, _, data in parts), senders, parts)
+        parts = tuple((name_key(event.sender), _what(event), self.event_lines(event)) for event in events)
+        senders = frozenset(sender for sender, what, _ in parts if what == SAID)
+        quits = frozenset(sender for sender, what, _ in parts if what == QUIT)
+        return Batch(b"".join(data for _, _, data in parts), senders, quits, parts)
 
     def tags(self, event: RoomEvent) -> str:
         tags = []
-        if self.time:
-            tags.append("time=" + _iso(event.at))
+        if self.account and event.sender and self.is_account(event.sender):
+            tags.append("account=" + event.sender)
         if self.msgid:
             tags.append(f"msgid={escape_tag(event.room)}-{event.id}")
+        if self.time:
+            tags.append("time=" + _iso(event.at))
         return ";".join(tags)
 
     def event_lines(self, event: RoomEvent) -> bytes:
         """The IRC lines of one room event (a long line of chat becomes several PRIVMSGs)."""
         kind, channel, tags = event.kind, channel_name(event.room), self.tags(event)
-        source = mask(event.sender) if event.sender else SERVER
+        source = self.mask(event.sender) if event.sender else self.server
         if kind is EventKind.SAY or kind is EventKind.ME:
             return privmsg_lines(source, channel, event.text, kind is EventKind.ME, tags)
         if kind is EventKind.JOIN:
             return line(source, "JOIN", channel, tags=tags)
         if kind is EventKind.LEAVE:
-            return line(source, "PART", channel, tags=tags)
+            if event.target == "quit":
+                return line(source, "QUIT", event.text or "Quit", tags=tags)
+            return line(source, "PART", channel, *([event.text] if event.text else []), tags=tags)
         if kind is EventKind.KICK:
             return line(source, "KICK", channel, event.target, event.text or event.target, tags=tags)
         if kind is EventKind.TOPIC:
@@ -159,7 +165,7 @@ class IrcRenderer:
                 on = event.text == "on"
                 sign = "+" if on != (flag == "t") else "-"  # open-topic on is -t
                 return line(source, "MODE", channel, sign + flag, tags=tags)
-        return line(SERVER, "NOTICE", channel, _notice_text(event), tags=tags)
+        return line(self.server, "NOTICE", channel, _notice_text(event), tags=tags)
 
 
 #: Room events that are channel modes (RFC 2811 §4): +b bans, +o operators (the owner is an operator too).
@@ -167,6 +173,13 @@ _MODES = {EventKind.BAN: "+b", EventKind.UNBAN: "-b", EventKind.OP: "+o", EventK
           EventKind.OWNER: "+o"}
 #: Room settings that are channel modes: invite-only +i, open-topic -t (+t: only operators set the topic).
 _SETTING_MODES = {"invite-only": "i", "open-topic": "t"}
+
+
+def _what(event: RoomEvent) -> int:
+    kind = event.kind
+    if kind is EventKind.SAY or kind is EventKind.ME:
+        return SAID
+    return QUIT if kind is EventKind.LEAVE and event.target == "quit" else OTHER
 
 
 def _notice_text(event: RoomEvent) -> str:
@@ -204,26 +217,55 @@ def privmsg_lines(source: str, target: str, text: str, action: bool = False, tag
 class Renderers:
     """One :class:`IrcRenderer` per set of rendering capabilities, shared by every IRC connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: str = SERVER, mask: Callable[[str], str] | None = None,
+                 is_account: Callable[[str], bool] | None = None) -> None:
         self._by_caps: dict[frozenset[str], IrcRenderer] = {}
+        self.server, self.mask, self.is_account = server, mask, is_account
 
     def get(self, caps: Iterable[str]) -> IrcRenderer:
         key = frozenset(caps) & RENDERING_CAPS
         renderer = self._by_caps.get(key)
         if renderer is None:
-            renderer = self._by_caps[key] = IrcRenderer(key)
+            renderer = self._by_caps[key] = IrcRenderer(key, self.server, self.mask, self.is_account)
         return renderer
 
 
 class IrcFactory(Factory):
     """What ``--listen-irc`` listens with: an :class:`IrcConnection` per connection."""
 
-    def __init__(self, chat: ChatFactory, guests: bool = False) -> None:
+    def __init__(self, chat: ChatFactory, guests: bool = False, server: str = SERVER) -> None:
         self.chat = chat
         #: ``--irc-guests``: connections without an account may chat under a free nick.
         self.guests = guests
-        self.renderers = Renderers()
+        #: ``--irc-server-name``: the source of server messages.
+        self.server = server
+        #: The registered IRC connections, by name key (for their user names and real names).
+        self.users: dict[str, IrcConnection] = {}
+        #: The most users online at once since start (LUSERS 265/266), as seen by the IRC front-end.
+        self.most_users = 0
+        #: Private messages' ids (``msgid``, message-tags): ``pm-N``.
+        self.private_ids = itertools.count(1)
+        self.renderers = Renderers(server, self.mask, lambda name: name_key(name) in chat.accounts)
         self.created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    def mask(self, name: str) -> str:
+        """How the user ``name`` is shown as a source: ``nick!user@host`` (``user``: an IRC user's USER name)."""
+        connection = self.users.get(name_key(name))
+        return f"{name}!{connection.user}@{HOST}" if connection is not None else f"{name}!{name}@{HOST}"
+
+    def user_info(self, name: str) -> tuple[str, str, str]:
+        """(user name, host, real name) of the online user ``name``: an IRC user's from USER, others' made up."""
+        connection = self.users.get(name_key(name))
+        if connection is not None:
+            return connection.user, HOST, connection.realname
+        return name, HOST, "chatd user"
+
+    def rooms_of(self, session: Any) -> list[Room]:
+        """The rooms ``session`` is in: an IRC connection's channels, another front-end's one room."""
+        if isinstance(session, IrcConnection):
+            return [channel.room for channel in session.channels.values() if channel.room is not None]
+        room = getattr(session, "room", None) or getattr(getattr(session, "dialogue", None), "room", None)
+        return [room] if room is not None else []
 
     def buildProtocol(self, addr: Any) -> IrcConnection:
         return IrcConnection(self)
@@ -291,6 +333,8 @@ class Channel(_Caller):
         #: The room's name as typed (until entered), then as stored.
         self.name_typed = name
         self.room: Room | None = None
+        #: The reason of the PART being run (chatd's ``exit`` has none of its own).
+        self.part_message = ""
         self._gone = ""
 
     def __repr__(self) -> str:
@@ -334,7 +378,8 @@ class Channel(_Caller):
 
     def removed(self, room: Room, notice: str, gone: str) -> None:
         if room.authority.bans.get(name_key(self.name or "")) is not None:
-            self.connection.send_line(line(SERVER, "KICK", channel_name(room.name), self.name or "*", notice))
+            self.connection.send_line(line(self.connection.irc.server, "KICK", channel_name(room.name),
+                                           self.name or "*", notice))
         self._out(room, "")
 
     def _out(self, room: Room, part: str) -> None:
@@ -343,7 +388,7 @@ class Channel(_Caller):
             self.room = None
             self.connection.channels.pop(room.key, None)
             if part:
-                self.connection.send_line(line(mask(self.name or "*"), "PART", channel_name(room.name), part))
+                self.connection.send_line(line(self.connection.irc.mask(self.name or "*"), "PART", channel_name(room.name), part))
 
     # Caller
     @property
@@ -365,12 +410,15 @@ class Channel(_Caller):
         connection.joined(self, room)
 
     def left(self) -> None:
+        """PART (chatd's ``exit``): the room is told, with the reason :attr:`part_message` if the client gave one."""
         room, self.room = self.room, None
         if room is None:
             return
+        reason, self.part_message = self.part_message, ""
         self.connection.channels.pop(room.key, None)
-        self.connection.chat.leave(room, self)
-        self.connection.send_line(line(mask(self.name or "*"), "PART", channel_name(room.name)))
+        self.connection.chat.leave(room, self, reason)
+        self.connection.send_line(line(self.connection.irc.mask(self.name or "*"), "PART", channel_name(room.name),
+                                       *([reason] if reason else [])))
 
 
 class Direct(_Caller):
@@ -423,13 +471,18 @@ class IrcConnection(Protocol, _Caller):
         self.nick = ""
         self.user = ""
         self.password = ""
+        self.realname = ""
         self.guest = False
+        #: OPER succeeded (chatd.frontends.irc_commands.oper).
+        self.oper = False
+        #: User modes set (``i`` or nothing).
+        self.umodes = ""
         self.registered = False
         self.ended = False
-        self._negotiating = False
-        self._sasl: str | None = None
+        self.negotiating = False
+        self.sasl: str | None = None
         #: What is being authenticated for now ("sasl", "pass", "register"), so failures get their numerics.
-        self._auth = ""
+        self.auth = ""
         self._lines = LineSplitter()
         #: Received lines, taken one at a time within the flood allowance (``None``: one too long).
         self.pacing: Pacing[bytes | None] = Pacing(
@@ -439,6 +492,10 @@ class IrcConnection(Protocol, _Caller):
         self._abort_timer: Any = None
         self._opened = False
         self._cut = False
+        #: Who was last seen quitting (name keys, the newest last): their QUIT from another room is left out.
+        self._quits: dict[str, None] = {}
+        #: The QUIT message the client gave (told to the rooms it leaves).
+        self.quit_message = ""
 
     @property
     def session(self) -> IrcConnection:
@@ -503,7 +560,7 @@ class IrcConnection(Protocol, _Caller):
         message = parse(raw)
         if message is None:
             return
-        handler = _HANDLERS.get(message.command)
+        handler = HANDLERS.get(message.command)
         if handler is None:
             if self.registered:
                 self.numeric("421", message.command[:30] or "*", "Unknown command")
@@ -513,7 +570,7 @@ class IrcConnection(Protocol, _Caller):
         if not self.registered and message.command not in BEFORE_REGISTRATION:
             self.numeric("451", "You have not registered")
             return
-        wanted = _PARAMS_NEEDED.get(message.command, 0)
+        wanted = PARAMS_NEEDED.get(message.command, 0)
         if len(message.params) < wanted or (wanted and not message.params[0]):
             self.numeric("461", message.command, "Not enough parameters")
             return
@@ -521,6 +578,8 @@ class IrcConnection(Protocol, _Caller):
             handler(self, message)
         except Exception:
             self._failed(Failure())
+        if not valid_utf8(raw):  # (UTF8ONLY: the client is told its bytes were replaced, and they still went)
+            self.from_server("WARN", message.command, "INVALID_UTF8", "Invalid UTF-8 was replaced with U+FFFD")
 
     def _failed(self, failure: Failure) -> None:
         log.failure("unexpected error running an IRC command", failure)
@@ -556,34 +615,48 @@ class IrcConnection(Protocol, _Caller):
                 done()
             return
 
-        def answered(result: Any) -> Any:
+        def answered(result: Any) -> None:
             self.quiet = False
-            return result
-
-        result.addBoth(answered)
-
-        def ok(_: Any) -> None:
-            if done is not None and not self.ended:
+            if done is not None:
                 done()
 
-        def bad(failure: Failure) -> None:
-            if failure.check(errors.ChatError):
-                if not self.ended:
-                    on_error(cast(errors.ChatError, failure.value))
-            else:
-                self._failed(failure)
+        self.wait_for(result, answered, on_error)
 
-        if not result.called:
+    def wait_for(self, d: defer.Deferred[Any], ok: Callable[[Any], None],
+                 failed: Callable[[errors.ChatError], None]) -> None:
+        """
+        Call ``ok`` with what ``d`` fires with, or ``failed`` with its
+        ChatError (anything else is logged: a NOTICE says something went
+        wrong); neither once the session has ended. Input waits meanwhile.
+        """
+
+        def fired(result: Any) -> None:
+            self.quiet = False
+            if not self.ended:
+                ok(result)
+
+        def bad(failure: Failure) -> None:
+            self.quiet = False
+            if not failure.check(errors.ChatError):
+                self._failed(failure)
+            elif not self.ended:
+                failed(cast(errors.ChatError, failure.value))
+
+        if not d.called:
             self.pacing.hold("answer")
-            result.addCallbacks(ok, bad).addBoth(lambda _: self.pacing.release("answer"))
+            d.addCallbacks(fired, bad).addBoth(lambda _: self.pacing.release("answer"))
         else:
-            result.addCallbacks(ok, bad)
+            d.addCallbacks(fired, bad)
+
+    def new_channel(self, name: str) -> Channel:
+        """A channel of the room called ``name`` (a member once the room is entered: ``Channel.entered``)."""
+        return Channel(self, name)
 
     # -- registration ----------------------------------------------------------------------------
 
     def try_registration(self) -> None:
         """NICK and USER are in and no CAP negotiation is open: log in (PASS), admit a guest, or say what to do."""
-        if self.registered or self.ended or not self.nick or not self.user or self._negotiating:
+        if self.registered or self.ended or not self.nick or not self.user or self.negotiating:
             return
         if self.name is not None:
             self.welcome()
@@ -593,7 +666,7 @@ class IrcConnection(Protocol, _Caller):
             if not password:
                 account, password = self.nick, self.password
             self.password = ""
-            self._auth = "pass"
+            self.auth = "pass"
             self.run_command(self, "login", [account, password], failed=self._pass_failed,
                              done=self._pass_done)
             return
@@ -613,12 +686,12 @@ class IrcConnection(Protocol, _Caller):
         self.numeric("451", "You have not registered: log in or register an account")
 
     def _pass_failed(self, error: errors.ChatError) -> None:
-        self._auth = ""
+        self.auth = ""
         self.numeric("464", "Password incorrect")
         self.kick(str(error))
 
     def _pass_done(self) -> None:
-        self._auth = ""
+        self.auth = ""
         if self.name is None and not self.ended:  # the login command told it already (a wrong password)
             self.numeric("464", "Password incorrect")
             self.close()
@@ -640,67 +713,87 @@ class IrcConnection(Protocol, _Caller):
             return
         self.name = name
         self.chat.attach(self)
-        if self._auth == "sasl":
-            self.numeric("900", mask(name), name, f"You are now logged in as {name}")
+        if self.auth == "sasl":
+            self.numeric("900", self.irc.mask(name), name, f"You are now logged in as {name}")
             self.numeric("903", "SASL authentication successful")
-        elif self._auth == "register":
-            self.send_line(line(SERVER, "REGISTER", "SUCCESS", name, text))
-        self._auth = ""
+        elif self.auth == "register":
+            self.from_server("REGISTER", "SUCCESS", name, text)
+        self.auth = ""
         self.try_registration()
 
     def welcome(self) -> None:
         """001-005, LUSERS and MOTD; then what was kept for the account while it was offline."""
         self.registered = True
         nick = self.name or self.nick
+        self.irc.users[name_key(nick)] = self
+        self.irc.most_users = max(self.irc.most_users, len(self.chat.online))
         if nick != self.nick and self.nick:
-            self.send_line(line(mask(self.nick), "NICK", nick))
+            self.send_line(line(self.irc.mask(self.nick), "NICK", nick))
         self.nick = nick
         self.renderer = self.irc.renderers.get(self.caps)
         self.numeric("001", f"Welcome to the chatd IRC network, {nick}")
-        self.numeric("002", f"Your host is {SERVER}, running version chatd-{__version__}")
+        self.numeric("002", f"Your host is {self.irc.server}, running version chatd-{__version__}")
         self.numeric("003", f"This server was created {self.irc.created}")
-        self.numeric("004", SERVER, f"chatd-{__version__}", "i", "biot")
+        self.numeric("004", self.irc.server, f"chatd-{__version__}", "i", "biot", text=False)
+        self.isupport()
+        self.lusers()
+        self.motd()
+        if not self.guest:
+            deliver_queued(self.direct)
+
+    def isupport(self) -> None:
+        """005 RPL_ISUPPORT, twelve tokens a line."""
         tokens = list(ISUPPORT)
         while tokens:
             self.numeric("005", *tokens[:12], "are supported by this server")
             tokens = tokens[12:]
-        self.lusers()
-        self.motd()
-        if not self.guest:
-            from chatd.commands.builtin import deliver_queued
-            deliver_queued(self.direct)
 
     def lusers(self) -> None:
-        chat = self.chat
+        """251 (users on every front-end), 252 (server admins online), 253 (connections not logged in), 254, 255, 265/266."""
+        chat, irc = self.chat, self.irc
         users = len(chat.online)
+        irc.most_users = max(irc.most_users, users)
+        admins = sum(1 for session in chat.online.values()
+                     if chat.is_admin(session.name) or getattr(session, "oper", False))
+        unknown = sum(1 for connection in chat.connections if getattr(connection, "name", None) is None)
+        most = irc.most_users
         self.numeric("251", f"There are {users} users and 0 invisible on 1 servers")
+        if admins:
+            self.numeric("252", str(admins), "operator(s) online")
+        if unknown:
+            self.numeric("253", str(unknown), "unknown connection(s)")
         self.numeric("254", str(len(chat.rooms)), "channels formed")
         self.numeric("255", f"I have {users} clients and 0 servers")
-        self.numeric("265", str(users), str(users), f"Current local users {users}, max {users}")
-        self.numeric("266", str(users), str(users), f"Current global users {users}, max {users}")
+        self.numeric("265", str(users), str(most), f"Current local users {users}, max {most}")
+        self.numeric("266", str(users), str(most), f"Current global users {users}, max {most}")
 
     def motd(self) -> None:
-        self.numeric("375", f"- {SERVER} Message of the day -")
+        self.numeric("375", f"- {self.irc.server} Message of the day -")
         self.numeric("372", "- chatd's rooms are channels: /list shows them, /join #public enters the public room.")
         self.numeric("376", "End of /MOTD command.")
 
     # -- output ------------------------------------------------------------------------------------
 
-    def numeric(self, code: str, *params: str) -> None:
-        self.send_line(line(SERVER, code, self.target, *params))
+    def numeric(self, code: str, *params: str, text: bool = True) -> None:
+        """``:server CODE nick params...``; ``text`` False: the last parameter is a name or modes (no ``:``)."""
+        self.send_line(line(self.irc.server, code, self.target, *params, text=text))
 
     def server_notice(self, text: str) -> None:
-        self.send_line(line(SERVER, "NOTICE", self.target, text))
+        self.send_line(line(self.irc.server, "NOTICE", self.target, text))
+
+    def from_server(self, command: str, *params: str) -> None:
+        """A line of ``command`` from the server (CAP, PONG, FAIL...)."""
+        self.send_line(line(self.irc.server, command, *params))
 
     def command_error(self, text: str) -> None:
         """A chatd command's refusal, as the numeric of what is being done, or a NOTICE."""
-        if self._auth == "sasl":
+        if self.auth == "sasl":
             self.server_notice(text)
             self.numeric("904", "SASL authentication failed")
-            self._sasl = None
+            self.sasl = None
             return
-        if self._auth == "register":
-            self.send_line(line(SERVER, "FAIL", "REGISTER", "INVALID_PARAMS", "*", text))
+        if self.auth == "register":
+            self.from_server("FAIL", "REGISTER", "INVALID_PARAMS", "*", text)
             return
         self.server_notice(text)
 
@@ -713,14 +806,28 @@ class IrcConnection(Protocol, _Caller):
         self._write(data)
 
     def deliver(self, payload: Batch) -> None:
+        """
+        Room events from one of its channels: without its own PRIVMSGs
+        unless it asked for echo-message, and a user quitting several rooms
+        shared with it is one QUIT (the first room's; ``_quits``).
+        """
         if self.ended:
             return
-        if self.name is not None and "echo-message" not in self.caps:
-            key = name_key(self.name)
-            if key in payload.senders:
-                self._write(payload.without(key))
-                return
-        self._write(payload.data)
+        said = name_key(self.name) if self.name is not None and "echo-message" not in self.caps else ""
+        quits = self._quits
+        if payload.quits:
+            seen = {key for key in payload.quits if key in quits}
+            for key in payload.quits:
+                quits[key] = None
+            if len(quits) > 64:  # (only quits of this turn matter: a quitter's rooms are told at once)
+                for key in list(quits)[:-64]:
+                    del quits[key]
+        else:
+            seen = set()
+        if (said and said in payload.senders) or seen:
+            self._write(payload.without(said, seen))
+        else:
+            self._write(payload.data)
 
     def _write(self, data: bytes) -> None:
         """
@@ -746,11 +853,12 @@ class IrcConnection(Protocol, _Caller):
     def names(self, room: Room) -> None:
         """353 RPL_NAMREPLY (several if long) and 366 RPL_ENDOFNAMES: operators and the owner marked ``@``."""
         moderation = self.chat.moderation
-        names = [("@" if moderation.role(room, name) is not Role.MEMBER else "") + name
+        full = "userhost-in-names" in self.caps
+        names = [("@" if moderation.role(room, name) is not Role.MEMBER else "") + (self.irc.mask(name) if full else name)
                  for name in room.member_names()]
         kind = "@" if room.authority.invite_only else "="
         channel = channel_name(room.name)
-        head = len(f":{SERVER} 353 {self.target} {kind} {channel} :".encode()) + 2
+        head = len(f":{self.irc.server} 353 {self.target} {kind} {channel} :".encode()) + 2
         chunk: list[str] = []
         size = head
         for name in names:
@@ -776,8 +884,15 @@ class IrcConnection(Protocol, _Caller):
     def private(self, message: PrivateMessage, sent: bool = False) -> None:
         if sent and "echo-message" not in self.caps:
             return
-        tags = ("time=" + _iso(message.at)) if "server-time" in self.caps else ""
-        self.send_line(privmsg_lines(mask(message.sender), message.recipient, message.text, tags=tags))
+        tags = []
+        if "account-tag" in self.caps and name_key(message.sender) in self.chat.accounts:
+            tags.append("account=" + message.sender)
+        if "message-tags" in self.caps:
+            tags.append(f"msgid=pm-{next(self.irc.private_ids)}")
+        if "server-time" in self.caps:
+            tags.append("time=" + _iso(message.at))
+        self.send_line(privmsg_lines(self.irc.mask(message.sender), message.recipient, message.text,
+                                     tags=";".join(tags)))
 
     def notice(self, text: str) -> None:
         self.server_notice(text)
@@ -809,6 +924,7 @@ class IrcConnection(Protocol, _Caller):
         """The client's QUIT: ``ERROR``, then the connection closes."""
         if self.ended:
             return
+        self.quit_message = f"Quit: {reason}" if reason else "Quit"
         self.send_line(line("", "ERROR", f"Closing Link: {reason}" if reason else "Closing Link"))
         self._end_session("logout" if self.name is not None else "disconnect")
         self.close()
@@ -823,20 +939,25 @@ class IrcConnection(Protocol, _Caller):
         for channel in channels:
             room, channel.room = channel.room, None
             if room is not None:
-                chat.leave(room, channel)
+                chat.leave(room, channel, self.quit_message or "Connection closed", quit=True)
         chat.detach(self, event, None)
+        if self.name is not None and self.irc.users.get(name_key(self.name)) is self:
+            del self.irc.users[name_key(self.name)]
         if self.guest and self.name is not None:
             self._forget_guest(self.name)
 
     def _forget_guest(self, name: str) -> None:
-        """A guest's session ended: the rooms it created go (as a deleted account's do), and its roles."""
+        """
+        A guest's session ended: the rooms it created go, as a deleted
+        account's do, so that a later account of that name inherits none.
+        (Bans and invitations naming it stay: they name a nick, not a person.)
+        """
         chat = self.chat
         key = name_key(name)
         for room in list(chat.rooms.values()):
             if room.owner and name_key(room.owner) == key:
                 chat.delete_room(room.name, name).addErrback(
                     lambda failure: log.warn("could not delete a guest's room: {why}", why=failure.getErrorMessage()))
-        chat.moderation.account_deleted(key)
 
     def later(self, seconds: float) -> defer.Deferred[None]:
         d: defer.Deferred[None] = defer.Deferred()
@@ -852,7 +973,7 @@ class IrcConnection(Protocol, _Caller):
             self._abort_timer = self.chat.reactor.callLater(
                 self.chat.settings.close_grace, self.transport.abortConnection)
 
-    def _regroup(self) -> None:
+    def regroup(self) -> None:
         """Capabilities changed after registration: the channels move to the matching renderer."""
         self.renderer = self.irc.renderers.get(self.caps)
         for channel in self.channels.values():
@@ -865,270 +986,3 @@ class IrcConnection(Protocol, _Caller):
 
     def left(self) -> None:
         pass
-
-
-# -- commands --------------------------------------------------------------------------------------
-
-#: Parameters each command needs (fewer: 461 ERR_NEEDMOREPARAMS).
-_PARAMS_NEEDED = {"USER": 4, "PASS": 1, "JOIN": 1, "PART": 1, "PRIVMSG": 1, "NOTICE": 1, "AUTHENTICATE": 1,
-                  "PING": 1, "KICK": 2, "INVITE": 2, "CAP": 1}
-_HANDLERS: dict[str, Callable[[IrcConnection, Message], None]] = {}
-
-
-def handles(*names: str) -> Callable[[Callable[[IrcConnection, Message], None]], Callable[[IrcConnection, Message], None]]:
-    def add(handler: Callable[[IrcConnection, Message], None]) -> Callable[[IrcConnection, Message], None]:
-        for name in names:
-            _HANDLERS[name] = handler
-        return handler
-
-    return add
-
-
-@handles("CAP")
-def cap(self: IrcConnection, message: Message) -> None:
-    """CAP LS [302], LIST, REQ, END (IRCv3 capability negotiation)."""
-    sub = message.params[0].upper()
-    if sub == "LS":
-        if not self.registered:
-            self._negotiating = True
-        version = message.params[1] if len(message.params) > 1 else ""
-        offered = " ".join(name + ("=" + value if value and version >= "302" else "")
-                           for name, value in CAPABILITIES.items())
-        self.send_line(line(SERVER, "CAP", self.target, "LS", offered))
-    elif sub == "LIST":
-        self.send_line(line(SERVER, "CAP", self.target, "LIST", " ".join(sorted(self.caps))))
-    elif sub == "REQ":
-        if not self.registered:
-            self._negotiating = True
-        wanted = message.params[1].split() if len(message.params) > 1 else []
-        names = [want.removeprefix("-") for want in wanted]
-        if not wanted or any(name not in CAPABILITIES for name in names):
-            self.send_line(line(SERVER, "CAP", self.target, "NAK", " ".join(wanted)))
-            return
-        for want in wanted:
-            if want.startswith("-"):
-                self.caps.discard(want[1:])
-            else:
-                self.caps.add(want)
-        self.send_line(line(SERVER, "CAP", self.target, "ACK", " ".join(wanted)))
-        if self.registered:
-            self._regroup()
-    elif sub == "END":
-        if not self.registered:
-            self._negotiating = False
-            self.try_registration()
-    else:
-        self.numeric("410", sub[:30], "Invalid CAP command")
-
-
-@handles("PASS")
-def pass_(self: IrcConnection, message: Message) -> None:
-    if self.registered:
-        self.numeric("462", "You may not reregister")
-        return
-    self.password = message.params[0]
-
-
-@handles("NICK")
-def nick(self: IrcConnection, message: Message) -> None:
-    wanted = message.params[0] if message.params else ""
-    if not wanted:
-        self.numeric("431", "No nickname given")
-        return
-    if self.registered:
-        if wanted != self.name:
-            self.numeric("447", wanted, "chatd nicks are account names: they cannot be changed")
-        return
-    problem = check_name(wanted, "user", USER_NAME_MAX)
-    if problem:
-        self.numeric("432", wanted, "Erroneous nickname: " + problem.rstrip("."))
-        return
-    if self.irc.guests and not self.password and self.name is None:
-        refused = self.guest_refusal(wanted)
-        if refused:
-            self.numeric(refused[0], wanted, refused[1])
-            return
-    self.nick = wanted
-    self.try_registration()
-
-
-@handles("USER")
-def user(self: IrcConnection, message: Message) -> None:
-    if self.registered:
-        self.numeric("462", "You may not reregister")
-        return
-    self.user = message.params[0] or "user"
-    self.try_registration()
-
-
-@handles("AUTHENTICATE")
-def authenticate(self: IrcConnection, message: Message) -> None:
-    """SASL PLAIN (IRCv3 sasl-3.1): ``AUTHENTICATE PLAIN``, ``+``, then base64 of authzid NUL authcid NUL password."""
-    import base64
-    import binascii
-
-    value = message.params[0]
-    if self.registered or self.name is not None:
-        self.numeric("907", "You have already authenticated")
-        return
-    if "sasl" not in self.caps:
-        self.numeric("904", "SASL authentication failed: request the sasl capability first")
-        return
-    if value == "*":
-        self._sasl = None
-        self.numeric("906", "SASL authentication aborted")
-        return
-    if self._sasl is None:
-        if value.upper() != "PLAIN":
-            self.numeric("908", "PLAIN", "are available SASL mechanisms")
-            self.numeric("904", "SASL authentication failed")
-            return
-        self._sasl = ""
-        self.send_line(line("", "AUTHENTICATE", "+"))
-        return
-    if len(value) > 400:
-        self._sasl = None
-        self.numeric("905", "SASL message too long")
-        return
-    chunk = "" if value == "+" else value
-    self._sasl += chunk
-    if len(value) == 400:
-        return  # more follows
-    data, self._sasl = self._sasl, None
-    try:
-        fields = base64.b64decode(data, validate=True).decode("utf-8").split("\0")
-    except (binascii.Error, UnicodeDecodeError):
-        fields = []
-    if len(fields) != 3 or not fields[1] or (fields[0] and fields[0] != fields[1]):
-        self.numeric("904", "SASL authentication failed")
-        return
-    self._auth = "sasl"
-    self.run_command(self, "login", [fields[1], fields[2]], done=_sasl_done(self))
-
-
-def _sasl_done(self: IrcConnection) -> Callable[[], None]:
-    def done() -> None:
-        if self._auth == "sasl":  # no logged_in: refused (told) already
-            self._auth = ""
-    return done
-
-
-@handles("PING")
-def ping(self: IrcConnection, message: Message) -> None:
-    self.send_line(line(SERVER, "PONG", SERVER, message.params[0]))
-
-
-@handles("PONG")
-def pong(self: IrcConnection, message: Message) -> None:
-    pass
-
-
-@handles("QUIT")
-def quit_(self: IrcConnection, message: Message) -> None:
-    self.quit(message.params[0] if message.params else "")
-
-
-def _room_of(self: IrcConnection, target: str) -> str | None:
-    """The room name of channel ``target`` (``#lab`` -> ``lab``); None (403 sent) if it is not a channel name."""
-    if not target.startswith("#") or check_name(target[1:], "room", ROOM_NAME_MAX):
-        self.numeric("403", target or "*", "No such channel")
-        return None
-    return target[1:]
-
-
-@handles("JOIN")
-def join(self: IrcConnection, message: Message) -> None:
-    """JOIN #a,#b (keys ignored; JOIN 0 leaves every channel): a room that does not exist is created first."""
-    targets = message.params[0].split(",")[:TARGETS_MAX]
-    if targets == ["0"]:
-        for channel in list(self.channels.values()):
-            self.run_command(channel, "exit", [])
-        return
-    for target in targets:
-        name = _room_of(self, target)
-        if name is None or name_key(name) in self.channels:
-            continue
-        if len(self.channels) >= CHANNELS_MAX:
-            self.numeric("405", target, "You have joined too many channels")
-            continue
-        channel = Channel(self, name)
-
-        def refused(error: errors.ChatError, target: str = target, name: str = name) -> None:
-            room = self.chat.rooms.get(name_key(name))
-            if isinstance(error, errors.NoSuchRoom):
-                self.numeric("403", target, "No such channel")
-            elif room is not None and room.authority.invite_only and "invite-only" in str(error):
-                self.numeric("473", target, "Cannot join channel (+i): " + str(error))
-            elif isinstance(error, errors.NotAllowed):
-                self.numeric("474", target, "Cannot join channel (+b): " + str(error))
-            else:
-                self.numeric("403", target, str(error))
-
-        if name_key(name) in self.chat.rooms:
-            self.run_command(channel, "join", [name], failed=refused)
-        else:
-            self.run_command(self, "create", [name], failed=refused, quiet=True,
-                             done=_then_join(self, channel, name, refused))
-
-
-def _then_join(self: IrcConnection, channel: Channel, name: str,
-               refused: Callable[[errors.ChatError], None]) -> Callable[[], None]:
-    """Once the room ``name`` is created: join it."""
-    return lambda: self.run_command(channel, "join", [name], failed=refused)
-
-
-@handles("PART")
-def part(self: IrcConnection, message: Message) -> None:
-    for target in message.params[0].split(",")[:TARGETS_MAX]:
-        channel = self.channels.get(name_key(target[1:])) if target.startswith("#") else None
-        if channel is None:
-            if _room_of(self, target) is not None:
-                self.numeric("442", target, "You're not on that channel")
-            continue
-        self.run_command(channel, "exit", [])
-
-
-@handles("PRIVMSG", "NOTICE")
-def privmsg(self: IrcConnection, message: Message) -> None:
-    """To a channel: a room line (``say``; CTCP ACTION: ``me``); to a nick: a chatd private message (``msg``)."""
-    notice = message.command == "NOTICE"
-    if len(message.params) < 2 or not message.params[1]:
-        if not notice:
-            self.numeric("412" if len(message.params) >= 1 else "411", "No text to send")
-        return
-    text = message.params[1]
-    action = text.startswith("\x01ACTION ")
-    if text.startswith("\x01"):
-        if not action:
-            return  # other CTCP requests are not relayed
-        text = text[len("\x01ACTION "):].rstrip("\x01")
-    text = text.strip()
-    if not text:
-        return
-    for target in message.params[0].split(",")[:TARGETS_MAX]:
-        if target.startswith("#"):
-            channel = self.channels.get(name_key(target[1:]))
-            if channel is None:
-                if not notice:
-                    room = self.chat.rooms.get(name_key(target[1:]))
-                    self.numeric("404" if room is not None else "403", target,
-                                 "Cannot send to channel: you are not in it" if room is not None
-                                 else "No such channel")
-                continue
-
-            def refused(error: errors.ChatError, target: str = target) -> None:
-                if not notice:
-                    self.numeric("404", target, "Cannot send to channel: " + str(error))
-
-            self.run_command(channel, "me" if action else "say", [text], failed=refused)
-        else:
-            def unknown(error: errors.ChatError, target: str = target) -> None:
-                if notice:
-                    return
-                if isinstance(error, errors.NoSuchUser):
-                    self.numeric("401", target, "No such nick/channel")
-                else:
-                    self.server_notice(str(error))
-
-            said = f"* {self.name} {text}" if action else text  # (chatd's private messages have no actions)
-            self.run_command(self.direct, "msg", [target, said], failed=unknown)

@@ -26,6 +26,8 @@ from chatd.text import clean_text
 LINE_MAX = 512
 #: Bytes the tags of a line may take, the ``@`` and the space after them included (IRCv3 message-tags).
 TAGS_MAX = 8191
+#: Bytes of tag data (without the ``@`` and the space) a client may send (IRCv3 message-tags: 417 beyond).
+CLIENT_TAGS_MAX = 4094
 #: Parameters a message may have (RFC 1459 §2.3.1: 15); more are joined into the last one.
 PARAMS_MAX = 15
 
@@ -35,6 +37,8 @@ _TAG_ESCAPE = str.maketrans({";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", 
 _UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
 #: Commands whose last parameter is a name, sent without ``:`` (``MODE #lab +o ann``).
 _BARE_LAST = frozenset({"MODE", "JOIN", "NICK", "INVITE"})
+#: Commands whose one parameter is text, sent with ``:`` (``QUIT :Quit``).
+_TEXT_ONLY = frozenset({"QUIT", "ERROR"})
 
 
 class Message(NamedTuple):
@@ -85,15 +89,29 @@ class LineSplitter:
 
 
 def too_long(raw: bytes) -> bool:
-    """Whether a received line (without its line end) passes IRC's limits: its tags, then the rest."""
+    """
+    Whether a received line (without its line end) passes IRC's limits: its
+    tag data (at most :data:`CLIENT_TAGS_MAX` bytes from a client), then the rest.
+    """
     if raw[:1] == b"@":
         space = raw.find(b" ")
         if space < 0:
-            return len(raw) > TAGS_MAX
-        if space + 1 > TAGS_MAX:
+            return len(raw) - 1 > CLIENT_TAGS_MAX
+        if space - 1 > CLIENT_TAGS_MAX:
             return True
         raw = raw[space + 1:]
     return len(raw) > LINE_MAX - 2
+
+
+def valid_utf8(raw: bytes) -> bool:
+    """Whether ``raw`` is valid UTF-8 (ASCII, the common case, is checked first)."""
+    if raw.isascii():
+        return True
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _tags(text: str) -> dict[str, str]:
@@ -154,12 +172,17 @@ def _clean_param(param: str) -> str:
     return clean_text(param)
 
 
+def channel_name(room: str) -> str:
+    """The channel of the room called ``room``: ``#lab``."""
+    return "#" + room
+
+
 def escape_tag(value: str) -> str:
     """A tag value escaped for the wire (IRCv3 message-tags)."""
     return value.translate(_TAG_ESCAPE)
 
 
-def line(source: str, command: str, *params: str, tags: str = "") -> bytes:
+def line(source: str, command: str, *params: str, tags: str = "", text: bool = True) -> bytes:
     """
     One line to send, CR LF ended: ``@tags :source COMMAND params...``
     (``tags`` already escaped, without ``@``; ``source`` "" for none). Every
@@ -178,7 +201,8 @@ def line(source: str, command: str, *params: str, tags: str = "") -> bytes:
         for param in middle:
             param = param.replace(" ", "_").lstrip(":")
             parts.append(param or "*")
-        if not last or " " in last or last.startswith(":") or (middle and command not in _BARE_LAST):
+        if not last or " " in last or last.startswith(":") or (
+                text and (middle or command in _TEXT_ONLY) and command not in _BARE_LAST):
             last = ":" + last
         parts.append(last)
     return (" ".join(parts) + "\r\n").encode("utf-8", "replace")

@@ -1,0 +1,812 @@
+"""
+The IRC commands of the IRC front-end (``chatd.frontends.irc``), one
+handler each, registered in :data:`HANDLERS` by :func:`handles`.
+
+A handler gets the :class:`~chatd.frontends.irc.IrcConnection` and the
+parsed :class:`~chatd.frontends.irc_wire.Message`; what changes chatd's state
+runs a command of ``chatd.commands.TABLE`` by name (``run_command``), with
+the same rules as every front-end; the IRC answers (numerics) come from the
+handler. Numerics follow RFC 1459/2812 and the Modern IRC documentation
+(modern.ircdocs.horse); capabilities the IRCv3 specifications.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+from datetime import datetime, timezone
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from chatd import __version__, errors
+from chatd.commands.moderation import CLEAR_TOPIC
+from chatd.frontends.irc_wire import LINE_MAX, Message, channel_name, line, split_text
+from chatd.moderation import REASON_MAX, Role
+from chatd.passwords import password_problem
+from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key
+
+if TYPE_CHECKING:
+    from chatd.factory import Room
+    from chatd.frontends.irc import Channel, IrcConnection
+
+Handler = Callable[["IrcConnection", Message], None]
+
+#: The handler of each IRC command.
+HANDLERS: dict[str, Handler] = {}
+#: Parameters each command needs (fewer, or an empty first one: 461 ERR_NEEDMOREPARAMS).
+PARAMS_NEEDED: dict[str, int] = {}
+#: Commands an unregistered connection may send (the rest: 451 ERR_NOTREGISTERED).
+BEFORE_REGISTRATION = frozenset({"CAP", "NICK", "USER", "PASS", "AUTHENTICATE", "PING", "PONG", "QUIT", "REGISTER"})
+#: Channels one connection may be in at once (``CHANLIMIT``).
+CHANNELS_MAX = 50
+#: Targets one JOIN, PART, PRIVMSG, NOTICE, WHOIS... may name (``TARGMAX``).
+TARGETS_MAX = 10
+#: The capabilities offered (CAP LS 302), with their values.
+CAPABILITIES: dict[str, str] = {
+    "sasl": "PLAIN",
+    "server-time": "",
+    "message-tags": "",
+    "echo-message": "",
+    "account-tag": "",
+    "draft/account-registration": "before-connect",
+    # chatd has one prefix (@) to show: multi-prefix changes nothing; userhost-in-names puts masks in 353.
+    "multi-prefix": "",
+    "userhost-in-names": "",
+}
+#: Base64 characters an AUTHENTICATE PLAIN payload may take in all: two names (24 characters each) and a
+#: password (PASSWORD_MAX code points, at most 4 bytes each) with their NULs, encoded, rounded up.
+SASL_MAX = 2048
+#: Channel modes with a parameter (RFC 2811 §4: bans and the operator status), and those without.
+_LIST_MODES = "b"
+_MEMBER_MODES = "ov"
+_FLAG_MODES = "it"
+
+
+def handles(*names: str, params: int = 0) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of ``names``, which need ``params`` parameters."""
+
+    def add(handler: Handler) -> Handler:
+        for name in names:
+            HANDLERS[name] = handler
+            if params:
+                PARAMS_NEEDED[name] = params
+        return handler
+
+    return add
+
+
+def _room(self: IrcConnection, target: str, missing: bool = True) -> Room | None:
+    """The room of channel ``target`` (``#lab``); None, with ``403 ERR_NOSUCHCHANNEL`` if ``missing``, if none."""
+    room = self.chat.rooms.get(name_key(target[1:])) if target.startswith("#") else None
+    if room is None and missing:
+        self.numeric("403", target or "*", "No such channel")
+    return room
+
+
+def _member(self: IrcConnection, target: str) -> tuple[Room | None, Channel | None]:
+    """The room of ``target`` and this connection's channel in it (``403``, ``442`` sent if either is missing)."""
+    room = _room(self, target)
+    if room is None:
+        return None, None
+    channel = self.channels.get(room.key)
+    if channel is None:
+        self.numeric("442", target, "You're not on that channel")
+    return room, channel
+
+
+def _operator(self: IrcConnection, room: Room, target: str, needed: Role = Role.OPERATOR) -> bool:
+    """Whether this user acts as an operator (or ``needed``) in ``room``; if not, ``482`` is sent."""
+    if self.chat.moderation.acting_role(room, self.name) >= needed:
+        return True
+    owner = " (only its owner may do that)" if needed is Role.OWNER else ""
+    self.numeric("482", target, "You're not channel operator" + owner)
+    return False
+
+
+def _notice_error(self: IrcConnection) -> Callable[[errors.ChatError], None]:
+    return lambda error: self.server_notice(str(error))
+
+
+# -- registration ------------------------------------------------------------------------------------
+
+
+@handles("CAP", params=1)
+def cap(self: IrcConnection, message: Message) -> None:
+    """CAP LS [302], LIST, REQ, END (IRCv3 capability negotiation); registration waits for END."""
+    sub = message.params[0].upper()
+    if sub == "LS":
+        if not self.registered:
+            self.negotiating = True
+        version = message.params[1] if len(message.params) > 1 else ""
+        offered = " ".join(name + ("=" + value if value and version >= "302" else "")
+                           for name, value in CAPABILITIES.items())
+        self.from_server("CAP", self.target, "LS", offered)
+    elif sub == "LIST":
+        self.from_server("CAP", self.target, "LIST", " ".join(sorted(self.caps)))
+    elif sub == "REQ":
+        if not self.registered:
+            self.negotiating = True
+        wanted = message.params[1].split() if len(message.params) > 1 else []
+        if not wanted or any(want.removeprefix("-") not in CAPABILITIES for want in wanted):
+            self.from_server("CAP", self.target, "NAK", " ".join(wanted))
+            return
+        for want in wanted:
+            if want.startswith("-"):
+                self.caps.discard(want[1:])
+            else:
+                self.caps.add(want)
+        self.from_server("CAP", self.target, "ACK", " ".join(wanted))
+        self.regroup()
+    elif sub == "END":
+        if not self.registered:
+            self.negotiating = False
+            self.try_registration()
+    else:
+        self.numeric("410", sub[:30], "Invalid CAP command")
+
+
+@handles("PASS", params=1)
+def pass_(self: IrcConnection, message: Message) -> None:
+    if self.registered:
+        self.numeric("462", "You may not reregister")
+        return
+    self.password = message.params[0]
+
+
+@handles("NICK")
+def nick(self: IrcConnection, message: Message) -> None:
+    wanted = message.params[0] if message.params else ""
+    if not wanted:
+        self.numeric("431", "No nickname given")
+        return
+    if self.registered:
+        if name_key(wanted) == name_key(self.name or ""):
+            return  # (its own nick, in another case: nothing changes)
+        if self.chat.user_name_taken(wanted) or name_key(wanted) in self.chat.online:
+            self.numeric("433", wanted, "Nickname is already in use")
+        else:
+            self.numeric("447", wanted, "chatd nicks are account names: they cannot be changed")
+        return
+    problem = check_name(wanted, "user", USER_NAME_MAX)
+    if problem:
+        self.numeric("432", wanted, "Erroneous nickname: " + problem.rstrip("."))
+        return
+    if self.irc.guests and not self.password and self.name is None:
+        refused = self.guest_refusal(wanted)
+        if refused:
+            self.numeric(refused[0], wanted, refused[1])
+            return
+    self.nick = wanted
+    self.try_registration()
+
+
+@handles("USER", params=4)
+def user(self: IrcConnection, message: Message) -> None:
+    """USER username 0 * :realname; an empty username or realname gets 461 (Modern)."""
+    if self.registered:
+        self.numeric("462", "You may not reregister")
+        return
+    if not message.params[3].strip():
+        self.numeric("461", "USER", "Not enough parameters")
+        return
+    self.user = "".join(char for char in message.params[0] if char.isascii() and (char.isalnum() or char in "_.-"))
+    self.user = self.user[:USER_NAME_MAX] or "user"
+    self.realname = message.params[3].strip()[:100]
+    self.try_registration()
+
+
+@handles("AUTHENTICATE", params=1)
+def authenticate(self: IrcConnection, message: Message) -> None:
+    """SASL PLAIN (IRCv3 sasl 3.1): ``AUTHENTICATE PLAIN``, ``+``, then base64 of authzid NUL authcid NUL password."""
+    value = message.params[0]
+    if self.name is not None and not self.guest:
+        self.numeric("907", "You have already authenticated")
+        return
+    if self.registered:  # a guest: it stays one (chatd does not turn a session into an account's)
+        self.numeric("462", "You may not reregister")
+        return
+    if "sasl" not in self.caps:
+        self.numeric("904", "SASL authentication failed: request the sasl capability first")
+        return
+    if value == "*":
+        self.sasl = None
+        self.numeric("906", "SASL authentication aborted")
+        return
+    if self.sasl is None:
+        if value.upper() != "PLAIN":
+            self.numeric("908", "PLAIN", "are available SASL mechanisms")
+            self.numeric("904", "SASL authentication failed")
+            return
+        self.sasl = ""
+        self.send_line(line("", "AUTHENTICATE", "+"))
+        return
+    if len(value) > 400 or len(self.sasl) + len(value) > SASL_MAX:
+        self.sasl = None
+        self.numeric("904", "SASL authentication failed: the message is too long")
+        return
+    self.sasl += "" if value == "+" else value
+    if len(value) == 400:
+        return  # more follows
+    data, self.sasl = self.sasl, None
+    try:
+        fields = base64.b64decode(data, validate=True).decode("utf-8").split("\0")
+    except (binascii.Error, UnicodeDecodeError):
+        fields = []
+    if len(fields) != 3 or not fields[1] or (fields[0] and fields[0] != fields[1]):
+        self.numeric("904", "SASL authentication failed")
+        return
+    self.auth = "sasl"
+    self.run_command(self, "login", [fields[1], fields[2]], done=lambda: setattr(self, "auth", ""))
+
+
+@handles("REGISTER", params=3)
+def register(self: IrcConnection, message: Message) -> None:
+    """
+    ``REGISTER <account> <email> <password>`` (IRCv3 draft/account-registration,
+    before-connect): creates the account (chatd's ``register``; the email is
+    not kept) and logs in; ``*`` for the account: the nick given.
+    """
+    account, _, password = message.params[0], message.params[1], message.params[2]
+    if account == "*":
+        account = self.nick
+    chat = self.chat
+
+    def fail(code: str, text: str) -> None:
+        self.from_server("FAIL", "REGISTER", code, account or "*", text)
+
+    if self.registered or self.name is not None:
+        fail("ALREADY_AUTHENTICATED", "register an account before connecting, not as a guest or logged in")
+        return
+    if not account:
+        fail("NEED_NICK", "send NICK first, or name the account")
+        return
+    problem = check_name(account, "user", USER_NAME_MAX)
+    if problem:
+        fail("BAD_ACCOUNT_NAME", problem)
+        return
+    taken = chat.user_name_taken(account)
+    if taken:
+        fail("ACCOUNT_EXISTS", taken)
+        return
+    problem = password_problem(password)
+    if problem:
+        fail("UNACCEPTABLE_PASSWORD", problem)
+        return
+    self.auth = "register"
+    self.run_command(self, "register", [account, password], quiet=True,
+                     failed=lambda error: fail("TEMPORARILY_UNAVAILABLE", str(error)),
+                     done=lambda: setattr(self, "auth", ""))
+
+
+@handles("OPER", params=2)
+def oper(self: IrcConnection, message: Message) -> None:
+    """
+    ``OPER name password``: ``381`` if ``name`` is a chatd server admin and
+    the password is its account's (the login checks and limits apply);
+    ``464`` a wrong password, ``491`` not an admin. The connection is shown
+    as an operator (``WHOIS`` 313, ``*`` in ``WHO``); chatd's admin commands
+    stay the admin account's.
+    """
+    name, password = message.params[0], message.params[1]
+    chat = self.chat
+    d = chat.authenticate(name[: USER_NAME_MAX * 2], password, self.address_key or "", self.origin)
+
+    def checked(stored: str) -> None:
+        if not chat.is_admin(stored):
+            self.numeric("491", "No O-lines for your host")
+            return
+        self.oper = True
+        self.numeric("381", "You are now an IRC operator")
+        self.send_line(line(self.irc.mask(self.target), "MODE", self.target, "+o"))
+
+    def refused(error: errors.ChatError) -> None:
+        if isinstance(error, errors.LoginFailed):
+            self.numeric("464", "Password incorrect")
+        else:
+            self.server_notice(str(error))
+
+    self.wait_for(d, checked, refused)
+
+
+@handles("PING", params=1)
+def ping(self: IrcConnection, message: Message) -> None:
+    self.send_line(line(self.irc.server, "PONG", self.irc.server, message.params[0], text=False))
+
+
+@handles("PONG")
+def pong(self: IrcConnection, message: Message) -> None:
+    pass
+
+
+@handles("QUIT")
+def quit_(self: IrcConnection, message: Message) -> None:
+    self.quit(message.params[0] if message.params else "")
+
+
+# -- channels -------------------------------------------------------------------------------------------
+
+
+@handles("JOIN", params=1)
+def join(self: IrcConnection, message: Message) -> None:
+    """JOIN #a,#b (keys ignored; JOIN 0 leaves every channel): a room that does not exist is created first."""
+    targets = message.params[0].split(",")[:TARGETS_MAX]
+    if targets == ["0"]:
+        for channel in list(self.channels.values()):
+            self.run_command(channel, "exit", [])
+        return
+    for target in targets:
+        name = target[1:]
+        if not target.startswith("#") or check_name(name, "room", ROOM_NAME_MAX):
+            self.numeric("403", target or "*", "No such channel")
+            continue
+        if name_key(name) in self.channels:
+            continue
+        if len(self.channels) >= CHANNELS_MAX:
+            self.numeric("405", target, "You have joined too many channels")
+            continue
+        channel = self.new_channel(name)
+        refused = _join_refused(self, target, name)
+        if name_key(name) in self.chat.rooms:
+            self.run_command(channel, "join", [name], failed=refused)
+        else:
+            self.run_command(self, "create", [name], failed=_join_refused(self, target, name, channel), quiet=True,
+                             done=_then_join(self, channel, name, refused))
+
+
+def _join_refused(self: IrcConnection, target: str, name: str,
+                  channel: Channel | None = None) -> Callable[[errors.ChatError], None]:
+    """
+    What a refused JOIN answers: 403 no such room, 473 invite-only, 474
+    banned (or anything else); ``channel``: the room was being created by
+    someone else (NameTaken): join it instead.
+    """
+
+    def refused(error: errors.ChatError) -> None:
+        room = self.chat.rooms.get(name_key(name))
+        if isinstance(error, errors.NameTaken) and channel is not None:  # created meanwhile (by another JOIN)
+            self.run_command(channel, "join", [name], failed=_join_refused(self, target, name))
+        elif isinstance(error, errors.NoSuchRoom):
+            self.numeric("403", target, "No such channel")
+        elif room is not None and room.authority.invite_only and "invite-only" in str(error):
+            self.numeric("473", target, "Cannot join channel (+i): " + str(error))
+        elif isinstance(error, errors.NotAllowed):
+            self.numeric("474", target, "Cannot join channel (+b): " + str(error))
+        else:
+            self.numeric("403", target, str(error))
+
+    return refused
+
+
+def _then_join(self: IrcConnection, channel: Channel, name: str,
+               refused: Callable[[errors.ChatError], None]) -> Callable[[], None]:
+    """Once the room ``name`` is created: join it."""
+    return lambda: self.run_command(channel, "join", [name], failed=refused)
+
+
+@handles("PART", params=1)
+def part(self: IrcConnection, message: Message) -> None:
+    """``PART #a,#b [:reason]``: chatd's ``exit`` of each; the reason goes to the room (LEAVE's text)."""
+    reason = message.params[1].strip()[:REASON_MAX] if len(message.params) > 1 else ""
+    for target in message.params[0].split(",")[:TARGETS_MAX]:
+        _, channel = _member(self, target)
+        if channel is not None:
+            channel.part_message = reason
+            self.run_command(channel, "exit", [])
+
+
+@handles("PRIVMSG", "NOTICE")
+def privmsg(self: IrcConnection, message: Message) -> None:
+    """
+    To a channel: a room line (``say``; CTCP ACTION: ``me``); to a nick: a
+    chatd private message (``msg``; kept for an offline account). A NOTICE
+    is never answered with an error (RFC 2812 §3.3.2).
+    """
+    notice = message.command == "NOTICE"
+    if not message.params or not message.params[0]:
+        if not notice:
+            self.numeric("411", "No recipient given (PRIVMSG)")
+        return
+    if len(message.params) < 2 or not message.params[1]:
+        if not notice:
+            self.numeric("412", "No text to send")
+        return
+    text = message.params[1]
+    action = text.startswith("\x01ACTION ")
+    if text.startswith("\x01"):
+        if not action:
+            return  # other CTCP requests are not relayed
+        text = text[len("\x01ACTION "):].rstrip("\x01")
+    text = text.strip()
+    if not text:
+        return
+    for target in message.params[0].split(",")[:TARGETS_MAX]:
+        # What does not fit in one IRC line once prefixed is cut here, so every front-end sees the same text.
+        room = LINE_MAX - len(f":{self.irc.mask(self.target)} PRIVMSG {target} :\r\n".encode()) - \
+            (len("\x01ACTION \x01") if action else 0)
+        said = split_text(text, room)[0]
+        if target.startswith("#"):
+            _to_channel(self, target, said, action, notice)
+        else:
+            _to_nick(self, target, said, action, notice)
+
+
+def _to_channel(self: IrcConnection, target: str, text: str, action: bool, notice: bool) -> None:
+    channel = self.channels.get(name_key(target[1:]))
+    if channel is None:
+        if not notice:
+            room = _room(self, target)
+            if room is not None:
+                self.numeric("404", target, "Cannot send to channel: you are not in it")
+        return
+
+    def refused(error: errors.ChatError) -> None:
+        if not notice:
+            self.numeric("404", target, "Cannot send to channel: " + str(error))
+
+    self.run_command(channel, "me" if action else "say", [text], failed=refused)
+
+
+def _to_nick(self: IrcConnection, target: str, text: str, action: bool, notice: bool) -> None:
+    chat = self.chat
+
+    def unknown(error: errors.ChatError) -> None:
+        if notice:
+            return
+        if isinstance(error, errors.NoSuchUser):
+            self.numeric("401", target, "No such nick/channel")
+        else:
+            self.server_notice(str(error))
+
+    def sent() -> None:
+        recipient = chat.online.get(name_key(target))
+        if recipient is None:
+            self.server_notice(f"{target} is offline: they get your message at their next login.")
+        elif not notice:
+            away = chat.presence.message(recipient.name or target)
+            if away is not None:
+                self.numeric("301", recipient.name or target, away)
+
+    said = f"* {self.name} {text}" if action else text  # (chatd's private messages have no actions)
+    self.run_command(self.direct, "msg", [target, said], failed=unknown, done=sent, quiet=True)
+
+
+@handles("TOPIC", params=1)
+def topic(self: IrcConnection, message: Message) -> None:
+    """``TOPIC #lab`` shows it (332, or 331); ``TOPIC #lab :text`` sets it (``topic``; empty: cleared)."""
+    target = message.params[0]
+    if len(message.params) == 1:
+        room = _room(self, target)
+        if room is None:
+            return
+        if room.key not in self.channels and not self.chat.moderation.may_see(room, self.name):
+            self.numeric("442", target, "You're not on that channel")
+        elif room.authority.topic:
+            self.numeric("332", channel_name(room.name), room.authority.topic)
+        else:
+            self.numeric("331", channel_name(room.name), "No topic is set")
+        return
+    room, channel = _member(self, target)
+    if room is None or channel is None:
+        return
+    if not room.authority.open_topic and not _operator(self, room, target):
+        return
+    self.run_command(channel, "topic", [message.params[1].strip() or CLEAR_TOPIC], failed=_notice_error(self))
+
+
+@handles("NAMES")
+def names(self: IrcConnection, message: Message) -> None:
+    if not message.params or not message.params[0]:
+        self.numeric("366", "*", "End of /NAMES list")
+        return
+    for target in message.params[0].split(",")[:TARGETS_MAX]:
+        room = _room(self, target, missing=False)
+        if room is not None and (room.key in self.channels or self.chat.moderation.may_see(room, self.name)):
+            self.names(room)
+        else:
+            self.numeric("366", target, "End of /NAMES list")
+
+
+@handles("LIST")
+def list_(self: IrcConnection, message: Message) -> None:
+    """321, a 322 per room the user may see (``#name members :topic``), 323; ``LIST #a,#b``: those only."""
+    chat = self.chat
+    wanted = {name_key(target[1:]) for target in message.params[0].split(",")} if message.params and \
+        message.params[0].startswith("#") else None
+    self.numeric("321", "Channel", "Users  Name")
+    for room in chat.rooms.values():
+        if (wanted is None or room.key in wanted) and chat.moderation.may_see(room, self.name):
+            self.numeric("322", channel_name(room.name), str(len(room.fanout)), room.authority.topic)
+    self.numeric("323", "End of /LIST")
+
+
+@handles("INVITE", params=2)
+def invite(self: IrcConnection, message: Message) -> None:
+    """``INVITE nick #lab``: chatd's ``invite`` (operators; a guest too while online); 341, and an IRC invitee gets INVITE."""
+    target, channel_target = message.params[0], message.params[1]
+    room, channel = _member(self, channel_target)
+    if room is None or channel is None:
+        return
+    chat = self.chat
+    known = chat.moderation.known(target)
+    if known is None:
+        self.numeric("401", target, "No such nick/channel")
+        return
+    if chat.moderation.member(room, known) is not None:
+        self.numeric("443", known, channel_name(room.name), "is already on channel")
+        return
+    if not _operator(self, room, channel_target):
+        return
+
+    def invited() -> None:
+        self.numeric("341", known, channel_name(room.name), text=False)
+        invitee = self.irc.users.get(name_key(known))
+        if invitee is not None:
+            invitee.send_line(line(self.irc.mask(self.target), "INVITE", known, channel_name(room.name)))
+
+    self.run_command(channel, "invite", [known], quiet=True, done=invited, failed=_notice_error(self))
+
+
+@handles("KICK", params=2)
+def kick(self: IrcConnection, message: Message) -> None:
+    """``KICK #lab nick[,nick] [:reason]``: chatd's ``kick`` (operators); 441 for someone not in the room."""
+    target = message.params[0]
+    room, channel = _member(self, target)
+    if room is None or channel is None or not _operator(self, room, target):
+        return
+    reason = message.params[2].strip() if len(message.params) > 2 else ""
+    for victim in message.params[1].split(",")[:TARGETS_MAX]:
+        if self.chat.moderation.member(room, victim) is None:
+            self.numeric("441", victim, target, "They aren't on that channel")
+            continue
+        self.run_command(channel, "kick", [victim, reason], failed=_notice_error(self))
+
+
+@handles("MODE", params=1)
+def mode(self: IrcConnection, message: Message) -> None:
+    """
+    A user's own modes (``221``; ``+i`` is accepted and means nothing more
+    here); a channel's: ``324`` (``+i`` invite-only, ``+t`` only operators set
+    the topic), the ban list (``367``/``368``), and changes mapped onto
+    chatd's moderation: ``+b``/``-b`` ban/unban (``nick!*@*``: chatd bans
+    names), ``+o``/``-o`` op/deop (the owner's), ``+i``/``-i`` invite-only,
+    ``+t``/``-t`` open-topic off/on. Other modes: ``472``.
+    """
+    target = message.params[0]
+    if not target.startswith("#"):
+        _user_mode(self, target, message.params[1:])
+        return
+    room = _room(self, target)
+    if room is None:
+        return
+    shown = channel_name(room.name)
+    if len(message.params) == 1:
+        flags = ("i" if room.authority.invite_only else "") + ("" if room.authority.open_topic else "t")
+        self.numeric("324", shown, "+" + flags, text=False)
+        return
+    changes = _mode_changes(self, shown, message.params[1], message.params[2:])
+    if not changes:
+        return
+    channel = self.channels.get(room.key)
+    if changes == [("+", "b", "")] or changes == [("-", "b", "")]:
+        _ban_list(self, room)
+        return
+    if channel is None:
+        self.numeric("442", shown, "You're not on that channel")
+        return
+    for sign, letter, argument in changes:
+        if letter == "b" and not argument:
+            _ban_list(self, room)
+            continue
+        needed = Role.OWNER if letter == "o" or letter == "t" else Role.OPERATOR
+        if not _operator(self, room, shown, needed):
+            return
+        if letter == "b":
+            nick = argument.split("!", 1)[0]
+            if any(char in nick for char in "*?") or not nick:
+                self.server_notice("chatd bans users by name: MODE #room +b nick (or nick!*@*).")
+                continue
+            self.run_command(channel, "ban" if sign == "+" else "unban", [nick] + ([""] if sign == "+" else []),
+                             quiet=True, failed=_notice_error(self))
+        elif letter == "o":
+            self.run_command(channel, "op" if sign == "+" else "deop", [argument], quiet=True,
+                             failed=_notice_error(self))
+        elif letter == "i":
+            self.run_command(channel, "invite-only", ["on" if sign == "+" else "off"], quiet=True,
+                             failed=_notice_error(self))
+        elif letter == "t":
+            self.run_command(channel, "open-topic", ["off" if sign == "+" else "on"], quiet=True,
+                             failed=_notice_error(self))
+
+
+def _mode_changes(self: IrcConnection, channel: str, modes: str, arguments: list[str]) -> list[tuple[str, str, str]]:
+    """(sign, letter, argument) for each change in ``modes``; unknown letters get 472 and are left out."""
+    changes = []
+    sign = "+"
+    arguments = list(arguments)
+    for letter in modes[:20]:
+        if letter in "+-":
+            sign = letter
+        elif letter in _LIST_MODES or letter in _MEMBER_MODES:
+            argument = arguments.pop(0) if arguments else ""
+            if letter == "v":
+                continue  # chatd has no voice: nobody is +v, and giving it changes nothing
+            if letter == "o" and not argument:
+                continue
+            changes.append((sign, letter, argument))
+        elif letter in _FLAG_MODES:
+            changes.append((sign, letter, ""))
+        else:
+            self.numeric("472", letter, f"is not a mode chatd knows for {channel}")
+    return changes
+
+
+def _ban_list(self: IrcConnection, room: Room) -> None:
+    """367 per ban that has not run out (``nick!*@*``, who set it), then 368."""
+    moderation = self.chat.moderation
+    now = self.chat.reactor.seconds()
+    shown = channel_name(room.name)
+    for key, ban in sorted(room.authority.bans.items()):
+        if not ban.over(now):
+            self.numeric("367", shown, f"{moderation.display(key)}!*@*", ban.by or self.irc.server, text=False)
+    self.numeric("368", shown, "End of channel ban list")
+
+
+def _user_mode(self: IrcConnection, target: str, changes: list[str]) -> None:
+    if name_key(target) != name_key(self.target):
+        self.numeric("502" if name_key(target) in self.chat.online else "401", target,
+                     "Can't change mode for other users" if name_key(target) in self.chat.online
+                     else "No such nick/channel")
+        return
+    if changes and changes[0]:
+        for part in changes[0].lstrip("+-"):
+            if part not in "i":
+                self.numeric("501", "Unknown MODE flag")
+                return
+        adding = not changes[0].startswith("-")
+        if adding != ("i" in self.umodes):
+            self.umodes = "i" if adding else ""
+            self.send_line(line(self.irc.mask(self.target), "MODE", self.target, ("+" if adding else "-") + "i"))
+        return
+    self.numeric("221", "+" + self.umodes + ("o" if self.oper else ""), text=False)
+
+
+# -- users ----------------------------------------------------------------------------------------------
+
+
+@handles("AWAY")
+def away(self: IrcConnection, message: Message) -> None:
+    """``AWAY :message`` (``306``; chatd's ``away``), ``AWAY`` alone: back (``305``)."""
+    text = message.params[0].strip() if message.params else ""
+    if text:
+        self.run_command(self, "away", [text], quiet=True, failed=_notice_error(self),
+                         done=lambda: self.numeric("306", "You have been marked as being away"))
+    else:
+        self.chat.presence.back(self.name or "")
+        self.numeric("305", "You are no longer marked as being away")
+
+
+@handles("WHOIS", params=1)
+def whois(self: IrcConnection, message: Message) -> None:
+    """311, 319 (the channels the asker may see), 312, 313 (an admin or OPER), 301, 330 (an account), 318; or 401."""
+    chat = self.chat
+    for target in message.params[-1].split(",")[:TARGETS_MAX]:
+        session = chat.online.get(name_key(target))
+        if session is None or session.name is None:
+            self.numeric("401", target, "No such nick/channel")
+            self.numeric("318", target, "End of /WHOIS list")
+            continue
+        name = session.name
+        user, host, realname = self.irc.user_info(name)
+        self.numeric("311", name, user, host, "*", realname)
+        rooms = [channel_name(room.name) if chat.moderation.role(room, name) is Role.MEMBER
+                 else "@" + channel_name(room.name) for room in self.irc.rooms_of(session)
+                 if room.key in self.channels or chat.moderation.may_see(room, self.name)]
+        if rooms:
+            self.numeric("319", name, " ".join(rooms))
+        self.numeric("312", name, self.irc.server, "chatd")
+        if chat.is_admin(name) or getattr(session, "oper", False):
+            self.numeric("313", name, "is an IRC operator")
+        away_message = chat.presence.message(name)
+        if away_message is not None:
+            self.numeric("301", name, away_message)
+        if name_key(name) in chat.accounts:
+            self.numeric("330", name, name, "is logged in as")
+        self.numeric("318", name, "End of /WHOIS list")
+
+
+@handles("WHO")
+def who(self: IrcConnection, message: Message) -> None:
+    """
+    ``WHO #lab``: a 352 per member; ``WHO mask``: a 352 per online user
+    whose nick, username, host or realname matches (``*``, ``?``; ASCII case
+    ignored); then 315. Flags: ``H`` here or ``G`` away, ``*`` an operator
+    of the server, ``@`` of the channel.
+    """
+    chat = self.chat
+    mask = message.params[0] if message.params and message.params[0] else "*"
+    if mask.startswith("#"):
+        room = _room(self, mask, missing=False)
+        if room is not None and (room.key in self.channels or chat.moderation.may_see(room, self.name)):
+            for member in room.fanout.members():
+                if member.name:
+                    _who_line(self, member.name, channel_name(room.name),
+                              chat.moderation.role(room, member.name) is not Role.MEMBER)
+    else:
+        pattern = mask.lower()
+        for session in list(chat.online.values()):
+            name = session.name
+            if not name:
+                continue
+            user, host, realname = self.irc.user_info(name)
+            if any(fnmatch.fnmatchcase(field.lower(), pattern) for field in (name, user, host, realname)):
+                _who_line(self, name, "*", False)
+    self.numeric("315", mask, "End of WHO list")
+
+
+def _who_line(self: IrcConnection, name: str, channel: str, operator: bool) -> None:
+    chat = self.chat
+    user, host, realname = self.irc.user_info(name)
+    session = chat.online.get(name_key(name))
+    flags = ("G" if chat.presence.message(name) is not None else "H")
+    if chat.is_admin(name) or getattr(session, "oper", False):
+        flags += "*"
+    if operator:
+        flags += "@"
+    self.numeric("352", channel, user, host, self.irc.server, name, flags, f"0 {realname}")
+
+
+@handles("ISON", params=1)
+def ison(self: IrcConnection, message: Message) -> None:
+    online = self.chat.online
+    found = [online[name_key(nick)].name or nick for nick in " ".join(message.params).split()[:50]
+             if name_key(nick) in online]
+    self.numeric("303", " ".join(found))
+
+
+@handles("USERHOST", params=1)
+def userhost(self: IrcConnection, message: Message) -> None:
+    chat = self.chat
+    replies = []
+    for nick in message.params[:5]:
+        session = chat.online.get(name_key(nick))
+        if session is None or session.name is None:
+            continue
+        user, host, _ = self.irc.user_info(session.name)
+        oper = "*" if chat.is_admin(session.name) or getattr(session, "oper", False) else ""
+        away_mark = "-" if chat.presence.message(session.name) is not None else "+"
+        replies.append(f"{session.name}{oper}={away_mark}{user}@{host}")
+    self.numeric("302", " ".join(replies))
+
+
+@handles("MOTD")
+def motd(self: IrcConnection, message: Message) -> None:
+    self.motd()
+
+
+@handles("LUSERS")
+def lusers(self: IrcConnection, message: Message) -> None:
+    self.lusers()
+
+
+@handles("TAGMSG", params=1)
+def tagmsg(self: IrcConnection, message: Message) -> None:
+    """Accepted and not relayed: chatd's events carry no client-only tags (docs/IRC.md)."""
+
+
+@handles("TIME")
+def time_(self: IrcConnection, message: Message) -> None:
+    now = datetime.fromtimestamp(self.chat.reactor.seconds(), timezone.utc)
+    self.numeric("391", self.irc.server, now.strftime("%A %B %d %Y -- %H:%M:%S +00:00"))
+
+
+@handles("VERSION")
+def version(self: IrcConnection, message: Message) -> None:
+    self.numeric("351", f"chatd-{__version__}.", self.irc.server, "chatd's IRC front-end")
+    self.isupport()
+
+
+@handles("INFO")
+def info(self: IrcConnection, message: Message) -> None:
+    self.numeric("371", f"chatd {__version__}: a multi-room chat server; this is its IRC front-end.")
+    self.numeric("374", "End of INFO list")
