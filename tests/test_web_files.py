@@ -472,3 +472,24 @@ def test_files_between_a_browser_and_a_line_client_through_a_real_daemon(tmp_pat
     finally:
         daemon.stop()
     assert daemon.unhandled_errors() == [], daemon.log()
+
+
+def test_upload_frames_of_a_fair_size_are_free_of_the_flood_allowance_small_ones_are_not(tmp_path):
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=1, flood_burst=3, max_line=2000))
+    factory.transfers = Transfers(factory, str(tmp_path / "spool"), run_now, TransferSettings())
+    factory.transfers.start()
+    site = web_site(factory)
+    ann = Browser(site)
+    ann.command("register", "ann", "secret1")
+    ann.command("public")
+    clock.advance(10)  # the allowance refilled
+    data = os.urandom(20 * 1000 + 100)
+    ready = ann.offer(data)
+    for start in range(0, len(data), 1000):  # 20 frames of 1000 bytes and a last one of 100: all free
+        ann.send_bytes(ready["id"].encode() + b"\n" + data[start:start + 1000])
+    assert ann.transport.producerState == "producing" and ann.messages() == []
+    second = ann.offer(b"x" * 1000)
+    for _ in range(4):  # frames of 10 bytes, not the last: each costs a token like a message
+        ann.send_bytes(second["id"].encode() + b"\n" + b"x" * 10)
+    assert ann.transport.producerState == "paused"
+    assert {"type": "error", "text": "you are sending too fast; your messages are being delayed."} in ann.messages()
