@@ -9,6 +9,7 @@ the machine's operator (docs/OPERATIONS.md, "Administration").
     chatd-admin --data-dir DIR delete-user NAME
     chatd-admin --data-dir DIR make-admin NAME
     chatd-admin --data-dir DIR remove-admin NAME
+    chatd-admin --data-dir DIR migrate-to-postgres DSN
 
 It works through the CSV store itself (``CsvStore`` with a synchronous
 runner: no reactor, no thread; ``load_now`` and the same write methods as
@@ -35,7 +36,6 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 
 from chatd.admin import ADMIN, LOCKED, MUST_CHANGE, one_time_password
 from chatd.datadir import DataDirInUse, lock_data_dir, unlock_data_dir
@@ -43,6 +43,7 @@ from chatd.moderation import REASON_MAX
 from chatd.passwords import Passwords
 from chatd.persistence import CsvStore
 from chatd.store import EventName, Loaded, LogEvent, UserRecord
+from chatd.stores.jobs import fired
 from chatd.text import clean_text, name_key
 
 #: The server's default --data-dir (chatd.tap).
@@ -57,16 +58,6 @@ class Refused(Exception):
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _result(d: defer.Deferred[Any]) -> Any:
-    """The result of a Deferred the synchronous runner has fired already (raises its failure)."""
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "the synchronous store left a Deferred waiting"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 class Tool:
@@ -92,7 +83,7 @@ class Tool:
 
     def set_values(self, record: UserRecord, values: dict[str, str], event: LogEvent) -> None:
         """The account's values, durable; then ``event``'s row (written when the tool stops)."""
-        _result(self.store.set_marks(record.name, values, durable=True))
+        fired(self.store.set_marks(record.name, values, durable=True))
         self.store.log_event(event.event, event.user, event.room, **event.details)
 
     # -- the subcommands ------------------------------------------------------------
@@ -129,11 +120,11 @@ class Tool:
         record = self.account(name)
         password = one_time_password()
         before = self.value(record, MUST_CHANGE)
-        _result(self.store.set_marks(record.name, {MUST_CHANGE: "1"}, durable=True))
-        password_hash = _result(Passwords(run=defer.maybeDeferred).hash(password))
+        fired(self.store.set_marks(record.name, {MUST_CHANGE: "1"}, durable=True))
+        password_hash = fired(Passwords(run=defer.maybeDeferred).hash(password))
         updated = UserRecord(record.name, password_hash, record.created)
         try:
-            _result(self.store.replace_password(updated, self.log("password_reset", record)))
+            fired(self.store.replace_password(updated, self.log("password_reset", record)))
         except Exception:  # the old password stays: so does the old mark
             self.store.set_marks(record.name, {MUST_CHANGE: before}, durable=True)
             raise
@@ -147,9 +138,9 @@ class Tool:
         for room in self.loaded.rooms:
             if room.owner and name_key(room.owner) == key:
                 event = LogEvent("room_delete", "", room.name, {"via": "chatd-admin", "os_user": _os_user()})
-                _result(self.store.delete_room(room.name, event))
+                fired(self.store.delete_room(room.name, event))
                 print(f"Room {room.name} deleted.", file=self.out)
-        _result(self.store.delete_user(record.name, self.log("account_delete", record)))
+        fired(self.store.delete_user(record.name, self.log("account_delete", record)))
         print(f"Account {record.name} deleted.", file=self.out)
 
     def make_admin(self, name: str) -> None:
@@ -166,6 +157,24 @@ class Tool:
                           "stays one until the option is removed).")
         self.set_values(record, {ADMIN: ""}, self.log("remove_admin", record))
         print(f"{record.name} is no longer an admin (from the server's next start).", file=self.out)
+
+
+    def migrate_to_postgres(self, dsn: str) -> None:
+        """Copy everything into the empty database ``dsn`` (chatd.stores.postgres_copy); the directory is left as it is."""
+        try:
+            from chatd.stores.postgres_copy import copy_data_dir
+        except ImportError as error:
+            raise Refused(f"PostgreSQL needs psycopg ({error}): pip install 'chatd[postgres]'") from None
+        copied = copy_data_dir(self.store, self.loaded, dsn)
+        for note in copied.notes:
+            print(f"note: {note}", file=self.out)
+        counts = copied.counts
+        print(f"Copied {counts['users']} accounts, {counts['rooms']} rooms, {counts['offline']} offline messages, "
+              f"{counts['marks']} marks, {counts['room_values']} room values, {counts['history']} history events "
+              f"of {counts['history_tails']} rooms and {counts['log']} log events into {copied.where}.",
+              file=self.out)
+        print(f"Start chatd with --store (and keep {self.store.data_dir} for the file spool, or a copy as a backup).",
+              file=self.out)
 
 
 def _os_user() -> str:
@@ -204,6 +213,11 @@ def parser() -> argparse.ArgumentParser:
                        ("make-admin", "make an account a server admin (stored; the server's --admin names more)"),
                        ("remove-admin", "take away the stored admin flag")):
         commands.add_parser(name, help=text).add_argument("name", metavar="NAME")
+    migrate = commands.add_parser("migrate-to-postgres", help="copy the data directory (accounts, rooms, log, offline "
+                                  "messages, marks, room values, history) into an empty PostgreSQL database")
+    migrate.add_argument("--data-dir", "-d", default=argparse.SUPPRESS, help="as before the command")
+    migrate.add_argument("dsn", metavar="DSN", help="a postgresql:// URL (the password may come from PGPASSWORD or "
+                                                    "~/.pgpass instead: a command line is visible to other users)")
     return top
 
 
@@ -228,7 +242,7 @@ def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) ->
         try:
             _run(tool, args)
         finally:
-            _result(tool.store.stop())  # the log rows
+            fired(tool.store.stop())  # the log rows
     except Refused as error:
         print(f"chatd-admin: {error}", file=err)
         return FAILED
@@ -246,6 +260,8 @@ def _run(tool: Tool, args: argparse.Namespace) -> None:
         tool.list_users()
     elif command == "lock":
         tool.lock(args.name, _reason(" ".join(args.reason)))
+    elif command == "migrate-to-postgres":
+        tool.migrate_to_postgres(args.dsn)
     else:
         {"unlock": tool.unlock, "reset-password": tool.reset_password, "delete-user": tool.delete_user,
          "make-admin": tool.make_admin, "remove-admin": tool.remove_admin}[command](args.name)

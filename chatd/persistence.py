@@ -475,6 +475,30 @@ def read_rows(path: str, table: Table, migrations: list[str] | None = None,
     return rows, notes + skipped.notes()
 
 
+def event_rows(data_dir: str) -> Iterator[list[str] | None]:
+    """
+    The rows of the data directory's log.csv in order, each as its cells
+    ``timestamp, event, user, room, detail`` (read by column name), None for
+    a line that is no whole row; reads only (nothing is moved aside, unlike
+    :func:`read_rows`). For copying the log elsewhere (chatd-admin
+    migrate-to-postgres). Raises OSError and FormatError.
+    """
+    path = os.path.join(data_dir, EVENTS)
+    if not os.path.exists(path):
+        return
+    columns, header_length, _ = open_table(path, EVENTS_TABLE)
+    indices = _indices(columns, EVENTS_TABLE)
+    needed = _needed(indices, EVENTS_TABLE)
+    with open(path, "rb") as handle:
+        handle.seek(header_length)
+        for line in handle:  # streamed: a log of gigabytes is never in memory at once
+            if not line.endswith(b"\n"):
+                return  # a torn last line (the server's start cuts it)
+            if line.strip(b"\r\n"):
+                row = parse_line(line[:-1].decode("utf-8", "replace"))
+                yield _pick(row, indices) if row is not None and len(row) > needed else None
+
+
 def read_rooms(path: str, migrations: list[str] | None = None) -> tuple[list[tuple[int, RoomRecord]], list[str]]:
     """
     rooms.csv (:func:`read_rows`) as records with their line numbers. Rows

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon import free_port
+from daemon import Conn, free_port
 
 #: Settings for a test cluster: fast and small (no fsync, which only matters if the machine crashes).
 FAST = ("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=60")
@@ -167,3 +167,21 @@ def pg_dsn(pg_cluster: Cluster) -> Iterator[str]:
         yield dsn
     finally:
         pg_cluster.drop_database(dsn)
+
+
+def talk_in_lab(port: int, lines: int, *first: str) -> None:
+    """On a daemon: register ann, create and enter lab, send ``first`` (commands) and ``line 1``..``line N``."""
+    ann = Conn(port)
+    ann.register("ann")
+    ann.enter("ann", "lab", create=True)
+    ann.send(*first, *(f"line {n}" for n in range(1, lines + 1)))
+    ann.expect(rf"ann: line {lines}\r\n")
+    ann.close()
+
+
+def back_in_lab(port: int) -> str:
+    """On a daemon (restarted): ann logs in and joins lab; the text up to the join (the replay)."""
+    ann = Conn(port)
+    ann.login("ann")
+    ann.send("join lab")
+    return ann.expect(r"\* ann joined lab\r\n")

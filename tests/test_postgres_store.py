@@ -23,6 +23,7 @@ from twisted.internet.task import Clock
 from chatd.core.events import EventKind, RoomEvent
 from chatd.store import HistoryBatch, LogEvent, NameTakenError, RoomRecord, StoreError, UserRecord
 from daemon import Conn, Daemon, in_room
+from pg import back_in_lab, need_binaries, talk_in_lab
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -179,17 +180,37 @@ def test_postgresql_restarted_under_a_running_store(own_pg_cluster):
         pools.close()
 
 
+@pytest_twisted.inlineCallbacks
+def test_a_quick_postgresql_restart_between_two_calls_is_not_noticed(own_pg_cluster):
+    """The pools' connections went stale with the restart: the first call after it gets a new one and works."""
+    dsn = own_pg_cluster.create_database()
+    store, pools = _pooled(dsn)
+    try:
+        yield _timed(store.load())
+        yield _timed(store.add_user(UserRecord("ann", "$argon2id$h", "t")))
+        yield _timed(store.append_history([HistoryBatch("public", 0, [
+            RoomEvent("public", 1, 1_790_000_000.0, "ann", EventKind.SAY, "hi")])]))
+        yield _timed(store.read_history("public", "public", 5))
+        own_pg_cluster.stop()
+        own_pg_cluster.start()
+        yield _timed(store.add_user(UserRecord("bob", "$argon2id$h", "t"), LogEvent("register", "bob")))
+        read = yield _timed(store.read_history("public", "public", 5))
+        assert [event.text for event in read] == ["hi"]
+        yield _timed(store.append_history([HistoryBatch("public", 1, [
+            RoomEvent("public", 2, 1_790_000_001.0, "bob", EventKind.SAY, "back")])]))
+        loaded = yield _timed(store.load())
+        assert sorted(loaded.users) == ["ann", "bob"] and loaded.history["public"].last_id == 2
+    finally:
+        yield store.stop()
+        pools.close()
+
+
 def test_the_daemon_keeps_accounts_rooms_and_history_in_postgresql(pg_dsn, tmp_path):
     """twistd chatd --store postgresql://...: register, create a room, talk; after a restart all is still there."""
     data = str(tmp_path / "data")
     d = Daemon(data, "--store", pg_dsn).start()
     try:
-        ann = Conn(d.port)
-        ann.register("ann")
-        ann.enter("ann", "lab", create=True)
-        for n in range(1, 6):
-            ann.send(f"line {n}")
-        ann.expect(r"ann: line 5\r\n")
+        talk_in_lab(d.port, 5)
         assert re.search(r"store: PostgreSQL at postgresql://chatd@127\.0\.0\.1:\d+/\w+", d.log())
         assert not d.unhandled_errors()
     finally:
@@ -198,10 +219,7 @@ def test_the_daemon_keeps_accounts_rooms_and_history_in_postgresql(pg_dsn, tmp_p
     assert not [name for name in os.listdir(data) if name.endswith(".csv")]  # no CSV store beside it
     d = Daemon(data, "--store", pg_dsn, port=d.port).start()
     try:
-        ann = Conn(d.port)
-        ann.login("ann")
-        ann.send("join lab")
-        text = ann.expect(r"\* ann joined lab\r\n")
+        text = back_in_lab(d.port)
         assert re.findall(r"ann: (line \d+)", text) == [f"line {n}" for n in range(1, 6)]
         bob = in_room(d.port, "bob", "lab")
         bob.send("/history 2", "/ping")
@@ -270,3 +288,14 @@ def test_the_store_option_takes_postgresql_urls_only():
         with pytest.raises(usage.UsageError, match=r"--store takes a postgresql:// \(or postgres://\) URL") as caught:
             Options().parseOptions(["--store", bad])
         assert "pw" not in str(caught.value)
+
+
+def test_the_store_benchmark_runs(capsys):
+    """bench.postgres_store (docs/PERFORMANCE.md's figures) runs: its own durable cluster, both stores, a table."""
+    need_binaries()
+    from bench.postgres_store import main
+
+    assert main(["--runs", "3"]) == 0
+    table = capsys.readouterr().out
+    assert re.search(r"append_history, 1 room x 100 events +\d+\.\d\d / +\d+\.\d\d +\d+\.\d\d / +\d+\.\d\d", table)
+    assert "add_user + register row (a register)" in table

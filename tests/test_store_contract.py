@@ -256,7 +256,8 @@ def test_only_the_composition_root_names_a_concrete_store():
         "service.py": ["from chatd.buses.local import LocalBus", "from chatd.persistence import CsvStore, FormatError",
                        "from chatd.stores.postgres import Pools, PostgresStore",  # (for the type checker)
                        "from chatd.stores.postgres import Pools, PostgresStore, masked_dsn"],
-        "admin_tool.py": ["from chatd.persistence import CsvStore"],
+        "admin_tool.py": ["from chatd.persistence import CsvStore", "from chatd.stores.jobs import fired",
+                          "from chatd.stores.postgres_copy import copy_data_dir"],
         "datadir.py": ["from chatd.stores.csv_files import replace_data"],
     }
 

@@ -2,7 +2,8 @@
 What every store with batched log events and a history thread shares
 (:class:`chatd.persistence.CsvStore`, :class:`chatd.stores.postgres.PostgresStore`):
 the ticker that flushes the batch, the stop that waits for the history work
-asked for, and the tracking of that work.
+asked for, and the tracking of that work; and :func:`fired`, for a store
+on a synchronous runner (chatd-admin).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
 
 T = TypeVar("T")
 #: Runs ``f(*args)`` somewhere (a thread, a transaction) and returns a Deferred.
@@ -65,3 +67,17 @@ class HistoryJobs:
 
             job.addBoth(done)
         return job
+
+
+def fired(d: defer.Deferred[T]) -> T:
+    """
+    The result of a Deferred that has fired already (a store's on a
+    synchronous runner: chatd-admin, the migration); raises its failure's
+    exception, or AssertionError if it is still waiting.
+    """
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, "the synchronous store left a Deferred waiting"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]

@@ -27,7 +27,8 @@ once, exactly one commits, the other fails with
 While PostgreSQL cannot be reached every call fails with
 :class:`~chatd.store.StoreError` (``PostgreSQL is unavailable: ...``; logged
 once per outage); a connection found broken is dropped, and the next call
-connects again, so chatd recovers by itself once the server is back.
+connects again, so chatd recovers by itself once the server is back
+(:func:`run_transaction`).
 """
 
 from __future__ import annotations
@@ -130,16 +131,6 @@ def _unavailable(error: psycopg.Error) -> bool:
     return isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
-def transact(connection: psycopg.Connection[Any], interaction: Interaction, *args: Any) -> Any:
-    """
-    ``interaction(cursor, *args)`` in one transaction on ``connection`` (an
-    autocommit connection: ``connection.transaction()`` is the BEGIN):
-    COMMIT when it returns, ROLLBACK when it raises.
-    """
-    with connection.transaction(), connection.cursor() as cursor:
-        return interaction(cursor, *args)
-
-
 class _Health:
     """Logs the first failure of an outage and the recovery after it (not every failed call)."""
 
@@ -169,9 +160,67 @@ class _Health:
                 self.log.info("PostgreSQL at {where} is reachable again", where=self._where)
 
 
+class _Stale(Exception):
+    """BEGIN failed on a connection the server had closed (it restarted): nothing was done, so a retry is safe."""
+
+    def __init__(self, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def transact(connection: psycopg.Connection[Any], interaction: Interaction, *args: Any) -> Any:
+    """
+    ``interaction(cursor, *args)`` in one transaction on ``connection`` (an
+    autocommit connection: ``connection.transaction()`` is the BEGIN):
+    COMMIT when it returns, ROLLBACK when it raises. Raises :class:`_Stale`
+    if the BEGIN found the connection closed by the server.
+    """
+    begun = False
+    try:
+        with connection.transaction():
+            begun = True
+            with connection.cursor() as cursor:
+                return interaction(cursor, *args)
+    except psycopg.OperationalError as error:
+        if not begun and connection.broken:
+            raise _Stale(error) from None
+        raise
+
+
+def run_transaction(get: Callable[[], psycopg.Connection[Any]], drop: Callable[[psycopg.Connection[Any]], None],
+                    health: _Health, interaction: Interaction, *args: Any) -> Any:
+    """
+    :func:`transact` on the connection ``get`` gives (an open one, or a
+    new one); a broken connection is given to ``drop``. A connection found
+    stale at the BEGIN (PostgreSQL restarted since its last use) is
+    replaced and the transaction tried once more: nothing had been done.
+    Raises StoreError for a psycopg error (:meth:`_Health.failed`).
+    """
+    for again in (True, False):
+        connection = None
+        try:
+            connection = get()
+            result = transact(connection, interaction, *args)
+        except (_Stale, psycopg.Error) as error:
+            if connection is not None and connection.broken:
+                drop(connection)
+            if isinstance(error, _Stale):
+                if again:
+                    continue
+                error = error.error
+            raise health.failed(error) from None
+        health.worked()
+        return result
+
+
+#: How chatd connects: autocommit (the transactions are :func:`transact`'s), a bounded connect time, its name in
+#: ``pg_stat_activity``.
+CONNECT_ARGS: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, "application_name": "chatd"}
+
+
 def connect(dsn: str) -> psycopg.Connection[Any]:
-    """A connection as chatd uses them: autocommit (transactions by :func:`transact`), bounded connect time."""
-    return psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="chatd")
+    """A connection as chatd uses them (:data:`CONNECT_ARGS`)."""
+    return psycopg.connect(dsn, **CONNECT_ARGS)
 
 
 class Direct:
@@ -192,16 +241,12 @@ class Direct:
 
     def call(self, interaction: Interaction, *args: Any) -> Any:
         """Run it now; raises StoreError (or what ``interaction`` raises that is no psycopg error)."""
-        try:
-            if self._connection is None or self._connection.closed:
-                self._connection = connect(self._dsn)
-            result = transact(self._connection, interaction, *args)
-        except psycopg.Error as error:
-            if self._connection is not None and self._connection.broken:
-                self.close()
-            raise self._health.failed(error) from None
-        self._health.worked()
-        return result
+        return run_transaction(self._open, lambda _: self.close(), self._health, interaction, *args)
+
+    def _open(self) -> psycopg.Connection[Any]:
+        if self._connection is None or self._connection.closed:
+            self._connection = connect(self._dsn)
+        return self._connection
 
     def close(self) -> None:
         if self._connection is not None:
@@ -217,9 +262,12 @@ class Pools:
     :data:`READERS` for history reads. Each is an adbapi
     ``ConnectionPool("psycopg", ...)``: its threads and per-thread
     connections, started when the reactor runs and closed by :meth:`close`.
-    The transaction is ours (:func:`transact`): a connection found broken
-    is dropped (``ConnectionPool.disconnect``) and the next call in that
-    thread connects again.
+    The transaction is ours (:func:`run_transaction`, not adbapi's
+    ``runInteraction``, whose rollback of a dead connection logs tracebacks
+    and hides the reason; so adbapi's ``cp_reconnect``, which only that
+    path reads, is not used): a connection found broken is dropped
+    (``ConnectionPool.disconnect``) and the next call in that thread
+    connects again.
     """
 
     def __init__(self, dsn: str, reactor: Any) -> None:
@@ -229,9 +277,8 @@ class Pools:
 
     @staticmethod
     def _pool(dsn: str, reactor: Any, low: int, high: int) -> adbapi.ConnectionPool:
-        return adbapi.ConnectionPool("psycopg", dsn, cp_min=low, cp_max=high, cp_reconnect=True, cp_noisy=False,
-                                     cp_reactor=reactor, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
-                                     application_name="chatd")
+        return adbapi.ConnectionPool("psycopg", dsn, cp_min=low, cp_max=high, cp_noisy=False,
+                                     cp_reactor=reactor, **CONNECT_ARGS)
 
     def _runner(self, pool: adbapi.ConnectionPool) -> Runner:
         def run(interaction: Interaction, *args: Any) -> defer.Deferred[Any]:
@@ -252,20 +299,11 @@ class Pools:
         return self._runner(self._pools[2])
 
     def _call(self, pool: adbapi.ConnectionPool, interaction: Interaction, *args: Any) -> Any:
-        """In a pool thread: its connection (made if needed), the transaction; a broken connection is dropped."""
-        connection = None
-        try:
-            connection = pool.connect()
-            result = transact(connection, interaction, *args)
-        except psycopg.Error as error:
-            if connection is not None and connection.broken:
-                pool.disconnect(connection)
-            raise self._health.failed(error) from None
-        self._health.worked()
-        return result
+        """In a pool thread: its connection (made if needed), the transaction (:func:`run_transaction`)."""
+        return run_transaction(pool.connect, pool.disconnect, self._health, interaction, *args)
 
     def close(self) -> None:
-        """Stop the pools' threads (after the work queued) and close their connections."""
+        """Stop the pools' threads and close their connections (the store has stopped: nothing is queued)."""
         for pool in self._pools:
             pool.close()
 
