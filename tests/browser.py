@@ -117,10 +117,22 @@ class Browser:
         """Click ``room`` in the room list (refreshed first if it is not there yet) and wait for its view."""
         if not self.find_all(f"#room-list li[data-room='{room}'] .join"):
             self.find("#refresh-rooms").click()
-        self.wait(lambda d: self.find_all(f"#room-list li[data-room='{room}'] .join"),
-                  message=f"{room} not in the room list")[0].click()
+        self.click(f"#room-list li[data-room='{room}'] .join")
         self.wait(lambda d: self.text_of("#room-name") == room and self.find("#room-view").is_displayed(),
                   message=f"did not enter {room}")
+
+    def click(self, css: str) -> None:
+        """
+        Click the element matching ``css`` once there is one, found and clicked in one step: the room list
+        is drawn again whenever its data comes, so an element found before may be gone by the click.
+        """
+        clicked = "const e = document.querySelector(arguments[0]); if (e) e.click(); return e !== null;"
+        self.wait(lambda d: d.execute_script(clicked, css), message=f"nothing matches {css}")
+
+    def attribute(self, css: str, name: str) -> str | None:
+        return self.driver.execute_script(
+            "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;",
+            css, name)
 
     def create(self, room: str) -> None:
         from selenium.webdriver.common.keys import Keys
