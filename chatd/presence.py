@@ -15,7 +15,7 @@ answers with all of it. docs/PROTOCOL.md, "Presence".
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -78,10 +78,12 @@ class Presence:
     last-seen times, by name key.
     """
 
-    __slots__ = ("_away", "_since", "_seen")
+    __slots__ = ("_away", "_since", "_seen", "watchers")
 
     def __init__(self) -> None:
         self._away: dict[str, tuple[str, set[str]]] = {}
+        #: Called with (name, away message or None when back) on every change (the IRC front-end's away-notify).
+        self.watchers: list[Callable[[str, str | None], None]] = []
         #: Name key -> when its session logged in (seconds since the epoch), for each user online.
         self._since: dict[str, float] = {}
         #: Name key -> when its last session ended (ISO-8601 UTC, as stored), for each account seen so far.
@@ -94,10 +96,16 @@ class Presence:
     def set_away(self, name: str, message: str) -> None:
         """``name`` is away with ``message`` (clean text, at most AWAY_MAX characters); a new period begins."""
         self._away[name_key(name)] = (message or AWAY_DEFAULT, set())
+        for watcher in self.watchers:
+            watcher(name, message or AWAY_DEFAULT)
 
     def back(self, name: str) -> bool:
         """``name`` is no longer away; False if they were not."""
-        return self._away.pop(name_key(name), None) is not None
+        if self._away.pop(name_key(name), None) is None:
+            return False
+        for watcher in self.watchers:
+            watcher(name, None)
+        return True
 
     def message(self, name: str) -> str | None:
         """The away message of ``name``, or None if they are not away."""

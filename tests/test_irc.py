@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -77,7 +78,8 @@ def test_a_guest_registers_and_gets_welcome_isupport_lusers_and_motd(world):
     alice = IrcClient(irc, clock)
     alice.send("CAP LS 302")
     assert alice.lines() == [":chatd CAP * LS :sasl=PLAIN server-time message-tags echo-message account-tag "
-                             "draft/account-registration=before-connect multi-prefix userhost-in-names"]
+                             "draft/account-registration=before-connect batch labeled-response away-notify draft/chathistory "
+                             "multi-prefix userhost-in-names"]
     got = alice.register("alice")
     assert got == []  # CAP negotiation is open: registration waits for CAP END
     alice.send("CAP END")
@@ -176,8 +178,7 @@ def telnet_and_irc_in_public(world: Any, *before: str) -> tuple[Client, IrcClien
     bob.register("bob")
     bob.send("join public")
     alice = IrcClient(irc, clock)
-    alice.send(*before)
-    alice.register("alice")
+    alice.register("alice", *before)
     alice.send("JOIN #public")
     return bob, alice
 
@@ -232,8 +233,7 @@ def test_one_connection_is_in_several_channels_and_a_quit_leaves_them_all(world)
 def test_echo_message_returns_the_clients_own_lines(world):
     factory, clock, irc = world
     alice = IrcClient(irc, clock)
-    alice.send("CAP REQ :echo-message server-time", "CAP END")
-    alice.register("alice")
+    alice.register("alice", "CAP REQ :echo-message server-time", "CAP END")
     alice.send("JOIN #public")
     alice.lines()
     alice.send("PRIVMSG #public :mine")
@@ -652,3 +652,69 @@ def test_lusers_counts_users_admins_unknown_connections_and_the_most_at_once(wor
     Client(factory, clock).register("dave")
     alice.send("NICK ALICE", "NICK Dave", "NICK carol")  # own nick in another case: nothing; taken: 433; free: 447
     assert codes(alice.lines()) == ["433", "447"]
+
+
+def test_labeled_responses_are_tagged_batched_or_acked(world):
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.register("alice", "CAP REQ :labeled-response batch echo-message", "CAP END")
+    alice.send("@label=one PING x")
+    assert alice.lines() == ["@label=one :chatd PONG chatd x"]
+    alice.send("@label=two JOIN #public")
+    got = alice.lines()
+    assert got[0] == "@label=two :chatd BATCH +1 labeled-response" and got[-1] == ":chatd BATCH -1"
+    assert got[1:-1] == ["@batch=1 :alice!alice@chatd JOIN #public", "@batch=1 :chatd 353 alice = #public :alice",
+                         "@batch=1 :chatd 366 alice #public :End of /NAMES list"]
+    alice.send("@label=three PRIVMSG #public :hi")  # the echo is the answer
+    assert alice.lines() == ["@label=three :alice!alice@chatd PRIVMSG #public :hi"]
+    alice.send("@label=four PONG x")
+    assert alice.lines() == ["@label=four :chatd ACK"]
+
+
+def test_chathistory_reads_the_rooms_durable_history(world):
+    factory, clock, irc = world
+    bob = Client(factory, clock)
+    bob.register("bob")
+    bob.send("join public")
+    for number in range(6):
+        bob.send(f"line {number}")
+        clock.advance(1)
+    alice = IrcClient(irc, clock)
+    alice.register("alice", "CAP REQ :batch server-time message-tags draft/chathistory", "CAP END")
+    alice.send("JOIN #public")
+    alice.lines()
+
+    def history(request: str) -> list[str]:
+        alice.send(request)
+        got = alice.lines()
+        assert re.fullmatch(r":chatd BATCH \+\d+ chathistory #public", got[0]) and got[-1].startswith(":chatd BATCH -")
+        return [re.sub(r"^@batch=\d+;msgid=public-(\d+);time=\S+ :bob!bob@chatd PRIVMSG #public :", r"\1 ", text)
+                for text in got[1:-1]]
+
+    # (bob's join is event 1: line N is event N + 2)
+    assert history("CHATHISTORY LATEST #public * 3") == ["5 line 3", "6 line 4", "7 line 5"]
+    assert history("CHATHISTORY BEFORE #public msgid=public-4 2") == ["2 line 0", "3 line 1"]
+    assert history("CHATHISTORY AFTER #public msgid=public-4 2") == ["5 line 3", "6 line 4"]
+    assert history("CHATHISTORY BETWEEN #public msgid=public-2 msgid=public-5 10") == ["3 line 1", "4 line 2"]
+    assert history("CHATHISTORY AROUND #public msgid=public-4 2") == ["3 line 1", "4 line 2"]
+    at = datetime.fromtimestamp(factory.rooms["public"].history.ring[3].at, timezone.utc)  # event 4
+    assert history(f"CHATHISTORY AFTER #public timestamp={at:%Y-%m-%dT%H:%M:%S.%f}Z 1") == ["5 line 3"]
+    alice.send("CHATHISTORY LATEST #public msgid=public-5 10")
+    assert len(alice.lines()) == 4  # the batch and lines 3 and 4
+    alice.send("CHATHISTORY LATEST #nowhere * 10", "CHATHISTORY LATEST #public * x")
+    assert [text.split(" :")[0] for text in alice.lines()] == [
+        ":chatd FAIL CHATHISTORY INVALID_TARGET LATEST #nowhere", ":chatd FAIL CHATHISTORY INVALID_PARAMS LATEST"]
+
+
+def test_away_notify_tells_irc_clients_sharing_a_room(world):
+    factory, clock, irc = world
+    bob, alice = telnet_and_irc_in_public(world, "CAP REQ :away-notify", "CAP END")
+    alice.lines()
+    bob.send("/away lunch")
+    assert alice.lines() == [":bob!bob@chatd AWAY :lunch"]
+    bob.send("/back")
+    assert alice.lines() == [":bob!bob@chatd AWAY"]
+    carol = Client(factory, clock)
+    carol.register("carol")  # in no room alice is in
+    carol.send("away gone")
+    assert alice.lines() == []

@@ -41,10 +41,10 @@ from chatd.commands.table import Command, CommandTable, Place
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.core.ports import SessionEnd
 from chatd.frontends.pacing import Pacing, sendq_exceeded
-from chatd.frontends.irc_commands import (BEFORE_REGISTRATION, CHANNELS_MAX, HANDLERS, PARAMS_NEEDED,
+from chatd.frontends.irc_commands import (BEFORE_REGISTRATION, CHANNELS_MAX, HANDLERS, HISTORY_MAX, PARAMS_NEEDED,
                                          TARGETS_MAX)
 from chatd.frontends.irc_wire import (LINE_MAX, LineSplitter, channel_name, escape_tag, line, parse, split_text,
-                                     too_long, valid_utf8)
+                                     tagged, too_long, valid_utf8)
 from chatd.limits import TokenBucket
 from chatd.moderation import REASON_MAX, TOPIC_MAX, Role
 from chatd.presence import AWAY_MAX
@@ -69,7 +69,7 @@ ISUPPORT = (
     f"TOPICLEN={TOPIC_MAX}", f"KICKLEN={REASON_MAX}", f"AWAYLEN={AWAY_MAX}", "PREFIX=(ov)@+", "CHANMODES=b,,,it",
     "NETWORK=chatd", f"LINELEN={LINE_MAX}", f"CHANLIMIT=#:{CHANNELS_MAX}",
     f"TARGMAX=JOIN:{TARGETS_MAX},PART:{TARGETS_MAX},PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},"
-    f"WHOIS:{TARGETS_MAX},KICK:{TARGETS_MAX}",
+    f"WHOIS:{TARGETS_MAX},KICK:{TARGETS_MAX}", f"CHATHISTORY={HISTORY_MAX}", "MSGREFTYPES=msgid,timestamp",
 )
 
 
@@ -246,6 +246,7 @@ class IrcFactory(Factory):
         #: Private messages' ids (``msgid``, message-tags): ``pm-N``.
         self.private_ids = itertools.count(1)
         self.renderers = Renderers(server, self.mask, lambda name: name_key(name) in chat.accounts)
+        chat.presence.watchers.append(self.away_changed)
         self.created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
     def mask(self, name: str) -> str:
@@ -259,6 +260,21 @@ class IrcFactory(Factory):
         if connection is not None:
             return connection.user, HOST, connection.realname
         return name, HOST, "chatd user"
+
+    def away_changed(self, name: str, message: str | None) -> None:
+        """IRCv3 away-notify: ``AWAY :message`` (or ``AWAY``: back) to the IRC clients sharing a room with ``name``."""
+        session = self.chat.online.get(name_key(name))
+        if session is None:
+            return
+        told: set[IrcConnection] = set()
+        data = line(self.mask(name), "AWAY", *([message] if message is not None else []))
+        for room in self.rooms_of(session):
+            for member in room.fanout.members():
+                connection = getattr(member, "connection", None)
+                if (isinstance(connection, IrcConnection) and connection is not session and connection not in told
+                        and "away-notify" in connection.caps):
+                    told.add(connection)
+                    connection.send_line(data)
 
     def rooms_of(self, session: Any) -> list[Room]:
         """The rooms ``session`` is in: an IRC connection's channels, another front-end's one room."""
@@ -492,6 +508,12 @@ class IrcConnection(Protocol, _Caller):
         self._abort_timer: Any = None
         self._opened = False
         self._cut = False
+        #: Answers the line being run waits for (its commands' Deferreds); input waits until none.
+        self._waits = 0
+        #: labeled-response: the label of the line being run, and what its command sent meanwhile (None: not held).
+        self._label = ""
+        self._labeled: list[bytes] | None = None
+        self._batches = 0
         #: Who was last seen quitting (name keys, the newest last): their QUIT from another room is left out.
         self._quits: dict[str, None] = {}
         #: The QUIT message the client gave (told to the rooms it leaves).
@@ -574,10 +596,15 @@ class IrcConnection(Protocol, _Caller):
         if len(message.params) < wanted or (wanted and not message.params[0]):
             self.numeric("461", message.command, "Not enough parameters")
             return
+        label = message.tags.get("label", "") if "labeled-response" in self.caps else ""
+        if label:
+            self._start_label(label[:64])
         try:
             handler(self, message)
         except Exception:
             self._failed(Failure())
+        if label and not self._waits and self._labeled is not None:
+            self._end_label()
         if not valid_utf8(raw):  # (UTF8ONLY: the client is told its bytes were replaced, and they still went)
             self.from_server("WARN", message.command, "INVALID_UTF8", "Invalid UTF-8 was replaced with U+FFFD")
 
@@ -643,10 +670,51 @@ class IrcConnection(Protocol, _Caller):
                 failed(cast(errors.ChatError, failure.value))
 
         if not d.called:
+            self._waits += 1
             self.pacing.hold("answer")
-            d.addCallbacks(fired, bad).addBoth(lambda _: self.pacing.release("answer"))
+            d.addCallbacks(fired, bad).addBoth(self._answered)
         else:
             d.addCallbacks(fired, bad)
+
+    def _answered(self, _: Any) -> None:
+        """A command's answer came: input goes on once every answer the line waited for has come."""
+        self._waits -= 1
+        if not self._waits:
+            if self._labeled is not None:
+                self._end_label()
+            self.pacing.release("answer")
+
+    def _start_label(self, label: str) -> None:
+        """IRCv3 labeled-response: what this line's command sends is held, to be sent labeled (:meth:`_end_label`)."""
+        self._label = label
+        self._labeled = []
+
+    def _end_label(self) -> None:
+        """
+        Send what the labeled command sent: one line tagged ``label``; several
+        in a ``labeled-response`` batch (plain if the client has no ``batch``);
+        nothing: ``ACK``. The lines its rooms queued meanwhile (its echo) first.
+        """
+        self._catch_up()
+        held, self._labeled = self._labeled or [], None
+        label = f"label={escape_tag(self._label)}"
+        lines = [part + b"\r\n" for part in b"".join(held).split(b"\r\n") if part]
+        if not lines:
+            self._write(line(self.irc.server, "ACK", tags=label))
+        elif len(lines) == 1:
+            self._write(tagged(lines[0], label))
+        elif "batch" not in self.caps:
+            self._write(b"".join(lines))
+        else:
+            reference = self.new_batch()
+            self._write(line(self.irc.server, "BATCH", "+" + reference, "labeled-response", tags=label, text=False)
+                        + b"".join(tagged(part, "batch=" + reference) for part in lines)
+                        + line(self.irc.server, "BATCH", "-" + reference))
+
+    def new_batch(self) -> str:
+        """A reference for a new BATCH of this connection (IRCv3 batch)."""
+        self._batches += 1
+        return str(self._batches)
 
     def new_channel(self, name: str) -> Channel:
         """A channel of the room called ``name`` (a member once the room is entered: ``Channel.entered``)."""
@@ -799,11 +867,14 @@ class IrcConnection(Protocol, _Caller):
 
     def send_line(self, data: bytes) -> None:
         """Output of this connection's own: the events its rooms have queued so far go to it first."""
+        self._catch_up()
+        self._write(data)
+
+    def _catch_up(self) -> None:
         for channel in list(self.channels.values()):
             room = channel.room
             if room is not None:
                 room.fanout.catch_up(channel)
-        self._write(data)
 
     def deliver(self, payload: Batch) -> None:
         """
@@ -837,6 +908,9 @@ class IrcConnection(Protocol, _Caller):
         """
         transport = self.transport
         if transport is None or self._cut or not data:
+            return
+        if self._labeled is not None:
+            self._labeled.append(data)
             return
         transport.write(data)
         if sendq_exceeded(self, transport):

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 from chatd import __version__, errors
 from chatd.commands.moderation import CLEAR_TOPIC
-from chatd.frontends.irc_wire import LINE_MAX, Message, channel_name, line, split_text
+from chatd.core.events import EventKind, RoomEvent
+from chatd.frontends.irc_wire import LINE_MAX, Message, channel_name, line, split_text, tagged
 from chatd.moderation import REASON_MAX, Role
 from chatd.passwords import password_problem
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key
@@ -50,6 +51,10 @@ CAPABILITIES: dict[str, str] = {
     "echo-message": "",
     "account-tag": "",
     "draft/account-registration": "before-connect",
+    "batch": "",
+    "labeled-response": "",
+    "away-notify": "",
+    "draft/chathistory": "",
     # chatd has one prefix (@) to show: multi-prefix changes nothing; userhost-in-names puts masks in 353.
     "multi-prefix": "",
     "userhost-in-names": "",
@@ -810,3 +815,114 @@ def version(self: IrcConnection, message: Message) -> None:
 def info(self: IrcConnection, message: Message) -> None:
     self.numeric("371", f"chatd {__version__}: a multi-room chat server; this is its IRC front-end.")
     self.numeric("374", "End of INFO list")
+
+
+#: Lines one CHATHISTORY answer may hold (ISUPPORT ``CHATHISTORY``).
+HISTORY_MAX = 100
+#: Lines of a room a CHATHISTORY request looks through, newest first (within ``--history-days``).
+HISTORY_SCAN = 1000
+
+
+@handles("CHATHISTORY", params=3)
+def chathistory(self: IrcConnection, message: Message) -> None:
+    """
+    IRCv3 ``draft/chathistory`` from chatd's durable room history:
+    ``LATEST|BEFORE|AFTER|AROUND target ref limit``, ``BETWEEN target ref
+    ref limit`` (``ref``: ``*`` for LATEST, ``msgid=ROOM-ID``,
+    ``timestamp=ISO``); the lines (PRIVMSGs, ``/me`` as ACTION) in a
+    ``chathistory`` batch, oldest first. Looks through the room's newest
+    :data:`HISTORY_SCAN` lines; a nick's history is empty (chatd keeps no
+    private messages once delivered). ``TARGETS``: none.
+    """
+    sub, params = message.params[0].upper(), message.params[1:]
+    fail = lambda code, *rest: self.from_server("FAIL", "CHATHISTORY", code, *rest)  # noqa: E731
+    if sub == "TARGETS":
+        _history_batch(self, "draft/chathistory-targets", None, [])
+        return
+    if sub not in ("LATEST", "BEFORE", "AFTER", "AROUND", "BETWEEN") or len(params) < (4 if sub == "BETWEEN" else 3):
+        fail("INVALID_PARAMS", sub[:20] or "*", "usage: CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN target ...")
+        return
+    target = params[0]
+    limit_text = params[-1]
+    refs = [_history_ref(ref) for ref in params[1:-1]]
+    if not limit_text.isdigit() or any(ref is None for ref in refs) or (sub != "LATEST" and refs[0] == ("*", 0.0)):
+        fail("INVALID_PARAMS", sub, "a reference is *, msgid=ROOM-ID or timestamp=YYYY-MM-DDThh:mm:ss.sssZ; "
+                                    "the limit a number")
+        return
+    limit = min(int(limit_text), HISTORY_MAX)
+    if not target.startswith("#"):
+        if self.chat.online.get(name_key(target)) is None and name_key(target) not in self.chat.accounts:
+            fail("INVALID_TARGET", sub, target, "No such nick or channel")
+            return
+        _history_batch(self, "chathistory", target, [])
+        return
+    room = _room(self, target, missing=False)
+    if room is None or (room.key not in self.channels and not self.chat.moderation.may_see(room, self.name)):
+        fail("INVALID_TARGET", sub, target, "No such channel, or not one you may read")
+        return
+    d = self.chat.room_history(room, HISTORY_SCAN)
+
+    def answer(events: list[RoomEvent]) -> None:
+        lines = [event for event in events if event.kind in _HISTORY_KINDS]
+        chosen = _select(sub, lines, [ref for ref in refs if ref is not None], limit) if limit else []
+        _history_batch(self, "chathistory", channel_name(room.name), chosen)
+
+    self.wait_for(d, answer, _notice_error(self))
+
+
+_HISTORY_KINDS = frozenset({EventKind.SAY, EventKind.ME})
+
+
+def _history_ref(text: str) -> tuple[str, float] | None:
+    """``*``, ``msgid=lab-42`` (an event id), ``timestamp=2026-...Z`` (seconds since the epoch) as (kind, value)."""
+    if text == "*":
+        return ("*", 0.0)
+    kind, _, value = text.partition("=")
+    if kind == "msgid":
+        number = value.rpartition("-")[2]
+        return ("msgid", float(number)) if number.isdigit() else None
+    if kind == "timestamp":
+        try:
+            return ("timestamp", datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            return None
+    return None
+
+
+def _select(sub: str, events: list[RoomEvent], refs: list[tuple[str, float]], limit: int) -> list[RoomEvent]:
+    """The events a CHATHISTORY subcommand asks for (oldest first), by event id or time; bounds excluded."""
+
+    def key(event: RoomEvent, ref: tuple[str, float]) -> float:
+        return float(event.id) if ref[0] == "msgid" else event.at
+
+    first = refs[0]
+    if sub == "LATEST":
+        after = events if first[0] == "*" else [event for event in events if key(event, first) > first[1]]
+        return after[-limit:]
+    if sub == "BEFORE":
+        return [event for event in events if key(event, first) < first[1]][-limit:]
+    if sub == "AFTER":
+        return [event for event in events if key(event, first) > first[1]][:limit]
+    if sub == "AROUND":
+        before = [event for event in events if key(event, first) < first[1]]
+        rest = [event for event in events if key(event, first) >= first[1]]
+        half = limit // 2
+        taken = before[-half:] if half else []
+        return (taken + rest)[:limit]
+    low, high = sorted((first[1], refs[1][1]))
+    between = [event for event in events if low < key(event, first) and key(event, refs[1]) < high]
+    return between[:limit] if first[1] <= refs[1][1] else between[-limit:]
+
+
+def _history_batch(self: IrcConnection, kind: str, target: str | None, events: list[RoomEvent]) -> None:
+    """``events`` in a batch of ``kind`` (plain lines without the ``batch`` capability)."""
+    renderer = self.renderer
+    data = b"".join(renderer.event_lines(event) for event in events)
+    if "batch" not in self.caps:
+        self.send_line(data)
+        return
+    reference = self.new_batch()
+    lines = [part + b"\r\n" for part in data.split(b"\r\n") if part]
+    self.send_line(line(self.irc.server, "BATCH", "+" + reference, kind, *([target] if target else []), text=False)
+                   + b"".join(tagged(part, "batch=" + reference) for part in lines)
+                   + line(self.irc.server, "BATCH", "-" + reference))

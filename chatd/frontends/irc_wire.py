@@ -38,7 +38,7 @@ _UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
 #: Commands whose last parameter is a name, sent without ``:`` (``MODE #lab +o ann``).
 _BARE_LAST = frozenset({"MODE", "JOIN", "NICK", "INVITE"})
 #: Commands whose one parameter is text, sent with ``:`` (``QUIT :Quit``).
-_TEXT_ONLY = frozenset({"QUIT", "ERROR"})
+_TEXT_ONLY = frozenset({"QUIT", "ERROR", "AWAY"})
 
 
 class Message(NamedTuple):
@@ -206,6 +206,12 @@ def line(source: str, command: str, *params: str, tags: str = "", text: bool = T
             last = ":" + last
         parts.append(last)
     return (" ".join(parts) + "\r\n").encode("utf-8", "replace")
+
+
+def tagged(data: bytes, tag: str) -> bytes:
+    """The line ``data`` with ``tag`` (``key=value``, escaped) added to its tags."""
+    encoded = tag.encode("utf-8", "replace")
+    return b"@" + encoded + b";" + data[1:] if data[:1] == b"@" else b"@" + encoded + b" " + data
 
 
 def split_text(text: str, room: int) -> list[str]:
