@@ -718,3 +718,20 @@ def test_away_notify_tells_irc_clients_sharing_a_room(world):
     carol.register("carol")  # in no room alice is in
     carol.send("away gone")
     assert alice.lines() == []
+
+
+def test_only_the_invitee_hears_of_an_invitation_and_a_kick_defaults_to_the_kickers_name(world):
+    factory, clock, irc = world
+    alice, bob = two_in_lab(world)
+    carol = IrcClient(irc, clock, port=40002)
+    carol.register("carol")
+    carol.lines()
+    alice.send("INVITE carol #lab")
+    assert alice.lines() == [":chatd 341 alice carol #lab"]
+    assert carol.lines()[0] == ":alice!alice@chatd INVITE carol #lab"
+    assert bob.lines() == []
+    bob.send("INVITE carol #nowhere")  # no such room: passed on, nothing kept
+    assert bob.lines() == [":chatd 341 bob carol #nowhere"]
+    assert carol.lines() == [":bob!bob@chatd INVITE carol #nowhere"]
+    alice.send("KICK #lab bob")
+    assert bob.lines() == [":alice!alice@chatd KICK #lab bob :alice"]

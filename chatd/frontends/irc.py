@@ -151,8 +151,10 @@ class IrcRenderer:
             if event.target == "quit":
                 return line(source, "QUIT", event.text or "Quit", tags=tags)
             return line(source, "PART", channel, *([event.text] if event.text else []), tags=tags)
-        if kind is EventKind.KICK:
-            return line(source, "KICK", channel, event.target, event.text or event.target, tags=tags)
+        if kind is EventKind.KICK:  # (no reason: the kicker's name, RFC 2812 §3.2.8)
+            return line(source, "KICK", channel, event.target, event.text or event.sender or self.server, tags=tags)
+        if kind is EventKind.INVITE:  # only the inviter and the invitee are told (RFC 2812 §3.2.7)
+            return b""
         if kind is EventKind.TOPIC:
             return line(source, "TOPIC", channel, event.text, tags=tags)
         modes = _MODES.get(kind)
@@ -197,8 +199,6 @@ def _notice_text(event: RoomEvent) -> str:
         return f"{event.target} was muted by {who}{until}" + (f": {event.text}" if event.text else "")
     if kind is EventKind.UNMUTE:
         return f"{event.target} may speak again"
-    if kind is EventKind.INVITE:
-        return f"{who} {'withdrew the invitation of' if event.text == 'withdrawn' else 'invited'} {event.target}"
     if kind is EventKind.SETTING:
         return f"{who} set {event.target} to {event.text}"
     return f"{who}: {kind} {event.target} {event.text}".strip()

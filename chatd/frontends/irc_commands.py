@@ -527,29 +527,42 @@ def list_(self: IrcConnection, message: Message) -> None:
 
 @handles("INVITE", params=2)
 def invite(self: IrcConnection, message: Message) -> None:
-    """``INVITE nick #lab``: chatd's ``invite`` (operators; a guest too while online); 341, and an IRC invitee gets INVITE."""
+    """
+    ``INVITE nick #lab``: chatd's ``invite`` (operators; a guest too while
+    online); the invitee gets ``INVITE`` (an IRC client; others chatd's
+    notice), the inviter ``341``, nobody else anything (RFC 2812 §3.2.7). A
+    channel that does not exist needs no rights: the INVITE is only passed on.
+    """
     target, channel_target = message.params[0], message.params[1]
-    room, channel = _member(self, channel_target)
-    if room is None or channel is None:
-        return
     chat = self.chat
     known = chat.moderation.known(target)
     if known is None:
         self.numeric("401", target, "No such nick/channel")
+        return
+    invitee = self.irc.users.get(name_key(known))
+    notice = line(self.irc.mask(self.target), "INVITE", known, channel_target)
+    room = _room(self, channel_target, missing=False)
+    if room is None:
+        if invitee is not None:
+            invitee.send_line(notice)
+        else:
+            session = chat.online.get(name_key(known))
+            if session is not None:
+                session.notice(f"{self.target} invites you to {channel_target} (no such room yet).")
+        self.numeric("341", known, channel_target, text=False)
+        return
+    room, channel = _member(self, channel_target)
+    if room is None or channel is None:
         return
     if chat.moderation.member(room, known) is not None:
         self.numeric("443", known, channel_name(room.name), "is already on channel")
         return
     if not _operator(self, room, channel_target):
         return
-
-    def invited() -> None:
-        self.numeric("341", known, channel_name(room.name), text=False)
-        invitee = self.irc.users.get(name_key(known))
-        if invitee is not None:
-            invitee.send_line(line(self.irc.mask(self.target), "INVITE", known, channel_name(room.name)))
-
-    self.run_command(channel, "invite", [known], quiet=True, done=invited, failed=_notice_error(self))
+    if invitee is not None:
+        invitee.send_line(notice)  # (first: chatd's own notice of the invitation follows it)
+    self.run_command(channel, "invite", [known], quiet=True, failed=_notice_error(self),
+                     done=lambda: self.numeric("341", known, channel_name(room.name), text=False))
 
 
 @handles("KICK", params=2)
