@@ -128,6 +128,28 @@ def test_a_newer_schema_is_refused(pg_dsn):
         store.load_now()
 
 
+def test_a_password_in_an_error_is_masked():
+    """Should a message ever hold the DSN's password, the StoreError and the log show *** instead."""
+    from chatd.stores.postgres import _Health
+
+    error = _Health("postgresql://chatd:s3cret@db/chat").failed(psycopg.OperationalError("bad s3cret here"))
+    assert str(error) == "PostgreSQL is unavailable: bad *** here"
+    error = _Health("postgresql://chatd@db/chat").failed(psycopg.errors.UniqueViolation("dup"))
+    assert str(error) == "PostgreSQL: dup"
+
+
+def test_connections_give_up_on_a_vanished_server_unless_the_dsn_says_otherwise(pg_dsn):
+    """TCP keepalives and a user timeout (libpq) bound a call to a server that vanished; the DSN's own win."""
+    from chatd.stores.postgres import connect, connection_args
+
+    assert connection_args(pg_dsn)["tcp_user_timeout"] == 30_000
+    assert "tcp_user_timeout" not in connection_args(pg_dsn + "?tcp_user_timeout=5000")
+    with connect(pg_dsn) as connection:
+        assert "tcp_user_timeout=30000" in connection.info.dsn and "keepalives_idle=10" in connection.info.dsn
+    with connect(pg_dsn + "?keepalives_idle=60") as connection:
+        assert "keepalives_idle=60" in connection.info.dsn
+
+
 def test_the_password_of_a_dsn_is_masked():
     assert masked_dsn("postgresql://chatd:s3cr%40t@db.example.org:5433/chat") == \
         "postgresql://chatd:***@db.example.org:5433/chat"
@@ -208,16 +230,18 @@ def test_a_quick_postgresql_restart_between_two_calls_is_not_noticed(own_pg_clus
 def test_the_daemon_keeps_accounts_rooms_and_history_in_postgresql(pg_dsn, tmp_path):
     """twistd chatd --store postgresql://...: register, create a room, talk; after a restart all is still there."""
     data = str(tmp_path / "data")
-    d = Daemon(data, "--store", pg_dsn).start()
+    dsn = pg_dsn.replace("chatd@", "chatd:hunter2@")  # (the test cluster trusts any password)
+    d = Daemon(data, "--store", dsn).start()
     try:
         talk_in_lab(d.port, 5)
-        assert re.search(r"store: PostgreSQL at postgresql://chatd@127\.0\.0\.1:\d+/\w+", d.log())
+        assert re.search(r"store: PostgreSQL at postgresql://chatd:\*\*\*@127\.0\.0\.1:\d+/\w+", d.log())
         assert not d.unhandled_errors()
     finally:
         assert d.stop() in (0, -signal.SIGTERM)
     assert "chatd stopped cleanly" in d.log()
     assert not [name for name in os.listdir(data) if name.endswith(".csv")]  # no CSV store beside it
-    d = Daemon(data, "--store", pg_dsn, port=d.port).start()
+    assert "hunter2" not in d.log()
+    d = Daemon(data, "--store", dsn, port=d.port).start()
     try:
         text = back_in_lab(d.port)
         assert re.findall(r"ann: (line \d+)", text) == [f"line {n}" for n in range(1, 6)]

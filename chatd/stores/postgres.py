@@ -42,6 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict
 from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -131,26 +132,44 @@ def _unavailable(error: psycopg.Error) -> bool:
     return isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
+def _password(dsn: str) -> str:
+    """The password ``dsn`` holds ("" if none, or if it does not parse: then psycopg refuses it anyway)."""
+    try:
+        return str(conninfo_to_dict(dsn).get("password") or "")
+    except psycopg.Error:
+        return ""
+
+
 class _Health:
-    """Logs the first failure of an outage and the recovery after it (not every failed call)."""
+    """
+    Turns psycopg errors into StoreErrors, the DSN's password never in their
+    text (libpq's messages do not hold it; this makes sure); logs the first
+    failure of an outage and the recovery after it (not every failed call).
+    """
 
     log = Logger()
 
     def __init__(self, dsn: str) -> None:
         self._where = masked_dsn(dsn)
+        self._password = _password(dsn)
         self._failing = False
         self._lock = threading.Lock()
 
+    def _why(self, error: psycopg.Error) -> str:
+        why = _reason(error)
+        return why.replace(self._password, "***") if self._password else why
+
     def failed(self, error: psycopg.Error) -> StoreError:
         """The StoreError for ``error``: ``PostgreSQL is unavailable: WHY`` or ``PostgreSQL: WHY``."""
+        why = self._why(error)
         if not _unavailable(error):
-            return StoreError(f"PostgreSQL: {_reason(error)}")
+            return StoreError(f"PostgreSQL: {why}")
         with self._lock:
             first, self._failing = not self._failing, True
         if first:
             self.log.error("PostgreSQL at {where} is unavailable: {why}; changes fail until it is back",
-                           where=self._where, why=_reason(error))
-        return StoreError(f"PostgreSQL is unavailable: {_reason(error)}")
+                           where=self._where, why=why)
+        return StoreError(f"PostgreSQL is unavailable: {why}")
 
     def worked(self) -> None:
         if self._failing:
@@ -216,11 +235,25 @@ def run_transaction(get: Callable[[], psycopg.Connection[Any]], drop: Callable[[
 #: How chatd connects: autocommit (the transactions are :func:`transact`'s), a bounded connect time, its name in
 #: ``pg_stat_activity``.
 CONNECT_ARGS: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, "application_name": "chatd"}
+#: libpq's TCP settings (PostgreSQL manual 34.1.2) unless the DSN sets them: a server that vanishes without
+#: closing the connection (powered off, a network cut) fails the call within about 30 s, where Linux's own
+#: retransmission timeout would hold the writer, and every change behind it, for some 15 minutes.
+TCP_ARGS: dict[str, int] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 4,
+                            "tcp_user_timeout": 30_000}
+
+
+def connection_args(dsn: str) -> dict[str, Any]:
+    """The keyword arguments of psycopg.connect for ``dsn``: :data:`CONNECT_ARGS`, and :data:`TCP_ARGS` it lacks."""
+    try:
+        given = conninfo_to_dict(dsn)
+    except psycopg.Error:  # psycopg.connect says why
+        given = {}
+    return {**CONNECT_ARGS, **{key: value for key, value in TCP_ARGS.items() if key not in given}}
 
 
 def connect(dsn: str) -> psycopg.Connection[Any]:
-    """A connection as chatd uses them (:data:`CONNECT_ARGS`)."""
-    return psycopg.connect(dsn, **CONNECT_ARGS)
+    """A connection as chatd uses them (:func:`connection_args`)."""
+    return psycopg.connect(dsn, **connection_args(dsn))
 
 
 class Direct:
@@ -278,7 +311,7 @@ class Pools:
     @staticmethod
     def _pool(dsn: str, reactor: Any, low: int, high: int) -> adbapi.ConnectionPool:
         return adbapi.ConnectionPool("psycopg", dsn, cp_min=low, cp_max=high, cp_noisy=False,
-                                     cp_reactor=reactor, **CONNECT_ARGS)
+                                     cp_reactor=reactor, **connection_args(dsn))
 
     def _runner(self, pool: adbapi.ConnectionPool) -> Runner:
         def run(interaction: Interaction, *args: Any) -> defer.Deferred[Any]:
