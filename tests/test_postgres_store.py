@@ -323,3 +323,23 @@ def test_the_store_benchmark_runs(capsys):
     table = capsys.readouterr().out
     assert re.search(r"append_history, 1 room x 100 events +\d+\.\d\d / +\d+\.\d\d +\d+\.\d\d / +\d+\.\d\d", table)
     assert "add_user + register row (a register)" in table
+
+
+def test_two_daemons_on_one_database_register_a_name_once(pg_dsn, tmp_path):
+    """Two nodes (twistd chatd --store, one database): one name registered on both at once is one account."""
+    nodes = [Daemon(str(tmp_path / f"node{n}"), "--store", pg_dsn).start() for n in (1, 2)]
+    try:
+        conns = [Conn(node.port) for node in nodes]
+        for conn in conns:
+            conn.expect(r"menu> ")
+        for conn, name in zip(conns, ("ann", "ANN")):
+            conn.send(f"register {name}", "secret1", "secret1")
+        answers = [conn.expect(r"(Registered and logged in as \w+\.|The name \w+ is taken\.)") for conn in conns]
+        assert sorted("Registered" in answer for answer in answers) == [False, True], answers
+        assert all(not node.unhandled_errors() for node in nodes)
+    finally:
+        for node in nodes:
+            node.stop()
+    with psycopg.connect(pg_dsn) as connection:
+        assert connection.execute("SELECT count(*) FROM users").fetchone() == (1,)
+        assert connection.execute("SELECT count(*) FROM log WHERE event = 'register'").fetchone() == (1,)
