@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -337,3 +338,15 @@ def test_a_page_resumes_after_a_daemon_restart_and_gets_what_was_said_meanwhile(
         daemon.stop()
     assert daemon.unhandled_errors() == [], daemon.log()
     assert login["token"] not in daemon.log()
+
+
+def test_the_page_keeps_its_token_in_memory_only():
+    """No script of the page touches storage, cookies or the URL's query (where a token could end up)."""
+    static = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "chatd", "web", "static")
+    forbidden = re.compile(r"localStorage|sessionStorage|indexedDB|document\.cookie|history\.(push|replace)State|"
+                           r"location\.(search|hash)\s*=")
+    scripts = [name for name in os.listdir(static) if name.endswith(".js")]
+    assert "connection.js" in scripts
+    for name in scripts:
+        match = forbidden.search(open(os.path.join(static, name), encoding="utf-8").read())
+        assert match is None, f"{name}: {match.group()}"

@@ -141,6 +141,11 @@ class Page {
     this.draft = "";
     /** What to send once the connection opens again (a login typed while it was closed). */
     this.whenOpen = null;
+    /** Resuming (connection.js): the newest event id shown in the room; the room being gone back to; caught up. */
+    this.lastId = null;
+    this.resuming = null;
+    this.catchingUp = false;
+    this.connection.resumeWith(() => ({ room: this.room, after: this.room === null ? null : this.lastId }));
   }
 
   start() {
@@ -164,7 +169,7 @@ class Page {
       $("login-error").textContent = "";
       const submitter = event.submitter ? event.submitter.value : action;
       const send = () => this.connection.command(submitter === "register" ? "register" : "login", name, password);
-      if (this.connection.state === "open") {
+      if (this.connection.isOpen) {
         send();
       } else {
         // Closed before logging in (the server's login timeout, a restart): connect again, then send.
@@ -207,7 +212,7 @@ class Page {
 
   listen() {
     const c = this.connection;
-    c.onState((state) => this.showState(state));
+    c.onState((state, detail) => this.showState(state, detail));
     c.on("login", (m) => this.loggedIn(m));
     c.on("logout", (m) => this.loggedOut(m));
     c.on("rooms", (m) => this.showRooms(m.rooms));
@@ -223,16 +228,25 @@ class Page {
     c.on("help", (m) => this.help(m.commands));
   }
 
-  showState(state) {
+  showState(state, detail) {
     const status = $("status");
     status.dataset.state = state;
-    status.textContent = { connecting: "Connecting…", open: "Connected", closed: "Disconnected" }[state] || state;
+    status.textContent = {
+      connecting: "Connecting…", open: "Connected", closed: "Disconnected", reconnecting: "Reconnecting…",
+      reconnected: "Reconnected", expired: "Connected",
+    }[state] || state;
+    if (state === "expired") {  // the session could not be resumed: the login form again, with the reason
+      this.resuming = null;
+      if (this.me !== null) this.loggedOut();
+      $("login-error").textContent = detail || "";
+    }
+    const usable = state === "open" || state === "reconnected" || state === "expired";
     for (const button of document.querySelectorAll("form button[type=submit]")) {
       // Logging in works from a closed connection too: it connects again first.
       const login = button.closest("#login-form") !== null;
-      if (!button.closest("dialog")) button.disabled = login ? state === "connecting" : state !== "open";
+      if (!button.closest("dialog")) button.disabled = login ? state === "connecting" : !usable;
     }
-    if (state === "open" && this.whenOpen) {
+    if (usable && this.whenOpen) {
       const send = this.whenOpen;
       this.whenOpen = null;
       send();
@@ -244,6 +258,11 @@ class Page {
   // -- logging in and out ------------------------------------------------------------------------
 
   loggedIn(message) {
+    if (message.resumed && this.room !== null) {  // back after a lost connection: the room comes next
+      this.me = message.name;
+      this.resuming = this.room;
+      return;
+    }
     this.me = message.name;
     $("login-password").value = "";
     $("login-error").textContent = "";
@@ -368,6 +387,14 @@ class Page {
   // -- a room ----------------------------------------------------------------------------------
 
   entered(message) {
+    if (this.resuming === message.room) {  // the same room again: what was missed comes as its replay
+      this.resuming = null;
+      this.catchingUp = true;
+      this.showHere(message.here);
+      this.showTopic(message.topic);
+      return;
+    }
+    this.lastId = null;
     this.room = message.room;
     this.older = null;
     this.loadingOlder = false;
@@ -400,6 +427,15 @@ class Page {
 
   history(message) {
     if (message.room !== this.room) return;
+    if (message.replay && this.catchingUp) {
+      this.catchingUp = false;
+      if (message.older === null) {  // all that was missed: after the lines shown (none twice)
+        for (const e of message.events) if (!this.shown.has(e.id)) this.append(this.remember(eventNode(e), e));
+        return;
+      }
+      $("log").replaceChildren();  // more was missed than comes: start from it, older lines page back
+      this.shown = new Set();
+    }
     const nodes = message.events.filter((e) => !this.shown.has(e.id)).map((e) => this.remember(eventNode(e), e));
     if (!message.replay && !this.loadingOlder) {
       // An answer to /history typed by the user: shown where it was asked, as a marked block.
@@ -426,6 +462,7 @@ class Page {
 
   remember(node, event) {
     this.shown.add(event.id);
+    if (this.lastId === null || event.id > this.lastId) this.lastId = event.id;
     return node;
   }
 
@@ -532,6 +569,10 @@ class Page {
 
   problem(text) {
     if (this.loadingOlder) this.loadingOlder = false;
+    if (this.resuming !== null) {  // logged in again, but the room is closed to us now (a ban, deleted)
+      this.resuming = null;
+      this.showMenu();
+    }
     if (this.me === null) {
       $("login-error").textContent = text;
     } else {

@@ -333,7 +333,7 @@ class Files {
     c.on("file_gone", (m) => this.downloads.get(m.id)?.gone(m.text));
     c.on("error", (m) => this.refused(m.text));
     c.onState((state) => {
-      if (state !== "closed") return;
+      if (state !== "closed" && state !== "reconnecting") return;  // (the server ended the uploads with the session)
       const lost = [...this.offered, ...this.uploads.values()];
       this.offered = [];
       for (const upload of lost) upload.fail("the connection was lost");
