@@ -775,6 +775,27 @@ class IrcConnection(Protocol, _Caller):
             return "433", "Nickname is already in use"
         return None
 
+    def rename(self, new: str) -> None:
+        """
+        A guest in no room takes the free nick ``new`` (NICK): the online
+        list, presence and this front-end know it by that name from now on;
+        its away message goes with it. (In a room it may not: chatd has no
+        rename event to show the other front-ends.)
+        """
+        chat, old = self.chat, self.name or self.nick
+        source = self.irc.mask(old)
+        away = chat.presence.message(old)
+        chat.online.pop(name_key(old), None)
+        chat.presence.logged_out(old, "")
+        self.irc.users.pop(name_key(old), None)
+        self.name = self.nick = new
+        chat.online[name_key(new)] = self
+        chat.presence.logged_in(new, chat.reactor.seconds())
+        if away is not None:
+            chat.presence.set_away(new, away)
+        self.irc.users[name_key(new)] = self
+        self.send_line(line(source, "NICK", new))
+
     def logged_in(self, name: str, text: str) -> None:
         """The login (PASS, SASL) or REGISTER command succeeded: the session is the account's."""
         if self.ended:

@@ -168,10 +168,14 @@ def nick(self: IrcConnection, message: Message) -> None:
     if self.registered:
         if name_key(wanted) == name_key(self.name or ""):
             return  # (its own nick, in another case: nothing changes)
-        if self.chat.user_name_taken(wanted) or name_key(wanted) in self.chat.online:
-            self.numeric("433", wanted, "Nickname is already in use")
+        refused = self.guest_refusal(wanted)
+        if refused:
+            self.numeric(refused[0], wanted, refused[1])
+        elif self.guest and not self.channels:
+            self.rename(wanted)
         else:
-            self.numeric("447", wanted, "chatd nicks are account names: they cannot be changed")
+            self.numeric("447", wanted, "chatd nicks are account names, and a guest's while it is in a room: "
+                                        "they cannot be changed")
         return
     problem = check_name(wanted, "user", USER_NAME_MAX)
     if problem:
