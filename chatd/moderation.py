@@ -591,11 +591,15 @@ class Moderation:
             [self._value(room, "invite", key, value)], event, "Could not save the invitation").addCallback(saved))
 
     def set_operator(self, room: Room, by: str, target: str, on: bool) -> defer.Deferred[str]:
-        """Make the account ``target`` an operator of ``room`` (``on`` False: no longer), durably; an OP/DEOP event."""
-        record = self.factory.accounts.get(name_key(target))
-        if record is None:
+        """
+        Make ``target`` an operator of ``room`` (``on`` False: no longer), durably; an OP/DEOP event. A guest
+        (:meth:`known`) is one in memory only, until its session ends (never stored: a later account of its
+        name inherits nothing).
+        """
+        stored = self.known(target)
+        if stored is None:
             return defer.fail(errors.NoSuchUser(f"There is no user called {target}."))
-        name, key = record.name, name_key(record.name)
+        name, key = stored, name_key(stored)
         role = self.role(room, name)
         if role is Role.OWNER:
             return defer.fail(errors.NotAllowed(f"{name} owns {room.name}."))
@@ -611,6 +615,8 @@ class Moderation:
             self._publish(room, by, EventKind.OP if on else EventKind.DEOP, "", name)
             return name
 
+        if key not in self.factory.accounts:
+            return defer.succeed(saved(None))
         event = LogEvent("op" if on else "deop", by, room.name, {"target": name})
         return self.factory.concerning(name, lambda: self._save(
             [self._value(room, "op", key, "1" if on else "")], event, "Could not save the operator").addCallback(saved))

@@ -514,10 +514,13 @@ def test_kick_invite_and_channel_modes_map_onto_chatd_moderation(world):
     got = alice.lines()
     assert got[:4] == [":alice!alice@chatd MODE #lab -b bob!*@*", ":chatd 472 alice x :is not a mode chatd knows for #lab",
                        ":chatd 472 alice m :is not a mode chatd knows for #lab", ":alice!alice@chatd MODE #lab -t"]
-    assert "There is no user called bob" in got[4]  # a guest cannot be an operator: roles are an account's
+    assert got[4] == ":alice!alice@chatd MODE #lab +o bob"  # a guest is one in memory, until it goes
+    assert "bob" in factory.rooms["lab"].authority.operators
+    bob.send("QUIT")
+    assert "bob" not in factory.rooms["lab"].authority.operators
     alice.send("MODE alice", "MODE alice +i", "MODE bob")
     assert alice.lines() == [":chatd 221 alice +", ":alice!alice@chatd MODE alice +i",
-                             ":chatd 502 alice bob :Can't change mode for other users"]
+                             ":chatd 401 alice bob :No such nick/channel"]  # (bob quit)
 
 
 def test_oper_needs_a_server_admins_password(tmp_path):
@@ -743,3 +746,47 @@ def test_only_the_invitee_hears_of_an_invitation_and_a_kick_defaults_to_the_kick
     assert carol.lines() == [":bob!bob@chatd INVITE carol #nowhere"]
     alice.send("KICK #lab bob")
     assert bob.lines() == [":alice!alice@chatd KICK #lab bob :alice"]
+
+
+def test_kick_pairs_channels_with_nicks_and_refusals_are_numerics(world):
+    factory, clock, irc = world
+    alice, bob = two_in_lab(world)
+    for client in (bob, alice):  # bob creates #lab2: its owner
+        client.send("JOIN #lab2")
+    alice.lines(), bob.lines()
+    bob.send("MODE #lab +o alice", "KICK #lab alice")
+    assert codes(bob.lines()) == ["482", "482"]
+    alice.send("MODE #lab +o nobody")
+    assert codes(alice.lines()) == ["401"]
+    alice.send("KICK #lab,#lab2 bob,bob :twice")
+    got = alice.lines()
+    assert got == [":alice!alice@chatd KICK #lab bob :twice", ":chatd 482 alice #lab2 :You're not channel operator"]
+
+
+def test_a_private_message_has_one_msgid_and_one_to_oneself_arrives_once(world):
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.register("alice", "CAP REQ :message-tags echo-message", "CAP END")
+    bob = IrcClient(irc, clock, port=40001)
+    bob.register("bob", "CAP REQ :message-tags", "CAP END")
+    alice.lines(), bob.lines()
+    alice.send("PRIVMSG bob :hey")
+    (echo,), (delivered,) = alice.lines(), bob.lines()
+    assert echo == delivered and re.fullmatch(r"@msgid=pm-[0-9a-f]{18} :alice!alice@chatd PRIVMSG bob :hey", echo)
+    alice.send("PRIVMSG alice :note to self")
+    assert len(alice.lines()) == 1
+
+
+def test_who_finds_an_invisible_user_by_its_exact_nick_or_through_a_shared_room(world):
+    factory, clock, irc = world
+    alice, bob = two_in_lab(world)
+    evan = IrcClient(irc, clock, port=40002)
+    evan.register("evan")
+    evan.send("MODE evan +i")
+    evan.lines()
+    alice.send("WHO eva*", "WHO evan")
+    assert codes(alice.lines()) == ["315", "352", "315"]
+    evan.send("JOIN #lab")
+    alice.lines()
+    alice.send("WHO eva*")
+    assert codes(alice.lines()) == ["352", "315"]

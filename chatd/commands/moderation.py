@@ -40,15 +40,15 @@ def _account(caller: Caller, name: str) -> str | None:
     return caller.factory.moderation.account_refusal(name)
 
 
-def _invitee(caller: Caller, name: str) -> str | None:
-    """NAME of invite, uninvite: an account, or a user online without one (an IRC guest)."""
+def _known(caller: Caller, name: str) -> str | None:
+    """NAME of invite, uninvite, op, deop: an account, or a user online without one (an IRC guest)."""
     return caller.factory.moderation.invitee_refusal(name)
 
 
-#: NAME of kick, ban, mute, unban, unmute; of op, deop, owner; of invite, uninvite.
+#: NAME of kick, ban, mute, unban, unmute; of owner; of invite, uninvite, op, deop.
 TARGET = Arg("NAME", check=_target, word=True)
 ACCOUNT = Arg("NAME", check=_account, word=True)
-INVITEE = Arg("NAME", check=_invitee, word=True)
+KNOWN = Arg("NAME", check=_known, word=True)
 
 
 def _on_off(usage: str) -> Arg:
@@ -206,25 +206,25 @@ def open_topic(caller: Caller, value: str) -> defer.Deferred[None]:
 
 
 @command("invite", "let NAME (online or not) enter the invite-only room; a ban beats an invite", ROOM,
-         login=Login.REQUIRED, in_room=True, role=OPERATOR, args=(INVITEE,))
+         login=Login.REQUIRED, in_room=True, role=OPERATOR, args=(KNOWN,))
 def invite(caller: Caller, name: str) -> defer.Deferred[None]:
     return _change(caller, caller.factory.moderation.invite, "{name} is invited to {room}.", name, True)
 
 
 @command("uninvite", "withdraw NAME's invitation", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
-         args=(INVITEE,))
+         args=(KNOWN,))
 def uninvite(caller: Caller, name: str) -> defer.Deferred[None]:
     return _change(caller, caller.factory.moderation.invite, "{name} is no longer invited to {room}.", name, False)
 
 
 @command("op", "make NAME an operator of the room", ROOM, login=Login.REQUIRED, in_room=True, role=OWNER,
-         args=(ACCOUNT,))
+         args=(KNOWN,))
 def op(caller: Caller, name: str) -> defer.Deferred[None]:
     return _change(caller, caller.factory.moderation.set_operator, "{name} is an operator of {room}.", name, True)
 
 
 @command("deop", "take NAME's operator role away", ROOM, login=Login.REQUIRED, in_room=True, role=OWNER,
-         args=(ACCOUNT,))
+         args=(KNOWN,))
 def deop(caller: Caller, name: str) -> defer.Deferred[None]:
     answer = "{name} is no longer an operator of {room}."
     return _change(caller, caller.factory.moderation.set_operator, answer, name, False)

@@ -23,7 +23,7 @@ the flood allowance (one token a line), the login and idle timeouts and
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -71,6 +71,12 @@ ISUPPORT = (
     f"TARGMAX=JOIN:{TARGETS_MAX},PART:{TARGETS_MAX},PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},"
     f"WHOIS:{TARGETS_MAX},KICK:{TARGETS_MAX}", f"CHATHISTORY={HISTORY_MAX}", "MSGREFTYPES=msgid,timestamp",
 )
+
+
+def private_id(message: PrivateMessage) -> str:
+    """A private message's ``msgid`` (after ``pm-``): the same for its sender's echo and its recipient."""
+    identity = f"{message.at!r} {message.sender} {message.recipient} {message.text}".encode("utf-8", "replace")
+    return hashlib.blake2s(identity, digest_size=9).hexdigest()
 
 
 def default_mask(name: str) -> str:
@@ -243,8 +249,6 @@ class IrcFactory(Factory):
         self.users: dict[str, IrcConnection] = {}
         #: The most users online at once since start (LUSERS 265/266), as seen by the IRC front-end.
         self.most_users = 0
-        #: Private messages' ids (``msgid``, message-tags): ``pm-N``.
-        self.private_ids = itertools.count(1)
         self.renderers = Renderers(server, self.mask, lambda name: name_key(name) in chat.accounts)
         chat.presence.watchers.append(self.away_changed)
         self.created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -786,6 +790,8 @@ class IrcConnection(Protocol, _Caller):
         source = self.irc.mask(old)
         away = chat.presence.message(old)
         chat.online.pop(name_key(old), None)
+        for room in chat.rooms.values():
+            room.authority.operators.pop(name_key(old), None)
         chat.presence.logged_out(old, "")
         self.irc.users.pop(name_key(old), None)
         self.name = self.nick = new
@@ -977,13 +983,15 @@ class IrcConnection(Protocol, _Caller):
             self.transport.abortConnection()
 
     def private(self, message: PrivateMessage, sent: bool = False) -> None:
-        if sent and "echo-message" not in self.caps:
+        """A private message (``sent``: the echo of one this user sent: with echo-message only, and never
+        twice for one to itself); its ``msgid`` is the same for its sender and its recipient."""
+        if sent and ("echo-message" not in self.caps or name_key(message.recipient) == name_key(self.name or "")):
             return
         tags = []
         if "account-tag" in self.caps and name_key(message.sender) in self.chat.accounts:
             tags.append("account=" + message.sender)
         if "message-tags" in self.caps:
-            tags.append(f"msgid=pm-{next(self.irc.private_ids)}")
+            tags.append("msgid=pm-" + private_id(message))
         if "server-time" in self.caps:
             tags.append("time=" + _iso(message.at))
         self.send_line(privmsg_lines(self.irc.mask(message.sender), message.recipient, message.text,
@@ -1044,12 +1052,14 @@ class IrcConnection(Protocol, _Caller):
     def _forget_guest(self, name: str) -> None:
         """
         A guest's session ended: the rooms it created go, as a deleted
-        account's do, so that a later account of that name inherits none.
-        (Bans and invitations naming it stay: they name a nick, not a person.)
+        account's do, so that a later account of that name inherits none, and
+        its operator roles (kept in memory only). (Bans and invitations naming
+        it stay: they name a nick, not a person.)
         """
         chat = self.chat
         key = name_key(name)
         for room in list(chat.rooms.values()):
+            room.authority.operators.pop(key, None)  # (a guest's role was never stored)
             if room.owner and name_key(room.owner) == key:
                 chat.delete_room(room.name, name).addErrback(
                     lambda failure: log.warn("could not delete a guest's room: {why}", why=failure.getErrorMessage()))

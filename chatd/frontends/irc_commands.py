@@ -113,6 +113,20 @@ def _notice_error(self: IrcConnection) -> Callable[[errors.ChatError], None]:
     return lambda error: self.server_notice(str(error))
 
 
+def _mode_error(self: IrcConnection, channel: str, name: str) -> Callable[[errors.ChatError], None]:
+    """A refused change to someone in ``channel``: 401 no such user, 482 not allowed (with chatd's reason)."""
+
+    def refused(error: errors.ChatError) -> None:
+        if isinstance(error, errors.NoSuchUser):
+            self.numeric("401", name or "*", "No such nick/channel")
+        elif isinstance(error, errors.NotAllowed):
+            self.numeric("482", channel, f"You're not channel operator: {error}")
+        else:
+            self.server_notice(str(error))
+
+    return refused
+
+
 # -- registration ------------------------------------------------------------------------------------
 
 
@@ -171,7 +185,8 @@ def nick(self: IrcConnection, message: Message) -> None:
         refused = self.guest_refusal(wanted)
         if refused:
             self.numeric(refused[0], wanted, refused[1])
-        elif self.guest and not self.channels:
+        elif self.guest and not self.channels and not any(
+                name_key(room.owner) == name_key(self.name or "") for room in self.chat.rooms.values()):
             self.rename(wanted)
         else:
             self.numeric("447", wanted, "chatd nicks are account names, and a guest's while it is in a room: "
@@ -565,23 +580,29 @@ def invite(self: IrcConnection, message: Message) -> None:
         return
     if invitee is not None:
         invitee.send_line(notice)  # (first: chatd's own notice of the invitation follows it)
-    self.run_command(channel, "invite", [known], quiet=True, failed=_notice_error(self),
+    self.run_command(channel, "invite", [known], quiet=True, failed=_mode_error(self, channel_target, known),
                      done=lambda: self.numeric("341", known, channel_name(room.name), text=False))
 
 
 @handles("KICK", params=2)
 def kick(self: IrcConnection, message: Message) -> None:
-    """``KICK #lab nick[,nick] [:reason]``: chatd's ``kick`` (operators); 441 for someone not in the room."""
-    target = message.params[0]
-    room, channel = _member(self, target)
-    if room is None or channel is None or not _operator(self, room, target):
-        return
+    """
+    ``KICK #lab nick[,nick] [:reason]``, or ``KICK #a,#b nick1,nick2`` (in
+    pairs, RFC 2812 §3.2.8): chatd's ``kick`` (operators); 441 for someone
+    not in the room.
+    """
+    channels = message.params[0].split(",")[:TARGETS_MAX]
+    victims = message.params[1].split(",")[:TARGETS_MAX]
+    pairs = list(zip(channels, victims)) if len(channels) > 1 else [(channels[0], victim) for victim in victims]
     reason = message.params[2].strip() if len(message.params) > 2 else ""
-    for victim in message.params[1].split(",")[:TARGETS_MAX]:
+    for target, victim in pairs:
+        room, channel = _member(self, target)
+        if room is None or channel is None or not _operator(self, room, target):
+            continue
         if self.chat.moderation.member(room, victim) is None:
             self.numeric("441", victim, target, "They aren't on that channel")
             continue
-        self.run_command(channel, "kick", [victim, reason], failed=_notice_error(self))
+        self.run_command(channel, "kick", [victim, reason], failed=_mode_error(self, target, victim))
 
 
 @handles("MODE", params=1)
@@ -629,10 +650,13 @@ def mode(self: IrcConnection, message: Message) -> None:
                 self.server_notice("chatd bans users by name: MODE #room +b nick (or nick!*@*).")
                 continue
             self.run_command(channel, "ban" if sign == "+" else "unban", [nick] + ([""] if sign == "+" else []),
-                             quiet=True, failed=_notice_error(self))
+                             quiet=True, failed=_mode_error(self, shown, nick))
         elif letter == "o":
+            if self.chat.moderation.known(argument) is None:
+                self.numeric("401", argument, "No such nick/channel")
+                continue
             self.run_command(channel, "op" if sign == "+" else "deop", [argument], quiet=True,
-                             failed=_notice_error(self))
+                             failed=_mode_error(self, shown, argument))
         elif letter == "i":
             self.run_command(channel, "invite-only", ["on" if sign == "+" else "off"], quiet=True,
                              failed=_notice_error(self))
@@ -761,9 +785,16 @@ def who(self: IrcConnection, message: Message) -> None:
             if not name:
                 continue
             user, host, realname = self.irc.user_info(name)
+            exact = name_key(name) == name_key(mask)
+            if not exact and "i" in getattr(session, "umodes", "") and not _shares_a_room(self, session):
+                continue  # (+i: found by its exact nick only, or by those sharing a room with it)
             if any(fnmatch.fnmatchcase(field.lower(), pattern) for field in (name, user, host, realname)):
                 _who_line(self, name, "*", False)
     self.numeric("315", mask, "End of WHO list")
+
+
+def _shares_a_room(self: IrcConnection, session: object) -> bool:
+    return session is self or any(room.key in self.channels for room in self.irc.rooms_of(session))
 
 
 def _who_line(self: IrcConnection, name: str, channel: str, operator: bool) -> None:
@@ -874,8 +905,8 @@ def chathistory(self: IrcConnection, message: Message) -> None:
         _history_batch(self, "chathistory", target, [])
         return
     room = _room(self, target, missing=False)
-    if room is None or (room.key not in self.channels and not self.chat.moderation.may_see(room, self.name)):
-        fail("INVALID_TARGET", sub, target, "No such channel, or not one you may read")
+    if room is None or room.key not in self.channels:  # (chatd's /history too is for a room one is in)
+        fail("INVALID_TARGET", sub, target, "No such channel, or you are not in it")
         return
     d = self.chat.room_history(room, HISTORY_SCAN)
 
@@ -900,7 +931,7 @@ def _history_ref(text: str) -> tuple[str, float] | None:
         return ("msgid", float(number)) if number.isdigit() else None
     if kind == "timestamp":
         try:
-            return ("timestamp", datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+            return ("timestamp", float(round(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)))
         except ValueError:
             return None
     return None
@@ -910,7 +941,7 @@ def _select(sub: str, events: list[RoomEvent], refs: list[tuple[str, float]], li
     """The events a CHATHISTORY subcommand asks for (oldest first), by event id or time; bounds excluded."""
 
     def key(event: RoomEvent, ref: tuple[str, float]) -> float:
-        return float(event.id) if ref[0] == "msgid" else event.at
+        return float(event.id) if ref[0] == "msgid" else _milliseconds(event.at)
 
     first = refs[0]
     if sub == "LATEST":
@@ -929,6 +960,12 @@ def _select(sub: str, events: list[RoomEvent], refs: list[tuple[str, float]], li
     low, high = sorted((first[1], refs[1][1]))
     between = [event for event in events if low < key(event, first) and key(event, refs[1]) < high]
     return between[:limit] if first[1] <= refs[1][1] else between[-limit:]
+
+
+def _milliseconds(at: float) -> float:
+    """``at`` in whole milliseconds, as ``server-time`` shows it (cut, not rounded: the bounds are exclusive)."""
+    moment = datetime.fromtimestamp(at, timezone.utc)
+    return float(int(moment.replace(microsecond=0).timestamp()) * 1000 + moment.microsecond // 1000)
 
 
 def _history_batch(self: IrcConnection, kind: str, target: str | None, events: list[RoomEvent]) -> None:
