@@ -382,14 +382,18 @@ def test_listen_irc_and_irc_guests_options():
         Options().parseOptions(["--irc-server-name", "two words"])
 
 
-def test_a_real_irc_socket_chats_with_a_telnet_user(tmp_path):
-    irc_port = free_port()
-    d = Daemon(str(tmp_path / "data"), "--listen-irc", f"tcp:{irc_port}:interface=127.0.0.1", "--irc-guests").start()
+def test_a_real_irc_socket_over_tls_chats_with_a_telnet_user(tmp_path):
+    from test_tls import TlsConn, make_certificate
+
+    key, cert = make_certificate(str(tmp_path))
+    irc_port, tls_port = free_port(), free_port()
+    d = Daemon(str(tmp_path / "data"), "--listen-irc", f"tcp:{irc_port}:interface=127.0.0.1", "--irc-guests",
+               "--listen-irc", f"ssl:{tls_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}").start()
     try:
         bob = Conn(d.port)
         bob.register("bob")
         bob.enter("bob", "public")
-        alice = Conn(irc_port)
+        alice = TlsConn(tls_port, cert)
         alice.send("NICK alice", "USER a 0 * :Alice")
         alice.expect(r" 376 alice ")
         alice.send("JOIN #public")
@@ -399,6 +403,9 @@ def test_a_real_irc_socket_chats_with_a_telnet_user(tmp_path):
         bob.expect(r"alice: hello from irc")
         bob.send("hello from telnet")
         alice.expect(r":bob!bob@chatd PRIVMSG #public :hello from telnet\r\n")
+        plain = Conn(irc_port)
+        plain.send("NICK carol", "USER c 0 * :Carol", "JOIN #public", "PRIVMSG #public :and over tcp")
+        alice.expect(r":carol!c@chatd PRIVMSG #public :and over tcp\r\n")
         alice.send("QUIT :bye")
         alice.expect(r"ERROR :Closing Link: bye")
         bob.expect(r"alice left")
