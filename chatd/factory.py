@@ -644,7 +644,9 @@ class ChatFactory(Factory):
         record = RoomRecord(name, owner, self.now(), secrets.token_hex(8))
 
         def saved(_: None) -> Room:
-            return self._add_room(record)
+            room = self._add_room(record)
+            self.bus.share(["create", record.name, record.owner, record.created, record.id])
+            return room
 
         waiting: list[defer.Deferred[None]] = []
         self._creating[key] = waiting
@@ -683,15 +685,8 @@ class ChatFactory(Factory):
             return failure
 
         def saved(_: None) -> Room:
-            self.rooms.pop(room.key, None)
-            self._by_name.pop(room.name, None)
-            self.moderation.forget(room)
-            room.fanout.flush()
-            for member in room.fanout.members():
-                room.fanout.discard(member)
-                self._left_room(member, room, "room deleted")
-                self.store.log_event("leave", member.name or "", room.name, reason="room_deleted")
-                member.room_deleted(room, by)
+            self.room_gone(room, by)
+            self.bus.share(["delete", room.name, by])
             return room
 
         # Closed from now on, so that log.csv's room_delete row (written with
@@ -700,6 +695,18 @@ class ChatFactory(Factory):
         work = self.store.delete_room(room.name, LogEvent("room_delete", by, room.name))
         work.addErrback(reopen)
         return self._while_claimed(self._claimed_rooms, room.name, work, saved, "Could not delete the room")
+
+    def room_gone(self, room: Room, by: str) -> None:
+        """``room`` was deleted by ``by`` (here, or on another node: chatd.nodes): its members go back to the menu."""
+        self.rooms.pop(room.key, None)
+        self._by_name.pop(room.name, None)
+        self.moderation.forget(room)
+        room.fanout.flush()
+        for member in room.fanout.members():
+            room.fanout.discard(member)
+            self._left_room(member, room, "room deleted")
+            self.store.log_event("leave", member.name or "", room.name, reason="room_deleted")
+            member.room_deleted(room, by)
 
     def room_to_join(self, name: str) -> defer.Deferred[Room]:
         """
@@ -866,6 +873,7 @@ class ChatFactory(Factory):
         """The bus delivers ``event``: queue it for the room's members connected here (none: the room is gone)."""
         room = self._by_name.get(event.room)
         if room is not None:
+            room.last_id = event.id  # (a networked bus numbers events: chatd.buses.redis)
             room.fanout.send(event)
 
     def say(self, room: Room, session: Session, text: str) -> None:

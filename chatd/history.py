@@ -23,7 +23,7 @@ so it stays fast with years of history in thousands of rooms.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -74,6 +74,12 @@ class RoomHistory:
             if event[4] in _LINE_KINDS:
                 lines += 1
         self.lines = lines
+        mine = self._history.mine
+        if mine is not None:  # several nodes: the store gets each event once, from the node that published it
+            events = [event for event in events if mine(event)]
+            if not events:
+                return
+            before = lines - sum(1 for event in events if event[4] in _LINE_KINDS)
         self._history.waiting.append((self, before, events))
 
     def recent(self, count: int, since: float, newer: Iterable[RoomEvent] = (),
@@ -107,6 +113,8 @@ class History:
         self.reactor = reactor
         self.settings = settings
         self.enabled = settings.history_days > 0
+        #: Whether this node commits an event to the store (a networked bus's ``mine``); None: every event.
+        self.mine: Callable[[RoomEvent], bool] | None = None
         #: Batches recorded since the last commit: (room, its line count before them, the events).
         self.waiting: list[tuple[RoomHistory, int, list[RoomEvent]]] = []
         self._committing: defer.Deferred[None] | None = None

@@ -54,6 +54,7 @@ from chatd import twisted_internals
 from chatd.errors import failure_error
 from chatd.buses.local import LocalBus
 from chatd.core.ports import Bus
+from chatd.nodes import Nodes
 from chatd.datadir import DataDirInUse, load_token_key, lock_data_dir, unlock_data_dir
 from chatd.factory import ChatFactory
 from chatd.frontends.irc import IrcFactory
@@ -68,6 +69,7 @@ from chatd.transfer import SPOOL, Transfers, TransferSettings
 from chatd.twisted_internals import twistd_log_files
 
 if TYPE_CHECKING:  # psycopg is an extra: imported only when --store names PostgreSQL
+    from chatd.buses.redis import RedisBus
     from chatd.stores.postgres import Pools, PostgresStore
 
 log = Logger()
@@ -325,6 +327,12 @@ class StoreService(service.Service):
                 self._lock = None
 
 
+def _redis_bus(url: str, reactor: Any, node: str | None) -> RedisBus:
+    from chatd.buses.redis import RedisBus  # the 'cluster' extra: imported when --bus names Redis
+
+    return RedisBus(url, reactor, node)
+
+
 class BusService(service.Service):
     """
     The bus room events travel on (:class:`chatd.core.ports.Bus`), started
@@ -334,6 +342,27 @@ class BusService(service.Service):
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        position = getattr(self.bus, "position_now", None)
+        if position is not None:  # before the store loads (StoreService.startService): chatd.buses.redis
+            try:
+                position()
+            except (OSError, ValueError) as error:
+                where = getattr(self.bus, "where", "the bus")
+                raise start_error(f"{where}: {_reason(error)}", f"bus: {_short_reason(error)}") from error
+
+    def startService(self) -> None:
+        super().startService()
+        start = getattr(self.bus, "start", None)
+        if start is not None:  # a networked bus connects (chatd.buses.redis); publishing meanwhile waits for it
+            start().addErrback(lambda failure: log.failure("the bus could not start", failure))
+
+    def stopService(self) -> Any:
+        super().stopService()
+        stop = getattr(self.bus, "stop", None)
+        return stop() if stop is not None else None
 
 
 class StateService(service.Service):
@@ -553,6 +582,8 @@ class ChatService(service.MultiService):
         listen_irc: list[str] | None = None,
         irc_guests: bool = False,
         irc_server_name: str = "chatd",
+        bus_url: str | None = None,
+        node_name: str | None = None,
     ) -> None:
         """
         ``gc_tuning``: call :func:`tune_gc` once started (the daemon does: ``chatd.tap``; tests need not).
@@ -560,7 +591,8 @@ class ChatService(service.MultiService):
         its WebSocket accepts (``--web-origin``; none: the page's own). ``store_dsn``: keep the state in
         PostgreSQL (``--store``) instead of CSV files in ``data_dir``.
         ``listen_irc``: where the IRC front-end listens (``--listen-irc``); ``irc_guests``: ``--irc-guests``;
-        ``irc_server_name``: ``--irc-server-name``.
+        ``irc_server_name``: ``--irc-server-name``. ``bus_url``: share rooms with other nodes through Redis
+        (``--bus``; chatd.buses.redis), this node called ``node_name`` (``--node-name``).
         """
         super().__init__()
         self.reactor = reactor
@@ -568,11 +600,15 @@ class ChatService(service.MultiService):
         LogFilesService(reactor).setServiceParent(self)
         self.stores = StoreService(reactor, data_dir, now=lambda: self.factory.now(), store_dsn=store_dsn)
         self.stores.setServiceParent(self)
-        self.buses = BusService(LocalBus())
+        redis = None if bus_url is None else _redis_bus(bus_url, reactor, node_name)
+        self.buses = BusService(LocalBus() if redis is None else redis)
         self.buses.setServiceParent(self)
         self.state = StateService(reactor, self.stores, self.buses.bus, settings, hash_threads, hash_params,
                                   transfer_settings)
         self.state.setServiceParent(self)
+        if redis is not None:  # other nodes' room changes applied here; history recorded by the publishing node
+            redis.listener = Nodes(self.state.factory)
+            self.state.factory.history.mine = redis.mine
         self.listeners = Listeners(reactor, listen, self.state.factory)
         self.listeners.setServiceParent(self)
         self.web_listeners: Listeners | None = None

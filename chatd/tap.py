@@ -143,6 +143,21 @@ def check_store(dsn: str) -> None:
         raise usage.UsageError("--store: PostgreSQL needs psycopg: pip install 'chatd[postgres]'")
 
 
+def check_bus(url: str, store: str | None) -> None:
+    """``--bus``: a ``redis://`` URL, with ``--store`` (the nodes share PostgreSQL) and txredisapi; else UsageError."""
+    from chatd.buses.redis import parse_url
+
+    try:
+        parse_url(url)
+    except ValueError as error:
+        raise usage.UsageError(str(error)) from None
+    if store is None:
+        raise usage.UsageError("--bus needs --store postgresql://...: the nodes share accounts, rooms and history "
+                               "through PostgreSQL")
+    if importlib.util.find_spec("txredisapi") is None:
+        raise usage.UsageError("--bus: Redis needs txredisapi: pip install 'chatd[cluster]'")
+
+
 #: Options whose default is worked out when the server starts.
 _AUTOMATIC = {"max-connections": default_max_connections}
 
@@ -162,6 +177,9 @@ class Options(usage.Options):
         ["store", None, None, "Keep accounts, rooms, the event log and history in PostgreSQL instead of --data-dir's "
          "CSV files: a postgresql:// (or postgres://) URL, e.g. postgresql://chatd:PASSWORD@db.example.org/chatd "
          "(needs the 'postgres' extra: psycopg). --data-dir still holds the file spool and the lock."],
+        ["bus", None, None, "Share rooms with other chatd nodes through a Redis Stream: redis://HOST:PORT/DB "
+         "(needs --store postgresql://... and the 'cluster' extra: txredisapi). Without it: one process."],
+        ["node-name", None, None, "This node's name on the bus (default HOST.PID)."],
         ["max-line", None, _DEFAULTS.max_line, "Longest accepted input line, in bytes.", size],
         ["max-outbound", None, _DEFAULTS.max_outbound,
          "Unsent bytes past which a connection is cut off instead of queuing more.", size],
@@ -281,6 +299,8 @@ class Options(usage.Options):
             raise usage.UsageError("--delivery-timeout cannot be negative")
         if self["store"] is not None:
             check_store(self["store"])
+        if self["bus"] is not None:
+            check_bus(self["bus"], self["store"])
         from chatd.limits import parse_networks
 
         try:
@@ -320,6 +340,8 @@ def makeService(options: Options) -> Any:
         listen_web=options["listen-web"],
         web_origins=options["web-origin"],
         store_dsn=options["store"],
+        bus_url=options["bus"],
+        node_name=options["node-name"],
         listen_irc=options["listen-irc"],
         irc_guests=options["irc-guests"],
         irc_server_name=options["irc-server-name"],

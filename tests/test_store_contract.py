@@ -254,8 +254,11 @@ def test_only_the_composition_root_names_a_concrete_store():
                         imports.setdefault(os.path.relpath(path, root), []).append(line.strip())
     assert imports == {
         "service.py": ["from chatd.buses.local import LocalBus", "from chatd.persistence import CsvStore, FormatError",
+                       "from chatd.buses.redis import RedisBus",  # (for the type checker)
                        "from chatd.stores.postgres import Pools, PostgresStore",  # (for the type checker)
-                       "from chatd.stores.postgres import Pools, PostgresStore, masked_dsn"],
+                       "from chatd.stores.postgres import Pools, PostgresStore, masked_dsn",
+                       "from chatd.buses.redis import RedisBus  # the 'cluster' extra: imported when --bus names Redis"],
+        "tap.py": ["from chatd.buses.redis import parse_url"],  # (checking --bus)
         "admin_tool.py": ["from chatd.persistence import CsvStore", "from chatd.stores.jobs import fired",
                           "from chatd.stores.postgres_copy import copy_data_dir"],
         "datadir.py": ["from chatd.stores.csv_files import replace_data"],

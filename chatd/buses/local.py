@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from chatd.core.events import RoomEvent
 
@@ -26,6 +27,9 @@ class LocalBus:
     def subscribe(self, receiver: Callable[[RoomEvent], None]) -> None:
         self._receivers += (receiver,)
         self.publish = receiver if len(self._receivers) == 1 else self._publish_all
+
+    def share(self, change: list[Any]) -> None:
+        """A room change, for other nodes: there are none."""
 
     def _publish_all(self, event: RoomEvent) -> None:
         for receiver in self._receivers:

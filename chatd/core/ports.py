@@ -114,3 +114,10 @@ class Bus(Protocol):
 
     def publish(self, event: RoomEvent) -> None:
         """Send ``event`` to every subscriber."""
+
+    def share(self, change: list[Any]) -> None:
+        """
+        A change to the rooms made here, for the other nodes of a networked
+        bus (``["create", NAME, OWNER, CREATED, ROOM_ID]``, ``["delete", NAME,
+        BY]``; chatd.nodes applies them); the local bus has no other node.
+        """

@@ -1,0 +1,500 @@
+"""
+The bus of several nodes: room events travel on one Redis Stream (issue 17).
+
+Every node appends what its users did and reads the stream back; what it reads
+is what it delivers, its own users' lines included (after the round trip), so
+every node delivers every room's events in the stream's one order.
+
+- **Writing**: per node per reactor turn **one** entry carrying every event of
+  that turn (never one call per line), appended by a Lua script
+  (:data:`APPEND`) that also gives the events their ids: per room a counter
+  in Redis (``chatd:room:NAMEKEY``), raised to the node's own last id for the
+  room if it is behind (a Redis restarted empty goes on from the ids the
+  nodes know), so ids grow by one per event of a room in stream order,
+  whichever node published them. The script is idempotent per node and batch
+  sequence number (``chatd:node:NODE``): a batch retried after a lost
+  connection is appended once. Entries are sent one at a time, in order;
+  while Redis is away they wait (at most :data:`MAX_WAITING` events) and go
+  once it is back. ``MAXLEN ~ N`` trims the stream.
+- **Reading**: a loop of ``XREAD BLOCK`` from the last entry id delivered, on a
+  connection of its own; after a reconnect it goes on from that id (no gap,
+  no duplicate). Entries are skipped when their node's batch number was seen
+  already (a retry that had reached Redis before its connection went). A
+  room whose next id is past the last one this node delivered (the stream
+  trimmed past it, entries lost in a Redis restart) is caught up from the
+  store's history by the state (:meth:`NodeListener.missed`), which says so.
+- **Rooms**: creations and deletions travel as entries of their own
+  (:meth:`share`), in order with the events.
+- **History**: the node that published an event records it in the store,
+  exactly once (:meth:`mine`); every node keeps it in its rings.
+
+An entry's fields: ``n`` node, ``s`` batch number, ``e`` the events as JSON
+``[[ROOM, [[AT, SENDER, KIND, TEXT, TARGET, UNTIL], ...]], ...]``, ``b`` the
+first id of each room's events (comma-separated, in the order of ``e``),
+``c`` a room change as JSON (``["create", NAME, OWNER, CREATED, ROOM_ID]``,
+``["delete", NAME, BY]``) or "". docs/ARCHITECTURE.md, "Several nodes".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from chatd.core.events import EventKind, RoomEvent
+from chatd.text import name_key
+
+#: Entries kept in the stream (``XADD MAXLEN ~``): about this many turns of every node.
+MAXLEN = 100_000
+#: Events waiting to be appended while Redis is away; beyond this the oldest are dropped (logged).
+MAX_WAITING = 100_000
+#: Entries read per XREAD, and how long one blocks (ms) before it is issued again.
+READ_COUNT = 512
+READ_BLOCK_MS = 2000
+#: The stream's key; room counters and node sequence keys share its prefix.
+STREAM = "chatd:events"
+
+_KINDS = {kind.value: kind for kind in EventKind}
+_new_tuple = tuple.__new__
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+#: Appends one batch: KEYS = stream, node key, room counters; ARGV = maxlen, node, seq, events, change, then
+#: per room its event count and its floor (the publishing node's last id for it). Returns the entry id, or
+#: false when this node's batch ``seq`` was appended already (a retry).
+APPEND = """
+local seq = tonumber(ARGV[3])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if last >= seq then return false end
+redis.call('SET', KEYS[2], ARGV[3], 'EX', 86400)
+local bases = {}
+for i = 3, #KEYS do
+  local cur = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local floor = tonumber(ARGV[2 * i + 1])
+  if cur < floor then cur = floor end
+  redis.call('SET', KEYS[i], string.format('%d', cur + tonumber(ARGV[2 * i])))
+  bases[#bases + 1] = string.format('%d', cur + 1)
+end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', ARGV[2], 's', ARGV[3], 'e', ARGV[4],
+                  'c', ARGV[5], 'b', table.concat(bases, ','))
+"""
+
+
+class NodeListener(Protocol):
+    """What the state does with what other nodes changed (``chatd.nodes.Nodes``)."""
+
+    def room_created(self, name: str, owner: str, created: str, room_id: str) -> None:
+        """Another node created the room ``name``."""
+
+    def room_deleted(self, name: str, by: str) -> None:
+        """A node deleted the room ``name`` (``by``: its owner or an admin)."""
+
+    def known(self) -> dict[str, int]:
+        """Each room's last event id here (its stored history's end at start-up), by room name."""
+
+    def missed(self, room: str, first: int, last: int) -> defer.Deferred[None]:
+        """
+        Events ``first``..``last`` of ``room`` never reached this node: deliver
+        them from the store's history (and tell the room's members); the
+        stream waits until this fires.
+        """
+
+
+def parse_url(url: str) -> tuple[str, int, int]:
+    """``redis://HOST:PORT/DB`` -> (host, port, db); port 6379 and db 0 by default. Raises ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ValueError("--bus takes a redis://HOST:PORT/DB URL")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"--bus: the database must be a number, not {path!r}")
+    return parts.hostname, parts.port or 6379, int(path or 0)
+
+
+def default_node_name() -> str:
+    """``HOST.PID``: a node's name unless ``--node-name`` gives one."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+# -- the entry format --------------------------------------------------------
+
+
+def encode(events: Sequence[RoomEvent]) -> tuple[str, list[str], list[int], list[int]]:
+    """
+    One batch -> (the ``e`` field, the rooms in its order, each room's event count, each room's floor: the id
+    before its first event as this node numbered it). A room's events keep their order.
+    """
+    groups: dict[str, list[Any]] = {}
+    floors: dict[str, int] = {}
+    for event in events:
+        group = groups.get(event[0])
+        if group is None:
+            groups[event[0]] = group = []
+            floors[event[0]] = event[1] - 1
+        group.append(event[2:])
+    rooms = list(groups)
+    return _dumps([[room, groups[room]] for room in rooms]), rooms, [len(groups[r]) for r in rooms], \
+        [max(0, floors[r]) for r in rooms]
+
+
+def decode(payload: str, bases: str) -> list[tuple[str, int, list[RoomEvent]]]:
+    """The ``e`` and ``b`` fields -> [(room, first id, its events with their ids)]. Raises ValueError if malformed."""
+    if not payload:
+        return []
+    groups = json.loads(payload)
+    firsts = [int(base) for base in bases.split(",")] if bases else []
+    if len(firsts) != len(groups):
+        raise ValueError("an entry's rooms and first ids do not match")
+    decoded = []
+    for (room, items), first in zip(groups, firsts):
+        events = [_new_tuple(RoomEvent, (room, first + offset, float(at), str(sender), _KINDS[kind], str(text),
+                                         str(target), float(until)))
+                  for offset, (at, sender, kind, text, target, until) in enumerate(items)]
+        decoded.append((str(room), first, events))
+    return decoded
+
+
+def _fields(flat: Sequence[Any]) -> dict[str, str]:
+    return {str(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+
+
+def _later_id(a: str, b: str) -> bool:
+    """Whether stream id ``a`` comes after ``b`` (``MS-SEQ``)."""
+    ams, _, aseq = a.partition("-")
+    bms, _, bseq = b.partition("-")
+    return (int(ams), int(aseq or 0)) > (int(bms), int(bseq or 0))
+
+
+def _ready(protocol: Any) -> defer.Deferred[Any]:
+    """A txredisapi protocol is ready once its SELECT is answered (ClientService's ``prepareConnection``)."""
+    ready: defer.Deferred[Any] = protocol.whenConnected()
+    return ready
+
+
+class _Connections(Factory):
+    """Builds txredisapi protocols for a :class:`ClientService` (which reconnects; txredisapi's pool does not)."""
+
+    isLazy = True
+
+    def __init__(self, db: int) -> None:
+        self.db = db
+
+    def buildProtocol(self, addr: Any) -> Any:
+        from txredisapi import RedisProtocol  # type: ignore[import-untyped]  # (the cluster extra, untyped)
+
+        protocol = RedisProtocol(charset="utf-8", dbid=self.db or None, convertNumbers=False)
+        protocol.factory = self
+        return protocol
+
+    # Called by RedisProtocol when AUTH or SELECT fails: ClientService keeps retrying (logged).
+    def stopTrying(self) -> None:
+        pass
+
+    def connectionError(self, message: str) -> None:
+        RedisBus.log.error("{message}", message=message)
+
+
+class RedisBus:
+    """
+    :class:`chatd.core.ports.Bus` over one Redis Stream, shared by the nodes
+    at ``url`` (``redis://HOST:PORT/DB``). ``node``: this node's name
+    (``--node-name``; a random suffix tells its runs apart). Start with
+    :meth:`start`, stop with :meth:`stop` (``chatd.service.BusService``).
+    """
+
+    log = Logger()
+
+    def __init__(self, url: str, reactor: Any, node: str | None = None, maxlen: int = MAXLEN,
+                 stream: str = STREAM) -> None:
+        self.host, self.port, self.db = parse_url(url)
+        #: Where the bus is, for the log and start-up errors.
+        self.where = f"Redis at {self.host}:{self.port}/{self.db}"
+        self.reactor = reactor
+        self.node = f"{node or default_node_name()}/{secrets.token_hex(4)}"
+        self.maxlen = maxlen
+        self.stream = stream
+        self._receivers: tuple[Callable[[RoomEvent], None], ...] = ()
+        self.listener: NodeListener | None = None
+        #: Events of this turn, not yet in a batch.
+        self._turn: list[RoomEvent] = []
+        self._scheduled = False
+        #: Batches waiting to be appended, oldest first: (seq, events, change).
+        self._out: list[tuple[int, list[RoomEvent], list[Any] | None]] = []
+        self._waiting_events = 0
+        self._seq = 0
+        #: The last stream id delivered; per room the last event id delivered; per node its last batch number.
+        self.last_id = "0-0"
+        self._last: dict[str, int] = {}
+        self._seen: dict[str, int] = {}
+        #: Events this node published, delivered and not yet recorded in history (:meth:`mine`).
+        self._own: set[RoomEvent] = set()
+        self._running = False
+        self._writing: defer.Deferred[None] | None = None
+        self._reading: defer.Deferred[None] | None = None
+        self._script: str | None = None
+        self._reader = self._service()
+        self._writer = self._service()
+        #: Counts for tests and the bench: entries appended and read, events delivered.
+        self.appended = 0
+        self.read = 0
+        self.delivered = 0
+
+    def _service(self) -> ClientService:
+        endpoint = TCP4ClientEndpoint(self.reactor, self.host, self.port, timeout=5)
+        return ClientService(endpoint, _Connections(self.db), retryPolicy=backoffPolicy(0.1, 1.0, 1.5),
+                             clock=self.reactor, prepareConnection=_ready)
+
+    # -- the Bus interface --------------------------------------------------
+
+    def subscribe(self, receiver: Callable[[RoomEvent], None]) -> None:
+        self._receivers += (receiver,)
+
+    def publish(self, event: RoomEvent) -> None:
+        """Queue ``event`` for this turn's batch (its id is given by the stream: see the module)."""
+        self._turn.append(event)
+        if not self._scheduled:
+            self._scheduled = True
+            self.reactor.callLater(0, self._end_turn)
+
+    def share(self, change: list[Any]) -> None:
+        """A room change made here, for every node (:class:`NodeListener`), after this turn's events so far."""
+        self._close_turn()
+        self._queue([], change)
+
+    def mine(self, event: RoomEvent) -> bool:
+        """Whether this node records ``event`` in the store's history (it published it); asked once per event."""
+        if event in self._own:
+            self._own.discard(event)
+            return True
+        return False
+
+    # -- writing ------------------------------------------------------------
+
+    def _end_turn(self) -> None:
+        self._scheduled = False
+        self._close_turn()
+
+    def _close_turn(self) -> None:
+        if self._turn:
+            events, self._turn = self._turn, []
+            self._queue(events, None)
+
+    def _queue(self, events: list[RoomEvent], change: list[Any] | None) -> None:
+        self._seq += 1
+        self._out.append((self._seq, events, change))
+        self._waiting_events += len(events)
+        while self._waiting_events > MAX_WAITING and len(self._out) > 1:
+            _, dropped, _ = self._out.pop(1 if self._writing is not None else 0)
+            self._waiting_events -= len(dropped)
+            self.log.error("Redis is away: dropped {count} room event(s) waiting for it", count=len(dropped))
+        if self._running and self._writing is None:
+            self._writing = self._write_all()
+
+    @defer.inlineCallbacks
+    def _write_all(self) -> Any:
+        """Append the waiting batches in order, one at a time; retry one that failed until Redis takes it."""
+        try:
+            while self._out and self._running:
+                seq, events, change = self._out[0]
+                try:
+                    connection = yield self._writer.whenConnected()
+                    yield self._append(connection, seq, events, change)
+                except Exception as error:  # Redis away or failing: the batch waits, nothing is lost
+                    if not self._running:
+                        break
+                    self.log.warn("could not append to the Redis stream ({error}); retrying", error=error)
+                    yield task.deferLater(self.reactor, 0.2, lambda: None)
+                    continue
+                self._out.pop(0)
+                self._waiting_events -= len(events)
+                self.appended += 1
+        finally:
+            self._writing = None
+
+    @defer.inlineCallbacks
+    def _append(self, connection: Any, seq: int, events: list[RoomEvent], change: list[Any] | None) -> Any:
+        payload, rooms, counts, floors = encode(events) if events else ("", [], [], [])
+        keys = [self.stream, f"chatd:node:{self.node}", *(f"chatd:room:{name_key(room)}" for room in rooms)]
+        args: list[Any] = [self.maxlen, self.node, seq, payload, _dumps(change) if change else ""]
+        for count, floor in zip(counts, floors):
+            args += [count, floor]
+        if self._script is None:
+            self._script = yield connection.execute_command("SCRIPT", "LOAD", APPEND)
+        try:
+            result = yield connection.execute_command("EVALSHA", self._script, len(keys), *keys, *args)
+        except Exception as error:
+            if "NOSCRIPT" not in str(error):
+                raise
+            self._script = yield connection.execute_command("SCRIPT", "LOAD", APPEND)
+            result = yield connection.execute_command("EVALSHA", self._script, len(keys), *keys, *args)
+        return result
+
+    # -- reading ------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def _read_all(self) -> Any:
+        """Read the stream from :attr:`last_id` and deliver each entry, until stopped; reconnects by itself."""
+        while self._running:
+            try:
+                connection = yield self._reader.whenConnected()
+                reply = yield connection.execute_command("XREAD", "COUNT", READ_COUNT, "BLOCK", READ_BLOCK_MS,
+                                                         "STREAMS", self.stream, self.last_id)
+            except Exception as error:
+                if not self._running:
+                    break
+                self.log.warn("reading the Redis stream failed ({error}); resuming from {last}", error=error,
+                              last=self.last_id)
+                yield task.deferLater(self.reactor, 0.2, lambda: None)
+                continue
+            # What this node published and delivered before this reply has been recorded (the fan-out
+            # flushes within the turn it is delivered in; a reply comes in a later turn): forget it.
+            self._own.clear()
+            for _, entries in reply or ():
+                for entry_id, flat in entries:
+                    if not self._running:
+                        return
+                    yield self._apply(str(entry_id), _fields(flat))
+
+    def _apply(self, entry_id: str, fields: dict[str, str]) -> defer.Deferred[None] | None:
+        """Deliver one entry (or skip it: a batch seen already); a Deferred when a room had to catch up first."""
+        if not _later_id(entry_id, self.last_id):
+            return None
+        self.last_id = entry_id
+        self.read += 1
+        node, seq = fields.get("n", ""), int(fields.get("s") or 0)
+        if seq <= self._seen.get(node, 0):
+            return None  # a retried batch that had been appended before its connection went
+        self._seen[node] = seq
+        try:
+            groups = decode(fields.get("e", ""), fields.get("b", ""))
+            change = json.loads(fields["c"]) if fields.get("c") else None
+        except (ValueError, KeyError, TypeError) as error:
+            self.log.error("skipped a malformed Redis stream entry {id}: {error}", id=entry_id, error=error)
+            return None
+        if change is not None:
+            self._change(change)
+        gaps = [(room, self._last[room] + 1, first - 1) for room, first, _ in groups
+                if room in self._last and first > self._last[room] + 1]
+        if gaps and self.listener is not None:
+            return defer.gatherResults([self.listener.missed(*gap) for gap in gaps], consumeErrors=True) \
+                .addErrback(lambda failure: self.log.failure("catching up missed room events failed", failure)) \
+                .addCallback(lambda _: self._deliver(groups, node == self.node))
+        self._deliver(groups, node == self.node)
+        return None
+
+    def _deliver(self, groups: list[tuple[str, int, list[RoomEvent]]], own: bool) -> None:
+        for room, first, events in groups:
+            last = self._last.get(room, 0)
+            if first <= last:
+                # Known already: in the store when this node loaded it, or ids given twice after a Redis
+                # restart lost entries that not every node had read (docs/OPERATIONS.md, "Several nodes").
+                self.log.info("room {room}: skipped event ids {first}..{end}, at or below {last} delivered",
+                              room=room, first=first, end=min(last, first + len(events) - 1), last=last)
+                events = events[last - first + 1:]
+                if not events:
+                    continue
+            self._last[room] = first + len(events) - 1 if first > last else last + len(events)
+            if own:
+                self._own.update(events)
+            self.delivered += len(events)
+            for event in events:
+                for receiver in self._receivers:
+                    receiver(event)
+
+    def _change(self, change: list[Any]) -> None:
+        if change[0] == "delete":
+            self._last.pop(str(change[1]), None)
+        if self.listener is None:
+            return
+        try:
+            if change[0] == "create":
+                self.listener.room_created(*(str(part) for part in change[1:5]))
+            elif change[0] == "delete":
+                self.listener.room_deleted(str(change[1]), str(change[2]))
+        except Exception:
+            self.log.failure("applying a room change from the bus failed: {change!r}", change=change)
+
+    # -- start and stop -----------------------------------------------------
+
+    def position_now(self, timeout: float = 5.0) -> None:
+        """
+        Where this node starts reading: the stream's newest entry, asked for
+        synchronously **before the store is loaded** (``BusService.
+        privilegedStartService``), so every change after what the load saw
+        comes from the stream (a room created meanwhile on another node, the
+        events not yet in the store's history). Raises OSError (Redis not
+        reachable) or ValueError (an error reply).
+        """
+        import hiredis
+
+        command = [b"SELECT", str(self.db).encode(), b"XREVRANGE", self.stream.encode(), b"+", b"-", b"COUNT", b"1"]
+        request = b"".join(b"*%d\r\n" % n + b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+                           for n, parts in ((2, command[:2]), (6, command[2:])))
+        reader = hiredis.Reader()
+        replies: list[Any] = []
+        with socket.create_connection((self.host, self.port), timeout=timeout) as connection:
+            connection.sendall(request)
+            while len(replies) < 2:
+                data = connection.recv(65536)
+                if not data:
+                    raise OSError("Redis closed the connection")
+                reader.feed(data)
+                while (reply := reader.gets()) is not False:
+                    replies.append(reply)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise ValueError(f"Redis answered: {reply}")
+        if replies[1]:
+            self.last_id = replies[1][0][0].decode()
+        self._positioned = True
+
+    _positioned = False
+
+    @defer.inlineCallbacks
+    def start(self) -> Any:
+        """Connect and read from the position (:meth:`position_now`, else the stream's end); append what waits."""
+        self._reader.startService()
+        self._writer.startService()
+        while not self._positioned:
+            try:
+                connection = yield self._reader.whenConnected()
+                newest = yield connection.execute_command("XREVRANGE", self.stream, "+", "-", "COUNT", 1)
+            except Exception as error:
+                self.log.warn("Redis at {host}:{port} not reachable yet ({error})", host=self.host, port=self.port,
+                              error=error)
+                yield task.deferLater(self.reactor, 0.5, lambda: None)
+                continue
+            if newest:
+                self.last_id = str(newest[0][0])
+            self._positioned = True
+        if self.listener is not None:  # events at or below what the store had when loaded are not delivered again
+            self._last.update(self.listener.known())
+        self._running = True
+        self.log.info("bus: Redis stream {stream} at {host}:{port}/{db} from {last}, node {node}",
+                      stream=self.stream, host=self.host, port=self.port, db=self.db, last=self.last_id,
+                      node=self.node)
+        self._reading = self._read_all()
+        if self._out and self._writing is None:
+            self._writing = self._write_all()
+
+    @defer.inlineCallbacks
+    def stop(self, grace: float = 2.0) -> Any:
+        """Append what waits (at most ``grace`` seconds), then stop reading and disconnect."""
+        self._close_turn()
+        waited = 0.0
+        while (self._out or self._writing is not None) and self._running and waited < grace:
+            yield task.deferLater(self.reactor, 0.05, lambda: None)
+            waited += 0.05
+        if self._out:
+            self.log.warn("stopping with {count} room event(s) not appended to Redis", count=self._waiting_events)
+        self._running = False
+        yield defer.gatherResults([self._reader.stopService(), self._writer.stopService()], consumeErrors=True)

@@ -1,0 +1,87 @@
+"""
+The state's side of several nodes (issue 17): what another node changed,
+applied here. A networked bus (``chatd.buses.redis``) calls a :class:`Nodes`
+as its listener: rooms created and deleted elsewhere, and room events this
+node missed (the stream trimmed past them, or lost in a Redis restart),
+caught up from the store's history. docs/ARCHITECTURE.md, "Several nodes".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from chatd.store import RoomRecord
+from chatd.text import name_key
+
+#: The most missed events a room catches up from the store at once (older ones stay in /history).
+CATCH_UP_MAX = 500
+
+
+class Nodes:
+    """Applies other nodes' room changes to ``factory`` (a :class:`chatd.factory.ChatFactory`)."""
+
+    log = Logger()
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+
+    def room_created(self, name: str, owner: str, created: str, room_id: str) -> None:
+        """Another node created ``name``: it is a room here too (its history starts empty)."""
+        if name_key(name) not in self.factory.rooms:
+            self.factory._add_room(RoomRecord(name, owner, created, room_id))
+
+    def room_deleted(self, name: str, by: str) -> None:
+        """A node deleted ``name``: its members here go back to the menu (as on the node that deleted it)."""
+        room = self.factory.rooms.get(name_key(name))
+        if room is not None and room.name == name:
+            self.factory.room_gone(room, by)
+
+    def known(self) -> dict[str, int]:
+        """Each room's last event id here, by room name (the bus delivers only events after it)."""
+        return {room.name: room.last_id for room in self.factory.rooms.values()}
+
+    def missed(self, name: str, first: int, last: int) -> defer.Deferred[None]:
+        """
+        Events ``first``..``last`` of the room ``name`` never reached this
+        node: read them from the store's history (at most
+        :data:`CATCH_UP_MAX`, the newest) and deliver them to its members,
+        who are told how many lines were caught up (and how many the store
+        did not have: lost with the node that published them).
+        """
+        room = self.factory._by_name.get(name)
+        if room is None:
+            return defer.succeed(None)
+        count = min(last - first + 1, CATCH_UP_MAX)
+
+        def read(events: list[Any]) -> None:
+            found = [event for event in events if first <= event.id <= last]
+            lines = sum(1 for event in found if event.kind.value in ("say", "me"))
+            missing = (last - first + 1) - len(found)
+            text = f"{len(found)} event(s) of {room.name} ({lines} line(s)) caught up from history after " \
+                   f"a break in the server's bus"
+            if missing:
+                text += f"; {missing} could not be found"
+            self.log.warn("room {room}: events {first}..{last} missed on the bus; {text}", room=room.name,
+                          first=first, last=last, text=text)
+            room.fanout.flush()
+            for member in room.fanout.members():
+                member.notice(text)
+            for event in found:
+                self.factory._deliver(event)
+
+        def failed(failure: Any) -> None:
+            self.log.error("room {room}: events {first}..{last} missed on the bus and the store could not be "
+                           "read: {why}", room=room.name, first=first, last=last, why=failure.getErrorMessage())
+            for member in room.fanout.members():
+                member.notice(f"{last - first + 1} event(s) of {room.name} were missed after a break in the "
+                              f"server's bus; /history may show them later")
+
+        wait: defer.Deferred[None] = defer.Deferred()
+        # The publishing node commits its history within chatd.history.COMMIT_INTERVAL: wait for that first.
+        self.factory.reactor.callLater(0.6, wait.callback, None)
+        wait.addCallback(lambda _: self.factory.store.read_history(room.history.room_id, room.name, count,
+                                                                   before=last + 1))
+        return wait.addCallbacks(read, failed)

@@ -1,0 +1,129 @@
+"""
+Several nodes (issue 17): two ``twistd chatd`` processes with ``--bus redis://...``
+(a private redis-server: tests/redis.py) and ``--store postgresql://...``
+(a private cluster: tests/pg.py), telnet users on each in one room: every
+line exactly once, in the same order on every node; a room created on one
+node is joined on the other; Redis restarted mid-conversation loses and
+duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+
+from daemon import Conn, Daemon, in_room
+
+pytest.importorskip("txredisapi")
+pytest.importorskip("psycopg")
+
+
+def _nodes(tmp_path, redis_url: str, dsn: str, count: int = 2) -> list[Daemon]:
+    nodes = []
+    try:
+        for n in range(count):
+            nodes.append(Daemon(str(tmp_path / f"node{n}"), "--store", dsn, "--bus", redis_url,
+                                "--node-name", f"node{n}", "--flood-rate", "0").start())
+    except Exception:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
+
+
+def _said(text: str) -> list[str]:
+    return re.findall(r"(\w+): (m\d+\.\w+)\r\n", text)
+
+
+def test_two_nodes_serve_one_room_every_line_once_in_one_order(tmp_path, redis_url, pg_dsn):
+    a, b = _nodes(tmp_path, redis_url, pg_dsn)
+    try:
+        ann = Conn(a.port)
+        ann.register("ann")
+        ann.enter("ann", "lab", create=True)  # created on node A ...
+        bob = Conn(b.port)
+        bob.register("bob")
+        bob.enter("bob", "lab")  # ... joined on node B
+        ann.expect(r"\* bob joined lab\r\n")
+        cid = in_room(b.port, "cid", "lab")
+        ann.expect(r"\* cid joined lab\r\n")
+        bob.expect(r"\* cid joined lab\r\n")
+        users = {"ann": ann, "bob": bob, "cid": cid}
+
+        def talk(name: str) -> None:
+            for i in range(40):
+                users[name].send(f"m{i}.{name[0]}")
+
+        threads = [threading.Thread(target=talk, args=(name,)) for name in users]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        seen = {}
+        for name, conn in users.items():
+            conn.send("/ping")
+            text = conn.expect(r"pong\r\n", timeout=15)
+            deadline = time.monotonic() + 15
+            while len(_said(text)) < 120 and time.monotonic() < deadline:
+                conn.send("/ping")
+                text += conn.expect(r"pong\r\n", timeout=15)
+                time.sleep(0.05)
+            seen[name] = _said(text)
+        assert len(seen["ann"]) == 120 and len(set(seen["ann"])) == 120  # every line, once
+        assert seen["ann"] == seen["bob"] == seen["cid"]  # in one order on both nodes
+        for name in users:  # each user's lines in the order it sent them
+            assert [text for who, text in seen["ann"] if who == name] == [f"m{i}.{name[0]}" for i in range(40)]
+        # History: each line is in PostgreSQL once (recorded by the node it was said on), ids in stream order.
+        import psycopg
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with psycopg.connect(pg_dsn) as connection:
+                rows = connection.execute("SELECT h.id, h.sender, h.text FROM history h JOIN rooms r ON "
+                                          "r.id = h.room_id WHERE r.name = 'lab' AND h.kind = 'say' "
+                                          "ORDER BY h.id").fetchall()
+            if len(rows) >= 120:
+                break
+            time.sleep(0.1)
+        assert [(sender, text) for _, sender, text in rows] == seen["ann"]
+        ids = [row[0] for row in rows]
+        assert ids == sorted(set(ids))
+        dan = in_room(b.port, "dan", "lab")
+        dan.send("/history 50", "/ping")
+        assert _said(dan.expect(r"pong\r\n")) == seen["ann"][-50:]
+        for node in (a, b):
+            assert not node.unhandled_errors(), node.log()
+    finally:
+        for node in (a, b):
+            node.stop()
+
+
+def test_redis_restarted_mid_conversation_loses_and_duplicates_no_line(tmp_path, redis_server, pg_dsn):
+    a, b = _nodes(tmp_path, redis_server.url, pg_dsn)
+    try:
+        ann = in_room(a.port, "ann")
+        bob = in_room(b.port, "bob")
+        ann.expect(r"\* bob joined public\r\n")
+        ann.send("m1.0")
+        bob.expect(r"ann: m1\.0\r\n")
+        redis_server.stop()
+        ann.send("m2.0")  # said while Redis is away: waits on node A
+        bob.send("m3.0")
+        time.sleep(0.5)
+        redis_server.start()
+        ann.send("m4.0")
+        for conn in (ann, bob):
+            text = conn.expect(r"ann: m4\.0\r\n", timeout=20)
+            said = _said(text)
+            assert sorted(said) == [("ann", "m2.0"), ("ann", "m4.0"), ("bob", "m3.0")] or \
+                sorted(said) == [("ann", "m1.0"), ("ann", "m2.0"), ("ann", "m4.0"), ("bob", "m3.0")], text
+            conn.send("/ping")
+            assert not _said(conn.expect(r"pong\r\n"))  # nothing twice
+        for node in (a, b):
+            assert not node.unhandled_errors(), node.log()
+    finally:
+        for node in (a, b):
+            node.stop()

@@ -1,0 +1,231 @@
+"""
+The Redis bus (chatd.buses.redis): its entry format, and two buses (two
+nodes) on a real private redis-server (tests/redis.py): every event exactly
+once in one order on both, ids numbered by the stream, a retried batch
+appended once, a Redis restart with lines waiting, a trimmed stream caught up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, task
+
+from chatd.core.events import EventKind, RoomEvent
+
+pytest.importorskip("txredisapi")
+
+from chatd.buses.redis import RedisBus, decode, encode, parse_url  # noqa: E402  (after the skip: an extra)
+
+#: Seconds a test waits for the bus at most.
+WAIT = 15.0
+
+
+def _event(room: str, guess: int, sender: str, text: str, kind: EventKind = EventKind.SAY) -> RoomEvent:
+    return RoomEvent(room, guess, 1764465000.25, sender, kind, text)
+
+
+def test_a_batch_round_trips_through_the_entry_format_with_ids_from_the_stream():
+    events = [_event("lab", 7, "ann", "hi, «ünïcode» \"quoted\""), _event("public", 3, "bob", "x"),
+              _event("lab", 8, "ann", "bye", EventKind.ME),
+              RoomEvent("lab", 9, 1.5, "ann", EventKind.BAN, "spam", "eve", 1764466000.0)]
+    payload, rooms, counts, floors = encode(events)
+    assert (rooms, counts, floors) == (["lab", "public"], [3, 1], [6, 2])
+    decoded = decode(payload, "41,12")
+    assert [(room, first) for room, first, _ in decoded] == [("lab", 41), ("public", 12)]
+    lab = decoded[0][2]
+    assert [event.id for event in lab] == [41, 42, 43]
+    assert lab == [events[0]._replace(id=41), events[2]._replace(id=42), events[3]._replace(id=43)]
+    assert lab[1].kind is EventKind.ME
+    assert decoded[1][2] == [events[1]._replace(id=12)]
+
+
+def test_a_malformed_entry_is_refused_with_value_error():
+    with pytest.raises(ValueError):
+        decode('[["lab", [[1.0, "ann", "say", "x", "", 0.0]]]]', "1,2")
+    with pytest.raises(ValueError):
+        decode("not json", "1")
+
+
+def test_bus_urls():
+    assert parse_url("redis://127.0.0.1:6380/2") == ("127.0.0.1", 6380, 2)
+    assert parse_url("redis://cache.example.org") == ("cache.example.org", 6379, 0)
+    for bad in ("http://x/0", "redis://x/db", "redis:///0"):
+        with pytest.raises(ValueError):
+            parse_url(bad)
+
+
+class Node:
+    """A bus as a node uses it, with what it delivered and the room changes it was told."""
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        from twisted.internet import reactor
+
+        self.bus = RedisBus(url, reactor, "test", **kwargs)
+        self.got: list[RoomEvent] = []
+        self.changes: list[tuple[Any, ...]] = []
+        self.missed_ranges: list[tuple[str, int, int]] = []
+        self.bus.subscribe(self.got.append)
+        #: Whether this node records each delivered event in history (asked as the fan-out does, in its turn).
+        self.mine: list[bool] = []
+        self.bus.subscribe(lambda event: self.mine.append(self.bus.mine(event)))
+        self.bus.listener = self
+
+    def room_created(self, *record: str) -> None:
+        self.changes.append(("create", *record))
+
+    def room_deleted(self, name: str, by: str) -> None:
+        self.changes.append(("delete", name, by))
+
+    def known(self) -> dict[str, int]:
+        return {}
+
+    def missed(self, room: str, first: int, last: int) -> defer.Deferred[None]:
+        self.missed_ranges.append((room, first, last))
+        return defer.succeed(None)
+
+    def say(self, room: str, text: str, sender: str = "ann") -> None:
+        """Publish as the factory does: its own guess of the next id (the room's last id delivered + 1)."""
+        last = max((event.id for event in self.got if event.room == room), default=0)
+        self.bus.publish(_event(room, last + 1, sender, text))
+
+
+@defer.inlineCallbacks
+def _until(condition: Any, what: str) -> Any:
+    from twisted.internet import reactor
+
+    for _ in range(int(WAIT / 0.02)):
+        if condition():
+            return
+        yield task.deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@defer.inlineCallbacks
+def _started(*nodes: Node) -> Any:
+    yield defer.gatherResults([node.bus.start() for node in nodes])
+
+
+@defer.inlineCallbacks
+def _stopped(*nodes: Node) -> Any:
+    yield defer.gatherResults([node.bus.stop() for node in nodes])
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_nodes_get_every_event_once_in_one_order_numbered_by_the_stream(redis_url):
+    from twisted.internet import reactor
+
+    a, b = Node(redis_url), Node(redis_url)
+    yield _started(a, b)
+    try:
+        for turn in range(20):  # interleaved turns of both nodes, several lines a turn, two rooms
+            for i in range(3):
+                a.say("lab", f"a{turn}.{i}")
+            b.say("lab", f"b{turn}")
+            b.say("public", f"p{turn}", "bob")
+            yield task.deferLater(reactor, 0, lambda: None)
+        yield _until(lambda: len(a.got) == len(b.got) == 100, "100 events on both nodes")
+        assert a.got == b.got  # the same events, ids and order
+        lab = [event for event in a.got if event.room == "lab"]
+        assert [event.id for event in lab] == list(range(1, 81))
+        assert sorted(event.text for event in lab) == sorted([f"a{t}.{i}" for t in range(20) for i in range(3)]
+                                                             + [f"b{t}" for t in range(20)])
+        assert [event.id for event in a.got if event.room == "public"] == list(range(1, 21))
+        # One entry per node per turn, never one per line.
+        assert a.bus.appended == b.bus.appended == 20
+        # History: each node records exactly the events it published.
+        assert [e.text for e, mine in zip(a.got, a.mine) if mine] == [e.text for e in lab if e.text[0] == "a"]
+        assert [e.text for e, mine in zip(b.got, b.mine) if mine] == [e.text for e in b.got if e.text[0] != "a"]
+        assert not a.bus.mine(a.got[0])  # asked once: recorded
+    finally:
+        yield _stopped(a, b)
+
+
+@pytest_twisted.inlineCallbacks
+def test_room_changes_travel_in_order_with_the_events(redis_url):
+    a, b = Node(redis_url), Node(redis_url)
+    yield _started(a, b)
+    try:
+        a.bus.share(["create", "lab", "ann", "2026-11-30T00:00:00Z", "abc123"])
+        a.say("lab", "first")
+        a.bus.share(["delete", "lab", "ann"])
+        yield _until(lambda: len(b.changes) == 2 and b.got, "the changes")
+        assert b.changes == [("create", "lab", "ann", "2026-11-30T00:00:00Z", "abc123"), ("delete", "lab", "ann")]
+        assert [event.text for event in b.got] == ["first"]
+    finally:
+        yield _stopped(a, b)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_retried_batch_is_appended_once(redis_url):
+    a, b = Node(redis_url), Node(redis_url)
+    yield _started(a, b)
+    try:
+        connection = yield a.bus._writer.whenConnected()
+        events = [_event("lab", 1, "ann", "once")]
+        first = yield a.bus._append(connection, 1, events, None)
+        again = yield a.bus._append(connection, 1, events, None)  # as after a connection lost before the reply
+        assert first and again is None
+        b.say("lab", "next")
+        yield _until(lambda: len(b.got) == 2, "both lines")
+        assert [(event.id, event.text) for event in b.got] == [(1, "once"), (2, "next")]
+    finally:
+        yield _stopped(a, b)
+
+
+@pytest_twisted.inlineCallbacks
+def test_lines_said_while_redis_restarts_arrive_once_and_ids_go_on(redis_server):
+    from twisted.internet import reactor
+
+    a, b = Node(redis_server.url), Node(redis_server.url)
+    yield _started(a, b)
+    try:
+        for i in range(5):
+            a.say("lab", f"before{i}")
+        yield _until(lambda: len(a.got) == len(b.got) == 5, "the lines before")
+        redis_server.stop()
+        a.say("lab", "during-a")  # Redis is away: these wait on their nodes
+        b.say("lab", "during-b")
+        yield task.deferLater(reactor, 0.3, lambda: None)
+        redis_server.start()  # empty: nothing was saved
+        yield _until(lambda: len(a.got) == len(b.got) == 7, "the lines said while Redis was away")
+        a.say("lab", "after")
+        yield _until(lambda: len(a.got) == len(b.got) == 8, "the line after")
+        assert a.got == b.got
+        assert [event.id for event in a.got] == list(range(1, 9))  # the counters went on from the nodes' ids
+        assert sorted(event.text for event in a.got[5:7]) == ["during-a", "during-b"]
+        assert a.got[7].text == "after"
+        assert not a.missed_ranges and not b.missed_ranges
+    finally:
+        yield _stopped(a, b)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_node_behind_a_trimmed_stream_catches_the_room_up(redis_url):
+    """B stops reading; A's lines outgrow MAXLEN; B resumes from its last id and asks for the missed range."""
+    from twisted.internet import reactor
+
+    a, b = Node(redis_url, maxlen=10), Node(redis_url, maxlen=10)
+    yield _started(a, b)
+    try:
+        a.say("lab", "seen")
+        yield _until(lambda: len(b.got) == 1, "the first line")
+        b.bus._running = False  # B stops reading (its current XREAD returns within READ_BLOCK_MS)
+        yield b.bus._reading
+        for turn in range(300):
+            a.say("lab", f"line{turn}")
+            yield task.deferLater(reactor, 0, lambda: None)
+        yield _until(lambda: len(a.got) == 301, "A's lines")
+        connection = yield a.bus._writer.whenConnected()
+        yield connection.execute_command("XTRIM", a.bus.stream, "MAXLEN", 10)
+        b.bus._running = True
+        b.bus._reading = b.bus._read_all()
+        yield _until(lambda: b.got and b.got[-1].id == 301, "B's catch-up")
+        assert len(b.missed_ranges) == 1
+        room, first, last = b.missed_ranges[0]
+        assert room == "lab" and first == 2 and last == b.got[1].id - 1 > 200
+        assert [event.id for event in b.got[1:]] == list(range(last + 1, 302))
+    finally:
+        yield _stopped(a, b)
