@@ -4,8 +4,9 @@ An irctest controller for chatd's IRC front-end (github.com/progval/irctest, ``-
 Each test gets a fresh server: ``twistd -n chatd`` in a temporary data directory, in its own process group
 (irctest's ``execute``), with the telnet front-end (``--listen``, used only to create accounts) and the IRC
 front-end (``--listen-irc``) on loopback ports irctest hands out, no browser front-end (``--listen-web none``:
-its default port would be shared by the servers of parallel runs), and ``--irc-guests`` so that clients with
-arbitrary nicks and no account may register, as on ngIRCd. Nothing here is a special case for the tests:
+its default port would be shared by the servers of parallel runs), ``--irc-guests`` so that clients with
+arbitrary nicks and no account may register, as on ngIRCd, and ``--irc-server-name My.Little.Server``, the name
+irctest's cases expect of every server. Nothing here is a special case for the tests:
 every setting is a documented option (docs/OPERATIONS.md); the ones relaxed are the flood limit (irctest
 sends its lines in bursts) and the cost of password hashes (every test creates accounts).
 
@@ -36,6 +37,9 @@ from irctest.runner import NotImplementedByController
 
 #: The tree whose chatd runs: this file's repository (ROOT/tests/irctest/chatd_controller.py), or CHATD_ROOT.
 ROOT = Path(os.environ.get("CHATD_ROOT") or Path(__file__).resolve().parents[2])
+
+#: The name every irctest controller gives its server (tests compare numerics' source, PONG, 004, 312, 352 with it).
+SERVER_NAME = "My.Little.Server"
 
 #: irctest's operator (tests/oper.py and others send ``OPER operuser operpassword``).
 OPER_NAME = "operuser"
@@ -147,7 +151,7 @@ class ChatdController(BaseServerController, DirectoryBasedController):
             "--pidfile", str(self.directory / "twistd.pid"), "--logfile", str(self.log_path),
             "chatd", "--data-dir", str(self.directory / "data"),
             "--listen", f"tcp:{self.telnet_port}:interface=127.0.0.1",
-            "--listen-irc", irc, "--irc-guests", "--listen-web", "none",
+            "--listen-irc", irc, "--irc-guests", "--irc-server-name", SERVER_NAME, "--listen-web", "none",
             "--admin", OPER_NAME,
             "--flood-rate", "0",
             "--hash-time-cost", "1", "--hash-memory-kib", "1024",
