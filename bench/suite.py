@@ -25,8 +25,6 @@ SCENARIOS = ("fanout", "fanout-cl", "latency", "idle", "transfer", "storm", "sta
 PEER_SCENARIOS = ("fanout", "fanout-cl", "latency", "idle")
 PEERS = ("ngircd", "inspircd")
 P99_LIMIT_MS = 10.0
-#: --max-line for the browser front-end's scenarios: more than Twisted reads at once (64 KiB); see Suite.server.
-WEB_MAX_LINE = 65536
 
 
 def profile(quick):
@@ -93,13 +91,6 @@ class Suite:
                 # hashes with the accounts' parameters. The storm keeps the defaults: it measures them.
                 srv.extra += ["--hash-time-cost", str(servers.CHEAP_HASH["time_cost"]),
                               "--hash-memory-kib", str(servers.CHEAP_HASH["memory_cost"])]
-            if web:
-                # chatd/frontends/web.py's SizeLimited counts every byte of a read towards one message, so a
-                # read holding several small messages (a sender that writes faster than the server reads:
-                # up to 64 KiB per read in Twisted) passes --max-line + 1 KiB and the connection is aborted.
-                # A --max-line above one read keeps the message limit from firing on the bench's senders;
-                # the figures do not depend on it otherwise (chat lines are about 100 bytes).
-                srv.extra += ["--max-line", str(WEB_MAX_LINE)]
             srv.extra += list(self.args.chatd_arg or [])
             servers.write_data_dir(srv.data_dir, users=users, rooms=rooms, default_cost_users=default_cost_users)
         return srv
