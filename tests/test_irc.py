@@ -88,7 +88,7 @@ def test_a_guest_registers_and_gets_welcome_isupport_lusers_and_motd(world):
     assert got[0] == ":chatd 001 alice :Welcome to the chatd IRC network, alice"
     tokens = " ".join(text for text in got if " 005 " in text)
     for token in ("CASEMAPPING=ascii", "CHANTYPES=#", "UTF8ONLY", "NICKLEN=24", "CHANNELLEN=33", "PREFIX=(ov)@+",
-                  "NETWORK=chatd", "LINELEN=512", "TOPICLEN=300", "CHANMODES=b,,,it"):
+                  "NETWORK=chatd", "LINELEN=512", "TOPICLEN=300", "CHANMODES=b,,,int"):
         assert f" {token} " in tokens
     assert {"251", "255", "375", "372"} <= set(codes(got))
     assert factory.online["alice"] is alice.protocol
@@ -493,7 +493,7 @@ def test_kick_invite_and_channel_modes_map_onto_chatd_moderation(world):
     bob.send("KICK #lab alice :no")
     assert codes(bob.lines()) == ["482"]
     alice.send("MODE #lab")
-    assert alice.lines() == [":chatd 324 alice #lab +t"]
+    assert alice.lines() == [":chatd 324 alice #lab +nt"]
     alice.send("MODE #lab +i")
     assert alice.lines() == [":alice!alice@chatd MODE #lab +i"]
     assert bob.lines() == [":alice!alice@chatd MODE #lab +i"]
@@ -797,3 +797,29 @@ def test_who_finds_an_invisible_user_by_its_exact_nick_or_through_a_shared_room(
     alice.lines()
     alice.send("WHO eva*")
     assert codes(alice.lines()) == ["352", "315"]
+
+
+def test_whowas_remembers_irc_users_who_left_and_kill_is_for_admins(tmp_path):
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0, admins=("root",)))
+    Client(factory, clock, peer=IPv4Address("TCP", "127.0.0.1", 50000)).register("root")
+    irc = IrcFactory(factory, guests=True)
+    nick1 = IrcClient(irc, clock)
+    nick1.register("nick1")
+    for port, ident in ((40001, "ident2"), (40002, "ident3")):
+        gone = IrcClient(irc, clock, port=port)
+        gone.send("NICK nick2", f"USER {ident} 0 * :Realname", "QUIT :bye")
+    nick1.lines()
+    nick1.send("WHOWAS nick2 1", "WHOWAS *ck2", "WHOWAS nobody")
+    got = nick1.lines()
+    assert [text.split(" :")[0] for text in got] == [
+        ":chatd 314 nick1 nick2 ident3 chatd *", ":chatd 312 nick1 nick2 chatd", ":chatd 369 nick1 nick2",
+        ":chatd 314 nick1 nick2 ident3 chatd *", ":chatd 312 nick1 nick2 chatd",
+        ":chatd 314 nick1 nick2 ident2 chatd *", ":chatd 312 nick1 nick2 chatd", ":chatd 369 nick1 *ck2",
+        ":chatd 406 nick1 nobody", ":chatd 369 nick1 nobody"]
+    victim = IrcClient(irc, clock, port=40003)
+    victim.register("victim")
+    nick1.send("KILL victim :no")
+    assert codes(nick1.lines()) == ["481"]
+    nick1.send("OPER root secret1", "KILL victim :spam")
+    assert codes(nick1.lines()) == ["381"]
+    assert victim.closed and "ERROR :You were disconnected by root, an admin: spam" in victim.lines()

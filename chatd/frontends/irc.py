@@ -24,6 +24,7 @@ the flood allowance (one token a line), the login and idle timeouts and
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -43,7 +44,7 @@ from chatd.core.ports import SessionEnd
 from chatd.frontends.pacing import Pacing, sendq_exceeded
 from chatd.frontends.irc_commands import (BEFORE_REGISTRATION, CHANNELS_MAX, HANDLERS, HISTORY_MAX, PARAMS_NEEDED,
                                          TARGETS_MAX)
-from chatd.frontends.irc_wire import (LINE_MAX, LineSplitter, channel_name, escape_tag, line, parse, split_text,
+from chatd.frontends.irc_wire import (HOST, LINE_MAX, LineSplitter, channel_name, escape_tag, line, parse, split_text,
                                      tagged, too_long, valid_utf8)
 from chatd.limits import TokenBucket
 from chatd.moderation import REASON_MAX, TOPIC_MAX, Role
@@ -59,14 +60,14 @@ log = Logger()
 
 #: The server's name in numerics and as the source of server messages, unless ``--irc-server-name`` says otherwise.
 SERVER = "chatd"
-#: The host part of every user's ``nick!user@host`` (chatd shows no addresses).
-HOST = "chatd"
+#: IRC users remembered after they leave, for WHOWAS.
+GONE_MAX = 100
 #: The capabilities that change how room events are rendered (each set has its own renderer).
 RENDERING_CAPS = frozenset({"server-time", "message-tags", "account-tag"})
 #: ISUPPORT tokens (005), in order.
 ISUPPORT = (
     "CASEMAPPING=ascii", "CHANTYPES=#", "UTF8ONLY", f"NICKLEN={USER_NAME_MAX}", f"CHANNELLEN={ROOM_NAME_MAX + 1}",
-    f"TOPICLEN={TOPIC_MAX}", f"KICKLEN={REASON_MAX}", f"AWAYLEN={AWAY_MAX}", "PREFIX=(ov)@+", "CHANMODES=b,,,it",
+    f"TOPICLEN={TOPIC_MAX}", f"KICKLEN={REASON_MAX}", f"AWAYLEN={AWAY_MAX}", "PREFIX=(ov)@+", "CHANMODES=b,,,int",
     "NETWORK=chatd", f"LINELEN={LINE_MAX}", f"CHANLIMIT=#:{CHANNELS_MAX}",
     f"TARGMAX=JOIN:{TARGETS_MAX},PART:{TARGETS_MAX},PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},"
     f"WHOIS:{TARGETS_MAX},KICK:{TARGETS_MAX}", f"CHATHISTORY={HISTORY_MAX}", "MSGREFTYPES=msgid,timestamp",
@@ -247,6 +248,8 @@ class IrcFactory(Factory):
         self.server = server
         #: The registered IRC connections, by name key (for their user names and real names).
         self.users: dict[str, IrcConnection] = {}
+        #: The last GONE_MAX IRC users who left (nick, user name, real name, when), oldest first: WHOWAS.
+        self.gone: deque[tuple[str, str, str, float]] = deque(maxlen=GONE_MAX)
         #: The most users online at once since start (LUSERS 265/266), as seen by the IRC front-end.
         self.most_users = 0
         self.renderers = Renderers(server, self.mask, lambda name: name_key(name) in chat.accounts)
@@ -493,8 +496,9 @@ class IrcConnection(Protocol, _Caller):
         self.password = ""
         self.realname = ""
         self.guest = False
-        #: OPER succeeded (chatd.frontends.irc_commands.oper).
+        #: OPER succeeded (chatd.frontends.irc_commands.oper), as the admin account ``oper_as``.
         self.oper = False
+        self.oper_as = ""
         #: User modes set (``i`` or nothing).
         self.umodes = ""
         self.registered = False
@@ -1046,6 +1050,7 @@ class IrcConnection(Protocol, _Caller):
         chat.detach(self, event, None)
         if self.name is not None and self.irc.users.get(name_key(self.name)) is self:
             del self.irc.users[name_key(self.name)]
+            self.irc.gone.append((self.name, self.user, self.realname, chat.reactor.seconds()))
         if self.guest and self.name is not None:
             self._forget_guest(self.name)
 

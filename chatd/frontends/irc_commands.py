@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from chatd import __version__, errors
 from chatd.commands.moderation import CLEAR_TOPIC
 from chatd.core.events import EventKind, RoomEvent
-from chatd.frontends.irc_wire import LINE_MAX, Message, channel_name, line, split_text, tagged
+from chatd.frontends.irc_wire import HOST, LINE_MAX, Message, channel_name, line, split_text, tagged
 from chatd.moderation import REASON_MAX, Role
 from chatd.passwords import password_problem
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key
@@ -321,6 +321,7 @@ def oper(self: IrcConnection, message: Message) -> None:
             self.numeric("491", "No O-lines for your host")
             return
         self.oper = True
+        self.oper_as = stored
         self.numeric("381", "You are now an IRC operator")
         self.send_line(line(self.irc.mask(self.target), "MODE", self.target, "+o"))
 
@@ -624,7 +625,7 @@ def mode(self: IrcConnection, message: Message) -> None:
         return
     shown = channel_name(room.name)
     if len(message.params) == 1:
-        flags = ("i" if room.authority.invite_only else "") + ("" if room.authority.open_topic else "t")
+        flags = ("i" if room.authority.invite_only else "") + "n" + ("" if room.authority.open_topic else "t")
         self.numeric("324", shown, "+" + flags, text=False)
         return
     changes = _mode_changes(self, shown, message.params[1], message.params[2:])
@@ -676,12 +677,16 @@ def _mode_changes(self: IrcConnection, channel: str, modes: str, arguments: list
         elif letter in _LIST_MODES or letter in _MEMBER_MODES:
             argument = arguments.pop(0) if arguments else ""
             if letter == "v":
-                continue  # chatd has no voice: nobody is +v, and giving it changes nothing
+                self.numeric("472", "v", "chatd has no voice: everyone in a room may speak unless muted")
+                continue
             if letter == "o" and not argument:
                 continue
             changes.append((sign, letter, argument))
         elif letter in _FLAG_MODES:
             changes.append((sign, letter, ""))
+        elif letter == "n":  # every chatd room takes lines from its members only
+            if sign == "-":
+                self.numeric("472", "n", f"every room takes lines from its members only: {channel} stays +n")
         else:
             self.numeric("472", letter, f"is not a mode chatd knows for {channel}")
     return changes
@@ -980,3 +985,50 @@ def _history_batch(self: IrcConnection, kind: str, target: str | None, events: l
     self.send_line(line(self.irc.server, "BATCH", "+" + reference, kind, *([target] if target else []), text=False)
                    + b"".join(tagged(part, "batch=" + reference) for part in lines)
                    + line(self.irc.server, "BATCH", "-" + reference))
+
+
+@handles("WHOWAS", params=1)
+def whowas(self: IrcConnection, message: Message) -> None:
+    """
+    ``WHOWAS nick [count]``: the IRC users who left under a nick matching
+    ``nick`` (``*``, ``?``), newest first, ``count`` of them (none, 0 or
+    less: all the server remembers, the last :data:`~chatd.frontends.irc.GONE_MAX`
+    sign-offs): 314, 312 per entry; 406 if none; then 369.
+    """
+    pattern = message.params[0].lower()
+    count = message.params[1] if len(message.params) > 1 else ""
+    wanted = int(count) if count.lstrip("-").isdigit() and int(count) > 0 else 0
+    found = 0
+    for nick, user, realname, at in reversed(self.irc.gone):
+        if not fnmatch.fnmatchcase(nick.lower(), pattern):
+            continue
+        self.numeric("314", nick, user, HOST, "*", realname)
+        when = datetime.fromtimestamp(at, timezone.utc).strftime("%a %b %d %H:%M:%S %Y UTC")
+        self.numeric("312", nick, self.irc.server, when)
+        found += 1
+        if found == wanted:
+            break
+    if not found:
+        self.numeric("406", message.params[0], "There was no such nickname")
+    self.numeric("369", message.params[0], "End of WHOWAS")
+
+
+@handles("KILL", params=1)
+def kill(self: IrcConnection, message: Message) -> None:
+    """
+    ``KILL nick :reason``: chatd's ``/disconnect`` (the session ends; a
+    ``session_end`` row), for a server admin's session or one that OPERed as
+    one (by that admin); others get ``481``.
+    """
+    chat = self.chat
+    admin = self.oper_as or (self.name if chat.is_admin(self.name) else "")
+    if not admin:
+        self.numeric("481", "Permission Denied- You're not an IRC operator")
+        return
+    reason = message.params[1].strip() if len(message.params) > 1 else ""
+    try:
+        chat.admin.disconnect(admin, message.params[0], reason)
+    except errors.NoSuchUser:
+        self.numeric("401", message.params[0], "No such nick/channel")
+    except errors.ChatError as error:
+        self.server_notice(str(error))

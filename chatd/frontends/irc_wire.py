@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 from chatd.text import clean_text
 
+#: The host part of every user's ``nick!user@host`` (chatd shows no addresses).
+HOST = "chatd"
 #: Bytes a line may take without its tags, CR LF included (RFC 1459 §2.3).
 LINE_MAX = 512
 #: Bytes the tags of a line may take, the ``@`` and the space after them included (IRCv3 message-tags).
