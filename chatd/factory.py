@@ -345,6 +345,7 @@ class ChatFactory(Factory):
             assert record is not None
             self.accounts[key] = record
             self.passwords.count_stored([record.password_hash])
+            self.bus.share(["account", record.name, record.password_hash, record.created])  # (chatd.nodes)
             return name
 
         work = self.passwords.hash(password).addCallback(store)
@@ -430,6 +431,7 @@ class ChatFactory(Factory):
                 self.passwords.uncount_stored(replaced.password_hash)
             self.accounts[key] = updated
             self.passwords.count_stored([updated.password_hash])
+            self.bus.share(["account", updated.name, updated.password_hash, updated.created])
             return updated
 
         return self.passwords.hash(password).addCallback(store)
@@ -552,18 +554,26 @@ class ChatFactory(Factory):
             return result
 
         def deleted() -> str:
-            removed = self.accounts.pop(key, None)
-            if removed is not None:
-                self.passwords.uncount_stored(removed.password_hash)
-            self.offline.pop(key, None)  # (the store has deleted them, and the marks, with the account)
-            self.marks.pop(key, None)
-            self.moderation.account_deleted(key)
-            other = self.online.get(key)
-            if other is not None and other is not keep:
-                other.kick(told, "logout")
+            self.account_gone(key, told, keep)
+            self.bus.share(["account_deleted", record.name])
             return record.name
 
         return d.addCallback(delete).addBoth(written)
+
+    def account_gone(self, key: str, told: str, keep: Session | None = None) -> None:
+        """
+        The account ``key`` (a name key) was deleted, here or on another node
+        (chatd.nodes): forget it; its session (other than ``keep``) ends, told ``told``.
+        """
+        removed = self.accounts.pop(key, None)
+        if removed is not None:
+            self.passwords.uncount_stored(removed.password_hash)
+        self.offline.pop(key, None)  # (the store has deleted them, and the marks, with the account)
+        self.marks.pop(key, None)
+        self.moderation.account_deleted(key)
+        other = self.online.get(key)
+        if other is not None and other is not keep:
+            other.kick(told, "logout")
 
     def attach(self, session: Session) -> None:
         """``session`` has logged in; an older session of the same user is closed."""
@@ -573,6 +583,7 @@ class ChatFactory(Factory):
         if previous is not None and previous is not session:
             previous.kick("You logged in from another connection.", "replaced")
         self.online[key] = session
+        self.bus.share(["login", session.name])  # (another node ends its session of the account: chatd.nodes)
         self.presence.logged_in(session.name, self.reactor.seconds())
         self.limits.logged_in(session)
         self.store.log_event("login", session.name, **session.origin)

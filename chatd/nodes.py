@@ -1,8 +1,9 @@
 """
 The state's side of several nodes (issue 17): what another node changed,
 applied here. A networked bus (``chatd.buses.redis``) calls a :class:`Nodes`
-as its listener: rooms created and deleted elsewhere, and room events this
-node missed (the stream trimmed past them, or lost in a Redis restart),
+as its listener: rooms created and deleted elsewhere, accounts registered,
+changed or deleted elsewhere, logins elsewhere (which end this node's session
+of the account), and room events this node missed (the stream trimmed past them, or lost in a Redis restart),
 caught up from the store's history. docs/ARCHITECTURE.md, "Several nodes".
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from chatd.store import RoomRecord
+from chatd.store import RoomRecord, UserRecord
 from chatd.text import name_key
 
 #: The most missed events a room catches up from the store at once (older ones stay in /history).
@@ -27,6 +28,43 @@ class Nodes:
 
     def __init__(self, factory: Any) -> None:
         self.factory = factory
+        #: Sessions whose own login has come back through the stream, by name key: a later login elsewhere ends them.
+        self._confirmed: dict[str, Any] = {}
+
+    def logged_in(self, name: str, here: bool) -> None:
+        """
+        The account ``name`` logged in, on this node (``here``) or another,
+        in the stream's order: the session here ends ("You logged in from
+        another connection.") if its own login came through the stream
+        before this one. So of two logins on two nodes at once the later in
+        the stream's order stays, on every node.
+        """
+        key = name_key(name)
+        session = self.factory.online.get(key)
+        if session is None:
+            self._confirmed.pop(key, None)
+            return
+        if here:
+            self._confirmed[key] = session
+            if len(self._confirmed) > 2 * len(self.factory.online) + 100:  # forget sessions gone meanwhile
+                online = self.factory.online
+                self._confirmed = {k: s for k, s in self._confirmed.items() if online.get(k) is s}
+        elif self._confirmed.pop(key, None) is session:
+            session.kick("You logged in from another connection.", "replaced")
+
+    def account_changed(self, name: str, password_hash: str, created: str) -> None:
+        """Another node registered ``name`` or changed its password: logins here check the new hash."""
+        key = name_key(name)
+        accounts, passwords = self.factory.accounts, self.factory.passwords
+        replaced = accounts.get(key)
+        if replaced is not None:
+            passwords.uncount_stored(replaced.password_hash)
+        accounts[key] = UserRecord(name, password_hash, created)
+        passwords.count_stored([password_hash])
+
+    def account_deleted(self, name: str) -> None:
+        """Another node deleted ``name``: it is gone here too, and its session here ends."""
+        self.factory.account_gone(name_key(name), "Your account was deleted.")
 
     def room_created(self, name: str, owner: str, created: str, room_id: str) -> None:
         """Another node created ``name``: it is a room here too (its history starts empty)."""

@@ -3,8 +3,8 @@ Several nodes (issue 17): two ``twistd chatd`` processes with ``--bus redis://..
 (a private redis-server: tests/redis.py) and ``--store postgresql://...``
 (a private cluster: tests/pg.py), telnet users on each in one room: every
 line exactly once, in the same order on every node; a room created on one
-node is joined on the other; Redis restarted mid-conversation loses and
-duplicates nothing.
+node is joined on the other; a login on one node ends the account's session
+on the other; Redis restarted mid-conversation loses and duplicates nothing.
 """
 
 from __future__ import annotations
@@ -115,13 +115,47 @@ def test_redis_restarted_mid_conversation_loses_and_duplicates_no_line(tmp_path,
         time.sleep(0.5)
         redis_server.start()
         ann.send("m4.0")
+        orders = []
         for conn in (ann, bob):
-            text = conn.expect(r"ann: m4\.0\r\n", timeout=20)
-            said = _said(text)
-            assert sorted(said) == [("ann", "m2.0"), ("ann", "m4.0"), ("bob", "m3.0")] or \
-                sorted(said) == [("ann", "m1.0"), ("ann", "m2.0"), ("ann", "m4.0"), ("bob", "m3.0")], text
+            # (m3.0 waited on node B, m2.0 and m4.0 on node A: the stream's order is the order they were appended)
+            text = conn.expect(r"(?s)(ann: m4\.0\r\n.*bob: m3\.0|bob: m3\.0\r\n.*ann: m4\.0)\r\n", timeout=20)
+            said = [line for line in _said(text) if line != ("ann", "m1.0")]
+            assert sorted(said) == [("ann", "m2.0"), ("ann", "m4.0"), ("bob", "m3.0")], text  # each once
+            orders.append(said)
             conn.send("/ping")
             assert not _said(conn.expect(r"pong\r\n"))  # nothing twice
+        assert orders[0] == orders[1]  # one order on both nodes
+        assert orders[0].index(("ann", "m2.0")) < orders[0].index(("ann", "m4.0"))
+        for node in (a, b):
+            assert not node.unhandled_errors(), node.log()
+    finally:
+        for node in (a, b):
+            node.stop()
+
+
+def test_a_login_on_one_node_ends_the_accounts_session_on_the_other(tmp_path, redis_url, pg_dsn):
+    a, b = _nodes(tmp_path, redis_url, pg_dsn)
+    try:
+        first = in_room(a.port, "ann")
+        bob = in_room(a.port, "bob")
+        second = Conn(b.port)
+        second.login("ann")
+        first.expect(r"You logged in from another connection\.")
+        assert first.closed()
+        bob.expect(r"\* ann left public\r\n")
+        second.enter("ann")  # the new session goes on
+        bob.expect(r"\* ann joined public\r\n")
+        second.send("still here")
+        bob.expect(r"ann: still here\r\n")
+        # Logging in again on the same node: only that node's rule (no second kick through the stream).
+        third = Conn(b.port)
+        third.login("ann")
+        second.expect(r"You logged in from another connection\.")
+        third.send("public")
+        third.expect(r"\* ann joined public\r\n")
+        third.send("/ping")
+        third.expect(r"pong\r\n")
+        assert not third.closed(0.5)
         for node in (a, b):
             assert not node.unhandled_errors(), node.log()
     finally:

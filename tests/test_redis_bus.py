@@ -79,6 +79,9 @@ class Node:
     def room_deleted(self, name: str, by: str) -> None:
         self.changes.append(("delete", name, by))
 
+    def logged_in(self, name: str, here: bool) -> None:
+        self.changes.append(("login", name, here))
+
     def known(self) -> dict[str, int]:
         return {}
 
@@ -151,8 +154,11 @@ def test_room_changes_travel_in_order_with_the_events(redis_url):
         a.bus.share(["create", "lab", "ann", "2026-11-30T00:00:00Z", "abc123"])
         a.say("lab", "first")
         a.bus.share(["delete", "lab", "ann"])
-        yield _until(lambda: len(b.changes) == 2 and b.got, "the changes")
-        assert b.changes == [("create", "lab", "ann", "2026-11-30T00:00:00Z", "abc123"), ("delete", "lab", "ann")]
+        a.bus.share(["login", "ann"])
+        yield _until(lambda: len(b.changes) == 3 and b.got and len(a.changes) == 3, "the changes")
+        assert b.changes == [("create", "lab", "ann", "2026-11-30T00:00:00Z", "abc123"), ("delete", "lab", "ann"),
+                             ("login", "ann", False)]
+        assert a.changes[2] == ("login", "ann", True)  # (the node it happened on is told it came back)
         assert [event.text for event in b.got] == ["first"]
     finally:
         yield _stopped(a, b)

@@ -23,7 +23,8 @@ every node delivers every room's events in the stream's one order.
   room whose next id is past the last one this node delivered (the stream
   trimmed past it, entries lost in a Redis restart) is caught up from the
   store's history by the state (:meth:`NodeListener.missed`), which says so.
-- **Rooms**: creations and deletions travel as entries of their own
+- **Rooms, accounts and sessions**: room creations and deletions, accounts
+  registered, changed and deleted, and logins travel as entries of their own
   (:meth:`share`), in order with the events.
 - **History**: the node that published an event records it in the store,
   exactly once (:meth:`mine`); every node keeps it in its rings.
@@ -31,8 +32,8 @@ every node delivers every room's events in the stream's one order.
 An entry's fields: ``n`` node, ``s`` batch number, ``e`` the events as JSON
 ``[[ROOM, [[AT, SENDER, KIND, TEXT, TARGET, UNTIL], ...]], ...]``, ``b`` the
 first id of each room's events (comma-separated, in the order of ``e``),
-``c`` a room change as JSON (``["create", NAME, OWNER, CREATED, ROOM_ID]``,
-``["delete", NAME, BY]``) or "". docs/ARCHITECTURE.md, "Several nodes".
+``c`` a change as JSON (``chatd.core.ports.Bus.share``: a room created or
+deleted, a login, an account registered, its password changed or deleted) or "". docs/ARCHITECTURE.md, "Several nodes".
 """
 
 from __future__ import annotations
@@ -97,6 +98,15 @@ class NodeListener(Protocol):
 
     def room_deleted(self, name: str, by: str) -> None:
         """A node deleted the room ``name`` (``by``: its owner or an admin)."""
+
+    def logged_in(self, name: str, here: bool) -> None:
+        """The account ``name`` logged in on this node (``here``) or another, in the stream's order."""
+
+    def account_changed(self, name: str, password_hash: str, created: str) -> None:
+        """Another node registered the account ``name`` or changed its password."""
+
+    def account_deleted(self, name: str) -> None:
+        """Another node deleted the account ``name``."""
 
     def known(self) -> dict[str, int]:
         """Each room's last event id here (its stored history's end at start-up), by room name."""
@@ -381,7 +391,7 @@ class RedisBus:
             self.log.error("skipped a malformed Redis stream entry {id}: {error}", id=entry_id, error=error)
             return None
         if change is not None:
-            self._change(change)
+            self._change(change, node == self.node)
         gaps = [(room, self._last[room] + 1, first - 1) for room, first, _ in groups
                 if room in self._last and first > self._last[room] + 1]
         if gaps and self.listener is not None:
@@ -410,7 +420,7 @@ class RedisBus:
                 for receiver in self._receivers:
                     receiver(event)
 
-    def _change(self, change: list[Any]) -> None:
+    def _change(self, change: list[Any], here: bool) -> None:
         if change[0] == "delete":
             self._last.pop(str(change[1]), None)
         if self.listener is None:
@@ -420,6 +430,12 @@ class RedisBus:
                 self.listener.room_created(*(str(part) for part in change[1:5]))
             elif change[0] == "delete":
                 self.listener.room_deleted(str(change[1]), str(change[2]))
+            elif change[0] == "login":
+                self.listener.logged_in(str(change[1]), here)
+            elif change[0] == "account" and not here:
+                self.listener.account_changed(str(change[1]), str(change[2]), str(change[3]))
+            elif change[0] == "account_deleted" and not here:
+                self.listener.account_deleted(str(change[1]))
         except Exception:
             self.log.failure("applying a room change from the bus failed: {change!r}", change=change)
 

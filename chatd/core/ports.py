@@ -119,5 +119,8 @@ class Bus(Protocol):
         """
         A change to the rooms made here, for the other nodes of a networked
         bus (``["create", NAME, OWNER, CREATED, ROOM_ID]``, ``["delete", NAME,
-        BY]``; chatd.nodes applies them); the local bus has no other node.
+        BY]``, ``["login", NAME]``: the account logged in here, ``["account",
+        NAME, PASSWORD_HASH, CREATED]``: registered or its password changed,
+        ``["account_deleted", NAME]``; chatd.nodes applies them); the local
+        bus has no other node.
         """

@@ -1,0 +1,122 @@
+"""
+chatd.nodes: another node's changes applied to this node's state (issue 17),
+without Redis: two factories, what one shares handed to the other's Nodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatd.buses.local import LocalBus
+from chatd.factory import ChatFactory
+from chatd.nodes import Nodes
+from chatd.passwords import Passwords
+from chatd.persistence import CsvStore
+from chatd.protocol import ChatProtocol
+from chatd.settings import Settings
+from helpers import CHEAP_HASH, Client, Clock, run_now
+
+
+class SharingBus(LocalBus):
+    """A local bus that keeps what the state shares (a networked bus would send it to the other nodes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared: list[list[Any]] = []
+
+    def share(self, change: list[Any]) -> None:
+        self.shared.append(change)
+
+
+def _node(path: Any) -> tuple[ChatFactory, Clock, SharingBus]:
+    clock = Clock()
+    clock.advance(1_790_000_000)
+    bus = SharingBus()
+    store = CsvStore(str(path), run=run_now, clock=clock, now=lambda: factory.now())
+    factory = ChatFactory(store, Passwords(run=run_now, **CHEAP_HASH), Settings(), clock, ChatProtocol, bus=bus)
+    store.load().addCallback(factory.restore)
+    store.start()
+    return factory, clock, bus
+
+
+def _apply(changes: list[list[Any]], nodes: Nodes, here: bool = False) -> None:
+    """What RedisBus._change does with each change read from the stream."""
+    for change in changes:
+        kind, args = change[0], change[1:]
+        if kind == "create":
+            nodes.room_created(*args)
+        elif kind == "delete":
+            nodes.room_deleted(*args)
+        elif kind == "login":
+            nodes.logged_in(args[0], here)
+        elif kind == "account" and not here:
+            nodes.account_changed(*args)
+        elif kind == "account_deleted" and not here:
+            nodes.account_deleted(*args)
+
+
+def _ann_on_b(tmp_path: Any) -> tuple[ChatFactory, Clock, Nodes, Client]:
+    """ann registered on node A (B told through its Nodes), then logged in on node B: (B, its clock, its Nodes, ann)."""
+    a, clock_a, bus_a = _node(tmp_path / "a")
+    b, clock_b, _ = _node(tmp_path / "b")
+    Client(a, clock_a).register("ann")
+    nodes = Nodes(b)
+    _apply(bus_a.shared, nodes)
+    there = Client(b, clock_b)
+    there.login("ann")
+    return b, clock_b, nodes, there
+
+
+def test_an_account_registered_on_one_node_logs_in_on_the_other_and_its_password_change_follows(tmp_path):
+    a, clock_a, bus_a = _node(tmp_path / "a")
+    b, clock_b, _ = _node(tmp_path / "b")
+    assert "Registered and logged in as ann." in Client(a, clock_a).register("ann")
+    assert "Login failed" in Client(b, clock_b).login("ann")  # (B has not been told yet)
+    _apply(bus_a.shared, Nodes(b))
+    assert "Logged in as ann." in Client(b, clock_b).login("ann")
+    bus_a.shared.clear()
+    user = Client(a, clock_a)
+    user.login("ann")
+    user.send("password", "secret1", "better-one", "better-one")
+    assert "Password changed" in user.output()
+    _apply(bus_a.shared, Nodes(b))
+    assert "Login failed" in Client(b, clock_b).login("ann", "secret1")
+    assert "Logged in as ann." in Client(b, clock_b).login("ann", "better-one")
+
+
+def test_an_account_deleted_on_another_node_is_gone_here_and_its_session_ends(tmp_path):
+    b, clock_b, nodes, there = _ann_on_b(tmp_path)
+    nodes.account_deleted("ann")
+    assert "Your account was deleted." in there.output()
+    assert there.transport.disconnecting
+    assert "Login failed" in Client(b, clock_b).login("ann")
+
+
+def test_of_two_logins_on_two_nodes_the_later_in_the_streams_order_stays(tmp_path):
+    b, clock_b, nodes, there = _ann_on_b(tmp_path)
+    # Another node's login that comes in the stream before this session's own: this one is the later, it stays.
+    nodes.logged_in("ann", here=False)
+    assert "another connection" not in there.output() and not there.transport.disconnecting
+    nodes.logged_in("ann", here=True)  # its own login read back
+    nodes.logged_in("ann", here=False)  # a later login elsewhere: this session ends
+    assert "You logged in from another connection." in there.output()
+    assert there.transport.disconnecting
+
+
+def test_a_room_created_and_deleted_on_another_node(tmp_path):
+    a, clock_a, bus_a = _node(tmp_path / "a")
+    b, clock_b, _ = _node(tmp_path / "b")
+    owner = Client(a, clock_a)
+    owner.register("ann")
+    owner.send("create lab")
+    nodes = Nodes(b)
+    _apply(bus_a.shared, nodes)
+    bus_a.shared.clear()
+    bob = Client(b, clock_b)
+    bob.register("bob")
+    bob.send("join lab")
+    assert "bob joined lab" in bob.output()
+    owner.send("delete lab", "yes")
+    assert ["delete", "lab", "ann"] in bus_a.shared
+    _apply(bus_a.shared, nodes)
+    assert "lab" not in b.rooms and "deleted" in bob.output()
