@@ -179,3 +179,16 @@ def test_the_client_hello_is_case_insensitive_like_every_command(world, hello):
     c.output()
     c.send(hello)
     assert c.output().startswith("00 Tagged mode on for ")
+
+
+def test_create_and_delete_work_in_a_room_and_do_not_move_the_user(world):
+    """fix15u: a user in a room makes (and deletes) another room without leaving; every front-end's table."""
+    factory, clock = world
+    ann = _in_public(factory, clock, "ann", tagged=True)
+    ann.send("/create lab2")
+    assert ann.output() == "111 Room lab2 created.\r\n"
+    ann.send("still here")
+    assert "ann: still here" in ann.output()  # said in public: the create did not move ann
+    ann.send("/delete lab2")
+    assert ann.output() == "111 Room lab2 deleted.\r\n"
+    assert {c.name for c in TABLE.listed(Place.ROOM)} >= {"create", "delete"}  # in the room's /help

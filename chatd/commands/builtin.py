@@ -118,7 +118,7 @@ def users(caller: Caller) -> defer.Deferred[None]:
 # -- rooms ---------------------------------------------------------------------
 
 
-@command("create", "create a room", MENU, number="3", login=Login.REQUIRED,
+@command("create", "create a room", ANYWHERE, number="3", login=Login.REQUIRED,
          args=(Arg("NAME", "Name of the new room:"),))
 def create(caller: Caller, name: str) -> defer.Deferred[None]:
     assert caller.session.name is not None
@@ -126,7 +126,7 @@ def create(caller: Caller, name: str) -> defer.Deferred[None]:
     return d.addCallback(lambda room: caller.reply(f"Room {room.name} created."))
 
 
-@command("delete", "delete a room you own", MENU, number="4", login=Login.REQUIRED,
+@command("delete", "delete a room you own", ANYWHERE, number="4", login=Login.REQUIRED,
          args=(Arg("NAME", "Name of the room to delete:"),))
 def delete(caller: Caller, name: str) -> defer.Deferred[None]:
     assert caller.session.name is not None

@@ -19,6 +19,8 @@ const TOP_SLACK = 24;
 const LOG_LINES = 1000;
 /** Lines typed in rooms that Up and Down bring back. */
 const TYPED_KEPT = 100;
+/** Pixels from the bottom of the log within which the user's own scrolling counts as "at the bottom". */
+const BOTTOM_SLACK = 4;
 
 const $ = (id) => document.getElementById(id);
 
@@ -135,6 +137,17 @@ class Page {
     this.removedText = "";
     this.roomsTimer = null;
     this.lastRooms = [];
+    /** The rooms list is asked for again at the next reply (a create or delete was sent). */
+    this.roomsStale = false;
+    /**
+     * Whether the log follows new lines: set by the user's own scrolling (at the bottom or not), never by a
+     * distance measured after the layout changed; the scrollTop the page itself last set (scroll events it
+     * causes are not the user's).
+     */
+    this._following = true;
+    this.autoTop = 0;
+    /** The last thing the server told the user (an error, a notice, a reply): why a session ended. */
+    this.lastWord = "";
     /** Lines typed in rooms, oldest first, and where Up/Down is in them (typed.length: the line being typed). */
     this.typed = [];
     this.typedAt = 0;
@@ -146,6 +159,16 @@ class Page {
     this.resuming = null;
     this.catchingUp = false;
     this.connection.resumeWith(() => ({ room: this.room, after: this.room === null ? null : this.lastId }));
+  }
+
+  /** Whether the log follows new lines (shown as the log's data-following, "true" or "false"). */
+  get following() {
+    return this._following;
+  }
+
+  set following(value) {
+    this._following = value;
+    $("log").dataset.following = String(value);
   }
 
   start() {
@@ -180,13 +203,17 @@ class Page {
     $("create-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const name = $("create-name").value.trim();
-      if (name && this.connection.command("create", name)) $("create-name").value = "";
+      if (name && this.connection.command("create", name)) {
+        $("create-name").value = "";
+        this.roomsStale = true;
+      }
     });
     $("say-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const input = $("say-input");
       if (!input.value) return;
       if (this.connection.line(input.value)) {
+        if (/^\/(create|delete)(\s|$)/i.test(input.value)) this.roomsStale = true;
         this.typed.push(input.value);
         if (this.typed.length > TYPED_KEPT) this.typed.shift();
         this.typedAt = this.typed.length;
@@ -198,8 +225,17 @@ class Page {
     $("logout").addEventListener("click", () => this.logout());
     $("older").addEventListener("click", () => this.loadOlder());
     $("log").addEventListener("scroll", () => {
-      if ($("log").scrollTop <= TOP_SLACK) this.loadOlder();
+      const log = $("log");
+      const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight <= BOTTOM_SLACK;
+      // The user scrolled up if the log is above where the page last put it; back at the bottom: follow again.
+      this.following = atBottom || (this.following && log.scrollTop >= this.autoTop);
+      if (log.scrollTop <= TOP_SLACK) this.loadOlder();
     });
+    // Lines added or grown (a file's progress), the log's box resized (the "Load older lines" button shown
+    // above it, the window, a phone's keyboard): the bottom stays in view while following.
+    const keep = () => { if (this.following) this.toBottom(); };
+    new MutationObserver(keep).observe($("log"), { childList: true, subtree: true, characterData: true });
+    new ResizeObserver(keep).observe($("log"));
     $("rooms-toggle").addEventListener("click", () => this.toggleRooms());
     $("refresh-rooms").addEventListener("click", () => this.refreshRooms());
     document.addEventListener("keydown", (event) => {
@@ -224,6 +260,7 @@ class Page {
     c.on("reply", (m) => this.say(m.text, "reply"));
     c.on("notice", (m) => this.say(m.text, "notice"));
     c.on("error", (m) => this.problem(m.text));
+    for (const type of ["reply", "notice", "error"]) c.on(type, (m) => { this.lastWord = m.text || ""; });
     c.on("private", (m) => this.private(m));
     c.on("help", (m) => this.help(m.commands));
   }
@@ -252,6 +289,14 @@ class Page {
       send();
     } else if (state === "closed") {
       this.whenOpen = null;
+      if (this.me !== null) {
+        // The server ended the session (close code 1000: replaced by a login elsewhere, quit, disconnected or
+        // locked by an admin): the login form again, with the server's last word as the reason.
+        const why = this.lastWord || "The server ended the session.";
+        this.resuming = null;
+        this.loggedOut();
+        $("login-error").textContent = why;
+      }
     }
   }
 
@@ -287,6 +332,8 @@ class Page {
   loggedOut() {
     this.me = null;
     this.room = null;
+    this.pendingJoin = null;
+    this.pendingLogout = false;
     this.stopRoomsTimer();
     $("me").hidden = true;
     $("logout").hidden = true;
@@ -330,12 +377,14 @@ class Page {
       const join = el("button", "join", nameNode(room.name));
       join.type = "button";
       join.dataset.room = room.name;
-      if (room.name === this.room) join.setAttribute("aria-current", "true");
+      const current = room.name === this.room;
+      if (current) join.setAttribute("aria-current", "true");
       join.addEventListener("click", () => this.join(room.name));
       const facts = el("span", "facts");
-      const here = el("span", "members", `${room.members} here`);
+      // The room the user is in: its count as the page keeps it (joins and leaves seen), and nothing unread.
+      const here = el("span", "members", `${current ? this.here : room.members} here`);
       facts.append(here);
-      if (room.unread) facts.append(" ", el("span", "unread", `${room.unread} unread`));
+      if (room.unread && !current) facts.append(" ", el("span", "unread", `${room.unread} unread`));
       if (room.invite_only) facts.append(" ", el("span", "invite-only", "invite-only"));
       const item = el("li", "room-item", join, " ", facts);
       item.dataset.room = room.name;
@@ -371,7 +420,7 @@ class Page {
     $("confirm-text").replaceChildren("Delete the room ", nameNode(name), " and its history?");
     dialog.returnValue = "";
     dialog.addEventListener("close", () => {
-      if (dialog.returnValue === "yes") this.connection.command("delete", name);
+      if (dialog.returnValue === "yes" && this.connection.command("delete", name)) this.roomsStale = true;
     }, { once: true });
     dialog.showModal();
   }
@@ -403,6 +452,7 @@ class Page {
     this.showHere(message.here);
     this.showTopic(message.topic);
     $("log").replaceChildren();
+    this.following = true;
     $("older").hidden = true;
     $("room-view").hidden = false;
     $("chat-view").classList.add("in-room");
@@ -418,6 +468,12 @@ class Page {
   showHere(count) {
     this.here = count;
     $("room-here").textContent = `(${count} here)`;
+    const item = this.room === null ? null : document.querySelector(`#room-list li[data-room="${CSS.escape(this.room)}"]`);
+    if (item) {
+      item.querySelector(".members").textContent = `${count} here`;
+      const unread = item.querySelector(".unread");
+      if (unread) unread.remove();
+    }
   }
 
   showTopic(topic) {
@@ -469,13 +525,15 @@ class Page {
   loadOlder() {
     if (this.room === null || this.older === null || this.loadingOlder) return;
     this.loadingOlder = true;
+    this.following = false;  // reading back: older lines come above, and the view stays on them
     this.connection.command("history", `before ${this.older} ${OLDER_PAGE}`);
   }
 
   events(events) {
     for (const event of events) {
       if (event.room !== this.room || this.shown.has(event.id)) continue;
-      this.append(this.remember(eventNode(event), event));
+      const own = (event.kind === "say" || event.kind === "me") && event.sender === this.me;
+      this.append(this.remember(eventNode(event), event), own);
       if (event.kind === "topic") this.showTopic(event.text);
       if (event.kind === "join" && event.sender !== this.me) this.showHere(this.here + 1);
       if (event.kind === "leave") this.showHere(Math.max(1, this.here - 1));
@@ -524,17 +582,25 @@ class Page {
   }
 
   /**
-   * Append a line to the log, keeping it at the bottom if the user was there; past LOG_LINES lines the
-   * oldest room lines go, and scrolling back loads them again.
+   * Append a line to the log, keeping the bottom in view while following (the user has not scrolled up);
+   * `own` (the user's own line) scrolls to it and follows again. Past LOG_LINES lines the oldest room lines go
+   * while following, and scrolling back loads them again.
    */
-  append(node) {
+  append(node, own = false) {
     const log = $("log");
-    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+    if (own || log.scrollHeight <= log.clientHeight) this.following = true;  // (nothing to scroll: at the bottom)
     log.append(node);
-    if (atBottom) {
+    if (this.following) {
       this.trim();
-      log.scrollTop = log.scrollHeight;
+      this.toBottom();
     }
+  }
+
+  /** Scroll the log to its bottom (remembering where: the scroll event this causes is not the user's). */
+  toBottom() {
+    const log = $("log");
+    log.scrollTop = log.scrollHeight;
+    this.autoTop = log.scrollTop;
   }
 
   trim() {
@@ -563,7 +629,10 @@ class Page {
       this.append(el("div", `line ${kind}`, userText(text)));
     } else {
       this.menuMessage(text, kind);
-      if (kind === "reply") this.refreshRooms(); // (a room created or deleted: cheap to ask again)
+    }
+    if (this.roomsStale && this.me !== null) {  // the answer to a create or delete: the list again
+      this.roomsStale = false;
+      this.refreshRooms();
     }
   }
 
