@@ -19,6 +19,7 @@ from twisted.internet.testing import StringTransport
 from chatd.core.events import EventKind, RoomEvent
 from chatd.frontends.irc import IrcFactory, IrcRenderer
 from chatd.frontends.irc_wire import LineSplitter, line, parse, split_text
+from chatd.moderation import Sanction
 from chatd.settings import Settings
 from chatd.twisted_internals import unsent_bytes
 from daemon import Conn, Daemon, free_port
@@ -823,3 +824,19 @@ def test_whowas_remembers_irc_users_who_left_and_kill_is_for_admins(tmp_path):
     nick1.send("OPER root secret1", "KILL victim :spam")
     assert codes(nick1.lines()) == ["381"]
     assert victim.closed and "ERROR :You were disconnected by root, an admin: spam" in victim.lines()
+
+
+def test_a_notice_to_a_channel_is_a_room_line_that_irc_members_get_as_a_notice(world):
+    factory, clock, irc = world
+    bob, alice = telnet_and_irc_in_public(world, "CAP REQ :echo-message", "CAP END")
+    carol = IrcClient(irc, clock, port=40001)
+    carol.register("carol")
+    carol.send("JOIN #public")
+    alice.lines(), carol.lines(), bob.output()
+    alice.send("NOTICE #public :heads up")
+    assert alice.lines() == [":alice!alice@chatd NOTICE #public :heads up"]
+    assert carol.lines() == [":alice!alice@chatd NOTICE #public :heads up"]
+    assert "alice: heads up" in bob.output()
+    factory.rooms["public"].muted["alice"] = Sanction("", 0.0, "")
+    alice.send("NOTICE #public :muted")
+    assert alice.lines() == [] and carol.lines() == []

@@ -18,7 +18,7 @@ import attrs
 class EventKind(enum.StrEnum):
     """The kinds of room events (the value is the name used in logs and, later, in JSON)."""
 
-    #: A line of chat; ``text`` is what was said.
+    #: A line of chat; ``text`` is what was said; ``target`` "notice" if an IRC client sent it as a NOTICE.
     SAY = "say"
     #: An action (``/me``); ``text`` is the action, without the name.
     ME = "me"

@@ -151,7 +151,8 @@ class IrcRenderer:
         kind, channel, tags = event.kind, channel_name(event.room), self.tags(event)
         source = self.mask(event.sender) if event.sender else self.server
         if kind is EventKind.SAY or kind is EventKind.ME:
-            return privmsg_lines(source, channel, event.text, kind is EventKind.ME, tags)
+            command = "NOTICE" if event.target == "notice" else "PRIVMSG"
+            return privmsg_lines(source, channel, event.text, kind is EventKind.ME, tags, command)
         if kind is EventKind.JOIN:
             return line(source, "JOIN", channel, tags=tags)
         if kind is EventKind.LEAVE:

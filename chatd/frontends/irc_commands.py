@@ -20,6 +20,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from chatd import __version__, errors
+from chatd.commands import TABLE
+from chatd.commands.builtin import SAY as _SAY_COMMAND
 from chatd.commands.moderation import CLEAR_TOPIC
 from chatd.core.events import EventKind, RoomEvent
 from chatd.frontends.irc_wire import HOST, LINE_MAX, Message, channel_name, line, split_text, tagged
@@ -469,7 +471,26 @@ def _to_channel(self: IrcConnection, target: str, text: str, action: bool, notic
         if not notice:
             self.numeric("404", target, "Cannot send to channel: " + str(error))
 
+    if notice and not action:
+        _notice_to(self, channel, text)
+        return
     self.run_command(channel, "me" if action else "say", [text], failed=refused)
+
+
+#: The ``target`` of a SAY event an IRC client sent as a NOTICE (shown as a NOTICE to IRC members).
+NOTICE_TARGET = "notice"
+
+
+def _notice_to(self: IrcConnection, channel: Channel, text: str) -> None:
+    """
+    A NOTICE to a channel: a room line (SAY) under the same rules as chatd's
+    ``say`` (``CommandTable.refusal``: a muted member is refused, silently,
+    as a NOTICE is never answered with an error), marked ``notice``.
+    """
+    room = channel.room
+    if room is None or TABLE.refusal(channel, _SAY_COMMAND) is not None:
+        return
+    self.chat.publish(room, self.name or "", EventKind.SAY, text, NOTICE_TARGET)
 
 
 def _to_nick(self: IrcConnection, target: str, text: str, action: bool, notice: bool) -> None:
