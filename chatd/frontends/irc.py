@@ -678,12 +678,20 @@ class IrcConnection(Protocol, _Caller):
             elif not self.ended:
                 failed(cast(errors.ChatError, failure.value))
 
-        if not d.called:
+        # (Not ``d.called``: a Deferred that fired with another Deferred still pending is "called" too.)
+        waiting = [True]
+
+        def finished(_: Any) -> None:
+            if waiting[0]:
+                waiting[0] = False
+            else:
+                self._answered(None)
+
+        d.addCallbacks(fired, bad).addBoth(finished)
+        if waiting[0]:
+            waiting[0] = False
             self._waits += 1
             self.pacing.hold("answer")
-            d.addCallbacks(fired, bad).addBoth(self._answered)
-        else:
-            d.addCallbacks(fired, bad)
 
     def _answered(self, _: Any) -> None:
         """A command's answer came: input goes on once every answer the line waited for has come."""

@@ -119,9 +119,9 @@ def _mode_error(self: IrcConnection, channel: str, name: str) -> Callable[[error
     """A refused change to someone in ``channel``: 401 no such user, 482 not allowed (with chatd's reason)."""
 
     def refused(error: errors.ChatError) -> None:
-        if isinstance(error, errors.NoSuchUser):
+        if isinstance(error, errors.NoSuchUser) or self.chat.moderation.known(name) is None:
             self.numeric("401", name or "*", "No such nick/channel")
-        elif isinstance(error, errors.NotAllowed):
+        elif isinstance(error, (errors.NotAllowed, errors.BadArguments)):  # (a rule of the room, of its owner)
             self.numeric("482", channel, f"You're not channel operator: {error}")
         else:
             self.server_notice(str(error))
@@ -671,11 +671,18 @@ def mode(self: IrcConnection, message: Message) -> None:
             if any(char in nick for char in "*?") or not nick:
                 self.server_notice("chatd bans users by name: MODE #room +b nick (or nick!*@*).")
                 continue
+            if sign == "+" and self.chat.moderation.known(nick) is None:
+                self.numeric("401", nick, "No such nick/channel (chatd bans accounts and users online by name)")
+                continue
             self.run_command(channel, "ban" if sign == "+" else "unban", [nick] + ([""] if sign == "+" else []),
                              quiet=True, failed=_mode_error(self, shown, nick))
         elif letter == "o":
-            if self.chat.moderation.known(argument) is None:
+            known = self.chat.moderation.known(argument)
+            if known is None:
                 self.numeric("401", argument, "No such nick/channel")
+                continue
+            if self.chat.is_guest(known) and self.chat.moderation.member(room, known) is None:
+                self.numeric("441", known, shown, "They aren't on that channel")  # (a guest's role is while here)
                 continue
             self.run_command(channel, "op" if sign == "+" else "deop", [argument], quiet=True,
                              failed=_mode_error(self, shown, argument))
