@@ -33,7 +33,7 @@ from twisted.logger import Logger
 
 from chatd.core.events import RoomEvent
 from chatd.settings import Settings
-from chatd.store import LINE_KINDS, HistoryBatch, HistoryTail, Store
+from chatd.store import LINE_KINDS, HistoryBatch, HistoryTail, Store, StoreError
 
 #: Seconds between two commits of history to the store (the group commit; docs/OPERATIONS.md states the bound).
 COMMIT_INTERVAL = 0.25
@@ -42,6 +42,18 @@ EXPIRY_INTERVAL = 86400.0
 #: Events waiting for the store that are kept while it fails (the oldest are dropped beyond this, logged).
 MAX_WAITING = 200_000
 _LINE_KINDS = LINE_KINDS
+
+
+def _merged(waiting: Iterable[tuple[RoomHistory, int, list[RoomEvent]]]) -> list[tuple[RoomHistory, HistoryBatch]]:
+    """The batches recorded since the last commit, merged into one per room (in the order rooms first came)."""
+    batches: dict[RoomHistory, tuple[int, list[RoomEvent]]] = {}
+    for room, before, events in waiting:
+        merged = batches.get(room)
+        if merged is None:
+            batches[room] = (before, list(events))
+        else:
+            merged[1].extend(events)
+    return [(room, HistoryBatch(room.room_id, before, events)) for room, (before, events) in batches.items()]
 
 
 class RoomHistory:
@@ -164,16 +176,9 @@ class History:
         if self._committing is not None or not self.waiting:
             return defer.succeed(False)
         waiting, self.waiting = self.waiting, []
-        batches: dict[RoomHistory, tuple[int, list[RoomEvent]]] = {}
-        for room, before, events in waiting:
-            merged = batches.get(room)
-            if merged is None:
-                batches[room] = (before, list(events))
-            else:
-                merged[1].extend(events)
-        work = [HistoryBatch(room.room_id, before, events) for room, (before, events) in batches.items()]
+        work = [batch for _, batch in _merged(waiting)]
         self._commit_started = self.reactor.seconds()
-        self._committing = self.store.append_history(work)
+        self._committing = defer.maybeDeferred(self.store.append_history, work)
 
         def done(_: None) -> bool:
             took = self.reactor.seconds() - self._commit_started
@@ -183,7 +188,9 @@ class History:
                               interval=COMMIT_INTERVAL)
             return False
 
-        def failed(failure: Any) -> bool:
+        def failed(failure: Any) -> Any:
+            if not failure.check(StoreError):  # no failure of the store's files: retrying cannot mend it
+                return self._sift(waiting, failure)
             self.log.error("could not store room history: {why}; will retry", why=failure.getErrorMessage())
             self.waiting[:0] = waiting
             excess = sum(len(events) for _, _, events in self.waiting) - MAX_WAITING
@@ -198,6 +205,29 @@ class History:
             return result
 
         return self._committing.addCallbacks(done, failed).addBoth(finished)
+
+    @defer.inlineCallbacks
+    def _sift(self, waiting: list[tuple[RoomHistory, int, list[RoomEvent]]], failure: Any) -> Any:
+        """
+        A commit failed with something other than StoreError (a fault no
+        retry mends): log it once and hand the store each room's batch on its
+        own; a room whose batch fails the same way again loses it (logged),
+        one that fails with StoreError waits for the next commit, the others
+        are stored. Fires with True if any room failed.
+        """
+        self.log.failure("storing room history failed; storing each room on its own", failure)
+        again: list[tuple[RoomHistory, int, list[RoomEvent]]] = []
+        for room, batch in _merged(waiting):
+            try:
+                yield defer.maybeDeferred(self.store.append_history, [batch])
+            except StoreError:
+                again.append((room, batch.lines_before, list(batch.events)))
+            except Exception:
+                self.log.failure("dropped {count} history event(s) of room {room} that the store cannot take",
+                                 count=len(batch.events), room=batch.room_id)
+                again.append((room, -1, []))
+        self.waiting[:0] = [entry for entry in again if entry[1] >= 0]
+        return bool(again)
 
     def expire(self) -> defer.Deferred[None]:
         """Delete the history older than ``--history-days`` (whole segments; the store says how many)."""

@@ -6,7 +6,9 @@ another user, the event log or a data file: invalid UTF-8 is replaced,
 terminal escape sequences and the characters that can move a cursor, break
 a line or reorder text are removed, and every space becomes a plain space;
 everything else (joiners, emoji tags, variation selectors, combining marks,
-characters newer than this Python's Unicode tables) is kept. Names of users
+characters newer than this Python's Unicode tables) is kept, but a lone
+UTF-16 surrogate (which JSON's ``\ud800`` escapes can produce, and which
+UTF-8 cannot encode) becomes U+FFFD. Names of users
 and rooms are checked by :func:`check_name` and looked up by :func:`name_key`.
 """
 
@@ -35,16 +37,21 @@ _SPACES: Final = (0xA0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)
 #: Bidi_Control characters (Unicode PropList.txt; UAX #9): the marks ALM, LRM, RLM, the
 #: embeddings and overrides LRE..RLO (U+202A-U+202E) and the isolates LRI..PDI (U+2066-U+2069).
 BIDI_CONTROLS: Final = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+#: UTF-16 surrogates (General Category Cs, U+D800-U+DFFF): no Unicode scalar value, so UTF-8 cannot encode one.
+SURROGATES: Final = range(0xD800, 0xE000)
 #: What clean_line removes (None) or replaces (str.translate, in C): every control
 #: character (Cc: C0, DEL, C1, so CR, LF, VT, FF and NEL too), the line and paragraph
 #: separators (Zl U+2028, Zp U+2029) and the bidi controls; a tab and every space
-#: separator become U+0020.
+#: separator become U+0020, a surrogate U+FFFD.
 _UNSAFE: Final = {
     **dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *BIDI_CONTROLS]),
     **dict.fromkeys([0x09, *_SPACES], " "),
+    **dict.fromkeys(SURROGATES, "\ufffd"),
 }
+_SURROGATE_CHAR: Final = re.compile("[\ud800-\udfff]")
 #: Any character of _UNSAFE: a search is much cheaper than str.translate on non-ASCII text.
-_UNSAFE_CHAR: Final = re.compile("[" + "".join(map(re.escape, map(chr, _UNSAFE))) + "]")
+_UNSAFE_CHAR: Final = re.compile(
+    "[" + "".join(re.escape(chr(code)) for code in _UNSAFE if code not in SURROGATES) + "\ud800-\udfff]")
 
 
 def clean_line(raw: bytes) -> str:
@@ -56,8 +63,10 @@ def clean_line(raw: bytes) -> str:
     PM, APC, SOS and two-character ESC sequences, also in their C1 forms)
     are removed; a tab and every space separator (Zs: U+00A0, U+3000, ...)
     become a space; control characters (Cc), U+2028, U+2029 and the bidi
-    controls (:data:`BIDI_CONTROLS`) are removed. Every other character
-    stays, including format characters such as ZWJ, ZWNJ and emoji tags.
+    controls (:data:`BIDI_CONTROLS`) are removed; a lone surrogate (only
+    possible in decoded text, :func:`clean_text`) becomes U+FFFD. Every
+    other character stays, including format characters such as ZWJ, ZWNJ
+    and emoji tags.
     Surrounding spaces are stripped. Idempotent on its own output.
     """
     text = raw.decode("utf-8", "replace")
@@ -79,6 +88,18 @@ def clean_text(text: str) -> str:
     if _UNSAFE_CHAR.search(text) is None:  # only format, private-use, unassigned... characters: all kept
         return text
     return text.translate(_UNSAFE)
+
+
+def without_surrogates(text: str) -> str:
+    """
+    ``text`` with every lone UTF-16 surrogate (U+D800-U+DFFF) replaced by
+    U+FFFD, nothing else changed: any str a front-end decoded itself (JSON's
+    ``"\\ud800"`` escape gives one) can then be encoded as UTF-8, which is
+    what every connection, log and data file writes. Cheap for ASCII.
+    """
+    if text.isascii():
+        return text
+    return _SURROGATE_CHAR.sub("\ufffd", text)
 
 
 def check_name(name: str, what: str, limit: int) -> str | None:

@@ -760,3 +760,10 @@ def test_the_service_commits_while_a_slow_read_holds_a_reader_thread(tmp_path, m
     finally:
         release.set()
         yield service.stopService()
+
+
+def test_an_event_utf8_cannot_encode_is_stored_with_u_fffd_and_blocks_no_room(store, tmp_path):
+    """A lone surrogate (which the front-ends no longer let through: chatd.text) never fails a room's write."""
+    fired(store.append_history([_batch("lab1", 1, [SAY], text="hi \ud800 there"), _batch("den2", 1, [SAY])]))
+    assert "hi \ufffd there" in _segment(tmp_path, "lab1", "2026-11-29").decode("utf-8")
+    assert b",hi," in _segment(tmp_path, "den2", "2026-11-29")

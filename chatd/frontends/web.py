@@ -50,7 +50,7 @@ from chatd.frontends.web_resume import Keeper
 from chatd.frontends.webpage import WEB_TABLE, PageSite, page_root
 from chatd.limits import TokenBucket
 from chatd.store import address_fields
-from chatd.text import clean_text
+from chatd.text import clean_text, without_surrogates
 from chatd.transfer import Transfers
 from chatd.twisted_internals import unsent_bytes
 
@@ -65,6 +65,10 @@ FRAMING_ALLOWANCE = 1024
 REPLAY_OLDER = -1
 #: Arguments a command message may carry (no command declares more than a few).
 ARGS_MAX = 8
+#: How deeply arrays and objects may nest in a message (the deepest well-formed one nests 1: args in a command).
+NESTING_MAX = 8
+#: The answer to a message that is no object with a known "type".
+MESSAGE_SHAPE = "a message is an object with \"type\": \"command\" or \"line\" (or \"resume\")."
 #: Commands whose arguments are sent as several strings but taken as one text (``send``: SIZE, NAME).
 JOINED_ARGS = frozenset({"send"})
 
@@ -73,6 +77,44 @@ def event_value(event: RoomEvent) -> dict[str, Any]:
     """A room event as a JSON object: room, id, at (seconds since the epoch), sender, kind, text, target, until."""
     return {"room": event.room, "id": event.id, "at": event.at, "sender": event.sender, "kind": str(event.kind),
             "text": event.text, "target": event.target, "until": event.until}
+
+
+def decode_message(message: str) -> tuple[Any, str]:
+    """
+    (value, problem) of a received text message: its JSON value with every
+    string (object keys too) free of lone surrogates
+    (:func:`chatd.text.without_surrogates`: ``"\\ud800"`` becomes U+FFFD),
+    or a problem ("" if none) for text that is no JSON, or nests arrays and
+    objects deeper than :data:`NESTING_MAX` (the parser itself stops at
+    Python's recursion limit: RecursionError is a problem too).
+    """
+    try:
+        value = json.loads(message)
+    except (ValueError, RecursionError):
+        return None, "not JSON: send an object such as {\"type\": \"command\", \"name\": \"help\", \"args\": []}."
+    try:
+        return _cleaned(value, NESTING_MAX), ""
+    except _TooDeep:
+        return None, f"a message nests arrays and objects at most {NESTING_MAX} deep."
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _cleaned(value: Any, depth: int) -> Any:
+    """``value`` (decoded JSON) with its strings :func:`without_surrogates`; raises _TooDeep past ``depth`` levels."""
+    if isinstance(value, str):
+        return without_surrogates(value)
+    if isinstance(value, list):
+        if not depth:
+            raise _TooDeep()
+        return [_cleaned(item, depth - 1) for item in value]
+    if isinstance(value, dict):
+        if not depth:
+            raise _TooDeep()
+        return {without_surrogates(key): _cleaned(item, depth - 1) for key, item in value.items()}
+    return value
 
 
 def dumps(value: dict[str, Any]) -> str:
@@ -328,17 +370,19 @@ class WebSession:
             if problem:
                 self.error(problem)
             return
-        try:
-            value = json.loads(message)
-        except ValueError:
-            self.error("not JSON: send an object such as {\"type\": \"command\", \"name\": \"help\", \"args\": []}.")
+        value, problem = decode_message(message)
+        if problem:
+            self.error(problem)
             return
-        if self.files is not None and isinstance(value, dict) and value.get("type") in CONTROL_TYPES:
+        if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+            self.error(MESSAGE_SHAPE)
+            return
+        if self.files is not None and value["type"] in CONTROL_TYPES:
             problem = self.files.control(value)
             if problem:
                 self.error(problem)
             return
-        if isinstance(value, dict) and value.get("type") == "resume":
+        if value["type"] == "resume":
             self._answered(web_resume.resume(self, value))
             return
         problem, name, values = self._parse(value)
@@ -389,7 +433,7 @@ class WebSession:
                 return "a line message needs \"text\": the line as typed (a string).", "", []
             return "", text, []
         if not isinstance(value, dict) or value.get("type") != "command":
-            return "a message is an object with \"type\": \"command\" or \"line\" (or \"resume\").", "", []
+            return MESSAGE_SHAPE, "", []
         name, args = value.get("name"), value.get("args", [])
         if not isinstance(name, str) or not name or len(name) > 30:
             return "a command message needs \"name\": the command's name (a string).", "", []

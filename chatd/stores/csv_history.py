@@ -49,7 +49,7 @@ from chatd.stores.csv_files import (
     parse_version, repair_tail,
 )
 from chatd.store import LINE_KINDS, HistoryBatch, HistoryTail, StoreError
-from chatd.text import clean_text
+from chatd.text import clean_text, without_surrogates
 
 #: The directory of the rooms' histories, in the data directory.
 HISTORY = "history"
@@ -418,7 +418,11 @@ class HistoryFiles:
     def _write(self, room_id: str, day: str, rows: list[str], last_id: int) -> None:
         """Append ``rows`` (encoded lines) to the room's segment ``day``; ``last_id``: the id of the last."""
         path = os.path.join(self._dir(room_id), day + ".csv")
-        data = "".join(rows).encode("utf-8")
+        text = "".join(rows)
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, which no front-end lets through (chatd.text): U+FFFD
+            data = without_surrogates(text).encode("utf-8")
         try:
             append_data(path, data, True, _HEADER)
         except FileNotFoundError:  # the room's first event (or its directory was removed by hand)
