@@ -578,6 +578,7 @@ class ChatService(service.MultiService):
         gc_tuning: bool = False,
         listen_web: list[str] | None = None,
         web_origins: list[str] | None = None,
+        web_hosts: list[str] | None = None,
         store_dsn: str | None = None,
         listen_irc: list[str] | None = None,
         irc_guests: bool = False,
@@ -588,7 +589,8 @@ class ChatService(service.MultiService):
         """
         ``gc_tuning``: call :func:`tune_gc` once started (the daemon does: ``chatd.tap``; tests need not).
         ``listen_web``: where the browser front-end listens (``--listen-web``); ``web_origins``: the Origins
-        its WebSocket accepts (``--web-origin``; none: the page's own). ``store_dsn``: keep the state in
+        its WebSocket accepts (``--web-origin``; none: the page's own); ``web_hosts``: the names it answers to
+        beside IP addresses and this machine's (``--web-host``). ``store_dsn``: keep the state in
         PostgreSQL (``--store``) instead of CSV files in ``data_dir``.
         ``listen_irc``: where the IRC front-end listens (``--listen-irc``); ``irc_guests``: ``--irc-guests``;
         ``irc_server_name``: ``--irc-server-name``. ``bus_url``: share rooms with other nodes through Redis
@@ -614,7 +616,7 @@ class ChatService(service.MultiService):
         self.web_listeners: Listeners | None = None
         if listen_web:
             self.web_listeners = Listeners(reactor, listen_web, self.state.factory,
-                                           web_site(self.state.factory, web_origins or ()))
+                                           web_site(self.state.factory, web_origins or (), web_hosts or ()))
             self.web_listeners.setServiceParent(self)
         self.irc_listeners: Listeners | None = None
         if listen_irc:

@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.python import usage
 
+from chatd.frontends.web_host import valid_web_host
 from chatd.settings import NODELAY_POLICIES, REPLAY_HOURS_MAX, REPLAY_LINES_MAX, Settings
 from chatd.text import USER_NAME_MAX, check_name
 from chatd.wire import DEFAULT_PORT, parse_count, parse_size
@@ -211,6 +212,7 @@ class Options(usage.Options):
         self["listen"] = []
         self["listen-web"] = []
         self["web-origin"] = []
+        self["web-host"] = []
         self["listen-irc"] = []
         self["irc-guests"] = False
         self["irc-server-name"] = "chatd"
@@ -243,6 +245,12 @@ class Options(usage.Options):
         if not re.fullmatch(r"https?://[^/\s]+/?", origin):
             raise usage.UsageError(f"--web-origin: {origin!r} is not an origin such as https://chat.example.org")
         self["web-origin"].append(origin)
+
+    def opt_web_host(self, name: str) -> None:
+        """A host name the browser front-end answers to (e.g. chat.example.org); repeatable. Default: IP addresses, localhost and this machine's names."""
+        if not valid_web_host(name):
+            raise usage.UsageError(f"--web-host: {name!r} is not a host name such as chat.example.org")
+        self["web-host"].append(name)
 
     def opt_admin(self, name: str) -> None:
         """Make the account NAME a server admin (repeatable; chatd-admin make-admin stores one instead)."""
@@ -339,6 +347,7 @@ def makeService(options: Options) -> Any:
         gc_tuning=True,
         listen_web=options["listen-web"],
         web_origins=options["web-origin"],
+        web_hosts=options["web-host"],
         store_dsn=options["store"],
         bus_url=options["bus"],
         node_name=options["node-name"],

@@ -97,7 +97,7 @@ def http_get(site: Any, path: str, ticket: str | None = None, method: str = "GET
     protocol = site.buildProtocol(transport.getPeer())
     protocol.makeConnection(transport)
     auth = authorization if authorization is not None else (f"Bearer {ticket}" if ticket else None)
-    head = f"{method} {path} HTTP/1.1\r\nHost: chat.test\r\n" + (f"Authorization: {auth}\r\n" if auth else "")
+    head = f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n" + (f"Authorization: {auth}\r\n" if auth else "")
     protocol.dataReceived((head + "\r\n").encode())
     raw = transport.value()
     header_block, _, body = raw.partition(b"\r\n\r\n")
@@ -354,7 +354,7 @@ def test_a_download_cut_off_may_be_tried_again_and_only_one_at_a_time(world):
     transport = StringTransport()
     protocol = site.buildProtocol(None)
     protocol.makeConnection(transport)
-    protocol.dataReceived(f"GET /files/{file_id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ticket}\r\n\r\n".encode())
+    protocol.dataReceived(f"GET /files/{file_id} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ticket}\r\n\r\n".encode())
     for _ in range(2):  # open, the first piece
         function, args, d = held.calls.pop(0)
         d.callback(function(*args))

@@ -12,16 +12,20 @@ from __future__ import annotations
 import glob
 import json
 import os
+import socket
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
+from chatd.frontends.web_host import host_name, machine_names
 from chatd.history import COMMIT_INTERVAL
 from chatd.settings import Settings
 from chatd.store import PUBLIC_ROOM_ID, HistoryBatch
@@ -240,3 +244,96 @@ def test_the_attackers_surrogate_line_through_a_real_daemon(tmp_path):
     assert daemon.unhandled_errors() == [] and "History" not in daemon.log(), daemon.log()
     stored = [open(path, encoding="utf-8").read() for path in glob.glob(str(tmp_path / "data" / "history" / "*" / "*.csv"))]
     assert any("hi \ufffd there" in text for text in stored) and any("in another room" in text for text in stored)
+
+
+def _http(site: Any, raw: bytes) -> bytes:
+    """One raw HTTP request to ``site`` on a StringTransport; the response's bytes."""
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.9", 40100))
+    protocol = site.buildProtocol(transport.getPeer())
+    protocol.makeConnection(transport)
+    protocol.dataReceived(raw)
+    return transport.value()
+
+
+UPGRADE = (b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           b"Sec-WebSocket-Version: 13\r\n")
+
+
+@pytest.mark.parametrize("head, status", [
+    (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nHost: evil.example\r\nOrigin: http://evil.example\r\n" + UPGRADE, 400),
+    (b"GET /ws HTTP/1.1\r\nHost: evil.example\r\nHost: 127.0.0.1:8080\r\nOrigin: http://127.0.0.1:8080\r\n" + UPGRADE,
+     400),
+    (b"GET /ws HTTP/1.1\r\n" + UPGRADE, 400),
+    (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nOrigin: http://127.0.0.1:8080\r\nOrigin: http://evil.example\r\n"
+     + UPGRADE, 403),
+    (b"GET /app.js%00.html HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404),
+    (b"GET /%00 HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404),
+    (b"GET / HTTP/1.1\r\nHost: a b\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:x\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: \r\n", 400),
+])
+def test_http_inputs_that_were_500s_are_400_403_or_404_without_a_traceback(world, failures, head, status):
+    factory, clock, site = world
+    answer = _http(site, head + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
+    assert b"content-security-policy" in answer.lower() and failures == [] and factory.open_transports == 0
+
+
+@pytest.mark.parametrize("host, status", [
+    ("attacker.example:8080", 421), ("attacker.example", 421), ("localhost.attacker.example", 421),
+    ("127.0.0.1:8080", 101), ("[::1]:8080", 101), ("[::ffff:10.0.0.1]", 101), ("LOCALHOST:1", 101),
+    ("localhost.", 101), ("10.1.2.3", 101), ("chat.example.org:443", 421)])
+def test_dns_rebinding_a_host_that_is_not_this_server_is_refused(world, failures, host, status):
+    """tester15a's repro_rebinding.py: Host and Origin both the attacker's name passed the Origin check."""
+    factory, clock, site = world
+    head = f"GET /ws HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host.lower()}\r\n".encode() + UPGRADE + b"\r\n"
+    assert _http(site, head).startswith(b"HTTP/1.1 %d %s" % (status, b"Misdirected Request" if status == 421 else b""))
+    page = _http(site, f"GET /none.js HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())  # (a file would need a reactor)
+    assert page.startswith(b"HTTP/1.1 %d " % (404 if status == 101 else status))
+    assert failures == []
+
+
+def test_web_host_names_are_answered_and_others_still_refused(tmp_path):
+    factory, _ = make_factory(str(tmp_path), Settings(flood_rate=0))
+    site = web_site(factory, ["https://chat.example.org"], ["Chat.Example.org"])
+    assert _http(site, b"GET /none.js HTTP/1.1\r\nHost: chat.example.org:443\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+    assert _http(site, b"GET / HTTP/1.1\r\nHost: other.example.org\r\n\r\n").startswith(b"HTTP/1.1 421 ")
+    head = b"GET /ws HTTP/1.1\r\nHost: chat.example.org\r\nOrigin: https://chat.example.org\r\n" + UPGRADE + b"\r\n"
+    assert _http(site, head).startswith(b"HTTP/1.1 101 ")
+    assert host_name("[::1]:80") == "::1" and host_name("Host.Example.:8080") == "host.example"
+    assert host_name("a:b:c") is None and host_name("[::1]x") is None and host_name("") is None
+    assert machine_names() >= {"localhost", socket.gethostname().lower()}
+
+
+def test_the_web_host_option():
+    from twisted.python import usage
+
+    from chatd.tap import Options
+    options = Options()
+    options.parseOptions(["--web-host", "chat.example.org", "--web-host", "chat2.example.org"])
+    assert options["web-host"] == ["chat.example.org", "chat2.example.org"]
+    for bad in ("https://chat.example.org", "chat.example.org:443", "a b", ""):
+        with pytest.raises(usage.UsageError, match="--web-host"):
+            Options().parseOptions(["--web-host", bad])
+
+
+def test_a_refused_connection_is_told_why_without_error_prefix(tmp_path):
+    """tester15a: "Too many connections" reached the page as "Error: too many connections from your address."."""
+    factory, _ = make_factory(str(tmp_path), Settings(flood_rate=0, max_per_address=1))
+    site = web_site(factory)
+    first = WebClient(site)
+    second = WebClient(site, port=40001)
+    assert first.status == 101 and not first.messages()
+    assert second.messages() == [{"type": "error", "text": "too many connections from your address."}]
+    assert second.closed and second.close_code == 1000
+
+
+def test_the_flood_notice_comes_at_most_once_every_10_seconds(tmp_path):
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=1, flood_burst=2))
+    ann = WebClient(web_site(factory))
+    notices = []
+    for _ in range(60):
+        ann.send_raw('{"type": "command", "name": "help"}')
+        clock.advance(0.5)
+        notices += [clock.seconds() for m in ann.messages() if "too fast" in m.get("text", "")]
+    assert len(notices) >= 2 and all(b - a >= 10 for a, b in zip(notices, notices[1:]))

@@ -30,6 +30,7 @@ def http_get(site: Any, path: str) -> tuple[int, dict[str, str], bytes]:
     """
     site = getattr(site, "wrappedFactory", site)
     request = DummyRequest([segment.encode() for segment in path.lstrip("/").split("/")])
+    request.requestHeaders.setRawHeaders(b"host", [b"localhost:8080"])
     found = site.getResourceFor(request)
     body = found.render(request)
     if isinstance(body, bytes):

@@ -10,7 +10,9 @@ served beside a page by ``--listen-web`` (docs/PROTOCOL.md, "WebSocket
 - :class:`JsonRenderer` (one instance shared by every web session) renders a
   batch of room events once as one JSON text.
 - :class:`OriginCheckedResource` refuses a handshake from a foreign Origin
-  with 403 (Twisted checks none: /work/shared/RESEARCH.md "Browser client").
+  (or with two Origin or Host headers) with 403 (Twisted checks none:
+  /work/shared/RESEARCH.md "Browser client"); every request's Host is
+  checked before (chatd.frontends.web_host, against DNS rebinding).
 - :class:`SizeLimited` counts the bytes received since the last whole
   message and aborts the connection past a limit (Twisted's WebSocket
   reassembles fragments without bound): an upload frame's size where files
@@ -46,6 +48,7 @@ from chatd.core.events import PrivateMessage, RoomEvent
 from chatd.core.ports import SessionEnd
 from chatd.frontends import web_resume
 from chatd.frontends.web_files import BINARY_MESSAGE_MAX, CONTROL_TYPES, FileResource, FileTickets, WebFiles
+from chatd.frontends.web_host import HostCheck
 from chatd.frontends.web_resume import Keeper
 from chatd.frontends.webpage import WEB_TABLE, PageSite, page_root
 from chatd.limits import TokenBucket
@@ -255,7 +258,7 @@ class WebSession:
         refusal = self.factory.admin.address_refusal(self.origin.get("address")) or limits.admit(self, key)
         if refusal is not None:
             self._ended = True
-            self._send({"type": "error", "text": refusal})
+            self.error(refusal)
             self.close()
             return
         self.address_key = key
@@ -538,7 +541,7 @@ class WebSession:
     def kick(self, reason: str, event: SessionEnd = "disconnect") -> None:
         if self._ended:
             return
-        self._send({"type": "error", "text": reason.removeprefix("Error: ")})
+        self.error(reason)
         self._end_session(event)
         self.close()
 
@@ -566,7 +569,8 @@ class WebSession:
         self._send({"type": "reply", "text": text})
 
     def error(self, text: str) -> None:
-        self._send({"type": "error", "text": text})
+        """An ``error`` message: ``text`` without the ``Error: `` the line front-end's refusals carry (PROTOCOL.md)."""
+        self._send({"type": "error", "text": text.removeprefix("Error: ")})
 
     def logged_in(self, name: str, text: str, resumed: bool = False) -> None:
         """Logged in (``resumed``: by a resume token): the ``login`` message carries a resume token."""
@@ -682,25 +686,27 @@ class OriginCheckedResource(WebSocketResource):
         self.allowed = tuple(allowed)
 
     def render_GET(self, request: server.Request) -> bytes | int:
-        origin = (request.getHeader(b"origin") or b"").decode("latin-1")
-        host = (request.getHeader(b"host") or b"").decode("latin-1")
-        if not origin_allowed(origin, host, self.allowed):
+        origins = request.requestHeaders.getRawHeaders(b"origin") or [b""]
+        hosts = request.requestHeaders.getRawHeaders(b"host") or [b""]
+        origin, host = origins[0].decode("latin-1"), hosts[0].decode("latin-1")
+        if len(origins) > 1 or len(hosts) > 1 or not origin_allowed(origin, host, self.allowed):
             request.setResponseCode(403)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"origin not allowed\n"
         return super().render_GET(request)
 
 
-def web_site(factory: ChatFactory, allowed_origins: Sequence[str] = ()) -> SizeLimitedFactory:
+def web_site(factory: ChatFactory, allowed_origins: Sequence[str] = (), hosts: Sequence[str] = ()) -> SizeLimitedFactory:
     """
     What ``--listen-web`` listens with: a ``server.Site`` serving the page's
     files (``chatd.frontends.webpage``), the WebSocket at ``/ws`` and shared
-    files at ``/files/ID``, wrapped to limit message sizes.
+    files at ``/files/ID``, wrapped to limit message sizes. ``allowed_origins``:
+    ``--web-origin``; ``hosts``: ``--web-host`` (chatd.frontends.web_host).
     """
     root = page_root()
     sessions = WebSessions(factory)
     root.putChild(b"ws", OriginCheckedResource(sessions, allowed_origins))
     root.putChild(b"files", FileResource(sessions.tickets))
-    site = PageSite(root, reactor=factory.reactor)
+    site = PageSite(root, reactor=factory.reactor, host_check=HostCheck(hosts))
     site.displayTracebacks = False
     return SizeLimitedFactory(site)

@@ -7,7 +7,8 @@ protocol"; docs/ARCHITECTURE.md, "The browser client".
 - :class:`StaticFiles` is ``twisted.web.static.File`` without directory
   listings (404), with UTF-8 content types for the page's text files.
 - :class:`PageSite` is the ``server.Site`` that puts :data:`SECURITY_HEADERS`
-  on every response (files, 404s, the WebSocket's 403).
+  on every response (files, 404s, the WebSocket's 403) and refuses a Host
+  that is not this server's (chatd.frontends.web_host).
 - :data:`WEB_TABLE` is ``chatd.commands.TABLE`` plus ``rooms`` (a copy, as
   docs/ARCHITECTURE.md allows a front-end).
 """
@@ -22,6 +23,7 @@ from twisted.web import pages, resource, server, static
 
 from chatd.commands import TABLE
 from chatd.commands.table import Caller, Login, Place
+from chatd.frontends.web_host import HostCheck
 
 if TYPE_CHECKING:
     from chatd.factory import Room
@@ -60,11 +62,24 @@ class StaticFiles(static.File):
 
 
 class PageSite(server.Site):
-    """A Site that sets :data:`SECURITY_HEADERS` on every response before finding its resource."""
+    """
+    A Site that sets :data:`SECURITY_HEADERS` on every response before finding its resource, answers a request
+    whose Host is not allowed with 400 or 421 (``host_check``: chatd.frontends.web_host) and a path with a NUL
+    byte (``%00``, which no file name holds) with 404.
+    """
+
+    def __init__(self, *args: Any, host_check: HostCheck | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.host_check = host_check or HostCheck()
 
     def getResourceFor(self, request: server.Request) -> Any:
         for name, value in SECURITY_HEADERS:
             request.setHeader(name, value)
+        refusal = self.host_check.refusal(request)
+        if refusal is not None:
+            return refusal
+        if any(b"\x00" in segment for segment in request.postpath or ()):
+            return pages.notFound()
         return super().getResourceFor(request)
 
 
