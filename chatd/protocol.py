@@ -536,9 +536,9 @@ class ChatProtocol(LineReceiver):
             self.transport.abortConnection()
 
     def _render(self, code: Code, text: str) -> bytes:
-        if self.tagged:
-            return f"{code} {text}\r\n".encode(ENCODING)
-        return f"{text}\r\n".encode(ENCODING)
+        if self.tagged:  # ("replace": as LineRenderer.render)
+            return f"{code} {text}\r\n".encode(ENCODING, "replace")
+        return f"{text}\r\n".encode(ENCODING, "replace")
 
     def show(self, code: Code, text: str) -> None:
         """

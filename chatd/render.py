@@ -151,7 +151,9 @@ class LineRenderer:
         self._joiner = "\r\n" + prefix
 
     def render(self, events: Sequence[RoomEvent]) -> bytes:
-        return (self._first + self._joiner.join(event_lines(events)) + "\r\n").encode(ENCODING)
+        # ("replace": a character UTF-8 cannot encode, a lone surrogate that chatd.text keeps out, becomes "?"
+        # rather than fail the delivery of the room's batch to every member of this audience.)
+        return (self._first + self._joiner.join(event_lines(events)) + "\r\n").encode(ENCODING, "replace")
 
     def __repr__(self) -> str:
         return f"<LineRenderer {self._first!r}>"

@@ -25,6 +25,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
+from chatd.core.events import EventKind
 from chatd.frontends.web_host import host_name, machine_names
 from chatd.history import COMMIT_INTERVAL
 from chatd.settings import Settings
@@ -337,3 +338,21 @@ def test_the_flood_notice_comes_at_most_once_every_10_seconds(tmp_path):
         clock.advance(0.5)
         notices += [clock.seconds() for m in ann.messages() if "too fast" in m.get("text", "")]
     assert len(notices) >= 2 and all(b - a >= 10 for a, b in zip(notices, notices[1:]))
+
+
+def test_an_event_utf8_cannot_encode_poisons_no_delivery(world, failures):
+    """Defence in depth: an event with a lone surrogate that got past the cleaning reaches everyone, '?' or U+FFFD."""
+    factory, clock, site = world
+    bob = Client(factory, clock)
+    bob.register("bob")
+    bob.send("public")
+    ann = WebClient(site)
+    ann.command("register", "ann", "secret1")
+    ann.command("public")
+    clock.advance(0)
+    ann.messages(), bob.output()
+    factory.publish(factory.rooms["public"], "ann", EventKind.SAY, "raw \ud800 text")
+    clock.advance(0)
+    assert "ann: raw ? text" in bob.output()
+    assert [e["text"] for e in events_of(ann)] == ["raw \ufffd text"]
+    assert not ann.closed and {"ann", "bob"} <= set(factory.online) and failures == []

@@ -121,8 +121,11 @@ def _cleaned(value: Any, depth: int) -> Any:
 
 
 def dumps(value: dict[str, Any]) -> str:
-    """Compact JSON text (non-ASCII kept as is)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """
+    Compact JSON text (non-ASCII kept as is) that UTF-8 can encode: a lone surrogate (which
+    :func:`decode_message` and chatd.text keep out) becomes U+FFFD rather than fail a room's delivery.
+    """
+    return without_surrogates(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
 class JsonRenderer:
