@@ -217,17 +217,18 @@ class History:
         """
         self.log.failure("storing room history failed; storing each room on its own", failure)
         again: list[tuple[RoomHistory, int, list[RoomEvent]]] = []
+        lost = False
         for room, batch in _merged(waiting):
             try:
                 yield defer.maybeDeferred(self.store.append_history, [batch])
             except StoreError:
                 again.append((room, batch.lines_before, list(batch.events)))
             except Exception:
+                lost = True
                 self.log.failure("dropped {count} history event(s) of room {room} that the store cannot take",
                                  count=len(batch.events), room=batch.room_id)
-                again.append((room, -1, []))
-        self.waiting[:0] = [entry for entry in again if entry[1] >= 0]
-        return bool(again)
+        self.waiting[:0] = again
+        return lost or bool(again)
 
     def expire(self) -> defer.Deferred[None]:
         """Delete the history older than ``--history-days`` (whole segments; the store says how many)."""
