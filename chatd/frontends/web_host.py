@@ -64,14 +64,13 @@ def host_name(value: str) -> str | None:
     return name.lower().rstrip(".")
 
 
-def host_allowed(name: str, names: Iterable[str] = ()) -> bool:
-    """Whether ``name`` (:func:`host_name`'s) is an IP literal, this machine's, or one of ``names`` (``--web-host``)."""
+def host_allowed(name: str, names: frozenset[str]) -> bool:
+    """Whether ``name`` (:func:`host_name`'s) is an IP literal or one of ``names`` (lower case, no trailing dot)."""
     try:
         ipaddress.ip_address(name)
         return True
     except ValueError:
-        pass
-    return name in machine_names() or name in {each.lower().rstrip(".") for each in names}
+        return name in names
 
 
 class Refusal(resource.Resource):
@@ -93,8 +92,9 @@ class HostCheck:
     """The Host rule of a site: :meth:`refusal` of a request, None if it may go on."""
 
     def __init__(self, names: Iterable[str] = ()) -> None:
-        #: The ``--web-host`` names, lower case without a trailing dot.
-        self.names = frozenset(name.lower().rstrip(".") for name in names)
+        #: The names answered: this machine's (looked up here, at start-up, never in a request: getfqdn may ask
+        #: DNS) and the ``--web-host`` ones, lower case without a trailing dot.
+        self.names = machine_names() | {name.lower().rstrip(".") for name in names}
 
     def refusal(self, request: server.Request) -> resource.IResource | None:
         """A 400 or 421 page for ``request`` if its Host is not exactly one allowed value, else None."""
