@@ -136,3 +136,25 @@ def test_a_page_whose_session_was_replaced_goes_back_to_the_login_form(server, a
         assert ann.errors() == [] and other.errors() == []
     finally:
         other.quit()
+
+
+def test_a_line_sent_to_a_stopped_server_shows_at_once_as_pending(server, ann, dora):
+    """kill -STOP: the line is shown dimmed, "sending…", and the status says the server is not answering;
+    SIGCONT: the server's event replaces it (once), and the status is back."""
+    import signal
+
+    ann.join("long")  # (logged in again at the room list by the test before)
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        ann.type_line("while you sleep")
+        pending = ann.find("#log .line.pending")
+        assert "ann: while you sleep" in pending.text and "sending…" in pending.text
+        assert ann.driver.execute_script("return getComputedStyle(arguments[0]).opacity", pending) != "1"
+        ann.wait(lambda d: ann.text_of("#status") == "Server not answering…", timeout=12,
+                 message=f"status {ann.text_of('#status')!r}")
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    ann.wait(lambda d: not ann.find_all("#log .line.pending"), message="still pending after the server woke up")
+    ann.wait(lambda d: ann.text_of("#status") == "Connected")
+    assert len([line for line in ann.log_lines() if "while you sleep" in line]) == 1  # once
+    assert ann.find_all("#log .line.say[data-id]")[-1].text.endswith("ann: while you sleep")

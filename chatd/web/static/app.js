@@ -146,6 +146,12 @@ class Page {
      */
     this._following = true;
     this.autoTop = 0;
+    /**
+     * The user's lines sent and not yet come back from the server as their room's event, oldest first: each
+     * its pending line in the log ({text, node}). The server handles one connection's messages in order, so
+     * the next own say or me event is the oldest pending line's (its text may have been cleaned on the way).
+     */
+    this.pending = [];
     /** The last thing the server told the user (an error, a notice, a reply): why a session ended. */
     this.lastWord = "";
     /** Lines typed in rooms, oldest first, and where Up/Down is in them (typed.length: the line being typed). */
@@ -213,6 +219,7 @@ class Page {
       const input = $("say-input");
       if (!input.value) return;
       if (this.connection.line(input.value)) {
+        this.showPending(input.value);
         if (/^\/(create|delete)(\s|$)/i.test(input.value)) this.roomsStale = true;
         this.typed.push(input.value);
         if (this.typed.length > TYPED_KEPT) this.typed.shift();
@@ -270,14 +277,14 @@ class Page {
     status.dataset.state = state;
     status.textContent = {
       connecting: "Connecting…", open: "Connected", closed: "Disconnected", reconnecting: "Reconnecting…",
-      reconnected: "Reconnected", expired: "Connected",
+      reconnected: "Reconnected", expired: "Connected", slow: "Server not answering…",
     }[state] || state;
     if (state === "expired") {  // the session could not be resumed: the login form again, with the reason
       this.resuming = null;
       if (this.me !== null) this.loggedOut();
       $("login-error").textContent = detail || "";
     }
-    const usable = state === "open" || state === "reconnected" || state === "expired";
+    const usable = state === "open" || state === "reconnected" || state === "expired" || state === "slow";
     for (const button of document.querySelectorAll("form button[type=submit]")) {
       // Logging in works from a closed connection too: it connects again first.
       const login = button.closest("#login-form") !== null;
@@ -452,6 +459,7 @@ class Page {
     this.showHere(message.here);
     this.showTopic(message.topic);
     $("log").replaceChildren();
+    this.pending = [];
     this.following = true;
     $("older").hidden = true;
     $("room-view").hidden = false;
@@ -485,6 +493,17 @@ class Page {
     if (message.room !== this.room) return;
     if (message.replay && this.catchingUp) {
       this.catchingUp = false;
+      // Lines sent before the connection dropped: those the server got come back in the catch-up; the rest
+      // were lost with the connection.
+      for (const e of message.events) {
+        if ((e.kind === "say" || e.kind === "me") && e.sender === this.me && this.pending.length) {
+          this.pending.shift().node.remove();
+        }
+      }
+      for (const { node } of this.pending.splice(0)) {
+        node.classList.add("error");
+        node.querySelector(".sending").textContent = "not sent (the connection dropped): send it again";
+      }
       if (message.older === null) {  // all that was missed: after the lines shown (none twice)
         for (const e of message.events) if (!this.shown.has(e.id)) this.append(this.remember(eventNode(e), e));
         return;
@@ -533,6 +552,7 @@ class Page {
     for (const event of events) {
       if (event.room !== this.room || this.shown.has(event.id)) continue;
       const own = (event.kind === "say" || event.kind === "me") && event.sender === this.me;
+      if (own && this.pending.length) this.pending.shift().node.remove();
       this.append(this.remember(eventNode(event), event), own);
       if (event.kind === "topic") this.showTopic(event.text);
       if (event.kind === "join" && event.sender !== this.me) this.showHere(this.here + 1);
@@ -596,6 +616,22 @@ class Page {
     }
   }
 
+  /**
+   * The user's line, shown at once, dimmed and marked "sending…", until the server's event for it comes
+   * (events) or an error says it was refused (problem). A /command (not //) gets no pending line: its
+   * answer is not a line of the room.
+   */
+  showPending(text) {
+    if (this.room === null || (text[0] === "/" && text[1] !== "/" && !/^\/me\s/i.test(text))) return;
+    const said = text.startsWith("//") ? text.slice(1) : text;
+    const body = /^\/me\s/i.test(text) ? ["* ", nameNode(this.me), " ", userText(text.slice(4))]
+      : [nameNode(this.me), ": ", userText(said)];
+    const node = el("div", "line say pending", timeNode(Date.now() / 1000), " ", ...body, " ",
+      el("span", "sending", "sending…"));
+    this.pending.push({ text: said, node });
+    this.append(node, true);
+  }
+
   /** Scroll the log to its bottom (remembering where: the scroll event this causes is not the user's). */
   toBottom() {
     const log = $("log");
@@ -638,6 +674,8 @@ class Page {
 
   problem(text) {
     if (this.loadingOlder) this.loadingOlder = false;
+    // A line refused (muted, too long, flooding, a command it was): not said, so no longer pending.
+    if (this.pending.length) this.pending.shift().node.remove();
     if (this.resuming !== null) {  // logged in again, but the room is closed to us now (a ban, deleted)
       this.resuming = null;
       this.showMenu();

@@ -12,6 +12,8 @@
 const FIRST_RETRY = 1;
 const LAST_RETRY = 30;
 const RETRIES = 120;
+/** Seconds a sent line or command may go without a word from the server before the state is "slow". */
+export const SLOW = 5;
 
 /** The WebSocket address of the page's own host: ws://HOST/ws, or wss:// when the page came over https. */
 export function socketUrl(location = window.location) {
@@ -35,6 +37,10 @@ export class Connection {
     this.closing = false;
     this.attempts = 0;
     this.retryTimer = null;
+    /** The timer started by the first line or command sent since the server last said something; the state
+     * to go back to when it speaks again after "slow". */
+    this.slowTimer = null;
+    this.beforeSlow = null;
     this.on("login", (m) => { this.token = m.token || null; });
     this.on("token", (m) => { this.token = m.token || this.token; });
     this.on("logout", () => { this.token = null; });
@@ -57,7 +63,9 @@ export class Connection {
   /**
    * Call `callback(state, detail)` when the state changes: "connecting", "open", "closed" (detail: the close
    * event), "reconnecting" (lost; detail: {delay, attempt} while waiting to try again), "reconnected" (logged
-   * in again), "expired" (open, but the token was refused: log in again; detail: the server's reason).
+   * in again), "expired" (open, but the token was refused: log in again; detail: the server's reason),
+   * "slow" (open, but a line or command sent SLOW seconds ago has had no word from the server since: a server
+   * that stopped, a path that holds data; the state before comes back with the server's next message).
    */
   onState(callback) {
     this.stateHandlers.push(callback);
@@ -76,6 +84,8 @@ export class Connection {
       if (this.socket !== socket) return;
       this.socket = null;
       this.resuming = false;
+      if (this.slowTimer !== null) clearTimeout(this.slowTimer);
+      this.slowTimer = null;
       // 1000: the session was ended (replaced, kicked, quit...) or the page closed it: not resumed.
       if (this.closing || event.code === 1000) {
         this.closing = false;
@@ -138,6 +148,14 @@ export class Connection {
   send(value) {
     if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return false;
     this.socket.send(JSON.stringify(value));
+    if ((value.type === "line" || value.type === "command") && this.slowTimer === null) {
+      this.slowTimer = setTimeout(() => {
+        this.slowTimer = null;
+        if (!this.isOpen || this.state === "slow") return;
+        this.beforeSlow = this.state;
+        this.setState("slow");
+      }, SLOW * 1000);
+    }
     return true;
   }
 
@@ -151,7 +169,19 @@ export class Connection {
     return this.send({ type: "line", text });
   }
 
+  /** The server said something (or the connection ended): not waiting for it any more. */
+  heard() {
+    if (this.slowTimer !== null) clearTimeout(this.slowTimer);
+    this.slowTimer = null;
+    if (this.state === "slow") {
+      const state = this.beforeSlow || "open";
+      this.beforeSlow = null;
+      this.setState(state);
+    }
+  }
+
   received(data) {
+    this.heard();
     let message;
     try {
       message = JSON.parse(data);
