@@ -92,6 +92,11 @@ def test_a_file_picked_in_the_page_arrives_at_the_bundled_client_hash_equal(serv
                if "from the browser.bin" in line)
     saved = dave.expect(r"Saved from the browser\.bin from ann to (.+) \(SHA-256 verified\)\.", WAIT)
     assert sha256_of(saved.group(1)) == sha256_of(path)
+    ann.type_line("after the file")  # (its event comes after the room's file events)
+    ann.wait(lambda d: ann.find_all("#log .line.say[data-id]")[-1].text.endswith("ann: after the file"))
+    # The sender's log has one line for the file, its upload line: not also "* ann is sending" and "* ann shared".
+    assert [line for line in ann.log_lines() if "from the browser.bin" in line] == [
+        ann.find_all("#log .line.transfer.upload")[-1].get_attribute("textContent")]
     assert ann.errors() == []
 
 
@@ -166,6 +171,11 @@ def test_a_large_upload_shows_its_progress_and_can_be_cancelled(server, ann, dav
         assert 0 < readings[-1] < 1
         label = ann.text_of("#log .line.transfer.upload:has(progress:not([hidden])) .progress-label")
         assert re.fullmatch(r"\d+\.\d MiB of 60\.0 MiB \(\d+%\)", label), label
+        row = ann.driver.execute_script(  # the bar, its state and Cancel on one row (not wrapped below)
+            "const l = document.querySelector('#log .line.transfer.upload:has(progress:not([hidden]))');"
+            "return ['progress', '.state', '.cancel'].map(s => l.querySelector(s).getBoundingClientRect())"
+            "  .map(r => Math.round(r.top + r.height / 2));")
+        assert max(row) - min(row) <= 4, row
         if SCREENSHOTS:
             ann.screenshot(os.path.join(SHOTS, "transfer.png"))
         ann.find("#log .line.transfer.upload .cancel").click()

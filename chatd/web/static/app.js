@@ -105,6 +105,11 @@ function actionParts(event) {
 
 const PRESENCE = new Set(["join", "leave"]);
 const FILES = new Set(["file_offer", "file", "file_failed"]);
+/**
+ * The user's own file events, shown by the sender's upload line instead (files.js: "Sending X … sent to N
+ * people (SHA-256 verified)", or why not): one line per file in the sender's log, not three.
+ */
+const FOLDED = new Set(["file_offer", "file"]);
 
 /** One room event as a line of the log. */
 function eventNode(event) {
@@ -551,6 +556,10 @@ class Page {
   events(events) {
     for (const event of events) {
       if (event.room !== this.room || this.shown.has(event.id)) continue;
+      if (FOLDED.has(event.kind) && event.sender === this.me) {  // (live only: a replay shows them all)
+        this.remember(null, event);
+        continue;
+      }
       const own = (event.kind === "say" || event.kind === "me") && event.sender === this.me;
       if (own && this.pending.length) this.pending.shift().node.remove();
       this.append(this.remember(eventNode(event), event), own);
