@@ -3,7 +3,7 @@ The state's side of several nodes (issue 17): what another node changed,
 applied here. A networked bus (``chatd.buses.redis``) calls a :class:`Nodes`
 as its listener: rooms created and deleted elsewhere, accounts registered,
 changed or deleted elsewhere, logins elsewhere (which end this node's session
-of the account), and room events this node missed (the stream trimmed past them, or lost in a Redis restart),
+of the account), files shared elsewhere (offered here from the store), and room events this node missed (the stream trimmed past them, or lost in a Redis restart),
 caught up from the store's history. docs/ARCHITECTURE.md, "Several nodes".
 """
 
@@ -76,6 +76,16 @@ class Nodes:
         room = self.factory.rooms.get(name_key(name))
         if room is not None and room.name == name:
             self.factory.room_gone(room, by)
+
+    def file_shared(self, room: str, file_id: str, name: str, size: int, sha256: str, sender: str) -> None:
+        """
+        Another node shared a file in ``room`` and copied it into the store:
+        this node's members of the room that take files get it from there
+        (chatd.transfer ``Transfers.stored_shared``).
+        """
+        found = self.factory._by_name.get(room)
+        if found is not None and self.factory.transfers is not None:
+            self.factory.transfers.stored_shared(found, file_id, name, size, sha256, sender)
 
     def known(self) -> dict[str, int]:
         """Each room's last event id here, by room name (the bus delivers only events after it)."""

@@ -80,7 +80,7 @@ from twisted.logger import Logger
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.settings import PUBLIC_ROOM
 from chatd.store import (
-    PUBLIC_ROOM_ID, SERVER, Accounts, EventName, HistoryBatch, Loaded, LogEvent, RoomRecord, RoomValue,
+    PUBLIC_ROOM_ID, SERVER, Accounts, EventName, FileRecord, HistoryBatch, Loaded, LogEvent, RoomRecord, RoomValue,
     RoomValueKind, StoreError, UserRecord, address_fields,
 )
 from chatd.stores.csv_files import (  # noqa: F401  (also known from here: tests, chatd-admin)
@@ -740,6 +740,20 @@ class CsvStore(HistoryJobs):
     """
 
     log = Logger()
+    #: One process reads its own spool: no file is kept for other nodes (chatd.store.Store.store_file).
+    shares_files = False
+
+    def store_file(self, record: FileRecord, path: str) -> defer.Deferred[None]:
+        """Not supported: one process reads its own spool (chatd.transfer); fails with StoreError."""
+        return defer.fail(StoreError("the CSV store keeps no files for other nodes (use --store postgresql://...)"))
+
+    def read_file_chunk(self, file_id: str, seq: int) -> defer.Deferred[bytes]:
+        """Not supported (:meth:`store_file`); fails with StoreError."""
+        return defer.fail(StoreError("the CSV store keeps no files for other nodes"))
+
+    def expire_files(self, now: float) -> defer.Deferred[int]:
+        """Nothing to expire: fires with 0."""
+        return defer.succeed(0)
 
     def __init__(
         self,

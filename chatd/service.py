@@ -269,7 +269,8 @@ class StoreService(service.Service):
             self.where = f"PostgreSQL at {masked_dsn(store_dsn)}"
             self._pg_pools = Pools(store_dsn, reactor)
             self.store = PostgresStore(store_dsn, reactor, now, run=self._pg_pools.write,
-                                       history_run=self._pg_pools.history, history_read_run=self._pg_pools.read)
+                                       history_run=self._pg_pools.history, history_read_run=self._pg_pools.read,
+                                       file_run=self._pg_pools.files)
         else:
             self.store = CsvStore(data_dir, run=lambda f, *a: deferToThreadPool(reactor, self._pool, f, *a),
                                   clock=reactor, now=now,
@@ -411,6 +412,7 @@ class StateService(service.Service):
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
+        self.transfers.stop()
         # Hashes still queued are for connections about to be told goodbye: none is computed any more
         # (a register or login waiting for one fails), so the stop is not held up by the hash queue.
         self.passwords.stop()
@@ -611,6 +613,7 @@ class ChatService(service.MultiService):
         if redis is not None:  # other nodes' room changes applied here; history recorded by the publishing node
             redis.listener = Nodes(self.state.factory)
             self.state.factory.history.mine = redis.mine
+            self.state.transfers.across_nodes()  # files reach the other nodes through the store
         self.listeners = Listeners(reactor, listen, self.state.factory)
         self.listeners.setServiceParent(self)
         self.web_listeners: Listeners | None = None

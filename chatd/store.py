@@ -126,6 +126,30 @@ class LogEvent:
     details: Mapping[str, object] = attrs.field(factory=dict)
 
 
+#: Bytes per row of a shared file's data in a store that shares files between nodes (``file_chunks``); the
+#: same as chatd.transfer.PIECE, so a recipient's next piece is one row.
+FILE_CHUNK_SIZE = 256 * 1024
+
+
+@attrs.frozen(slots=True)
+class FileRecord:
+    """
+    A verified file shared in a room, kept in the store for the other nodes'
+    recipients (:meth:`Store.store_file`): its id (unique across nodes),
+    room, name, size in bytes, SHA-256 (64 lowercase hex digits), sender,
+    and when it was shared and stops being kept (seconds since the epoch).
+    """
+
+    id: str
+    room_id: str
+    name: str
+    size: int
+    sha256: str
+    sender: str
+    created: float
+    expires: float
+
+
 def address_fields(address: Any) -> dict[str, str]:
     """
     Event-log fields for a client's address (an ``IAddress``, from
@@ -293,6 +317,26 @@ class Store(Protocol):
         epoch), in whole segments: a segment goes once its newest event is
         older. Fires with the number of segments deleted.
         """
+
+    # -- files across nodes (issue 17; docs/ARCHITECTURE.md, "Several nodes") --
+
+    #: Whether the store keeps shared files for other nodes (PostgreSQL, memory); the CSV store does not (its
+    #: three methods below are never called: one process reads its spool).
+    shares_files: bool
+
+    def store_file(self, record: FileRecord, path: str) -> defer.Deferred[None]:
+        """
+        Copy the file at ``path`` (``record.size`` bytes) into the store in
+        :data:`FILE_CHUNK_SIZE` rows, streamed (never the whole file in
+        memory), with its record, in one transaction; fires once committed.
+        Fails with StoreError (nothing kept), or OSError (the file).
+        """
+
+    def read_file_chunk(self, file_id: str, seq: int) -> defer.Deferred[bytes]:
+        """Row ``seq`` (0, 1, ...) of the data of file ``file_id``; fails with StoreError if it is not kept (expired)."""
+
+    def expire_files(self, now: float) -> defer.Deferred[int]:
+        """Delete the files (and their data) kept until before ``now``; fires with how many. Safe on several nodes."""
 
     def set_marks(self, user: str, marks: Mapping[str, str], durable: bool = False) -> defer.Deferred[None]:
         """

@@ -36,6 +36,7 @@ import hashlib
 import itertools
 import os
 import re
+import secrets
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -43,6 +44,7 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -51,6 +53,7 @@ from chatd.core.events import EventKind
 from chatd.core.ports import LeaveReason
 from chatd.errors import NotAllowed, failure_error
 from chatd.limits import SPOOL_BACKLOG
+from chatd.store import FILE_CHUNK_SIZE, FileRecord, StoreError
 from chatd.text import clean_line, name_key
 from chatd.wire import (
     CANCEL_COMMAND,
@@ -150,6 +153,15 @@ PIECE = 8 * FILE_CHUNK_MAX
 PIECES_KEPT = 8
 
 
+assert PIECE == FILE_CHUNK_SIZE, "a piece read for a recipient is one stored chunk (files across nodes)"
+#: Seconds between two deletions of expired shared files from the store (files across nodes).
+EXPIRE_INTERVAL = 60.0
+#: Seconds a file shared across nodes is kept in the store beyond the delivery deadline (so a node's recipients
+#: get ``23`` from the deadline before its data is gone), and how long when there is no deadline.
+KEEP_MARGIN = 60.0
+KEEP_WITHOUT_DEADLINE = 86400.0
+
+
 def _encode_piece(path: str, offset: int, file_id: bytes) -> tuple[bytes, int]:
     """
     Read up to PIECE bytes of ``path`` at ``offset`` and render them as
@@ -159,6 +171,11 @@ def _encode_piece(path: str, offset: int, file_id: bytes) -> tuple[bytes, int]:
     with open(path, "rb") as handle:
         handle.seek(offset)
         data = handle.read(PIECE)
+    return _encode_data(data, file_id)
+
+
+def _encode_data(data: bytes, file_id: bytes) -> tuple[bytes, int]:
+    """``data`` as FILE_CHUNK lines of file ``file_id``, and its length. Runs in the thread pool."""
     head = FILE_CHUNK.encode() + b" " + file_id + b" "
     lines = [
         head + base64.b64encode(data[start : start + FILE_CHUNK_MAX]) + b"\r\n"
@@ -205,7 +222,7 @@ def log_storage_error(log: Logger, failure: Failure, text: str, **fields: Any) -
     ...) as an error with its reason, no traceback; anything else, a bug,
     with its traceback.
     """
-    if failure.check(OSError, SpoolError):
+    if failure.check(OSError, SpoolError, StoreError):
         log.error(text + ": {error}", error=failure.value, **fields)
     else:
         log.failure(text, failure, **fields)
@@ -312,15 +329,76 @@ class Transfers:
         #: an upload counts from its ``24`` until it fails or its shared file is let go.
         self.spooled = 0
         self.spooled_by: dict[str, int] = {}
+        #: Files reach other nodes' members through the store (:meth:`across_nodes`).
+        self.nodes = False
+        #: Ends upload ids (``f12`` alone in one process): unique across nodes and restarts with several.
+        self._id_suffix = ""
+        self._expiry: LoopingCall | None = None
+
+    def across_nodes(self) -> None:
+        """
+        Share files with other nodes (``--bus``): a verified file is copied
+        into the store before it is announced (:meth:`Upload.done`), and the
+        store's expired files are deleted every :data:`EXPIRE_INTERVAL`
+        seconds. Called before :meth:`start`.
+        """
+        self.nodes = True
+        self._id_suffix = "-" + secrets.token_hex(4)
 
     def start(self) -> defer.Deferred[None]:
-        """Create the spool directory and delete what an earlier run left in it."""
+        """Create the spool directory and delete what an earlier run left in it; start the store's file expiry."""
 
         def prepared(removed: int) -> None:
             if removed:
                 self.log.warn("removed {count} unfinished upload(s) from the spool", count=removed)
 
+        if self.nodes:
+            self._expiry = LoopingCall(self.expire)
+            self._expiry.clock = self.factory.reactor
+            self._expiry.start(EXPIRE_INTERVAL, now=True)
         return self.run(_prepare_spool, self.spool_dir).addCallback(prepared)
+
+    def stop(self) -> None:
+        if self._expiry is not None and self._expiry.running:
+            self._expiry.stop()
+
+    def expire(self) -> defer.Deferred[None]:
+        """Delete the files the store keeps past their time (any node may; logged, never raised)."""
+
+        def expired(count: int) -> None:
+            if count:
+                self.log.info("deleted {count} expired shared file(s) from the store", count=count)
+
+        def failed(failure: Failure) -> None:
+            self.log.error("could not delete expired shared files from the store: {why}",
+                           why=failure.getErrorMessage())
+
+        return self.factory.store.expire_files(self.factory.reactor.seconds()).addCallbacks(expired, failed)
+
+    def keep_until(self, now: float) -> float:
+        """When a file shared at ``now`` may be deleted from the store (the delivery deadline and a margin)."""
+        timeout = self.settings.delivery_timeout
+        return now + (timeout + KEEP_MARGIN if timeout else KEEP_WITHOUT_DEADLINE)
+
+    def store(self, upload: Upload, digest: str) -> defer.Deferred[None]:
+        """Copy a verified upload into the store for the other nodes (:meth:`chatd.store.Store.store_file`)."""
+        now = self.factory.reactor.seconds()
+        record = FileRecord(upload.id, upload.room.history.room_id, upload.name, upload.size, digest, upload.sender,
+                            now, self.keep_until(now))
+        return self.factory.store.store_file(record, upload.path)
+
+    def stored_shared(self, room: Any, file_id: str, name: str, size: int, sha256: str, sender: str) -> None:
+        """
+        Another node shared a file in ``room`` and stored it (chatd.nodes):
+        every member here that takes files gets it, read from the store.
+        """
+        recipients = [member for member in room.fanout.members() if getattr(member, "receives_files", False)]
+        if not recipients:
+            return
+        shared = StoredFile(self, file_id, "", name, size, sha256, sender, len(recipients))
+        shared.start_deadline()
+        for member in recipients:
+            self.files_of(member).receive(shared)
 
     def files_of(self, peer: Any) -> FileParty:
         """The transfer state of one connection (a line connection's is created on first use)."""
@@ -351,7 +429,7 @@ class Transfers:
             self.factory.store.log_event("file_refused", peer.name or "", room.name, name=name, size=size, reason=why)
             files.upload_failed("-", why)
             return
-        upload = Upload(self, peer, room, f"f{next(self._ids)}", name, size)
+        upload = Upload(self, peer, room, f"f{next(self._ids)}{self._id_suffix}", name, size)
         self.uploading[key] = self.uploading.get(key, 0) + 1
         self.hold(key, size)
         files.uploads[upload.id] = upload
@@ -441,6 +519,8 @@ class Transfers:
             self.files_of(member).receive(shared)
         if not recipients:
             shared.release()
+        if self.nodes:  # after the FILE event: other nodes offer it to their members (stored_shared)
+            self.factory.bus.share(["file", room.name, upload.id, upload.name, upload.size, digest, upload.sender])
 
     def not_delivered(self, delivery: Delivery, text: str) -> None:
         """Tell the sender of a file (if that connection is still open) that a recipient did not get it: ``text``."""
@@ -518,8 +598,15 @@ class SharedFile:
             for d in waiters:
                 d.callback(result) if not isinstance(result, Failure) else d.errback(result)
 
-        self.transfers.run(_encode_piece, self.path, offset, self.id.encode()).addBoth(done)
+        self._read_piece(offset).addBoth(done)
         return waiting
+
+    def _read_piece(self, offset: int) -> defer.Deferred[tuple[bytes, int]]:
+        return self.transfers.run(_encode_piece, self.path, offset, self.id.encode())
+
+    def where(self) -> str:
+        """Where the file is read from, for the log."""
+        return self.path
 
     def delivery(self) -> Delivery:
         return Delivery(self.id, self.name, self.sender, self.sender_peer)
@@ -534,8 +621,38 @@ class SharedFile:
             if self._deadline is not None and self._deadline.active():
                 self._deadline.cancel()
             self._deadline = None
-            self.transfers.let_go(name_key(self.sender), self.size)
-            self.transfers.run(_remove, self.path)
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Free the spool file and its quota."""
+        self.transfers.let_go(name_key(self.sender), self.size)
+        self.transfers.run(_remove, self.path)
+
+
+@attrs.define(eq=False)
+class StoredFile(SharedFile):
+    """
+    A file shared on another node, read from the store (a
+    :data:`~chatd.store.FILE_CHUNK_SIZE` row per piece) as each recipient
+    here drains; it takes no spool space here, and the store deletes it
+    once expired (:meth:`Transfers.expire`), whoever took it.
+    """
+
+    def _read_piece(self, offset: int) -> defer.Deferred[tuple[bytes, int]]:
+        if offset >= self.size:
+            return defer.succeed((b"", 0))
+        return self.chunk(offset).addCallback(
+            lambda data: self.transfers.run(_encode_data, data, self.id.encode()))
+
+    def chunk(self, offset: int) -> defer.Deferred[bytes]:
+        """The raw bytes of the piece at ``offset`` (a multiple of PIECE); fails with StoreError."""
+        return self.transfers.factory.store.read_file_chunk(self.id, offset // PIECE)
+
+    def where(self) -> str:
+        return f"the store (file {self.id})"
+
+    def _let_go(self) -> None:
+        pass
 
 
 class Upload:
@@ -658,13 +775,27 @@ class Upload:
             if digest != declared:
                 self.fail(f"SHA-256 mismatch: the server got {digest}")
                 return
-            if self.room.closing:
-                self.fail(ROOM_CLOSING)
+            if self.transfers.nodes:  # copied into the store first, for the other nodes' recipients
+                self.transfers.store(self, digest).addCallbacks(self._stored, self._not_stored, (digest,))
                 return
-            self._end()
-            self.transfers.share(self, digest)
+            self._stored(None, digest)
 
         self._then(self._spool.finish).addCallback(verified)
+
+    def _stored(self, _: Any, digest: str) -> None:
+        if self.ended:  # failed meanwhile (the sender left); a copy in the store expires
+            return
+        if self.room.closing:
+            self.fail(ROOM_CLOSING)
+            return
+        self._end()
+        self.transfers.share(self, digest)
+
+    def _not_stored(self, failure: Failure) -> None:
+        if self.ended:
+            return
+        log_storage_error(self.log, failure, "could not copy upload {id} into the store", id=self.id)
+        self.fail(storage_reason(failure_error(failure)))
 
     def _not_deleted(self, failure: Failure) -> None:
         log_storage_error(self.log, failure, "could not delete {path}", path=self.path)
@@ -1005,7 +1136,7 @@ class Outbox:
         if shared is not self._current:
             self._next()
             return
-        log_storage_error(self.log, failure, "could not read {path} for {who}", path=shared.path, who=self.peer.name)
+        log_storage_error(self.log, failure, "could not read {path} for {who}", path=shared.where(), who=self.peer.name)
         self.drop(shared, "the server could not read the file")
 
     def _close(self) -> None:

@@ -33,7 +33,8 @@ An entry's fields: ``n`` node, ``s`` batch number, ``e`` the events as JSON
 ``[[ROOM, [[AT, SENDER, KIND, TEXT, TARGET, UNTIL], ...]], ...]``, ``b`` the
 first id of each room's events (comma-separated, in the order of ``e``),
 ``c`` a change as JSON (``chatd.core.ports.Bus.share``: a room created or
-deleted, a login, an account registered, its password changed or deleted) or "". docs/ARCHITECTURE.md, "Several nodes".
+deleted, a login, an account registered, its password changed or deleted, a file stored for the
+other nodes) or "". docs/ARCHITECTURE.md, "Several nodes".
 """
 
 from __future__ import annotations
@@ -107,6 +108,9 @@ class NodeListener(Protocol):
 
     def account_deleted(self, name: str) -> None:
         """Another node deleted the account ``name``."""
+
+    def file_shared(self, room: str, file_id: str, name: str, size: int, sha256: str, sender: str) -> None:
+        """Another node shared a file in ``room`` and stored it (``chatd.store.Store.store_file``)."""
 
     def known(self) -> dict[str, int]:
         """Each room's last event id here (its stored history's end at start-up), by room name."""
@@ -436,6 +440,9 @@ class RedisBus:
                 self.listener.account_changed(str(change[1]), str(change[2]), str(change[3]))
             elif change[0] == "account_deleted" and not here:
                 self.listener.account_deleted(str(change[1]))
+            elif change[0] == "file" and not here:
+                self.listener.file_shared(str(change[1]), str(change[2]), str(change[3]), int(change[4]),
+                                          str(change[5]), str(change[6]))
         except Exception:
             self.log.failure("applying a room change from the bus failed: {change!r}", change=change)
 

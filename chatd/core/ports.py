@@ -99,6 +99,9 @@ class RoomFiles(Protocol):
     def left_room(self, session: Any, room: Any, event: LeaveReason = "leave") -> None:
         """``session`` is no longer in ``room`` (``event``: why): its uploads there are cancelled."""
 
+    def stored_shared(self, room: Any, file_id: str, name: str, size: int, sha256: str, sender: str) -> None:
+        """Another node shared a file in ``room`` and stored it: this node's members that take files get it."""
+
 
 class Bus(Protocol):
     """

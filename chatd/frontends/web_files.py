@@ -26,6 +26,7 @@ import json
 import os
 import secrets
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -37,7 +38,9 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 from zope.interface import implementer
 
-from chatd.transfer import MIN_FREE_FRAME, PIECE, FileParty, SharedFile, Transfers, Upload, log_storage_error
+from chatd.transfer import (
+    MIN_FREE_FRAME, PIECE, FileParty, SharedFile, StoredFile, Transfers, Upload, log_storage_error,
+)
 from chatd.wire import UPLOAD_FRAME_MAX, safe_file_name
 
 if TYPE_CHECKING:
@@ -208,7 +211,9 @@ class Ticket:
         """Send the file as the body of ``request`` (its headers set); a whole response ends the ticket."""
         transfers = self.files.transfers
         assert transfers is not None
-        sender = self.sender = SpoolSender(transfers, self.shared.path, self.shared.size, request)
+        shared = self.shared
+        sender = self.sender = SpoolSender(transfers, shared.path, shared.size, request,
+                                           shared.chunk if isinstance(shared, StoredFile) else None)
 
         def sent(_: Any) -> None:
             if self.sender is sender:
@@ -221,7 +226,7 @@ class Ticket:
             self.sender = None
             if failure.check(BrowserGone):
                 return  # the ticket stays for another try
-            log_storage_error(log, failure, "could not read {path} for {who}", path=self.shared.path,
+            log_storage_error(log, failure, "could not read {path} for {who}", path=self.shared.where(),
                               who=self.files.session.name)
             self.drop(self.shared, "the server could not read the file")
 
@@ -257,8 +262,11 @@ class SpoolSender:
     spool's error (OSError; EOFError for a file shorter than its size).
     """
 
-    def __init__(self, transfers: Transfers, path: str, size: int, request: server.Request) -> None:
+    def __init__(self, transfers: Transfers, path: str, size: int, request: server.Request,
+                 chunk: Callable[[int], defer.Deferred[bytes]] | None = None) -> None:
         self.run = transfers.run
+        #: Reads the piece at an offset from the store instead (a file shared on another node: StoredFile).
+        self.chunk = chunk
         self.path = path
         self.size = size
         self.request = request
@@ -273,7 +281,10 @@ class SpoolSender:
         self.request.notifyFinish().addErrback(self._gone)
         self.request.registerProducer(self, True)
         self._busy = True
-        self.run(os.open, self.path, os.O_RDONLY).addCallbacks(self._opened, self._failed)
+        if self.chunk is not None:
+            self._opened(-1)  # no spool file: pieces come from the store
+        else:
+            self.run(os.open, self.path, os.O_RDONLY).addCallbacks(self._opened, self._failed)
         return self._done
 
     def _opened(self, fd: int) -> None:
@@ -295,8 +306,9 @@ class SpoolSender:
             self._done.callback(None)
             return
         self._busy = True
-        self.run(_pread, self._fd, min(PIECE, self.size - self.offset), self.offset).addCallbacks(
-            self._read, self._failed)
+        reading = self.chunk(self.offset) if self.chunk is not None else \
+            self.run(_pread, self._fd, min(PIECE, self.size - self.offset), self.offset)
+        reading.addCallbacks(self._read, self._failed)
 
     def _read(self, data: bytes) -> None:
         self._busy = False
@@ -342,7 +354,7 @@ class SpoolSender:
 
     def _close(self) -> None:
         fd, self._fd = self._fd, None
-        if fd is not None:
+        if fd is not None and fd >= 0:
             self.run(os.close, fd).addErrback(lambda failure: None)
 
     def pauseProducing(self) -> None:

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.store import (
-    LINE_KINDS, PUBLIC_ROOM_ID, AccountDict, EventName, HistoryBatch, HistoryTail, Loaded, LogEvent, RoomRecord,
-    RoomValue, StoreError, UserRecord,
+    FILE_CHUNK_SIZE, LINE_KINDS, PUBLIC_ROOM_ID, AccountDict, EventName, FileRecord, HistoryBatch, HistoryTail,
+    Loaded, LogEvent, RoomRecord, RoomValue, StoreError, UserRecord,
 )
 from chatd.text import name_key
 
@@ -48,11 +48,40 @@ class MemoryStore:
         self.marks: dict[str, dict[str, str]] = {}
         #: Room id -> (kind, key) -> value (Store.set_room_values).
         self.room_values: dict[str, dict[tuple[str, str], str]] = {}
+        #: File id -> its record and its chunks (Store.store_file).
+        self.files: dict[str, tuple[FileRecord, list[bytes]]] = {}
 
     def load(self) -> defer.Deferred[Loaded]:
         return defer.succeed(Loaded(AccountDict(self.users), list(self.rooms.values()), [], private=list(self.private),
                                     history=dict(self.tails), marks={k: dict(v) for k, v in self.marks.items()},
                                     room_values={k: dict(v) for k, v in self.room_values.items() if v}))
+
+    shares_files = True
+
+    def store_file(self, record: FileRecord, path: str) -> defer.Deferred[None]:
+        """Read ``path`` in chunks, synchronously (a test's small file)."""
+        if self.broken is not None:
+            return defer.fail(StoreError(self.broken))
+        chunks = []
+        with open(path, "rb") as handle:
+            while data := handle.read(FILE_CHUNK_SIZE):
+                chunks.append(data)
+        if sum(map(len, chunks)) != record.size:
+            return defer.fail(StoreError(f"{path} does not have {record.size} bytes"))
+        self.files[record.id] = (record, chunks)
+        return defer.succeed(None)
+
+    def read_file_chunk(self, file_id: str, seq: int) -> defer.Deferred[bytes]:
+        kept = self.files.get(file_id)
+        if kept is None or not 0 <= seq < len(kept[1]):
+            return defer.fail(StoreError(f"file {file_id} has no chunk {seq} (expired)"))
+        return defer.succeed(kept[1][seq])
+
+    def expire_files(self, now: float) -> defer.Deferred[int]:
+        gone = [file_id for file_id, (record, _) in self.files.items() if record.expires < now]
+        for file_id in gone:
+            del self.files[file_id]
+        return defer.succeed(len(gone))
 
     def start(self) -> defer.Deferred[None]:
         return defer.succeed(None)

@@ -33,6 +33,7 @@ connects again, so chatd recovers by itself once the server is back
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import threading
@@ -52,8 +53,8 @@ from twisted.logger import Logger
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.persistence import ACCOUNT_KINDS, MAX_QUEUED_EVENTS, ROOM_ID, mark_row, room_value_row
 from chatd.store import (
-    LINE_KINDS, PUBLIC_ROOM_ID, SERVER, AccountDict, EventName, HistoryBatch, HistoryTail, Loaded, LogEvent,
-    NameTakenError, RoomRecord, RoomValue, StoreError, UserRecord,
+    FILE_CHUNK_SIZE, LINE_KINDS, PUBLIC_ROOM_ID, SERVER, AccountDict, EventName, FileRecord, HistoryBatch,
+    HistoryTail, Loaded, LogEvent, NameTakenError, RoomRecord, RoomValue, StoreError, UserRecord,
 )
 from chatd.stores.jobs import HistoryJobs, Runner
 from chatd.text import USER_NAME_MAX, check_name, clean_text, name_key
@@ -64,12 +65,14 @@ Interaction = Callable[..., Any]
 
 #: Connections reading room history beside the writer and the history appender (as the CSV store's readers).
 READERS = 3
+#: Connections copying and reading shared files' data (Store.store_file, read_file_chunk).
+FILE_CONNECTIONS = 2
 #: Seconds a connection attempt may take before the call fails (a host that drops packets).
 CONNECT_TIMEOUT = 5
 #: The key of the advisory lock held while the schema is created or migrated ("chat" in ASCII).
 SCHEMA_LOCK = 0x63686174
 #: The schema's version (``schema_version``): this chatd creates and reads it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The statements that bring the schema from the version before to each version. Times of log events are
 #: ``timestamptz``; times of history events and offline messages are seconds since the epoch (``float8`` holds the
@@ -102,6 +105,16 @@ MIGRATIONS: dict[int, list[str]] = {
         # Where each room's history ends (kept when retention deletes every event: ids and line counts go on).
         """CREATE TABLE history_tails (
             room_id text PRIMARY KEY, last_id bigint NOT NULL, lines bigint NOT NULL)""",
+    ],
+    # Files shared across nodes (Store.store_file): one row per file, its data in FILE_CHUNK_SIZE rows.
+    2: [
+        """CREATE TABLE files (
+            id text PRIMARY KEY, room_id text NOT NULL, name text NOT NULL, size bigint NOT NULL,
+            sha256 text NOT NULL, sender text NOT NULL, created float8 NOT NULL, expires float8 NOT NULL)""",
+        "CREATE INDEX files_expires ON files (expires)",
+        """CREATE TABLE file_chunks (
+            file_id text NOT NULL REFERENCES files (id) ON DELETE CASCADE, seq integer NOT NULL,
+            data bytea NOT NULL, PRIMARY KEY (file_id, seq))""",
     ],
 }
 
@@ -292,7 +305,8 @@ class Pools:
     The connection pools of a running server's store: one writer
     connection (changes, log events, marks: committed in order), one for
     history appends (in order, never behind a change), up to
-    :data:`READERS` for history reads. Each is an adbapi
+    :data:`READERS` for history reads, up to :data:`FILE_CONNECTIONS` for
+    shared files' data (a long copy delays no change nor history read). Each is an adbapi
     ``ConnectionPool("psycopg", ...)``: its threads and per-thread
     connections, started when the reactor runs and closed by :meth:`close`.
     The transaction is ours (:func:`run_transaction`, not adbapi's
@@ -306,7 +320,8 @@ class Pools:
     def __init__(self, dsn: str, reactor: Any) -> None:
         self._reactor = reactor
         self._health = _Health(dsn)
-        self._pools = [self._pool(dsn, reactor, low, high) for low, high in ((1, 1), (1, 1), (0, READERS))]
+        self._pools = [self._pool(dsn, reactor, low, high)
+                       for low, high in ((1, 1), (1, 1), (0, READERS), (0, FILE_CONNECTIONS))]
 
     @staticmethod
     def _pool(dsn: str, reactor: Any, low: int, high: int) -> adbapi.ConnectionPool:
@@ -330,6 +345,10 @@ class Pools:
     @property
     def read(self) -> Runner:
         return self._runner(self._pools[2])
+
+    @property
+    def files(self) -> Runner:
+        return self._runner(self._pools[3])
 
     def _call(self, pool: adbapi.ConnectionPool, interaction: Interaction, *args: Any) -> Any:
         """In a pool thread: its connection (made if needed), the transaction (:func:`run_transaction`)."""
@@ -400,11 +419,14 @@ def ensure_schema(cursor: psycopg.Cursor[Any]) -> list[str]:
     if version > SCHEMA_VERSION:
         raise StoreError(f"the database's chatd schema is version {version}, newer than this chatd's "
                          f"({SCHEMA_VERSION}): upgrade chatd")
-    notes = []
     for target in range(version + 1, SCHEMA_VERSION + 1):
         for statement in MIGRATIONS[target]:
             cursor.execute(statement)
-        notes.append(f"PostgreSQL schema {'created' if target == 1 else 'migrated'} (version {target})")
+    notes = []
+    if version == 0:
+        notes.append(f"PostgreSQL schema created (version {SCHEMA_VERSION})")
+    elif version < SCHEMA_VERSION:
+        notes.append(f"PostgreSQL schema migrated from version {version} to {SCHEMA_VERSION}")
     if row is None:
         cursor.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
     elif version < SCHEMA_VERSION:
@@ -447,17 +469,21 @@ class PostgresStore(HistoryJobs):
     :param log_interval: seconds an event may wait before it is written.
     :param history_run: runs history appends and expiry (:meth:`Pools.history`); default ``run``.
     :param history_read_run: runs history reads (:meth:`Pools.read`); default ``history_run``.
+    :param file_run: copies and reads shared files (:meth:`Pools.files`); default ``history_read_run``.
     """
+
+    shares_files = True
 
     log = Logger()
 
     def __init__(self, dsn: str, clock: IReactorTime, now: Callable[[], str], run: Runner | None = None,
                  log_interval: float = 0.5, history_run: Runner | None = None,
-                 history_read_run: Runner | None = None) -> None:
+                 history_read_run: Runner | None = None, file_run: Runner | None = None) -> None:
         self.dsn = dsn
         self._run = run or Direct(dsn)
         self._history_run = history_run or self._run
         self._history_read_run = history_read_run or self._history_run
+        self._file_run = file_run or self._history_read_run
         self._clock = clock
         self._now = now
         self._log_interval = log_interval
@@ -781,3 +807,52 @@ class PostgresStore(HistoryJobs):
             return int(row[0]) if row is not None else 0
 
         return self._in_history_thread(expire)
+
+    # -- files across nodes ---------------------------------------------
+
+    def store_file(self, record: FileRecord, path: str) -> defer.Deferred[None]:
+        """
+        :meth:`chatd.store.Store.store_file`: the record and one INSERT per
+        :data:`~chatd.store.FILE_CHUNK_SIZE` read from ``path`` (one chunk in
+        memory at a time), in one transaction on a file connection. Fails
+        with StoreError (also when ``path`` does not have ``record.size``
+        bytes: nothing is kept) or OSError.
+        """
+        return self._in_history_thread(_copy_file, record, path, run=self._file_run)
+
+    def read_file_chunk(self, file_id: str, seq: int) -> defer.Deferred[bytes]:
+        def read(cursor: psycopg.Cursor[Any]) -> bytes:
+            cursor.execute("SELECT data FROM file_chunks WHERE file_id = %s AND seq = %s", (file_id, seq))
+            row = cursor.fetchone()
+            if row is None:
+                raise StoreError(f"file {file_id} has no chunk {seq} (expired)")
+            return bytes(row[0])
+
+        return self._file_run(read)
+
+    def expire_files(self, now: float) -> defer.Deferred[int]:
+        """Delete the files kept until before ``now`` (their chunks by ``ON DELETE CASCADE``); fires with how many."""
+
+        def expire(cursor: psycopg.Cursor[Any]) -> int:
+            cursor.execute("DELETE FROM files WHERE expires < %s", (now,))
+            return cursor.rowcount
+
+        return self._in_history_thread(expire, run=self._file_run)
+
+
+def _copy_file(cursor: psycopg.Cursor[Any], record: FileRecord, path: str) -> None:
+    """In a transaction: insert ``record`` and the data of ``path`` chunk by chunk; StoreError if its size is not it."""
+    cursor.execute("INSERT INTO files (id, room_id, name, size, sha256, sender, created, expires) "
+                   "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                   (record.id, record.room_id, record.name, record.size, record.sha256, record.sender,
+                    record.created, record.expires))
+    copied = 0
+    with open(path, "rb") as handle:
+        for seq in itertools.count():
+            data = handle.read(FILE_CHUNK_SIZE)
+            if not data:
+                break
+            cursor.execute("INSERT INTO file_chunks (file_id, seq, data) VALUES (%s, %s, %s)", (record.id, seq, data))
+            copied += len(data)
+    if copied != record.size:
+        raise StoreError(f"{path} has {copied} bytes, not {record.size}")
