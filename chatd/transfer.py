@@ -25,6 +25,11 @@ room is told. A spool file is deleted once every recipient has it (or has
 gone, or the ``delivery_timeout`` has passed); until then it counts against
 its sender's spool quota.
 
+With several nodes (``--bus``: :meth:`Transfers.across_nodes`) a verified
+file is also copied into the store (``file_chunks``) before it is
+announced, and the other nodes' members get it from there, chunk by chunk
+(:class:`StoredFile`); docs/ARCHITECTURE.md, "Several nodes".
+
 docs/PROTOCOL.md, "File transfer", is the prose version.
 """
 
