@@ -494,7 +494,7 @@ def test_kick_invite_and_channel_modes_map_onto_chatd_moderation(world):
     bob.send("KICK #lab alice :no")
     assert codes(bob.lines()) == ["482"]
     alice.send("MODE #lab")
-    assert alice.lines() == [":chatd 324 alice #lab +nt"]
+    assert alice.lines() == [":chatd 324 alice #lab +nt", ":chatd 329 alice #lab 1790000000"]
     alice.send("MODE #lab +i")
     assert alice.lines() == [":alice!alice@chatd MODE #lab +i"]
     assert bob.lines() == [":alice!alice@chatd MODE #lab +i"]
@@ -775,7 +775,7 @@ def test_kick_pairs_channels_with_nicks_and_refusals_are_numerics(world):
     assert got == [":alice!alice@chatd KICK #lab bob :twice", ":chatd 482 alice #lab2 :You're not channel operator"]
 
 
-def test_a_private_message_has_one_msgid_and_one_to_oneself_arrives_once(world):
+def test_a_private_message_has_one_msgid_and_one_to_oneself_arrives_as_echo_and_delivery(world):
     factory, clock, irc = world
     alice = IrcClient(irc, clock)
     alice.register("alice", "CAP REQ :message-tags echo-message", "CAP END")
@@ -786,7 +786,8 @@ def test_a_private_message_has_one_msgid_and_one_to_oneself_arrives_once(world):
     (echo,), (delivered,) = alice.lines(), bob.lines()
     assert echo == delivered and re.fullmatch(r"@msgid=pm-[0-9a-f]{18} :alice!alice@chatd PRIVMSG bob :hey", echo)
     alice.send("PRIVMSG alice :note to self")
-    assert len(alice.lines()) == 1
+    echo, delivered = alice.lines()
+    assert echo == delivered  # (the same msgid and time: clients drop one of them by its msgid)
 
 
 def test_who_finds_an_invisible_user_by_its_exact_nick_or_through_a_shared_room(world):
@@ -880,3 +881,18 @@ def test_refused_channel_changes_are_numerics(world):
         ":chatd 482 bob #lab", ":chatd 401 bob nobody", ":chatd 482 bob #lab"]
     alice.send("MODE #lab +o carol")
     assert alice.lines() == [":chatd 441 alice carol #lab :They aren't on that channel"]
+
+
+def test_every_reply_to_a_labeled_line_is_labeled_and_a_joiner_who_is_away_is_announced(world):
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.register("alice", "CAP REQ :labeled-response batch away-notify", "CAP END")
+    alice.send("JOIN #public")
+    alice.lines()
+    alice.send("@label=x NONEXISTENT", "@label=y JOIN")
+    assert alice.lines() == ["@label=x :chatd 421 alice NONEXISTENT :Unknown command",
+                             "@label=y :chatd 461 alice JOIN :Not enough parameters"]
+    bob = Client(factory, clock)
+    bob.register("bob")
+    bob.send("away lunch", "join public")
+    assert alice.lines() == [":bob!bob@chatd JOIN #public", ":bob!bob@chatd AWAY :lunch"]

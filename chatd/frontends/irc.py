@@ -44,7 +44,7 @@ from chatd.core.ports import SessionEnd
 from chatd.frontends.pacing import Pacing, sendq_exceeded
 from chatd.frontends.irc_commands import (BEFORE_REGISTRATION, CHANNELS_MAX, HANDLERS, HISTORY_MAX, PARAMS_NEEDED,
                                          TARGETS_MAX)
-from chatd.frontends.irc_wire import (HOST, LINE_MAX, LineSplitter, channel_name, escape_tag, line, parse, split_text,
+from chatd.frontends.irc_wire import (HOST, LINE_MAX, LineSplitter, Message, channel_name, escape_tag, line, parse, split_text,
                                      tagged, too_long, valid_utf8)
 from chatd.limits import TokenBucket
 from chatd.moderation import REASON_MAX, TOPIC_MAX, Role
@@ -63,7 +63,7 @@ SERVER = "chatd"
 #: IRC users remembered after they leave, for WHOWAS.
 GONE_MAX = 100
 #: The capabilities that change how room events are rendered (each set has its own renderer).
-RENDERING_CAPS = frozenset({"server-time", "message-tags", "account-tag"})
+RENDERING_CAPS = frozenset({"server-time", "message-tags", "account-tag", "away-notify"})
 #: ISUPPORT tokens (005), in order.
 ISUPPORT = (
     "CASEMAPPING=ascii", "CHANTYPES=#", "UTF8ONLY", f"NICKLEN={USER_NAME_MAX}", f"CHANNELLEN={ROOM_NAME_MAX + 1}",
@@ -121,14 +121,21 @@ class IrcRenderer:
     """
 
     def __init__(self, caps: frozenset[str] = frozenset(), server: str = SERVER,
-                 mask: Callable[[str], str] | None = None, is_account: Callable[[str], bool] | None = None) -> None:
-        """``mask(name)``: how a user is shown (``nick!user@host``); ``is_account(name)``: for ``account-tag``."""
+                 mask: Callable[[str], str] | None = None, is_account: Callable[[str], bool] | None = None,
+                 away_of: Callable[[str], str | None] | None = None) -> None:
+        """
+        ``mask(name)``: how a user is shown (``nick!user@host``); ``is_account(name)``: for ``account-tag``;
+        ``away_of(name)``: the away message, for ``away-notify``.
+        """
         self.time = "server-time" in caps
         self.msgid = "message-tags" in caps
         self.account = "account-tag" in caps and is_account is not None
         self.server = server
         self.mask = mask or default_mask
         self.is_account = is_account or (lambda name: False)
+        #: away-notify: a user who joins while away is followed by its AWAY (``away_of(name)``: its message).
+        self.away_notify = "away-notify" in caps and away_of is not None
+        self.away_of = away_of or (lambda name: None)
 
     def render(self, events: Sequence[RoomEvent]) -> Batch:
         parts = tuple((name_key(event.sender), _what(event), self.event_lines(event)) for event in events)
@@ -154,7 +161,8 @@ class IrcRenderer:
             command = "NOTICE" if event.target == "notice" else "PRIVMSG"
             return privmsg_lines(source, channel, event.text, kind is EventKind.ME, tags, command)
         if kind is EventKind.JOIN:
-            return line(source, "JOIN", channel, tags=tags)
+            away = self.away_of(event.sender) if self.away_notify else None
+            return line(source, "JOIN", channel, tags=tags) + (line(source, "AWAY", away) if away else b"")
         if kind is EventKind.LEAVE:
             if event.target == "quit":
                 return line(source, "QUIT", event.text or "Quit", tags=tags)
@@ -226,15 +234,16 @@ class Renderers:
     """One :class:`IrcRenderer` per set of rendering capabilities, shared by every IRC connection."""
 
     def __init__(self, server: str = SERVER, mask: Callable[[str], str] | None = None,
-                 is_account: Callable[[str], bool] | None = None) -> None:
+                 is_account: Callable[[str], bool] | None = None,
+                 away_of: Callable[[str], str | None] | None = None) -> None:
         self._by_caps: dict[frozenset[str], IrcRenderer] = {}
-        self.server, self.mask, self.is_account = server, mask, is_account
+        self.server, self.mask, self.is_account, self.away_of = server, mask, is_account, away_of
 
     def get(self, caps: Iterable[str]) -> IrcRenderer:
         key = frozenset(caps) & RENDERING_CAPS
         renderer = self._by_caps.get(key)
         if renderer is None:
-            renderer = self._by_caps[key] = IrcRenderer(key, self.server, self.mask, self.is_account)
+            renderer = self._by_caps[key] = IrcRenderer(key, self.server, self.mask, self.is_account, self.away_of)
         return renderer
 
 
@@ -253,7 +262,8 @@ class IrcFactory(Factory):
         self.gone: deque[tuple[str, str, str, float]] = deque(maxlen=GONE_MAX)
         #: The most users online at once since start (LUSERS 265/266), as seen by the IRC front-end.
         self.most_users = 0
-        self.renderers = Renderers(server, self.mask, lambda name: name_key(name) in chat.accounts)
+        self.renderers = Renderers(server, self.mask, lambda name: name_key(name) in chat.accounts,
+                                   chat.presence.message)
         chat.presence.watchers.append(self.away_changed)
         self.created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -591,6 +601,17 @@ class IrcConnection(Protocol, _Caller):
         message = parse(raw)
         if message is None:
             return
+        label = message.tags.get("label", "") if "labeled-response" in self.caps else ""
+        if label:
+            self._start_label(label[:64])
+        try:
+            self._dispatch(raw, message)
+        finally:
+            if label and not self._waits and self._labeled is not None:
+                self._end_label()
+
+    def _dispatch(self, raw: bytes, message: Message) -> None:
+        """Run ``message``'s command, or answer why not (421, 451, 461)."""
         handler = HANDLERS.get(message.command)
         if handler is None:
             if self.registered:
@@ -605,15 +626,10 @@ class IrcConnection(Protocol, _Caller):
         if len(message.params) < wanted or (wanted and not message.params[0]):
             self.numeric("461", message.command, "Not enough parameters")
             return
-        label = message.tags.get("label", "") if "labeled-response" in self.caps else ""
-        if label:
-            self._start_label(label[:64])
         try:
             handler(self, message)
         except Exception:
             self._failed(Failure())
-        if label and not self._waits and self._labeled is not None:
-            self._end_label()
         if not valid_utf8(raw):  # (UTF8ONLY: the client is told its bytes were replaced, and they still went)
             self.from_server("WARN", message.command, "INVALID_UTF8", "Invalid UTF-8 was replaced with U+FFFD")
 
@@ -996,9 +1012,9 @@ class IrcConnection(Protocol, _Caller):
             self.transport.abortConnection()
 
     def private(self, message: PrivateMessage, sent: bool = False) -> None:
-        """A private message (``sent``: the echo of one this user sent: with echo-message only, and never
-        twice for one to itself); its ``msgid`` is the same for its sender and its recipient."""
-        if sent and ("echo-message" not in self.caps or name_key(message.recipient) == name_key(self.name or "")):
+        """A private message (``sent``: the echo of one this user sent: with echo-message only; one to
+        oneself arrives as both); its ``msgid`` is the same for its sender and its recipient."""
+        if sent and "echo-message" not in self.caps:
             return
         tags = []
         if "account-tag" in self.caps and name_key(message.sender) in self.chat.accounts:

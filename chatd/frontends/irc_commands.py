@@ -648,6 +648,9 @@ def mode(self: IrcConnection, message: Message) -> None:
     if len(message.params) == 1:
         flags = ("i" if room.authority.invite_only else "") + "n" + ("" if room.authority.open_topic else "t")
         self.numeric("324", shown, "+" + flags, text=False)
+        if room.created:  # (the public room has always been there: no 329)
+            created = datetime.fromisoformat(room.created.replace("Z", "+00:00"))
+            self.numeric("329", shown, str(int(created.timestamp())), text=False)
         return
     changes = _mode_changes(self, shown, message.params[1], message.params[2:])
     if not changes:
