@@ -2,18 +2,19 @@
 An irctest controller for chatd's IRC front-end (github.com/progval/irctest, ``--controller chatd_controller``).
 
 Each test gets a fresh server: ``twistd -n chatd`` in a temporary data directory, in its own process group
-(irctest's ``execute``), with the telnet front-end (``--listen``, used only to create accounts) and the IRC
-front-end (``--listen-irc``) on loopback ports irctest hands out, no browser front-end (``--listen-web none``:
-its default port would be shared by the servers of parallel runs), ``--irc-guests`` so that clients with
-arbitrary nicks and no account may register, as on ngIRCd, and ``--irc-server-name My.Little.Server``, the name
-irctest's cases expect of every server. Nothing here is a special case for the tests:
-every setting is a documented option (docs/OPERATIONS.md); the ones relaxed are the flood limit (irctest
-sends its lines in bursts) and the cost of password hashes (every test creates accounts).
+(irctest's ``execute``), with the telnet front-end on a UNIX socket in that directory (``--listen unix:``, used
+only to create accounts), the IRC front-end (``--listen-irc``) on the loopback port irctest hands out, no
+browser front-end (``--listen-web none``: its default port would be shared by the servers of parallel runs),
+``--irc-guests`` so that clients with arbitrary nicks and no account may register, as on ngIRCd, and
+``--irc-server-name My.Little.Server``, the name irctest's cases expect of every server. Nothing here is a
+special case for the tests: every setting is a documented option (docs/OPERATIONS.md); the ones relaxed are the
+flood limit (irctest sends its lines in bursts) and the cost of password hashes (every test creates accounts).
 
 Accounts (``registerUser``) are created through the running server, as a user would: a telnet connection in
 tagged mode sends ``register NAME`` and the password twice (docs/PROTOCOL.md, "Register"). The IRC operator
 irctest expects (``operuser``/``operpassword``) is a chatd server admin: ``--admin operuser``, registered the
-same way from loopback at start (an ``--admin`` name may only be registered from the server's own machine).
+same way at start (an ``--admin`` name may only be registered from the server's own machine: loopback or the
+UNIX socket).
 
 Environment: ``CHATD_PYTHON`` (default: the repository's ``.venv/bin/python``, else this interpreter) runs
 chatd from the repository holding this file (``PYTHONPATH`` is set to it), or from the tree ``CHATD_ROOT``
@@ -66,16 +67,18 @@ class AccountRefused(Exception):
     """chatd refused to create an account (its text is the server's error line)."""
 
 
-def register_account(port: int, name: str, password: str, timeout: float = REGISTER_TIMEOUT) -> None:
+def register_account(path: str, name: str, password: str, timeout: float = REGISTER_TIMEOUT) -> None:
     """
-    Create the chatd account ``name`` through the telnet front-end on 127.0.0.1:``port``, in tagged mode:
+    Create the chatd account ``name`` through the telnet front-end on the UNIX socket ``path``, in tagged mode:
     ``/client``, ``register NAME``, the password at each ``01`` prompt, until ``00 Registered`` (docs/PROTOCOL.md
     "Plain and tagged mode", "Register"). Raises AccountRefused with the server's ``02 Error: ...`` line, or
     TimeoutError. A password is sent as UTF-8 bytes as typed; UTF-8 never holds the telnet IAC byte 0xFF, and a
     connection that sent ``/client`` first is binary-clean anyway.
     """
     deadline = time.monotonic() + timeout
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(path)
         conn.sendall(b"/client irctest 1.0\r\n")
         buffer = b""
         sent_register = False
@@ -109,7 +112,7 @@ class ChatdController(BaseServerController, DirectoryBasedController):
     supports_sts = False
     _port_wait_interval = 0.05
 
-    telnet_port: int
+    telnet_path: str
 
     def run(
         self,
@@ -133,7 +136,9 @@ class ChatdController(BaseServerController, DirectoryBasedController):
         assert self.directory is not None
         self.hostname = hostname
         self.port = port
-        (_, self.telnet_port) = self.get_hostname_and_port()
+        # The telnet listener is a UNIX socket: a second loopback port picked by bind(0)-and-close could be taken
+        # by another program before chatd binds it (irctest's IRC port has that race; this one need not).
+        self.telnet_path = str(self.directory / "telnet.sock")
 
         irc = f"tcp:{port}:interface={hostname}"
         if ssl:
@@ -150,7 +155,7 @@ class ChatdController(BaseServerController, DirectoryBasedController):
             *faketime_cmd, chatd_python(), *TWISTD, "-n",
             "--pidfile", str(self.directory / "twistd.pid"), "--logfile", str(self.log_path),
             "chatd", "--data-dir", str(self.directory / "data"),
-            "--listen", f"tcp:{self.telnet_port}:interface=127.0.0.1",
+            "--listen", f"unix:{self.telnet_path}",
             "--listen-irc", irc, "--irc-guests", "--irc-server-name", SERVER_NAME, "--listen-web", "none",
             "--admin", OPER_NAME,
             "--flood-rate", "0",
@@ -163,7 +168,7 @@ class ChatdController(BaseServerController, DirectoryBasedController):
             self.proc = self.execute(command, proc_name="chatd", cwd=str(ROOT), env=env, stdout=output,
                                      stderr=output)
         self._wait_ready()
-        register_account(self.telnet_port, OPER_NAME, OPER_PASSWORD)
+        register_account(self.telnet_path, OPER_NAME, OPER_PASSWORD)
 
     def _log(self) -> str:
         try:
@@ -194,7 +199,7 @@ class ChatdController(BaseServerController, DirectoryBasedController):
     def registerUser(self, case: BaseServerTestCase, username: str, password: Optional[str] = None) -> None:
         assert password, "chatd accounts need a password"
         try:
-            register_account(self.telnet_port, username, password)
+            register_account(self.telnet_path, username, password)
         except AccountRefused as refused:
             # chatd's rules (docs/PROTOCOL.md "Register"): names of 1-24 ASCII letters, digits, _ and -;
             # passwords of 6-256 characters.
