@@ -147,6 +147,8 @@ def test_a_malformed_message_gets_an_error_and_the_connection_stays(world, raw, 
     ann.send_raw(raw)
     answers = ann.messages()
     assert [m["type"] for m in answers] == ["error"] and not ann.closed
+    if raw.startswith("[[[[[[[[[") or "[[[[[[[[[" in raw:
+        assert answers[0]["text"] == "a message nests arrays and objects at most 8 deep."
     assert ann.command("help")[-1]["type"] == "help"
     assert "ann" in factory.online and failures == []
 

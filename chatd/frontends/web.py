@@ -91,14 +91,17 @@ def decode_message(message: str) -> tuple[Any, str]:
     objects deeper than :data:`NESTING_MAX` (the parser itself stops at
     Python's recursion limit: RecursionError is a problem too).
     """
+    too_deep = f"a message nests arrays and objects at most {NESTING_MAX} deep."
     try:
         value = json.loads(message)
-    except (ValueError, RecursionError):
+    except ValueError:
         return None, "not JSON: send an object such as {\"type\": \"command\", \"name\": \"help\", \"args\": []}."
+    except RecursionError:
+        return None, too_deep
     try:
         return _cleaned(value, NESTING_MAX), ""
     except _TooDeep:
-        return None, f"a message nests arrays and objects at most {NESTING_MAX} deep."
+        return None, too_deep
 
 
 class _TooDeep(Exception):
