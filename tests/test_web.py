@@ -12,12 +12,13 @@ import time
 from typing import Any
 
 import pytest
-from twisted.internet import abstract
+from twisted.internet import abstract, defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, RejectConnection, Request, TextMessage
 
+from chatd.commands.table import Place
 from chatd.core.events import EventKind
 from chatd.frontends.web import FRAMING_ALLOWANCE, JsonRenderer, WebSession, origin_allowed, web_site
 from chatd.settings import Settings
@@ -388,4 +389,27 @@ def test_a_command_that_waits_holds_the_next_messages_and_the_connection(tmp_pat
     clock.advance(0)
     types = [m["type"] for m in ann.messages()]
     assert types[:3] == ["login", "entered", "history"]  # in order: public ran once logged in
+    assert ann.transport.producerState == "producing"
+
+
+def test_a_command_answered_by_a_deferred_waiting_on_another_holds_the_next_messages(tmp_path, monkeypatch):
+    """
+    A handler's Deferred that has fired but waits on an inner one (``called`` is True, no result yet) holds the
+    next message until the answer is there, as one that has not fired does (irc16 found ``not done.called``).
+    """
+    inner: defer.Deferred[None] = defer.Deferred()
+    table = WebSession.commands.copy()
+
+    @table.command("slow", "answers once a store write behind it is done", Place.MENU)
+    def slow(caller: Any) -> defer.Deferred[None]:
+        return defer.succeed(None).addCallback(lambda _: inner).addCallback(lambda _: caller.reply("slow done"))
+
+    monkeypatch.setattr(WebSession, "commands", table)
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0))
+    ann = WebClient(web_site(factory))
+    ann.send_raw(json.dumps({"type": "command", "name": "slow", "args": []}))
+    ann.send_raw(json.dumps({"type": "command", "name": "help", "args": []}))
+    assert ann.messages() == [] and ann.transport.producerState == "paused"
+    inner.callback(None)
+    assert [m["type"] for m in ann.messages()] == ["reply", "help"]
     assert ann.transport.producerState == "producing"

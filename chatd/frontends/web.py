@@ -424,11 +424,22 @@ class WebSession:
 
     def _answered(self, done: Any) -> None:
         """A command's result: messages wait while it is an unfired Deferred; a failure is an ``error``."""
-        if isinstance(done, defer.Deferred) and not done.called:
+        if not isinstance(done, defer.Deferred):
+            return
+        # Not ``done.called``: a Deferred that fired with another Deferred still pending (a store write behind
+        # the answer) is "called" too, and the next message must still wait for it (as IrcConnection.wait_for).
+        waiting = [True]
+
+        def finished(_: Any) -> None:
+            if waiting[0]:
+                waiting[0] = False  # answered at once: nothing held
+            else:
+                self._command_done(None)
+
+        done.addErrback(self._failed_command).addBoth(finished)
+        if waiting[0]:
+            waiting[0] = False
             self._hold("answer")
-            done.addErrback(self._failed_command).addBoth(self._command_done)
-        elif isinstance(done, defer.Deferred):
-            done.addErrback(self._failed_command)
 
     @staticmethod
     def _parse(value: Any) -> tuple[str, str, list[str]]:
