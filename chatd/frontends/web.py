@@ -8,7 +8,7 @@ served beside a page by ``--listen-web`` (docs/PROTOCOL.md, "WebSocket
   command of ``chatd.commands.TABLE`` by name with the same rules as every
   front-end; answers, errors, history and private messages go back as JSON.
 - :class:`JsonRenderer` (one instance shared by every web session) renders a
-  batch of room events once as one JSON text.
+  batch of room events once, to the WebSocket frame every member is sent.
 - :class:`OriginCheckedResource` refuses a handshake from a foreign Origin
   (or with two Origin or Host headers) with 403 (Twisted checks none:
   /work/shared/RESEARCH.md "Browser client"); every request's Host is
@@ -41,6 +41,7 @@ from twisted.protocols import policies
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
+from wsproto.frame_protocol import FrameProtocol
 
 from chatd import errors
 from chatd.commands.table import CommandTable, Place
@@ -132,10 +133,25 @@ def dumps(value: dict[str, Any]) -> str:
 
 
 class JsonRenderer:
-    """Renders a batch of room events as one ``{"type": "events", "events": [...]}`` JSON text."""
+    """
+    Renders a batch of room events as one ``{"type": "events", "events": [...]}`` JSON text, framed: the
+    bytes of one WebSocket text frame (RFC 6455 section 5.2: FIN, opcode 1, the 7, 16 or 64-bit length,
+    unmasked as a server's frames are, section 5.1), made by wsproto's own frame serializer once per batch.
+    Every member's :meth:`WebSession.deliver` writes these same bytes: no extension (compression) is ever
+    negotiated (Twisted's handshake accepts none), so a server frame is the same for every connection.
+    """
 
-    def render(self, events: Sequence[RoomEvent]) -> str:
-        return dumps({"type": "events", "events": [event_value(event) for event in events]})
+    def __init__(self) -> None:
+        #: Only its serializer is used; a whole message per call (fin) keeps it stateless.
+        self._frames = FrameProtocol(client=False, extensions=[])
+
+    def render(self, events: Sequence[RoomEvent]) -> bytes:
+        return frame_text(self._frames, dumps({"type": "events", "events": [event_value(event) for event in events]}))
+
+
+def frame_text(frames: FrameProtocol, text: str) -> bytes:
+    """``text`` as one whole server-to-client WebSocket text frame (``frames``: a server's FrameProtocol)."""
+    return bytes(frames.send_data(text, fin=True))
 
 
 class SizeLimited(policies.ProtocolWrapper):
@@ -192,27 +208,35 @@ def _size_limited(request: server.Request) -> SizeLimited | None:
 
 
 class WebSession:
-    """One browser connection: a WebSocketProtocol, the core's Session and the table's Caller."""
+    """
+    One browser connection: a WebSocketProtocol, the core's Session and the table's Caller.
+    ``__slots__`` (every attribute is set in ``__init__``, those of web_resume and web_files too): one
+    is kept per idle connection; its queue and holds are made on first use.
+    """
+
+    __slots__ = ("factory", "renderer", "limiter", "keeper", "stream", "origin", "room", "name", "address_key",
+                 "login_failures", "files", "transport", "heard", "pinged", "token", "token_issued", "_bucket",
+                 "_gone", "_in_room", "_ended", "_opened", "_queue", "_holds", "_abort_timer", "_cut", "_waiting")
 
     commands: CommandTable = WEB_TABLE
-    name: str | None = None
-    address_key: str | None = None
-    login_failures = 0
-    #: File transfers (chatd.frontends.web_files), None where the server takes no files.
-    files: WebFiles | None = None
     tagged = False
-    transport: WebSocketTransport | None = None
-    _bucket: TokenBucket | None = None
-    #: Pings (chatd.frontends.web_resume.Keeper): something came since the last round; a ping is unanswered.
-    heard = True
-    pinged = False
-    #: The resume token last sent (in memory only, never logged) and when (seconds since the epoch).
-    token = ""
-    token_issued = 0.0
 
     def __init__(self, factory: ChatFactory, renderer: JsonRenderer, request: server.Request,
                  limiter: SizeLimited | None = None, tickets: FileTickets | None = None,
                  keeper: Keeper | None = None) -> None:
+        self.name: str | None = None
+        self.address_key: str | None = None
+        self.login_failures = 0
+        #: File transfers (chatd.frontends.web_files), None where the server takes no files.
+        self.files: WebFiles | None = None
+        self.transport: WebSocketTransport | None = None
+        self._bucket: TokenBucket | None = None
+        #: Pings (chatd.frontends.web_resume.Keeper): something came since the last round; a ping is unanswered.
+        self.heard = True
+        self.pinged = False
+        #: The resume token last sent (in memory only, never logged) and when (seconds since the epoch).
+        self.token = ""
+        self.token_issued = 0.0
         self.factory = factory
         self.renderer = renderer
         self.limiter = limiter
@@ -225,11 +249,11 @@ class WebSession:
         self._in_room = False
         self._ended = False
         self._opened = False
-        #: Messages received and not yet handled: text (JSON) and binary (upload frames).
-        self._queue: deque[str | bytes] = deque()
+        #: Messages received and not yet handled: text (JSON) and binary (upload frames); None when empty.
+        self._queue: deque[str | bytes] | None = None
         #: Why messages are not taken now: "flood" (over the allowance), "answer" (a command is waiting);
-        #: the connection is not read meanwhile.
-        self._holds: set[str] = set()
+        #: the connection is not read meanwhile. None until the first hold.
+        self._holds: set[str] | None = None
         self._abort_timer: Any = None
         #: Cut off for not reading (--max-outbound): nothing more is written.
         self._cut = False
@@ -290,9 +314,7 @@ class WebSession:
                      peer=self.origin.get("address"), limit=self.text_limit)
             self.stream.abortConnection()
             return
-        self._queue.append(message)
-        if not self.held:
-            self._next()
+        self._take(message)
 
     def bytesMessageReceived(self, data: bytes | bytearray) -> None:
         self.heard = True
@@ -303,9 +325,7 @@ class WebSession:
         if self.files is None:
             self.error("binary messages are not accepted; send JSON text.")
             return
-        self._queue.append(bytes(data))
-        if not self.held:
-            self._next()
+        self._take(bytes(data))
 
     def pongReceived(self, payload: bytes) -> None:
         self.heard = True
@@ -322,6 +342,14 @@ class WebSession:
             self.factory.transport_closed()
 
     # -- input ---------------------------------------------------------------------------------
+
+    def _take(self, message: str | bytes) -> None:
+        """Queue a message received; handled now unless messages are held."""
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(message)
+        if not self.held:
+            self._next()
 
     def _next(self) -> None:
         """Take queued messages one at a time: each pays the flood allowance; a command that waits holds the rest."""
@@ -341,6 +369,8 @@ class WebSession:
                     self._run(self._queue.popleft())
                     return
             self._run(self._queue.popleft())
+        if not self._queue:
+            self._queue = None  # (an idle connection keeps no deque)
 
     @property
     def held(self) -> bool:
@@ -350,10 +380,15 @@ class WebSession:
     def _hold(self, reason: str) -> None:
         if not self._holds:
             self.stream.pauseProducing()
+        if self._holds is None:
+            self._holds = set()
         self._holds.add(reason)
 
     def _release(self, reason: str) -> None:
-        self._holds.discard(reason)
+        if self._holds:
+            self._holds.discard(reason)
+        if not self._holds:
+            self._holds = None  # (an idle connection keeps no set)
         if not self._holds and not self._ended:
             self.stream.resumeProducing()
             self._next()
@@ -491,16 +526,25 @@ class WebSession:
     def resume_reading(self, reason: str) -> None:
         self._release(reason)
 
-    def _write(self, text: str) -> None:
+    def _write(self, message: str | bytes) -> None:
         """
-        Send one text message. Output that would leave more than ``--max-outbound`` bytes unsent on the
-        connection underneath (a browser that stopped reading) cuts the connection off instead, as the line
-        front-end does (a ``sendq_exceeded`` row in log.csv).
+        Send one text message: ``str`` (framed by the WebSocket transport), or ``bytes``, a whole frame
+        already made (:class:`JsonRenderer`), written as is to the connection underneath. Both are written
+        to the same transport (``self.stream``, the one Twisted's WebSocket writes to) at once, so they go
+        out in the order sent; a frame is not written once the connection is closing (the WebSocket
+        transport refuses text then too). Output that would leave more than ``--max-outbound`` bytes unsent
+        on the connection underneath (a browser that stopped reading) cuts the connection off instead, as
+        the line front-end does (a ``sendq_exceeded`` row in log.csv).
         """
         transport = self.transport
         if transport is None or self._cut:
             return
-        transport.sendTextMessage(text)
+        if isinstance(message, bytes):
+            if self.stream.disconnecting:
+                return
+            self.stream.write(message)
+        else:
+            transport.sendTextMessage(message)
         lowest = self._lowest()
         if lowest is not None:
             queued = unsent_bytes(lowest)
@@ -523,7 +567,8 @@ class WebSession:
         return None
 
     # Session
-    def deliver(self, payload: str) -> None:
+    def deliver(self, payload: bytes | str) -> None:
+        """A batch of room events: the frame :class:`JsonRenderer` made (or a JSON text, framed here)."""
         if not self._ended:
             self._write(payload)
 
@@ -710,7 +755,20 @@ class OriginCheckedResource(WebSocketResource):
             request.setResponseCode(403)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"origin not allowed\n"
-        return super().render_GET(request)
+        result = super().render_GET(request)
+        if result == server.NOT_DONE_YET:
+            forget_headers(request)
+        return result
+
+
+def forget_headers(request: server.Request) -> None:
+    """
+    Drop an upgraded request's headers: Twisted's HTTP channel keeps the request for as long as the
+    WebSocket lives, and nothing reads its headers after the handshake (about 1 KiB per connection).
+    """
+    for headers in (request.requestHeaders, request.responseHeaders):
+        for name, _ in list(headers.getAllRawHeaders()):
+            headers.removeHeader(name)
 
 
 def web_site(factory: ChatFactory, allowed_origins: Sequence[str] = (), hosts: Sequence[str] = ()) -> SizeLimitedFactory:
