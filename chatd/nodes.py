@@ -87,6 +87,11 @@ class Nodes:
         if found is not None and self.factory.transfers is not None:
             self.factory.transfers.stored_shared(found, file_id, name, size, sha256, sender)
 
+    def file_undelivered(self, file_id: str, text: str) -> None:
+        """A recipient on another node did not get ``file_id``: its sender, if here, is told (``27``)."""
+        if self.factory.transfers is not None:
+            self.factory.transfers.undelivered_elsewhere(file_id, text)
+
     def known(self) -> dict[str, int]:
         """Each room's last event id here, by room name (the bus delivers only events after it)."""
         return {room.name: room.last_id for room in self.factory.rooms.values()}

@@ -97,6 +97,8 @@ MAX_PENDING_WRITES = 8
 MIN_FREE_FRAME = 512
 #: Files a connection was sent that it may still report with ``/failed`` (the most recent ones).
 RECENT_DELIVERIES = 32
+#: Files shared here whose senders other nodes' ``27`` reach (the most recent ones; files across nodes).
+RECENT_SENDERS = 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 #: Why an upload that finishes while its room is being deleted is cancelled.
 ROOM_CLOSING = "the room is being deleted"
@@ -339,6 +341,8 @@ class Transfers:
         #: Ends upload ids (``f12`` alone in one process): unique across nodes and restarts with several.
         self._id_suffix = ""
         self._expiry: LoopingCall | None = None
+        #: The senders' connections of the files shared here most recently, by id (a ``27`` from another node).
+        self._senders: dict[str, Any] = {}
 
     def across_nodes(self) -> None:
         """
@@ -526,13 +530,28 @@ class Transfers:
             shared.release()
         if self.nodes:  # after the FILE event: other nodes offer it to their members (stored_shared)
             self.factory.bus.share(["file", room.name, upload.id, upload.name, upload.size, digest, upload.sender])
+            self._senders[upload.id] = upload.peer
+            while len(self._senders) > RECENT_SENDERS:
+                del self._senders[next(iter(self._senders))]
 
     def not_delivered(self, delivery: Delivery, text: str) -> None:
-        """Tell the sender of a file (if that connection is still open) that a recipient did not get it: ``text``."""
+        """
+        Tell the sender of a file (if that connection is still open) that a
+        recipient did not get it: ``text``. A file from another node: its
+        node is told through the bus (:meth:`undelivered_elsewhere` there).
+        """
         self.log.info("file {id} from {sender} not delivered: {text}", id=delivery.id, sender=delivery.sender,
                       text=text)
-        if delivery.sender_peer in self.factory.connections:
+        if delivery.sender_peer is None and self.nodes:
+            self.factory.bus.share(["file_undelivered", delivery.id, text])
+        elif delivery.sender_peer in self.factory.connections:
             self.files_of(delivery.sender_peer).not_delivered(delivery.id, text)
+
+    def undelivered_elsewhere(self, file_id: str, text: str) -> None:
+        """A recipient on another node did not get file ``file_id``: its sender here (if still connected) gets ``27``."""
+        sender = self._senders.get(file_id)
+        if sender is not None and sender in self.factory.connections:
+            self.files_of(sender).not_delivered(file_id, text)
 
 
 @attrs.frozen

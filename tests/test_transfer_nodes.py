@@ -207,3 +207,31 @@ def test_a_version_1_database_gets_the_file_tables(pg_dsn):
     with psycopg.connect(pg_dsn) as connection:
         assert connection.execute("SELECT count(*) FROM file_chunks").fetchone() == (0,)
         assert connection.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_a_recipient_on_another_node_that_does_not_get_the_file_is_reported_to_its_sender(tmp_path):
+    store = MemoryStore()
+    a, clock_a, bus_a = _node(tmp_path, "a", store)
+    b, clock_b, bus_b = _node(tmp_path, "b", store)
+    ann = _member(a, clock_a, "ann")
+    bob, late = _member(b, clock_b, "bob"), _member(b, clock_b, "late")
+    reads_slowly(late, limit=0)  # takes nothing: the deadline passes
+    data = os.urandom(1000)
+    file_id = upload(ann, data)
+    ann.output()
+    _apply_files(bus_a, Nodes(b))
+    assert received_files(bob.output())["notes.txt"] == data
+    bob.send(f"/failed {file_id} disk full")
+    clock_b.advance(600)
+    assert f"23 {file_id} it was not taken within 600 seconds" in late.transport.value().decode()
+    reports = [change for change in bus_b.shared if change[0] == "file_undelivered"]
+    assert reports == [["file_undelivered", file_id, "bob could not save notes.txt: disk full"],
+                       ["file_undelivered", file_id, "late did not get notes.txt: it was not taken within 600 seconds"]]
+    nodes_a = Nodes(a)
+    for _, file_id_, text in reports:
+        nodes_a.file_undelivered(file_id_, text)
+    nodes_a.file_undelivered("f99-00000000", "nobody did not get it")  # not a file of this node: nothing
+    out = ann.output()
+    assert f"27 {file_id} bob could not save notes.txt: disk full" in out
+    assert f"27 {file_id} late did not get notes.txt: it was not taken within 600 seconds" in out
+    assert "f99" not in out

@@ -112,6 +112,9 @@ class NodeListener(Protocol):
     def file_shared(self, room: str, file_id: str, name: str, size: int, sha256: str, sender: str) -> None:
         """Another node shared a file in ``room`` and stored it (``chatd.store.Store.store_file``)."""
 
+    def file_undelivered(self, file_id: str, text: str) -> None:
+        """A recipient on another node did not get the file ``file_id`` (``text``: who and why)."""
+
     def known(self) -> dict[str, int]:
         """Each room's last event id here (its stored history's end at start-up), by room name."""
 
@@ -443,6 +446,8 @@ class RedisBus:
             elif change[0] == "file" and not here:
                 self.listener.file_shared(str(change[1]), str(change[2]), str(change[3]), int(change[4]),
                                           str(change[5]), str(change[6]))
+            elif change[0] == "file_undelivered" and not here:
+                self.listener.file_undelivered(str(change[1]), str(change[2]))
         except Exception:
             self.log.failure("applying a room change from the bus failed: {change!r}", change=change)
 

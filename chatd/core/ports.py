@@ -102,6 +102,9 @@ class RoomFiles(Protocol):
     def stored_shared(self, room: Any, file_id: str, name: str, size: int, sha256: str, sender: str) -> None:
         """Another node shared a file in ``room`` and stored it: this node's members that take files get it."""
 
+    def undelivered_elsewhere(self, file_id: str, text: str) -> None:
+        """A recipient on another node did not get ``file_id`` (``text``): its sender here is told."""
+
 
 class Bus(Protocol):
     """
