@@ -329,6 +329,9 @@ def test_the_file_resource_refuses_all_but_the_right_ticket_for_the_right_file(w
     assert http_get(site, f"/files/{first}")[1]["www-authenticate"].startswith("Bearer")
     assert http_get(site, f"/files/{first}", authorization=f"Basic {cats[first]}")[0] == 401
     assert http_get(site, f"/files/{first}", "not-a-ticket")[0] == 403
+    # Two Authorization headers (tester15r: the last was used): 400, and neither ticket is spent.
+    two = f"Bearer not-a-ticket\r\nAuthorization: Bearer {cats[first]}"
+    assert http_get(site, f"/files/{first}", authorization=two)[0] == 400
     assert http_get(site, f"/files/{first}", cats[second])[0] == 403  # another file's
     assert http_get(site, f"/files/{first}/x", cats[first])[0] == 404
     assert http_get(site, "/files/", cats[first])[0] == 404

@@ -271,6 +271,10 @@ UPGRADE = (b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGh
      + UPGRADE, 403),
     (b"GET /app.js%00.html HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404),
     (b"GET /%00 HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404),
+    # tester15r: a path segment that is not UTF-8 (a traceback from static.File on every request)
+    (b"GET /%ff HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404),
+    (b"GET /%ed%a0%80 HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404),
+    (b"GET /files/%ff HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404),
     (b"GET / HTTP/1.1\r\nHost: a b\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:x\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: \r\n", 400),

@@ -414,6 +414,8 @@ class FileResource(resource.Resource):
         path = request.postpath or []
         if len(path) != 1 or not path[0]:
             return self._refuse(request, 404, "no such file")
+        if len(request.requestHeaders.getRawHeaders(b"authorization") or ()) > 1:
+            return self._refuse(request, 400, "one Authorization header, please")
         scheme, _, secret = (request.getHeader(b"authorization") or b"").partition(b" ")
         if scheme.lower() != b"bearer" or not secret.strip():
             request.setHeader(b"www-authenticate", b'Bearer realm="chatd"')

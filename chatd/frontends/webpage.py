@@ -78,9 +78,23 @@ class PageSite(server.Site):
         refusal = self.host_check.refusal(request)
         if refusal is not None:
             return refusal
-        if any(b"\x00" in segment for segment in request.postpath or ()):
+        if not all(_servable(segment) for segment in request.postpath or ()):
             return pages.notFound()
         return super().getResourceFor(request)
+
+
+def _servable(segment: bytes) -> bool:
+    """
+    Whether a path segment may name a file: no NUL byte, and UTF-8 (``static.File`` logs a traceback for a
+    segment it cannot decode, on every such request). Anything else is answered 404 before a resource sees it.
+    """
+    if b"\x00" in segment:
+        return False
+    try:
+        segment.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def page_root(directory: str = STATIC_DIR) -> StaticFiles:
