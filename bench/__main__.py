@@ -38,6 +38,10 @@ def main(argv=None):
     ap.add_argument("--lat-seconds", type=float, default=0, help="seconds of paced sending per latency point")
     ap.add_argument("--idle", type=int, default=0, help="idle connections (default 10000, --quick 200)")
     ap.add_argument("--max-rate", type=int, default=0, help="highest paced rate to try (default 64000 lines/s)")
+    ap.add_argument("--quiet-wait", type=float, default=None,
+                    help="seconds to wait for a quiet machine before each measurement (default 20, --quick 0)")
+    ap.add_argument("--tries", type=int, default=None,
+                    help="measurements of a point disturbed by other work, at most (default 3; --quick, --profile 1)")
     a = ap.parse_args(argv)
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
     bad = [s for s in a.scenarios if s not in SCENARIOS]

@@ -37,7 +37,9 @@ def fmt(v, f):
 
 
 def servers_in(results):
-    found = {r.get("server") for r in results if r.get("bench_scenario") not in (None, "meta")}
+    """Servers in the peer tables (the irc-* scenarios have their own, irc_members)."""
+    found = {r.get("server") for r in results
+             if r.get("bench_scenario") not in (None, "meta") and not str(r.get("bench_scenario")).startswith("irc-")}
     return [s for s in ORDER if s in found] + sorted(found - set(ORDER) - {None})
 
 
@@ -46,11 +48,11 @@ def by(results, scenario, server, **match):
             and "error" not in r and not r.get("skipped") and all(r.get(k) == v for k, v in match.items())]
 
 
-def capacity(results, server):
+def capacity(results, server, scenario="latency"):
     """Median over runs of the highest paced rate whose p99 stayed within the limit (None if none did)."""
     caps = []
-    for run in sorted({r["run"] for r in results if r.get("bench_scenario") == "latency" and r.get("server") == server}):
-        pts = [r for r in results if r.get("bench_scenario") == "latency" and r.get("server") == server and r["run"] == run]
+    for run in sorted({r["run"] for r in results if r.get("bench_scenario") == scenario and r.get("server") == server}):
+        pts = [r for r in results if r.get("bench_scenario") == scenario and r.get("server") == server and r["run"] == run]
         good = [r["bench_rate"] for r in pts if point_ok(r)]
         caps.append(max(good) if good else 0)
     return median(caps), caps
@@ -147,6 +149,7 @@ def table(results):
                 row("probe round trip max ms (20 probes)", med("idle", "probe_max_ms"), "%.3f"),
                 row("seconds to log in and join", med("idle", "open_seconds"), "%.1f")]
     out += web_beside_line(results)
+    out += irc_members(results)
     chatd_only = []
     st = by(results, "storm", "chatd")
     if st:
@@ -234,6 +237,49 @@ def web_beside_line(results):
         bounds = ["/".join(sorted({str(r.get("bound", "")).split(" (")[0] for r in by(results, sc, "chatd")})) or "—"
                   for sc in (line, web)]
         out.append("| %s: bound | %s | %s | |" % (what, bounds[0], bounds[1]))
+    return out
+
+
+def irc_members(results):
+    """Markdown lines: the irc-* scenarios, every member an IRC client (bench.peerbench's IrcAdapter): chatd's
+    IRC front-end (guests) beside its line front-end (fanout, latency of the same run, if measured) and ngIRCd."""
+    if not any(r.get("bench_scenario") in ("irc-fanout", "irc-latency") and "error" not in r for r in results):
+        return []
+    cols = [("chatd line", "", "chatd"), ("chatd IRC", "irc-", "chatd"), ("ngIRCd", "irc-", "ngircd")]
+    out = ["", "### IRC members: chatd's IRC front-end beside its line front-end and ngIRCd", "",
+           "Every member an IRC client (guests, `--irc-guests`) in chatd and ngIRCd; the line column is the same run's "
+           "fanout/latency with telnet members, if measured. Same room, sizes and CPU method.", "",
+           "| figure | " + " | ".join(c[0] for c in cols) + " | chatd IRC/ngIRCd | chatd IRC/line |", "|---" * 6 + "|"]
+
+    def row(label, vals, f):
+        cells = [fmt(v, f) for v in vals]
+        ratios = ["%.2f×" % (vals[1] / v) if vals[1] is not None and v else "—" for v in (vals[2], vals[0])]
+        out.append("| %s | %s |" % (label, " | ".join(cells + ratios)))
+
+    def med(sc, key, scale=1.0, **match):
+        vals = []
+        for _, prefix, server in cols:
+            m = median([r.get(key) for r in by(results, prefix + sc, server, **match)])
+            vals.append(m * scale if m is not None else None)
+        return vals
+
+    f0 = next(iter(by(results, "irc-fanout", "chatd") + by(results, "irc-fanout", "ngircd")), None)
+    if f0:
+        what = "fanout (%d receivers, %d senders × %d lines)" % (f0["receivers"], f0["senders"], f0["messages_per_sender"])
+        row(what + ": deliveries/s", med("fanout", "deliveries_per_s"), "%.0f")
+        row(what + ": server µs CPU per delivery", med("fanout", "server_us_per_delivery"), "%.2f")
+        row(what + ": server CPU (% of a core)", med("fanout", "server_util", 100), "%.0f")
+        row(what + ": lost + reordered + gaps (sum over runs)", [
+            sum(r.get(k, 0) for r in by(results, prefix + "fanout", server) for k in ("lost", "out_of_order", "gaps"))
+            if by(results, prefix + "fanout", server) else None for _, prefix, server in cols], "%d")
+    rates = sorted({r["bench_rate"] for r in results if r.get("bench_scenario") == "irc-latency" and "bench_rate" in r})
+    for rate in rates:
+        row("%d lines/s: p50 ms" % rate, med("latency", "lat_p50_ms", bench_rate=rate), "%.2f")
+        row("%d lines/s: p99 ms" % rate, med("latency", "lat_p99_ms", bench_rate=rate), "%.2f")
+        row("%d lines/s: server µs CPU per delivery" % rate, med("latency", "server_us_per_delivery", bench_rate=rate), "%.2f")
+    if rates:
+        row("**highest rate with p99 ≤ %.0f ms** (lines/s)" % P99_LIMIT_MS,
+            [capacity(results, server, prefix + "latency")[0] or None for _, prefix, server in cols], "%.0f")
     return out
 
 

@@ -209,6 +209,7 @@ class Server:
         self.data_dir = os.path.join(workdir, "data")
         self.extra = []  # extra chatd options: the relaxed flood limit (like the peers'), and the file-size limit for the transfer scenario
         self.web_port = 0  # chatd: also --listen-web on this port (the browser front-end's scenarios)
+        self.irc_port = 0  # chatd: also --listen-irc on this port with --irc-guests (the irc-* scenarios)
 
     def _render(self, template, target):
         with open(os.path.join(HERE, "conf", template)) as f:
@@ -219,8 +220,9 @@ class Server:
     def command(self):
         if self.kind == "chatd":
             web = ["--listen-web", "tcp:%d:interface=127.0.0.1" % self.web_port if self.web_port else "none"]
+            irc = ["--listen-irc", "tcp:%d:interface=127.0.0.1" % self.irc_port, "--irc-guests"] if self.irc_port else []
             return twistd_command() + ["-n", "--pidfile=", "--logfile", self.log_path, "chatd",
-                                       "--listen", "tcp:%d:interface=127.0.0.1" % self.port, "--data-dir", self.data_dir] + web + self.extra
+                                       "--listen", "tcp:%d:interface=127.0.0.1" % self.port, "--data-dir", self.data_dir] + web + irc + self.extra
         if self.kind == "ngircd":
             os.chmod(self.dir, 0o777)  # ngircd drops to nobody and writes its pid file here
             os.makedirs(os.path.join(self.dir, "conf.d"), exist_ok=True)
@@ -232,8 +234,8 @@ class Server:
         raise ServerError("unknown server kind %r" % self.kind)
 
     def start(self, timeout=60.0):
-        """Start the server and wait (at most `timeout` s) until its port (and web port) accepts connections."""
-        for port in filter(None, (self.port, self.web_port)):
+        """Start the server and wait (at most `timeout` s) until its port (and web and IRC ports) accept connections."""
+        for port in filter(None, (self.port, self.web_port, self.irc_port)):
             if accepts(port):
                 raise ServerError("port %d is already in use" % port)
         cmd = self.command()
@@ -249,7 +251,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise ServerError("%s exited with status %s before listening: %s" % (
                     self.kind, self.proc.returncode, self.log_tail()))
-            if accepts(self.port) and (not self.web_port or accepts(self.web_port)):
+            if all(accepts(port) for port in filter(None, (self.port, self.web_port, self.irc_port))):
                 self.listen_seconds = time.time() - self.started_at
                 lp = _listener_pid(self.port)
                 if lp and lp != self.pid:

@@ -21,9 +21,13 @@ from bench import servers
 from bench.servers import PASSWORD, REPO, Server, ServerError
 
 SCENARIOS = ("fanout", "fanout-cl", "latency", "idle", "transfer", "storm", "startup", "web-fanout", "web-fanout-cl",
-             "web-idle")
+             "web-idle", "irc-fanout", "irc-latency")
 PEER_SCENARIOS = ("fanout", "fanout-cl", "latency", "idle")
 PEERS = ("ngircd", "inspircd")
+# chatd's IRC front-end beside the IRC peer it is compared with, in the same run (with or without --peers)
+IRC_SCENARIOS = {"irc-fanout": "fanout", "irc-latency": "latency"}
+IRC_PEER = "ngircd"
+IRC_ROOM_OWNER = "benchowner"  # the room's owner: the only account, so every member's nick is free for a guest
 P99_LIMIT_MS = 10.0
 
 
@@ -54,6 +58,8 @@ class Suite:
             self.p["refine"] = args.refine
         if args.max_rate:
             self.p["max_rate"] = args.max_rate
+        if args.quiet_wait is not None:
+            self.p["quiet_wait"] = args.quiet_wait
         self.out = args.out
         os.makedirs(self.out, exist_ok=True)
         self.results_path = os.path.join(self.out, "results.jsonl")
@@ -73,12 +79,14 @@ class Suite:
 
     # ------------------------------------------------------------ servers
 
-    def server(self, kind, tag, users=(), rooms=(), default_cost_users=(), web=False):
+    def server(self, kind, tag, users=(), rooms=(), default_cost_users=(), web=False, irc=False):
         d = os.path.join(self.work, "%s-%s" % (kind, tag))
         shutil.rmtree(d, ignore_errors=True)
         srv = Server(kind, d)
         if web:
             srv.web_port = servers.free_port()  # the generator speaks to --listen-web (bench/webproto.py)
+        if irc and kind == "chatd":
+            srv.irc_port = servers.free_port()  # the generator speaks IRC to --listen-irc, as guests
         if kind == "chatd":
             # The default flood limit (5 lines/s) would throttle the load generator's senders; like the
             # peers (bench/conf: relaxed flood protection) chatd is measured flat out. A huge rate and
@@ -99,10 +107,12 @@ class Suite:
         R, S = self.p["receivers"], self.p["senders"]
         return ["r%d" % i for i in range(R)] + ["s%d" % i for i in range(S)]
 
-    def gen_args(self, kind, web=False):
-        """peerbench arguments that depend on the server (web: chatd's browser front-end)."""
+    def gen_args(self, kind, web=False, irc=False):
+        """peerbench arguments that depend on the server (web, irc: chatd's browser or IRC front-end)."""
         if web:
             return ["--proto", "chatd-web", "--password", PASSWORD, "--window", "32"]
+        if irc and kind == "chatd":
+            return ["--proto", "irc", "--window", "32"]  # guests (--irc-guests): no PASS, the nick is the name
         if kind == "chatd":
             # Twisted's listenTCP backlog is 50 unless the endpoint says otherwise: stay below it
             return ["--proto", "chatd", "--password", PASSWORD, "--window", "32"] + (["--chatd-lf"] if self.args.lf else [])
@@ -112,16 +122,16 @@ class Suite:
             return ["--proto", "irc", "--window", "1000"]  # registrations complete on a 1-second timer
         raise ValueError(kind)
 
-    def room(self, kind, name):
-        return name if kind == "chatd" else "#" + name
+    def room(self, kind, name, irc=False):
+        return name if kind == "chatd" and not irc else "#" + name
 
     def peerbench(self, srv, run, extra, timeout):
         """Run one peerbench measurement against srv (its web port if it has one); return its RESULT dict
         (or raise ServerError)."""
-        cmd = [sys.executable, "-m", "bench.peerbench", "--port", str(srv.web_port or srv.port), "--server-pid", str(srv.pid),
+        cmd = [sys.executable, "-m", "bench.peerbench", "--port", str(srv.web_port or srv.irc_port or srv.port), "--server-pid", str(srv.pid),
                "--label", srv.kind, "--version-string", self.versions.get(srv.kind, ""), "--run", str(run),
                "--quiet-wait", str(self.p["quiet_wait"]), "--max-seconds", str(self.p["max_seconds"]),
-               "--login-timeout", str(self.p["login_timeout"])] + self.gen_args(srv.kind, bool(srv.web_port)) + extra
+               "--login-timeout", str(self.p["login_timeout"])] + self.gen_args(srv.kind, bool(srv.web_port), bool(srv.irc_port)) + extra
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
@@ -141,12 +151,13 @@ class Suite:
         return r
 
     def measure(self, kind, scenario, run, extra, tag, users=(), rooms=(), default_cost_users=(), timeout=600,
-                web=False, **fields):
+                web=False, irc=False, **fields):
         """Fresh server, one peerbench measurement (repeated up to 3 times if disturbed), server stopped.
-        web: the generator connects to the server's browser front-end (--listen-web) instead."""
-        tries = 1 if (self.args.quick or self.args.profile) else 3
+        web: the generator connects to the server's browser front-end (--listen-web) instead; irc: to its IRC
+        front-end (--listen-irc, --irc-guests)."""
+        tries = self.args.tries or (1 if (self.args.quick or self.args.profile) else 3)
         for attempt in range(1, tries + 1):
-            srv = self.server(kind, tag, users, rooms, default_cost_users, web)
+            srv = self.server(kind, tag, users, rooms, default_cost_users, web, irc)
             prof = None
             try:
                 srv.start()
@@ -195,24 +206,35 @@ class Suite:
 
     # ------------------------------------------------------------ scenarios
 
-    def run_fanout(self, kind, run, closed, web=False):
-        """fanout / fanout-cl; web: the same room, sizes and method, all members browser (WebSocket) users."""
+    def bench_room(self, kind, irc):
+        """(users, rooms) of the data directory for the fanout and latency room. IRC members of chatd are
+        guests, so no member has an account (an account's name is no guest's nick)."""
+        if irc and kind == "chatd":
+            return [IRC_ROOM_OWNER], [("bench", IRC_ROOM_OWNER)]
+        return self.room_users(), [("bench", "s0")]
+
+    def run_fanout(self, kind, run, closed, web=False, irc=False):
+        """fanout / fanout-cl; web, irc: the same room, sizes and method, all members browser (WebSocket) or
+        IRC users (irc-fanout: open loop)."""
         p = self.p
-        name = ("web-" if web else "") + ("fanout-cl" if closed else "fanout")
+        name = ("web-" if web else "irc-" if irc else "") + ("fanout-cl" if closed else "fanout")
         extra = ["--scenario", "fanout", "--receivers", str(p["receivers"]), "--senders", str(p["senders"]),
-                 "--messages", str(p["messages"]), "--room", self.room(kind, "bench")]
+                 "--messages", str(p["messages"]), "--room", self.room(kind, "bench", irc)]
         if closed:
             extra += ["--inflight", str(p["inflight"])]
-        return self.measure(kind, name, run, extra, name, users=self.room_users(), rooms=[("bench", "s0")], web=web)
+        users, rooms = self.bench_room(kind, irc)
+        return self.measure(kind, name, run, extra, name, users=users, rooms=rooms, web=web, irc=irc)
 
-    def run_latency_point(self, kind, run, rate):
+    def run_latency_point(self, kind, run, rate, irc=False):
         p = self.p
+        name = "irc-latency" if irc else "latency"
         extra = ["--scenario", "latency", "--receivers", str(p["receivers"]), "--senders", str(p["senders"]),
-                 "--rate", str(rate), "--duration", str(p["lat_seconds"]), "--room", self.room(kind, "bench")]
-        return self.measure(kind, "latency", run, extra, "latency-%d" % rate, users=self.room_users(),
-                            rooms=[("bench", "s0")], bench_rate=rate)
+                 "--rate", str(rate), "--duration", str(p["lat_seconds"]), "--room", self.room(kind, "bench", irc)]
+        users, rooms = self.bench_room(kind, irc)
+        return self.measure(kind, name, run, extra, "%s-%d" % (name, rate), users=users, rooms=rooms, irc=irc,
+                            bench_rate=rate)
 
-    def run_latency(self, kind, run):
+    def run_latency(self, kind, run, irc=False):
         """Paced rates from the list, then doubling, until p99 passes the limit (or the server falls behind);
         then up to --refine bisection steps between the last rate that held and the first that did not."""
         rates = list(self.p["rates"])
@@ -220,10 +242,11 @@ class Suite:
 
         def point(rate):
             try:
-                r = self.run_latency_point(kind, run, rate)
+                r = self.run_latency_point(kind, run, rate, irc)
             except ServerError as e:
                 self.log("  %s latency at %d/s: %s" % (kind, rate, e))
-                r = dict(server=kind, run=run, bench_scenario="latency", bench_rate=rate, error=str(e))
+                r = dict(server=kind, run=run, bench_scenario="irc-latency" if irc else "latency", bench_rate=rate,
+                         error=str(e))
             self.record(r)
             out.append(r)
             self.log("  %s %d lines/s: p50 %.2f p99 %.2f max %.1f ms; lost %s; server %.0f%%; %s" % (
@@ -384,6 +407,11 @@ class Suite:
         if not ok:
             raise ServerError("cannot run chatd: " + why)
         kinds = ["chatd"]
+        irc_peer = False
+        if any(sc in IRC_SCENARIOS for sc in scenarios):
+            irc_peer = servers.ensure_peer(IRC_PEER, install=not a.no_install, log=self.log)
+            if not irc_peer:
+                self.log("irc-* scenarios: %s is not installed; chatd's IRC members are measured alone" % IRC_PEER)
         if a.peers:
             for peer in PEERS:
                 if servers.ensure_peer(peer, install=not a.no_install, log=self.log):
@@ -391,7 +419,7 @@ class Suite:
                 else:
                     self.log("skipping %s: not installed" % peer)
         self.versions["chatd"] = servers.chatd_version()
-        for k in kinds[1:]:
+        for k in kinds[1:] + ([IRC_PEER] if irc_peer else []):
             self.versions[k] = servers.peer_version(k)
         meta = dict(bench_scenario="meta", date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     machine=machine(), versions=self.versions, quick=bool(a.quick), runs=a.runs, sizes=self.p,
@@ -402,16 +430,18 @@ class Suite:
         self.log("machine: %s" % meta["machine"])
         for run in range(1, a.runs + 1):
             for sc in scenarios:
-                for kind in kinds:
-                    if kind != "chatd" and sc not in PEER_SCENARIOS:
+                for kind in (["chatd"] + [IRC_PEER] * irc_peer if sc in IRC_SCENARIOS else kinds):
+                    if kind != "chatd" and sc not in PEER_SCENARIOS and sc not in IRC_SCENARIOS:
                         continue
                     self.log("run %d/%d  %s  %s" % (run, a.runs, kind, sc))
                     try:
                         if sc in ("fanout", "fanout-cl", "web-fanout", "web-fanout-cl"):
                             r = self.run_fanout(kind, run, sc.endswith("-cl"), web=sc.startswith("web-"))
-                        elif sc == "latency":
-                            self.run_latency(kind, run)  # records each point itself
+                        elif sc in ("latency", "irc-latency"):
+                            self.run_latency(kind, run, irc=sc == "irc-latency")  # records each point itself
                             continue
+                        elif sc == "irc-fanout":
+                            r = self.run_fanout(kind, run, False, irc=True)
                         elif sc in ("idle", "web-idle"):
                             r = self.run_idle(kind, run, web=sc == "web-idle")
                         elif sc == "storm":

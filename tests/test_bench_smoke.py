@@ -117,3 +117,28 @@ def test_web_adapter_speaks_rfc6455() -> None:
     texts = adapter.records()
     got = [texts(wire[k:k + 7]) for k in range(0, len(wire), 7)]
     assert [line for chunk in got for line in chunk] == ["~PB~ 1 0 T5 é".encode()]
+
+
+def test_quick_irc_scenarios_measure_irc_members_beside_ngircd(quick_run) -> None:
+    """irc-fanout and irc-latency (issue 16): every member an IRC client through bench.peerbench's IrcAdapter, in
+    chatd (--listen-irc, --irc-guests) and, in the same run, in ngIRCd when it is installed; nothing lost."""
+    proc, by_scenario, log = quick_run
+    peer = servers.ensure_peer("ngircd", install=False, log=lambda msg: None)
+    for scenario in ("irc-fanout", "irc-latency"):
+        rs = by_scenario.get(scenario) or []
+        got = {r["server"] for r in rs}
+        assert got == ({"chatd", "ngircd"} if peer else {"chatd"}), (scenario, got, log)
+        for r in rs:
+            # the IRC adapter registers with NICK/USER and waits for 001: only an IRC front-end answers it
+            assert r["proto"] == "irc", r
+            assert r["sampled_receivers"] > 0 and r["delivered"] == r["expected"] > 0, r
+            assert r["lost"] == r["out_of_order"] == r["gaps"] == r["disconnected"] == 0, r
+    chatd_fanout = next(r for r in by_scenario["irc-fanout"] if r["server"] == "chatd")
+    line_fanout = by_scenario["fanout"][0]
+    assert chatd_fanout["expected"] == line_fanout["expected"]  # the same room and load as the telnet members'
+    # the sweep starts where the line front-end's does, with its room (how far it goes depends on the machine)
+    line_first = min(by_scenario["latency"], key=lambda r: r["bench_rate"])
+    irc_first = min((r for r in by_scenario["irc-latency"] if r["server"] == "chatd"), key=lambda r: r["bench_rate"])
+    assert irc_first["bench_rate"] == line_first["bench_rate"] and irc_first["expected"] == line_first["expected"]
+    assert all(r["server_us_per_delivery"] > 0 for r in by_scenario["irc-latency"] if r["server"] == "chatd")
+    assert "IRC members: chatd's IRC front-end beside its line front-end and ngIRCd" in proc.stdout
