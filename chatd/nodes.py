@@ -14,6 +14,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from chatd.core.events import EventKind
 from chatd.store import RoomRecord, UserRecord
 from chatd.text import name_key
 
@@ -51,6 +52,30 @@ class Nodes:
                 self._confirmed = {k: s for k, s in self._confirmed.items() if online.get(k) is s}
         elif self._confirmed.pop(key, None) is session:
             session.kick("You logged in from another connection.", "replaced")
+
+    def members(self) -> dict[str, list[str]] | None:
+        """Who is in which room here, by room name (the heartbeat's list); None while the state shuts down."""
+        if self.factory.closing:
+            return None
+        return {room.name: room.member_names() for room in self.factory.rooms.values() if len(room.fanout)}
+
+    def node_gone(self, node: str, rooms: dict[str, list[str]]) -> None:
+        """
+        The node ``node`` stopped or died (heartbeat lost): the users it had
+        in each room leave it, told as a session that ended (target "quit",
+        text "server node gone"), unless they are in that room here.
+        """
+        for name, users in rooms.items():
+            room = self.factory._by_name.get(name)
+            if room is None:
+                continue
+            here = {name_key(member.name or "") for member in room.fanout.members()}
+            gone = [user for user in users if name_key(user) not in here]
+            for user in gone:
+                self.factory.publish(room, user, EventKind.LEAVE, "server node gone", "quit")
+            if gone:
+                self.log.info("node {node} gone: {count} user(s) left {room}", node=node, count=len(gone),
+                              room=name)
 
     def account_changed(self, name: str, password_hash: str, created: str) -> None:
         """Another node registered ``name`` or changed its password: logins here check the new hash."""

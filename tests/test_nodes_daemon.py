@@ -4,12 +4,15 @@ Several nodes (issue 17): two ``twistd chatd`` processes with ``--bus redis://..
 (a private cluster: tests/pg.py), telnet users on each in one room: every
 line exactly once, in the same order on every node; a room created on one
 node is joined on the other; a login on one node ends the account's session
-on the other; Redis restarted mid-conversation loses and duplicates nothing.
+on the other; a node killed (kill -9) or stopped has its users' leaves shown
+by the survivors; Redis restarted mid-conversation loses and duplicates
+nothing.
 """
 
 from __future__ import annotations
 
 import re
+import signal
 import threading
 import time
 
@@ -160,4 +163,31 @@ def test_a_login_on_one_node_ends_the_accounts_session_on_the_other(tmp_path, re
             assert not node.unhandled_errors(), node.log()
     finally:
         for node in (a, b):
+            node.stop()
+
+
+def test_a_killed_or_stopped_nodes_users_leave_their_rooms_on_the_others(tmp_path, redis_url, pg_dsn):
+    a, b, c = _nodes(tmp_path, redis_url, pg_dsn, count=3)
+    try:
+        bob = in_room(b.port, "bob")
+        ann = in_room(a.port, "ann")
+        bob.expect(r"\* ann joined public\r\n")
+        cid = in_room(c.port, "cid")
+        bob.expect(r"\* cid joined public\r\n")
+        time.sleep(1.5)  # (a heartbeat of each node after the joins: not needed, the joins are followed too)
+        a.stop(signal.SIGKILL)
+        started = time.monotonic()
+        text = bob.expect(r"\* ann left public\r\n", timeout=10)
+        assert time.monotonic() - started < 6  # heartbeat lost: within a few seconds
+        cid.expect(r"\* ann left public\r\n")
+        c.stop()  # a clean stop: its users leave at once
+        bob.expect(r"\* cid left public\r\n", timeout=5)
+        bob.send("/ping")
+        rest = bob.expect(r"pong\r\n")
+        assert text.count("left public") == 1 and "left" not in rest  # each once
+        ann.close()
+        for node in (b, c):
+            assert not node.unhandled_errors(), node.log()
+    finally:
+        for node in (a, b, c):
             node.stop()

@@ -67,6 +67,9 @@ class Node:
         self.got: list[RoomEvent] = []
         self.changes: list[tuple[Any, ...]] = []
         self.missed_ranges: list[tuple[str, int, int]] = []
+        #: Who is in which room on this node (its heartbeats say so); the nodes it was told are gone.
+        self.here: dict[str, list[str]] = {}
+        self.gone: list[tuple[str, dict[str, list[str]]]] = []
         self.bus.subscribe(self.got.append)
         #: Whether this node records each delivered event in history (asked as the fan-out does, in its turn).
         self.mine: list[bool] = []
@@ -84,6 +87,12 @@ class Node:
 
     def known(self) -> dict[str, int]:
         return {}
+
+    def members(self) -> dict[str, list[str]]:
+        return self.here
+
+    def node_gone(self, node: str, rooms: dict[str, list[str]]) -> None:
+        self.gone.append((node, rooms))
 
     def missed(self, room: str, first: int, last: int) -> defer.Deferred[None]:
         self.missed_ranges.append((room, first, last))
@@ -171,8 +180,9 @@ def test_a_retried_batch_is_appended_once(redis_url):
     try:
         connection = yield a.bus._writer.whenConnected()
         events = [_event("lab", 1, "ann", "once")]
-        first = yield a.bus._append(connection, 1, events, None)
-        again = yield a.bus._append(connection, 1, events, None)  # as after a connection lost before the reply
+        a.bus._seq += 1  # (a batch number of its own)
+        first = yield a.bus._append(connection, a.bus._seq, events, None)
+        again = yield a.bus._append(connection, a.bus._seq, events, None)  # as after a connection lost before the reply
         assert first and again is None
         b.say("lab", "next")
         yield _until(lambda: len(b.got) == 2, "both lines")
@@ -235,3 +245,35 @@ def test_a_node_behind_a_trimmed_stream_catches_the_room_up(redis_url):
         assert [event.id for event in b.got[1:]] == list(range(last + 1, 302))
     finally:
         yield _stopped(a, b)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_stopped_or_silent_node_has_its_users_leave_announced_once(redis_url):
+    """
+    C's heartbeat says ann and cid are in lab there; cid leaves, eve joins (followed from the events). C stops:
+    one survivor (the first by name) is told who was there; a silent node is taken for gone after DEAD_AFTER.
+    """
+    from chatd.buses import redis as module
+
+    a, b, c = Node(redis_url), Node(redis_url), Node(redis_url)
+    c.here = {"lab": ["ann", "cid"], "public": ["dan"]}
+    a.here, b.here = {"lab": ["amy"]}, {"lab": ["dan"]}
+    yield _started(a, b, c)
+    try:
+        yield _until(lambda: c.bus.node in a.bus._rooms_of and c.bus.node in b.bus._rooms_of, "C's heartbeat")
+        c.bus.publish(RoomEvent("lab", 1, 1.0, "cid", EventKind.LEAVE))
+        c.bus.publish(RoomEvent("lab", 2, 1.0, "eve", EventKind.JOIN))
+        c.bus.publish(RoomEvent("public", 1, 1.0, "dan", EventKind.LEAVE))
+        yield _until(lambda: len(a.got) == len(b.got) == 3, "C's events")
+        yield c.bus.stop()
+        yield _until(lambda: a.gone or b.gone, "C gone")
+        first, other = (a, b) if a.bus.node < b.bus.node else (b, a)
+        assert first.gone == [(c.bus.node, {"lab": ["ann", "eve"]})] and other.gone == []
+        # A node that stops beating (killed) is taken for gone after DEAD_AFTER seconds.
+        first.gone.clear()
+        other.bus._beats.stop()
+        yield _until(lambda: first.gone, "the silent node taken for gone")
+        assert first.gone == [(other.bus.node, other.here)]
+    finally:
+        yield _stopped(a, b)
+    assert module.DEAD_AFTER <= 5

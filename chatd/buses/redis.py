@@ -26,6 +26,11 @@ every node delivers every room's events in the stream's one order.
 - **Rooms, accounts and sessions**: room creations and deletions, accounts
   registered, changed and deleted, and logins travel as entries of their own
   (:meth:`share`), in order with the events.
+- **Heartbeats**: every node appends ``["alive", {ROOM: [NAME, ...]}]`` each
+  :data:`BEAT` seconds (and ``["gone"]`` when it stops); every node follows
+  the others' members from it and their joins and leaves; a node silent for
+  :data:`DEAD_AFTER` seconds, or gone, has its users' leaves published by one
+  survivor (:meth:`_gone`).
 - **History**: the node that published an event records it in the store,
   exactly once (:meth:`mine`); every node keeps it in its rings.
 
@@ -49,6 +54,7 @@ from urllib.parse import urlsplit
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, task
+from twisted.internet.task import LoopingCall
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -63,10 +69,14 @@ MAX_WAITING = 100_000
 #: Entries read per XREAD, and how long one blocks (ms) before it is issued again.
 READ_COUNT = 512
 READ_BLOCK_MS = 2000
+#: Seconds between two heartbeats of a node; a node silent for DEAD_AFTER seconds is taken for dead.
+BEAT = 1.0
+DEAD_AFTER = 3.0
 #: The stream's key; room counters and node sequence keys share its prefix.
 STREAM = "chatd:events"
 
 _KINDS = {kind.value: kind for kind in EventKind}
+_JOIN, _LEAVE = EventKind.JOIN, EventKind.LEAVE
 _new_tuple = tuple.__new__
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
@@ -105,6 +115,12 @@ class NodeListener(Protocol):
 
     def account_changed(self, name: str, password_hash: str, created: str) -> None:
         """Another node registered the account ``name`` or changed its password."""
+
+    def members(self) -> dict[str, list[str]] | None:
+        """Who is in which room on this node, for the heartbeat (None while shutting down: no heartbeat)."""
+
+    def node_gone(self, node: str, rooms: dict[str, list[str]]) -> None:
+        """The node ``node`` stopped or died; ``rooms``: who was in which room there: they leave (publish)."""
 
     def account_deleted(self, name: str) -> None:
         """Another node deleted the account ``name``."""
@@ -254,13 +270,19 @@ class RedisBus:
         self._seen: dict[str, int] = {}
         #: Events this node published, delivered and not yet recorded in history (:meth:`mine`).
         self._own: set[RoomEvent] = set()
+        #: Other nodes: when an entry of each was last read (reactor seconds), and who is in which room there
+        #: (their last heartbeat's list, kept up to date by their joins and leaves since).
+        self._nodes: dict[str, float] = {}
+        self._rooms_of: dict[str, dict[str, dict[str, None]]] = {}
+        self._beats = LoopingCall(self._beat)
+        self._beats.clock = reactor
         self._running = False
         self._writing: defer.Deferred[None] | None = None
         self._reading: defer.Deferred[None] | None = None
         self._script: str | None = None
         self._reader = self._service()
         self._writer = self._service()
-        #: Counts for tests and the bench: entries appended and read, events delivered.
+        #: Counts for tests and the bench: entries of events appended, entries read, events delivered.
         self.appended = 0
         self.read = 0
         self.delivered = 0
@@ -333,7 +355,8 @@ class RedisBus:
                     continue
                 self._out.pop(0)
                 self._waiting_events -= len(events)
-                self.appended += 1
+                if events:
+                    self.appended += 1
         finally:
             self._writing = None
 
@@ -391,6 +414,8 @@ class RedisBus:
         if seq <= self._seen.get(node, 0):
             return None  # a retried batch that had been appended before its connection went
         self._seen[node] = seq
+        if node != self.node:
+            self._nodes[node] = self.reactor.seconds()
         try:
             groups = decode(fields.get("e", ""), fields.get("b", ""))
             change = json.loads(fields["c"]) if fields.get("c") else None
@@ -398,17 +423,19 @@ class RedisBus:
             self.log.error("skipped a malformed Redis stream entry {id}: {error}", id=entry_id, error=error)
             return None
         if change is not None:
-            self._change(change, node == self.node)
+            self._change(change, node)
         gaps = [(room, self._last[room] + 1, first - 1) for room, first, _ in groups
                 if room in self._last and first > self._last[room] + 1]
         if gaps and self.listener is not None:
             return defer.gatherResults([self.listener.missed(*gap) for gap in gaps], consumeErrors=True) \
                 .addErrback(lambda failure: self.log.failure("catching up missed room events failed", failure)) \
-                .addCallback(lambda _: self._deliver(groups, node == self.node))
-        self._deliver(groups, node == self.node)
+                .addCallback(lambda _: self._deliver(groups, node))
+        self._deliver(groups, node)
         return None
 
-    def _deliver(self, groups: list[tuple[str, int, list[RoomEvent]]], own: bool) -> None:
+    def _deliver(self, groups: list[tuple[str, int, list[RoomEvent]]], node: str) -> None:
+        own = node == self.node
+        rooms_there = None if own else self._rooms_of.get(node)
         for room, first, events in groups:
             last = self._last.get(room, 0)
             if first <= last:
@@ -422,14 +449,32 @@ class RedisBus:
             self._last[room] = first + len(events) - 1 if first > last else last + len(events)
             if own:
                 self._own.update(events)
+            elif rooms_there is not None:
+                self._follow(rooms_there, room, events)
             self.delivered += len(events)
             for event in events:
                 for receiver in self._receivers:
                     receiver(event)
 
-    def _change(self, change: list[Any], here: bool) -> None:
+    @staticmethod
+    def _follow(rooms: dict[str, dict[str, None]], room: str, events: list[RoomEvent]) -> None:
+        """Another node's joins and leaves in ``room`` since its heartbeat: who is there stays known."""
+        for event in events:
+            if event[4] is _JOIN:
+                rooms.setdefault(room, {})[event[3]] = None
+            elif event[4] is _LEAVE:
+                rooms.get(room, {}).pop(event[3], None)
+
+    def _change(self, change: list[Any], node: str) -> None:
+        here = node == self.node
         if change[0] == "delete":
             self._last.pop(str(change[1]), None)
+        if change[0] == "alive" and not here:
+            self._rooms_of[node] = {str(room): dict.fromkeys(map(str, names)) for room, names in change[1].items()}
+            return
+        if change[0] == "gone" and not here:
+            self._gone(node)
+            return
         if self.listener is None:
             return
         try:
@@ -450,6 +495,43 @@ class RedisBus:
                 self.listener.file_undelivered(str(change[1]), str(change[2]))
         except Exception:
             self.log.failure("applying a room change from the bus failed: {change!r}", change=change)
+
+    # -- heartbeats ---------------------------------------------------------
+
+    def _beat(self) -> None:
+        """
+        Every BEAT seconds: say this node is alive, with who is in which room
+        here (``["alive", {ROOM: [NAME, ...]}]``; none while the state shuts
+        down), and take the nodes silent for DEAD_AFTER seconds for dead.
+        """
+        if not self._running:
+            return
+        members = self.listener.members() if self.listener is not None else {}
+        if members is not None:
+            self.share(["alive", members])
+        now = self.reactor.seconds()
+        for node, seen in list(self._nodes.items()):
+            if now - seen > DEAD_AFTER:
+                self.log.warn("bus: node {node} silent for {silent:.1f} s: taken for gone", node=node,
+                              silent=now - seen)
+                self._gone(node)
+
+    def _gone(self, node: str) -> None:
+        """
+        ``node`` stopped or died: its users leave their rooms. The survivor
+        with the first name among the nodes alive publishes their LEAVE
+        events, once, for every node; a user in the room on another node
+        (reconnected there) is left alone.
+        """
+        self._nodes.pop(node, None)
+        rooms = self._rooms_of.pop(node, {})
+        if self.listener is None or min([*self._nodes, self.node]) != self.node:
+            return
+        elsewhere = self._rooms_of.values()
+        left = {room: [name for name in names if not any(name in there.get(room, ()) for there in elsewhere)]
+                for room, names in rooms.items()}
+        if any(left.values()):
+            self.listener.node_gone(node, {room: names for room, names in left.items() if names})
 
     # -- start and stop -----------------------------------------------------
 
@@ -511,12 +593,17 @@ class RedisBus:
                       stream=self.stream, host=self.host, port=self.port, db=self.db, last=self.last_id,
                       node=self.node)
         self._reading = self._read_all()
+        self._beats.start(BEAT, now=True)
         if self._out and self._writing is None:
             self._writing = self._write_all()
 
     @defer.inlineCallbacks
     def stop(self, grace: float = 2.0) -> Any:
-        """Append what waits (at most ``grace`` seconds), then stop reading and disconnect."""
+        """Say this node is gone, append what waits (at most ``grace`` seconds), then stop reading and disconnect."""
+        if self._beats.running:
+            self._beats.stop()
+        if self._running:
+            self.share(["gone"])
         self._close_turn()
         waited = 0.0
         while (self._out or self._writing is not None) and self._running and waited < grace:
