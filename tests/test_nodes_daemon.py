@@ -28,13 +28,34 @@ def _nodes(tmp_path, redis_url: str, dsn: str, count: int = 2) -> list[Daemon]:
     nodes = []
     try:
         for n in range(count):
-            nodes.append(Daemon(str(tmp_path / f"node{n}"), "--store", dsn, "--bus", redis_url,
-                                "--node-name", f"node{n}", "--flood-rate", "0").start())
+            node = Daemon(str(tmp_path / f"node{n}"), "--store", dsn, "--bus", redis_url,
+                          "--node-name", f"node{n}", "--flood-rate", "0").start()
+            nodes.append(node)
+            deadline = time.monotonic() + 10  # ready once it reads the stream (its bus connects after it listens)
+            while "bus: Redis stream" not in node.log() and time.monotonic() < deadline:
+                time.sleep(0.05)
     except Exception:
         for node in nodes:
             node.stop()
         raise
     return nodes
+
+
+def _known_on(node: Daemon, name: str, account: bool = False) -> None:
+    """
+    Wait until ``node`` has read the bus's entry that made ``name`` (a room or an account on another node):
+    a node learns of them within the bus's round trip, which a loaded test machine can stretch.
+    """
+    deadline = time.monotonic() + 10
+    probe = Conn(node.port)
+    probe.expect(r"menu> ")
+    while time.monotonic() < deadline:
+        probe.send(f"whois {name}" if account else "list")
+        text = probe.expect(r"menu> ")
+        if (account and "There is no user called" not in text) or (not account and re.search(rf"\b{name}\b", text)):
+            break
+        time.sleep(0.05)
+    probe.close()
 
 
 def _said(text: str) -> list[str]:
@@ -49,6 +70,7 @@ def test_two_nodes_serve_one_room_every_line_once_in_one_order(tmp_path, redis_u
         ann.enter("ann", "lab", create=True)  # created on node A ...
         bob = Conn(b.port)
         bob.register("bob")
+        _known_on(b, "lab")
         bob.enter("bob", "lab")  # ... joined on node B
         ann.expect(r"\* bob joined lab\r\n")
         cid = in_room(b.port, "cid", "lab")
@@ -141,6 +163,7 @@ def test_a_login_on_one_node_ends_the_accounts_session_on_the_other(tmp_path, re
     try:
         first = in_room(a.port, "ann")
         bob = in_room(a.port, "bob")
+        _known_on(b, "ann", account=True)
         second = Conn(b.port)
         second.login("ann")
         first.expect(r"You logged in from another connection\.")

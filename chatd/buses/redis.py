@@ -586,6 +586,7 @@ class RedisBus:
             if newest:
                 self.last_id = str(newest[0][0])
             self._positioned = True
+        yield self._reader.whenConnected()  # (the reactor runs: the state has taken over what the store loaded)
         if self.listener is not None:  # events at or below what the store had when loaded are not delivered again
             self._last.update(self.listener.known())
         self._running = True
