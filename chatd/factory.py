@@ -898,16 +898,18 @@ class ChatFactory(Factory):
         """Broadcast an action (``/me``) to ``room``."""
         self.publish(room, session.name or "", EventKind.ME, text)
 
-    def private_message(self, sender: Session, target: str, text: str) -> defer.Deferred[PrivateMessage]:
+    def private_message(self, sender: Session, target: str, text: str,
+                        notice: bool = False) -> defer.Deferred[PrivateMessage]:
         """
-        Send ``text`` (clean) to the logged-in user ``target``; fires with
-        the message as delivered, or fails with NoSuchUser.
+        Send ``text`` (clean) to the logged-in user ``target`` (``notice``:
+        as an IRC NOTICE); fires with the message as delivered, or fails
+        with NoSuchUser (Offline for an account that is not logged in).
         """
         session = self.online.get(name_key(target))
         if session is None or session.name is None:
             error = errors.Offline if name_key(target) in self.accounts else errors.NoSuchUser
             return defer.fail(error(unknown_name(target, "user", USER_NAME_MAX, f"{target} is not logged in.")))
-        message = PrivateMessage(self.reactor.seconds(), sender.name or "", session.name, text)
+        message = PrivateMessage(self.reactor.seconds(), sender.name or "", session.name, text, notice)
         session.private(message)
         return defer.succeed(message)
 

@@ -665,7 +665,7 @@ def test_lusers_counts_users_admins_unknown_connections_and_the_most_at_once(wor
         ":chatd 255 alice :I have 1 clients and 0 servers",
         ":chatd 265 alice 1 2 :Current local users 1, max 2", ":chatd 266 alice 1 2 :Current global users 1, max 2"]
     Client(factory, clock).register("dave")
-    alice.send("NICK ALICE", "NICK Dave")  # own nick in another case: nothing; taken: 433
+    alice.send("NICK alice", "NICK Dave")  # own nick: nothing; taken: 433
     assert codes(alice.lines()) == ["433"]
     alice.send("AWAY :out", "NICK malice")  # a guest in no room may take a free nick
     assert alice.lines()[-1] == ":alice!alice@chatd NICK malice"
@@ -896,3 +896,81 @@ def test_every_reply_to_a_labeled_line_is_labeled_and_a_joiner_who_is_away_is_an
     bob.register("bob")
     bob.send("away lunch", "join public")
     assert alice.lines() == [":bob!bob@chatd JOIN #public", ":bob!bob@chatd AWAY :lunch"]
+
+
+def test_a_labeled_message_to_oneself_is_the_delivery_then_the_labeled_echo_without_a_batch(world):
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.register("alice", "CAP REQ :labeled-response batch echo-message", "CAP END")
+    for command in ("PRIVMSG", "NOTICE"):
+        alice.send(f"@label=self {command} alice :note")
+        assert alice.lines() == [f":alice!alice@chatd {command} alice :note",
+                                 f"@label=self :alice!alice@chatd {command} alice :note"]
+
+
+def test_a_notice_to_a_nick_arrives_as_a_notice_and_is_never_queued_for_an_offline_account(world):
+    factory, clock, irc = world
+    carol = Client(factory, clock)
+    carol.register("carol")
+    carol.send("quit")
+    alice = IrcClient(irc, clock)
+    alice.register("alice", "CAP REQ :labeled-response batch echo-message", "CAP END")
+    bob = IrcClient(irc, clock, port=40001)
+    bob.register("bob")
+    telnet = Client(factory, clock)
+    telnet.register("dave")
+    alice.lines(), bob.lines(), telnet.output()
+    alice.send("@label=n NOTICE bob :hi")
+    assert alice.lines() == ["@label=n :alice!alice@chatd NOTICE bob :hi"]
+    assert bob.lines() == [":alice!alice@chatd NOTICE bob :hi"]
+    alice.send("NOTICE dave :psst")
+    assert "psst" in telnet.output()  # (today's private line)
+    alice.send("NOTICE carol :later?", "PRIVMSG carol :later!")
+    assert [text for text in alice.lines() if "NOTICE carol" in text] == []  # no echo: not delivered
+    assert [message.text for message in factory.offline.get("carol", [])] == ["later!"]
+
+
+def test_a_case_change_of_ones_own_nick_is_answered_a_nick_or_447_and_the_same_nick_nothing(world):
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.register("alice")
+    alice.lines()
+    alice.send("NICK Alice")
+    assert alice.lines() == [":alice!alice@chatd NICK Alice"]
+    alice.send("NICK Alice")
+    assert alice.lines() == []
+    alice.send("JOIN #public")
+    alice.lines()
+    alice.send("NICK ALICE")
+    assert codes(alice.lines()) == ["447"]
+
+
+def test_chathistory_targets_lists_ones_rooms_by_their_latest_lines_time_within_the_bounds(world):
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.register("alice", "CAP REQ :batch server-time draft/chathistory", "CAP END")
+    times = {}
+    for channel in ("#one", "#two", "#three"):
+        alice.send(f"JOIN {channel}")
+        clock.advance(1)
+    for channel in ("#two", "#one"):
+        alice.send(f"PRIVMSG {channel} :hi", f"PRIVMSG {channel} :again")
+        clock.advance(1)
+    for channel in ("#two", "#one"):
+        at = factory.rooms[channel[1:]].history.ring[-1].at
+        times[channel] = datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    alice.lines()
+
+    def targets(low: str, high: str, limit: int = 10) -> list[str]:
+        alice.send(f"CHATHISTORY TARGETS timestamp={low} timestamp={high} {limit}")
+        got = alice.lines()
+        assert re.fullmatch(r":chatd BATCH \+\d+ draft/chathistory-targets", got[0]) and got[-1].startswith(":chatd BATCH -")
+        return [re.sub(r"^@batch=\d+ :chatd CHATHISTORY TARGETS ", "", text) for text in got[1:-1]]
+
+    everything = ("2020-01-01T00:00:00.000Z", "2262-01-01T00:00:00.000Z")
+    assert targets(*everything) == [f"#two {times['#two']}", f"#one {times['#one']}"]
+    assert targets(*everything, limit=1) == [f"#two {times['#two']}"]
+    assert targets(times["#two"], everything[1]) == [f"#one {times['#one']}"]  # (bounds excluded)
+    assert targets(everything[0], times["#one"]) == [f"#two {times['#two']}"]
+    alice.send("CHATHISTORY TARGETS * * 10")
+    assert [text.split(" :")[0] for text in alice.lines()] == [":chatd FAIL CHATHISTORY INVALID_PARAMS TARGETS"]

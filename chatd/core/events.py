@@ -93,9 +93,14 @@ class RoomEvent(NamedTuple):
 
 @attrs.frozen(slots=True)
 class PrivateMessage:
-    """``sender`` wrote ``text`` (clean) to ``recipient`` at ``at`` (seconds since the epoch, UTC)."""
+    """
+    ``sender`` wrote ``text`` (clean) to ``recipient`` at ``at`` (seconds
+    since the epoch, UTC); ``notice``: an IRC NOTICE (RFC 1459 4.4.2: never
+    answered automatically), delivered to an online user only, never queued.
+    """
 
     at: float
     sender: str
     recipient: str
     text: str
+    notice: bool = False

@@ -46,6 +46,7 @@ from chatd.frontends.irc_commands import (BEFORE_REGISTRATION, CHANNELS_MAX, HAN
                                          TARGETS_MAX)
 from chatd.frontends.irc_wire import (HOST, LINE_MAX, LineSplitter, Message, channel_name, escape_tag, line, parse, split_text,
                                      tagged, too_long, valid_utf8)
+from chatd.frontends.irc_wire import iso_time as _iso  # noqa: E402 (server-time, shared with irc_commands)
 from chatd.limits import TokenBucket
 from chatd.moderation import REASON_MAX, TOPIC_MAX, Role
 from chatd.presence import AWAY_MAX
@@ -83,10 +84,6 @@ def private_id(message: PrivateMessage) -> str:
 def default_mask(name: str) -> str:
     """``name!name@chatd``: how a user without an IRC connection of its own is shown as a source."""
     return f"{name}!{name}@{HOST}"
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 #: What a part of a :class:`Batch` is, for the members that leave some out: a PRIVMSG, a QUIT, anything else.
@@ -1012,8 +1009,9 @@ class IrcConnection(Protocol, _Caller):
             self.transport.abortConnection()
 
     def private(self, message: PrivateMessage, sent: bool = False) -> None:
-        """A private message (``sent``: the echo of one this user sent: with echo-message only; one to
-        oneself arrives as both); its ``msgid`` is the same for its sender and its recipient."""
+        """A private message as a PRIVMSG or a NOTICE (``sent``: the echo of one this user sent: with
+        echo-message only; one to oneself arrives as both, the delivery unlabeled, IRCv3 labeled-response);
+        its ``msgid`` is the same for its sender and its recipient."""
         if sent and "echo-message" not in self.caps:
             return
         tags = []
@@ -1023,8 +1021,16 @@ class IrcConnection(Protocol, _Caller):
             tags.append("msgid=pm-" + private_id(message))
         if "server-time" in self.caps:
             tags.append("time=" + _iso(message.at))
-        self.send_line(privmsg_lines(self.irc.mask(message.sender), message.recipient, message.text,
-                                     tags=";".join(tags)))
+        data = privmsg_lines(self.irc.mask(message.sender), message.recipient, message.text, tags=";".join(tags),
+                             command="NOTICE" if message.notice else "PRIVMSG")
+        held = self._labeled
+        if not sent and held is not None and "echo-message" in self.caps and message.sender == message.recipient:
+            # To oneself under labeled-response: the delivery goes out as it is, only the echo answers the label.
+            self._labeled = None
+            self.send_line(data)
+            self._labeled = held
+            return
+        self.send_line(data)
 
     def notice(self, text: str) -> None:
         self.server_notice(text)

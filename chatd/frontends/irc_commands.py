@@ -19,12 +19,14 @@ from datetime import datetime, timezone
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from twisted.internet import defer
+
 from chatd import __version__, errors
 from chatd.commands import TABLE
 from chatd.commands.builtin import SAY as _SAY_COMMAND
 from chatd.commands.moderation import CLEAR_TOPIC
 from chatd.core.events import EventKind, RoomEvent
-from chatd.frontends.irc_wire import HOST, LINE_MAX, Message, channel_name, line, split_text, tagged
+from chatd.frontends.irc_wire import HOST, LINE_MAX, Message, channel_name, iso_time, line, split_text, tagged
 from chatd.moderation import REASON_MAX, Role
 from chatd.passwords import password_problem
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key
@@ -182,9 +184,10 @@ def nick(self: IrcConnection, message: Message) -> None:
         self.numeric("431", "No nickname given")
         return
     if self.registered:
-        if name_key(wanted) == name_key(self.name or ""):
-            return  # (its own nick, in another case: nothing changes)
-        refused = self.guest_refusal(wanted)
+        if wanted == self.name:
+            return  # (its own nick: nothing changes, nothing is said)
+        # Its own nick in another case (RFC 2812 3.1.2 allows it, as ngIRCd does): a guest in no room takes it.
+        refused = None if name_key(wanted) == name_key(self.name or "") else self.guest_refusal(wanted)
         if refused:
             self.numeric(refused[0], wanted, refused[1])
         elif self.guest and not self.channels and not any(
@@ -426,8 +429,9 @@ def part(self: IrcConnection, message: Message) -> None:
 def privmsg(self: IrcConnection, message: Message) -> None:
     """
     To a channel: a room line (``say``; CTCP ACTION: ``me``); to a nick: a
-    chatd private message (``msg``; kept for an offline account). A NOTICE
-    is never answered with an error (RFC 2812 §3.3.2).
+    chatd private message (``msg``; kept for an offline account; a NOTICE is
+    one marked ``notice``, for an online user only). A NOTICE is never
+    answered with an error (RFC 2812 §3.3.2).
     """
     notice = message.command == "NOTICE"
     if not message.params or not message.params[0]:
@@ -514,6 +518,10 @@ def _to_nick(self: IrcConnection, target: str, text: str, action: bool, notice: 
                 self.numeric("301", recipient.name or target, away)
 
     said = f"* {self.name} {text}" if action else text  # (chatd's private messages have no actions)
+    if notice:  # to an online user only, never queued, never answered with an error (RFC 1459 4.4.2)
+        chat.private_message(self, target, said, notice=True).addCallbacks(
+            lambda message: self.private(message, sent=True), lambda failure: failure.trap(errors.ChatError))
+        return
     self.run_command(self.direct, "msg", [target, said], failed=unknown, done=sent, quiet=True)
 
 
@@ -916,12 +924,12 @@ def chathistory(self: IrcConnection, message: Message) -> None:
     ``timestamp=ISO``); the lines (PRIVMSGs, ``/me`` as ACTION) in a
     ``chathistory`` batch, oldest first. Looks through the room's newest
     :data:`HISTORY_SCAN` lines; a nick's history is empty (chatd keeps no
-    private messages once delivered). ``TARGETS``: none.
+    private messages once delivered). ``TARGETS``: :func:`_targets`.
     """
     sub, params = message.params[0].upper(), message.params[1:]
     fail = lambda code, *rest: self.from_server("FAIL", "CHATHISTORY", code, *rest)  # noqa: E731
     if sub == "TARGETS":
-        _history_batch(self, "draft/chathistory-targets", None, [])
+        _targets(self, params)
         return
     if sub not in ("LATEST", "BEFORE", "AFTER", "AROUND", "BETWEEN") or len(params) < (4 if sub == "BETWEEN" else 3):
         fail("INVALID_PARAMS", sub[:20] or "*", "usage: CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN target ...")
@@ -1004,10 +1012,44 @@ def _milliseconds(at: float) -> float:
     return float(int(moment.replace(microsecond=0).timestamp()) * 1000 + moment.microsecond // 1000)
 
 
+def _targets(self: IrcConnection, params: list[str]) -> None:
+    """
+    ``CHATHISTORY TARGETS timestamp=A timestamp=B limit`` (IRCv3
+    draft/chathistory): the channels the client is in whose latest line is
+    between A and B (bounds excluded, in either order), each as
+    ``CHATHISTORY TARGETS #room timestamp=T`` in a
+    ``draft/chathistory-targets`` batch, the earliest first, at most
+    ``limit`` (and :data:`HISTORY_MAX`). No nicks: chatd keeps no private
+    messages once delivered.
+    """
+    refs = [_history_ref(ref) for ref in params[:2]]
+    if len(params) < 3 or not params[2].isdigit() or any(ref is None or ref[0] != "timestamp" for ref in refs):
+        self.from_server("FAIL", "CHATHISTORY", "INVALID_PARAMS", "TARGETS",
+                         "usage: CHATHISTORY TARGETS timestamp=... timestamp=... limit")
+        return
+    low, high = sorted(ref[1] for ref in refs if ref is not None)
+    limit = min(int(params[2]), HISTORY_MAX)
+    rooms = [channel.room for channel in self.channels.values() if channel.room is not None]
+
+    def answer(latest: list[list[RoomEvent]]) -> None:
+        found = sorted((events[-1].at, channel_name(room.name)) for room, events in zip(rooms, latest)
+                       if events and low < _milliseconds(events[-1].at) < high)[:limit]
+        data = b"".join(line(self.irc.server, "CHATHISTORY", "TARGETS", name, iso_time(at), text=False)
+                        for at, name in found)
+        _batch(self, "draft/chathistory-targets", None, data)
+
+    self.wait_for(defer.gatherResults([self.chat.room_history(room, 1) for room in rooms], consumeErrors=True),
+                  answer, _notice_error(self))
+
+
 def _history_batch(self: IrcConnection, kind: str, target: str | None, events: list[RoomEvent]) -> None:
     """``events`` in a batch of ``kind`` (plain lines without the ``batch`` capability)."""
     renderer = self.renderer
-    data = b"".join(renderer.event_lines(event) for event in events)
+    _batch(self, kind, target, b"".join(renderer.event_lines(event) for event in events))
+
+
+def _batch(self: IrcConnection, kind: str, target: str | None, data: bytes) -> None:
+    """The lines ``data`` in a batch of ``kind`` (plain lines without the ``batch`` capability)."""
     if "batch" not in self.caps:
         self.send_line(data)
         return

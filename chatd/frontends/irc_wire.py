@@ -18,6 +18,7 @@ ERR_INPUTTOOLONG`` for a longer line), the "Modern IRC" documentation
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import NamedTuple
 
 from chatd.text import clean_text
@@ -182,6 +183,11 @@ def channel_name(room: str) -> str:
 def escape_tag(value: str) -> str:
     """A tag value escaped for the wire (IRCv3 message-tags)."""
     return value.translate(_TAG_ESCAPE)
+
+
+def iso_time(at: float) -> str:
+    """``at`` (seconds since the epoch) as IRCv3 ``server-time`` shows it: ``2026-11-30T02:07:00.123Z`` (cut)."""
+    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def line(source: str, command: str, *params: str, tags: str = "", text: bool = True) -> bytes:
