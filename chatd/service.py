@@ -57,7 +57,7 @@ from chatd.core.ports import Bus
 from chatd.nodes import Nodes
 from chatd.datadir import DataDirInUse, load_token_key, lock_data_dir, unlock_data_dir
 from chatd.factory import ChatFactory
-from chatd.frontends.irc import IrcFactory
+from chatd.frontends.irc import IrcFactory, web_page_url
 from chatd.frontends.web import web_site
 from chatd.limits import raise_fd_limit
 from chatd.passwords import Passwords
@@ -624,7 +624,9 @@ class ChatService(service.MultiService):
         self.irc_listeners: Listeners | None = None
         if listen_irc:
             self.irc_listeners = Listeners(reactor, listen_irc, self.state.factory,
-                                           IrcFactory(self.state.factory, irc_guests, irc_server_name))
+                                           IrcFactory(self.state.factory, irc_guests, irc_server_name,
+                                                      web_page_url(listen_web or [], web_origins or [],
+                                                                   web_hosts or [])))
             self.irc_listeners.setServiceParent(self)
         self._checked = False
 

@@ -974,3 +974,23 @@ def test_chathistory_targets_lists_ones_rooms_by_their_latest_lines_time_within_
     assert targets(everything[0], times["#one"]) == [f"#two {times['#two']}"]
     alice.send("CHATHISTORY TARGETS * * 10")
     assert [text.split(" :")[0] for text in alice.lines()] == [":chatd FAIL CHATHISTORY INVALID_PARAMS TARGETS"]
+
+
+def test_a_file_shared_in_a_room_is_a_notice_with_the_web_pages_address_when_the_web_front_end_is_on(tmp_path):
+    from chatd.frontends.irc import web_page_url
+    assert web_page_url([], ["https://chat.example.org"], []) == ""  # (the web front-end is off)
+    assert web_page_url(["tcp:8080"], ["https://chat.example.org"], ["x.org"]) == "https://chat.example.org/"
+    assert web_page_url(["ssl:8443:privateKey=k.pem", "tcp:8080"], [], ["chat.example.org"]) == \
+        "https://chat.example.org:8443/"
+    assert web_page_url(["tcp:port=8080:interface=0.0.0.0"], [], [], machine="box") == "http://box:8080/"
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0))
+    for files_at, said in (("https://chat.example.org/", " (log in at https://chat.example.org/ to download it)"),
+                           ("", "")):
+        irc = IrcFactory(factory, guests=True, files_at=files_at)
+        alice = IrcClient(irc, clock)
+        alice.register("alice")
+        alice.send("JOIN #public")
+        alice.lines()
+        factory.publish(factory.rooms["public"], "bob", EventKind.FILE, "notes.txt (1.2 KiB, sha256 ab12)")
+        assert alice.lines() == [f":chatd NOTICE #public :bob shared a file: notes.txt (1.2 KiB, sha256 ab12){said}"]
+        alice.send("QUIT")

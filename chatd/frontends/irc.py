@@ -24,6 +24,7 @@ the flood allowance (one token a line), the login and idle timeouts and
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -133,6 +134,8 @@ class IrcRenderer:
         #: away-notify: a user who joins while away is followed by its AWAY (``away_of(name)``: its message).
         self.away_notify = "away-notify" in caps and away_of is not None
         self.away_of = away_of or (lambda name: None)
+        #: The web page where a member logs in to download a shared file (``web_page_url``; "": no link).
+        self.files_at = ""
 
     def render(self, events: Sequence[RoomEvent]) -> Batch:
         parts = tuple((name_key(event.sender), _what(event), self.event_lines(event)) for event in events)
@@ -180,7 +183,10 @@ class IrcRenderer:
                 on = event.text == "on"
                 sign = "+" if on != (flag == "t") else "-"  # open-topic on is -t
                 return line(source, "MODE", channel, sign + flag, tags=tags)
-        return line(self.server, "NOTICE", channel, _notice_text(event), tags=tags)
+        text = _notice_text(event)
+        if kind is EventKind.FILE and self.files_at:
+            text += f" (log in at {self.files_at} to download it)"
+        return line(self.server, "NOTICE", channel, text, tags=tags)
 
 
 #: Room events that are channel modes (RFC 2811 §4): +b bans, +o operators (the owner is an operator too).
@@ -235,19 +241,46 @@ class Renderers:
                  away_of: Callable[[str], str | None] | None = None) -> None:
         self._by_caps: dict[frozenset[str], IrcRenderer] = {}
         self.server, self.mask, self.is_account, self.away_of = server, mask, is_account, away_of
+        self.files_at = ""
 
     def get(self, caps: Iterable[str]) -> IrcRenderer:
         key = frozenset(caps) & RENDERING_CAPS
         renderer = self._by_caps.get(key)
         if renderer is None:
             renderer = self._by_caps[key] = IrcRenderer(key, self.server, self.mask, self.is_account, self.away_of)
+            renderer.files_at = self.files_at
         return renderer
+
+
+def web_page_url(listen_web: Sequence[str], origins: Sequence[str], hosts: Sequence[str],
+                 machine: str | None = None) -> str:
+    """
+    The browser front-end's page, as a shared file's NOTICE links to it:
+    the first ``--web-origin``; else the first ``--web-host`` (else this
+    machine's name, ``socket.gethostname()``, which the web front-end
+    answers to) with the first ``--listen-web`` TCP or TLS endpoint's port
+    (``ssl``: ``https``); "" when the web front-end is off or has no port.
+    No ticket: a member logs in there and downloads the file.
+    """
+    if not listen_web:
+        return ""
+    if origins:
+        return origins[0].rstrip("/") + "/"
+    for description in listen_web:
+        kind, _, rest = description.partition(":")
+        port = next((part.partition("=")[2] or part for part in rest.split(":")
+                     if part.isdigit() or part.startswith("port=")), "")
+        if kind in ("tcp", "ssl") and port.isdigit():
+            host = hosts[0] if hosts else machine or socket.gethostname()
+            return f"{'https' if kind == 'ssl' else 'http'}://{host}:{port}/"
+    return ""
 
 
 class IrcFactory(Factory):
     """What ``--listen-irc`` listens with: an :class:`IrcConnection` per connection."""
 
-    def __init__(self, chat: ChatFactory, guests: bool = False, server: str = SERVER) -> None:
+    def __init__(self, chat: ChatFactory, guests: bool = False, server: str = SERVER, files_at: str = "") -> None:
+        """``files_at``: the web page's address a shared file's NOTICE gives (:func:`web_page_url`; "": none)."""
         self.chat = chat
         #: ``--irc-guests``: connections without an account may chat under a free nick.
         self.guests = guests
@@ -261,6 +294,7 @@ class IrcFactory(Factory):
         self.most_users = 0
         self.renderers = Renderers(server, self.mask, lambda name: name_key(name) in chat.accounts,
                                    chat.presence.message)
+        self.renderers.files_at = files_at
         chat.presence.watchers.append(self.away_changed)
         self.created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
