@@ -42,7 +42,7 @@ from chatd.commands.builtin import deliver_queued
 from chatd.commands.table import Command, CommandTable, Place
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.core.ports import SessionEnd
-from chatd.frontends.pacing import Pacing, sendq_exceeded
+from chatd.frontends.pacing import Pacing, send_at_once, sendq_exceeded
 from chatd.frontends.irc_commands import (BEFORE_REGISTRATION, CHANNELS_MAX, HANDLERS, HISTORY_MAX, PARAMS_NEEDED,
                                          TARGETS_MAX)
 from chatd.frontends.irc_wire import (HOST, LINE_MAX, LineSplitter, Message, channel_name, escape_tag, line, parse, split_text,
@@ -998,6 +998,9 @@ class IrcConnection(Protocol, _Caller):
             return
         if self._labeled is not None:
             self._labeled.append(data)
+            return
+        data = send_at_once(transport, data)
+        if not data:
             return
         transport.write(data)
         if sendq_exceeded(self, transport):

@@ -8,6 +8,8 @@ an IRC line) rather than the line front-end's bytes.
   connection is not read (TCP pushes back on the sender).
 - :func:`sendq_exceeded` says when a connection's unsent output has passed
   ``--max-outbound`` (the SendQ), and logs it as the line front-end does.
+- :func:`send_at_once` sends output straight on an idle TCP socket, as the
+  line front-end does, instead of through the reactor's next turn.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from twisted.internet import abstract
+from twisted.internet import abstract, tcp
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from chatd.limits import TokenBucket
-from chatd.twisted_internals import unsent_bytes
+from chatd.twisted_internals import nothing_unsent, unsent_bytes
 
 log = Logger()
 
@@ -147,3 +149,25 @@ def sendq_exceeded(session: Any, transport: Any, room: str = "") -> bool:
     session.factory.store.log_event("sendq_exceeded", session.name or "", room, queued=queued, refused=0,
                                     **session.origin)
     return True
+
+
+def send_at_once(transport: Any, data: bytes) -> bytes:
+    """
+    Send ``data`` straight on the socket of ``transport`` if it is a plain TCP
+    connection (``tcp.Server``) that is open and holds nothing unsent, as the
+    line front-end does (``ChatProtocol.deliver``); ``transport.write`` would
+    instead register the socket for writing and send on the reactor's next
+    turn: two ``epoll_ctl`` calls and a turn per member per batch
+    (docs/PERFORMANCE.md, "Issue 16: IRC members"). Returns the bytes still
+    to write with ``transport.write``: b"" if all went, all of ``data`` under
+    TLS, while output is queued (nothing overtakes it), while the connection
+    closes, or on a socket error (the transport finds and reports it itself).
+    """
+    if not isinstance(transport, tcp.Server) or not transport.connected or transport.disconnecting \
+            or not nothing_unsent(transport):
+        return data
+    try:
+        sent = transport.socket.send(data)
+    except OSError:  # BlockingIOError (the kernel's buffer is full) included
+        return data
+    return data[sent:]
