@@ -342,24 +342,74 @@ class Moderation:
             room = by_id.get(room_id)
             if room is None:
                 continue
-            authority = room.authority
             for (kind, key), value in room_values.items():
-                if kind == "topic":
-                    authority.topic = value
-                elif kind == "setting":
-                    if key == INVITE_ONLY:
-                        authority.invite_only = value == "on"
-                    elif key == OPEN_TOPIC:
-                        authority.open_topic = value == "on"
-                elif kind == "op":
-                    authority.operators[key] = value
-                elif kind == "invite":
-                    authority.invites[key] = dict(parse_qsl(value)).get("by", "")
-                elif kind in ("ban", "mute"):
-                    sanction = Sanction.decode(value)
-                    (authority.bans if kind == "ban" else authority.mutes)[key] = sanction
-                    if sanction.until:
-                        self._schedule(room, kind, key, sanction.until)
+                self._apply(room, kind, key, value, timers=True)
+
+    def _apply(self, room: Room, kind: str, key: str, value: str, timers: bool) -> None:
+        """
+        One stored value (``RoomValue``: kind, key, value; value "": none) in
+        ``room``'s authority: at start-up (:meth:`restore`) and when another
+        node changed it (:meth:`changed_elsewhere`). ``timers``: a timed ban or
+        mute ends on a timer here (only on the node that set it, else every
+        node would lift it; elsewhere it stops counting at its end,
+        :meth:`Sanction.over`, and the lifting node shares the lift).
+        """
+        authority = room.authority
+        if kind == "topic":
+            authority.topic = value
+        elif kind == "setting":
+            if key == INVITE_ONLY:
+                authority.invite_only = value == "on"
+            elif key == OPEN_TOPIC:
+                authority.open_topic = value == "on"
+        elif kind == "owner":
+            room.owner = value
+        elif kind in ("op", "invite", "ban", "mute"):
+            tables: dict[str, dict[str, Any]] = {"op": authority.operators, "invite": authority.invites,
+                                                 "ban": authority.bans, "mute": authority.mutes}
+            table = tables[kind]
+            if not value:
+                table.pop(key, None)
+                if kind in ("ban", "mute"):
+                    self._schedule(room, kind, key, 0.0)
+            elif kind == "op":
+                table[key] = value
+            elif kind == "invite":
+                table[key] = dict(parse_qsl(value)).get("by", "")
+            else:
+                sanction = Sanction.decode(value)
+                table[key] = sanction
+                if sanction.until and timers:
+                    self._schedule(room, kind, key, sanction.until)
+
+    def _share(self, room: Room, values: Sequence[tuple[str, str, str]]) -> None:
+        """
+        Tell the other nodes (``Bus.share``: ``["room_values", ROOM,
+        [[KIND, KEY, VALUE], ...]]``) that ``room``'s stored values changed
+        here; they apply them with :meth:`changed_elsewhere`.
+        """
+        self.factory.bus.share(["room_values", room.name, [list(value) for value in values]])
+
+    def changed_elsewhere(self, room: Room, values: Sequence[Sequence[str]]) -> None:
+        """
+        Another node changed ``room``'s values (:meth:`_share`): applied as at
+        start-up (:meth:`_apply`), then this node's members of the room that
+        are banned now are taken out of it (told as on the node that banned
+        them); the room event itself comes through the bus like any other.
+        """
+        for kind, key, value in values:
+            self._apply(room, kind, key, value, timers=False)
+        for kind, key, value in values:
+            if kind == "ban" and value:
+                sanction = Sanction.decode(value)
+                seconds = max(1, round(sanction.until - self.factory.reactor.seconds())) if sanction.until else 0
+                self._banned(room, self.display(key), sanction.by, seconds, sanction.reason)
+
+    def kicked_elsewhere(self, room: Room, by: str, target: str, reason: str) -> None:
+        """Another node kicked ``target`` from ``room`` (``["kick", ROOM, BY, TARGET, REASON]``): out of it here too."""
+        member = self.member(room, target)
+        if member is not None:
+            self._take_out(room, member, by, reason)
 
     def forget(self, room: Room) -> None:
         """``room`` is deleted (its values with it): its timers stop."""
@@ -388,9 +438,16 @@ class Moderation:
 
     # -- changes ------------------------------------------------------------------------------
 
-    def _save(self, values: Sequence[RoomValue], event: LogEvent, what: str) -> defer.Deferred[None]:
-        """Store ``values`` with ``event``; a StoreError becomes NotSaved (``what (server storage problem)...``)."""
-        return self.factory.store.set_room_values(values, event).addErrback(_not_saved(what))
+    def _save(self, room: Room, values: Sequence[RoomValue], event: LogEvent, what: str) -> defer.Deferred[None]:
+        """
+        Store ``values`` with ``event``, then share them with the other nodes
+        (:meth:`_share`); a StoreError becomes NotSaved (``what (server
+        storage problem)...``).
+        """
+        def saved(_: None) -> None:
+            self._share(room, [(value.kind, value.key, value.value) for value in values])
+
+        return self.factory.store.set_room_values(values, event).addCallbacks(saved, _not_saved(what))
 
     def _value(self, room: Room, kind: RoomValueKind, key: str, value: str) -> RoomValue:
         return RoomValue(room.history.room_id, kind, key, value)
@@ -400,12 +457,14 @@ class Moderation:
         if self.factory.rooms.get(room.key) is room:  # (not deleted meanwhile)
             self.factory.publish(room, by, kind, text, target, until)
 
-    def _remove(self, room: Room, target: str, notice: str, gone: str) -> None:
-        """Take the account ``target`` out of ``room`` if it is in it (a ban), telling it ``notice``."""
+    def _banned(self, room: Room, target: str, by: str, seconds: int, reason: str) -> None:
+        """Take the account ``target``, banned by ``by`` for ``seconds`` (0: until lifted), out of ``room`` if it is in it."""
         member = self.member(room, target)
         if member is not None:
             self.factory.remove_member(room, member, "banned")
-            member.removed(room, notice, gone)
+            for_how_long = f" for {duration_text(seconds)}" if seconds else ""
+            member.removed(room, f"You were banned from {room.name} by {by or SERVER_NAME}{for_how_long}"
+                           + (f": {reason}" if reason else ""), f"you were banned from {room.name}")
 
     def member(self, room: Room, target: str) -> Session | None:
         """The session of the account ``target`` in ``room``, or None."""
@@ -423,11 +482,21 @@ class Moderation:
         ``target`` is not in the room.
         """
         member = self.member(room, target)
-        if member is None:
-            raise errors.NoSuchUser(f"{target} is not in {room.name}.")
-        name = member.name or target
+        if member is not None:
+            name = member.name or target
+        else:  # a member on another node (Bus.elsewhere): its node takes it out (chatd.nodes, kicked)
+            key = name_key(target)
+            name = next((there for there in self.factory.bus.elsewhere(room.name) if name_key(there) == key), "")
+            if not name:
+                raise errors.NoSuchUser(f"{target} is not in {room.name}.")
         self.factory.store.log_event("kick", by, room.name, target=name, reason=reason)
         self._publish(room, by, EventKind.KICK, reason, name)  # (the kicked member sees it too)
+        self.factory.bus.share(["kick", room.name, by, name, reason])
+        if member is not None:
+            self._take_out(room, member, by, reason)
+
+    def _take_out(self, room: Room, member: Session, by: str, reason: str) -> None:
+        """The member ``member`` kicked from ``room`` by ``by`` (here or on another node) leaves it, told why."""
         self.factory.remove_member(room, member, "kicked")
         member.removed(room, f"You were kicked from {room.name} by {by or SERVER_NAME}"
                        + (f": {reason}" if reason else ""),
@@ -466,13 +535,11 @@ class Moderation:
             self._schedule(room, kind, key, until)
             self._publish(room, by, EventKind.BAN if kind == "ban" else EventKind.MUTE, reason, name, until)
             if kind == "ban":
-                for_how_long = f" for {duration_text(seconds)}" if seconds else ""
-                self._remove(room, name, f"You were banned from {room.name} by {by or SERVER_NAME}{for_how_long}"
-                             + (f": {reason}" if reason else ""), f"you were banned from {room.name}")
+                self._banned(room, name, by, seconds, reason)
             return name
 
         return self.factory.concerning(name, lambda: self._save(
-            [self._value(room, kind, key, sanction.encode())], event, f"Could not save the {kind}").addCallback(saved))
+            room, [self._value(room, kind, key, sanction.encode())], event, f"Could not save the {kind}").addCallback(saved))
 
     def _schedule(self, room: Room, kind: str, key: str, until: float) -> None:
         """End the timed ban or mute (kind, key) of ``room`` at ``until`` (0: none; a timer before is replaced)."""
@@ -525,7 +592,7 @@ class Moderation:
             self._publish(room, by, EventKind.UNBAN if kind == "ban" else EventKind.UNMUTE, "", name)
             return name
 
-        work = self._save([self._value(room, value_kind, key, "")], LogEvent(event_name, by, room.name, details),
+        work = self._save(room, [self._value(room, value_kind, key, "")], LogEvent(event_name, by, room.name, details),
                           f"Could not lift the {kind}")
         return work.addCallback(saved)
 
@@ -537,7 +604,7 @@ class Moderation:
             self._publish(room, by, EventKind.TOPIC, text)
 
         event = LogEvent("topic", by, room.name, {"text": text})
-        return self._save([self._value(room, "topic", "", text)], event, "Could not save the topic").addCallback(saved)
+        return self._save(room, [self._value(room, "topic", "", text)], event, "Could not save the topic").addCallback(saved)
 
     def set_setting(self, room: Room, by: str, setting: str, on: bool) -> defer.Deferred[bool]:
         """
@@ -557,7 +624,7 @@ class Moderation:
             return True
 
         event = LogEvent("room_setting", by, room.name, {"name": shown, "value": value})
-        work = self._save([self._value(room, "setting", setting, "on" if on else "")], event,
+        work = self._save(room, [self._value(room, "setting", setting, "on" if on else "")], event,
                           "Could not save the setting")
         return work.addCallback(saved)
 
@@ -588,7 +655,7 @@ class Moderation:
         event = LogEvent("invite" if on else "uninvite", by, room.name, {"target": name})
         value = urlencode({"by": by}) if on else ""
         return self.factory.concerning(name, lambda: self._save(
-            [self._value(room, "invite", key, value)], event, "Could not save the invitation").addCallback(saved))
+            room, [self._value(room, "invite", key, value)], event, "Could not save the invitation").addCallback(saved))
 
     def set_operator(self, room: Room, by: str, target: str, on: bool) -> defer.Deferred[str]:
         """
@@ -619,7 +686,7 @@ class Moderation:
             return defer.succeed(saved(None))
         event = LogEvent("op" if on else "deop", by, room.name, {"target": name})
         return self.factory.concerning(name, lambda: self._save(
-            [self._value(room, "op", key, "1" if on else "")], event, "Could not save the operator").addCallback(saved))
+            room, [self._value(room, "op", key, "1" if on else "")], event, "Could not save the operator").addCallback(saved))
 
     def give(self, room: Room, by: str, target: str) -> defer.Deferred[str]:
         """
@@ -653,6 +720,7 @@ class Moderation:
 
         def owner_saved(_: None) -> str:
             room.owner = name
+            self._share(room, [(value.kind, value.key, value.value) for value in values] + [("owner", "", name)])
             self._publish(room, by, EventKind.OWNER, "", name)
             return name
 

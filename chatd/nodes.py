@@ -2,7 +2,8 @@
 The state's side of several nodes (issue 17): what another node changed,
 applied here. A networked bus (``chatd.buses.redis``) calls a :class:`Nodes`
 as its listener: rooms created and deleted elsewhere, accounts registered,
-changed or deleted elsewhere, logins elsewhere (which end this node's session
+changed or deleted elsewhere, room authority (topic, roles, bans, mutes,
+invitations, settings, owner) changed elsewhere, kicks, logins elsewhere (which end this node's session
 of the account), files shared elsewhere (offered here from the store), and room events this node missed (the stream trimmed past them, or lost in a Redis restart),
 caught up from the store's history. docs/ARCHITECTURE.md, "Several nodes".
 """
@@ -111,6 +112,23 @@ class Nodes:
         found = self.factory._by_name.get(room)
         if found is not None and self.factory.transfers is not None:
             self.factory.transfers.stored_shared(found, file_id, name, size, sha256, sender)
+
+    def room_values(self, room: str, values: list[list[str]]) -> None:
+        """
+        Another node changed ``room``'s stored values (``[[KIND, KEY,
+        VALUE], ...]``, ``chatd.store.RoomValue``; KIND ``owner``: the new
+        owner): applied here as at start-up, banned members here taken out
+        (``Moderation.changed_elsewhere``).
+        """
+        found = self.factory._by_name.get(room)
+        if found is not None:
+            self.factory.moderation.changed_elsewhere(found, values)
+
+    def kicked(self, room: str, by: str, target: str, reason: str) -> None:
+        """Another node kicked ``target`` from ``room``: out of it here too, if in it here."""
+        found = self.factory._by_name.get(room)
+        if found is not None:
+            self.factory.moderation.kicked_elsewhere(found, by, target, reason)
 
     def file_undelivered(self, file_id: str, text: str) -> None:
         """A recipient on another node did not get ``file_id``: its sender, if here, is told (``27``)."""

@@ -23,9 +23,14 @@ class SharingBus(LocalBus):
     def __init__(self) -> None:
         super().__init__()
         self.shared: list[list[Any]] = []
+        #: Who is in which room on the other node (what a networked bus learns from heartbeats).
+        self.there: dict[str, list[str]] = {}
 
     def share(self, change: list[Any]) -> None:
         self.shared.append(change)
+
+    def elsewhere(self, room: str) -> list[str]:
+        return self.there.get(room, [])
 
 
 def _node(path: Any) -> tuple[ChatFactory, Clock, SharingBus]:
@@ -53,6 +58,10 @@ def _apply(changes: list[list[Any]], nodes: Nodes, here: bool = False) -> None:
             nodes.account_changed(*args)
         elif kind == "account_deleted" and not here:
             nodes.account_deleted(*args)
+        elif kind == "room_values" and not here:
+            nodes.room_values(*args)
+        elif kind == "kick" and not here:
+            nodes.kicked(*args)
 
 
 def _ann_on_b(tmp_path: Any) -> tuple[ChatFactory, Clock, Nodes, Client]:
@@ -120,3 +129,48 @@ def test_a_room_created_and_deleted_on_another_node(tmp_path):
     assert ["delete", "lab", "ann"] in bus_a.shared
     _apply(bus_a.shared, nodes)
     assert "lab" not in b.rooms and "deleted" in bob.output()
+
+
+def test_moderation_on_one_node_applies_at_once_on_the_other(tmp_path):
+    """A ban, mute, kick, topic, invite-only, invitation, op and owner change made on A act on B's members."""
+    a, clock_a, bus_a = _node(tmp_path / "a")
+    b, clock_b, _ = _node(tmp_path / "b")
+    owner = Client(a, clock_a)
+    owner.register("ann")
+    owner.send("create lab")
+    for name in ("bob", "carl", "dave", "erin"):
+        Client(a, clock_a).register(name)
+    nodes = Nodes(b)
+    _apply(bus_a.shared, nodes)
+    bus_a.shared.clear()
+    bob, carl, dave = Client(b, clock_b), Client(b, clock_b), Client(b, clock_b)
+    for client, name in ((bob, "bob"), (carl, "carl"), (dave, "dave")):
+        client.login(name)
+        client.send("join lab")
+    owner.send("join lab")
+    room_b = b.rooms["lab"]
+    owner.send("/ban bob 10m spam", "/mute carl", "/topic all about labs", "/op dave", "/invite erin")
+    assert [change[0] for change in bus_a.shared] == ["room_values"] * 5
+    _apply(bus_a.shared, nodes)
+    bus_a.shared.clear()
+    assert "You were banned from lab by ann for 10m: spam" in bob.output()
+    assert bob.protocol not in set(room_b.fanout.members())
+    bob.send("/exit", "join lab")
+    assert "Error: you are banned from lab until" in bob.output()
+    carl.output()
+    carl.send("hello")
+    assert "muted" in carl.output()
+    assert room_b.authority.topic == "all about labs"
+    assert b.moderation.role(room_b, "dave").name == "OPERATOR"
+    assert "erin" in room_b.authority.invites
+    bus_a.there["lab"] = ["carl", "dave"]  # (B's heartbeat, as A's bus knows it)
+    owner.send("/unmute carl", "/invite-only on", "/kick carl enough", "/owner dave")
+    _apply(bus_a.shared, nodes)
+    assert "You were kicked from lab by ann: enough" in carl.output()
+    assert carl.protocol not in set(room_b.fanout.members())
+    assert not room_b.authority.mutes and room_b.authority.invite_only
+    assert room_b.owner == "dave" and b.moderation.role(room_b, "ann").name == "OPERATOR"
+    outsider = Client(b, clock_b)
+    outsider.register("fred")
+    outsider.send("join lab")
+    assert "invite" in outsider.output()

@@ -85,6 +85,12 @@ class Node:
     def logged_in(self, name: str, here: bool) -> None:
         self.changes.append(("login", name, here))
 
+    def room_values(self, room: str, values: list[list[str]]) -> None:
+        self.changes.append(("room_values", room, values))
+
+    def kicked(self, room: str, by: str, target: str, reason: str) -> None:
+        self.changes.append(("kick", room, by, target, reason))
+
     def known(self) -> dict[str, int]:
         return {}
 
@@ -164,9 +170,13 @@ def test_room_changes_travel_in_order_with_the_events(redis_url):
         a.say("lab", "first")
         a.bus.share(["delete", "lab", "ann"])
         a.bus.share(["login", "ann"])
-        yield _until(lambda: len(b.changes) == 3 and b.got and len(a.changes) == 3, "the changes")
+        a.bus.share(["room_values", "lab", [["ban", "bob", "until=0&by=ann&reason="], ["topic", "", "hi"]]])
+        a.bus.share(["kick", "lab", "ann", "cid", "enough"])
+        yield _until(lambda: len(b.changes) == 5 and b.got and len(a.changes) == 3, "the changes")
         assert b.changes == [("create", "lab", "ann", "2026-11-30T00:00:00Z", "abc123"), ("delete", "lab", "ann"),
-                             ("login", "ann", False)]
+                             ("login", "ann", False),
+                             ("room_values", "lab", [["ban", "bob", "until=0&by=ann&reason="], ["topic", "", "hi"]]),
+                             ("kick", "lab", "ann", "cid", "enough")]
         assert a.changes[2] == ("login", "ann", True)  # (the node it happened on is told it came back)
         assert [event.text for event in b.got] == ["first"]
     finally:
@@ -265,6 +275,9 @@ def test_a_stopped_or_silent_node_has_its_users_leave_announced_once(redis_url):
         c.bus.publish(RoomEvent("lab", 2, 1.0, "eve", EventKind.JOIN))
         c.bus.publish(RoomEvent("public", 1, 1.0, "dan", EventKind.LEAVE))
         yield _until(lambda: len(a.got) == len(b.got) == 3, "C's events")
+        # Who is in lab elsewhere, as A knows it: C's beat followed by its events (and B's dan once B beat).
+        assert set(a.bus.elsewhere("lab")) - {"dan"} == {"ann", "eve"}
+        assert a.bus.elsewhere("nowhere") == []
         yield c.bus.stop()
         yield _until(lambda: a.gone or b.gone, "C gone")
         first, other = (a, b) if a.bus.node < b.bus.node else (b, a)

@@ -31,6 +31,10 @@ class LocalBus:
     def share(self, change: list[Any]) -> None:
         """A room change, for other nodes: there are none."""
 
+    def elsewhere(self, room: str) -> list[str]:
+        """The members of ``room`` on other nodes: there are none."""
+        return []
+
     def _publish_all(self, event: RoomEvent) -> None:
         for receiver in self._receivers:
             receiver(event)

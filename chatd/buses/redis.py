@@ -128,6 +128,12 @@ class NodeListener(Protocol):
     def file_shared(self, room: str, file_id: str, name: str, size: int, sha256: str, sender: str) -> None:
         """Another node shared a file in ``room`` and stored it (``chatd.store.Store.store_file``)."""
 
+    def room_values(self, room: str, values: list[list[str]]) -> None:
+        """Another node changed ``room``'s stored values (topic, settings, roles, bans, mutes, invites, owner)."""
+
+    def kicked(self, room: str, by: str, target: str, reason: str) -> None:
+        """Another node kicked ``target`` from ``room``: its session here, if in the room, leaves it too."""
+
     def file_undelivered(self, file_id: str, text: str) -> None:
         """A recipient on another node did not get the file ``file_id`` (``text``: who and why)."""
 
@@ -308,6 +314,13 @@ class RedisBus:
         """A room change made here, for every node (:class:`NodeListener`), after this turn's events so far."""
         self._close_turn()
         self._queue([], change)
+
+    def elsewhere(self, room: str) -> list[str]:
+        """The members of ``room`` on other nodes, by name (their last heartbeat, then their joins and leaves)."""
+        names: dict[str, None] = {}
+        for rooms in self._rooms_of.values():
+            names.update(rooms.get(room, {}))
+        return list(names)
 
     def mine(self, event: RoomEvent) -> bool:
         """Whether this node records ``event`` in the store's history (it published it); asked once per event."""
@@ -491,6 +504,10 @@ class RedisBus:
             elif change[0] == "file" and not here:
                 self.listener.file_shared(str(change[1]), str(change[2]), str(change[3]), int(change[4]),
                                           str(change[5]), str(change[6]))
+            elif change[0] == "room_values" and not here:
+                self.listener.room_values(str(change[1]), [[str(part) for part in value] for value in change[2]])
+            elif change[0] == "kick" and not here:
+                self.listener.kicked(*(str(part) for part in change[1:5]))
             elif change[0] == "file_undelivered" and not here:
                 self.listener.file_undelivered(str(change[1]), str(change[2]))
         except Exception:

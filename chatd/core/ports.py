@@ -127,6 +127,16 @@ class Bus(Protocol):
         bus (``["create", NAME, OWNER, CREATED, ROOM_ID]``, ``["delete", NAME,
         BY]``, ``["login", NAME]``: the account logged in here, ``["account",
         NAME, PASSWORD_HASH, CREATED]``: registered or its password changed,
-        ``["account_deleted", NAME]``; chatd.nodes applies them); the local
+        ``["account_deleted", NAME]``, ``["room_values", ROOM, [[KIND, KEY,
+        VALUE], ...]]``: its stored authority values changed (KIND ``owner``:
+        a new owner), ``["kick", ROOM, BY, TARGET, REASON]``; chatd.nodes
+        applies them); the local
         bus has no other node.
+        """
+
+    def elsewhere(self, room: str) -> list[str]:
+        """
+        The names of ``room``'s members connected to other nodes (their
+        heartbeats, then their joins and leaves: docs/ARCHITECTURE.md,
+        "Several nodes"), each once; [] with the local bus.
         """
