@@ -12,7 +12,7 @@ Scenarios
 
 Protocol adapters
   Everything protocol-specific (how to log in, join a room, send a message, recognise a delivered message,
-  answer keep-alives, what a refusal looks like) is in one small class: see Adapter, IrcAdapter and
+  answer keep-alives, what a refusal looks like) is in one small class: see Adapter (bench/adapters.py), IrcAdapter and
   LineAdapter (a line-based chat server driven by command templates given on the command line).
   A chat line always carries the payload  "~PB~ <sender> <seq> T<send_time_ns> xxxx..."  so a delivery is
   recognised by the tag ~PB~ whatever the protocol wraps around it.
@@ -42,61 +42,10 @@ import statistics
 import sys
 import time
 
-TAG = b"~PB~"
-
-
-class BenchError(Exception):
-    """A failure that ends the run with a clear message and exit status 2."""
+from bench.adapters import TAG, Adapter, BenchError
 
 
 # ---------------------------------------------------------------- protocol adapters
-
-class Adapter:
-    """The protocol-specific part of peerbench. A new protocol subclasses this and is added to ADAPTERS.
-
-    A conversation step is a tuple (name, bytes_to_send, needles): the step is complete as soon as any of
-    the needles (bytes) appears in what the server sent after the step's bytes were queued.
-    """
-    marker = TAG           # how a delivered chat line is recognised (the payload tag, unless overridden)
-    fail_needles = ()      # server lines that mean a step failed for sure
-    record_end = b"\n"     # what ends one delivered line in the byte stream (closed loop: complete ones only)
-
-    def __init__(self, args):
-        self.args = args
-        self.room = args.room
-
-    def login(self, nick):
-        """Steps that take a fresh connection to 'logged in as nick' (not yet in a room)."""
-        raise NotImplementedError
-
-    def join(self, nick, room=None):
-        """Steps that put a logged-in connection into `room` (default self.room), complete once the server confirms."""
-        raise NotImplementedError
-
-    def message(self, text):
-        """Bytes that say `text` (bytes, no line end) to everyone in self.room."""
-        raise NotImplementedError
-
-    def probe(self):
-        """One cheap request/response step, to time how promptly a loaded server answers."""
-        raise NotImplementedError
-
-    def keepalive(self, data):
-        """Bytes a well-behaved client must answer to `data` from the server (e.g. PONG), or b""."""
-        return b""
-
-    def records(self):
-        """For a sampled receiver: None to split its stream into lines at LF, or a callable that takes each
-        chunk of received bytes and returns the delivered lines completed by it (protocols without lines)."""
-        return None
-
-    def failure(self, data):
-        """The line in `data` that means the current step failed, or None."""
-        for line in data.split(b"\n"):
-            if any(n in line for n in self.fail_needles):
-                return line.strip()
-        return None
-
 
 class IrcAdapter(Adapter):
     """IRC (RFC 1459/2812): NICK/USER (PASS first if --password), JOIN, PRIVMSG, PING."""

@@ -18,7 +18,7 @@ from wsproto.events import Request
 from wsproto.frame_protocol import FrameProtocol, Opcode
 from wsproto.handshake import H11Handshake
 
-from bench.peerbench import Adapter
+from bench.adapters import Adapter
 
 #: The WebSocket's path on --listen-web (chatd/frontends/web.py: web_site).
 PATH = "/ws"

@@ -31,14 +31,16 @@ import hashlib
 import hmac
 import json
 import secrets
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from twisted.logger import Logger
 
 from chatd.text import name_key
 
 if TYPE_CHECKING:
-    from chatd.factory import ChatFactory
+    from twisted.internet.interfaces import IReactorTime
+
+    from chatd.store import Accounts, Store
 
 #: Seconds a token is valid after it was issued.
 LIFETIME = 600.0
@@ -70,12 +72,38 @@ def _unb64(text: str) -> bytes:
         raise ValueError("not base64url") from error
 
 
+class AccountState(Protocol):
+    """
+    What :class:`Tokens` needs of the server's state (chatd.factory.ChatFactory, which imports this module:
+    described here so that nothing imports factory.py back).
+    """
+
+    @property
+    def accounts(self) -> Accounts:
+        """Account records by name key."""
+
+    @property
+    def marks(self) -> dict[str, dict[str, str]]:
+        """Per-account values (``Store.set_marks``) by name key, in memory; changed in place."""
+
+    @property
+    def store(self) -> Store:
+        """Where a changed epoch is written (``set_marks``)."""
+
+    @property
+    def reactor(self) -> IReactorTime:
+        """The clock of issue times (``seconds()``)."""
+
+    def account_value(self, name: str | None, key: str) -> str:
+        """A per-account value of the account ``name``; "" if unset."""
+
+
 class Tokens:
     """Issues and checks the resume tokens of ``factory``'s accounts (one per :class:`~chatd.factory.ChatFactory`)."""
 
     log = Logger()
 
-    def __init__(self, factory: ChatFactory, key: bytes | None = None, lifetime: float = LIFETIME) -> None:
+    def __init__(self, factory: AccountState, key: bytes | None = None, lifetime: float = LIFETIME) -> None:
         """``key``: the server's key (at least 32 bytes); None: a random one for this process only (tests)."""
         self.factory = factory
         self.key = key if key is not None else secrets.token_bytes(32)

@@ -78,6 +78,25 @@ def test_the_client_imports_no_server_state():
             "wire", "text"}, module
 
 
+#: Modules that a module imports and that must not import it back (no circle): each says what it needs of
+#: the importer as a ``typing.Protocol`` of its own, or shares a module below both (docs/ARCHITECTURE.md, "Imports").
+NOT_BACK = {
+    "chatd.frontends.web_files": "chatd.frontends.web",
+    "chatd.frontends.web_resume": "chatd.frontends.web",
+    "chatd.tokens": "chatd.factory",
+    "bench.webproto": "bench.peerbench",
+    "bench.adapters": "bench.peerbench",
+}
+
+
+@pytest.mark.parametrize("module", sorted(NOT_BACK))
+def test_a_module_does_not_import_its_importer_back(module):
+    importer = NOT_BACK[module]
+    paths = _modules(module.split(".")[0])
+    assert module in _imports(paths[importer]), f"{importer} no longer imports {module}"
+    assert [name for name in _imports(paths[module]) if _within(name, (importer,))] == [], module
+
+
 def test_the_rules_can_fail(tmp_path):
     """The checker sees an import under TYPE_CHECKING (a rule that cannot fail would prove nothing)."""
     path = tmp_path / "sample.py"

@@ -27,7 +27,7 @@ import os
 import secrets
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from twisted.internet import defer
@@ -44,7 +44,7 @@ from chatd.transfer import (
 from chatd.wire import UPLOAD_FRAME_MAX, safe_file_name
 
 if TYPE_CHECKING:
-    from chatd.frontends.web import WebSession
+    from chatd.factory import Room
 
 log = Logger()
 
@@ -58,6 +58,21 @@ CONTROL_TYPES = frozenset({"done", "cancel"})
 RECENT_UPLOADS = 32
 BAD_FRAME = (f"a binary message is an upload frame: the upload's ID, a newline, then 1 to {UPLOAD_FRAME_MAX} "
              "bytes of the file.")
+
+
+class WebSession(Protocol):
+    """
+    What this module needs of a browser session (chatd.frontends.web.WebSession, which imports this module:
+    described here so that nothing imports web.py back).
+    """
+
+    @property
+    def name(self) -> str | None: ...
+
+    @property
+    def room(self) -> Room | None: ...
+
+    def send(self, value: dict[str, Any]) -> None: ...
 
 
 class WebFiles(FileParty):

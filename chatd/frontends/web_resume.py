@@ -19,7 +19,7 @@ docs/PROTOCOL.md, "Resuming a session" and "Pings"):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
@@ -28,13 +28,16 @@ from twisted.logger import Logger
 from chatd import errors
 from chatd.commands.builtin import deliver_queued
 from chatd.commands.history import ID_MAX
+from chatd.commands.table import Caller
 from chatd.core.events import RoomEvent
+from chatd.core.ports import Session
 from chatd.limits import try_again
 from chatd.text import ROOM_NAME_MAX
 
 if TYPE_CHECKING:
+    from twisted.web.websocket import WebSocketTransport
+
     from chatd.factory import ChatFactory, Room
-    from chatd.frontends.web import WebSession
 
 log = Logger()
 
@@ -47,6 +50,31 @@ REFRESH_EVERY = 60.0
 REFRESH_AGE = 240.0
 #: The payload of the server's pings.
 PING_PAYLOAD = b"chatd"
+
+
+class WebSession(Caller, Session, Protocol):
+    """
+    What this module needs of a browser session (chatd.frontends.web.WebSession, which imports this module:
+    described here so that nothing imports web.py back): a command's caller and a session, with these.
+    """
+    #: The resume token last sent ("" for none) and when (seconds since the epoch).
+    token: str
+    token_issued: float
+    #: Pings: something came since the last round; a ping is unanswered.
+    heard: bool
+    pinged: bool
+    #: The TCP or TLS transport underneath (aborted when a ping goes unanswered).
+    stream: Any
+    transport: WebSocketTransport | None
+
+    @property
+    def held(self) -> bool: ...
+
+    def send(self, value: dict[str, Any]) -> None: ...
+
+    def logged_in(self, name: str, text: str, resumed: bool = False) -> None: ...
+
+    def entered(self, room: Room, replay: Sequence[RoomEvent] = (), older: int | None = ...) -> None: ...
 
 
 def token_fields(session: WebSession) -> dict[str, Any]:
