@@ -83,6 +83,7 @@ def test_the_client_imports_no_server_state():
 NOT_BACK = {
     "chatd.frontends.web_files": "chatd.frontends.web",
     "chatd.frontends.web_resume": "chatd.frontends.web",
+    "chatd.frontends.irc_commands": "chatd.frontends.irc",
     "chatd.tokens": "chatd.factory",
     "bench.webproto": "bench.peerbench",
     "bench.adapters": "bench.peerbench",

@@ -2,7 +2,7 @@
 The IRC commands of the IRC front-end (``chatd.frontends.irc``), one
 handler each, registered in :data:`HANDLERS` by :func:`handles`.
 
-A handler gets the :class:`~chatd.frontends.irc.IrcConnection` and the
+A handler gets the :class:`~chatd.frontends.irc_types.IrcConnection` and the
 parsed :class:`~chatd.frontends.irc_wire.Message`; what changes chatd's state
 runs a command of ``chatd.commands.TABLE`` by name (``run_command``), with
 the same rules as every front-end; the IRC answers (numerics) come from the
@@ -33,7 +33,7 @@ from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key
 
 if TYPE_CHECKING:
     from chatd.factory import Room
-    from chatd.frontends.irc import Channel, IrcConnection
+    from chatd.frontends.irc_types import Channel, IrcConnection
 
 Handler = Callable[["IrcConnection", Message], None]
 
