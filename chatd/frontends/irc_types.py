@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chatd.commands.table import Caller
+from chatd.core.ports import Renderer, Session
 
 if TYPE_CHECKING:
     from twisted.internet import defer
@@ -29,7 +30,7 @@ class Channel(Caller, Protocol):
     part_message: str
 
 
-class LineRenderer(Protocol):
+class LineRenderer(Renderer, Protocol):
     """How a connection's room events become IRC lines (irc.IrcRenderer)."""
 
     def event_lines(self, event: RoomEvent) -> bytes:
@@ -65,8 +66,8 @@ class IrcServer(Protocol):
         """The rooms ``session`` (of any front-end) is in."""
 
 
-class IrcConnection(Protocol):
-    """One IRC client as a handler sees it (irc.IrcConnection): its state, its answers, the commands it runs."""
+class IrcConnection(Session, Protocol):
+    """One IRC client as a handler sees it (irc.IrcConnection): a Session, its state, its answers, its commands."""
 
     # What handlers change.
     nick: str
@@ -89,16 +90,7 @@ class IrcConnection(Protocol):
     def chat(self) -> ChatFactory: ...
 
     @property
-    def name(self) -> str | None: ...
-
-    @property
     def target(self) -> str: ...
-
-    @property
-    def origin(self) -> Mapping[str, str]: ...
-
-    @property
-    def address_key(self) -> str | None: ...
 
     @property
     def registered(self) -> bool: ...
