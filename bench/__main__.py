@@ -6,7 +6,7 @@ import shutil
 import sys
 import time
 
-from bench import report
+from bench import nodes, report
 from bench.servers import REPO, ServerError
 from bench.suite import SCENARIOS, Suite
 
@@ -19,7 +19,8 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=1, help="runs of every scenario; the table shows medians (default 1)")
     ap.add_argument("--quick", action="store_true", help="smoke sizes that run in seconds (checks it works, measures nothing)")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS),
-                    help="comma-separated subset of: %s (default all)" % ",".join(SCENARIOS))
+                    help="comma-separated subset of: %s (default all), or of %s (issue 17: chatd nodes on a private "
+                         "Redis and PostgreSQL; not in the default)" % (",".join(SCENARIOS), ",".join(nodes.SCENARIOS)))
     ap.add_argument("--out", default="", help="directory for results.jsonl and table.md (default /tmp/chatd-bench-DATE)")
     ap.add_argument("--plot", nargs="?", const=os.path.join(REPO, "docs", "latency.png"), default=None, metavar="PNG",
                     help="draw p99 latency against rate (matplotlib) into PNG (default docs/latency.png)")
@@ -44,7 +45,7 @@ def main(argv=None):
                     help="measurements of a point disturbed by other work, at most (default 3; --quick, --profile 1)")
     a = ap.parse_args(argv)
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
-    bad = [s for s in a.scenarios if s not in SCENARIOS]
+    bad = [s for s in a.scenarios if s not in SCENARIOS and s not in nodes.SCENARIOS]
     if bad:
         ap.error("unknown scenario(s): %s" % ", ".join(bad))
     if a.runs < 1 or a.runs > 20:

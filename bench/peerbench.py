@@ -198,6 +198,20 @@ def proc_cpu(pid):
     return int(parts[11]) / hz, int(parts[12]) / hz
 
 
+def node_port(args, k):
+    """The port of connection k of a batch: --port, or with --also-port every node's in turn (k even on the
+    first, odd on the second for two nodes: a room's receivers and senders split evenly)."""
+    ports = [args.port] + (args.also_port or [])
+    return ports[k % len(ports)]
+
+
+def nodes_cpu(args):
+    """(utime, stime) summed over the server's processes: --server-pid and every --also-pid (other nodes)."""
+    pids = [args.server_pid] + (args.also_pid or [])
+    ts = [proc_cpu(q) for q in pids]
+    return sum(t[0] for t in ts), sum(t[1] for t in ts)
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -302,10 +316,12 @@ def converse(args, adapter, items, window, deadline, what, times=None):
                     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                     s.setblocking(False)
                     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    err = s.connect_ex((args.host, args.port))
+                    port = node_port(args, nxt)
+                    _connects[port] = _connects.get(port, 0) + 1
+                    err = s.connect_ex((args.host, port))
                     if err not in (0, errno.EINPROGRESS):
                         s.close()
-                        raise BenchError("connect %s:%d for %s: %s" % (args.host, args.port, label, os.strerror(err)))
+                        raise BenchError("connect %s:%d for %s: %s" % (args.host, port, label, os.strerror(err)))
                 if not steps:
                     socks[nxt] = s
                     nxt += 1
@@ -726,6 +742,7 @@ def send_traffic(args, ad, senders, M, paced, deadline):
 # ---------------------------------------------------------------- scenarios
 
 _children = []
+_connects = {}  # port -> connections made to it (with --also-port: how the members were split over the nodes)
 _stage = ["start"]
 
 
@@ -819,8 +836,10 @@ def run_traffic(args, paced):
         s.close()
     time.sleep(args.pause)
     pid = args.server_pid
-    srv0 = proc_cpu(pid) if pid else (0.0, 0.0)
-    mine = {os.getpid(), pid} | {c["pid"] for c in _children}
+    srv0 = nodes_cpu(args) if pid else (0.0, 0.0)
+    # the other nodes and the servers they share (--helper-pid: Redis, PostgreSQL) are no outside disturbance
+    mine = {os.getpid(), pid} | {c["pid"] for c in _children} | set(args.also_pid or []) | set(args.helper_pid or [])
+    h0 = sum(sum(proc_cpu(q)) for q in args.helper_pid or [])
     o0 = process_cpu_table(mine)
     m0 = machine_jiffies()
     me0 = time.process_time()
@@ -866,7 +885,8 @@ def run_traffic(args, paced):
                     except BenchError:
                         ep.unregister(fd)
         me = time.process_time() - me0
-        srv1 = proc_cpu(pid) if pid else (float("nan"), float("nan"))
+        srv1 = nodes_cpu(args) if pid else (float("nan"), float("nan"))
+        helper_cpu = sum(sum(proc_cpu(q)) for q in args.helper_pid or []) - h0
         m1 = machine_jiffies()
         o1 = process_cpu_table(mine)
         window = time.time() - t0  # the span over which the CPU counters above were taken
@@ -932,7 +952,7 @@ def run_traffic(args, paced):
                 sampled_receivers=len(sample), out_of_order=sum(r["out_of_order"] for r in results),
                 gaps=sum(r["gaps"] for r in results), login_seconds=login_s,
                 seconds=secs, send_seconds=send_s, deliveries_per_s=delivered / secs, sender_copies=seen,
-                server_cpu_s=srv_cpu, server_user_s=srv1[0] - srv0[0], server_sys_s=srv1[1] - srv0[1],
+                server_cpu_s=srv_cpu, helper_cpu_s=helper_cpu, server_user_s=srv1[0] - srv0[0], server_sys_s=srv1[1] - srv0[1],
                 server_util=srv_util, server_us_per_delivery=srv_cpu / max(1, copies) * 1e6,
                 gen_cpu_s=sum(gen.values()), gen_cpu=gen, gen_util=gen_util, machine_busy=mach, cpus=ncpu,
                 bound=bound, other_cpu=other, disturbed=other > args.max_other, server_threads=threads,
@@ -1138,6 +1158,12 @@ def main():
                         "Twisted's listenTCP default is 50, ngIRCd's is 10)")
     g.add_argument("--nick-prefix", default="", help="prefix for generated nicks (r0.., s0.., i0..)")
     g.add_argument("--server-pid", type=int, default=0, help="server pid, for CPU and RSS figures from /proc")
+    g.add_argument("--also-port", type=int, action="append", metavar="PORT",
+                   help="another node serving the same room: connections go to --port and each --also-port in turn")
+    g.add_argument("--also-pid", type=int, action="append", metavar="PID",
+                   help="another node's pid: server CPU is the sum over --server-pid and every --also-pid")
+    g.add_argument("--helper-pid", type=int, action="append", metavar="PID",
+                   help="a process the nodes share (Redis, PostgreSQL): its CPU is reported apart (helper_cpu_s)")
     g.add_argument("--max-seconds", type=float, default=60.0, help="limit for the traffic phase (default 60)")
     g.add_argument("--login-timeout", type=float, default=60.0, help="limit for each login phase (default 60)")
     g.add_argument("--max-other", type=float, default=0.25,
@@ -1205,6 +1231,7 @@ def main():
         sys.stderr.write("peerbench: warning: %d connection attempts overflowed a listen backlog (SYNs dropped and "
                          "retried after 1 s or more): lower --window below the server's backlog\n" % r["listen_overflows"])
     r.update(server=args.label, version=args.version_string, run=args.run, scenario=args.scenario, port=args.port,
+             connections_by_port={str(k): v for k, v in sorted(_connects.items())},
              proto=args.proto, receivers=args.receivers, senders=args.senders, rate=args.rate, procs=args.procs,
              inflight=args.inflight, machine_busy_before=busy_before)
     print(human)

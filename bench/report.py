@@ -37,9 +37,9 @@ def fmt(v, f):
 
 
 def servers_in(results):
-    """Servers in the peer tables (the irc-* scenarios have their own, irc_members)."""
-    found = {r.get("server") for r in results
-             if r.get("bench_scenario") not in (None, "meta") and not str(r.get("bench_scenario")).startswith("irc-")}
+    """Servers in the peer tables (the irc-* and nodes-* scenarios have their own, irc_members and nodes_table)."""
+    found = {r.get("server") for r in results if r.get("bench_scenario") not in (None, "meta")
+             and not str(r.get("bench_scenario")).startswith(("irc-", "nodes-"))}
     return [s for s in ORDER if s in found] + sorted(found - set(ORDER) - {None})
 
 
@@ -150,6 +150,7 @@ def table(results):
                 row("seconds to log in and join", med("idle", "open_seconds"), "%.1f")]
     out += web_beside_line(results)
     out += irc_members(results)
+    out += nodes_table(results)
     chatd_only = []
     st = by(results, "storm", "chatd")
     if st:
@@ -280,6 +281,39 @@ def irc_members(results):
     if rates:
         row("**highest rate with p99 ≤ %.0f ms** (lines/s)" % P99_LIMIT_MS,
             [capacity(results, server, prefix + "latency")[0] or None for _, prefix, server in cols], "%.0f")
+    return out
+
+
+def nodes_table(results):
+    """Markdown lines: nodes-fanout and nodes-latency (bench/nodes.py): one room over two nodes on Redis and
+    PostgreSQL, beside one such node and the single CSV process of the same run."""
+    if not any(str(r.get("bench_scenario")).startswith("nodes-") and "error" not in r for r in results):
+        return []
+    cols = [("CSV, one process", "chatd"), ("Redis+PG, 1 node", "chatd-1node"), ("Redis+PG, 2 nodes", "chatd-2nodes")]
+    out = ["", "### One room over two nodes (issue 17)", "",
+           "The same room and load on the single CSV process, one node and two nodes on one Redis and PostgreSQL "
+           "(members split evenly); server CPU is both nodes' summed, Redis's and PostgreSQL's postmaster apart.", "",
+           "| figure | " + " | ".join(c[0] for c in cols) + " |", "|---" * 4 + "|"]
+
+    def row(label, sc, key, f, scale=1.0):
+        vals = [median([r.get(key) for r in by(results, sc, server)]) for _, server in cols]
+        out.append("| %s | %s |" % (label, " | ".join(fmt(v * scale if v is not None else None, f) for v in vals)))
+
+    for sc, what in (("nodes-fanout", "fanout"), ("nodes-latency", "latency")):
+        r0 = next(iter(by(results, sc, "chatd-2nodes") + by(results, sc, "chatd")), None)
+        if r0 is None:
+            continue
+        if sc == "nodes-latency":
+            what = "%d lines/s" % r0.get("bench_rate", 0)
+        row(what + ": deliveries/s", sc, "deliveries_per_s", "%.0f")
+        row(what + ": server µs CPU per delivery", sc, "server_us_per_delivery", "%.2f")
+        row(what + ": server CPU (% of a core)", sc, "server_util", "%.0f", 100)
+        row(what + ": Redis + postmaster CPU s", sc, "helper_cpu_s", "%.2f")
+        row(what + ": latency p50 ms", sc, "lat_p50_ms", "%.2f")
+        row(what + ": latency p99 ms", sc, "lat_p99_ms", "%.2f")
+        out.append("| %s: lost + reordered + gaps | %s |" % (what, " | ".join(
+            fmt(sum(r.get(k, 0) for r in by(results, sc, server) for k in ("lost", "out_of_order", "gaps"))
+                if by(results, sc, server) else None, "%d") for _, server in cols)))
     return out
 
 

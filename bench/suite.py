@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from bench import servers
+from bench import nodes, servers
 from bench.servers import PASSWORD, REPO, Server, ServerError
 
 SCENARIOS = ("fanout", "fanout-cl", "latency", "idle", "transfer", "storm", "startup", "web-fanout", "web-fanout-cl",
@@ -430,8 +430,9 @@ class Suite:
         self.log("machine: %s" % meta["machine"])
         for run in range(1, a.runs + 1):
             for sc in scenarios:
-                for kind in (["chatd"] + [IRC_PEER] * irc_peer if sc in IRC_SCENARIOS else kinds):
-                    if kind != "chatd" and sc not in PEER_SCENARIOS and sc not in IRC_SCENARIOS:
+                for kind in (["chatd"] + [IRC_PEER] * irc_peer if sc in IRC_SCENARIOS else
+                             nodes.KINDS if sc in nodes.SCENARIOS else kinds):
+                    if kind != "chatd" and sc not in PEER_SCENARIOS and sc not in IRC_SCENARIOS and sc not in nodes.SCENARIOS:
                         continue
                     self.log("run %d/%d  %s  %s" % (run, a.runs, kind, sc))
                     try:
@@ -440,6 +441,8 @@ class Suite:
                         elif sc in ("latency", "irc-latency"):
                             self.run_latency(kind, run, irc=sc == "irc-latency")  # records each point itself
                             continue
+                        elif sc in nodes.SCENARIOS:
+                            r = nodes.measure(self, kind, sc, run)
                         elif sc == "irc-fanout":
                             r = self.run_fanout(kind, run, False, irc=True)
                         elif sc in ("idle", "web-idle"):

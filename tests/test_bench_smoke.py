@@ -142,3 +142,35 @@ def test_quick_irc_scenarios_measure_irc_members_beside_ngircd(quick_run) -> Non
     assert irc_first["bench_rate"] == line_first["bench_rate"] and irc_first["expected"] == line_first["expected"]
     assert all(r["server_us_per_delivery"] > 0 for r in by_scenario["irc-latency"] if r["server"] == "chatd")
     assert "IRC members: chatd's IRC front-end beside its line front-end and ngIRCd" in proc.stdout
+
+
+def test_quick_nodes_scenarios_split_one_room_over_two_nodes(tmp_path) -> None:
+    """nodes-fanout and nodes-latency (issue 17, bench/nodes.py): the room on the CSV process, on one node and on
+    two nodes sharing a private Redis and PostgreSQL, members split evenly over the two; nothing lost anywhere."""
+    ready, why = _chatd_ready()
+    if not ready:
+        pytest.skip(f"twistd chatd cannot run here: {why}")
+    from bench import nodes
+
+    ok, why = nodes.available()
+    if not ok:
+        pytest.skip(f"the nodes-* scenarios need Redis and PostgreSQL: {why}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--no-install", "--scenarios", "nodes-fanout,nodes-latency",
+         "--out", str(tmp_path)], cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
+        timeout=150)
+    log = proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, log
+    results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines() if line.strip()]
+    for scenario in ("nodes-fanout", "nodes-latency"):
+        rs = {r["server"]: r for r in results if r["bench_scenario"] == scenario}
+        assert set(rs) == {"chatd", "chatd-1node", "chatd-2nodes"}, (scenario, rs, log)
+        for r in rs.values():
+            assert "error" not in r and r["delivered"] == r["expected"] > 0, r
+            assert r["lost"] == r["out_of_order"] == r["gaps"] == r["disconnected"] == 0, r
+        members = rs["chatd"]["receivers"] + rs["chatd"]["senders"]
+        assert list(rs["chatd-1node"]["connections_by_port"].values()) == [members], rs["chatd-1node"]
+        # half of the members on each node: every line crossed the bus to the other half
+        assert sorted(rs["chatd-2nodes"]["connections_by_port"].values()) == [members // 2] * 2, rs["chatd-2nodes"]
+        assert rs["chatd-2nodes"]["expected"] == rs["chatd"]["expected"]  # the same room and load
+    assert "One room over two nodes (issue 17)" in proc.stdout
