@@ -23,6 +23,18 @@ from chatd.text import name_key
 CATCH_UP_MAX = 500
 
 
+def members_everywhere(factory: Any, room: Any) -> list[str]:
+    """
+    The names of ``room``'s members on every node: those here in the order
+    they joined, then those connected to other nodes (``Bus.elsewhere``: the
+    heartbeats' membership) that are not also here, each once. For ``/who``
+    and the room list's counts, never the line path.
+    """
+    names = room.member_names()
+    here = {name_key(name) for name in names}
+    return names + [name for name in factory.bus.elsewhere(room.name) if name_key(name) not in here]
+
+
 class Nodes:
     """Applies other nodes' room changes to ``factory`` (a :class:`chatd.factory.ChatFactory`)."""
 

@@ -174,3 +174,17 @@ def test_moderation_on_one_node_applies_at_once_on_the_other(tmp_path):
     outsider.register("fred")
     outsider.send("join lab")
     assert "invite" in outsider.output()
+
+
+def test_who_and_the_room_list_count_members_on_other_nodes(tmp_path):
+    """/who lists a member connected to another node by name; /list counts it; one in the room on both, once."""
+    a, clock_a, bus_a = _node(tmp_path / "a")
+    ann = Client(a, clock_a)
+    ann.register("ann")
+    ann.send("join public")
+    bus_a.there["public"] = ["bob", "ann"]  # (B's heartbeat: bob, and ann also through B)
+    ann.output()
+    ann.send("/who")
+    assert "In public (2): ann, bob" in ann.output()
+    ann.send("/exit", "list")
+    assert "public  (2 here" in ann.output()

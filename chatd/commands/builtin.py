@@ -16,6 +16,7 @@ from twisted.internet import defer
 from chatd import errors
 from chatd.commands.table import Arg, Caller, CommandTable, Login, Place
 from chatd.moderation import names_marked
+from chatd.nodes import members_everywhere
 from chatd.passwords import password_problem
 from chatd.settings import PUBLIC_ROOM
 from chatd.text import PASSWORD_MIN, USER_NAME_MAX, check_name
@@ -170,7 +171,8 @@ def list_rooms(caller: Caller) -> defer.Deferred[None]:
             news = f", {unread} unread" if unread else ""
             private = ", invite-only" if room.authority.invite_only else ""
             topic = f", topic: {moderation.topic_shown(room)}" if room.authority.topic else ""
-            caller.reply(f"  {room.name}  ({len(room.fanout)} here, {owner}{private}{news}{topic})")
+            here = len(members_everywhere(factory, room))
+            caller.reply(f"  {room.name}  ({here} here, {owner}{private}{news}{topic})")
 
     return caller.factory.list_rooms().addCallback(show)
 
@@ -225,7 +227,7 @@ def me(caller: Caller, text: str) -> None:
 def who(caller: Caller) -> None:
     room = caller.room
     assert room is not None
-    names = room.member_names()
+    names = members_everywhere(caller.factory, room)
     shown = names_marked(caller.factory.moderation, room, names, caller.factory.presence.marked(names))
     caller.reply(f"In {room.name} ({len(shown)}): {', '.join(shown)}")
 
