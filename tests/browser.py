@@ -60,10 +60,17 @@ class Browser:
     # -- waiting and finding ---------------------------------------------------------------------
 
     def wait(self, condition: Callable[[Any], Any], timeout: float = WAIT, message: str = "") -> Any:
-        """What ``condition(driver)`` returns once it is true; fails after ``timeout`` seconds."""
+        """
+        What ``condition(driver)`` returns once it is true; fails after ``timeout`` seconds. A condition that
+        looks at an element not there yet (``find_all(...)[-1]`` of an empty list, an element drawn again
+        meanwhile) is "not yet", not a failure: it is asked again.
+        """
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(condition, message)
+        not_yet = (IndexError, NoSuchElementException, StaleElementReferenceException)
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.05, ignored_exceptions=not_yet).until(
+            condition, message)
 
     def find(self, css: str) -> Any:
         from selenium.webdriver.common.by import By
