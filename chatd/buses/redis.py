@@ -604,6 +604,9 @@ class RedisBus:
                 self.last_id = str(newest[0][0])
             self._positioned = True
         yield self._reader.whenConnected()  # (the reactor runs: the state has taken over what the store loaded)
+        # Out of ClientService's own call (it fired whenConnected from inside its state machine, which refuses
+        # a second whenConnected from there: the first XREAD would fail and wait).
+        yield task.deferLater(self.reactor, 0, lambda: None)
         if self.listener is not None:  # events at or below what the store had when loaded are not delivered again
             self._last.update(self.listener.known())
         self._running = True
