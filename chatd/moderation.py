@@ -12,11 +12,14 @@ it). Timed bans and mutes end on a reactor timer, also after a restart
 server was down are lifted at once).
 
 The roles come from IRC channel operators (RFC 2812 section 3.2.8 KICK,
-RFC 2811 modes +o +b +i): the owner (the room's creator, ``Room.owner``)
-may do anything to anyone but himself; an operator may act on members only;
-nobody acts on the owner. Timed bans and mutes follow ergo (ergo#1513,
-ergo#307) and InspIRCd's ``m_timedbans``; a ban beats an invitation, as
-InspIRCd's ``+b`` beats ``INVITE`` (only its ``override`` module lifts that).
+RFC 2811 modes +o +b +i +s): the owner (the room's creator, ``Room.owner``)
+may do anything to anyone but himself; an operator bans and mutes members
+only; nobody bans, mutes or deops the owner; any operator kicks anyone (the
+owner too, as ngIRCd and InspIRCd treat a channel's creator); the owner may
+put its operator role down and take it back (:meth:`Moderation.set_operator`).
+Timed bans and mutes follow ergo (ergo#1513, ergo#307) and InspIRCd's
+``m_timedbans``; a ban beats an invitation, as InspIRCd's ``+b`` beats
+``INVITE`` (only its ``override`` module lifts that).
 """
 
 from __future__ import annotations
@@ -55,9 +58,12 @@ REASON_MAX = 200
 #: How much of a topic the room list shows; the longest topic (IRC servers allow about 300-390).
 TOPIC_SHOWN = 40
 TOPIC_MAX = 300
-#: The settings a room has (``/invite-only``, ``/open-topic``): their stored keys.
+#: The settings a room has (``/invite-only``, ``/open-topic``, ``/secret``): their stored keys.
 INVITE_ONLY = "invite_only"
 OPEN_TOPIC = "open_topic"
+SECRET = "secret"
+#: Stored (a ``setting``) while the owner has put its operator role down (``/deop`` of itself, IRC ``-o``).
+OWNER_DOWN = "owner_down"
 #: How the room's lines name the server (a flood mute, a ban that ran out).
 SERVER_NAME = "chatd"
 
@@ -147,6 +153,10 @@ class Authority:
     topic: str = ""
     invite_only: bool = False
     open_topic: bool = False
+    #: Hidden from all but its members, owner, operators and invitees (``/secret``; IRC ``+s``).
+    secret: bool = False
+    #: The owner has put its operator role down (:meth:`Moderation.set_operator` on itself): it acts as a member.
+    owner_down: bool = False
     #: Operators: name key -> "1".
     operators: dict[str, str] = attrs.field(factory=dict)
     bans: dict[str, Sanction] = attrs.field(factory=dict)
@@ -178,13 +188,21 @@ class Moderation:
 
     # -- reading the state ------------------------------------------------------------
 
+    def owns(self, room: Room, name: str | None) -> bool:
+        """Whether the account ``name`` owns ``room`` (its operator role put down or not)."""
+        return bool(name) and bool(room.owner) and name_key(room.owner) == name_key(name or "")
+
     def role(self, room: Room, name: str | None) -> Role:
-        """What the account ``name`` is in ``room``."""
+        """
+        What the account ``name`` is in ``room``: OWNER, or MEMBER while the
+        owner has put its operator role down (:meth:`set_operator`: marks and
+        rights follow; it stays the owner, :meth:`owns`), OPERATOR or MEMBER.
+        """
         if not name:
             return Role.MEMBER
         key = name_key(name)
         if room.owner and name_key(room.owner) == key:
-            return Role.OWNER
+            return Role.MEMBER if room.authority.owner_down else Role.OWNER
         return Role.OPERATOR if key in room.authority.operators else Role.MEMBER
 
     def acting_role(self, room: Room, name: str | None) -> Role:
@@ -198,13 +216,23 @@ class Moderation:
         role = self.role(room, name)
         return max(role, Role.OPERATOR) if role < Role.OPERATOR and self.factory.is_admin(name) else role
 
+    def allowed(self, room: Room, name: str | None, needed: Role) -> bool:
+        """
+        Whether the account ``name`` acts with the role ``needed`` in ``room``
+        (:meth:`acting_role`); the owner's own commands (OWNER) stay the
+        owner's while it has put its operator role down, so it can take it
+        back (``/op`` of itself, as a founder regains ``+o`` through
+        services in ergo or Atheme's ChanServ ``OP``).
+        """
+        return self.acting_role(room, name) >= needed or (needed is Role.OWNER and self.owns(room, name))
+
     def role_refusal(self, room: Room, name: str | None, needed: Role, action: str) -> str | None:
         """
         Why the account ``name`` may not ``action`` (``use /kick``, ``set its
-        topic``) in ``room``, which needs the role ``needed``; or None.
-        ``public`` has no owner: only server admins moderate it.
+        topic``) in ``room``, which needs the role ``needed`` (:meth:`allowed`);
+        or None. ``public`` has no owner: only server admins moderate it.
         """
-        if self.acting_role(room, name) >= needed:
+        if self.allowed(room, name, needed):
             return None
         if not room.owner:
             return f"{room.name} has no owner." if needed is Role.OWNER and self.factory.is_admin(name) \
@@ -235,7 +263,7 @@ class Moderation:
 
     def join_refusal(self, room: Room, name: str | None) -> str | None:
         """Why the account ``name`` may not enter ``room`` (a ban; invite-only), or None. A ban beats an invite."""
-        if self.role(room, name) is Role.OWNER:
+        if self.owns(room, name):
             return None
         ban = self._sanction(room.authority.bans, name)
         if ban is not None:
@@ -248,15 +276,22 @@ class Moderation:
         """Whether the account ``name`` may enter ``room`` while it is invite-only: invited, an operator, the owner."""
         if not name:
             return False
-        return self.role(room, name) is not Role.MEMBER or name_key(name) in room.authority.invites
+        return (self.owns(room, name) or self.role(room, name) is not Role.MEMBER
+                or name_key(name) in room.authority.invites)
 
     def may_see(self, room: Room, name: str | None) -> bool:
         """
         Whether ``room`` is shown to the account ``name`` in ``list`` and
-        ``info``: an invite-only room only to those who may enter it, and
-        to server admins (``ChatFactory.is_admin``), who see every room.
+        ``info`` (IRC: LIST, NAMES, WHO, WHOIS): an invite-only room only to
+        those who may enter it; a secret room only to its members, its owner,
+        operators and invitees (RFC 2812 §3.2.6: a secret channel is listed
+        to its members only; chatd's lasting roles count as membership); every
+        room to server admins (``ChatFactory.is_admin``).
         """
-        return not room.authority.invite_only or self._invited(room, name) or self.factory.is_admin(name)
+        authority = room.authority
+        if not (authority.invite_only or authority.secret) or self.factory.is_admin(name):
+            return True
+        return self._invited(room, name) or (bool(name) and self.member(room, name or "") is not None)
 
     def mute_refusal(self, room: Room, name: str | None) -> str | None:
         """Why the account ``name`` may not speak in ``room`` (muted), or None."""
@@ -265,21 +300,27 @@ class Moderation:
             return None
         return f"you are muted in {room.name}{self._until(mute)}" + (f": {mute.reason}" if mute.reason else ".")
 
-    def target_refusal(self, room: Room, actor: str | None, target: str) -> str | None:
+    def target_refusal(self, room: Room, actor: str | None, target: str, kick: bool = False) -> str | None:
         """
         Why ``actor`` may not act (kick, ban, mute, and lift them) on the
         account ``target`` in ``room``: there is no such account, it is
-        the actor, or it ranks as high as the actor (an operator acts on
-        members only; the owner on operators too; nobody on the owner).
+        the actor, or it ranks as high as the actor (an operator bans and
+        mutes members only; the owner operators too; nobody the owner).
+        ``kick``: anyone but the actor (any operator kicks any member, RFC
+        2812 §3.2.8, the owner included, as ngIRCd's and InspIRCd's channel
+        creator is an ordinary operator: a kick only puts out, and the owner
+        may come back at once, which no ban or invite-only stops).
         """
         name = self.known(target)
         if name is None:
             return unknown_name(target, "user", USER_NAME_MAX, f"There is no user called {target}.")
         if actor and name_key(actor) == name_key(name):
             return "you cannot do that to yourself."
-        theirs = self.role(room, name)
-        if theirs is Role.OWNER:
+        if kick:
+            return None
+        if self.owns(room, name):
             return f"{name} owns {room.name}; nobody can do that to its owner."
+        theirs = self.role(room, name)
         if theirs >= self.acting_role(room, actor):
             return f"{name} is an operator of {room.name}; only its owner can do that."
         return None
@@ -362,6 +403,10 @@ class Moderation:
                 authority.invite_only = value == "on"
             elif key == OPEN_TOPIC:
                 authority.open_topic = value == "on"
+            elif key == SECRET:
+                authority.secret = value == "on"
+            elif key == OWNER_DOWN:
+                authority.owner_down = value == "on"
         elif kind == "owner":
             room.owner = value
         elif kind in ("op", "invite", "ban", "mute"):
@@ -608,7 +653,7 @@ class Moderation:
 
     def set_setting(self, room: Room, by: str, setting: str, on: bool) -> defer.Deferred[bool]:
         """
-        Turn the setting ``setting`` (INVITE_ONLY, OPEN_TOPIC) of ``room``
+        Turn the setting ``setting`` (INVITE_ONLY, OPEN_TOPIC, SECRET) of ``room``
         on or off, durably; a SETTING event (target: its command name, text:
         on or off). Fires with whether it changed.
         """
@@ -661,15 +706,18 @@ class Moderation:
         """
         Make ``target`` an operator of ``room`` (``on`` False: no longer), durably; an OP/DEOP event. A guest
         (:meth:`known`) is one in memory only, until its session ends (never stored: a later account of its
-        name inherits nothing).
+        name inherits nothing). The owner ``by`` on itself puts its operator role down (:meth:`role`: it acts as
+        a member) or takes it back (:meth:`_owner_role`); nobody else changes the owner's.
         """
         stored = self.known(target)
         if stored is None:
             return defer.fail(errors.NoSuchUser(f"There is no user called {target}."))
         name, key = stored, name_key(stored)
+        if self.owns(room, name):
+            if name_key(by) != key:
+                return defer.fail(errors.NotAllowed(f"{name} owns {room.name}."))
+            return self._owner_role(room, name, on)
         role = self.role(room, name)
-        if role is Role.OWNER:
-            return defer.fail(errors.NotAllowed(f"{name} owns {room.name}."))
         if (role is Role.OPERATOR) == on:
             return defer.fail(errors.NotAllowed(
                 f"{name} is {'already' if on else 'not'} an operator of {room.name}."))
@@ -688,6 +736,28 @@ class Moderation:
         return self.factory.concerning(name, lambda: self._save(
             room, [self._value(room, "op", key, "1" if on else "")], event, "Could not save the operator").addCallback(saved))
 
+    def _owner_role(self, room: Room, name: str, on: bool) -> defer.Deferred[str]:
+        """
+        The owner ``name`` takes its operator role back (``on``) or puts it
+        down, durably (the setting OWNER_DOWN); an OP/DEOP event of itself.
+        It stays the owner either way (IRC: ``MODE #lab -o ann`` by ann, as
+        ngIRCd and InspIRCd let a channel's creator drop its ``+o``; irctest
+        testInviteInviteOnly).
+        """
+        authority = room.authority
+        if authority.owner_down != on:
+            return defer.fail(errors.NotAllowed(
+                f"{name} is {'already' if on else 'not'} an operator of {room.name}."))
+
+        def saved(_: None) -> str:
+            authority.owner_down = not on
+            self._publish(room, name, EventKind.OP if on else EventKind.DEOP, "", name)
+            return name
+
+        event = LogEvent("op" if on else "deop", name, room.name, {"target": name})
+        value = self._value(room, "setting", OWNER_DOWN, "" if on else "on")
+        return self._save(room, [value], event, "Could not save the operator").addCallback(saved)
+
     def give(self, room: Room, by: str, target: str) -> defer.Deferred[str]:
         """
         Make the account ``target`` the owner of ``room`` (``by`` is its
@@ -701,7 +771,7 @@ class Moderation:
         if record is None:
             return defer.fail(errors.NoSuchUser(f"There is no user called {target}."))
         name, key = record.name, name_key(record.name)
-        if self.role(room, name) is Role.OWNER:
+        if self.owns(room, name):
             return defer.fail(errors.NotAllowed(f"{name} owns {room.name} already."))
         for table, what, undo in ((room.authority.bans, "banned from", "unban"), (room.muted, "muted in", "unmute")):
             if self._sanction(table, name) is not None:  # (lifted by its own command: an event and a row)
@@ -711,6 +781,7 @@ class Moderation:
         def roles_saved(_: None) -> defer.Deferred[None]:
             authority = room.authority
             authority.operators[name_key(old)] = "1"
+            authority.owner_down = False  # (the new owner starts with its operator role)
             for table in (authority.operators, authority.bans, authority.mutes):
                 table.pop(key, None)
             for kind in ("ban", "mute"):
@@ -726,6 +797,8 @@ class Moderation:
 
         values = [self._value(room, "op", name_key(old), "1"),
                   *(self._value(room, kind, key, "") for kind in ("op", "ban", "mute"))]
+        if room.authority.owner_down:
+            values.append(self._value(room, "setting", OWNER_DOWN, ""))
         return self.factory.concerning(name, lambda: self.factory.store.set_room_values(values).addCallback(
             roles_saved).addCallbacks(owner_saved, _not_saved("Could not give the room away")))
 

@@ -56,8 +56,10 @@ _MODERATION: dict[EventKind, Callable[[RoomEvent], str]] = {
     EventKind.SETTING: lambda e: f"{_by(e)} turned {e.target} {e.text}",
     EventKind.INVITE: lambda e: (f"{_by(e)} withdrew {e.target}'s invitation" if e.text == "withdrawn"
                                  else f"{_by(e)} invited {e.target}"),
-    EventKind.OP: lambda e: f"{_by(e)} made {e.target} an operator",
-    EventKind.DEOP: lambda e: f"{_by(e)} took {e.target}'s operator role away",
+    EventKind.OP: lambda e: f"{_by(e)} took the operator role back" if e.sender == e.target
+    else f"{_by(e)} made {e.target} an operator",
+    EventKind.DEOP: lambda e: f"{_by(e)} put the operator role down" if e.sender == e.target
+    else f"{_by(e)} took {e.target}'s operator role away",
     EventKind.OWNER: lambda e: f"{_by(e)} gave {e.room} to {e.target}",
 }
 

@@ -89,7 +89,7 @@ def test_a_guest_registers_and_gets_welcome_isupport_lusers_and_motd(world):
     assert got[0] == ":chatd 001 alice :Welcome to the chatd IRC network, alice"
     tokens = " ".join(text for text in got if " 005 " in text)
     for token in ("CASEMAPPING=ascii", "CHANTYPES=#", "UTF8ONLY", "NICKLEN=24", "CHANNELLEN=33", "PREFIX=(ov)@+",
-                  "NETWORK=chatd", "LINELEN=512", "TOPICLEN=300", "CHANMODES=b,,,int"):
+                  "NETWORK=chatd", "LINELEN=512", "TOPICLEN=300", "CHANMODES=b,,,inst"):
         assert f" {token} " in tokens
     assert {"251", "255", "375", "372"} <= set(codes(got))
     assert factory.online["alice"] is alice.protocol
@@ -535,6 +535,32 @@ def test_kick_invite_and_channel_modes_map_onto_chatd_moderation(world):
                              ":chatd 401 alice bob :No such nick/channel"]  # (bob quit)
 
 
+def test_a_secret_channel_is_plus_s_and_hidden_from_outsiders(world):
+    """RFC 2812 §3.2.5/3.2.6 and §5.1 (353 '@'): MODE +s is chatd's /secret; LIST, NAMES, WHO, WHOIS hide it."""
+    factory, clock, irc = world
+    alice, bob = two_in_lab(world)
+    bob.send("MODE #lab +s")
+    assert codes(bob.lines()) == ["482"]
+    alice.send("MODE #lab +s", "MODE #lab", "NAMES #lab")
+    assert alice.lines() == [":alice!alice@chatd MODE #lab +s", ":chatd 324 alice #lab +nst",
+                             ":chatd 329 alice #lab 1790000000", ":chatd 353 alice @ #lab :@alice bob",
+                             ":chatd 366 alice #lab :End of /NAMES list"]
+    assert bob.lines() == [":alice!alice@chatd MODE #lab +s"]
+    assert factory.rooms["lab"].authority.secret
+    carol = IrcClient(irc, clock, port=40002)
+    carol.register("carol")
+    carol.send("LIST", "NAMES #lab", "WHO #lab", "WHOIS alice")
+    got = carol.lines()
+    assert not any("#lab" in text for text in got if " 366 " not in text and " 315 " not in text), got
+    assert ":chatd 366 carol #lab :End of /NAMES list" in got and ":chatd 315 carol #lab :End of WHO list" in got
+    bob.send("LIST")
+    assert ":chatd 322 bob #lab 2 :" in bob.lines()
+    alice.send("MODE #lab -s+i")
+    assert alice.lines() == [":alice!alice@chatd MODE #lab -s", ":alice!alice@chatd MODE #lab +i"]
+    alice.send("NAMES #lab")
+    assert alice.lines()[0] == ":chatd 353 alice * #lab :@alice bob"
+
+
 def test_oper_needs_a_server_admins_password(tmp_path):
     factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0, admins=("root",)))
     Client(factory, clock, peer=IPv4Address("TCP", "127.0.0.1", 50000)).register("root")  # (admins: from here)
@@ -869,6 +895,30 @@ def test_input_waits_for_a_command_whose_answer_waits_on_the_store(tmp_path):
     assert foo.lines() == [":chatd 341 foo bar #chan", ":chatd PONG chatd x"]
 
 
+def test_the_owner_drops_and_takes_back_its_op_and_an_operator_kicks_it(world):
+    """irctest invite testInviteInviteOnly (the owner's -o of itself) and kick testKickPrivileges."""
+    factory, clock, irc = world
+    alice, bob = two_in_lab(world)
+    alice.send("MODE #lab +i", "MODE #lab -o alice")
+    assert alice.lines() == [":alice!alice@chatd MODE #lab +i", ":alice!alice@chatd MODE #lab -o alice"]
+    alice.send("INVITE carol #lab", "NAMES #lab")
+    assert alice.lines() == [":chatd 401 alice carol :No such nick/channel", ":chatd 353 alice * #lab :alice bob",
+                             ":chatd 366 alice #lab :End of /NAMES list"]
+    carol = IrcClient(irc, clock, port=40002)
+    carol.register("carol")
+    alice.send("INVITE carol #lab")
+    assert codes(alice.lines()) == ["482"]
+    alice.send("MODE #lab +o bob", "MODE #lab +o alice")
+    assert alice.lines() == [":alice!alice@chatd MODE #lab +o bob", ":alice!alice@chatd MODE #lab +o alice"]
+    bob.lines()
+    bob.send("KICK #lab alice :bye")
+    assert bob.lines() == [":bob!bob@chatd KICK #lab alice :bye"]
+    assert alice.lines() == [":bob!bob@chatd KICK #lab alice :bye"]
+    alice.send("JOIN #lab")  # invite-only, but its owner
+    assert alice.lines()[0] == ":alice!alice@chatd JOIN #lab"
+    assert factory.rooms["lab"].owner == "alice"
+
+
 def test_refused_channel_changes_are_numerics(world):
     factory, clock, irc = world
     alice, bob = two_in_lab(world)
@@ -876,7 +926,7 @@ def test_refused_channel_changes_are_numerics(world):
     carol.register("carol")
     alice.send("MODE #lab +o bob")
     alice.lines(), bob.lines()
-    bob.send("KICK #lab alice", "MODE #lab +b nobody", "MODE #lab +o carol")
+    bob.send("MODE #lab +b alice", "MODE #lab +b nobody", "MODE #lab +o carol")
     assert [text.split(" :")[0] for text in bob.lines()] == [
         ":chatd 482 bob #lab", ":chatd 401 bob nobody", ":chatd 482 bob #lab"]
     alice.send("MODE #lab +o carol")

@@ -106,7 +106,10 @@ TARGET_OF = {"owner": "ann", "operator": "erin", "member": "dave"}
 @pytest.mark.parametrize("actor", ["owner", "operator", "member"])
 @pytest.mark.parametrize("target", ["owner", "operator", "member"])
 def test_who_may_kick_ban_and_mute_whom(lab, command, actor, target):
-    """Operators act on members only; the owner on operators too; nobody on the owner; members on nobody."""
+    """
+    Operators ban and mute members only; the owner operators too; nobody the owner; members nobody. Any
+    operator kicks anyone but himself (RFC 2812 §3.2.8; irctest kick testKickPrivileges: the owner too).
+    """
     factory, clock, store, clients = lab
     erin = user(factory, clock, "erin", "lab")
     clients["ann"].send("/op erin")
@@ -120,6 +123,10 @@ def test_who_may_kick_ban_and_mute_whom(lab, command, actor, target):
         assert out == f"Error: only operators of lab may use /{command}.\r\n"
     elif ROLE_OF[actor] == target_name:
         assert out == "Error: you cannot do that to yourself.\r\n"
+    elif command == "kick":
+        assert f"* {ROLE_OF[actor]} kicked {target_name} (because)" in out
+        assert target_name not in factory.rooms["lab"].member_names()
+        return
     elif target == "owner":
         assert out == "Error: ann owns lab; nobody can do that to its owner.\r\n"
     elif target == "operator" and actor == "operator":
@@ -470,6 +477,45 @@ def test_server_admins_see_every_room():
     assert "  lab  (1 here, owner ann, invite-only)" in out and "Room: lab\r\n" in out
 
 
+# -- secret rooms -------------------------------------------------------------------------------
+
+
+def test_a_secret_room_is_hidden_from_all_but_those_it_concerns(lab):
+    """RFC 2812 §3.2.6 (+s): not in list, info, /users for outsiders; members, owner, operators, invitees see it."""
+    factory, clock, store, clients = lab
+    carol, bob = clients["carol"], clients["bob"]
+    bob.send("/secret on")
+    assert bob.output() == "Error: only operators of lab may use /secret.\r\n"
+    carol.send("/secret on", "/secret on")
+    assert carol.output().endswith("* carol turned secret on\r\nsecret is on in lab already.\r\n")
+    assert rows(store, "room_setting") == [("room_setting", "carol", "lab", {"name": "secret", "value": "on"})]
+    erin, frank = user(factory, clock, "erin"), user(factory, clock, "frank")
+    erin.send("list", "info lab", "users")
+    out = erin.output()
+    assert "  lab  (" not in out and "Error: There is no room called lab.\r\n" in out and "(in lab)" not in out
+    erin.send("join lab")  # secret is not closed: who knows the name may enter, and then sees it
+    assert "Entered room lab" in erin.output()
+    erin.send("/exit", "list")
+    assert "  lab  (" not in erin.output()
+    carol.send("/invite frank")
+    frank.send("list", "info lab")
+    out = frank.output()
+    assert "  lab  (4 here, owner ann, secret)\r\n" in out and "Secret: yes\r\n" in out
+    bob.send("/exit", "list")  # a member who left is an outsider again
+    assert "  lab  (" not in bob.output()
+    factory.shut_down("bye")
+    factory, clock, store = start(store, at=clock.seconds() + 60)
+    assert factory.rooms["lab"].authority.secret
+    ann = user(factory, clock, "ann")  # the owner, in no room, still sees it
+    ann.send("list")
+    assert "  lab  (0 here, owner ann, secret)\r\n" in ann.output()
+    ann.send("join lab", "/secret off")
+    assert "* ann turned secret off\r\n" in ann.output()
+    bob = user(factory, clock, "bob")
+    bob.send("list")
+    assert "  lab  (1 here, owner ann)\r\n" in bob.output()
+
+
 # -- roles -----------------------------------------------------------------------------------
 
 
@@ -491,13 +537,73 @@ def test_op_deop_and_giving_the_room_away(lab):
     room = factory.rooms["lab"]
     assert room.owner == "bob" and factory.moderation.operators(room) == ["ann"]
     assert store.rooms["lab"].owner == "bob"
-    ann.send("/kick bob")
+    ann.send("/ban bob")
     assert ann.output() == "Error: bob owns lab; nobody can do that to its owner.\r\n"
     bob.send("/kick ann", "/who")
     assert bob.output().endswith(f"* bob kicked ann\r\nIn lab (3): ~bob, carol, dave\r\n")
     assert rows(store, "op", "deop", "owner") == [
         ("op", "ann", "lab", {"target": "carol"}), ("op", "ann", "lab", {"target": "bob"}),
         ("deop", "ann", "lab", {"target": "carol"}), ("owner", "ann", "lab", {"target": "bob", "previous": "ann"})]
+
+
+def test_the_owner_puts_its_operator_role_down_and_takes_it_back(lab):
+    """
+    The owner's /deop of itself (IRC -o, irctest testInviteInviteOnly): it acts as a member, unmarked, but
+    keeps the room, its owner's commands and its protection; /op of itself takes the role back. Stored.
+    """
+    factory, clock, store, clients = lab
+    ann, carol, bob = clients["ann"], clients["carol"], clients["bob"]
+    carol.send("/deop ann")
+    assert carol.output() == "Error: only the owner of lab may use /deop.\r\n"
+    ann.send("/op ann", "/deop ann", "/deop ann")
+    assert ann.output().endswith("Error: ann is already an operator of lab.\r\n"
+                                 f"{clock_stamp(clock)} * ann put the operator role down\r\n"
+                                 "ann is no longer an operator of lab.\r\nError: ann is not an operator of lab.\r\n")
+    room = factory.rooms["lab"]
+    assert room.owner == "ann" and room.authority.owner_down
+    ann.send("/kick bob", "/invite-only on", "/topic mine", "/who")
+    assert ann.output() == ("Error: only operators of lab may use /kick.\r\n"
+                            "Error: only operators of lab may use /invite-only.\r\n"
+                            "Error: only operators of lab may set its topic.\r\n"
+                            "In lab (4): ann, bob, @carol, dave\r\n")
+    assert "* ann put the operator role down" in carol.output()
+    carol.send("/ban ann", "/mute ann")  # still the owner: nobody bans or mutes it
+    assert carol.output() == "Error: ann owns lab; nobody can do that to its owner.\r\n" * 2
+    factory.shut_down("bye")
+    factory, clock, store = start(store, at=clock.seconds() + 60)
+    assert factory.rooms["lab"].authority.owner_down
+    ann = user(factory, clock, "ann", "lab")
+    ann.send("/op ann", "/kick ann", "/who")
+    out = ann.output()
+    assert "* ann took the operator role back\r\nann is an operator of lab.\r\n" in out
+    assert out.endswith("Error: you cannot do that to yourself.\r\nIn lab (1): ~ann\r\n")
+    assert not factory.rooms["lab"].authority.owner_down
+    assert rows(store, "op", "deop")[-2:] == [("deop", "ann", "lab", {"target": "ann"}),
+                                              ("op", "ann", "lab", {"target": "ann"})]
+
+
+def test_giving_the_room_away_while_the_owners_role_is_down(lab):
+    factory, clock, store, clients = lab
+    ann = clients["ann"]
+    ann.send("/deop ann", "/owner bob")
+    assert ann.output().endswith("bob owns lab now; you are one of its operators.\r\n")
+    room = factory.rooms["lab"]
+    assert room.owner == "bob" and not room.authority.owner_down
+    assert factory.moderation.operators(room) == ["ann", "carol"]
+    ann.send("/kick dave")  # an operator now
+    assert "* ann kicked dave" in ann.output()
+
+
+def test_an_operator_kicks_the_owner_who_may_come_back_at_once(lab):
+    """RFC 2812 §3.2.8, ngIRCd, InspIRCd: the creator is kicked as any member; no ban keeps the owner out."""
+    factory, clock, store, clients = lab
+    carol, ann = clients["carol"], clients["ann"]
+    carol.send("/invite-only on", "/kick ann enough")
+    assert "* carol kicked ann (enough)" in carol.output()
+    assert "You were kicked from lab by carol: enough" in ann.output()
+    ann.send("/exit", "join lab")
+    assert "Entered room lab" in ann.output()
+    assert rows(store, "kick") == [("kick", "carol", "lab", {"target": "ann", "reason": "enough"})]
 
 
 def test_a_failed_write_changes_nothing_and_says_so(lab):
@@ -790,7 +896,7 @@ def test_server_admins_have_operator_rights_in_every_room():
     root.send("/mute bob 10m", "/topic set by an admin", "/kick bob")
     out = root.output()
     assert "* root muted bob for 10m" in out and "* root set the topic" in out and "* root kicked bob" in out
-    root.send("/op bob", "/kick ann", "/who")
+    root.send("/op bob", "/ban ann", "/who")
     assert root.output().startswith("Error: only the owner of lab may use /op.\r\n"
                                     "Error: ann owns lab; nobody can do that to its owner.\r\n")
     root.send("/exit", "public")

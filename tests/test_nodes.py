@@ -164,11 +164,11 @@ def test_moderation_on_one_node_applies_at_once_on_the_other(tmp_path):
     assert b.moderation.role(room_b, "dave").name == "OPERATOR"
     assert "erin" in room_b.authority.invites
     bus_a.there["lab"] = ["carl", "dave"]  # (B's heartbeat, as A's bus knows it)
-    owner.send("/unmute carl", "/invite-only on", "/kick carl enough", "/owner dave")
+    owner.send("/unmute carl", "/invite-only on", "/secret on", "/kick carl enough", "/owner dave")
     _apply(bus_a.shared, nodes)
     assert "You were kicked from lab by ann: enough" in carl.output()
     assert carl.protocol not in set(room_b.fanout.members())
-    assert not room_b.authority.mutes and room_b.authority.invite_only
+    assert not room_b.authority.mutes and room_b.authority.invite_only and room_b.authority.secret
     assert room_b.owner == "dave" and b.moderation.role(room_b, "ann").name == "OPERATOR"
     outsider = Client(b, clock_b)
     outsider.register("fred")

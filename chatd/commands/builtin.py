@@ -138,7 +138,7 @@ def delete(caller: Caller, name: str) -> defer.Deferred[None]:
 @command("info", "show a room's owner, age, members, operators and topic", MENU, number="5",
          args=(Arg("NAME", "Name of the room:"),))
 def info(caller: Caller, name: str) -> defer.Deferred[None]:
-    """An invite-only room is shown only to those who may enter it (to others it does not exist)."""
+    """An invite-only or secret room is shown only to those who may see it (``Moderation.may_see``; else none)."""
     moderation = caller.factory.moderation
 
     def show(room: Room) -> None:
@@ -153,6 +153,8 @@ def info(caller: Caller, name: str) -> defer.Deferred[None]:
         caller.reply(f"Topic: {room.authority.topic or '(none)'}")
         if room.authority.invite_only:
             caller.reply("Invite-only: yes")
+        if room.authority.secret:
+            caller.reply("Secret: yes")
 
     return caller.factory.find_room(name).addCallback(show)
 
@@ -169,7 +171,8 @@ def list_rooms(caller: Caller) -> defer.Deferred[None]:
             owner = f"owner {room.owner}" if room.owner else "public"
             unread = factory.unread(name, room)
             news = f", {unread} unread" if unread else ""
-            private = ", invite-only" if room.authority.invite_only else ""
+            private = (", invite-only" if room.authority.invite_only else "") + (
+                ", secret" if room.authority.secret else "")
             topic = f", topic: {moderation.topic_shown(room)}" if room.authority.topic else ""
             here = len(members_everywhere(factory, room))
             caller.reply(f"  {room.name}  ({here} here, {owner}{private}{news}{topic})")

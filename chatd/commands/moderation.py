@@ -2,7 +2,7 @@
 Room authority commands (issue 14; docs/PROTOCOL.md, "Room authority"):
 ``/op``, ``/deop``, ``/owner``, ``/kick``, ``/ban``, ``/unban``, ``/bans``,
 ``/mute``, ``/unmute``, ``/topic``, ``/invite-only``, ``/open-topic``,
-``/invite``, ``/uninvite``.
+``/secret``, ``/invite``, ``/uninvite``.
 
 Who may use a command is declared (``role``: the table refuses the others
 with ``only operators of lab may use /kick.``); whom it may act on is the check
@@ -21,7 +21,7 @@ from twisted.internet import defer
 
 from chatd.commands.builtin import ROOM, command
 from chatd.commands.table import Arg, Caller, Login
-from chatd.moderation import (INVITE_ONLY, OPEN_TOPIC, REASON_MAX, TOPIC_MAX, Role, duration_and_reason,
+from chatd.moderation import (INVITE_ONLY, OPEN_TOPIC, REASON_MAX, SECRET, TOPIC_MAX, Role, duration_and_reason,
                               duration_text)
 
 OPERATOR, OWNER = Role.OPERATOR, Role.OWNER
@@ -35,6 +35,12 @@ def _target(caller: Caller, name: str) -> str | None:
     return caller.factory.moderation.target_refusal(caller.room, caller.session.name, name)
 
 
+def _kick_target(caller: Caller, name: str) -> str | None:
+    """NAME of kick: anyone but the caller (the owner and operators too: ``Moderation.target_refusal``, ``kick``)."""
+    assert caller.room is not None
+    return caller.factory.moderation.target_refusal(caller.room, caller.session.name, name, kick=True)
+
+
 def _account(caller: Caller, name: str) -> str | None:
     """NAME of invite, op, owner: an account."""
     return caller.factory.moderation.account_refusal(name)
@@ -45,8 +51,9 @@ def _known(caller: Caller, name: str) -> str | None:
     return caller.factory.moderation.invitee_refusal(name)
 
 
-#: NAME of kick, ban, mute, unban, unmute; of owner; of invite, uninvite, op, deop.
+#: NAME of ban, mute, unban, unmute; of kick; of owner; of invite, uninvite, op, deop.
 TARGET = Arg("NAME", check=_target, word=True)
+KICK_TARGET = Arg("NAME", check=_kick_target, word=True)
 ACCOUNT = Arg("NAME", check=_account, word=True)
 KNOWN = Arg("NAME", check=_known, word=True)
 
@@ -123,7 +130,7 @@ def _change(caller: Caller, change: Callable[..., defer.Deferred[str]], answer: 
 
 
 @command("kick", "put NAME out of the room, telling them and the room REASON", ROOM, login=Login.REQUIRED,
-         in_room=True, role=OPERATOR, args=(TARGET, ROOM_REASON))
+         in_room=True, role=OPERATOR, args=(KICK_TARGET, ROOM_REASON))
 def kick(caller: Caller, name: str, reason: str) -> None:
     assert caller.room is not None and caller.session.name is not None
     caller.factory.moderation.kick(caller.room, caller.session.name, name, reason)
@@ -199,6 +206,13 @@ def invite_only(caller: Caller, value: str) -> defer.Deferred[None]:
     return _setting(caller, INVITE_ONLY, value)
 
 
+@command("secret", "on: the room is hidden from the room list, info and /users of all but its members, "
+         "owner, operators and invitees", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
+         args=(_on_off("/secret on|off"),))
+def secret(caller: Caller, value: str) -> defer.Deferred[None]:
+    return _setting(caller, SECRET, value)
+
+
 @command("open-topic", "on: anyone in the room may set the topic", ROOM, login=Login.REQUIRED, in_room=True,
          role=OWNER, args=(_on_off("/open-topic on|off"),))
 def open_topic(caller: Caller, value: str) -> defer.Deferred[None]:
@@ -223,7 +237,8 @@ def op(caller: Caller, name: str) -> defer.Deferred[None]:
     return _change(caller, caller.factory.moderation.set_operator, "{name} is an operator of {room}.", name, True)
 
 
-@command("deop", "take NAME's operator role away", ROOM, login=Login.REQUIRED, in_room=True, role=OWNER,
+@command("deop", "take NAME's operator role away (your own name: put yours down, keeping the room; /op takes it "
+         "back)", ROOM, login=Login.REQUIRED, in_room=True, role=OWNER,
          args=(KNOWN,))
 def deop(caller: Caller, name: str) -> defer.Deferred[None]:
     answer = "{name} is no longer an operator of {room}."

@@ -69,7 +69,7 @@ RENDERING_CAPS = frozenset({"server-time", "message-tags", "account-tag", "away-
 #: ISUPPORT tokens (005), in order.
 ISUPPORT = (
     "CASEMAPPING=ascii", "CHANTYPES=#", "UTF8ONLY", f"NICKLEN={USER_NAME_MAX}", f"CHANNELLEN={ROOM_NAME_MAX + 1}",
-    f"TOPICLEN={TOPIC_MAX}", f"KICKLEN={REASON_MAX}", f"AWAYLEN={AWAY_MAX}", "PREFIX=(ov)@+", "CHANMODES=b,,,int",
+    f"TOPICLEN={TOPIC_MAX}", f"KICKLEN={REASON_MAX}", f"AWAYLEN={AWAY_MAX}", "PREFIX=(ov)@+", "CHANMODES=b,,,inst",
     "NETWORK=chatd", f"LINELEN={LINE_MAX}", f"CHANLIMIT=#:{CHANNELS_MAX}",
     f"TARGMAX=JOIN:{TARGETS_MAX},PART:{TARGETS_MAX},PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},"
     f"WHOIS:{TARGETS_MAX},KICK:{TARGETS_MAX}", f"CHATHISTORY={HISTORY_MAX}", "MSGREFTYPES=msgid,timestamp",
@@ -192,8 +192,8 @@ class IrcRenderer:
 #: Room events that are channel modes (RFC 2811 §4): +b bans, +o operators (the owner is an operator too).
 _MODES = {EventKind.BAN: "+b", EventKind.UNBAN: "-b", EventKind.OP: "+o", EventKind.DEOP: "-o",
           EventKind.OWNER: "+o"}
-#: Room settings that are channel modes: invite-only +i, open-topic -t (+t: only operators set the topic).
-_SETTING_MODES = {"invite-only": "i", "open-topic": "t"}
+#: Room settings that are channel modes: invite-only +i, open-topic -t (+t: only operators set the topic), secret +s.
+_SETTING_MODES = {"invite-only": "i", "open-topic": "t", "secret": "s"}
 
 
 def _what(event: RoomEvent) -> int:
@@ -1015,12 +1015,15 @@ class IrcConnection(Protocol, _Caller):
         self.names(room)
 
     def names(self, room: Room) -> None:
-        """353 RPL_NAMREPLY (several if long) and 366 RPL_ENDOFNAMES: operators and the owner marked ``@``."""
+        """
+        353 RPL_NAMREPLY (several if long) and 366 RPL_ENDOFNAMES: operators and the owner marked ``@``; the
+        room's kind ``@`` secret, ``*`` invite-only (hidden from those not invited, as a private channel), ``=``.
+        """
         moderation = self.chat.moderation
         full = "userhost-in-names" in self.caps
         names = [("@" if moderation.role(room, name) is not Role.MEMBER else "") + (self.irc.mask(name) if full else name)
                  for name in room.member_names()]
-        kind = "@" if room.authority.invite_only else "="
+        kind = "@" if room.authority.secret else "*" if room.authority.invite_only else "="  # (RFC 2812 §5.1, 353)
         channel = channel_name(room.name)
         head = len(f":{self.irc.server} 353 {self.target} {kind} {channel} :".encode()) + 2
         chunk: list[str] = []

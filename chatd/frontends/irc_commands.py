@@ -69,7 +69,7 @@ SASL_MAX = 2048
 #: Channel modes with a parameter (RFC 2811 §4: bans and the operator status), and those without.
 _LIST_MODES = "b"
 _MEMBER_MODES = "ov"
-_FLAG_MODES = "it"
+_FLAG_MODES = "its"
 
 
 def handles(*names: str, params: int = 0) -> Callable[[Handler], Handler]:
@@ -105,8 +105,8 @@ def _member(self: IrcConnection, target: str) -> tuple[Room | None, Channel | No
 
 
 def _operator(self: IrcConnection, room: Room, target: str, needed: Role = Role.OPERATOR) -> bool:
-    """Whether this user acts as an operator (or ``needed``) in ``room``; if not, ``482`` is sent."""
-    if self.chat.moderation.acting_role(room, self.name) >= needed:
+    """Whether this user acts as an operator (or ``needed``: Moderation.allowed) in ``room``; if not, ``482``."""
+    if self.chat.moderation.allowed(room, self.name, needed):
         return True
     owner = " (only its owner may do that)" if needed is Role.OWNER else ""
     self.numeric("482", target, "You're not channel operator" + owner)
@@ -643,7 +643,7 @@ def mode(self: IrcConnection, message: Message) -> None:
     the topic), the ban list (``367``/``368``), and changes mapped onto
     chatd's moderation: ``+b``/``-b`` ban/unban (``nick!*@*``: chatd bans
     names), ``+o``/``-o`` op/deop (the owner's), ``+i``/``-i`` invite-only,
-    ``+t``/``-t`` open-topic off/on. Other modes: ``472``.
+    ``+s``/``-s`` secret, ``+t``/``-t`` open-topic off/on. Other modes: ``472``.
     """
     target = message.params[0]
     if not target.startswith("#"):
@@ -654,7 +654,9 @@ def mode(self: IrcConnection, message: Message) -> None:
         return
     shown = channel_name(room.name)
     if len(message.params) == 1:
-        flags = ("i" if room.authority.invite_only else "") + "n" + ("" if room.authority.open_topic else "t")
+        authority = room.authority
+        flags = ("i" if authority.invite_only else "") + "n" + ("s" if authority.secret else "") + (
+            "" if authority.open_topic else "t")
         self.numeric("324", shown, "+" + flags, text=False)
         if room.created:  # (the public room has always been there: no 329)
             created = datetime.fromisoformat(room.created.replace("Z", "+00:00"))
@@ -699,6 +701,9 @@ def mode(self: IrcConnection, message: Message) -> None:
                              failed=_mode_error(self, shown, argument))
         elif letter == "i":
             self.run_command(channel, "invite-only", ["on" if sign == "+" else "off"], quiet=True,
+                             failed=_notice_error(self))
+        elif letter == "s":
+            self.run_command(channel, "secret", ["on" if sign == "+" else "off"], quiet=True,
                              failed=_notice_error(self))
         elif letter == "t":
             self.run_command(channel, "open-topic", ["off" if sign == "+" else "on"], quiet=True,

@@ -113,11 +113,14 @@ class RoomsCaller(Caller, Protocol):
 
 
 def room_value(caller: Caller, room: Room) -> dict[str, Any]:
-    """A room as the page lists it: name, members (in it now), topic, unread (None: never left), owner, invite_only."""
+    """
+    A room as the page lists it: name, members (in it now), topic, unread (None: never left), owner,
+    invite_only, secret.
+    """
     factory = caller.factory
     return {"name": room.name, "members": len(room.fanout), "topic": room.authority.topic,
             "unread": factory.unread(caller.session.name, room), "owner": room.owner,
-            "invite_only": room.authority.invite_only}
+            "invite_only": room.authority.invite_only, "secret": room.authority.secret}
 
 
 WEB_TABLE = TABLE.copy()

@@ -96,8 +96,10 @@ function actionParts(event) {
     case "setting": return [by, " turned ", userText(event.target), " ", userText(event.text)];
     case "invite":
       return event.text === "withdrawn" ? [by, " withdrew ", target, "'s invitation"] : [by, " invited ", target];
-    case "op": return [by, " made ", target, " an operator"];
-    case "deop": return [by, " took ", target, "'s operator role away"];
+    case "op": return event.sender === event.target ? [by, " took the operator role back"]
+      : [by, " made ", target, " an operator"];
+    case "deop": return event.sender === event.target ? [by, " put the operator role down"]
+      : [by, " took ", target, "'s operator role away"];
     case "owner": return [by, " gave the room to ", target];
     default: return [by, ` (${event.kind}) `, userText(event.text || "")];
   }
@@ -398,6 +400,7 @@ class Page {
       facts.append(here);
       if (room.unread && !current) facts.append(" ", el("span", "unread", `${room.unread} unread`));
       if (room.invite_only) facts.append(" ", el("span", "invite-only", "invite-only"));
+      if (room.secret) facts.append(" ", el("span", "secret", "secret"));
       const item = el("li", "room-item", join, " ", facts);
       item.dataset.room = room.name;
       if (room.topic) item.append(userText(room.topic, "topic"));
