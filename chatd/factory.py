@@ -31,6 +31,7 @@ from chatd.core.ports import Bus, LeaveReason, RoomFiles, Session, SessionEnd
 from chatd.history import History, RoomHistory
 from chatd.limits import Limits, try_again
 from chatd.moderation import Authority, Moderation, Sanction
+from chatd.nodes import online_users
 from chatd.passwords import Passwords
 from chatd.presence import SEEN_MARK, Presence
 from chatd.settings import PUBLIC_ROOM, Settings
@@ -154,7 +155,8 @@ class ChatFactory(Factory):
         self.accounts: Accounts = AccountDict()
         self.online: dict[str, Session] = {}
         #: Who of them is away (chatd.presence).
-        self.presence = Presence()
+        self.presence = Presence(lambda: self.bus.online_elsewhere())
+        self.presence.watchers.append(lambda name, away: self.bus.share(["away", name, away or ""]))  # (chatd.nodes)
         #: Private messages kept for offline accounts, by name key, oldest first; and how many are being stored.
         self.offline: dict[str, list[PrivateMessage]] = {}
         self._offline_pending: dict[str, int] = {}
@@ -583,7 +585,8 @@ class ChatFactory(Factory):
         if previous is not None and previous is not session:
             previous.kick("You logged in from another connection.", "replaced")
         self.online[key] = session
-        self.bus.share(["login", session.name])  # (another node ends its session of the account: chatd.nodes)
+        # (Another node ends its session of the account, and counts it online here: chatd.nodes.)
+        self.bus.share(["login", session.name, int(self.reactor.seconds())])
         self.presence.logged_in(session.name, self.reactor.seconds())
         self.limits.logged_in(session)
         self.store.log_event("login", session.name, **session.origin)
@@ -606,6 +609,7 @@ class ChatFactory(Factory):
             name = session.name or ""
             key = name_key(name)
             del self.online[key]
+            self.bus.share(["logout", name])
             seen = self.now() if key in self.accounts else ""  # (a deleted account keeps nothing)
             self.presence.logged_out(name, seen)
             if seen:
@@ -903,10 +907,18 @@ class ChatFactory(Factory):
         """
         Send ``text`` (clean) to the logged-in user ``target`` (``notice``:
         as an IRC NOTICE); fires with the message as delivered, or fails
-        with NoSuchUser (Offline for an account that is not logged in).
+        with NoSuchUser (Offline for an account that is not logged in). A
+        user logged in on another node gets it from there (the bus's
+        ``["private", NODE, AT, SENDER, RECIPIENT, TEXT, NOTICE]``:
+        chatd.nodes ``Nodes.private``).
         """
         session = self.online.get(name_key(target))
         if session is None or session.name is None:
+            there = self.bus.online_elsewhere().get(name_key(target))
+            if there is not None:
+                message = PrivateMessage(self.reactor.seconds(), sender.name or "", there.name, text, notice)
+                self.bus.share(["private", there.node, message.at, message.sender, there.name, text, notice])
+                return defer.succeed(message)
             error = errors.Offline if name_key(target) in self.accounts else errors.NoSuchUser
             return defer.fail(error(unknown_name(target, "user", USER_NAME_MAX, f"{target} is not logged in.")))
         message = PrivateMessage(self.reactor.seconds(), sender.name or "", session.name, text, notice)
@@ -921,17 +933,24 @@ class ChatFactory(Factory):
         NotAllowed (its queue holds ``--offline-messages`` already: the
         oldest are kept) or NotSaved.
         """
-        key = name_key(target)
-        record = self.accounts.get(key)
+        record = self.accounts.get(name_key(target))
         if record is None:
             return defer.fail(errors.NoSuchUser(f"{target} is not logged in."))
+        return self.keep_private(PrivateMessage(self.reactor.seconds(), sender.name or "", record.name, text))
+
+    def keep_private(self, message: PrivateMessage) -> defer.Deferred[PrivateMessage]:
+        """
+        :meth:`queue_private` of a message made already (also one from
+        another node whose recipient logged out meanwhile: chatd.nodes).
+        Fails with NoSuchUser, NotAllowed or NotSaved as it does.
+        """
+        key = name_key(message.recipient)
         limit = self.settings.offline_messages
         if not limit:
-            return defer.fail(errors.NoSuchUser(f"{record.name} is not logged in."))
+            return defer.fail(errors.NoSuchUser(f"{message.recipient} is not logged in."))
         if len(self.offline.get(key, ())) + self._offline_pending.get(key, 0) >= limit:
             return defer.fail(errors.NotAllowed(
-                f"{record.name} is offline and has {limit} messages waiting already; try again later."))
-        message = PrivateMessage(self.reactor.seconds(), sender.name or "", record.name, text)
+                f"{message.recipient} is offline and has {limit} messages waiting already; try again later."))
         self._offline_pending[key] = self._offline_pending.get(key, 0) + 1
 
         def stored(_: None) -> PrivateMessage:
@@ -967,8 +986,8 @@ class ChatFactory(Factory):
         self.log.error("could not remove delivered offline messages: {why}", why=failure.getErrorMessage())
 
     def online_names(self) -> defer.Deferred[list[str]]:
-        """The names of every logged-in user, by name (case-insensitively)."""
-        return defer.succeed(sorted((session.name or "" for session in self.online.values()), key=name_key))
+        """The names of every logged-in user, on this node and others (the bus), by name (case-insensitively)."""
+        return defer.succeed(sorted((user.name for user in online_users(self)), key=name_key))
 
     def whereabouts(self, names: list[str], asker: str | None = None) -> dict[str, str]:
         """
@@ -984,6 +1003,11 @@ class ChatFactory(Factory):
             for member in room.fanout.members():
                 if member.name in wanted:
                     found[member.name] = room.name
+        for there in self.bus.online_elsewhere().values():  # (users on other nodes: their heartbeats' rooms)
+            if there.name in wanted and there.name not in found:
+                seen = next((self._by_name[name] for name in there.rooms if name in self._by_name), None)
+                if seen is not None and self.moderation.may_see(seen, asker):
+                    found[there.name] = seen.name
         return found
 
     def sessions(self) -> Iterator[Session]:

@@ -4,18 +4,23 @@ applied here. A networked bus (``chatd.buses.redis``) calls a :class:`Nodes`
 as its listener: rooms created and deleted elsewhere, accounts registered,
 changed or deleted elsewhere, room authority (topic, roles, bans, mutes,
 invitations, settings, owner) changed elsewhere, kicks, logins elsewhere (which end this node's session
-of the account), files shared elsewhere (offered here from the store), and room events this node missed (the stream trimmed past them, or lost in a Redis restart),
+of the account), private messages to users logged in here, files shared elsewhere (offered here from the
+store), and room events this node missed (the stream trimmed past them, or lost in a Redis restart),
 caught up from the store's history. docs/ARCHITECTURE.md, "Several nodes".
+
+Who is online on every node is one view, for every front-end: :func:`online_user`, :func:`online_users`
+(and ``ChatFactory.online_names``, ``Presence``), :func:`members_everywhere` for a room's members.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from chatd.core.events import EventKind
+from chatd.core.events import EventKind, PrivateMessage
+from chatd.core.ports import OnlineElsewhere, Session
 from chatd.store import RoomRecord, UserRecord
 from chatd.text import name_key
 
@@ -33,6 +38,37 @@ def members_everywhere(factory: Any, room: Any) -> list[str]:
     names = room.member_names()
     here = {name_key(name) for name in names}
     return names + [name for name in factory.bus.elsewhere(room.name) if name_key(name) not in here]
+
+
+class Online(NamedTuple):
+    """A user logged in on some node: here (``session``) or on another (``there``: the bus's view)."""
+
+    name: str
+    session: Session | None
+    there: OnlineElsewhere | None
+
+    def rooms_there(self, factory: Any) -> list[Any]:
+        """On another node: the rooms it is in there (its node's heartbeat, joins and leaves); here: []."""
+        if self.there is None:
+            return []
+        return [factory._by_name[name] for name in self.there.rooms if name in factory._by_name]
+
+
+def online_user(factory: Any, name: str) -> Online | None:
+    """The user ``name`` (any case) if logged in on this node or another, else None. Per command."""
+    key = name_key(name)
+    session = factory.online.get(key)
+    if session is not None and session.name is not None:
+        return Online(session.name, session, None)
+    there = factory.bus.online_elsewhere().get(key)
+    return Online(there.name, None, there) if there is not None else None
+
+
+def online_users(factory: Any) -> list[Online]:
+    """Every user logged in on this node or another, each once (here first, then the others). Per command."""
+    found = [Online(session.name, session, None) for session in factory.online.values() if session.name]
+    return found + [Online(there.name, None, there) for key, there in factory.bus.online_elsewhere().items()
+                    if key not in factory.online]
 
 
 class Nodes:
@@ -71,6 +107,29 @@ class Nodes:
         if self.factory.closing:
             return None
         return {room.name: room.member_names() for room in self.factory.rooms.values() if len(room.fanout)}
+
+    def online(self) -> dict[str, list[Any]]:
+        """Who is logged in here, for the heartbeat: ``{NAME: [SINCE, AWAY]}`` (whole seconds; "": not away)."""
+        presence = self.factory.presence
+        return {session.name: [int(presence.since(session.name)), presence.message(session.name) or ""]
+                for session in self.factory.online.values() if session.name}
+
+    def private(self, at: float, sender: str, recipient: str, text: str, notice: bool) -> None:
+        """
+        A private message from ``sender`` on another node to ``recipient``,
+        logged in here when it was sent: delivered to its session here, once;
+        if it has logged out meanwhile the message is kept for its next
+        login as ``/msg`` keeps one for an offline user (a notice is dropped).
+        """
+        session = self.factory.online.get(name_key(recipient))
+        message = PrivateMessage(at, sender, session.name if session is not None else recipient, text, notice)
+        if session is not None:
+            session.private(message)
+        elif not notice:
+            self.factory.keep_private(message).addErrback(
+                lambda failure: self.log.warn("a private message from {sender} to {recipient} (logged out) could "
+                                              "not be kept: {why}", sender=sender, recipient=recipient,
+                                              why=failure.getErrorMessage()))
 
     def node_gone(self, node: str, rooms: dict[str, list[str]]) -> None:
         """

@@ -11,6 +11,12 @@ the account's "last seen" time is kept here and in the store
 (``Store.set_marks(name, {"seen": ISO-8601 UTC})``, batched), and comes back
 at start-up from ``Loaded.marks``. ``/whois`` (:meth:`Presence.whois`)
 answers with all of it. docs/PROTOCOL.md, "Presence".
+
+With several nodes (issue 17) a user logged in on another node is known from
+the bus (``Bus.online_elsewhere``: that node's heartbeat, logins, logouts and
+away changes): :meth:`Presence.message`, :meth:`Presence.marked`,
+:meth:`Presence.tell_once` and :meth:`Presence.whois` answer for them too,
+so every front-end shows one view (docs/ARCHITECTURE.md, "Several nodes").
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from chatd import errors
 from chatd.text import USER_NAME_MAX, name_key, unknown_name
 
 if TYPE_CHECKING:
-    from chatd.core.ports import Session
+    from chatd.core.ports import OnlineElsewhere, Session
     from chatd.factory import Room
     from chatd.store import Accounts
 
@@ -78,10 +84,14 @@ class Presence:
     last-seen times, by name key.
     """
 
-    __slots__ = ("_away", "_since", "_seen", "watchers")
+    __slots__ = ("_away", "_since", "_seen", "watchers", "elsewhere", "_told_elsewhere")
 
-    def __init__(self) -> None:
+    def __init__(self, elsewhere: Callable[[], Mapping[str, OnlineElsewhere]] = dict) -> None:
         self._away: dict[str, tuple[str, set[str]]] = {}
+        #: The users logged in on other nodes, by name key (``Bus.online_elsewhere``), and for those away
+        #: (their message, the senders told it here).
+        self.elsewhere = elsewhere
+        self._told_elsewhere: dict[str, tuple[str, set[str]]] = {}
         #: Called with (name, away message or None when back) on every change (the IRC front-end's away-notify).
         self.watchers: list[Callable[[str, str | None], None]] = []
         #: Name key -> when its session logged in (seconds since the epoch), for each user online.
@@ -108,9 +118,19 @@ class Presence:
         return True
 
     def message(self, name: str) -> str | None:
-        """The away message of ``name``, or None if they are not away."""
-        away = self._away.get(name_key(name))
-        return away[0] if away is not None else None
+        """The away message of ``name`` (logged in here or on another node), or None if they are not away."""
+        key = name_key(name)
+        away = self._away.get(key)
+        if away is not None:
+            return away[0]
+        if key in self._since:
+            return None
+        there = self.elsewhere().get(key)
+        return there.away if there is not None else None
+
+    def since(self, name: str) -> float:
+        """When the session of ``name`` logged in here (seconds since the epoch); 0.0 if it is not."""
+        return self._since.get(name_key(name), 0.0)
 
     def tell_once(self, sender: str, recipient: str) -> str | None:
         """
@@ -119,13 +139,26 @@ class Presence:
         """
         away = self._away.get(name_key(recipient))
         if away is None:
-            return None
+            away = self._away_elsewhere(name_key(recipient))
+            if away is None:
+                return None
         message, told = away
         key = name_key(sender)
         if key in told:
             return None
         told.add(key)
         return message
+
+    def _away_elsewhere(self, key: str) -> tuple[str, set[str]] | None:
+        """A user away on another node: its message and who was told it here in this away period."""
+        there = self.elsewhere().get(key) if key not in self._since else None
+        if there is None or there.away is None:
+            self._told_elsewhere.pop(key, None)
+            return None
+        away = self._told_elsewhere.get(key)
+        if away is None or away[0] != there.away:
+            self._told_elsewhere[key] = away = (there.away, set())
+        return away
 
     def restore(self, marks: Mapping[str, Mapping[str, str]]) -> None:
         """Take the last-seen times from the marks the store loaded (name key -> key -> value; ``Loaded.marks``)."""
@@ -168,18 +201,23 @@ class Presence:
         if record is None:
             raise errors.NoSuchUser(unknown_name(name, "user", USER_NAME_MAX, f"There is no user called {name}."))
         session = online.get(key)
+        there = self.elsewhere().get(key) if session is None else None
         shared = ""
         if session is not None and session is not asker and room is not None and session in room.fanout.members():
             shared = room.name
-        since = self._since.get(key, at) if session is not None else None
-        away = self._away.get(key)
+        elif there is not None and room is not None and room.name in there.rooms:
+            shared = room.name
+        if session is not None:
+            since: float | None = self._since.get(key, at)
+        else:
+            since = there.since if there is not None else None
         return Whois(
             name=record.name,
             at=at,
             created=iso_seconds(record.created),
             online_since=since,
-            last_seen=iso_seconds(self._seen.get(key, "")) if session is None else None,
-            away=away[0] if away is not None and session is not None else None,
+            last_seen=iso_seconds(self._seen.get(key, "")) if since is None else None,
+            away=self.message(record.name) if since is not None else None,
             shared_room=shared,
         )
 
@@ -188,12 +226,11 @@ class Presence:
         ``names`` with `` (away)`` after each away user's name, in the same order; with ``rooms`` (name ->
         the room they are in) also where they are: ``bob (in lab)``, ``bob (away, in lab)``.
         """
-        away = self._away
-        if not away and not rooms:
+        if not self._away and not rooms and not any(there.away for there in self.elsewhere().values()):
             return list(names)
         marked = []
         for name in names:
-            marks = ["away"] if name_key(name) in away else []
+            marks = ["away"] if self.message(name) is not None else []
             room = rooms.get(name) if rooms else None
             if room is not None:
                 marks.append(f"in {room}")

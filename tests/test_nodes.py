@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from chatd.buses.local import LocalBus
+from chatd.buses.redis import RedisBus
+from chatd.core.ports import OnlineElsewhere
 from chatd.factory import ChatFactory
 from chatd.nodes import Nodes
 from chatd.passwords import Passwords
@@ -25,12 +27,22 @@ class SharingBus(LocalBus):
         self.shared: list[list[Any]] = []
         #: Who is in which room on the other node (what a networked bus learns from heartbeats).
         self.there: dict[str, list[str]] = {}
+        #: The Redis bus's own bookkeeping of the other nodes (never started: what :meth:`read` hands it).
+        self.view = RedisBus("redis://127.0.0.1:9/0", Clock(), "here")
 
     def share(self, change: list[Any]) -> None:
         self.shared.append(change)
 
     def elsewhere(self, room: str) -> list[str]:
-        return self.there.get(room, [])
+        return self.there.get(room, []) or self.view.elsewhere(room)
+
+    def online_elsewhere(self) -> dict[str, OnlineElsewhere]:
+        return self.view.online_elsewhere()
+
+    def read(self, node: str, changes: list[list[Any]]) -> None:
+        """What the stream brings from ``node``: its changes, to the bus's bookkeeping (RedisBus._change)."""
+        for change in changes:
+            self.view._change(change, node)
 
 
 def _node(path: Any) -> tuple[ChatFactory, Clock, SharingBus]:
@@ -188,3 +200,134 @@ def test_who_and_the_room_list_count_members_on_other_nodes(tmp_path):
     assert "In public (2): ann, bob" in ann.output()
     ann.send("/exit", "list")
     assert "public  (2 here" in ann.output()
+
+
+def _heartbeat(factory: ChatFactory) -> list[Any]:
+    """The heartbeat a node's bus appends for ``factory`` (RedisBus._beat)."""
+    nodes = Nodes(factory)
+    return ["alive", nodes.members(), nodes.online()]
+
+
+def _two_users(tmp_path: Any) -> tuple[Any, ...]:
+    """ann on node A in public, bob on node B, each node told of the other's accounts and heartbeat."""
+    a, clock_a, bus_a = _node(tmp_path / "a")
+    b, clock_b, bus_b = _node(tmp_path / "b")
+    ann, bob = Client(a, clock_a), Client(b, clock_b)
+    ann.register("ann")
+    bob.register("bob")
+    _apply(bus_a.shared, Nodes(b))
+    _apply(bus_b.shared, Nodes(a))
+    ann.send("join public")
+    bus_b.read("node-a", bus_a.shared + [_heartbeat(a)])
+    bus_a.read("node-b", bus_b.shared + [_heartbeat(b)])
+    bus_a.shared.clear()
+    bus_b.shared.clear()
+    ann.output()
+    bob.output()
+    return a, b, bus_a, bus_b, ann, bob
+
+
+def test_users_whois_and_away_show_a_user_logged_in_on_another_node(tmp_path):
+    a, b, bus_a, bus_b, ann, bob = _two_users(tmp_path)
+    bob.send("users")
+    assert "Online (2): ann (in public), bob" in bob.output()
+    bob.send("whois ann")
+    text = bob.output()
+    assert "online since" in text and "never seen" not in text and "away" not in text
+    ann.send("/away lunch")
+    assert ["away", "ann", "lunch"] in bus_a.shared
+    bus_b.read("node-a", bus_a.shared)
+    bus_a.shared.clear()
+    bob.send("users", "whois ann")
+    text = bob.output()
+    assert "ann (away, in public), bob" in text and "  away: lunch" in text
+    bob.send("join public")
+    bob.send("/whois ann")
+    assert "in public with you" in bob.output()
+    bob.send("/exit")
+    # ann logs out on A: gone from B's view at once (and from A's next heartbeat).
+    ann.send("/exit", "quit")
+    assert ["logout", "ann"] in bus_a.shared
+    bus_b.read("node-a", bus_a.shared)
+    bob.output()
+    bob.send("users", "whois ann")
+    text = bob.output()
+    assert "Online (1): bob" in text and "online since" not in text
+
+
+def test_a_nodes_users_drop_out_of_the_view_when_it_is_gone(tmp_path):
+    a, b, bus_a, bus_b, ann, bob = _two_users(tmp_path)
+    assert "ann" in b.presence.elsewhere()
+    bus_b.read("node-a", [["gone"]])
+    bob.send("users")
+    assert "Online (1): bob" in bob.output()
+    assert not b.presence.elsewhere()
+
+
+def test_a_later_login_on_a_third_node_replaces_the_first_in_the_view(tmp_path):
+    a, b, bus_a, bus_b, ann, bob = _two_users(tmp_path)
+    bus_b.read("node-c", [["login", "ann", 2_000_000_000]])
+    there = b.bus.online_elsewhere()["ann"]
+    assert there.node == "node-c" and there.rooms == ()
+    bob.send("users")
+    assert "Online (2): ann, bob" in bob.output()
+
+
+def test_a_private_message_to_a_user_on_another_node_is_delivered_there_once(tmp_path):
+    a, b, bus_a, bus_b, ann, bob = _two_users(tmp_path)
+    ann.send("/away lunch")
+    bus_b.read("node-a", bus_a.shared)
+    bus_a.shared.clear()
+    ann.output()
+    bob.send("join public")
+    bob.output()
+    bob.send("/msg ann hello there")
+    text = bob.output()
+    assert "Queued" not in text and "ann is away: lunch" in text
+    sent = [change for change in bus_b.shared if change[0] == "private"]
+    assert len(sent) == 1 and sent[0][1] == "node-a" and sent[0][3:] == ["bob", "ann", "hello there", False]
+    bob.send("/msg ann again")
+    assert "is away" not in bob.output()  # (told once per away period, as for a user here)
+    # Node A reads the stream: the node named delivers, once; another node ignores it.
+    nodes_a = Nodes(a)
+    for change in bus_b.shared:
+        if change[0] == "private":
+            bus_a.view.listener = nodes_a
+            bus_a.view.node = "node-a"
+            bus_a.read("node-b", [change])
+            bus_a.view.node = "node-x"
+            bus_a.read("node-b", [change])  # (as another node reads it: not for it)
+    text = ann.output()
+    assert text.count("hello there") == 1 and text.count("again") == 1
+    assert not any(change[0] == "private" for change in bus_a.shared)
+
+
+def test_a_private_message_whose_recipient_logged_out_meanwhile_is_kept_for_its_next_login(tmp_path):
+    a, b, bus_a, bus_b, ann, bob = _two_users(tmp_path)
+    bob.send("join public", "/msg ann are you there")
+    change = next(change for change in bus_b.shared if change[0] == "private")
+    ann.send("/exit", "quit")
+    Nodes(a).private(*change[2:])
+    again = Client(a, ann.clock)
+    assert "are you there" in again.login("ann")
+
+
+def test_irc_on_one_node_sees_the_users_and_members_of_the_other(tmp_path):
+    """NAMES, LIST, WHO, WHOIS, ISON and USERHOST on B answer for ann, logged in on A and in public there."""
+    from chatd.frontends.irc import IrcFactory
+    from test_irc import IrcClient
+
+    a, b, bus_a, bus_b, ann, bob = _two_users(tmp_path)
+    ann.send("/away lunch")
+    bus_b.read("node-a", bus_a.shared)
+    irc = IrcClient(IrcFactory(b, guests=True), bob.clock)
+    irc.register("zed")
+    irc.send("NAMES #public", "LIST", "WHO #public", "WHOIS ann", "ISON ann nobody", "USERHOST ann")
+    lines = irc.lines()
+    assert any(" 353 zed = #public :" in text and "ann" in text.split(":")[-1].split() for text in lines), lines
+    assert any(" 322 zed #public 1 " in text or text.endswith(" 322 zed #public 1 :") for text in lines), lines
+    assert any(" 352 zed #public " in text and " ann G" in text for text in lines), lines
+    assert any(" 311 zed ann " in text for text in lines) and any(" 319 zed ann :#public" in text for text in lines)
+    assert any(" 301 zed ann :lunch" in text for text in lines), lines
+    assert any(text.endswith(" 303 zed :ann") for text in lines), lines
+    assert any(" 302 zed :ann=-" in text for text in lines), lines

@@ -18,18 +18,19 @@ import time
 
 import pytest
 
-from daemon import Conn, Daemon, in_room
+from daemon import Conn, Daemon, free_port, in_room
 
 pytest.importorskip("txredisapi")
 pytest.importorskip("psycopg")
 
 
-def _nodes(tmp_path, redis_url: str, dsn: str, count: int = 2) -> list[Daemon]:
+def _nodes(tmp_path, redis_url: str, dsn: str, count: int = 2, *last: str) -> list[Daemon]:
+    """``count`` nodes; ``last``: more options of the last one."""
     nodes = []
     try:
         for n in range(count):
             node = Daemon(str(tmp_path / f"node{n}"), "--store", dsn, "--bus", redis_url,
-                          "--node-name", f"node{n}", "--flood-rate", "0").start()
+                          "--node-name", f"node{n}", "--flood-rate", "0", *(last if n == count - 1 else ())).start()
             nodes.append(node)
             deadline = time.monotonic() + 10  # ready once it reads the stream (its bus connects after it listens)
             while "bus: Redis stream" not in node.log() and time.monotonic() < deadline:
@@ -213,4 +214,68 @@ def test_a_killed_or_stopped_nodes_users_leave_their_rooms_on_the_others(tmp_pat
             assert not node.unhandled_errors(), node.log()
     finally:
         for node in (a, b, c):
+            node.stop()
+
+
+def _until(conn: Conn, command: str, prompt: str, wanted: str) -> str:
+    """Send ``command`` until its answer (up to ``prompt``) has ``wanted``: another node's heartbeat, within 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        conn.send(command)
+        text = conn.expect(prompt)
+        if wanted in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
+
+
+def test_users_whois_names_and_private_messages_across_nodes(tmp_path, redis_url, pg_dsn):
+    """
+    ann on node A (in public, away); on node B: /users and /whois show her, an IRC client's NAMES, WHOIS
+    and LIST show her in #public, and bob's /msg reaches her live on A, once (not queued as offline).
+    """
+    irc_port = free_port()
+    a, b = _nodes(tmp_path, redis_url, pg_dsn, 2, "--listen-irc", f"tcp:{irc_port}:interface=127.0.0.1",
+                  "--irc-guests")
+    try:
+        ann = in_room(a.port, "ann")
+        ann.send("/away lunch")
+        ann.expect(r"You are marked as away: lunch")
+        _known_on(b, "ann", account=True)
+        bob = Conn(b.port)
+        bob.register("bob")
+        text = _until(bob, "users", r"menu> ", "ann (away, in public)")
+        assert "Online (2): ann (away, in public), bob" in text, text
+        bob.send("whois ann")
+        text = bob.expect(r"menu> ")
+        assert "online since" in text and "away: lunch" in text, text
+        irc = Conn(irc_port)
+        irc.send("NICK zed", "USER zed 0 * :Zed")
+        irc.expect(r" 376 zed ")
+        irc.send("NAMES #public", "LIST", "WHOIS ann")
+        text = irc.expect(r" 318 zed ann ")
+        assert re.search(r" 353 zed = #public :[^\r]*\bann\b", text), text
+        assert re.search(r" 322 zed #public 1 ", text), text
+        assert " 319 zed ann :#public" in text and " 301 zed ann :lunch" in text, text
+        bob.enter("bob")
+        ann.expect(r"\* bob joined public\r\n")
+        bob.send("/msg ann hello across")
+        text = bob.expect(r"-> \*ann\* hello across\r\n")
+        ann.expect(r"\*bob\* hello across\r\n")
+        bob.send("/ping")
+        text += bob.expect(r"pong\r\n")
+        assert "Queued" not in text and "ann is away: lunch" in text, text
+        ann.send("/ping")
+        assert "hello across" not in ann.expect(r"pong\r\n")  # once
+        ann.send("/exit", "quit")
+        again = Conn(a.port)
+        again.login("ann")
+        again.send("users")
+        assert "hello across" not in again.expect(r"Online \(")  # delivered live, so not kept for a login
+        # ann logged out on A: gone from B's online list at once (her logout travels on the bus).
+        text = _until(bob, "/users", r"Online \([^\r]*\r\n", "Online (2): ann, bob")
+        assert "away" not in text.split("Online")[-1], text
+        for node in (a, b):
+            assert not node.unhandled_errors(), node.log()
+    finally:
+        for node in (a, b):
             node.stop()

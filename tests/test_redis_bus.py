@@ -97,6 +97,9 @@ class Node:
     def members(self) -> dict[str, list[str]]:
         return self.here
 
+    def online(self) -> dict[str, list[Any]]:
+        return {name: [0, ""] for names in self.here.values() for name in names}
+
     def node_gone(self, node: str, rooms: dict[str, list[str]]) -> None:
         self.gone.append((node, rooms))
 
@@ -278,8 +281,12 @@ def test_a_stopped_or_silent_node_has_its_users_leave_announced_once(redis_url):
         # Who is in lab elsewhere, as A knows it: C's beat followed by its events (and B's dan once B beat).
         assert set(a.bus.elsewhere("lab")) - {"dan"} == {"ann", "eve"}
         assert a.bus.elsewhere("nowhere") == []
+        # Who is logged in on C (its heartbeat), with the rooms each is in there.
+        ann = a.bus.online_elsewhere()["ann"]
+        assert ann.rooms == ("lab",) and ann.node == c.bus.node
         yield c.bus.stop()
         yield _until(lambda: a.gone or b.gone, "C gone")
+        assert "ann" not in a.bus.online_elsewhere() and "ann" not in b.bus.online_elsewhere()
         first, other = (a, b) if a.bus.node < b.bus.node else (b, a)
         assert first.gone == [(c.bus.node, {"lab": ["ann", "eve"]})] and other.gone == []
         # A node that stops beating (killed) is taken for gone after DEAD_AFTER seconds.

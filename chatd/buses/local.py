@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from chatd.core.events import RoomEvent
+from chatd.core.ports import OnlineElsewhere
+
+_NOBODY: Mapping[str, OnlineElsewhere] = {}
 
 
 class LocalBus:
@@ -34,6 +37,10 @@ class LocalBus:
     def elsewhere(self, room: str) -> list[str]:
         """The members of ``room`` on other nodes: there are none."""
         return []
+
+    def online_elsewhere(self) -> Mapping[str, OnlineElsewhere]:
+        """The users logged in on other nodes: there are none."""
+        return _NOBODY
 
     def _publish_all(self, event: RoomEvent) -> None:
         for receiver in self._receivers:

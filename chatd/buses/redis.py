@@ -26,9 +26,11 @@ every node delivers every room's events in the stream's one order.
 - **Rooms, accounts and sessions**: room creations and deletions, accounts
   registered, changed and deleted, and logins travel as entries of their own
   (:meth:`share`), in order with the events.
-- **Heartbeats**: every node appends ``["alive", {ROOM: [NAME, ...]}]`` each
-  :data:`BEAT` seconds (and ``["gone"]`` when it stops); every node follows
-  the others' members from it and their joins and leaves; a node silent for
+- **Heartbeats**: every node appends ``["alive", {ROOM: [NAME, ...]}, {NAME:
+  [SINCE, AWAY]}]`` each :data:`BEAT` seconds (and ``["gone"]`` when it
+  stops); every node follows the others' members and logged-in users from it
+  and their joins, leaves, logins, logouts and away changes
+  (:meth:`online_elsewhere`); a node silent for
   :data:`DEAD_AFTER` seconds, or gone, has its users' leaves published by one
   survivor (:meth:`_gone`).
 - **History**: the node that published an event records it in the store,
@@ -38,8 +40,9 @@ An entry's fields: ``n`` node, ``s`` batch number, ``e`` the events as JSON
 ``[[ROOM, [[AT, SENDER, KIND, TEXT, TARGET, UNTIL], ...]], ...]``, ``b`` the
 first id of each room's events (comma-separated, in the order of ``e``),
 ``c`` a change as JSON (``chatd.core.ports.Bus.share``: a room created or
-deleted, a login, an account registered, its password changed or deleted, a file stored for the
-other nodes) or "". docs/ARCHITECTURE.md, "Several nodes".
+deleted, a login or logout, an away change, a private message for a user on another node, an account
+registered, its password changed or deleted, a file stored for the other nodes) or "".
+docs/ARCHITECTURE.md, "Several nodes".
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from chatd.core.events import EventKind, RoomEvent
+from chatd.core.ports import OnlineElsewhere
 from chatd.text import name_key
 
 #: Entries kept in the stream (``XADD MAXLEN ~``): about this many turns of every node.
@@ -136,6 +140,12 @@ class NodeListener(Protocol):
 
     def file_undelivered(self, file_id: str, text: str) -> None:
         """A recipient on another node did not get the file ``file_id`` (``text``: who and why)."""
+
+    def online(self) -> dict[str, list[Any]]:
+        """Who is logged in here, for the heartbeat: ``{NAME: [SINCE, AWAY]}`` (whole seconds; "": not away)."""
+
+    def private(self, at: float, sender: str, recipient: str, text: str, notice: bool) -> None:
+        """A private message from another node to ``recipient``, logged in here when it was sent."""
 
     def known(self) -> dict[str, int]:
         """Each room's last event id here (its stored history's end at start-up), by room name."""
@@ -280,6 +290,10 @@ class RedisBus:
         #: (their last heartbeat's list, kept up to date by their joins and leaves since).
         self._nodes: dict[str, float] = {}
         self._rooms_of: dict[str, dict[str, dict[str, None]]] = {}
+        #: Who is logged in on each other node ({NAME: [SINCE, AWAY]}: its heartbeat, logins, logouts, away
+        #: changes), and the view made of it and ``_rooms_of`` (None: to be made again: :meth:`online_elsewhere`).
+        self._online_of: dict[str, dict[str, list[Any]]] = {}
+        self._view: dict[str, OnlineElsewhere] | None = None
         self._beats = LoopingCall(self._beat)
         self._beats.clock = reactor
         self._running = False
@@ -321,6 +335,22 @@ class RedisBus:
         for rooms in self._rooms_of.values():
             names.update(rooms.get(room, {}))
         return list(names)
+
+    def online_elsewhere(self) -> dict[str, OnlineElsewhere]:
+        """The users logged in on other nodes, by name key (of one name on two nodes, the later login)."""
+        if self._view is None:
+            view: dict[str, OnlineElsewhere] = {}
+            for node, users in self._online_of.items():
+                rooms: dict[str, list[str]] = {}  # (the rooms each is in on its node)
+                for room, names in self._rooms_of.get(node, {}).items():
+                    for name in names:
+                        rooms.setdefault(name, []).append(room)
+                for name, (since, away) in users.items():
+                    key = name_key(name)
+                    if key not in view or view[key].since < since:
+                        view[key] = OnlineElsewhere(name, node, float(since), away or None, tuple(rooms.get(name, ())))
+            self._view = view
+        return self._view
 
     def mine(self, event: RoomEvent) -> bool:
         """Whether this node records ``event`` in the store's history (it published it); asked once per event."""
@@ -464,10 +494,25 @@ class RedisBus:
                 self._own.update(events)
             elif rooms_there is not None:
                 self._follow(rooms_there, room, events)
+                self._view = None
             self.delivered += len(events)
             for event in events:
                 for receiver in self._receivers:
                     receiver(event)
+
+    def _presence(self, node: str, change: list[Any]) -> None:
+        """Another node's ``["login", NAME, SINCE]``, ``["logout", NAME]`` or ``["away", NAME, MESSAGE]``."""
+        name = str(change[1])
+        users = self._online_of.setdefault(node, {})
+        if change[0] == "login":
+            for other in self._online_of.values():  # (a login ends the account's session on any other node)
+                other.pop(name, None)
+            users[name] = [float(change[2]) if len(change) > 2 else self.reactor.seconds(), ""]
+        elif change[0] == "logout":
+            users.pop(name, None)
+        elif name in users:
+            users[name][1] = str(change[2])
+        self._view = None
 
     @staticmethod
     def _follow(rooms: dict[str, dict[str, None]], room: str, events: list[RoomEvent]) -> None:
@@ -484,6 +529,17 @@ class RedisBus:
             self._last.pop(str(change[1]), None)
         if change[0] == "alive" and not here:
             self._rooms_of[node] = {str(room): dict.fromkeys(map(str, names)) for room, names in change[1].items()}
+            if len(change) > 2:
+                self._online_of[node] = {str(name): [float(since), str(away)] for name, (since, away) in
+                                         change[2].items()}
+            self._view = None
+            return
+        if change[0] in ("login", "logout", "away") and not here:
+            self._presence(node, change)
+        elif change[0] == "private":
+            if change[1] == self.node and self.listener is not None:
+                self.listener.private(float(change[2]), str(change[3]), str(change[4]), str(change[5]),
+                                      bool(change[6]))
             return
         if change[0] == "gone" and not here:
             self._gone(node)
@@ -525,7 +581,7 @@ class RedisBus:
             return
         members = self.listener.members() if self.listener is not None else {}
         if members is not None:
-            self.share(["alive", members])
+            self.share(["alive", members, self.listener.online() if self.listener is not None else {}])
         now = self.reactor.seconds()
         for node, seen in list(self._nodes.items()):
             if now - seen > DEAD_AFTER:
@@ -542,6 +598,8 @@ class RedisBus:
         """
         self._nodes.pop(node, None)
         rooms = self._rooms_of.pop(node, {})
+        self._online_of.pop(node, None)
+        self._view = None
         if self.listener is None or min([*self._nodes, self.node]) != self.node:
             return
         elsewhere = self._rooms_of.values()

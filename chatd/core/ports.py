@@ -16,7 +16,7 @@ The interfaces between the core and what plugs into it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from chatd.core.events import PrivateMessage, RoomEvent
 
@@ -26,6 +26,24 @@ SessionEnd = Literal["logout", "disconnect", "replaced"]
 #: Why a session is no longer in a room: it left (``/exit``), its session
 #: ended, or the room was deleted under it.
 LeaveReason = Literal["leave", "room deleted"] | SessionEnd
+
+
+class OnlineElsewhere(NamedTuple):
+    """
+    A user logged in on another node (``Bus.online_elsewhere``: that node's
+    heartbeat, then its logins, logouts and away changes read after it).
+    """
+
+    #: The account's name as that node has it.
+    name: str
+    #: The node's name on the bus.
+    node: str
+    #: When its session logged in, in seconds since the epoch (whole seconds).
+    since: float
+    #: Its away message, or None.
+    away: str | None
+    #: The rooms it is in there, by name (none: at the menu).
+    rooms: tuple[str, ...]
 
 
 class Renderer(Protocol):
@@ -129,8 +147,10 @@ class Bus(Protocol):
         NAME, PASSWORD_HASH, CREATED]``: registered or its password changed,
         ``["account_deleted", NAME]``, ``["room_values", ROOM, [[KIND, KEY,
         VALUE], ...]]``: its stored authority values changed (KIND ``owner``:
-        a new owner), ``["kick", ROOM, BY, TARGET, REASON]``; chatd.nodes
-        applies them); the local
+        a new owner), ``["kick", ROOM, BY, TARGET, REASON]``; who is online:
+        ``["login", NAME, SINCE]``, ``["logout", NAME]``, ``["away", NAME,
+        MESSAGE]`` ("": back), and ``["private", NODE, AT, SENDER, RECIPIENT,
+        TEXT, NOTICE]`` for the recipient's node; chatd.nodes applies them); the local
         bus has no other node.
         """
 
@@ -139,4 +159,11 @@ class Bus(Protocol):
         The names of ``room``'s members connected to other nodes (their
         heartbeats, then their joins and leaves: docs/ARCHITECTURE.md,
         "Several nodes"), each once; [] with the local bus.
+        """
+
+    def online_elsewhere(self) -> Mapping[str, OnlineElsewhere]:
+        """
+        The users logged in on other nodes, by name key (one entry each: of
+        two, the later login); empty with the local bus. Per command, never
+        per line (chatd.nodes ``online_user``, ``online_users``).
         """

@@ -50,6 +50,7 @@ from chatd.frontends.irc_wire import (HOST, LINE_MAX, LineSplitter, Message, cha
 from chatd.frontends.irc_wire import iso_time as _iso  # noqa: E402 (server-time, shared with irc_commands)
 from chatd.limits import TokenBucket
 from chatd.moderation import REASON_MAX, TOPIC_MAX, Role
+from chatd.nodes import members_everywhere
 from chatd.presence import AWAY_MAX
 from chatd.store import address_fields
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key
@@ -1022,7 +1023,7 @@ class IrcConnection(Protocol, _Caller):
         moderation = self.chat.moderation
         full = "userhost-in-names" in self.caps
         names = [("@" if moderation.role(room, name) is not Role.MEMBER else "") + (self.irc.mask(name) if full else name)
-                 for name in room.member_names()]
+                 for name in members_everywhere(self.chat, room)]
         kind = "@" if room.authority.secret else "*" if room.authority.invite_only else "="  # (RFC 2812 §5.1, 353)
         channel = channel_name(room.name)
         head = len(f":{self.irc.server} 353 {self.target} {kind} {channel} :".encode()) + 2

@@ -28,6 +28,7 @@ from chatd.commands.moderation import CLEAR_TOPIC
 from chatd.core.events import EventKind, RoomEvent
 from chatd.frontends.irc_wire import HOST, LINE_MAX, Message, channel_name, iso_time, line, split_text, tagged
 from chatd.moderation import REASON_MAX, Role
+from chatd.nodes import members_everywhere, online_user, online_users
 from chatd.passwords import password_problem
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key
 
@@ -509,13 +510,13 @@ def _to_nick(self: IrcConnection, target: str, text: str, action: bool, notice: 
             self.server_notice(str(error))
 
     def sent() -> None:
-        recipient = chat.online.get(name_key(target))
+        recipient = online_user(chat, target)  # (here or on another node)
         if recipient is None:
             self.server_notice(f"{target} is offline: they get your message at their next login.")
         elif not notice:
-            away = chat.presence.message(recipient.name or target)
+            away = chat.presence.message(recipient.name)
             if away is not None:
-                self.numeric("301", recipient.name or target, away)
+                self.numeric("301", recipient.name, away)
 
     said = f"* {self.name} {text}" if action else text  # (chatd's private messages have no actions)
     if notice:  # to an online user only, never queued, never answered with an error (RFC 1459 4.4.2)
@@ -570,7 +571,8 @@ def list_(self: IrcConnection, message: Message) -> None:
     self.numeric("321", "Channel", "Users  Name")
     for room in chat.rooms.values():
         if (wanted is None or room.key in wanted) and chat.moderation.may_see(room, self.name):
-            self.numeric("322", channel_name(room.name), str(len(room.fanout)), room.authority.topic)
+            self.numeric("322", channel_name(room.name), str(len(members_everywhere(chat, room))),
+                         room.authority.topic)
     self.numeric("323", "End of /LIST")
 
 
@@ -786,16 +788,17 @@ def whois(self: IrcConnection, message: Message) -> None:
     """311, 319 (the channels the asker may see), 312, 313 (an admin or OPER), 301, 330 (an account), 318; or 401."""
     chat = self.chat
     for target in message.params[-1].split(",")[:TARGETS_MAX]:
-        session = chat.online.get(name_key(target))
-        if session is None or session.name is None:
+        found = online_user(chat, target)  # (here or on another node: chatd.nodes)
+        if found is None:
             self.numeric("401", target, "No such nick/channel")
             self.numeric("318", target, "End of /WHOIS list")
             continue
-        name = session.name
+        name, session = found.name, found.session
         user, host, realname = self.irc.user_info(name)
         self.numeric("311", name, user, host, "*", realname)
         rooms = [channel_name(room.name) if chat.moderation.role(room, name) is Role.MEMBER
-                 else "@" + channel_name(room.name) for room in self.irc.rooms_of(session)
+                 else "@" + channel_name(room.name)
+                 for room in (self.irc.rooms_of(session) if session is not None else found.rooms_there(chat))
                  if room.key in self.channels or chat.moderation.may_see(room, self.name)]
         if rooms:
             self.numeric("319", name, " ".join(rooms))
@@ -823,16 +826,12 @@ def who(self: IrcConnection, message: Message) -> None:
     if mask.startswith("#"):
         room = _room(self, mask, missing=False)
         if room is not None and (room.key in self.channels or chat.moderation.may_see(room, self.name)):
-            for member in room.fanout.members():
-                if member.name:
-                    _who_line(self, member.name, channel_name(room.name),
-                              chat.moderation.role(room, member.name) is not Role.MEMBER)
+            for name in members_everywhere(chat, room):
+                _who_line(self, name, channel_name(room.name), chat.moderation.role(room, name) is not Role.MEMBER)
     else:
         pattern = mask.lower()
-        for session in list(chat.online.values()):
-            name = session.name
-            if not name:
-                continue
+        for found in online_users(chat):  # (here or on another node: chatd.nodes)
+            name, session = found.name, found.session
             user, host, realname = self.irc.user_info(name)
             exact = name_key(name) == name_key(mask)
             if not exact and "i" in getattr(session, "umodes", "") and not _shares_a_room(self, session):
@@ -860,10 +859,8 @@ def _who_line(self: IrcConnection, name: str, channel: str, operator: bool) -> N
 
 @handles("ISON", params=1)
 def ison(self: IrcConnection, message: Message) -> None:
-    online = self.chat.online
-    found = [online[name_key(nick)].name or nick for nick in " ".join(message.params).split()[:50]
-             if name_key(nick) in online]
-    self.numeric("303", " ".join(found))
+    found = [online_user(self.chat, nick) for nick in " ".join(message.params).split()[:50]]
+    self.numeric("303", " ".join(user.name for user in found if user is not None))
 
 
 @handles("USERHOST", params=1)
@@ -871,13 +868,14 @@ def userhost(self: IrcConnection, message: Message) -> None:
     chat = self.chat
     replies = []
     for nick in message.params[:5]:
-        session = chat.online.get(name_key(nick))
-        if session is None or session.name is None:
+        found = online_user(chat, nick)
+        if found is None:
             continue
-        user, host, _ = self.irc.user_info(session.name)
-        oper = "*" if chat.is_admin(session.name) or getattr(session, "oper", False) else ""
-        away_mark = "-" if chat.presence.message(session.name) is not None else "+"
-        replies.append(f"{session.name}{oper}={away_mark}{user}@{host}")
+        name = found.name
+        user, host, _ = self.irc.user_info(name)
+        oper = "*" if chat.is_admin(name) or getattr(found.session, "oper", False) else ""
+        away_mark = "-" if chat.presence.message(name) is not None else "+"
+        replies.append(f"{name}{oper}={away_mark}{user}@{host}")
     self.numeric("302", " ".join(replies))
 
 
@@ -948,7 +946,7 @@ def chathistory(self: IrcConnection, message: Message) -> None:
         return
     limit = min(int(limit_text), HISTORY_MAX)
     if not target.startswith("#"):
-        if self.chat.online.get(name_key(target)) is None and name_key(target) not in self.chat.accounts:
+        if online_user(self.chat, target) is None and name_key(target) not in self.chat.accounts:
             fail("INVALID_TARGET", sub, target, "No such nick or channel")
             return
         _history_batch(self, "chathistory", target, [])

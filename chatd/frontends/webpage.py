@@ -24,6 +24,7 @@ from twisted.web import pages, resource, server, static
 from chatd.commands import TABLE
 from chatd.commands.table import Caller, Login, Place
 from chatd.frontends.web_host import HostCheck
+from chatd.nodes import members_everywhere
 
 if TYPE_CHECKING:
     from chatd.factory import Room
@@ -118,7 +119,7 @@ def room_value(caller: Caller, room: Room) -> dict[str, Any]:
     invite_only, secret.
     """
     factory = caller.factory
-    return {"name": room.name, "members": len(room.fanout), "topic": room.authority.topic,
+    return {"name": room.name, "members": len(members_everywhere(factory, room)), "topic": room.authority.topic,
             "unread": factory.unread(caller.session.name, room), "owner": room.owner,
             "invite_only": room.authority.invite_only, "secret": room.authority.secret}
 
