@@ -609,7 +609,8 @@ class ChatFactory(Factory):
             name = session.name or ""
             key = name_key(name)
             del self.online[key]
-            self.bus.share(["logout", name])
+            if not self.closing:  # (a node shutting down says it is gone instead: chatd.buses.redis)
+                self.bus.share(["logout", name])
             seen = self.now() if key in self.accounts else ""  # (a deleted account keeps nothing)
             self.presence.logged_out(name, seen)
             if seen:

@@ -503,14 +503,15 @@ class RedisBus:
     def _presence(self, node: str, change: list[Any]) -> None:
         """Another node's ``["login", NAME, SINCE]``, ``["logout", NAME]`` or ``["away", NAME, MESSAGE]``."""
         name = str(change[1])
-        users = self._online_of.setdefault(node, {})
         if change[0] == "login":
             for other in self._online_of.values():  # (a login ends the account's session on any other node)
                 other.pop(name, None)
-            users[name] = [float(change[2]) if len(change) > 2 else self.reactor.seconds(), ""]
-        elif change[0] == "logout":
+            since = float(change[2]) if len(change) > 2 else self.reactor.seconds()
+            self._online_of.setdefault(node, {})[name] = [since, ""]
+        users = self._online_of.get(node, {})
+        if change[0] == "logout":
             users.pop(name, None)
-        elif name in users:
+        elif change[0] == "away" and name in users:
             users[name][1] = str(change[2])
         self._view = None
 
