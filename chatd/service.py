@@ -42,7 +42,7 @@ from twisted.application import service, strports
 from twisted.internet import defer
 from twisted.internet.address import UNIXAddress
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReadDescriptor, IStreamServerEndpoint
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -474,6 +474,8 @@ class Listeners(service.MultiService):
         self.serving = serving if serving is not None else factory
         self.ports: list[IListeningPort] = []
         self._bound = False
+        #: Whether accepting waits (:meth:`hold_until`); a port bound meanwhile waits too.
+        self._held = False
 
     def privilegedStartService(self) -> None:
         """
@@ -525,8 +527,33 @@ class Listeners(service.MultiService):
                     with contextlib.suppress(OSError):
                         os.unlink(name)
 
+    def hold_until(self, ready: defer.Deferred[None]) -> None:
+        """
+        Accept no connection until ``ready`` fires: the ports stay bound and
+        connections wait in the listen backlog, as during the load (a node
+        catching up with the bus: ``ChatService``). Only ports that are the
+        reactor's readers (Twisted's tcp, ssl and unix ports) are held.
+        """
+        self._held = True
+        for port in self.ports:
+            self._pause(port)
+        ready.addCallback(self._accept)
+
+    def _pause(self, port: IListeningPort) -> None:
+        if IReadDescriptor.providedBy(port):
+            self.reactor.removeReader(port)
+
+    def _accept(self, _: object) -> None:
+        if self._held and self.running:  # (not once stopping: the ports are closed or closing)
+            for port in self.ports:
+                if IReadDescriptor.providedBy(port):
+                    self.reactor.addReader(port)
+        self._held = False
+
     def listening(self, port: IListeningPort) -> IListeningPort:
         self.ports.append(port)
+        if self._held:
+            self._pause(port)
         if self.running:  # a late endpoint: the start has logged the others
             log.info("chatd listening on {address}", address=port.getHost())
         return port
@@ -537,6 +564,9 @@ class Listeners(service.MultiService):
         if self.reactor.running:
             self.reactor.stop()
 
+
+#: Seconds a node with a networked bus waits at most, after loading, to catch up with it before accepting users.
+CATCH_UP_WAIT = 10.0
 
 #: Allocations of container objects between two collections of the youngest generation (CPython: 700).
 GC_YOUNG_THRESHOLD = 10_000
@@ -670,8 +700,31 @@ class ChatService(service.MultiService):
                 if listeners is not None:
                     listeners.unbind()
             raise
+        self._accept_after_catch_up()
         if self.gc_tuning:
             tune_gc()
+
+    def _accept_after_catch_up(self) -> None:
+        """
+        With a networked bus, users are accepted once this node has delivered
+        what the bus held when it connected (``caught_up``: rooms and accounts
+        made on other nodes while this one loaded the store), or after
+        :data:`CATCH_UP_WAIT` seconds (logged); meanwhile they wait in the
+        listen backlog.
+        """
+        caught_up = getattr(self.buses.bus, "caught_up", None)
+        if caught_up is None:
+            return
+
+        def late(failure: Failure) -> None:
+            failure.trap(defer.TimeoutError)
+            log.warn("bus: not caught up within {wait:g} s; accepting users anyway", wait=CATCH_UP_WAIT)
+
+        ready = caught_up().addTimeout(CATCH_UP_WAIT, self.reactor).addCallbacks(
+            lambda _: log.info("accepting users"), late)
+        for listeners in (self.listeners, self.web_listeners, self.irc_listeners):
+            if listeners is not None:
+                listeners.hold_until(ready)
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:

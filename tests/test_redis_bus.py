@@ -325,3 +325,28 @@ def test_a_node_starts_reading_without_a_failed_first_read(redis_url):
         globalLogPublisher.removeObserver(observe)
         yield _stopped(a, b)
     assert warnings == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_caught_up_fires_once_what_the_stream_held_at_the_start_is_delivered(redis_url):
+    from twisted.internet import reactor
+
+    a, b = Node(redis_url), Node(redis_url)
+    b.bus.position_now()  # as chatd starts b: its position, then its store's load, meanwhile a says things
+    yield _started(a)
+    try:
+        a.bus.share(["create", "lab", "ann", "2026-11-30T00:00:00Z", "abc123"])
+        for n in range(600):  # more than one XREAD's worth of entries (READ_COUNT)
+            a.say("lab", f"line {n}")
+            yield task.deferLater(reactor, 0, lambda: None)
+        yield _until(lambda: len(a.got) == 600, "a's lines")
+        seen_at_catch_up: list[int] = []
+        caught = b.bus.caught_up()
+        caught.addCallback(lambda _: seen_at_catch_up.append(len(b.got)))
+        assert not caught.called
+        yield b.bus.start()
+        yield caught
+        assert seen_at_catch_up == [600] and b.changes[0][:2] == ("create", "lab")
+        assert b.bus.caught_up().called  # from then on at once
+    finally:
+        yield _stopped(a, b)

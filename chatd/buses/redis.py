@@ -300,6 +300,9 @@ class RedisBus:
         self._writing: defer.Deferred[None] | None = None
         self._reading: defer.Deferred[None] | None = None
         self._script: str | None = None
+        #: The stream's newest entry when this node connected, and who waits until it is delivered (None: it is).
+        self._end = "0-0"
+        self._catching_up: list[defer.Deferred[None]] | None = []
         self._reader = self._service()
         self._writer = self._service()
         #: Counts for tests and the bench: entries of events appended, entries read, events delivered.
@@ -351,6 +354,26 @@ class RedisBus:
                         view[key] = OnlineElsewhere(name, node, float(since), away or None, tuple(rooms.get(name, ())))
             self._view = view
         return self._view
+
+    def caught_up(self) -> defer.Deferred[None]:
+        """
+        Fires (None) once this node has delivered every entry the stream held
+        when it connected at its start (:meth:`start`): the rooms and accounts
+        other nodes made while it loaded the store are known from then on
+        (``chatd.service`` accepts users after it).
+        """
+        if self._catching_up is None:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._catching_up.append(waiter)
+        return waiter
+
+    def _check_caught_up(self) -> None:
+        if self._catching_up is not None and not _later_id(self._end, self.last_id):
+            waiters, self._catching_up = self._catching_up, None
+            self.log.info("bus: caught up with the stream at {last}", last=self.last_id)
+            for waiter in waiters:
+                waiter.callback(None)
 
     def mine(self, event: RoomEvent) -> bool:
         """Whether this node records ``event`` in the store's history (it published it); asked once per event."""
@@ -426,6 +449,7 @@ class RedisBus:
     @defer.inlineCallbacks
     def _read_all(self) -> Any:
         """Read the stream from :attr:`last_id` and deliver each entry, until stopped; reconnects by itself."""
+        self._check_caught_up()
         while self._running:
             try:
                 connection = yield self._reader.whenConnected()
@@ -446,6 +470,7 @@ class RedisBus:
                     if not self._running:
                         return
                     yield self._apply(str(entry_id), _fields(flat))
+            self._check_caught_up()
 
     def _apply(self, entry_id: str, fields: dict[str, str]) -> defer.Deferred[None] | None:
         """Deliver one entry (or skip it: a batch seen already); a Deferred when a room had to catch up first."""
@@ -647,10 +672,14 @@ class RedisBus:
 
     @defer.inlineCallbacks
     def start(self) -> Any:
-        """Connect and read from the position (:meth:`position_now`, else the stream's end); append what waits."""
+        """
+        Connect and read from the position (:meth:`position_now`, else the
+        stream's end as it connects); append what waits. The stream's end as
+        it connects is where :meth:`caught_up` fires.
+        """
         self._reader.startService()
         self._writer.startService()
-        while not self._positioned:
+        while True:  # (the reactor runs once this is answered: the state has taken over what the store loaded)
             try:
                 connection = yield self._reader.whenConnected()
                 newest = yield connection.execute_command("XREVRANGE", self.stream, "+", "-", "COUNT", 1)
@@ -659,13 +688,11 @@ class RedisBus:
                               error=error)
                 yield task.deferLater(self.reactor, 0.5, lambda: None)
                 continue
-            if newest:
-                self.last_id = str(newest[0][0])
+            break
+        self._end = str(newest[0][0]) if newest else "0-0"
+        if not self._positioned:
+            self.last_id = self._end
             self._positioned = True
-        yield self._reader.whenConnected()  # (the reactor runs: the state has taken over what the store loaded)
-        # Out of ClientService's own call (it fired whenConnected from inside its state machine, which refuses
-        # a second whenConnected from there: the first XREAD would fail and wait).
-        yield task.deferLater(self.reactor, 0, lambda: None)
         if self.listener is not None:  # events at or below what the store had when loaded are not delivered again
             self._last.update(self.listener.known())
         self._running = True
