@@ -63,6 +63,7 @@ from chatd.limits import raise_fd_limit
 from chatd.passwords import Passwords
 from chatd.persistence import CsvStore, FormatError
 from chatd.protocol import ChatProtocol
+from chatd.proxied import PREFIX as proxied_prefix, ProxiedEndpoint
 from chatd.settings import Settings
 from chatd.store import Loaded, StoreError
 from chatd.transfer import SPOOL, Transfers, TransferSettings
@@ -490,8 +491,11 @@ class Listeners(service.MultiService):
         raise_fd_limit(self.factory.settings.max_connections)
         for description in self.descriptions:
             try:
-                listener = strports.service(description, self.serving, self.reactor)
-                listener.endpoint = _Reported(listener.endpoint, description, self)
+                proxied = description.startswith(proxied_prefix)  # behind a load balancer: chatd.proxied
+                listener = strports.service(description[len(proxied_prefix):] if proxied else description,
+                                            self.serving, self.reactor)
+                endpoint = ProxiedEndpoint(listener.endpoint, self.reactor) if proxied else listener.endpoint
+                listener.endpoint = _Reported(endpoint, description, self)
                 listener.privilegedStartService()
             except Exception as error:
                 self.unbind()

@@ -219,7 +219,7 @@ class Options(usage.Options):
         self["admin"] = []
 
     def opt_listen(self, description: str) -> None:
-        """Listen on this endpoint (e.g. tcp:8023, ssl:8024:privateKey=k.pem:certKey=c.pem); repeatable. Default tcp:8023:backlog=1024."""
+        """Listen on this endpoint (e.g. tcp:8023, ssl:8024:privateKey=k.pem:certKey=c.pem; haproxy:tcp:2323 behind a load balancer sending the PROXY header, on every --listen-*); repeatable. Default tcp:8023:backlog=1024."""
         self["listen"].append(description)
 
     def opt_listen_web(self, description: str) -> None:

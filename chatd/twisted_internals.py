@@ -11,7 +11,10 @@ and why:
 - the bytes a ``LineReceiver`` holds that are no line yet (CR NUL split
   over two reads, a line typed ahead): :func:`line_buffer`;
 - the files twistd's ``--logfile`` writes to (reopen on SIGHUP, no rotation
-  by size): :func:`twistd_log_files`.
+  by size): :func:`twistd_log_files`;
+- the parsers of HAProxy's PROXY header (``haproxy:`` listeners, whose
+  client address must be known before the session starts:
+  :mod:`chatd.proxied`): :func:`proxy_header_parsers`.
 
 Checked against Twisted 20.3.0 to 24.10 (the source of each release: the
 attributes and their meaning are unchanged) and 26.10.0 (installed);
@@ -79,6 +82,22 @@ def twistd_log_files() -> list[BaseLogFile]:
     """
     outs = (getattr(observer, "_outFile", None) for observer in list(globalLogPublisher._observers))
     return [out for out in outs if isinstance(out, BaseLogFile)]
+
+
+def proxy_header_parsers() -> tuple[Any, Any, type[Exception]]:
+    """
+    (V1Parser, V2Parser, InvalidProxyHeader) of ``twisted.protocols.haproxy``:
+    a parser's ``feed(data)`` gives ``(ProxyInfo, rest)`` once the header is
+    whole, else ``(None, None)``, and raises InvalidProxyHeader; V1Parser's
+    ``PROXYSTR`` and V2Parser's ``PREFIX`` start their headers. Twisted's
+    only public use of them, ``proxyEndpoint``, starts the wrapped protocol
+    before the header has come (its ``getPeer`` is the proxy's then).
+    """
+    from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+    from twisted.protocols.haproxy._v1parser import V1Parser
+    from twisted.protocols.haproxy._v2parser import V2Parser
+
+    return V1Parser, V2Parser, InvalidProxyHeader
 
 
 #: The reactor of :class:`_Descriptor`: it registers with none (any object but None keeps the global reactor away).
@@ -152,4 +171,8 @@ def _problem() -> str:
     out: Any = io.StringIO()
     if FileLogObserver(out, str)._outFile is not out:
         return "FileLogObserver keeps its file elsewhere than _outFile"
+    v1, v2, _ = proxy_header_parsers()
+    info, rest = v1().feed(b"PROXY TCP4 192.0.2.7 127.0.0.1 4000 2323\r\nhi")
+    if info is None or info.source.host != "192.0.2.7" or rest != b"hi" or not v2.PREFIX or v1.PROXYSTR != b"PROXY":
+        return "the PROXY header parsers of twisted.protocols.haproxy differ"
     return ""
