@@ -49,6 +49,14 @@ class NotAllowed(ChatError):
     """The user may not do this (not the owner, the public room, ...)."""
 
 
+class RoomFull(NotAllowed):
+    """The room has as many members as its member limit allows (``/limit``; IRC 471)."""
+
+
+class BadRoomKey(NotAllowed):
+    """The room has a key and the join gave none or another (``/key``; IRC 475)."""
+
+
 class NotSaved(ChatError):
     """The disk refused the change; nothing was changed."""
 

@@ -744,9 +744,10 @@ class ChatFactory(Factory):
             return defer.fail(errors.NotAllowed(f"Room {room.name} is being deleted."))
         return defer.succeed(room)
 
-    def enter(self, name: str, session: Session) -> defer.Deferred[tuple[Room, list[RoomEvent]]]:
+    def enter(self, name: str, session: Session, key: str = "") -> defer.Deferred[tuple[Room, list[RoomEvent]]]:
         """
-        The room called ``name`` (:meth:`room_to_join`) and the lines to
+        The room called ``name`` (:meth:`room_to_join`), which ``session`` may
+        enter with ``key`` (``Moderation.entry_refusal``), and the lines to
         replay to ``session`` before it joins (:meth:`replay`), once the
         room's history is in memory (``History.fill``). Join it in the same
         callback (``Caller.entered``) so no event falls in between. Fails
@@ -761,9 +762,9 @@ class ChatFactory(Factory):
                 raise errors.NoSuchRoom(f"There is no room called {room.name}.")
             if room.closing:
                 raise errors.NotAllowed(f"Room {room.name} is being deleted.")
-            refused = self.moderation.join_refusal(room, session.name)
+            refused = self.moderation.entry_refusal(room, session.name, key)
             if refused:
-                raise errors.NotAllowed(refused)
+                raise refused
             return room, self.replay(room, session)
 
         return self.room_to_join(name).addCallback(filled)

@@ -25,6 +25,7 @@ Timed bans and mutes follow ergo (ergo#1513, ergo#307) and InspIRCd's
 from __future__ import annotations
 
 import enum
+import hmac
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -62,6 +63,12 @@ TOPIC_MAX = 300
 INVITE_ONLY = "invite_only"
 OPEN_TOPIC = "open_topic"
 SECRET = "secret"
+#: A room's member limit and key (``/limit``, ``/key``; IRC ``+l``, ``+k``): their stored keys.
+LIMIT = "limit"
+KEY = "key"
+#: The largest member limit; the longest key (RFC 2812 §2.3.1: 1 to 23 characters).
+LIMIT_MAX = 100_000
+KEY_MAX = 23
 #: Stored (a ``setting``) while the owner has put its operator role down (``/deop`` of itself, IRC ``-o``).
 OWNER_DOWN = "owner_down"
 #: How the room's lines name the server (a flood mute, a ban that ran out).
@@ -74,6 +81,23 @@ class Role(enum.IntEnum):
     MEMBER = 0
     OPERATOR = 1
     OWNER = 2
+
+
+def key_problem(key: str) -> str | None:
+    """
+    Why ``key`` cannot be a room's key, or None: 1 to KEY_MAX printable ASCII
+    characters, no space (RFC 2812 §2.3.1) and no comma (JOIN's lists).
+    """
+    if not 0 < len(key) <= KEY_MAX or any(not "!" <= char <= "~" or char == "," for char in key):
+        return f"a key is 1 to {KEY_MAX} ASCII letters, digits or signs, without spaces or commas."
+    return None
+
+
+def limit_problem(text: str) -> str | None:
+    """Why ``text`` is no member limit (1 to LIMIT_MAX, ASCII digits), or None."""
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= LIMIT_MAX:
+        return f"a member limit is a number from 1 to {LIMIT_MAX}."
+    return None
 
 
 def parse_duration(text: str) -> int | None:
@@ -155,6 +179,10 @@ class Authority:
     open_topic: bool = False
     #: Hidden from all but its members, owner, operators and invitees (``/secret``; IRC ``+s``).
     secret: bool = False
+    #: At most this many members (0: no limit; ``/limit``, IRC ``+l``).
+    limit: int = 0
+    #: The key a join must give ("": none; ``/key``, IRC ``+k``). Stored as other room values; never logged.
+    key: str = ""
     #: The owner has put its operator role down (:meth:`Moderation.set_operator` on itself): it acts as a member.
     owner_down: bool = False
     #: Operators: name key -> "1".
@@ -270,6 +298,28 @@ class Moderation:
             return f"you are banned from {room.name}{self._until(ban)}" + (f": {ban.reason}" if ban.reason else ".")
         if room.authority.invite_only and not self._invited(room, name):
             return f"{room.name} is invite-only; ask one of its operators for an /invite."
+        return None
+
+    def entry_refusal(self, room: Room, name: str | None, key: str = "") -> errors.NotAllowed | None:
+        """
+        Why the account ``name`` may not enter ``room`` giving ``key``, or
+        None: :meth:`join_refusal` (ban, invite-only), then BadRoomKey (the
+        room has another key), then RoomFull (its member limit reached, on
+        every node), the order of ngIRCd's and InspIRCd's checks. The owner,
+        operators, invitees and server admins need no key and pass the
+        limit (an invitation overrides ``+l``: modern.ircdocs.horse).
+        """
+        refused = self.join_refusal(room, name)
+        if refused:
+            return errors.NotAllowed(refused)
+        authority = room.authority
+        if not (authority.key or authority.limit) or self._invited(room, name) or self.factory.is_admin(name):
+            return None
+        if authority.key and not hmac.compare_digest(key.encode(), authority.key.encode()):
+            return errors.BadRoomKey(f"{room.name} has a key: join {room.name} KEY."
+                                     if not key else f"wrong key for {room.name}.")
+        if authority.limit and len(room.fanout) + len(self.factory.bus.elsewhere(room.name)) >= authority.limit:
+            return errors.RoomFull(f"{room.name} is full ({authority.limit} members).")
         return None
 
     def _invited(self, room: Room, name: str | None) -> bool:
@@ -407,6 +457,10 @@ class Moderation:
                 authority.secret = value == "on"
             elif key == OWNER_DOWN:
                 authority.owner_down = value == "on"
+            elif key == LIMIT:
+                authority.limit = int(value) if value.isascii() and value.isdigit() else 0
+            elif key == KEY:
+                authority.key = value
         elif kind == "owner":
             room.owner = value
         elif kind in ("op", "invite", "ban", "mute"):
@@ -657,20 +711,40 @@ class Moderation:
         on or off, durably; a SETTING event (target: its command name, text:
         on or off). Fires with whether it changed.
         """
-        authority = room.authority
-        if getattr(authority, setting) == on:
-            return defer.succeed(False)
-        shown = setting.replace("_", "-")
         value = "on" if on else "off"
+        return self._set_value(room, by, setting, on, "on" if on else "", value, setting.replace("_", "-"))
+
+    def set_limit(self, room: Room, by: str, limit: int) -> defer.Deferred[bool]:
+        """``room``'s member limit (0: none), durably; a SETTING event (target ``limit``, text N or off)."""
+        return self._set_value(room, by, LIMIT, limit, str(limit) if limit else "", str(limit) if limit else "off")
+
+    def set_key(self, room: Room, by: str, key: str) -> defer.Deferred[bool]:
+        """
+        ``room``'s key ("": none), durably; a SETTING event (target ``key``,
+        text on or off: the key itself is in no event, history or log row).
+        """
+        return self._set_value(room, by, KEY, key, key, "on" if key else "off")
+
+    def _set_value(self, room: Room, by: str, setting: str, new: Any, stored: str, text: str,
+                   name: str = "") -> defer.Deferred[bool]:
+        """
+        Set the Authority field ``setting`` to ``new``, durably (stored as
+        ``stored``); then a SETTING event and a ``room_setting`` row (name
+        ``name``, default ``setting``; value ``text``). Fires with whether
+        it changed.
+        """
+        authority = room.authority
+        if getattr(authority, setting) == new:
+            return defer.succeed(False)
+        name = name or setting
 
         def saved(_: None) -> bool:
-            setattr(authority, setting, on)
-            self._publish(room, by, EventKind.SETTING, value, shown)
+            setattr(authority, setting, new)
+            self._publish(room, by, EventKind.SETTING, text, name)
             return True
 
-        event = LogEvent("room_setting", by, room.name, {"name": shown, "value": value})
-        work = self._save(room, [self._value(room, "setting", setting, "on" if on else "")], event,
-                          "Could not save the setting")
+        event = LogEvent("room_setting", by, room.name, {"name": name, "value": text})
+        work = self._save(room, [self._value(room, "setting", setting, stored)], event, "Could not save the setting")
         return work.addCallback(saved)
 
     def invite(self, room: Room, by: str, target: str, on: bool = True) -> defer.Deferred[str]:

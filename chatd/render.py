@@ -53,7 +53,8 @@ _MODERATION: dict[EventKind, Callable[[RoomEvent], str]] = {
     EventKind.UNMUTE: lambda e: (f"{e.sender} unmuted {e.target}" if e.sender
                                  else f"{e.target} may speak again (the mute ran out)"),
     EventKind.TOPIC: lambda e: f"{_by(e)} set the topic: {e.text}" if e.text else f"{_by(e)} cleared the topic",
-    EventKind.SETTING: lambda e: f"{_by(e)} turned {e.target} {e.text}",
+    EventKind.SETTING: lambda e: f"{_by(e)} turned {e.target} {e.text}" if e.text in ("on", "off")
+    else f"{_by(e)} set {e.target} to {e.text}",
     EventKind.INVITE: lambda e: (f"{_by(e)} withdrew {e.target}'s invitation" if e.text == "withdrawn"
                                  else f"{_by(e)} invited {e.target}"),
     EventKind.OP: lambda e: f"{_by(e)} took the operator role back" if e.sender == e.target

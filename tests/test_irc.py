@@ -89,7 +89,7 @@ def test_a_guest_registers_and_gets_welcome_isupport_lusers_and_motd(world):
     assert got[0] == ":chatd 001 alice :Welcome to the chatd IRC network, alice"
     tokens = " ".join(text for text in got if " 005 " in text)
     for token in ("CASEMAPPING=ascii", "CHANTYPES=#", "UTF8ONLY", "NICKLEN=24", "CHANNELLEN=33", "PREFIX=(ov)@+",
-                  "NETWORK=chatd", "LINELEN=512", "TOPICLEN=300", "CHANMODES=b,,,inst"):
+                  "NETWORK=chatd", "LINELEN=512", "TOPICLEN=300", "CHANMODES=b,k,l,inst"):
         assert f" {token} " in tokens
     assert {"251", "255", "375", "372"} <= set(codes(got))
     assert factory.online["alice"] is alice.protocol
@@ -559,6 +559,37 @@ def test_a_secret_channel_is_plus_s_and_hidden_from_outsiders(world):
     assert alice.lines() == [":alice!alice@chatd MODE #lab -s", ":alice!alice@chatd MODE #lab +i"]
     alice.send("NAMES #lab")
     assert alice.lines()[0] == ":chatd 353 alice * #lab :@alice bob"
+
+
+def test_key_and_member_limit_are_plus_k_and_plus_l(world):
+    """RFC 2812 §3.2.3 (+k, +l), 471/475 on JOIN, 696 for a bad value (Modern); the key in 324 to members only."""
+    factory, clock, irc = world
+    alice, bob = two_in_lab(world)
+    alice.send("MODE #lab +k :has space", "MODE #lab +l 0", "MODE #lab +kl beer 2", "MODE #lab")
+    assert alice.lines() == [":chatd 696 alice #lab k * :a key is 1 to 23 ASCII letters, digits or signs, "
+                             "without spaces or commas.",
+                             ":chatd 696 alice #lab l 0 :a member limit is a number from 1 to 100000.",
+                             ":alice!alice@chatd MODE #lab +k beer", ":alice!alice@chatd MODE #lab +l 2",
+                             ":chatd 324 alice #lab +klnt beer 2", ":chatd 329 alice #lab 1790000000"]
+    assert bob.lines() == [":alice!alice@chatd MODE #lab +k beer", ":alice!alice@chatd MODE #lab +l 2"]
+    carol = IrcClient(irc, clock, port=40002)
+    carol.register("carol")
+    carol.send("MODE #lab", "JOIN #lab", "JOIN #lab bees", "JOIN #lab beer")
+    got = carol.lines()
+    assert got[0] == ":chatd 324 carol #lab +klnt * 2"
+    assert [text.split(" :")[0] for text in got[2:]] == [
+        ":chatd 475 carol #lab", ":chatd 475 carol #lab", ":chatd 471 carol #lab"]  # (the right key; full)
+    alice.send("MODE #lab -l")
+    carol.send("JOIN #lab beer")
+    assert carol.lines()[0] == ":carol!carol@chatd JOIN #lab"
+    alice.send("MODE #lab -k *", "MODE #lab +l 1")
+    assert alice.lines()[-2:] == [":alice!alice@chatd MODE #lab -k *", ":alice!alice@chatd MODE #lab +l 1"]
+    dave = IrcClient(irc, clock, port=40003)
+    dave.register("dave")
+    alice.send("INVITE dave #lab")  # an invitation passes the limit (Modern), as a key
+    dave.send("JOIN #lab")
+    assert ":dave!dave@chatd JOIN #lab" in dave.lines()
+    assert "beer" not in str(factory.rooms["lab"].history.ring)
 
 
 def test_oper_needs_a_server_admins_password(tmp_path):

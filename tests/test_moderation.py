@@ -516,6 +516,52 @@ def test_a_secret_room_is_hidden_from_all_but_those_it_concerns(lab):
     assert "  lab  (1 here, owner ann)\r\n" in bob.output()
 
 
+def test_a_room_key_and_member_limit(lab):
+    """/key KEY|off, /limit N|off (operators); join ROOM KEY; the owner, operators and invitees need neither."""
+    factory, clock, store, clients = lab
+    carol, bob = clients["carol"], clients["bob"]
+    bob.send("/key beer", "/limit 3")
+    assert bob.output() == "".join(f"Error: only operators of lab may use /{c}.\r\n" for c in ("key", "limit"))
+    carol.send("/key two words", "/key a,b", "/limit 0", "/limit 100001", "/limit x")
+    assert carol.output() == (
+        "Error: usage: /key KEY|off\r\n"
+        "Error: a key is 1 to 23 ASCII letters, digits or signs, without spaces or commas.\r\n"
+        + "Error: usage: /limit N|off (a member limit is a number from 1 to 100000.)\r\n" * 3)
+    carol.send("/key beer", "/limit 4", "/limit 4")
+    out = carol.output()
+    assert "* carol turned key on\r\nThe key of lab is beer: others enter with 'join lab beer'.\r\n" in out
+    assert out.endswith("* carol set limit to 4\r\nThe member limit of lab is 4 already.\r\n")
+    assert rows(store, "room_setting") == [("room_setting", "carol", "lab", {"name": "key", "value": "on"}),
+                                           ("room_setting", "carol", "lab", {"name": "limit", "value": "4"})]
+    assert "beer" not in str(store.events) and "beer" not in str(factory.rooms["lab"].history.ring)
+    erin, frank = user(factory, clock, "erin"), user(factory, clock, "frank")
+    erin.send("info lab", "list", "join lab", "join lab bees", "join lab beer")
+    out = erin.output()
+    assert "Key: yes\r\nMember limit: 4\r\n" in out and "  lab  (4 here, owner ann, key, limit 4)\r\n" in out
+    assert "Error: lab has a key: join lab KEY.\r\nmenu>" in out and "Error: wrong key for lab.\r\n" in out
+    assert "Error: lab is full (4 members).\r\n" in out and "Entered room lab" not in out
+    carol.send("/invite frank")
+    frank.send("join lab")  # invited: no key, no limit
+    assert "Entered room lab" in frank.output()
+    bob.send("/exit")
+    erin.send("join lab beer")
+    assert "Entered room lab" not in erin.output()  # (frank took bob's place)
+    clients["dave"].send("/exit")
+    erin.send("join lab beer")
+    assert "Entered room lab" in erin.output()
+    factory.shut_down("bye")
+    factory, clock, store = start(store, at=clock.seconds() + 60)
+    room = factory.rooms["lab"]
+    assert room.authority.key == "beer" and room.authority.limit == 4
+    carol = user(factory, clock, "carol", "lab")
+    carol.send("/key off", "/limit off", "/key off")
+    assert carol.output().endswith("* carol turned key off\r\n" f"{clock_stamp(clock)} * carol turned limit off\r\n"
+                                   "lab has no key.\r\n")
+    bob = user(factory, clock, "bob")
+    bob.send("join lab")
+    assert "Entered room lab" in bob.output()
+
+
 # -- roles -----------------------------------------------------------------------------------
 
 

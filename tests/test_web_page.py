@@ -157,9 +157,9 @@ def test_rooms_lists_what_list_shows_as_data(world):
     bob.send("one", "two")
     assert ann.command("rooms") == [{"type": "rooms", "rooms": [
         {"name": "public", "members": 0, "topic": "", "unread": None, "owner": "", "invite_only": False,
-         "secret": False},
+         "secret": False, "keyed": False, "limit": 0},
         {"name": "lab", "members": 1, "topic": "Lab <b>work</b>", "unread": 2, "owner": "bob", "invite_only": False,
-         "secret": False},
+         "secret": False, "keyed": False, "limit": 0},
     ]}]  # in list's order; not hidden: invite-only, and ann is not invited (Moderation.may_see)
     bob.send("/exit", "join hidden", "/invite ann")
     answers = ann.command("rooms")

@@ -155,6 +155,10 @@ def info(caller: Caller, name: str) -> defer.Deferred[None]:
             caller.reply("Invite-only: yes")
         if room.authority.secret:
             caller.reply("Secret: yes")
+        if room.authority.key:
+            caller.reply("Key: yes")
+        if room.authority.limit:
+            caller.reply(f"Member limit: {room.authority.limit}")
 
     return caller.factory.find_room(name).addCallback(show)
 
@@ -171,8 +175,9 @@ def list_rooms(caller: Caller) -> defer.Deferred[None]:
             owner = f"owner {room.owner}" if room.owner else "public"
             unread = factory.unread(name, room)
             news = f", {unread} unread" if unread else ""
-            private = (", invite-only" if room.authority.invite_only else "") + (
-                ", secret" if room.authority.secret else "")
+            authority = room.authority
+            private = (", invite-only" if authority.invite_only else "") + (", secret" if authority.secret else "") + (
+                ", key" if authority.key else "") + (f", limit {authority.limit}" if authority.limit else "")
             topic = f", topic: {moderation.topic_shown(room)}" if room.authority.topic else ""
             here = len(members_everywhere(factory, room))
             caller.reply(f"  {room.name}  ({here} here, {owner}{private}{news}{topic})")
@@ -185,11 +190,11 @@ def public(caller: Caller) -> defer.Deferred[None]:
     return caller.factory.enter(PUBLIC_ROOM, caller.session).addCallback(lambda found: caller.entered(*found))
 
 
-@command("join", "enter a room by name", MENU, number="8", login=Login.REQUIRED,
-         args=(Arg("NAME", "Name of the room to enter:"),))
-def join(caller: Caller, name: str) -> defer.Deferred[None]:
+@command("join", "enter a room by name (KEY: the room's key, if it has one)", MENU, number="8", login=Login.REQUIRED,
+         args=(Arg("NAME", "Name of the room to enter:"), Arg("[KEY]", optional=True, word=True)))
+def join(caller: Caller, name: str, key: str) -> defer.Deferred[None]:
     """The last lines of the room are replayed first (``ChatFactory.replay``), then live chat."""
-    return caller.factory.enter(name, caller.session).addCallback(lambda found: caller.entered(*found))
+    return caller.factory.enter(name, caller.session, key).addCallback(lambda found: caller.entered(*found))
 
 
 @command("quit", "disconnect", MENU, number="9", aliases=("exit",), while_reset=True)

@@ -2,7 +2,7 @@
 Room authority commands (issue 14; docs/PROTOCOL.md, "Room authority"):
 ``/op``, ``/deop``, ``/owner``, ``/kick``, ``/ban``, ``/unban``, ``/bans``,
 ``/mute``, ``/unmute``, ``/topic``, ``/invite-only``, ``/open-topic``,
-``/secret``, ``/invite``, ``/uninvite``.
+``/secret``, ``/limit``, ``/key``, ``/invite``, ``/uninvite``.
 
 Who may use a command is declared (``role``: the table refuses the others
 with ``only operators of lab may use /kick.``); whom it may act on is the check
@@ -22,7 +22,7 @@ from twisted.internet import defer
 from chatd.commands.builtin import ROOM, command
 from chatd.commands.table import Arg, Caller, Login
 from chatd.moderation import (INVITE_ONLY, OPEN_TOPIC, REASON_MAX, SECRET, TOPIC_MAX, Role, duration_and_reason,
-                              duration_text)
+                              duration_text, key_problem, limit_problem)
 
 OPERATOR, OWNER = Role.OPERATOR, Role.OWNER
 #: What ``/topic`` takes to clear the topic.
@@ -211,6 +211,46 @@ def invite_only(caller: Caller, value: str) -> defer.Deferred[None]:
          args=(_on_off("/secret on|off"),))
 def secret(caller: Caller, value: str) -> defer.Deferred[None]:
     return _setting(caller, SECRET, value)
+
+
+def _limit_arg(caller: Caller, value: str) -> str | None:
+    problem = None if value.lower() == "off" else limit_problem(value)
+    return f"usage: /limit N|off ({problem})" if problem else None
+
+
+def _key_arg(caller: Caller, value: str) -> str | None:
+    return None if value.lower() == "off" else key_problem(value)
+
+
+@command("limit", "N: at most N members in the room (invitees, operators and the owner still enter); off: none",
+         ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR, args=(Arg("N|off", check=_limit_arg, word=True),))
+def limit(caller: Caller, value: str) -> defer.Deferred[None]:
+    room = caller.room
+    assert room is not None and caller.session.name is not None
+    number = 0 if value.lower() == "off" else int(value)
+
+    def answer(changed: bool) -> None:
+        if not changed:
+            caller.reply(f"The member limit of {room.name} is {number or 'off'} already.")
+
+    return caller.factory.moderation.set_limit(room, caller.session.name, number).addCallback(answer)
+
+
+@command("key", "KEY: others enter only with 'join ROOM KEY' (invitees, operators and the owner need none); "
+         "off: no key", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
+         args=(Arg("KEY|off", check=_key_arg, word=True),))
+def key(caller: Caller, value: str) -> defer.Deferred[None]:
+    room = caller.room
+    assert room is not None and caller.session.name is not None
+    new = "" if value.lower() == "off" else value
+
+    def answer(changed: bool) -> None:
+        if new:
+            caller.reply(f"The key of {room.name} is {new}: others enter with 'join {room.name} {new}'.")
+        elif not changed:
+            caller.reply(f"{room.name} has no key.")
+
+    return caller.factory.moderation.set_key(room, caller.session.name, new).addCallback(answer)
 
 
 @command("open-topic", "on: anyone in the room may set the topic", ROOM, login=Login.REQUIRED, in_room=True,

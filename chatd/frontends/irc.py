@@ -70,7 +70,7 @@ RENDERING_CAPS = frozenset({"server-time", "message-tags", "account-tag", "away-
 #: ISUPPORT tokens (005), in order.
 ISUPPORT = (
     "CASEMAPPING=ascii", "CHANTYPES=#", "UTF8ONLY", f"NICKLEN={USER_NAME_MAX}", f"CHANNELLEN={ROOM_NAME_MAX + 1}",
-    f"TOPICLEN={TOPIC_MAX}", f"KICKLEN={REASON_MAX}", f"AWAYLEN={AWAY_MAX}", "PREFIX=(ov)@+", "CHANMODES=b,,,inst",
+    f"TOPICLEN={TOPIC_MAX}", f"KICKLEN={REASON_MAX}", f"AWAYLEN={AWAY_MAX}", "PREFIX=(ov)@+", "CHANMODES=b,k,l,inst",
     "NETWORK=chatd", f"LINELEN={LINE_MAX}", f"CHANLIMIT=#:{CHANNELS_MAX}",
     f"TARGMAX=JOIN:{TARGETS_MAX},PART:{TARGETS_MAX},PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},"
     f"WHOIS:{TARGETS_MAX},KICK:{TARGETS_MAX}", f"CHATHISTORY={HISTORY_MAX}", "MSGREFTYPES=msgid,timestamp",
@@ -137,6 +137,8 @@ class IrcRenderer:
         self.away_of = away_of or (lambda name: None)
         #: The web page where a member logs in to download a shared file (``web_page_url``; "": no link).
         self.files_at = ""
+        #: A room's key as a ``MODE +k`` shows it to the members (its key now, not in the event: never stored there).
+        self.key_of: Callable[[str], str] = lambda room: "*"
 
     def render(self, events: Sequence[RoomEvent]) -> Batch:
         parts = tuple((name_key(event.sender), _what(event), self.event_lines(event)) for event in events)
@@ -180,6 +182,13 @@ class IrcRenderer:
             return line(source, "MODE", channel, modes, target, tags=tags)
         if kind is EventKind.SETTING:
             flag = _SETTING_MODES.get(event.target)
+            if event.target == "limit" or event.target == "key":
+                on = event.text != "off"
+                value = (event.text if event.target == "limit" else self.key_of(event.room)) if on else "*"
+                sign = "+" if on else "-"
+                modes = sign + event.target[0]
+                return line(source, "MODE", channel, modes, *([value] if on or event.target == "key" else []),
+                            tags=tags)
             if flag is not None:
                 on = event.text == "on"
                 sign = "+" if on != (flag == "t") else "-"  # open-topic on is -t
@@ -243,13 +252,14 @@ class Renderers:
         self._by_caps: dict[frozenset[str], IrcRenderer] = {}
         self.server, self.mask, self.is_account, self.away_of = server, mask, is_account, away_of
         self.files_at = ""
+        self.key_of: Callable[[str], str] = lambda room: "*"
 
     def get(self, caps: Iterable[str]) -> IrcRenderer:
         key = frozenset(caps) & RENDERING_CAPS
         renderer = self._by_caps.get(key)
         if renderer is None:
             renderer = self._by_caps[key] = IrcRenderer(key, self.server, self.mask, self.is_account, self.away_of)
-            renderer.files_at = self.files_at
+            renderer.files_at, renderer.key_of = self.files_at, self.key_of
         return renderer
 
 
@@ -296,8 +306,14 @@ class IrcFactory(Factory):
         self.renderers = Renderers(server, self.mask, lambda name: name_key(name) in chat.accounts,
                                    chat.presence.message)
         self.renderers.files_at = files_at
+        self.renderers.key_of = self.key_of
         chat.presence.watchers.append(self.away_changed)
         self.created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    def key_of(self, room: str) -> str:
+        """The key of the room ``room`` now, as ``MODE +k`` shows it to its members ("*" if none)."""
+        found = self.chat.rooms.get(name_key(room))
+        return found.authority.key if found is not None and found.authority.key else "*"
 
     def mask(self, name: str) -> str:
         """How the user ``name`` is shown as a source: ``nick!user@host`` (``user``: an IRC user's USER name)."""

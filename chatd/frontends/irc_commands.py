@@ -27,7 +27,7 @@ from chatd.commands.builtin import SAY as _SAY_COMMAND
 from chatd.commands.moderation import CLEAR_TOPIC
 from chatd.core.events import EventKind, RoomEvent
 from chatd.frontends.irc_wire import HOST, LINE_MAX, Message, channel_name, iso_time, line, split_text, tagged
-from chatd.moderation import REASON_MAX, Role
+from chatd.moderation import REASON_MAX, Role, key_problem, limit_problem
 from chatd.nodes import members_everywhere, online_user, online_users
 from chatd.passwords import password_problem
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key
@@ -360,14 +360,19 @@ def quit_(self: IrcConnection, message: Message) -> None:
 
 @handles("JOIN", params=1)
 def join(self: IrcConnection, message: Message) -> None:
-    """JOIN #a,#b (keys ignored; JOIN 0 leaves every channel): a room that does not exist is created first."""
+    """
+    ``JOIN #a,#b [key1,key2]`` (a room's key: chatd's ``join ROOM KEY``; ``JOIN 0`` leaves every channel): a
+    room that does not exist is created first.
+    """
     targets = message.params[0].split(",")[:TARGETS_MAX]
+    keys = message.params[1].split(",") if len(message.params) > 1 else []
     if targets == ["0"]:
         for channel in list(self.channels.values()):
             self.run_command(channel, "exit", [])
         return
-    for target in targets:
+    for number, target in enumerate(targets):
         name = target[1:]
+        key = keys[number] if number < len(keys) else ""
         if not target.startswith("#") or check_name(name, "room", ROOM_NAME_MAX):
             self.numeric("403", target or "*", "No such channel")
             continue
@@ -379,7 +384,7 @@ def join(self: IrcConnection, message: Message) -> None:
         channel = self.new_channel(name)
         refused = _join_refused(self, target, name)
         if name_key(name) in self.chat.rooms:
-            self.run_command(channel, "join", [name], failed=refused)
+            self.run_command(channel, "join", [name] + ([key] if key and " " not in key else []), failed=refused)
         else:
             self.run_command(self, "create", [name], failed=_join_refused(self, target, name, channel), quiet=True,
                              done=_then_join(self, channel, name, refused))
@@ -388,8 +393,9 @@ def join(self: IrcConnection, message: Message) -> None:
 def _join_refused(self: IrcConnection, target: str, name: str,
                   channel: Channel | None = None) -> Callable[[errors.ChatError], None]:
     """
-    What a refused JOIN answers: 403 no such room, 473 invite-only, 474
-    banned (or anything else); ``channel``: the room was being created by
+    What a refused JOIN answers: 403 no such room, 471 full, 475 a key
+    missing or wrong, 473 invite-only, 474 banned (or anything else);
+    ``channel``: the room was being created by
     someone else (NameTaken): join it instead.
     """
 
@@ -399,6 +405,10 @@ def _join_refused(self: IrcConnection, target: str, name: str,
             self.run_command(channel, "join", [name], failed=_join_refused(self, target, name))
         elif isinstance(error, errors.NoSuchRoom):
             self.numeric("403", target, "No such channel")
+        elif isinstance(error, errors.RoomFull):
+            self.numeric("471", target, "Cannot join channel (+l): " + str(error))
+        elif isinstance(error, errors.BadRoomKey):
+            self.numeric("475", target, "Cannot join channel (+k): " + str(error))
         elif room is not None and room.authority.invite_only and "invite-only" in str(error):
             self.numeric("473", target, "Cannot join channel (+i): " + str(error))
         elif isinstance(error, errors.NotAllowed):
@@ -645,7 +655,8 @@ def mode(self: IrcConnection, message: Message) -> None:
     the topic), the ban list (``367``/``368``), and changes mapped onto
     chatd's moderation: ``+b``/``-b`` ban/unban (``nick!*@*``: chatd bans
     names), ``+o``/``-o`` op/deop (the owner's), ``+i``/``-i`` invite-only,
-    ``+s``/``-s`` secret, ``+t``/``-t`` open-topic off/on. Other modes: ``472``.
+    ``+s``/``-s`` secret, ``+t``/``-t`` open-topic off/on, ``+k KEY``/``-k``
+    the key, ``+l N``/``-l`` the member limit (``696`` for a bad value). Other modes: ``472``.
     """
     target = message.params[0]
     if not target.startswith("#"):
@@ -657,9 +668,12 @@ def mode(self: IrcConnection, message: Message) -> None:
     shown = channel_name(room.name)
     if len(message.params) == 1:
         authority = room.authority
-        flags = ("i" if authority.invite_only else "") + "n" + ("s" if authority.secret else "") + (
+        flags = ("i" if authority.invite_only else "") + ("k" if authority.key else "") + (
+            "l" if authority.limit else "") + "n" + ("s" if authority.secret else "") + (
             "" if authority.open_topic else "t")
-        self.numeric("324", shown, "+" + flags, text=False)
+        values = ([authority.key if room.key in self.channels else "*"] if authority.key else []) + (
+            [str(authority.limit)] if authority.limit else [])  # (the key to members only, as InspIRCd)
+        self.numeric("324", shown, "+" + flags, *values, text=False)
         if room.created:  # (the public room has always been there: no 329)
             created = datetime.fromisoformat(room.created.replace("Z", "+00:00"))
             self.numeric("329", shown, str(int(created.timestamp())), text=False)
@@ -704,6 +718,9 @@ def mode(self: IrcConnection, message: Message) -> None:
         elif letter == "i":
             self.run_command(channel, "invite-only", ["on" if sign == "+" else "off"], quiet=True,
                              failed=_notice_error(self))
+        elif letter == "k" or letter == "l":
+            self.run_command(channel, "key" if letter == "k" else "limit", [argument if sign == "+" else "off"],
+                             quiet=True, failed=_notice_error(self))
         elif letter == "s":
             self.run_command(channel, "secret", ["on" if sign == "+" else "off"], quiet=True,
                              failed=_notice_error(self))
@@ -726,6 +743,15 @@ def _mode_changes(self: IrcConnection, channel: str, modes: str, arguments: list
                 self.numeric("472", "v", "chatd has no voice: everyone in a room may speak unless muted")
                 continue
             if letter == "o" and not argument:
+                continue
+            changes.append((sign, letter, argument))
+        elif letter == "k" or letter == "l":
+            argument = arguments.pop(0) if arguments and (sign == "+" or letter == "k") else ""
+            problem = (key_problem(argument) if letter == "k" else limit_problem(argument)) if sign == "+" else None
+            if problem is None and letter == "k" and argument.lower() == "off" and sign == "+":
+                problem = "off means no key in chatd: choose another key."
+            if problem:  # (a key is never echoed: *; Modern IRC, ERR_INVALIDMODEPARAM)
+                self.numeric("696", channel, letter, "*" if letter == "k" or not argument else argument, problem)
                 continue
             changes.append((sign, letter, argument))
         elif letter in _FLAG_MODES:

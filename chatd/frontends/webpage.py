@@ -116,12 +116,13 @@ class RoomsCaller(Caller, Protocol):
 def room_value(caller: Caller, room: Room) -> dict[str, Any]:
     """
     A room as the page lists it: name, members (in it now), topic, unread (None: never left), owner,
-    invite_only, secret.
+    invite_only, secret, keyed (a key is needed: never the key), limit (0: none).
     """
     factory = caller.factory
     return {"name": room.name, "members": len(members_everywhere(factory, room)), "topic": room.authority.topic,
             "unread": factory.unread(caller.session.name, room), "owner": room.owner,
-            "invite_only": room.authority.invite_only, "secret": room.authority.secret}
+            "invite_only": room.authority.invite_only, "secret": room.authority.secret,
+            "keyed": bool(room.authority.key), "limit": room.authority.limit}
 
 
 WEB_TABLE = TABLE.copy()

@@ -93,7 +93,9 @@ function actionParts(event) {
     case "unmute":
       return event.sender ? [by, " unmuted ", target] : [target, " may speak again (the mute ran out)"];
     case "topic": return event.text ? [by, " set the topic: ", userText(event.text)] : [by, " cleared the topic"];
-    case "setting": return [by, " turned ", userText(event.target), " ", userText(event.text)];
+    case "setting": return event.text === "on" || event.text === "off"
+      ? [by, " turned ", userText(event.target), " ", userText(event.text)]
+      : [by, " set ", userText(event.target), " to ", userText(event.text)];
     case "invite":
       return event.text === "withdrawn" ? [by, " withdrew ", target, "'s invitation"] : [by, " invited ", target];
     case "op": return event.sender === event.target ? [by, " took the operator role back"]
