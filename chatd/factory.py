@@ -871,6 +871,8 @@ class ChatFactory(Factory):
         self._left_room(session, room, event)
         if not self.closing:
             quitting = quit or event != "leave"
+            if quitting and not reason and event == "disconnect":
+                reason = "Connection closed"  # (IRC's QUIT text for a connection that just went, docs/IRC.md)
             self.publish(room, session.name or "", EventKind.LEAVE, reason, "quit" if quitting else "")
 
     def _left_room(self, session: Session, room: Room, event: LeaveReason) -> None:

@@ -658,7 +658,7 @@ def test_part_and_quit_reasons_reach_irc_members_and_a_quit_is_one_line(world):
     telnet.send("join public")
     alice.lines(), bob.lines()
     telnet.disconnect()
-    assert alice.lines() == [":carol!carol@chatd QUIT :Quit"]
+    assert alice.lines() == [":carol!carol@chatd QUIT :Connection closed"]  # (as docs/IRC.md says)
     alice.transport.loseConnection()
     alice.protocol.connectionLost(None)
     assert bob.lines().count(":alice!alice@chatd QUIT :Connection closed") == 1
@@ -1075,3 +1075,32 @@ def test_a_file_shared_in_a_room_is_a_notice_with_the_web_pages_address_when_the
         factory.publish(factory.rooms["public"], "bob", EventKind.FILE, "notes.txt (1.2 KiB, sha256 ab12)")
         assert alice.lines() == [f":chatd NOTICE #public :bob shared a file: notes.txt (1.2 KiB, sha256 ab12){said}"]
         alice.send("QUIT")
+
+
+def test_every_quit_of_a_nick_that_came_back_is_told(world):
+    """Issue 16 (tester16u): a nick that quits, comes back and quits again is told each time, telnet or IRC."""
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.register("alice")
+    alice.send("JOIN #lab")
+    Client(factory, clock).register("carol")
+    for round in range(3):
+        bob = IrcClient(irc, clock, port=40001 + round)
+        bob.register("bob")
+        bob.send("JOIN #lab")
+        bob.send(f"QUIT :round {round}")
+        telnet = Client(factory, clock)
+        telnet.login("carol")
+        telnet.send("join lab")
+        telnet.disconnect()
+        got = alice.lines()
+        assert [text for text in got if " QUIT " in text] == [f":bob!bob@chatd QUIT :Quit: round {round}",
+                                                               ":carol!carol@chatd QUIT :Connection closed"]
+    # Back in a room the observer joins after it (a NAMES, no JOIN seen): its QUIT is told too.
+    bob = IrcClient(irc, clock, port=40010)
+    bob.register("bob")
+    bob.send("JOIN #other")
+    alice.send("JOIN #other")
+    alice.lines()
+    bob.send("QUIT :last")
+    assert alice.lines()[0] == ":bob!bob@chatd QUIT :Quit: last"  # (then #other, a guest's room, is deleted)

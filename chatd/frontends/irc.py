@@ -88,8 +88,8 @@ def default_mask(name: str) -> str:
     return f"{name}!{name}@{HOST}"
 
 
-#: What a part of a :class:`Batch` is, for the members that leave some out: a PRIVMSG, a QUIT, anything else.
-SAID, QUIT, OTHER = 1, 2, 0
+#: What a part of a :class:`Batch` is, for the members that leave some out: a PRIVMSG, a QUIT, a JOIN, anything else.
+SAID, QUIT, JOINED, OTHER = 1, 2, 3, 0
 
 
 class Batch(NamedTuple):
@@ -98,12 +98,13 @@ class Batch(NamedTuple):
     for a member that must leave some out, ``parts`` (sender key, SAID /
     QUIT / OTHER, the lines): its own PRIVMSGs without echo-message
     (``senders``: who said something), a QUIT it had from another room
-    already (``quits``: who quit).
+    already (``quits``: who quit; ``joins``: who joined, back after a QUIT).
     """
 
     data: bytes
     senders: frozenset[str]
     quits: frozenset[str]
+    joins: frozenset[str]
     parts: tuple[tuple[str, int, bytes], ...]
 
     def without(self, said: str, quits: Container[str]) -> bytes:
@@ -144,7 +145,8 @@ class IrcRenderer:
         parts = tuple((name_key(event.sender), _what(event), self.event_lines(event)) for event in events)
         senders = frozenset(sender for sender, what, _ in parts if what == SAID)
         quits = frozenset(sender for sender, what, _ in parts if what == QUIT)
-        return Batch(b"".join(data for _, _, data in parts), senders, quits, parts)
+        joins = frozenset(sender for sender, what, _ in parts if what == JOINED)
+        return Batch(b"".join(data for _, _, data in parts), senders, quits, joins, parts)
 
     def tags(self, event: RoomEvent) -> str:
         tags = []
@@ -210,6 +212,8 @@ def _what(event: RoomEvent) -> int:
     kind = event.kind
     if kind is EventKind.SAY or kind is EventKind.ME:
         return SAID
+    if kind is EventKind.JOIN:
+        return JOINED
     return QUIT if kind is EventKind.LEAVE and event.target == "quit" else OTHER
 
 
@@ -984,21 +988,25 @@ class IrcConnection(Protocol, _Caller):
         """
         Room events from one of its channels: without its own PRIVMSGs
         unless it asked for echo-message, and a user quitting several rooms
-        shared with it is one QUIT (the first room's; ``_quits``).
+        shared with it is one QUIT (the first room's; ``_quits``, forgotten
+        when the user joins a room again: its next QUIT is told).
         """
         if self.ended:
             return
         said = name_key(self.name) if self.name is not None and "echo-message" not in self.caps else ""
         quits = self._quits
-        if payload.quits:
-            seen = {key for key in payload.quits if key in quits}
-            for key in payload.quits:
-                quits[key] = None
+        seen = set()
+        if payload.quits or (quits and payload.joins):
+            for sender, what, _ in payload.parts:  # (in order: a JOIN then a QUIT in one batch is a new QUIT)
+                if what == QUIT:
+                    if sender in quits:
+                        seen.add(sender)
+                    quits[sender] = None
+                elif what == JOINED:
+                    quits.pop(sender, None)
             if len(quits) > 64:  # (only quits of this turn matter: a quitter's rooms are told at once)
                 for key in list(quits)[:-64]:
                     del quits[key]
-        else:
-            seen = set()
         if (said and said in payload.senders) or seen:
             self._write(payload.without(said, seen))
         else:
@@ -1027,6 +1035,9 @@ class IrcConnection(Protocol, _Caller):
 
     def joined(self, channel: Channel, room: Room) -> None:
         """The answer to a JOIN after the JOIN itself: the topic (332), the names (353, 366)."""
+        if self._quits:  # (a member seen quitting before is back: its next QUIT is told)
+            for name in room.member_names():
+                self._quits.pop(name_key(name), None)
         if room.authority.topic:
             self.numeric("332", channel_name(room.name), room.authority.topic)
         self.names(room)
