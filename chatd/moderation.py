@@ -560,6 +560,8 @@ class Moderation:
         """Take the account ``target``, banned by ``by`` for ``seconds`` (0: until lifted), out of ``room`` if it is in it."""
         member = self.member(room, target)
         if member is not None:
+            # The room sees the member go as for a kick (IRC: a KICK by the operator, as servers enforcing bans do).
+            self._publish(room, by, EventKind.KICK, reason or "Banned", member.name or target)
             self.factory.remove_member(room, member, "banned")
             for_how_long = f" for {duration_text(seconds)}" if seconds else ""
             member.removed(room, f"You were banned from {room.name} by {by or SERVER_NAME}{for_how_long}"
@@ -609,8 +611,8 @@ class Moderation:
     def ban(self, room: Room, by: str, target: str, seconds: int, reason: str) -> defer.Deferred[str]:
         """
         Ban the account ``target`` from ``room`` for ``seconds`` (0: until
-        lifted), durably; then it is taken out of the room if it is in it,
-        the room sees a BAN event. Fires with the account's name as stored.
+        lifted), durably; the room sees a BAN event, then, if it is in the
+        room, a KICK by ``by`` (the reason, else "Banned") and it is taken out. Fires with the account's name as stored.
         """
         return self._sanction_change(room, "ban", by, target, seconds, reason)
 

@@ -511,9 +511,10 @@ def test_kick_invite_and_channel_modes_map_onto_chatd_moderation(world):
     assert bob.lines()[0] == ":bob!bob@chatd JOIN #lab"
     alice.lines()
     alice.send("MODE #lab +b bob!*@*")
-    assert alice.lines() == [":alice!alice@chatd MODE #lab +b bob!*@*"]
-    assert bob.lines() == [":alice!alice@chatd MODE #lab +b bob!*@*",
-                           ":chatd KICK #lab bob :You were banned from lab by alice"]
+    # Every member sees the banned member go: a KICK by the operator (as IRC servers that enforce bans do).
+    assert alice.lines() == [":alice!alice@chatd MODE #lab +b bob!*@*", ":alice!alice@chatd KICK #lab bob :Banned"]
+    assert bob.lines() == [":alice!alice@chatd MODE #lab +b bob!*@*", ":alice!alice@chatd KICK #lab bob :Banned"]
+    assert "bob" not in factory.rooms["lab"].member_names()
     alice.send("MODE #lab +b")
     assert alice.lines() == [":chatd 367 alice #lab bob!*@* alice", ":chatd 368 alice #lab :End of channel ban list"]
     bob.send("JOIN #lab")

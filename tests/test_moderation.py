@@ -215,6 +215,7 @@ def test_a_ban_removes_the_member_keeps_them_out_and_runs_out_on_time(lab):
     carol.send("/ban bob 10m flooding the room")
     stamp, until = clock_stamp(clock), hhmm(clock, 600)
     assert carol.output() == (f"{stamp} * carol banned bob for 10m (flooding the room)\r\n"
+                              f"{stamp} * carol kicked bob (flooding the room)\r\n"  # (taken out: every member sees it)
                               "bob is banned from lab for 10m.\r\n")
     assert bob.output().endswith(
         "You were banned from lab by carol for 10m: flooding the room; type /exit to go back to the main menu.\r\n")
@@ -239,7 +240,8 @@ def test_a_ban_without_a_duration_lasts_until_lifted(lab):
     factory, clock, store, clients = lab
     carol, bob = clients["carol"], clients["bob"]
     carol.send("/ban bob")
-    assert carol.output().endswith("* carol banned bob\r\nbob is banned from lab until lifted.\r\n")
+    assert carol.output().endswith("* carol banned bob\r\n[14:13:20] * carol kicked bob (Banned)\r\n"
+                                   "bob is banned from lab until lifted.\r\n")
     bob.send("/exit")
     clock.advance(400 * 86400)
     bob.output()
@@ -814,7 +816,8 @@ def test_the_same_rules_and_events_through_a_structured_front_end():
     ann.run("kick", "carol", "")
     clock.advance(0)
     moderation = [(e.kind, e.sender, e.target, e.text, e.until and e.until - e.at) for e in ann.events if e.target]
-    assert moderation == [(EventKind.BAN, "ann", "bob", "spam", 600.0), (EventKind.KICK, "ann", "carol", "", 0.0)]
+    assert moderation == [(EventKind.BAN, "ann", "bob", "spam", 600.0), (EventKind.KICK, "ann", "bob", "spam", 0.0),
+                          (EventKind.KICK, "ann", "carol", "", 0.0)]
     assert carol.room is None and carol.replies[-1] == "You were kicked from lab by ann"
     assert "You were banned from lab by ann for 10m: spam" in bob.output()
 

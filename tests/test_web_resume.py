@@ -102,7 +102,7 @@ def test_the_login_message_carries_a_token_and_a_resume_catches_up_on_the_room(w
     history = answer[2]
     assert history["replay"] is True and history["older"] is None
     assert [(e["kind"], e["sender"], e["text"]) for e in history["events"]] == [
-        ("leave", "ann", ""), ("say", "bob", "two"), ("me", "bob", "three")]
+        ("leave", "ann", "Connection closed"), ("say", "bob", "two"), ("me", "bob", "three")]
     assert [e["id"] for e in history["events"]] == list(range(last + 1, last + 4))
     assert [(e["kind"], e["sender"]) for e in _events(answer)] == [("join", "ann")]
     assert factory.online["ann"].room.name == "public"

@@ -463,10 +463,7 @@ class Channel(_Caller):
         self._out(room, f"room {room.name} was deleted by {by}")
 
     def removed(self, room: Room, notice: str, gone: str) -> None:
-        if room.authority.bans.get(name_key(self.name or "")) is not None:
-            self.connection.send_line(line(self.connection.irc.server, "KICK", channel_name(room.name),
-                                           self.name or "*", notice))
-        self._out(room, "")
+        self._out(room, "")  # (the room's KICK, a kick's or a ban's, tells the client)
 
     def _out(self, room: Room, part: str) -> None:
         """No longer in ``room`` (deleted, kicked, banned): forget the channel; ``part``: tell the client why."""

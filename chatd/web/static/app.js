@@ -571,7 +571,7 @@ class Page {
       if (event.kind === "topic") this.showTopic(event.text);
       if (event.kind === "join" && event.sender !== this.me) this.showHere(this.here + 1);
       if (event.kind === "leave") this.showHere(Math.max(1, this.here - 1));
-      if ((event.kind === "kick" || event.kind === "ban") && event.target !== this.me) {
+      if (event.kind === "kick" && event.target !== this.me) {  // (a ban of a member is followed by its kick)
         this.showHere(Math.max(1, this.here - 1));
       }
     }
