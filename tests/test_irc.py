@@ -1105,3 +1105,47 @@ def test_every_quit_of_a_nick_that_came_back_is_told(world):
     alice.lines()
     bob.send("QUIT :last")
     assert alice.lines()[0] == ":bob!bob@chatd QUIT :Quit: last"  # (then #other, a guest's room, is deleted)
+
+
+def test_kept_private_messages_come_after_the_welcome_burst_with_sasl_and_pass(members_only):
+    """Issue 16 (tester16u): with SASL they came between 903 and 001; docs/IRC.md says after 376."""
+    factory, clock, irc = members_only
+    first = Client(factory, clock)
+    first.register("ann")
+    first.disconnect()
+    tel = Client(factory, clock)
+    tel.register("tel")
+    tel.send("join public")
+    for way in ("sasl", "pass"):
+        tel.send(f"/msg ann kept by {way}")
+        ann = IrcClient(irc, clock, port=40100 if way == "sasl" else 40101)
+        if way == "sasl":
+            good = base64.b64encode(b"ann\0ann\0secret1").decode()
+            ann.send("CAP LS 302", "NICK ann", "USER annie 0 * :x", "CAP REQ :sasl", "AUTHENTICATE PLAIN",
+                     f"AUTHENTICATE {good}")
+            got = ann.lines()
+            assert codes(got) == ["900", "903"] and not any("PRIVMSG" in text for text in got)
+            assert ":chatd 900 ann ann!annie@chatd ann :You are now logged in as ann" in got  # the prefix of its lines
+            ann.send("CAP END")
+            got = ann.lines()
+        else:
+            got = ann.register("ann", "PASS ann:secret1")
+        numerics = [index for index, text in enumerate(got) if text.startswith(":chatd 376 ")]
+        kept = [index for index, text in enumerate(got) if f"PRIVMSG ann :kept by {way}" in text]
+        assert numerics and kept and kept[0] > numerics[0], got
+        ann.send("QUIT")
+        tel.output()
+
+
+def test_a_quit_shows_the_same_prefix_as_the_users_other_lines(world):
+    """Issue 16 (tester16u): QUIT showed nick!nick@chatd while JOIN and PRIVMSG showed nick!USERNAME@chatd."""
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.register("alice")
+    alice.send("JOIN #lab")
+    bob = IrcClient(irc, clock, port=40001)
+    bob.send("NICK bob", "USER robert 0 * :Bob")
+    bob.send("JOIN #lab", "PRIVMSG #lab :hi", "QUIT :bye")
+    got = alice.lines()
+    assert [text for text in got if text.startswith(":bob")] == [
+        ":bob!robert@chatd JOIN #lab", ":bob!robert@chatd PRIVMSG #lab :hi", ":bob!robert@chatd QUIT :Quit: bye"]

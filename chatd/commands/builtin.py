@@ -263,7 +263,13 @@ def msg(caller: Caller, target: str, text: str) -> defer.Deferred[None]:
 
 
 def deliver_queued(caller: Caller) -> None:
-    """Give a user who just logged in the private messages kept for them, with their times and senders."""
+    """
+    Give a user who just logged in the private messages kept for them, with
+    their times and senders; not yet to a caller whose ``queued_later`` is
+    true (an IRC connection before its welcome burst delivers them after it).
+    """
+    if getattr(caller, "queued_later", False):
+        return
     queued = caller.factory.take_private(caller.session)
     if queued:
         first = datetime.fromtimestamp(queued[0].at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -83,9 +83,14 @@ def private_id(message: PrivateMessage) -> str:
     return hashlib.blake2s(identity, digest_size=9).hexdigest()
 
 
+def user_mask(name: str, user: str = "") -> str:
+    """``name!user@chatd``: how a user is shown as a source (``user``: its IRC USER name; "": ``name``)."""
+    return f"{name}!{user or name}@{HOST}"
+
+
 def default_mask(name: str) -> str:
     """``name!name@chatd``: how a user without an IRC connection of its own is shown as a source."""
-    return f"{name}!{name}@{HOST}"
+    return user_mask(name)
 
 
 #: What a part of a :class:`Batch` is, for the members that leave some out: a PRIVMSG, a QUIT, a JOIN, anything else.
@@ -305,6 +310,9 @@ class IrcFactory(Factory):
         self.users: dict[str, IrcConnection] = {}
         #: The last GONE_MAX IRC users who left (nick, user name, real name, when), oldest first: WHOWAS.
         self.gone: deque[tuple[str, str, str, float]] = deque(maxlen=GONE_MAX)
+        #: The USER names of IRC users who left, by name key (the last GONE_MAX): their QUIT, rendered after
+        #: they went, shows the prefix their other lines had (:meth:`mask`).
+        self.left_users: dict[str, str] = {}
         #: The most users online at once since start (LUSERS 265/266), as seen by the IRC front-end.
         self.most_users = 0
         self.renderers = Renderers(server, self.mask, lambda name: name_key(name) in chat.accounts,
@@ -321,8 +329,9 @@ class IrcFactory(Factory):
 
     def mask(self, name: str) -> str:
         """How the user ``name`` is shown as a source: ``nick!user@host`` (``user``: an IRC user's USER name)."""
-        connection = self.users.get(name_key(name))
-        return f"{name}!{connection.user}@{HOST}" if connection is not None else f"{name}!{name}@{HOST}"
+        key = name_key(name)
+        connection = self.users.get(key)
+        return user_mask(name, connection.user if connection is not None else self.left_users.get(key, ""))
 
     def user_info(self, name: str) -> tuple[str, str, str]:
         """(user name, host, real name) of the online user ``name``: an IRC user's from USER, others' made up."""
@@ -603,6 +612,11 @@ class IrcConnection(Protocol, _Caller):
     @property
     def held(self) -> bool:
         return self.pacing.held
+
+    @property
+    def queued_later(self) -> bool:
+        """Kept private messages wait for the welcome (after 376, whichever way it logged in: deliver_queued)."""
+        return not self.registered
 
     @property
     def target(self) -> str:
@@ -887,7 +901,7 @@ class IrcConnection(Protocol, _Caller):
         self.name = name
         self.chat.attach(self)
         if self.auth == "sasl":
-            self.numeric("900", self.irc.mask(name), name, f"You are now logged in as {name}")
+            self.numeric("900", user_mask(name, self.user), name, f"You are now logged in as {name}")
             self.numeric("903", "SASL authentication successful")
         elif self.auth == "register":
             self.from_server("REGISTER", "SUCCESS", name, text)
@@ -1147,6 +1161,11 @@ class IrcConnection(Protocol, _Caller):
         if self.name is not None and self.irc.users.get(name_key(self.name)) is self:
             del self.irc.users[name_key(self.name)]
             self.irc.gone.append((self.name, self.user, self.realname, chat.reactor.seconds()))
+            left = self.irc.left_users
+            left.pop(name_key(self.name), None)
+            left[name_key(self.name)] = self.user
+            if len(left) > GONE_MAX:
+                del left[next(iter(left))]
         if self.guest and self.name is not None:
             self._forget_guest(self.name)
 
