@@ -317,6 +317,23 @@ def test_a_long_room_line_becomes_several_privmsgs_within_512_bytes():
     assert " ".join(text.split(b" :", 1)[1].decode() for text in lines).split() == ["word"] * 300
 
 
+def test_each_piece_of_a_long_line_has_its_own_msgid_and_a_pieces_msgid_names_its_line(world):
+    """Issue 16 (tester16u): the pieces carried one msgid twice; IRCv3 message-ids: a msgid is unique."""
+    event = RoomEvent("public", 7, 0.0, "bob", EventKind.SAY, "word " * 300)
+    lines = IrcRenderer(frozenset({"message-tags"})).render([event]).data.decode().split("\r\n")[:-1]
+    assert [text.split(" ", 1)[0] for text in lines] == ["@msgid=public-7", "@msgid=public-7.2", "@msgid=public-7.3",
+                                                        "@msgid=public-7.4"]
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.register("alice", "CAP REQ :batch message-tags draft/chathistory", "CAP END")
+    alice.send("JOIN #public", "PRIVMSG #public :first")
+    alice.lines()
+    alice.send("CHATHISTORY AROUND #public msgid=public-2.2 10")  # (a piece of public-2 names public-2)
+    got = alice.lines()
+    assert not any(" FAIL " in text or text.startswith("FAIL") for text in got)
+    assert any(text.endswith("PRIVMSG #public :first") for text in got), got
+
+
 def test_lines_pay_the_flood_allowance_and_reading_pauses_over_it(tmp_path):
     factory, clock = make_factory(str(tmp_path), Settings(flood_rate=1, flood_burst=4))
     bob = Client(factory, clock)

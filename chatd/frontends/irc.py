@@ -244,10 +244,17 @@ def _notice_text(event: RoomEvent) -> str:
 
 def privmsg_lines(source: str, target: str, text: str, action: bool = False, tags: str = "",
                   command: str = "PRIVMSG") -> bytes:
-    """A PRIVMSG (or an ACTION) of ``text``, as several lines if it would pass 512 bytes."""
+    """
+    A PRIVMSG (or an ACTION) of ``text``, as several lines if it would pass
+    512 bytes; each piece after the first has its own ``msgid``, the line's
+    with ``.N`` (N = 2, 3, ...): IRCv3 message-ids says a msgid is unique.
+    """
     head = len(f":{source} {command} {target} :".encode()) + 2 + (9 if action else 0)
     out = []
-    for piece in split_text(text, LINE_MAX - head):
+    for number, piece in enumerate(split_text(text, LINE_MAX - head), 1):
+        if number > 1 and "msgid=" in tags:
+            tags = ";".join(tag.partition(".")[0] + f".{number}" if tag.startswith("msgid=") else tag
+                            for tag in tags.split(";"))
         out.append(line(source, command, target, f"\x01ACTION {piece}\x01" if action else piece, tags=tags))
     return b"".join(out)
 

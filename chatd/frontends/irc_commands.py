@@ -995,12 +995,16 @@ _HISTORY_KINDS = frozenset({EventKind.SAY, EventKind.ME})
 
 
 def _history_ref(text: str) -> tuple[str, float] | None:
-    """``*``, ``msgid=lab-42`` (an event id), ``timestamp=2026-...Z`` (seconds since the epoch) as (kind, value)."""
+    """
+    ``*``, ``msgid=lab-42`` (an event id; ``lab-42.2``, a piece of a long
+    line, names its line), ``timestamp=2026-...Z`` (seconds since the epoch)
+    as (kind, value).
+    """
     if text == "*":
         return ("*", 0.0)
     kind, _, value = text.partition("=")
     if kind == "msgid":
-        number = value.rpartition("-")[2]
+        number = value.rpartition("-")[2].partition(".")[0]
         return ("msgid", float(number)) if number.isdigit() else None
     if kind == "timestamp":
         try:
