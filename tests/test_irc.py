@@ -1166,3 +1166,30 @@ def test_a_quit_shows_the_same_prefix_as_the_users_other_lines(world):
     got = alice.lines()
     assert [text for text in got if text.startswith(":bob")] == [
         ":bob!robert@chatd JOIN #lab", ":bob!robert@chatd PRIVMSG #lab :hi", ":bob!robert@chatd QUIT :Quit: bye"]
+
+
+def test_a_ban_mask_bans_each_member_it_matches_and_a_mask_matching_nobody_is_told(world):
+    """Issue 16 (tester16u): irssi's /ban sends *!*user@host, WeeChat's *!user@host; both were refused."""
+    factory, clock, irc = world
+    alice, bob = two_in_lab(world)
+    telnet = Client(factory, clock)
+    telnet.register("tel")
+    telnet.send("join lab")
+    carol = IrcClient(irc, clock, port=40002)
+    carol.send("NICK carol", "USER Hotel 0 * :Carol", "JOIN #lab")
+    alice.lines(), bob.lines(), carol.lines()
+    alice.send("MODE #lab +b *!*TEL@chatd")  # irssi's /ban tel (ASCII case ignored): tel!tel@ and carol!Hotel@
+    got = alice.lines()
+    assert got[0] == ":chatd NOTICE #lab :*!*TEL@chatd bans tel, carol (chatd bans users by name)"
+    assert ":alice!alice@chatd MODE #lab +b tel!*@*" in got and ":alice!alice@chatd KICK #lab tel :Banned" in got
+    assert ":alice!alice@chatd MODE #lab +b carol!*@*" in got and ":alice!alice@chatd KICK #lab carol :Banned" in got
+    assert set(factory.rooms["lab"].member_names()) == {"alice", "bob"}
+    alice.send("@label=x1 MODE #lab +b *!nobody@*")  # WeeChat's form, matching nobody: said in the channel's context
+    assert alice.lines() == [":chatd NOTICE #lab :*!nobody@* matches nobody in #lab: nobody was banned "
+                             "(chatd bans users by name)"]
+    alice.send("MODE #lab +b bob!x@y")  # a literal nick part names that user
+    assert ":alice!alice@chatd MODE #lab +b bob!*@*" in alice.lines()
+    alice.send("MODE #lab -b *!*@chatd")
+    got = alice.lines()
+    assert got[0] == ":chatd NOTICE #lab :*!*@chatd lifts the bans on tel, carol, bob (chatd bans users by name)"
+    assert not factory.rooms["lab"].authority.bans

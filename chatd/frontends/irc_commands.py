@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import re
 from datetime import datetime, timezone
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -696,15 +697,7 @@ def mode(self: IrcConnection, message: Message) -> None:
         if not _operator(self, room, shown, needed):
             return
         if letter == "b":
-            nick = argument.split("!", 1)[0]
-            if any(char in nick for char in "*?") or not nick:
-                self.server_notice("chatd bans users by name: MODE #room +b nick (or nick!*@*).")
-                continue
-            if sign == "+" and self.chat.moderation.known(nick) is None:
-                self.numeric("401", nick, "No such nick/channel (chatd bans accounts and users online by name)")
-                continue
-            self.run_command(channel, "ban" if sign == "+" else "unban", [nick] + ([""] if sign == "+" else []),
-                             quiet=True, failed=_mode_error(self, shown, nick))
+            _ban_mask(self, channel, room, sign, argument)
         elif letter == "o":
             known = self.chat.moderation.known(argument)
             if known is None:
@@ -762,6 +755,70 @@ def _mode_changes(self: IrcConnection, channel: str, modes: str, arguments: list
         else:
             self.numeric("472", letter, f"is not a mode chatd knows for {channel}")
     return changes
+
+
+def _ban_mask(self: IrcConnection, channel: Channel, room: Room, sign: str, mask: str) -> None:
+    """
+    ``+b MASK`` / ``-b MASK``: chatd bans users by name, so a mask bans (or
+    unbans) each user it names: a literal nick part names that user (``tel``,
+    ``tel!*@*``, ``tel!x@y``); a mask with wildcards (``*!*tel@chatd``, irssi's
+    ``/ban``; ``*!tel@chatd``, WeeChat's) is matched, ``*`` and ``?`` with ASCII
+    case ignored (CASEMAPPING=ascii), against the full ``nick!user@host`` of
+    the room's members (``-b``: of its banned users). A mask other than a
+    plain nick is answered with a NOTICE to the channel saying whom it named,
+    or that it named nobody.
+    """
+    shown = channel_name(room.name)
+    nick, user, host = _mask_parts(mask)
+    moderation = self.chat.moderation
+    literal = not any(char in nick for char in "*?")
+    plain = literal and (mask == nick or mask == f"{nick}!*@*")
+    if sign == "+":
+        if literal and moderation.known(nick) is None and plain:
+            self.numeric("401", nick, "No such nick/channel (chatd bans accounts and users online by name)")
+            return
+        candidates = members_everywhere(self.chat, room)
+    else:
+        candidates = [moderation.display(key) for key in room.authority.bans]
+    named = moderation.known(nick) if literal else None  # (the user a literal nick part names)
+    if sign == "-" and plain:
+        names = [named or nick]  # (unban says whether it was banned)
+    else:
+        names = [named] if named and (sign == "+" or name_key(named) in room.authority.bans) else []
+    if not plain:
+        pattern = _mask_pattern(nick, user, host)
+        names += [name for name in candidates if name_key(name) not in {name_key(found) for found in names}
+                  and pattern.fullmatch(_ascii_lower(self.irc.mask(name)))]
+    if not plain:
+        did = "bans" if sign == "+" else "lifts the bans on"
+        self.from_server("NOTICE", shown, f"{mask} {did} {', '.join(names)} (chatd bans users by name)" if names
+                         else f"{mask} matches nobody {'in' if sign == '+' else 'banned from'} {shown}: nobody was "
+                              f"{'banned' if sign == '+' else 'unbanned'} (chatd bans users by name)")
+    for name in names:
+        self.run_command(channel, "ban" if sign == "+" else "unban", [name] + ([""] if sign == "+" else []),
+                         quiet=True, failed=_mode_error(self, shown, name))
+
+
+def _ascii_lower(text: str) -> str:
+    """``text`` with A-Z lowered only (IRC's CASEMAPPING=ascii)."""
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _mask_parts(mask: str) -> tuple[str, str, str]:
+    """A ban mask's (nick, user, host): ``nick``, ``nick!user``, ``user@host``, ``nick!user@host``; missing: ``*``."""
+    nick, _, rest = mask.partition("!") if "!" in mask else ("", "", mask) if "@" in mask else (mask, "", "")
+    user, _, host = rest.partition("@")
+    return nick or "*", user or "*", host or "*"
+
+
+def _mask_pattern(nick: str, user: str, host: str) -> re.Pattern[str]:
+    """A ban mask's parts as a regular expression for ``nick!user@host``: ``*`` any, ``?`` one, ASCII case ignored."""
+    full = f"{nick}!{user}@{host}"
+    return re.compile("".join(".*" if char == "*" else "." if char == "?" else re.escape(char)
+                              for char in _ascii_lower(full)), re.DOTALL)
 
 
 def _ban_list(self: IrcConnection, room: Room) -> None:
