@@ -150,21 +150,30 @@ def iso(seconds: float) -> str:
 
 @attrs.frozen(slots=True)
 class Sanction:
-    """A ban or a mute: ``by`` whom ("" : the server), ``until`` (seconds since the epoch; 0: until lifted), why."""
+    """
+    A ban or a mute: ``by`` whom ("" : the server), ``until`` (seconds since
+    the epoch; 0: until lifted), why, ``at``: when it was set (seconds since
+    the epoch; 0: not known, one stored before this was kept).
+    """
 
     by: str
     until: float
     reason: str
+    at: float = 0.0
 
     def encode(self) -> str:
-        """As stored (``RoomValue.value``): ``until=1790003600&by=ann&reason=spam``."""
-        return urlencode({"until": str(int(self.until)), "by": self.by, "reason": self.reason})
+        """As stored (``RoomValue.value``): ``until=1790003600&by=ann&reason=spam&at=1790000000``."""
+        fields = {"until": str(int(self.until)), "by": self.by, "reason": self.reason}
+        if self.at:
+            fields["at"] = str(int(self.at))
+        return urlencode(fields)
 
     @classmethod
     def decode(cls, value: str) -> Sanction:
         fields = dict(parse_qsl(value, keep_blank_values=True))
-        until = fields.get("until", "0")
-        return cls(fields.get("by", ""), float(until) if until.isdigit() else 0.0, fields.get("reason", ""))
+        until, at = fields.get("until", "0"), fields.get("at", "0")
+        return cls(fields.get("by", ""), float(until) if until.isdigit() else 0.0, fields.get("reason", ""),
+                   float(at) if at.isdigit() else 0.0)
 
     def over(self, now: float) -> bool:
         return bool(self.until) and self.until <= now
@@ -627,7 +636,7 @@ class Moderation:
             return defer.fail(errors.NoSuchUser(f"There is no user called {target}."))
         name, key = stored, name_key(stored)
         until = self.factory.reactor.seconds() + seconds if seconds else 0.0
-        sanction = Sanction(by, until, reason)
+        sanction = Sanction(by, until, reason, self.factory.reactor.seconds())
         event = self._sanction_event(room, kind, by, name, until, reason)
 
         def saved(_: None) -> str:
@@ -770,7 +779,11 @@ class Moderation:
             self._publish(room, by, EventKind.INVITE, "" if on else "withdrawn", name)
             session = self.factory.online.get(key)
             if on and session is not None:
-                session.notice(f"{by} invited you to {room.name}: type 'join {room.name}' at the menu to enter it.")
+                invited = getattr(session, "invited", None)  # (a front-end's own wording: IRC's INVITE line)
+                if invited is not None:
+                    invited(room, by)
+                else:
+                    session.notice(f"{by} invited you to {room.name}: type 'join {room.name}' at the menu to enter it.")
             return name
 
         event = LogEvent("invite" if on else "uninvite", by, room.name, {"target": name})

@@ -200,6 +200,9 @@ def test_operator_command_and_room_list_with_members_topic_and_unread(server, an
     ann.type_line("/topic Lab <b>work</b> here")
     telnet.expect(r"\* ann set the topic: Lab <b>work</b> here")
     bea.wait(lambda d: bea.text_of("#room-topic") == "Lab <b>work</b> here")
+    # The room list's entry of the room is not stale (issue 16, tester16u: it kept the old topic).
+    lab_entry = "const i = document.querySelector(\"#room-list li[data-room='lab'] .topic\"); return i ? i.textContent : ''"
+    bea.wait(lambda d: bea.driver.execute_script(lab_entry) == "Lab <b>work</b> here")
     bea.type_line("/topic by bea")  # not an operator of lab: refused as on telnet
     bea.wait_line("only")
     ann.find("#exit-room").click()

@@ -533,7 +533,8 @@ def test_kick_invite_and_channel_modes_map_onto_chatd_moderation(world):
     assert bob.lines() == [":alice!alice@chatd MODE #lab +b bob!*@*", ":alice!alice@chatd KICK #lab bob :Banned"]
     assert "bob" not in factory.rooms["lab"].member_names()
     alice.send("MODE #lab +b")
-    assert alice.lines() == [":chatd 367 alice #lab bob!*@* alice", ":chatd 368 alice #lab :End of channel ban list"]
+    assert alice.lines() == [":chatd 367 alice #lab bob!*@* alice 1790000000",  # (who, when: RFC 2812 5.1 / modern)
+                             ":chatd 368 alice #lab :End of channel ban list"]
     bob.send("JOIN #lab")
     assert codes(bob.lines()) == ["474"]
     alice.send("MODE #lab -b bob", "MODE #lab +xm", "MODE #lab -t")
@@ -1193,3 +1194,29 @@ def test_a_ban_mask_bans_each_member_it_matches_and_a_mask_matching_nobody_is_to
     got = alice.lines()
     assert got[0] == ":chatd NOTICE #lab :*!*@chatd lifts the bans on tel, carol, bob (chatd bans users by name)"
     assert not factory.rooms["lab"].authority.bans
+
+
+def test_an_invitation_from_another_front_end_is_an_invite_line_on_irc(world):
+    """Issue 16 (tester16u): the invitee got telnet's wording, "type 'join priv' at the menu"."""
+    factory, clock, irc = world
+    carol = Client(factory, clock)
+    carol.register("carol")
+    carol.send("create priv", "join priv", "/invite-only on")
+    bob = IrcClient(irc, clock)
+    bob.register("bob")
+    carol.send("/invite bob")
+    assert bob.lines() == [":carol!carol@chatd INVITE bob #priv"]
+    bob.send("JOIN #priv")
+    assert bob.lines()[0] == ":bob!bob@chatd JOIN #priv"
+
+
+def test_lusers_counts_the_invisible_users(world):
+    """Issue 16 (tester16u): 251 said 0 invisible though the clients had set +i."""
+    factory, clock, irc = world
+    alice = IrcClient(irc, clock)
+    alice.register("alice")
+    bob = IrcClient(irc, clock, port=40001)
+    bob.register("bob")
+    bob.send("MODE bob +i")
+    alice.send("LUSERS")
+    assert ":chatd 251 alice :There are 1 users and 1 invisible on 1 servers" in alice.lines()

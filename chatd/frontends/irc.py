@@ -943,7 +943,7 @@ class IrcConnection(Protocol, _Caller):
             tokens = tokens[12:]
 
     def lusers(self) -> None:
-        """251 (users on every front-end), 252 (server admins online), 253 (connections not logged in), 254, 255, 265/266."""
+        """251 (users on every front-end: visible, and IRC users with +i), 252 (server admins online), 253 (connections not logged in), 254, 255, 265/266."""
         chat, irc = self.chat, self.irc
         users = len(chat.online)
         irc.most_users = max(irc.most_users, users)
@@ -951,7 +951,8 @@ class IrcConnection(Protocol, _Caller):
                      if chat.is_admin(session.name) or getattr(session, "oper", False))
         unknown = sum(1 for connection in chat.connections if getattr(connection, "name", None) is None)
         most = irc.most_users
-        self.numeric("251", f"There are {users} users and 0 invisible on 1 servers")
+        invisible = sum(1 for session in chat.online.values() if "i" in getattr(session, "umodes", ""))
+        self.numeric("251", f"There are {users - invisible} users and {invisible} invisible on 1 servers")
         if admins:
             self.numeric("252", str(admins), "operator(s) online")
         if unknown:
@@ -1120,6 +1121,11 @@ class IrcConnection(Protocol, _Caller):
 
     def notice(self, text: str) -> None:
         self.server_notice(text)
+
+    def invited(self, room: Room, by: str) -> None:
+        """Invited to ``room`` by ``by`` (on any front-end): an ``INVITE`` line (RFC 2812 §3.2.7), IRC's wording."""
+        self.send_line(line(self.irc.mask(by) if by else self.irc.server, "INVITE", self.name or self.nick,
+                            channel_name(room.name)))
 
     def room_deleted(self, room: Room, by: str) -> None:
         channel = self.channels.get(room.key)

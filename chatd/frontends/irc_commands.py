@@ -621,8 +621,6 @@ def invite(self: IrcConnection, message: Message) -> None:
         return
     if not _operator(self, room, channel_target):
         return
-    if invitee is not None:
-        invitee.send_line(notice)  # (first: chatd's own notice of the invitation follows it)
     self.run_command(channel, "invite", [known], quiet=True, failed=_mode_error(self, channel_target, known),
                      done=lambda: self.numeric("341", known, channel_name(room.name), text=False))
 
@@ -822,13 +820,14 @@ def _mask_pattern(nick: str, user: str, host: str) -> re.Pattern[str]:
 
 
 def _ban_list(self: IrcConnection, room: Room) -> None:
-    """367 per ban that has not run out (``nick!*@*``, who set it), then 368."""
+    """367 per ban that has not run out (``nick!*@*``, who set it, when: seconds since the epoch), then 368."""
     moderation = self.chat.moderation
     now = self.chat.reactor.seconds()
     shown = channel_name(room.name)
     for key, ban in sorted(room.authority.bans.items()):
         if not ban.over(now):
-            self.numeric("367", shown, f"{moderation.display(key)}!*@*", ban.by or self.irc.server, text=False)
+            self.numeric("367", shown, f"{moderation.display(key)}!*@*", ban.by or self.irc.server,
+                         *([str(int(ban.at))] if ban.at else []), text=False)
     self.numeric("368", shown, "End of channel ban list")
 
 

@@ -497,6 +497,13 @@ class Page {
   showTopic(topic) {
     $("room-topic").textContent = topic || "";
     $("room-topic").hidden = !topic;
+    // The room list's entry of the room the user is in shows it too (as showHere does for the count).
+    const item = this.room === null ? null : document.querySelector(`#room-list li[data-room="${CSS.escape(this.room)}"]`);
+    if (item) {
+      const shown = item.querySelector(".topic");
+      if (shown) shown.remove();
+      if (topic) item.insertBefore(userText(topic, "topic"), item.querySelector(".delete"));
+    }
   }
 
   history(message) {
