@@ -331,3 +331,22 @@ def test_irc_on_one_node_sees_the_users_and_members_of_the_other(tmp_path):
     assert any(" 301 zed ann :lunch" in text for text in lines), lines
     assert any(text.endswith(" 303 zed :ann") for text in lines), lines
     assert any(" 302 zed :ann=-" in text for text in lines), lines
+
+
+def test_the_heartbeat_says_who_is_logged_in_every_tenth_beat_and_once_a_new_node_is_read(tmp_path):
+    from chatd.buses import redis as module
+
+    a, clock_a, _ = _node(tmp_path / "a")
+    Client(a, clock_a).register("ann")
+    bus = RedisBus("redis://127.0.0.1:9/0", Clock(), "a")  # (never started: its beats are kept here)
+    bus.listener, bus._running = Nodes(a), True
+    beats: list[list[Any]] = []
+    bus.share = beats.append  # type: ignore[method-assign]
+    for _ in range(module.ONLINE_EVERY + 2):
+        bus._beat()
+    assert [len(beat) for beat in beats] == [3] + [2] * (module.ONLINE_EVERY - 1) + [3, 2]
+    assert beats[0][2] == {"ann": [int(a.presence.since("ann")), ""]}
+    bus._apply("1-1", {"n": "b/1", "s": "1", "e": "", "b": "", "c": ""})  # (a node not read before)
+    bus._beat()
+    bus._beat()
+    assert [len(beat) for beat in beats[-2:]] == [3, 2]

@@ -26,10 +26,11 @@ every node delivers every room's events in the stream's one order.
 - **Rooms, accounts and sessions**: room creations and deletions, accounts
   registered, changed and deleted, and logins travel as entries of their own
   (:meth:`share`), in order with the events.
-- **Heartbeats**: every node appends ``["alive", {ROOM: [NAME, ...]}, {NAME:
-  [SINCE, AWAY]}]`` each :data:`BEAT` seconds (and ``["gone"]`` when it
-  stops); every node follows the others' members and logged-in users from it
-  and their joins, leaves, logins, logouts and away changes
+- **Heartbeats**: every node appends ``["alive", {ROOM: [NAME, ...]}]`` each
+  :data:`BEAT` seconds, with ``{NAME: [SINCE, AWAY]}`` after it every
+  :data:`ONLINE_EVERY` beats and once a new node is read (and ``["gone"]``
+  when it stops); every node follows the others' members and logged-in users
+  from it and their joins, leaves, logins, logouts and away changes
   (:meth:`online_elsewhere`); a node silent for
   :data:`DEAD_AFTER` seconds, or gone, has its users' leaves published by one
   survivor (:meth:`_gone`).
@@ -76,6 +77,9 @@ READ_BLOCK_MS = 2000
 #: Seconds between two heartbeats of a node; a node silent for DEAD_AFTER seconds is taken for dead.
 BEAT = 1.0
 DEAD_AFTER = 3.0
+#: Every this many heartbeats (and the next one after a node is first read) carries who is logged in here;
+#: logins, logouts and away changes travel at once in between.
+ONLINE_EVERY = 10
 #: The stream's key; room counters and node sequence keys share its prefix.
 STREAM = "chatd:events"
 
@@ -294,6 +298,8 @@ class RedisBus:
         #: changes), and the view made of it and ``_rooms_of`` (None: to be made again: :meth:`online_elsewhere`).
         self._online_of: dict[str, dict[str, list[Any]]] = {}
         self._view: dict[str, OnlineElsewhere] | None = None
+        self._beats_made = 0
+        self._online_due = True
         self._beats = LoopingCall(self._beat)
         self._beats.clock = reactor
         self._running = False
@@ -348,10 +354,14 @@ class RedisBus:
                 for room, names in self._rooms_of.get(node, {}).items():
                     for name in names:
                         rooms.setdefault(name, []).append(room)
-                for name, (since, away) in users.items():
+                for name, values in users.items():
+                    try:
+                        since, away = float(values[0]), str(values[1])
+                    except (TypeError, ValueError, IndexError):  # (not what a node of ours sends: skipped)
+                        continue
                     key = name_key(name)
                     if key not in view or view[key].since < since:
-                        view[key] = OnlineElsewhere(name, node, float(since), away or None, tuple(rooms.get(name, ())))
+                        view[key] = OnlineElsewhere(name, node, since, away or None, tuple(rooms.get(name, ())))
             self._view = view
         return self._view
 
@@ -483,6 +493,8 @@ class RedisBus:
             return None  # a retried batch that had been appended before its connection went
         self._seen[node] = seq
         if node != self.node:
+            if node not in self._nodes:
+                self._online_due = True  # (a node started: it learns who is logged in here at the next beat)
             self._nodes[node] = self.reactor.seconds()
         try:
             groups = decode(fields.get("e", ""), fields.get("b", ""))
@@ -556,8 +568,7 @@ class RedisBus:
         if change[0] == "alive" and not here:
             self._rooms_of[node] = {str(room): dict.fromkeys(map(str, names)) for room, names in change[1].items()}
             if len(change) > 2:
-                self._online_of[node] = {str(name): [float(since), str(away)] for name, (since, away) in
-                                         change[2].items()}
+                self._online_of[node] = dict(change[2])  # (checked as the view is made: once per change)
             self._view = None
             return
         if change[0] in ("login", "logout", "away") and not here:
@@ -601,13 +612,20 @@ class RedisBus:
         """
         Every BEAT seconds: say this node is alive, with who is in which room
         here (``["alive", {ROOM: [NAME, ...]}]``; none while the state shuts
-        down), and take the nodes silent for DEAD_AFTER seconds for dead.
+        down; every ONLINE_EVERY beats, or when a node was first read, also
+        ``{NAME: [SINCE, AWAY]}``: who is logged in here), and take the nodes
+        silent for DEAD_AFTER seconds for dead.
         """
         if not self._running:
             return
         members = self.listener.members() if self.listener is not None else {}
         if members is not None:
-            self.share(["alive", members, self.listener.online() if self.listener is not None else {}])
+            beat: list[Any] = ["alive", members]
+            if self.listener is not None and (self._online_due or self._beats_made % ONLINE_EVERY == 0):
+                beat.append(self.listener.online())
+                self._online_due = False
+            self._beats_made += 1
+            self.share(beat)
         now = self.reactor.seconds()
         for node, seen in list(self._nodes.items()):
             if now - seen > DEAD_AFTER:
