@@ -13,9 +13,13 @@ every node delivers every room's events in the stream's one order.
   nodes know), so ids grow by one per event of a room in stream order,
   whichever node published them. The script is idempotent per node and batch
   sequence number (``chatd:node:NODE``): a batch retried after a lost
-  connection is appended once. Entries are sent one at a time, in order;
-  while Redis is away they wait (at most :data:`MAX_WAITING` events) and go
-  once it is back. ``MAXLEN ~ N`` trims the stream.
+  connection is appended once. One entry is in flight at a time, in order;
+  the batches that waited for it go in the next entry together
+  (:meth:`RedisBus._merge_waiting`), so a round trip longer than a turn
+  never makes a queue; while Redis is away they wait (at most
+  :data:`MAX_WAITING` events) and go once it is back. ``MAXLEN ~ N`` trims the stream.
+- **Connections**: txredisapi's protocol with commands packed and replies
+  decoded by hiredis (:func:`_protocol_class`), TCP_NODELAY on.
 - **Reading**: a loop of ``XREAD BLOCK`` from the last entry id delivered, on a
   connection of its own; after a reconnect it goes on from that id (no gap,
   no duplicate). Entries are skipped when their node's batch number was seen
@@ -71,6 +75,8 @@ from chatd.text import name_key
 MAXLEN = 100_000
 #: Events waiting to be appended while Redis is away; beyond this the oldest are dropped (logged).
 MAX_WAITING = 100_000
+#: The most events merged into one entry from batches waiting for the writer.
+MERGE_MAX = 2_000
 #: Entries read per XREAD, and how long one blocks (ms) before it is issued again.
 READ_COUNT = 512
 READ_BLOCK_MS = 2000
@@ -228,9 +234,65 @@ def _later_id(a: str, b: str) -> bool:
 
 
 def _ready(protocol: Any) -> defer.Deferred[Any]:
-    """A txredisapi protocol is ready once its SELECT is answered (ClientService's ``prepareConnection``)."""
+    """
+    A txredisapi protocol is ready once its SELECT is answered (ClientService's ``prepareConnection``). Its
+    socket gets TCP_NODELAY, as redis-py's and hiredis's do: an entry larger than a TCP segment would
+    otherwise wait with its last part for Redis's delayed ACK (up to 40 ms), while Redis waits for that part.
+    """
+    protocol.transport.setTcpNoDelay(True)
     ready: defer.Deferred[Any] = protocol.whenConnected()
     return ready
+
+
+_PROTOCOL: type | None = None
+
+
+def _protocol_class() -> type:
+    """
+    txredisapi's protocol (over hiredis) with its two per-call loops of
+    Python in C, the bus's cost per entry (docs/PERFORMANCE.md, "Issue 17:
+    latency over the bus"): a command is packed by ``hiredis.pack_command``
+    (txredisapi encodes each argument in Python) and replies are decoded as
+    UTF-8 by hiredis's reader (txredisapi walks every reply, an ``XREAD``'s
+    entries and fields, in Python to decode it). Replies and errors are the
+    same otherwise: str for strings (invalid UTF-8 replaced), int, list,
+    None, ``txredisapi.ResponseError`` raised.
+    """
+    global _PROTOCOL
+    if _PROTOCOL is None:
+        import hiredis
+        import txredisapi  # type: ignore[import-untyped]  # (the cluster extra, untyped)
+
+        class FastProtocol(txredisapi.HiredisProtocol):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self._reader = hiredis.Reader(protocolError=txredisapi.InvalidData,
+                                              replyError=txredisapi.ResponseError, encoding="utf-8", errors="replace")
+
+            def _build_command(self, *args: Any, **kwargs: Any) -> bytes:
+                return hiredis.pack_command(args)
+
+            @staticmethod
+            def tryConvertData(data: Any) -> Any:
+                return data
+
+            def execute_command(self, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+                if self.pipelining or self.inMulti or self.inTransaction or self.replyTimeout or not self.connected:
+                    return super().execute_command(*args, **kwargs)  # (as txredisapi does it)
+                self.transport.write(hiredis.pack_command(args))
+                reply: defer.Deferred[Any] = self.replyQueue.get().addCallback(self.handle_reply)
+                return reply
+
+            def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+                if self.inTransaction:
+                    return super().dataReceived(data, unpause)
+                reader, put = self._reader, self.replyQueue.put
+                reader.feed(data)
+                while (reply := reader.gets()) is not False:
+                    put(reply)
+
+        _PROTOCOL = FastProtocol
+    return _PROTOCOL
 
 
 class _Connections(Factory):
@@ -242,9 +304,7 @@ class _Connections(Factory):
         self.db = db
 
     def buildProtocol(self, addr: Any) -> Any:
-        from txredisapi import RedisProtocol  # type: ignore[import-untyped]  # (the cluster extra, untyped)
-
-        protocol = RedisProtocol(charset="utf-8", dbid=self.db or None, convertNumbers=False)
+        protocol = _protocol_class()(charset="utf-8", dbid=self.db or None, convertNumbers=False)
         protocol.factory = self
         return protocol
 
@@ -284,6 +344,8 @@ class RedisBus:
         self._out: list[tuple[int, list[RoomEvent], list[Any] | None]] = []
         self._waiting_events = 0
         self._seq = 0
+        #: The number of the batch last sent: if it is still the first waiting, it is retried as it was.
+        self._tried = 0
         #: The last stream id delivered; per room the last event id delivered; per node its last batch number.
         self.last_id = "0-0"
         self._last: dict[str, int] = {}
@@ -414,12 +476,37 @@ class RedisBus:
         if self._running and self._writing is None:
             self._writing = self._write_all()
 
+    def _merge_waiting(self) -> None:
+        """
+        Merge the first waiting batch with the event batches after it into one
+        entry (up to a batch with a change, at most :data:`MERGE_MAX` events):
+        the entry takes the last one's number, each room's events stay in
+        their order, a change stays before the events queued after it.
+        """
+        out = self._out
+        seq, events, change = out[0]
+        count, end = len(events), 1
+        while end < len(out) and out[end][2] is None and count + len(out[end][1]) <= MERGE_MAX:
+            count += len(out[end][1])
+            end += 1
+        if end > 1:
+            merged = [event for _, batch, _ in out[:end] for event in batch]
+            out[:end] = [(out[end - 1][0], merged, change)]
+
     @defer.inlineCallbacks
     def _write_all(self) -> Any:
-        """Append the waiting batches in order, one at a time; retry one that failed until Redis takes it."""
+        """
+        Append the waiting batches in order, one entry in flight: everything
+        waiting when a write starts goes in it (:meth:`_merge_waiting`); a
+        write that failed is retried as it was (Redis may have appended it:
+        its number makes the retry a no-op) until Redis takes it.
+        """
         try:
             while self._out and self._running:
+                if self._out[0][0] != self._tried:
+                    self._merge_waiting()
                 seq, events, change = self._out[0]
+                self._tried = seq
                 try:
                     connection = yield self._writer.whenConnected()
                     yield self._append(connection, seq, events, change)
