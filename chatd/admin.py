@@ -159,11 +159,27 @@ class Administration:
     # -- reading the state ------------------------------------------------------------
 
     def is_admin(self, name: str | None) -> bool:
-        """Whether the account ``name`` is a server admin (``--admin``, or its stored ``admin`` flag)."""
+        """
+        Whether ``name`` is a server admin's account: a stored account named
+        by ``--admin`` or with its stored ``admin`` flag. Admin power is an
+        account's, never a name's: an ``--admin`` name not registered yet
+        names nobody, and a session without an account (an IRC guest, which
+        can never hold an account's name) is never an admin.
+        """
         if not name:
             return False
         key = name_key(name)
+        if key not in self.factory.accounts:
+            return False
         return key in self.named or self.factory.marks.get(key, {}).get(ADMIN) == "1"
+
+    def reserved_for_guests(self, name: str) -> str | None:
+        """
+        Why a session without an account (an IRC guest) may not take
+        ``name``: it is given by ``--admin`` (registered or not, from any
+        address: only its account may hold it); or None.
+        """
+        return RESERVED if name_key(name) in self.named else None
 
     def reserved_refusal(self, name: str, host: str | None) -> str | None:
         """

@@ -20,6 +20,7 @@ from chatd.limits import is_local
 from chatd.settings import Settings
 from chatd.store import SERVER
 from chatd.stores.memory import MemoryStore
+from chatd.text import name_key
 from helpers import Client, make_factory
 
 
@@ -35,7 +36,7 @@ def peer(host: str) -> IPv4Address | IPv6Address:
 
 def user(factory, clock, name, host="192.0.2.1", password="secret1"):
     """A client of ``name`` logged in from ``host`` (an --admin name's account is made first: see reserved names)."""
-    if factory.accounts.get(name) is None and name in factory.settings.admins:
+    if factory.accounts.get(name) is None and name_key(name) in map(name_key, factory.settings.admins):
         factory.register(name, password)
     client = Client(factory, clock, peer=peer(host))
     if factory.accounts.get(name) is None:

@@ -29,9 +29,9 @@ from helpers import Client, make_factory
 class IrcClient:
     """An IRC client's connection on a StringTransport."""
 
-    def __init__(self, irc: IrcFactory, clock: Any, port: int = 40000) -> None:
+    def __init__(self, irc: IrcFactory, clock: Any, port: int = 40000, host: str = "10.0.0.7") -> None:
         self.clock = clock
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.7", port))
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
         self.protocol = irc.buildProtocol(self.transport.getPeer())
         self.protocol.makeConnection(self.transport)
 
@@ -1220,3 +1220,26 @@ def test_lusers_counts_the_invisible_users(world):
     bob.send("MODE bob +i")
     alice.send("LUSERS")
     assert ":chatd 251 alice :There are 1 users and 1 invisible on 1 servers" in alice.lines()
+
+
+def test_an_admin_name_without_its_account_gives_no_power_and_no_guest_takes_it(tmp_path):
+    # (issue 16, fix16a) admin power is an account's: --admin root with no account root yet names nobody, and a
+    # guest, even from this machine, may never take root (in any case) nor reach it by NICK.
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0, admins=("root",)))
+    assert not factory.is_admin("root")
+    irc = IrcFactory(factory, guests=True)
+    local = IrcClient(irc, clock, host="127.0.0.1")
+    for nick in ("root", "ROOT"):
+        local.send(f"NICK {nick}", "USER root 0 * :x")
+        assert codes(local.lines()) == ["432"]
+    local.send("NICK guest")
+    assert codes(local.lines())[0] == "001"
+    local.send("NICK Root", "KILL guest :x")
+    assert codes(local.lines()) == ["432", "481"]
+    bob = IrcClient(irc, clock, port=40001)
+    bob.register("bob")
+    bob.send("WHOIS guest", "LUSERS")
+    assert "313" not in codes(bob.lines()) and "252" not in codes(bob.lines())
+    assert "Registered and logged in as root" in Client(
+        factory, clock, peer=IPv4Address("TCP", "127.0.0.1", 50000)).register("root")
+    assert factory.is_admin("root") and factory.is_admin("ROOT")

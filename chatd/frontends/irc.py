@@ -870,8 +870,7 @@ class IrcConnection(Protocol, _Caller):
     def guest_refusal(self, nick: str) -> tuple[str, str] | None:
         """Why ``nick`` may not be a guest's: (numeric, text): 432 not a chatd name, 433 taken; or None."""
         chat = self.chat
-        problem = check_name(nick, "user", USER_NAME_MAX) or chat.admin.reserved_refusal(
-            nick, self.origin.get("address"))
+        problem = check_name(nick, "user", USER_NAME_MAX) or chat.admin.reserved_for_guests(nick)
         if problem:
             return "432", "Erroneous nickname: " + problem.rstrip(".")
         if chat.user_name_taken(nick) or name_key(nick) in chat.online:
