@@ -314,9 +314,11 @@ class Moderation:
         Why the account ``name`` may not enter ``room`` giving ``key``, or
         None: :meth:`join_refusal` (ban, invite-only), then BadRoomKey (the
         room has another key), then RoomFull (its member limit reached, on
-        every node), the order of ngIRCd's and InspIRCd's checks. The owner,
-        operators, invitees and server admins need no key and pass the
-        limit (an invitation overrides ``+l``: modern.ircdocs.horse).
+        every node), the order of ngIRCd's ``join_allowed`` (irc-channel.c).
+        The owner, operators, invitees and server admins need no key and pass
+        the limit (an invitation overrides ``+l``: modern.ircdocs.horse; ngIRCd
+        lets it pass a ban and ``+i`` only, but a chatd invitation is a lasting
+        member list, which ``/uninvite`` withdraws).
         """
         refused = self.join_refusal(room, name)
         if refused:
