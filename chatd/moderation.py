@@ -3,7 +3,7 @@ Room authority (issue 14, docs/PROTOCOL.md "Room authority"): who may do
 what in a room, and the per-room state it works on.
 
 Each room has an :class:`Authority`: its topic, its settings (invite-only,
-open topic), its operators, bans, mutes and invitations. :class:`Moderation`
+open topic, moderated), its operators, voiced members, bans, mutes and invitations. :class:`Moderation`
 (``ChatFactory.moderation``) changes them: durably first
 (``Store.set_room_values`` with the action's ``LogEvent``), then in memory,
 then as a room event (``ChatFactory.publish``: history and every member see
@@ -12,11 +12,14 @@ it). Timed bans and mutes end on a reactor timer, also after a restart
 server was down are lifted at once).
 
 The roles come from IRC channel operators (RFC 2812 section 3.2.8 KICK,
-RFC 2811 modes +o +b +i +s): the owner (the room's creator, ``Room.owner``)
+RFC 2811 modes +o +v +b +i +m +s): the owner (the room's creator, ``Room.owner``)
 may do anything to anyone but himself; an operator bans and mutes members
 only; nobody bans, mutes or deops the owner; any operator kicks anyone (the
 owner too, as ngIRCd and InspIRCd treat a channel's creator); the owner may
 put its operator role down and take it back (:meth:`Moderation.set_operator`).
+Voice and moderated rooms are RFC 2811's ``+v`` and ``+m`` (section 4.2.3):
+in a moderated room only voiced members, operators and the owner speak;
+voice gives nothing else (not the topic under ``+t``, as ngIRCd and InspIRCd).
 Timed bans and mutes follow ergo (ergo#1513, ergo#307) and InspIRCd's
 ``m_timedbans``; a ban beats an invitation, as InspIRCd's ``+b`` beats
 ``INVITE`` (only its ``override`` module lifts that).
@@ -59,10 +62,12 @@ REASON_MAX = 200
 #: How much of a topic the room list shows; the longest topic (IRC servers allow about 300-390).
 TOPIC_SHOWN = 40
 TOPIC_MAX = 300
-#: The settings a room has (``/invite-only``, ``/open-topic``, ``/secret``): their stored keys.
+#: The settings a room has (``/invite-only``, ``/open-topic``, ``/secret``, ``/moderated``): their
+#: stored keys.
 INVITE_ONLY = "invite_only"
 OPEN_TOPIC = "open_topic"
 SECRET = "secret"
+MODERATED = "moderated"
 #: A room's member limit and key (``/limit``, ``/key``; IRC ``+l``, ``+k``): their stored keys.
 LIMIT = "limit"
 KEY = "key"
@@ -71,16 +76,19 @@ LIMIT_MAX = 100_000
 KEY_MAX = 23
 #: Stored (a ``setting``) while the owner has put its operator role down (``/deop`` of itself, IRC ``-o``).
 OWNER_DOWN = "owner_down"
+#: The key of the ``topic`` value saying who set the topic and when (the topic's text is key "").
+TOPIC_SET = "set"
 #: How the room's lines name the server (a flood mute, a ban that ran out).
 SERVER_NAME = "chatd"
 
 
 class Role(enum.IntEnum):
-    """What someone is in a room: the owner outranks operators, who outrank members."""
+    """What someone is in a room: the owner outranks operators, who outrank voiced members, who outrank members."""
 
     MEMBER = 0
-    OPERATOR = 1
-    OWNER = 2
+    VOICED = 1
+    OPERATOR = 2
+    OWNER = 3
 
 
 def key_problem(key: str) -> str | None:
@@ -184,6 +192,9 @@ class Authority:
     """One room's authority state; keys are account name keys (``chatd.text.name_key``)."""
 
     topic: str = ""
+    #: Who set the topic ("": the server) and when (seconds since the epoch; 0: unknown, set before issue 16).
+    topic_by: str = ""
+    topic_at: float = 0.0
     invite_only: bool = False
     open_topic: bool = False
     #: Hidden from all but its members, owner, operators and invitees (``/secret``; IRC ``+s``).
@@ -194,8 +205,12 @@ class Authority:
     key: str = ""
     #: The owner has put its operator role down (:meth:`Moderation.set_operator` on itself): it acts as a member.
     owner_down: bool = False
+    #: Only voiced members, operators and the owner speak (``/moderated``, IRC ``+m``).
+    moderated: bool = False
     #: Operators: name key -> "1".
     operators: dict[str, str] = attrs.field(factory=dict)
+    #: Voiced members (``/voice``, IRC ``+v``; an operator may be voiced too): name key -> "1".
+    voiced: dict[str, str] = attrs.field(factory=dict)
     bans: dict[str, Sanction] = attrs.field(factory=dict)
     #: Mutes (also ``Room.muted``: the say path's one check).
     mutes: dict[str, Sanction] = attrs.field(factory=dict)
@@ -203,6 +218,11 @@ class Authority:
     invites: dict[str, str] = attrs.field(factory=dict)
     #: The timers ending timed bans and mutes: (kind, key) -> call.
     timers: dict[tuple[str, str], IDelayedCall] = attrs.field(factory=dict)
+
+    def drop_roles(self, key: str) -> None:
+        """The roles of name key ``key`` (operator, voice) are gone: its account, or a guest's session, ended."""
+        self.operators.pop(key, None)
+        self.voiced.pop(key, None)
 
 
 def _not_saved(what: str) -> Callable[[Any], NoReturn]:
@@ -233,14 +253,27 @@ class Moderation:
         """
         What the account ``name`` is in ``room``: OWNER, or MEMBER while the
         owner has put its operator role down (:meth:`set_operator`: marks and
-        rights follow; it stays the owner, :meth:`owns`), OPERATOR or MEMBER.
+        rights follow; it stays the owner, :meth:`owns`), OPERATOR, VOICED or MEMBER.
         """
         if not name:
             return Role.MEMBER
         key = name_key(name)
         if room.owner and name_key(room.owner) == key:
-            return Role.MEMBER if room.authority.owner_down else Role.OWNER
-        return Role.OPERATOR if key in room.authority.operators else Role.MEMBER
+            if not room.authority.owner_down:
+                return Role.OWNER
+        authority = room.authority
+        if key in authority.operators:
+            return Role.OPERATOR
+        return Role.VOICED if key in authority.voiced else Role.MEMBER
+
+    def marks(self, room: Room, name: str) -> str:
+        """
+        Every role mark of ``name`` in ``room``, highest first, as IRC's
+        multi-prefix lists them: ``@`` the owner (its role not put down) or an
+        operator, ``+`` voiced (``@+`` both); "" for a member.
+        """
+        op = "@" if self.role(room, name) >= Role.OPERATOR else ""
+        return op + ("+" if name_key(name) in room.authority.voiced else "")
 
     def acting_role(self, room: Room, name: str | None) -> Role:
         """
@@ -277,9 +310,10 @@ class Moderation:
         who = "the owner" if needed is Role.OWNER else "operators"
         return f"only {who} of {room.name} may {action}."
 
-    def operators(self, room: Room) -> list[str]:
-        """The names of ``room``'s operators (as their accounts are stored), by name."""
-        return sorted((self.display(key) for key in room.authority.operators), key=name_key)
+    def operators(self, room: Room, voiced: bool = False) -> list[str]:
+        """The names of ``room``'s operators (``voiced``: its voiced members) as their accounts are stored, by name."""
+        table = room.authority.voiced if voiced else room.authority.operators
+        return sorted((self.display(key) for key in table), key=name_key)
 
     def display(self, key: str) -> str:
         """The account of name key ``key`` as stored (the key itself if it is gone)."""
@@ -337,7 +371,7 @@ class Moderation:
         """Whether the account ``name`` may enter ``room`` while it is invite-only: invited, an operator, the owner."""
         if not name:
             return False
-        return (self.owns(room, name) or self.role(room, name) is not Role.MEMBER
+        return (self.owns(room, name) or self.role(room, name) >= Role.OPERATOR
                 or name_key(name) in room.authority.invites)
 
     def may_see(self, room: Room, name: str | None) -> bool:
@@ -355,11 +389,18 @@ class Moderation:
         return self._invited(room, name) or (bool(name) and self.member(room, name or "") is not None)
 
     def mute_refusal(self, room: Room, name: str | None) -> str | None:
-        """Why the account ``name`` may not speak in ``room`` (muted), or None."""
-        mute = self._sanction(room.muted, name)
-        if mute is None:
-            return None
-        return f"you are muted in {room.name}{self._until(mute)}" + (f": {mute.reason}" if mute.reason else ".")
+        """
+        Why the account ``name`` may not speak in ``room``, or None: it is
+        muted (a mute beats a voice: it names the member); the room is
+        moderated and it is neither voiced nor an operator, the owner or a
+        server admin (RFC 2811 4.2.3 ``+m``; IRC's 404 ERR_CANNOTSENDTOCHAN).
+        """
+        mute = self._sanction(room.authority.mutes, name)
+        if mute is not None:
+            return f"you are muted in {room.name}{self._until(mute)}" + (f": {mute.reason}" if mute.reason else ".")
+        if room.authority.moderated and self.acting_role(room, name) is Role.MEMBER:
+            return f"{room.name} is moderated: only voiced members and operators may speak."
+        return None
 
     def target_refusal(self, room: Room, actor: str | None, target: str, kick: bool = False) -> str | None:
         """
@@ -457,7 +498,11 @@ class Moderation:
         :meth:`Sanction.over`, and the lifting node shares the lift).
         """
         authority = room.authority
-        if kind == "topic":
+        if kind == "topic" and key == TOPIC_SET:
+            fields = dict(parse_qsl(value))
+            authority.topic_by, at = fields.get("by", ""), fields.get("at", "0")
+            authority.topic_at = float(at) if at.isdigit() else 0.0
+        elif kind == "topic":
             authority.topic = value
         elif kind == "setting":
             if key == INVITE_ONLY:
@@ -472,17 +517,20 @@ class Moderation:
                 authority.limit = int(value) if value.isascii() and value.isdigit() else 0
             elif key == KEY:
                 authority.key = value
+            elif key == MODERATED:
+                authority.moderated = value == "on"
         elif kind == "owner":
             room.owner = value
-        elif kind in ("op", "invite", "ban", "mute"):
-            tables: dict[str, dict[str, Any]] = {"op": authority.operators, "invite": authority.invites,
-                                                 "ban": authority.bans, "mute": authority.mutes}
+        elif kind in ("op", "voice", "invite", "ban", "mute"):
+            tables: dict[str, dict[str, Any]] = {"op": authority.operators, "voice": authority.voiced,
+                                                 "invite": authority.invites, "ban": authority.bans,
+                                                 "mute": authority.mutes}
             table = tables[kind]
             if not value:
                 table.pop(key, None)
                 if kind in ("ban", "mute"):
                     self._schedule(room, kind, key, 0.0)
-            elif kind == "op":
+            elif kind == "op" or kind == "voice":
                 table[key] = value
             elif kind == "invite":
                 table[key] = dict(parse_qsl(value)).get("by", "")
@@ -537,7 +585,7 @@ class Moderation:
         """The account of name key ``key`` is gone (the store deleted its values): so are its roles and sanctions."""
         for room in self.factory.rooms.values():
             authority = room.authority
-            authority.operators.pop(key, None)
+            authority.drop_roles(key)
             authority.invites.pop(key, None)
             authority.bans.pop(key, None)
             authority.mutes.pop(key, None)
@@ -709,18 +757,25 @@ class Moderation:
         return work.addCallback(saved)
 
     def set_topic(self, room: Room, by: str, text: str) -> defer.Deferred[None]:
-        """Set ``room``'s topic to ``text`` ("": clear it), durably; a TOPIC event."""
+        """
+        Set ``room``'s topic to ``text`` ("": clear it), durably, with who set it and when (the ``topic`` value
+        of key :data:`TOPIC_SET`: ``by=ann&at=1790000000``, IRC's 333); a TOPIC event.
+        """
+        at = int(self.factory.reactor.seconds())
 
         def saved(_: None) -> None:
-            room.authority.topic = text
+            authority = room.authority
+            authority.topic, authority.topic_by, authority.topic_at = text, by, float(at) if text else 0.0
             self._publish(room, by, EventKind.TOPIC, text)
 
         event = LogEvent("topic", by, room.name, {"text": text})
-        return self._save(room, [self._value(room, "topic", "", text)], event, "Could not save the topic").addCallback(saved)
+        values = [self._value(room, "topic", "", text),
+                  self._value(room, "topic", TOPIC_SET, urlencode({"by": by, "at": str(at)}) if text else "")]
+        return self._save(room, values, event, "Could not save the topic").addCallback(saved)
 
     def set_setting(self, room: Room, by: str, setting: str, on: bool) -> defer.Deferred[bool]:
         """
-        Turn the setting ``setting`` (INVITE_ONLY, OPEN_TOPIC, SECRET) of ``room``
+        Turn the setting ``setting`` (INVITE_ONLY, OPEN_TOPIC, SECRET, MODERATED) of ``room``
         on or off, durably; a SETTING event (target: its command name, text:
         on or off). Fires with whether it changed.
         """
@@ -812,20 +867,42 @@ class Moderation:
         if (role is Role.OPERATOR) == on:
             return defer.fail(errors.NotAllowed(
                 f"{name} is {'already' if on else 'not'} an operator of {room.name}."))
+        return self._set_role(room, by, name, on, "op")
+
+    def set_voice(self, room: Room, by: str, target: str, on: bool) -> defer.Deferred[str]:
+        """
+        Give ``target`` (:meth:`known`) a voice in ``room`` (``on`` False: take it away), durably; a VOICE/DEVOICE
+        event. Anyone may be voiced, an operator or the owner too (IRC's ``@+``); a guest in memory only, as
+        :meth:`set_operator`.
+        """
+        stored = self.known(target)
+        if stored is None:
+            return defer.fail(errors.NoSuchUser(f"There is no user called {target}."))
+        if (name_key(stored) in room.authority.voiced) == on:
+            return defer.fail(errors.NotAllowed(f"{stored} is {'already' if on else 'not'} voiced in {room.name}."))
+        return self._set_role(room, by, stored, on, "voice")
+
+    def _set_role(self, room: Room, by: str, name: str, on: bool, kind: RoomValueKind) -> defer.Deferred[str]:
+        """The role ``kind`` (op, voice) of ``name`` (as stored) in ``room`` on or off: stored (an account's), then event."""
+        key = name_key(name)
+        table = room.authority.operators if kind == "op" else room.authority.voiced
 
         def saved(_: None) -> str:
             if on:
-                room.authority.operators[key] = "1"
+                table[key] = "1"
             else:
-                room.authority.operators.pop(key, None)
-            self._publish(room, by, EventKind.OP if on else EventKind.DEOP, "", name)
+                table.pop(key, None)
+            kinds = (EventKind.OP, EventKind.DEOP) if kind == "op" else (EventKind.VOICE, EventKind.DEVOICE)
+            self._publish(room, by, kinds[0] if on else kinds[1], "", name)
             return name
 
         if key not in self.factory.accounts:
             return defer.succeed(saved(None))
-        event = LogEvent("op" if on else "deop", by, room.name, {"target": name})
+        event_name: EventName = ("op" if on else "deop") if kind == "op" else ("voice" if on else "devoice")
+        event = LogEvent(event_name, by, room.name, {"target": name})
+        what = "operator" if kind == "op" else "voice"
         return self.factory.concerning(name, lambda: self._save(
-            room, [self._value(room, "op", key, "1" if on else "")], event, "Could not save the operator").addCallback(saved))
+            room, [self._value(room, kind, key, "1" if on else "")], event, f"Could not save the {what}").addCallback(saved))
 
     def _owner_role(self, room: Room, name: str, on: bool) -> defer.Deferred[str]:
         """
@@ -916,6 +993,9 @@ class Moderation:
 
 
 def names_marked(moderation: Moderation, room: Room, names: Iterable[str], shown: Iterable[str]) -> list[str]:
-    """``shown`` (``names`` as presence marked them) with ``~`` before the owner's and ``@`` before operators'."""
-    marks = {Role.OWNER: "~", Role.OPERATOR: "@", Role.MEMBER: ""}
+    """
+    ``shown`` (``names`` as presence marked them) with the highest role's
+    mark: ``~`` before the owner's, ``@`` before operators', ``+`` before voiced members'.
+    """
+    marks = {Role.OWNER: "~", Role.OPERATOR: "@", Role.VOICED: "+", Role.MEMBER: ""}
     return [marks[moderation.role(room, name)] + text for name, text in zip(names, shown)]

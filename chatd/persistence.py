@@ -1332,7 +1332,7 @@ def _nothing() -> None:
 #: The kinds of room values (:data:`chatd.store.RoomValueKind`).
 ROOM_VALUE_KINDS: frozenset[str] = frozenset(get_args(RoomValueKind))
 #: The kinds whose key is an account's name key: deleted with the account (:meth:`CsvStore.delete_user`).
-ACCOUNT_KINDS = frozenset({"op", "ban", "mute", "invite"})
+ACCOUNT_KINDS = frozenset({"op", "voice", "ban", "mute", "invite"})
 #: The longest key and value of a room value, in characters (a value fits well in one CSV cell: Python's
 #: csv module reads cells of up to 128 KiB).
 ROOM_KEY_MAX = 256

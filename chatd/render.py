@@ -61,6 +61,8 @@ _MODERATION: dict[EventKind, Callable[[RoomEvent], str]] = {
     else f"{_by(e)} made {e.target} an operator",
     EventKind.DEOP: lambda e: f"{_by(e)} put the operator role down" if e.sender == e.target
     else f"{_by(e)} took {e.target}'s operator role away",
+    EventKind.VOICE: lambda e: f"{_by(e)} gave {e.target} a voice",
+    EventKind.DEVOICE: lambda e: f"{_by(e)} took {e.target}'s voice away",
     EventKind.OWNER: lambda e: f"{_by(e)} gave {e.room} to {e.target}",
 }
 

@@ -52,9 +52,9 @@ PUBLIC_ROOM_ID = "public"
 
 
 #: The kinds of per-room values (:meth:`Store.set_room_values`, issue 14): the topic (key ""), a room setting
-#: (key: its name, e.g. ``invite_only``), an operator (key: the account's name key), a ban, a mute, an invite
-#: (the same). Values are short text the core encodes (chatd.moderation); "" deletes.
-RoomValueKind = Literal["topic", "setting", "op", "ban", "mute", "invite"]
+#: (key: its name, e.g. ``invite_only``), an operator (key: the account's name key), a voiced member, a ban, a
+#: mute, an invite (the same). Values are short text the core encodes (chatd.moderation); "" deletes.
+RoomValueKind = Literal["topic", "setting", "op", "voice", "ban", "mute", "invite"]
 #: The room id under which server-wide values are kept (bans of an address or network).
 SERVER = ""
 
@@ -105,7 +105,8 @@ EventName = Literal[
     "register", "login", "rehash", "password_change", "account_delete", "login_failed", "logout", "disconnect", "replaced", "sendq_exceeded",
     "room_create", "room_delete", "join", "leave", "file_refused", "file", "file_aborted",
     # moderation and administration (issue 14): who did it is ``user``, to whom and why in the details
-    "kick", "ban", "unban", "mute", "unmute", "topic", "room_setting", "invite", "uninvite", "op", "deop", "owner",
+    "kick", "ban", "unban", "mute", "unmute", "topic", "room_setting", "invite", "uninvite", "op", "deop", "voice", "devoice",
+    "owner",
     "lock", "unlock", "password_reset", "session_end", "address_ban", "address_unban", "notice", "make_admin",
     "remove_admin",
 ]

@@ -89,7 +89,7 @@ def test_a_guest_registers_and_gets_welcome_isupport_lusers_and_motd(world):
     assert got[0] == ":chatd 001 alice :Welcome to the chatd IRC network, alice"
     tokens = " ".join(text for text in got if " 005 " in text)
     for token in ("CASEMAPPING=ascii", "CHANTYPES=#", "UTF8ONLY", "NICKLEN=24", "CHANNELLEN=33", "PREFIX=(ov)@+",
-                  "NETWORK=chatd", "LINELEN=512", "TOPICLEN=300", "CHANMODES=b,k,l,inst"):
+                  "NETWORK=chatd", "LINELEN=512", "TOPICLEN=300", "CHANMODES=b,k,l,imnst"):
         assert f" {token} " in tokens
     assert {"251", "255", "375", "372"} <= set(codes(got))
     assert factory.online["alice"] is alice.protocol
@@ -459,7 +459,13 @@ def test_topic_is_shown_and_set_by_operators_only(world):
     assert alice.lines() == [":alice!alice@chatd TOPIC #lab :plans for today"]
     assert bob.lines() == [":alice!alice@chatd TOPIC #lab :plans for today"]
     bob.send("TOPIC #lab", "TOPIC #nowhere")
-    assert bob.lines() == [":chatd 332 bob #lab :plans for today", ":chatd 403 bob #nowhere :No such channel"]
+    assert bob.lines() == [":chatd 332 bob #lab :plans for today", ":chatd 333 bob #lab alice 1790000000",
+                           ":chatd 403 bob #nowhere :No such channel"]  # (333: who set it, when; RFC 2812 is silent)
+    carol = IrcClient(world[2], world[1], port=40002)
+    carol.register("carol")
+    carol.send("JOIN #lab")
+    assert carol.lines()[1:3] == [":chatd 332 carol #lab :plans for today", ":chatd 333 carol #lab alice 1790000000"]
+    bob.lines()
     alice.send("TOPIC #lab :")
     assert bob.lines() == [":alice!alice@chatd TOPIC #lab :"]
     assert world[0].rooms["lab"].authority.topic == ""
@@ -537,10 +543,9 @@ def test_kick_invite_and_channel_modes_map_onto_chatd_moderation(world):
                              ":chatd 368 alice #lab :End of channel ban list"]
     bob.send("JOIN #lab")
     assert codes(bob.lines()) == ["474"]
-    alice.send("MODE #lab -b bob", "MODE #lab +xm", "MODE #lab -t")
+    alice.send("MODE #lab -b bob", "MODE #lab +x", "MODE #lab -t")
     assert alice.lines() == [":alice!alice@chatd MODE #lab -b bob!*@*",
-                             ":chatd 472 alice x :is not a mode chatd knows for #lab",
-                             ":chatd 472 alice m :is not a mode chatd knows for #lab", ":alice!alice@chatd MODE #lab -t"]
+                             ":chatd 472 alice x :is not a mode chatd knows for #lab", ":alice!alice@chatd MODE #lab -t"]
     bob.send("JOIN #lab")
     alice.lines()
     alice.send("MODE #lab +o bob")
@@ -1243,3 +1248,61 @@ def test_an_admin_name_without_its_account_gives_no_power_and_no_guest_takes_it(
     assert "Registered and logged in as root" in Client(
         factory, clock, peer=IPv4Address("TCP", "127.0.0.1", 50000)).register("root")
     assert factory.is_admin("root") and factory.is_admin("ROOT")
+
+
+def test_voice_and_moderated_channels_are_chatd_rooms_rules_for_every_front_end(world):
+    """
+    ``MODE +m``/``+v`` are chatd's ``/moderated`` and ``/voice``: an unvoiced member
+    gets 404 (IRC) or chatd's refusal (telnet); NAMES, WHO and WHOIS mark voice
+    ``+`` (``@+`` with multi-prefix); 324 shows ``+m``; a voiced member still
+    may not set the topic under ``+t`` (irctest testTopicPrivileges).
+    """
+    factory, clock, irc = world
+    alice, bob = two_in_lab(world)
+    carol = Client(factory, clock)
+    carol.register("carol")
+    carol.send("join lab")
+    carol.output()
+    alice.lines(), bob.lines()
+    bob.send("MODE #lab +m")
+    assert codes(bob.lines()) == ["482"]
+    alice.send("MODE #lab +m", "MODE #lab")
+    assert alice.lines() == [":alice!alice@chatd MODE #lab +m", ":chatd 324 alice #lab +mnt",
+                             ":chatd 329 alice #lab 1790000000"]
+    assert bob.lines() == [":alice!alice@chatd MODE #lab +m"]
+    assert carol.output().endswith("* alice turned moderated on\r\n")
+    bob.send("PRIVMSG #lab :hello?", "NOTICE #lab :quietly")
+    assert bob.lines() == [
+        ":chatd 404 bob #lab :Cannot send to channel: lab is moderated: only voiced members and operators may speak."]
+    carol.send("hello from telnet")
+    assert carol.output() == "Error: lab is moderated: only voiced members and operators may speak.\r\n"
+    assert alice.lines() == []
+    alice.send("MODE #lab +v bob", "MODE #lab +v carol")
+    assert alice.lines() == [":alice!alice@chatd MODE #lab +v bob", ":alice!alice@chatd MODE #lab +v carol"]
+    assert re.findall(r"\* alice gave \w+ a voice", carol.output()) == ["* alice gave bob a voice",
+                                                                        "* alice gave carol a voice"]
+    bob.lines()
+    bob.send("PRIVMSG #lab :now I may")
+    carol.send("so may I")
+    assert ":bob!bob@chatd PRIVMSG #lab :now I may" in alice.lines() and "bob: now I may" in carol.output()
+    assert bob.lines() == [":carol!carol@chatd PRIVMSG #lab :so may I"]
+    bob.send("TOPIC #lab :voiced is not enough")
+    assert codes(bob.lines()) == ["482"]
+    bob.send("NAMES #lab", "WHO #lab", "WHOIS bob")
+    got = bob.lines()
+    assert got[0] == ":chatd 353 bob = #lab :@alice +bob +carol"
+    assert [text.split()[8] for text in got if " 352 " in text] == ["H@", "H+", "H+"]
+    assert ":chatd 319 bob bob :+#lab" in got
+    alice.send("MODE #lab +v alice", "CAP REQ :multi-prefix", "NAMES #lab", "WHO #lab")
+    got = alice.lines()
+    assert ":chatd 353 alice = #lab :@+alice +bob +carol" in got
+    assert [text.split()[8] for text in got if " 352 " in text][0] == "H@+"
+    assert bob.lines() == [":alice!alice@chatd MODE #lab +v alice"]
+    bob.send("NAMES #lab")
+    assert bob.lines()[0] == ":chatd 353 bob = #lab :@alice +bob +carol"  # (the highest mark without multi-prefix)
+    alice.send("MODE #lab -v bob", "MODE #lab -m")
+    assert alice.lines() == [":alice!alice@chatd MODE #lab -v bob", ":alice!alice@chatd MODE #lab -m"]
+    carol.send("/who")
+    assert carol.output().endswith("In lab (3): ~alice, bob, +carol\r\n")
+    bob.send("QUIT")
+    assert "bob" not in factory.rooms["lab"].authority.voiced  # (a guest's voice lives with its session)

@@ -49,3 +49,58 @@ def test_a_ban_lasts_across_a_restart_and_a_kick_works_over_telnet(tmp_path):
     log = open(f"{data}/log.csv", encoding="utf-8").read()
     assert ",kick,ann,lab,target=carol&reason=stop%20that" in log
     assert ",ban,ann,lab,target=bob&until=" in log and "&reason=spam" in log
+
+
+def test_a_moderated_room_mutes_unvoiced_telnet_and_irc_members_until_voiced_and_stays_so(tmp_path):
+    """
+    ``/moderated on`` and ``/voice`` (issue 16) hold for every front-end: a
+    telnet member is refused with chatd's error, an IRC guest with 404; IRC
+    ``MODE +v`` gives a voice the telnet members see; both last a restart.
+    """
+    from daemon import free_port
+
+    data, irc_port = str(tmp_path / "data"), free_port()
+    options = ("--listen-irc", f"tcp:{irc_port}:interface=127.0.0.1", "--irc-guests")
+    d = Daemon(data, *options).start()
+    try:
+        ann = Conn(d.port)
+        ann.register("ann")
+        ann.enter("ann", "lab", create=True)
+        bob = in_room(d.port, "bob", "lab")
+        carol = Conn(irc_port)
+        carol.send("NICK carol", "USER c 0 * :Carol", "JOIN #lab")
+        carol.expect(r" 366 carol #lab ")
+        ann.send("/moderated on")
+        ann.expect(r"\* ann turned moderated on\r\n")
+        carol.expect(r":ann!ann@chatd MODE #lab \+m\r\n")
+        bob.send("may I?")
+        bob.expect(r"Error: lab is moderated: only voiced members and operators may speak\.\r\n")
+        carol.send("PRIVMSG #lab :and I?")
+        carol.expect(r" 404 carol #lab :Cannot send to channel: lab is moderated")
+        ann.send("/op carol")
+        ann.expect(r"\* ann made carol an operator\r\n")
+        carol.send("MODE #lab +v bob")
+        bob.expect(r"\* carol gave bob a voice\r\n")
+        bob.send("thank you")
+        carol.expect(r":bob!bob@chatd PRIVMSG #lab :thank you\r\n")
+        carol.send("NAMES #lab")
+        carol.expect(r" 353 carol = #lab :@ann \+bob @carol\r\n")
+        assert not d.unhandled_errors()
+    finally:
+        d.stop()
+    d = Daemon(data, *options, port=d.port).start()
+    try:
+        bob = Conn(d.port)
+        bob.login("bob")
+        bob.enter("bob", "lab")
+        dave = in_room(d.port, "dave", "lab")
+        dave.send("/who", "hello?")
+        dave.expect(r"In lab \(2\): \+bob, dave\r\n")
+        dave.expect(r"Error: lab is moderated: only voiced members and operators may speak\.\r\n")
+        bob.send("still voiced")
+        dave.expect(r"bob: still voiced\r\n")
+        assert not d.unhandled_errors()
+    finally:
+        d.stop()
+    log = open(f"{data}/log.csv", encoding="utf-8").read()
+    assert ",room_setting,ann,lab,name=moderated&value=on" in log and ",voice,carol,lab,target=bob" in log

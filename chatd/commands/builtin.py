@@ -150,6 +150,8 @@ def info(caller: Caller, name: str) -> defer.Deferred[None]:
         caller.reply(f"Created: {room.created or '(always there)'}")
         caller.reply(f"In it now ({len(members)}): {', '.join(members) or 'nobody'}")
         caller.reply(f"Operators: {', '.join(moderation.operators(room)) or 'none'}")
+        if room.authority.voiced:
+            caller.reply(f"Voiced: {', '.join(moderation.operators(room, voiced=True))}")
         caller.reply(f"Topic: {room.authority.topic or '(none)'}")
         if room.authority.invite_only:
             caller.reply("Invite-only: yes")
@@ -159,6 +161,8 @@ def info(caller: Caller, name: str) -> defer.Deferred[None]:
             caller.reply("Key: yes")
         if room.authority.limit:
             caller.reply(f"Member limit: {room.authority.limit}")
+        if room.authority.moderated:
+            caller.reply("Moderated: yes")
 
     return caller.factory.find_room(name).addCallback(show)
 
@@ -231,7 +235,7 @@ def me(caller: Caller, text: str) -> None:
     caller.factory.emote(caller.room, caller.session, text)
 
 
-@command("who", "list who is in the room (~ the owner, @ operators)", ROOM, login=Login.REQUIRED, in_room=True)
+@command("who", "list who is in the room (~ the owner, @ operators, + voiced)", ROOM, login=Login.REQUIRED, in_room=True)
 def who(caller: Caller) -> None:
     room = caller.room
     assert room is not None

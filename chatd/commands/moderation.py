@@ -2,7 +2,7 @@
 Room authority commands (issue 14; docs/PROTOCOL.md, "Room authority"):
 ``/op``, ``/deop``, ``/owner``, ``/kick``, ``/ban``, ``/unban``, ``/bans``,
 ``/mute``, ``/unmute``, ``/topic``, ``/invite-only``, ``/open-topic``,
-``/secret``, ``/limit``, ``/key``, ``/invite``, ``/uninvite``.
+``/secret``, ``/limit``, ``/key``, ``/moderated``, ``/voice``, ``/devoice``, ``/invite``, ``/uninvite``.
 
 Who may use a command is declared (``role``: the table refuses the others
 with ``only operators of lab may use /kick.``); whom it may act on is the check
@@ -21,8 +21,8 @@ from twisted.internet import defer
 
 from chatd.commands.builtin import ROOM, command
 from chatd.commands.table import Arg, Caller, Login
-from chatd.moderation import (INVITE_ONLY, OPEN_TOPIC, REASON_MAX, SECRET, TOPIC_MAX, Role, duration_and_reason,
-                              duration_text, key_problem, limit_problem)
+from chatd.moderation import (INVITE_ONLY, MODERATED, OPEN_TOPIC, REASON_MAX, SECRET, TOPIC_MAX, Role,
+                              duration_and_reason, duration_text, key_problem, limit_problem)
 
 OPERATOR, OWNER = Role.OPERATOR, Role.OWNER
 #: What ``/topic`` takes to clear the topic.
@@ -257,6 +257,24 @@ def key(caller: Caller, value: str) -> defer.Deferred[None]:
          role=OWNER, args=(_on_off("/open-topic on|off"),))
 def open_topic(caller: Caller, value: str) -> defer.Deferred[None]:
     return _setting(caller, OPEN_TOPIC, value)
+
+
+@command("moderated", "on: only voiced members, operators and the owner may speak", ROOM, login=Login.REQUIRED,
+         in_room=True, role=OPERATOR, args=(_on_off("/moderated on|off"),))
+def moderated(caller: Caller, value: str) -> defer.Deferred[None]:
+    return _setting(caller, MODERATED, value)
+
+
+@command("voice", "let NAME speak while the room is moderated", ROOM, login=Login.REQUIRED, in_room=True,
+         role=OPERATOR, args=(KNOWN,))
+def voice(caller: Caller, name: str) -> defer.Deferred[None]:
+    return _change(caller, caller.factory.moderation.set_voice, "{name} is voiced in {room}.", name, True)
+
+
+@command("devoice", "take NAME's voice away", ROOM, login=Login.REQUIRED, in_room=True, role=OPERATOR,
+         args=(KNOWN,))
+def devoice(caller: Caller, name: str) -> defer.Deferred[None]:
+    return _change(caller, caller.factory.moderation.set_voice, "{name} is no longer voiced in {room}.", name, False)
 
 
 @command("invite", "let NAME (online or not) enter the invite-only room; a ban beats an invite", ROOM,

@@ -79,7 +79,8 @@ class Arg:
     #: One word (a NAME typed last): more words after it are a usage error, not part of it (``/invite eve extra``).
     word: bool = False
     #: What of a value (checked) is put before the room, as a line of the user's is (a topic, a kick's reason):
-    #: if that is not empty, a muted member is refused, as a command that ``speaks`` is.
+    #: if that is not empty, a muted member (in a moderated room, an unvoiced one) is refused, as a command that
+    #: ``speaks`` is.
     said: Callable[[str], str] | None = None
 
     def problem(self, caller: Caller, value: str, usage: str) -> str | None:
@@ -118,7 +119,7 @@ class Command:
     while_reset: bool = False
     #: The role in the room it needs (chatd.moderation.Role: OPERATOR, OWNER); MEMBER: none.
     role: Role = Role.MEMBER
-    #: It speaks in the room (say, /me, /send): refused to a muted member.
+    #: It speaks in the room (say, /me, /send): refused to a muted member, and in a moderated room to an unvoiced one.
     speaks: bool = False
     #: For a user in their room with every argument given, nothing to check (the hot path: a room line):
     #: it is used in rooms only, checks nothing of its own and its arguments have no checks.
@@ -334,7 +335,7 @@ class CommandTable:
                 return (f"{caller.room_gone}; nothing you type here is sent. "
                         "Type /exit to go back to the main menu.")
         room = caller.room
-        if room is not None and (command.role or command.speaks and room.muted):
+        if room is not None and (command.role or command.speaks and (room.muted or room.authority.moderated)):
             refused = _room_refusal(caller, command, room)
             if refused:
                 return refused
@@ -354,8 +355,9 @@ class CommandTable:
         """
         args = command.args
         room = caller.room
-        # (Nobody muted in the room: one check of an empty dict.)
-        if command.fast and room is not None and not room.muted and len(values) == len(args) and all(values):
+        # (Nobody muted in the room, which is not moderated: a check of an empty dict and of a flag, once per line.)
+        if command.fast and room is not None and not room.muted and not room.authority.moderated \
+                and len(values) == len(args) and all(values):
             return command.run(caller, *values)
         refused = self.refusal(caller, command)
         if refused is not None:
@@ -370,7 +372,8 @@ class CommandTable:
                 problem = arg.problem(caller, value, command.usage())
                 if problem:
                     raise errors.BadArguments(problem)
-            if value and arg.said is not None and room is not None and room.muted and arg.said(value):
+            if value and arg.said is not None and room is not None and (room.muted or room.authority.moderated) \
+                    and arg.said(value):
                 muted = caller.factory.moderation.mute_refusal(room, caller.session.name)
                 if muted:
                     raise errors.NotAllowed(muted)
@@ -386,7 +389,7 @@ class CommandTable:
 
 
 def _room_refusal(caller: Caller, command: Command, room: Room) -> str | None:
-    """The room's rules for ``command`` (chatd.moderation): the role it needs; a muted member speaking."""
+    """The room's rules for ``command`` (chatd.moderation): the role it needs; a muted or unvoiced member speaking."""
     moderation = caller.factory.moderation
     name = caller.session.name
     if command.role:

@@ -56,6 +56,10 @@ class EventKind(enum.StrEnum):
     OP = "op"
     #: ``sender`` took ``target``'s operator role away.
     DEOP = "deop"
+    #: ``sender`` (an operator) gave ``target`` a voice: it may speak in the room while it is moderated.
+    VOICE = "voice"
+    #: ``sender`` took ``target``'s voice away.
+    DEVOICE = "devoice"
     #: ``sender`` gave the room to ``target``, its new owner.
     OWNER = "owner"
 

@@ -49,7 +49,7 @@ from chatd.frontends.irc_wire import (HOST, LINE_MAX, LineSplitter, Message, cha
                                      tagged, too_long, valid_utf8)
 from chatd.frontends.irc_wire import iso_time as _iso  # noqa: E402 (server-time, shared with irc_commands)
 from chatd.limits import TokenBucket
-from chatd.moderation import REASON_MAX, TOPIC_MAX, Role
+from chatd.moderation import REASON_MAX, TOPIC_MAX
 from chatd.nodes import members_everywhere
 from chatd.presence import AWAY_MAX
 from chatd.store import address_fields
@@ -70,7 +70,7 @@ RENDERING_CAPS = frozenset({"server-time", "message-tags", "account-tag", "away-
 #: ISUPPORT tokens (005), in order.
 ISUPPORT = (
     "CASEMAPPING=ascii", "CHANTYPES=#", "UTF8ONLY", f"NICKLEN={USER_NAME_MAX}", f"CHANNELLEN={ROOM_NAME_MAX + 1}",
-    f"TOPICLEN={TOPIC_MAX}", f"KICKLEN={REASON_MAX}", f"AWAYLEN={AWAY_MAX}", "PREFIX=(ov)@+", "CHANMODES=b,k,l,inst",
+    f"TOPICLEN={TOPIC_MAX}", f"KICKLEN={REASON_MAX}", f"AWAYLEN={AWAY_MAX}", "PREFIX=(ov)@+", "CHANMODES=b,k,l,imnst",
     "NETWORK=chatd", f"LINELEN={LINE_MAX}", f"CHANLIMIT=#:{CHANNELS_MAX}",
     f"TARGMAX=JOIN:{TARGETS_MAX},PART:{TARGETS_MAX},PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},"
     f"WHOIS:{TARGETS_MAX},KICK:{TARGETS_MAX}", f"CHATHISTORY={HISTORY_MAX}", "MSGREFTYPES=msgid,timestamp",
@@ -206,11 +206,12 @@ class IrcRenderer:
         return line(self.server, "NOTICE", channel, text, tags=tags)
 
 
-#: Room events that are channel modes (RFC 2811 §4): +b bans, +o operators (the owner is an operator too).
+#: Room events that are channel modes (RFC 2811 §4): +b bans, +o operators (the owner is an operator too), +v voice.
 _MODES = {EventKind.BAN: "+b", EventKind.UNBAN: "-b", EventKind.OP: "+o", EventKind.DEOP: "-o",
-          EventKind.OWNER: "+o"}
-#: Room settings that are channel modes: invite-only +i, open-topic -t (+t: only operators set the topic), secret +s.
-_SETTING_MODES = {"invite-only": "i", "open-topic": "t", "secret": "s"}
+          EventKind.OWNER: "+o", EventKind.VOICE: "+v", EventKind.DEVOICE: "-v"}
+#: Room settings that are channel modes: invite-only +i, open-topic -t (+t: only operators set the topic), secret +s,
+#: moderated +m.
+_SETTING_MODES = {"invite-only": "i", "open-topic": "t", "secret": "s", "moderated": "m"}
 
 
 def _what(event: RoomEvent) -> int:
@@ -889,7 +890,7 @@ class IrcConnection(Protocol, _Caller):
         away = chat.presence.message(old)
         chat.online.pop(name_key(old), None)
         for room in chat.rooms.values():
-            room.authority.operators.pop(name_key(old), None)
+            room.authority.drop_roles(name_key(old))
         chat.presence.logged_out(old, "")
         self.irc.users.pop(name_key(old), None)
         self.name = self.nick = new
@@ -1052,22 +1053,31 @@ class IrcConnection(Protocol, _Caller):
             transport.abortConnection()
 
     def joined(self, channel: Channel, room: Room) -> None:
-        """The answer to a JOIN after the JOIN itself: the topic (332), the names (353, 366)."""
+        """The answer to a JOIN after the JOIN itself: the topic (332, 333), the names (353, 366)."""
         if self._quits:  # (a member seen quitting before is back: its next QUIT is told)
             for name in room.member_names():
                 self._quits.pop(name_key(name), None)
         if room.authority.topic:
-            self.numeric("332", channel_name(room.name), room.authority.topic)
+            self.show_topic(room)
         self.names(room)
+
+    def show_topic(self, room: Room) -> None:
+        """332 RPL_TOPIC, then 333 RPL_TOPICWHOTIME (who set it, when: seconds) if chatd knows (set since issue 16)."""
+        authority, channel = room.authority, channel_name(room.name)
+        self.numeric("332", channel, authority.topic)
+        if authority.topic_at:
+            self.numeric("333", channel, authority.topic_by or self.irc.server, str(int(authority.topic_at)), text=False)
 
     def names(self, room: Room) -> None:
         """
-        353 RPL_NAMREPLY (several if long) and 366 RPL_ENDOFNAMES: operators and the owner marked ``@``; the
-        room's kind ``@`` secret, ``*`` invite-only (hidden from those not invited, as a private channel), ``=``.
+        353 RPL_NAMREPLY (several if long) and 366 RPL_ENDOFNAMES: operators and the owner marked ``@``, voiced
+        members ``+`` (both ``@+`` with multi-prefix, else the highest); the room's kind ``@`` secret, ``*``
+        invite-only (hidden from those not invited, as a private channel), ``=``.
         """
-        moderation = self.chat.moderation
+        marks = self.chat.moderation.marks
         full = "userhost-in-names" in self.caps
-        names = [("@" if moderation.role(room, name) is not Role.MEMBER else "") + (self.irc.mask(name) if full else name)
+        every = 2 if "multi-prefix" in self.caps else 1
+        names = [marks(room, name)[:every] + (self.irc.mask(name) if full else name)
                  for name in members_everywhere(self.chat, room)]
         kind = "@" if room.authority.secret else "*" if room.authority.invite_only else "="  # (RFC 2812 §5.1, 353)
         channel = channel_name(room.name)
@@ -1191,7 +1201,7 @@ class IrcConnection(Protocol, _Caller):
         chat = self.chat
         key = name_key(name)
         for room in list(chat.rooms.values()):
-            room.authority.operators.pop(key, None)  # (a guest's role was never stored)
+            room.authority.drop_roles(key)  # (a guest's roles were never stored)
             if room.owner and name_key(room.owner) == key:
                 chat.delete_room(room.name, name).addErrback(
                     lambda failure: log.warn("could not delete a guest's room: {why}", why=failure.getErrorMessage()))

@@ -61,7 +61,7 @@ CAPABILITIES: dict[str, str] = {
     "labeled-response": "",
     "away-notify": "",
     "draft/chathistory": "",
-    # chatd has one prefix (@) to show: multi-prefix changes nothing; userhost-in-names puts masks in 353.
+    # multi-prefix: 353 and 352 show every mark (@+), else the highest; userhost-in-names puts masks in 353.
     "multi-prefix": "",
     "userhost-in-names": "",
 }
@@ -71,7 +71,7 @@ SASL_MAX = 2048
 #: Channel modes with a parameter (RFC 2811 §4: bans and the operator status), and those without.
 _LIST_MODES = "b"
 _MEMBER_MODES = "ov"
-_FLAG_MODES = "its"
+_FLAG_MODES = "imst"
 
 
 def handles(*names: str, params: int = 0) -> Callable[[Handler], Handler]:
@@ -548,7 +548,7 @@ def topic(self: IrcConnection, message: Message) -> None:
         if room.key not in self.channels and not self.chat.moderation.may_see(room, self.name):
             self.numeric("442", target, "You're not on that channel")
         elif room.authority.topic:
-            self.numeric("332", channel_name(room.name), room.authority.topic)
+            self.show_topic(room)
         else:
             self.numeric("331", channel_name(room.name), "No topic is set")
         return
@@ -653,9 +653,10 @@ def mode(self: IrcConnection, message: Message) -> None:
     here); a channel's: ``324`` (``+i`` invite-only, ``+t`` only operators set
     the topic), the ban list (``367``/``368``), and changes mapped onto
     chatd's moderation: ``+b``/``-b`` ban/unban (``nick!*@*``: chatd bans
-    names), ``+o``/``-o`` op/deop (the owner's), ``+i``/``-i`` invite-only,
-    ``+s``/``-s`` secret, ``+t``/``-t`` open-topic off/on, ``+k KEY``/``-k``
-    the key, ``+l N``/``-l`` the member limit (``696`` for a bad value). Other modes: ``472``.
+    names), ``+o``/``-o`` op/deop (the owner's), ``+v``/``-v`` voice/devoice,
+    ``+i``/``-i`` invite-only, ``+m``/``-m`` moderated, ``+s``/``-s`` secret,
+    ``+t``/``-t`` open-topic off/on, ``+k KEY``/``-k`` the key, ``+l N``/``-l``
+    the member limit (``696`` for a bad value). Other modes: ``472``.
     """
     target = message.params[0]
     if not target.startswith("#"):
@@ -668,7 +669,7 @@ def mode(self: IrcConnection, message: Message) -> None:
     if len(message.params) == 1:
         authority = room.authority
         flags = ("i" if authority.invite_only else "") + ("k" if authority.key else "") + (
-            "l" if authority.limit else "") + "n" + ("s" if authority.secret else "") + (
+            "l" if authority.limit else "") + ("m" if authority.moderated else "") + "n" + ("s" if authority.secret else "") + (
             "" if authority.open_topic else "t")
         values = ([authority.key if room.key in self.channels else "*"] if authority.key else []) + (
             [str(authority.limit)] if authority.limit else [])  # (the key to members only, as InspIRCd)
@@ -696,7 +697,7 @@ def mode(self: IrcConnection, message: Message) -> None:
             return
         if letter == "b":
             _ban_mask(self, channel, room, sign, argument)
-        elif letter == "o":
+        elif letter == "o" or letter == "v":
             known = self.chat.moderation.known(argument)
             if known is None:
                 self.numeric("401", argument, "No such nick/channel")
@@ -704,17 +705,14 @@ def mode(self: IrcConnection, message: Message) -> None:
             if self.chat.is_guest(known) and self.chat.moderation.member(room, known) is None:
                 self.numeric("441", known, shown, "They aren't on that channel")  # (a guest's role is while here)
                 continue
-            self.run_command(channel, "op" if sign == "+" else "deop", [argument], quiet=True,
-                             failed=_mode_error(self, shown, argument))
-        elif letter == "i":
-            self.run_command(channel, "invite-only", ["on" if sign == "+" else "off"], quiet=True,
-                             failed=_notice_error(self))
+            command = ("op" if sign == "+" else "deop") if letter == "o" else ("voice" if sign == "+" else "devoice")
+            self.run_command(channel, command, [argument], quiet=True, failed=_mode_error(self, shown, argument))
         elif letter == "k" or letter == "l":
             self.run_command(channel, "key" if letter == "k" else "limit", [argument if sign == "+" else "off"],
                              quiet=True, failed=_notice_error(self))
-        elif letter == "s":
-            self.run_command(channel, "secret", ["on" if sign == "+" else "off"], quiet=True,
-                             failed=_notice_error(self))
+        elif letter in "ims":
+            setting = {"i": "invite-only", "m": "moderated", "s": "secret"}[letter]
+            self.run_command(channel, setting, ["on" if sign == "+" else "off"], quiet=True, failed=_notice_error(self))
         elif letter == "t":
             self.run_command(channel, "open-topic", ["off" if sign == "+" else "on"], quiet=True,
                              failed=_notice_error(self))
@@ -730,10 +728,7 @@ def _mode_changes(self: IrcConnection, channel: str, modes: str, arguments: list
             sign = letter
         elif letter in _LIST_MODES or letter in _MEMBER_MODES:
             argument = arguments.pop(0) if arguments else ""
-            if letter == "v":
-                self.numeric("472", "v", "chatd has no voice: everyone in a room may speak unless muted")
-                continue
-            if letter == "o" and not argument:
+            if letter in _MEMBER_MODES and not argument:
                 continue
             changes.append((sign, letter, argument))
         elif letter == "k" or letter == "l":
@@ -878,8 +873,8 @@ def whois(self: IrcConnection, message: Message) -> None:
         name, session = found.name, found.session
         user, host, realname = self.irc.user_info(name)
         self.numeric("311", name, user, host, "*", realname)
-        rooms = [channel_name(room.name) if chat.moderation.role(room, name) is Role.MEMBER
-                 else "@" + channel_name(room.name)
+        every = 2 if "multi-prefix" in self.caps else 1
+        rooms = [chat.moderation.marks(room, name)[:every] + channel_name(room.name)
                  for room in (self.irc.rooms_of(session) if session is not None else found.rooms_there(chat))
                  if room.key in self.channels or chat.moderation.may_see(room, self.name)]
         if rooms:
@@ -901,7 +896,8 @@ def who(self: IrcConnection, message: Message) -> None:
     ``WHO #lab``: a 352 per member; ``WHO mask``: a 352 per online user
     whose nick, username, host or realname matches (``*``, ``?``; ASCII case
     ignored); then 315. Flags: ``H`` here or ``G`` away, ``*`` an operator
-    of the server, ``@`` of the channel.
+    of the server, ``@`` of the channel, ``+`` voiced (``@+`` both, with
+    multi-prefix; else the highest).
     """
     chat = self.chat
     mask = message.params[0] if message.params and message.params[0] else "*"
@@ -909,7 +905,7 @@ def who(self: IrcConnection, message: Message) -> None:
         room = _room(self, mask, missing=False)
         if room is not None and (room.key in self.channels or chat.moderation.may_see(room, self.name)):
             for name in members_everywhere(chat, room):
-                _who_line(self, name, channel_name(room.name), chat.moderation.role(room, name) is not Role.MEMBER)
+                _who_line(self, name, channel_name(room.name), chat.moderation.marks(room, name))
     else:
         pattern = mask.lower()
         for found in online_users(chat):  # (here or on another node: chatd.nodes)
@@ -919,7 +915,7 @@ def who(self: IrcConnection, message: Message) -> None:
             if not exact and "i" in getattr(session, "umodes", "") and not _shares_a_room(self, session):
                 continue  # (+i: found by its exact nick only, or by those sharing a room with it)
             if any(fnmatch.fnmatchcase(field.lower(), pattern) for field in (name, user, host, realname)):
-                _who_line(self, name, "*", False)
+                _who_line(self, name, "*", "")
     self.numeric("315", mask, "End of WHO list")
 
 
@@ -927,15 +923,14 @@ def _shares_a_room(self: IrcConnection, session: object) -> bool:
     return session is self or any(room.key in self.channels for room in self.irc.rooms_of(session))
 
 
-def _who_line(self: IrcConnection, name: str, channel: str, operator: bool) -> None:
+def _who_line(self: IrcConnection, name: str, channel: str, marks: str) -> None:
     chat = self.chat
     user, host, realname = self.irc.user_info(name)
     session = chat.online.get(name_key(name))
     flags = ("G" if chat.presence.message(name) is not None else "H")
     if chat.is_admin(name) or getattr(session, "oper", False):
         flags += "*"
-    if operator:
-        flags += "@"
+    flags += marks if "multi-prefix" in self.caps else marks[:1]
     self.numeric("352", channel, user, host, self.irc.server, name, flags, f"0 {realname}")
 
 

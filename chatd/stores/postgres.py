@@ -72,7 +72,7 @@ CONNECT_TIMEOUT = 5
 #: The key of the advisory lock held while the schema is created or migrated ("chat" in ASCII).
 SCHEMA_LOCK = 0x63686174
 #: The schema's version (``schema_version``): this chatd creates and reads it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The statements that bring the schema from the version before to each version. Times of log events are
 #: ``timestamptz``; times of history events and offline messages are seconds since the epoch (``float8`` holds the
@@ -115,6 +115,11 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE file_chunks (
             file_id text NOT NULL REFERENCES files (id) ON DELETE CASCADE, seq integer NOT NULL,
             data bytea NOT NULL, PRIMARY KEY (file_id, seq))""",
+    ],
+    # Voiced members (issue 16) are account values too: deleted with the account through the same index.
+    3: [
+        "DROP INDEX room_values_account",
+        "CREATE INDEX room_values_account ON room_values (key) WHERE kind IN ('op', 'voice', 'ban', 'mute', 'invite')",
     ],
 }
 

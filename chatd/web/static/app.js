@@ -102,6 +102,8 @@ function actionParts(event) {
       : [by, " made ", target, " an operator"];
     case "deop": return event.sender === event.target ? [by, " put the operator role down"]
       : [by, " took ", target, "'s operator role away"];
+    case "voice": return [by, " gave ", target, " a voice"];
+    case "devoice": return [by, " took ", target, "'s voice away"];
     case "owner": return [by, " gave the room to ", target];
     default: return [by, ` (${event.kind}) `, userText(event.text || "")];
   }
