@@ -39,9 +39,11 @@ import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd import errors
 from chatd.core.events import EventKind
+from chatd.limits import FLOOD_CUT, TokenBucket
 from chatd.store import EventName, LogEvent, RoomValue, RoomValueKind, StoreError
 from chatd.text import USER_NAME_MAX, name_key, unknown_name
 
@@ -972,25 +974,41 @@ class Moderation:
 
     # -- the flood limiter's escalation (chatd.limits) ------------------------------------------
 
-    def flooding(self, session: Session, room: Room, cut: bool) -> None:
+    def flood_paused(self, session: Session, bucket: TokenBucket, paused: float, rooms: Sequence[Room]) -> None:
         """
-        ``session`` kept flooding ``room`` (chatd.limits, the escalation):
-        muted there for --flood-mute seconds by the server (sender "",
-        reason ``flooding``: the room, its operators too, sees why); ``cut``:
-        it went on: kicked from the room by the server, then disconnected.
+        ``session``, over its flood allowance ``bucket``, is paused ``paused``
+        more seconds while a member of ``rooms``: the escalation, one for
+        every front-end (the line front-end's read pause, the WebSocket and
+        IRC front-ends' Pacing). The pauses add up (``TokenBucket.overrun``);
+        past the limit it is muted in each of ``rooms`` for --flood-mute
+        seconds by the server (sender "", reason ``flooding``: the room, its
+        operators too, sees why); again: kicked from them by the server, then
+        disconnected. Nothing with --flood-mute 0, in no room, or before login.
         """
+        mute = self.factory.settings.flood_mute
+        if mute <= 0 or not rooms or not session.name:
+            return
+        level = bucket.overrun(self.factory.reactor.seconds(), paused, mute)
+        if level:
+            self.flooding(session, rooms, level == FLOOD_CUT)
+
+    def flooding(self, session: Session, rooms: Sequence[Room], cut: bool) -> None:
+        """``session`` kept flooding ``rooms``: muted there (``cut``: kicked from them, then disconnected)."""
         name = session.name or ""
         if cut:
-            if self.member(room, name) is session:
-                self.kick(room, "", name, "flooding")
+            for room in rooms:
+                if self.member(room, name) is not None:  # (its member there: the session or its IRC channel)
+                    self.kick(room, "", name, "flooding")
             session.kick("Error: you kept sending too fast after being muted; goodbye.")
             return
-        if self._sanction(room.muted, name) is not None:
-            return
-        self.mute(room, "", name, max(1, int(self.factory.settings.flood_mute)), "flooding").addErrback(
-            lambda failure: self.log.error("could not mute a flooder in {room}: {why}", room=room.name,
-                                           why=failure.getErrorMessage()))
+        for room in rooms:
+            if self._sanction(room.muted, name) is not None:
+                continue
+            self.mute(room, "", name, max(1, int(self.factory.settings.flood_mute)), "flooding").addErrback(
+                self._mute_failed, room)
 
+    def _mute_failed(self, failure: Failure, room: Room) -> None:
+        self.log.error("could not mute a flooder in {room}: {why}", room=room.name, why=failure.getErrorMessage())
 
 def names_marked(moderation: Moderation, room: Room, names: Iterable[str], shown: Iterable[str]) -> list[str]:
     """

@@ -30,7 +30,7 @@ from chatd.commands import TABLE
 from chatd.commands.table import CommandTable
 from chatd.core.events import PrivateMessage
 from chatd.core.ports import Renderer, SessionEnd
-from chatd.limits import ANSWER, CONSUMER, FLOOD, FLOOD_CUT, TokenBucket
+from chatd.limits import ANSWER, CONSUMER, FLOOD, TokenBucket
 from chatd.menu import Dialogue
 from chatd.render import PLAIN, TAGGED, private_line
 from chatd.sockets import ILineTransport, set_keepalive, tcp_socket
@@ -374,12 +374,9 @@ class ChatProtocol(LineReceiver):
         if notice and self._bucket.notice_due(now):
             self.show(ERROR, "Error: you are sending too fast; your lines are being delayed.")
         self._throttle_timer = reactor.callLater(wait, self._unthrottle)
-        room = self.dialogue.room if self.dialogue is not None and self.name else None
-        mute = self.factory.settings.flood_mute
-        if notice and room is not None and mute > 0:
-            level = self._bucket.overrun(now, paused, mute)
-            if level:
-                self.factory.moderation.flooding(self, room, level == FLOOD_CUT)
+        room = self.dialogue.room if self.dialogue is not None else None
+        if notice and room is not None:
+            self.factory.moderation.flood_paused(self, self._bucket, paused, [room])
 
     def _unthrottle(self) -> None:
         self._throttle_timer = None

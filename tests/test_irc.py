@@ -19,6 +19,7 @@ from twisted.internet.testing import StringTransport
 from chatd.core.events import EventKind, RoomEvent
 from chatd.frontends.irc import IrcFactory, IrcRenderer
 from chatd.frontends.irc_wire import LineSplitter, line, parse, split_text
+from chatd.limits import FLOOD_PAUSED_LIMIT, FLOOD_WINDOW
 from chatd.moderation import Sanction
 from chatd.settings import Settings
 from chatd.twisted_internals import unsent_bytes
@@ -1306,3 +1307,34 @@ def test_voice_and_moderated_channels_are_chatd_rooms_rules_for_every_front_end(
     assert carol.output().endswith("In lab (3): ~alice, bob, +carol\r\n")
     bob.send("QUIT")
     assert "bob" not in factory.rooms["lab"].authority.voiced  # (a guest's voice lives with its session)
+
+
+def test_an_irc_flooder_is_muted_then_cut_off_as_on_every_front_end(tmp_path):
+    # (issue 16, fix16a) the escalation (chatd.limits TokenBucket.overrun, Moderation.flooding) is one for every
+    # front-end: an IRC member kept over its allowance is muted in its channels by the server, then kicked and cut.
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=5, flood_burst=10, flood_mute=60))
+    irc = IrcFactory(factory, guests=True)
+    ann = Client(factory, clock)
+    ann.register("ann")
+    ann.send("create lab", "join lab")
+    bob = IrcClient(irc, clock)
+    bob.register("bob")
+    bob.send("JOIN #lab")
+    ann.output(), bob.lines()
+    room = factory.rooms["lab"]
+
+    def run(until) -> float:
+        ran = 0.0
+        while ran < FLOOD_WINDOW and not until():
+            clock.advance(0.05)
+            ran += 0.05
+        return ran
+
+    bob.protocol.dataReceived(b"".join(b"PRIVMSG #lab :line %d\r\n" % index for index in range(1000)))
+    assert FLOOD_PAUSED_LIMIT <= run(lambda: bool(room.muted)) < 2 * FLOOD_PAUSED_LIMIT
+    assert "* chatd muted bob for 1m (flooding)\r\n" in ann.output()
+    assert not bob.closed
+    assert FLOOD_PAUSED_LIMIT <= run(lambda: bob.closed) < 2 * FLOOD_PAUSED_LIMIT
+    assert "* chatd kicked bob (flooding)\r\n" in ann.output()
+    assert any(text.startswith(":chatd KICK #lab bob :flooding") or " KICK #lab bob :flooding" in text
+               for text in bob.lines())

@@ -21,6 +21,7 @@ from wsproto.events import AcceptConnection, CloseConnection, Ping, RejectConnec
 from chatd.commands.table import Place
 from chatd.core.events import EventKind
 from chatd.frontends.web import FRAMING_ALLOWANCE, JsonRenderer, WebSession, origin_allowed, web_site
+from chatd.limits import FLOOD_PAUSED_LIMIT, FLOOD_WINDOW
 from chatd.settings import Settings
 from chatd.twisted_internals import unsent_bytes
 from daemon import Conn, Daemon, free_port
@@ -310,6 +311,33 @@ def test_messages_pay_the_flood_allowance_like_lines(tmp_path):
         clock.advance(1)
     ann._read()
     assert said() == ["n0", "n1", "n2", "n3"] and ann.transport.producerState == "producing"
+
+
+def test_a_browser_flooder_is_muted_then_cut_off_as_on_every_front_end(tmp_path):
+    # (issue 16, fix16a) one escalation for every front-end (Moderation.flood_paused).
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=5, flood_burst=10, flood_mute=60))
+    ann = Client(factory, clock)
+    ann.register("ann")
+    ann.send("public")
+    bob = WebClient(web_site(factory))
+    bob.command("register", "bob", "secret1")
+    bob.command("public")
+    ann.output()
+    room = factory.rooms["public"]
+    for index in range(1000):
+        bob.send_raw(json.dumps({"type": "command", "name": "say", "args": [f"n{index}"]}))
+
+    def run(until) -> float:
+        ran = 0.0
+        while ran < FLOOD_WINDOW and not until():
+            clock.advance(0.05)
+            ran += 0.05
+        return ran
+
+    assert FLOOD_PAUSED_LIMIT <= run(lambda: bool(room.muted)) < 2 * FLOOD_PAUSED_LIMIT
+    assert "* chatd muted bob for 1m (flooding)\r\n" in ann.output()
+    assert FLOOD_PAUSED_LIMIT <= run(lambda: bob.transport.disconnecting) < 2 * FLOOD_PAUSED_LIMIT
+    assert "* chatd kicked bob (flooding)\r\n" in ann.output()
 
 
 class Unread(abstract.FileDescriptor):

@@ -589,7 +589,7 @@ class IrcConnection(Protocol, _Caller):
         self.pacing: Pacing[bytes | None] = Pacing(
             self.chat.reactor, self._run, lambda: self.transport,
             lambda: self.server_notice("you are sending too fast; your lines are being delayed."),
-            lambda: self.ended)
+            lambda: self.ended, self._flood_paused)
         self._abort_timer: Any = None
         self._opened = False
         self._cut = False
@@ -661,6 +661,11 @@ class IrcConnection(Protocol, _Caller):
     def dataReceived(self, data: bytes) -> None:
         if not self.ended:
             self.pacing.received(*self._lines.feed(data))
+
+    def _flood_paused(self, seconds: float) -> None:
+        """Paused ``seconds`` over the flood allowance: the escalation in its channels (as on every front-end)."""
+        if self.pacing.bucket is not None:
+            self.chat.moderation.flood_paused(self, self.pacing.bucket, seconds, self.irc.rooms_of(self))
 
     # -- input ---------------------------------------------------------------------------------
 

@@ -37,13 +37,17 @@ class Pacing(Generic[U]):
     ``run(unit)`` handles one unit; ``stream()`` is the transport to pause
     (None: gone); ``too_fast()`` tells the user once in a while that input
     is being delayed; ``ended()`` says whether the session is over (nothing
-    more is taken). :attr:`bucket` is the session's flood allowance
-    (``Limits.flood_bucket``; the account's after login: :meth:`share`).
+    more is taken); ``paused(seconds)`` is told each flood pause, as it
+    adds up to the escalation (``Moderation.flood_paused``). :attr:`bucket`
+    is the session's flood allowance (``Limits.flood_bucket``; the
+    account's after login: :meth:`share`).
     """
 
     def __init__(self, reactor: IReactorTime, run: Callable[[U], None], stream: Callable[[], Any],
-                 too_fast: Callable[[], None], ended: Callable[[], bool]) -> None:
+                 too_fast: Callable[[], None], ended: Callable[[], bool],
+                 paused: Callable[[float], None] = lambda seconds: None) -> None:
         self.reactor = reactor
+        self._paused = paused
         self.queue: deque[U] = deque()
         #: The flood allowance drawn on (None: no limit; the idle timeout reads its last use).
         self.bucket: TokenBucket | None = None
@@ -73,6 +77,8 @@ class Pacing(Generic[U]):
                 wait = bucket.take(self.reactor.seconds())
                 if wait:
                     self.hold_for(wait)
+                    if self._ended():  # (the escalation may have ended the session)
+                        return
             self._run(unit)
 
     def hold(self, reason: str) -> None:
@@ -92,6 +98,9 @@ class Pacing(Generic[U]):
 
     def hold_for(self, wait: float) -> None:
         """Over the flood limit: take nothing more for ``wait`` seconds (the unit taken still counts)."""
+        paused = wait
+        if self._waiting is not None and self._waiting.active():
+            paused -= max(0.0, self._waiting.getTime() - self.reactor.seconds())  # (counted already)
         self.cancel()
         self.hold("flood")
         bucket = self.bucket
@@ -103,6 +112,7 @@ class Pacing(Generic[U]):
             self.release("flood")
 
         self._waiting = self.reactor.callLater(wait, resume)
+        self._paused(paused)
 
     def spend(self) -> None:
         """Charge one token for something others see that no unit paid for (``Session.spend_allowance``)."""

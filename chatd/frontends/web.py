@@ -367,7 +367,9 @@ class WebSession:
                 wait = bucket.take(self.factory.reactor.seconds())
                 if wait:
                     self._hold_for(wait)
-                    self._run(self._queue.popleft())
+                    message = self._queue.popleft()
+                    if not self._ended:  # (the escalation may have ended the session)
+                        self._run(message)
                     return
             self._run(self._queue.popleft())
         if not self._queue:
@@ -396,7 +398,9 @@ class WebSession:
 
     def _hold_for(self, wait: float) -> None:
         """Over the flood limit: read nothing more for ``wait`` seconds (this message still counts)."""
+        paused = wait
         if self._waiting is not None and self._waiting.active():
+            paused -= max(0.0, self._waiting.getTime() - self.factory.reactor.seconds())  # (counted already)
             self._waiting.cancel()
         self._hold("flood")
         if self._bucket is not None and self._bucket.notice_due(self.factory.reactor.seconds()):
@@ -407,6 +411,8 @@ class WebSession:
             self._release("flood")
 
         self._waiting = self.factory.reactor.callLater(wait, resume)
+        if self._bucket is not None and self.room is not None:  # (the escalation, as on every front-end)
+            self.factory.moderation.flood_paused(self, self._bucket, paused, [self.room])
 
     def _run(self, message: str | bytes) -> None:
         """Parse one message and run its command; a bad message gets an error, never a traceback."""
