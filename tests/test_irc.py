@@ -1338,3 +1338,35 @@ def test_an_irc_flooder_is_muted_then_cut_off_as_on_every_front_end(tmp_path):
     assert "* chatd kicked bob (flooding)\r\n" in ann.output()
     assert any(text.startswith(":chatd KICK #lab bob :flooding") or " KICK #lab bob :flooding" in text
                for text in bob.lines())
+
+
+def test_no_line_to_an_irc_client_passes_512_bytes_and_a_cut_keeps_whole_characters(world):
+    # (issue 16, fix16a) the one place that formats outgoing lines (irc_wire.line) holds them to LINE_MAX bytes
+    # without tags, cutting the last parameter between UTF-8 characters: a 300-emoji topic was sent at ~1,230.
+    made = line("a" * 60 + "!b@chatd", "TOPIC", "#lab", "é" * 300)
+    assert len(made) == 512 and made.endswith(b"\r\n") and made.decode().endswith("é\r\n")
+    assert len(line("x", "PRIVMSG", "#lab", "😀" * 200, tags="time=x;" + "y" * 600)) <= 512 + 620
+    factory, clock, irc = world
+    ann = Client(factory, clock)
+    ann.register("ann")
+    ann.send("create lab", "join lab", "/topic " + "😀" * 300)
+    assert factory.rooms["lab"].authority.topic == "😀" * 300
+    long_nick = "a" * 24
+    alice = IrcClient(irc, clock)
+    alice.register(long_nick)
+    alice.send("JOIN #lab")
+    ann.send("/op " + long_nick, "/topic " + "😀" * 299)
+    bob = IrcClient(irc, clock, port=40001)
+    bob.register("bob")
+    bob.send("JOIN #lab", "TOPIC #lab", "LIST #lab")
+    got = alice.lines() + bob.lines()
+    assert any(" TOPIC #lab :😀" in text for text in got) and any(" 332 bob #lab :😀" in text for text in got)
+    assert any(" 322 bob #lab " in text for text in got)
+    for text in got:
+        assert len(text.encode()) + 2 <= 512, text
+    alice.send("TOPIC #lab :" + "é" * 249)
+    assert factory.rooms["lab"].authority.topic == "é" * 249
+    got = alice.lines() + bob.lines()
+    assert any(" TOPIC #lab :éé" in text for text in got)
+    for text in got:
+        assert len(text.encode()) + 2 <= 512, text

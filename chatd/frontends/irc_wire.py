@@ -196,11 +196,12 @@ def line(source: str, command: str, *params: str, tags: str = "", text: bool = T
     (``tags`` already escaped, without ``@``; ``source`` "" for none). Every
     parameter has CR, LF and NUL replaced by spaces; a middle one has no
     space and never starts with ``:`` (an empty one is ``*``); the last one
-    gets a ``:`` when it needs one.
+    gets a ``:`` when it needs one. The line without its tags is at most
+    :data:`LINE_MAX` bytes, CR LF included (RFC 1459 §2.3): longer, it is
+    cut between UTF-8 characters (its last parameter loses its end), the
+    one place every outgoing line is held to the limit.
     """
     parts = []
-    if tags:
-        parts.append("@" + tags.translate(_UNSAFE).replace(" ", "\\s"))
     if source:
         parts.append(":" + source.translate(_UNSAFE).replace(" ", "_"))
     parts.append(command)
@@ -213,7 +214,19 @@ def line(source: str, command: str, *params: str, tags: str = "", text: bool = T
                 text and (middle or command in _TEXT_ONLY) and command not in _BARE_LAST):
             last = ":" + last
         parts.append(last)
-    return (" ".join(parts) + "\r\n").encode("utf-8", "replace")
+    data = cut_utf8(" ".join(parts).encode("utf-8", "replace"), LINE_MAX - 2) + b"\r\n"
+    if tags:
+        return ("@" + tags.translate(_UNSAFE).replace(" ", "\\s") + " ").encode("utf-8", "replace") + data
+    return data
+
+
+def cut_utf8(data: bytes, size: int) -> bytes:
+    """``data`` (UTF-8) cut to at most ``size`` bytes between characters (as is if it fits)."""
+    if len(data) <= size:
+        return data
+    while size > 0 and (data[size] & 0xC0) == 0x80:  # not inside a character
+        size -= 1
+    return data[:size]
 
 
 def tagged(data: bytes, tag: str) -> bytes:
@@ -234,9 +247,7 @@ def split_text(text: str, room: int) -> list[str]:
     room = max(room, 16)
     pieces = []
     while len(data) > room:
-        cut = room
-        while cut > 0 and (data[cut] & 0xC0) == 0x80:  # not inside a character
-            cut -= 1
+        cut = len(cut_utf8(data, room))
         space = data.rfind(b" ", cut - room // 4, cut)
         if space > 0:
             cut = space
