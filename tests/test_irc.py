@@ -1370,3 +1370,29 @@ def test_no_line_to_an_irc_client_passes_512_bytes_and_a_cut_keeps_whole_charact
     assert any(" TOPIC #lab :éé" in text for text in got)
     for text in got:
         assert len(text.encode()) + 2 <= 512, text
+
+
+def test_with_guests_a_nick_of_an_account_waits_for_sasl_during_cap_negotiation(world):
+    # (issue 16, fix16a) IRC.md's own order for an offline account under --irc-guests: NICK alice during CAP
+    # negotiation was refused with 433 at once, SASL then succeeded and no 001 ever came.
+    factory, clock, irc = world
+    factory.register("alice", "secret1")
+    alice = IrcClient(irc, clock)
+    alice.send("CAP LS 302", "NICK alice", "USER u 0 * :x", "CAP REQ :sasl", "AUTHENTICATE PLAIN",
+               "AUTHENTICATE " + base64.b64encode(b"alice\0alice\0secret1").decode(), "CAP END")
+    got = codes(alice.lines())
+    assert "433" not in got and got[:3] == ["900", "903", "001"]
+    assert factory.online["alice"] is alice.protocol and not alice.protocol.guest
+    # Not authenticated as that account by CAP END: 433 then, and another nick registers as a guest.
+    other = IrcClient(irc, clock, port=40001)
+    other.send("CAP LS 302", "NICK alice", "USER u 0 * :x", "CAP END")
+    assert codes(other.lines()) == ["433"]
+    other.send("NICK visitor")
+    assert codes(other.lines())[0] == "001" and other.protocol.guest
+    # SASL as another account than the nick: the nick becomes that account's.
+    factory.register("bob", "secret1")
+    bob = IrcClient(irc, clock, port=40002)
+    bob.send("CAP LS 302", "NICK visitor", "USER u 0 * :x", "CAP REQ :sasl", "AUTHENTICATE PLAIN",
+             "AUTHENTICATE " + base64.b64encode(b"bob\0bob\0secret1").decode(), "CAP END")
+    got = bob.lines()
+    assert codes(got)[:3] == ["900", "903", "001"] and ":visitor!u@chatd NICK bob" in got

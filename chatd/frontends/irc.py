@@ -833,10 +833,12 @@ class IrcConnection(Protocol, _Caller):
 
     def try_registration(self) -> None:
         """NICK and USER are in and no CAP negotiation is open: log in (PASS), admit a guest, or say what to do."""
-        if self.registered or self.ended or not self.nick or not self.user or self.negotiating:
+        if self.registered or self.ended or not self.user or self.negotiating:
             return
-        if self.name is not None:
+        if self.name is not None:  # (logged in: the nick becomes the account's, whatever NICK said)
             self.welcome()
+            return
+        if not self.nick:
             return
         if self.password:
             account, _, password = self.password.partition(":")

@@ -203,7 +203,9 @@ def nick(self: IrcConnection, message: Message) -> None:
     if problem:
         self.numeric("432", wanted, "Erroneous nickname: " + problem.rstrip("."))
         return
-    if self.irc.guests and not self.password and self.name is None:
+    # A guest's nick is checked now, except during CAP negotiation: SASL may yet log in as that account, so
+    # it is checked once negotiation ends (try_registration: 433 then if still no account's session).
+    if self.irc.guests and not self.password and self.name is None and not self.negotiating:
         refused = self.guest_refusal(wanted)
         if refused:
             self.numeric(refused[0], wanted, refused[1])
