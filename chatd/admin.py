@@ -52,6 +52,11 @@ OTP_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 OTP_LENGTH = 12
 #: Why ``register NAME`` is refused for a name given by ``--admin`` from anywhere but the server's machine.
 RESERVED = "this name is reserved for an admin; register it from the server's own machine."
+#: Names nobody registers or takes as an IRC guest, so nobody poses as the server or a network service: the
+#: server's own (chatd's messages come from ``chatd``; the IRC front-end adds its ``--irc-server-name``) and
+#: the IRC services that Anope, Atheme and ergo run (IRC clients treat messages from them as the network's).
+SERVER_NAMES = ("chatd", "NickServ", "ChanServ", "MemoServ", "OperServ", "HostServ", "BotServ", "SaslServ",
+                "HistServ", "HelpServ", "InfoServ", "StatServ", "Global")
 
 
 
@@ -126,6 +131,8 @@ class Administration:
         self.factory = factory
         #: Admins named by ``--admin`` (name keys); more by the stored flag (:data:`ADMIN`).
         self.named = frozenset(name_key(name) for name in factory.settings.admins)
+        #: Names of the server and services (name keys): nobody's (:meth:`reserved_refusal`); :meth:`reserve` adds.
+        self.server_names = {name_key(name) for name in SERVER_NAMES}
         #: Bans of addresses and networks by their stored key (the network with its prefix length).
         self.bans: dict[str, AddressBan] = {}
 
@@ -173,23 +180,28 @@ class Administration:
             return False
         return key in self.named or self.factory.marks.get(key, {}).get(ADMIN) == "1"
 
-    def reserved_for_guests(self, name: str) -> str | None:
-        """
-        Why a session without an account (an IRC guest) may not take
-        ``name``: it is given by ``--admin`` (registered or not, from any
-        address: only its account may hold it); or None.
-        """
-        return RESERVED if name_key(name) in self.named else None
+    def reserve(self, name: str) -> None:
+        """Make ``name`` nobody's, as the server's own (the IRC front-end's ``--irc-server-name``)."""
+        self.server_names.add(name_key(name))
 
-    def reserved_refusal(self, name: str, host: str | None) -> str | None:
+    def reserved_refusal(self, name: str, host: str | None, guest: bool = False) -> str | None:
         """
-        Why ``register NAME`` from ``host`` (the client's IP address as text;
-        None: a UNIX socket) is refused: NAME is given by ``--admin`` and the
-        connection is not from the server's own machine (``chatd.limits.is_local``:
-        loopback, mapped forms too), so nobody else claims an admin's name on
-        a fresh install; or None.
+        Why the new name ``name`` is refused, the one rule of every front-end
+        (``register``, IRC's ``REGISTER``, an IRC guest's nick); or None:
+        the server's or a service's name (:data:`SERVER_NAMES`, :meth:`reserve`)
+        is nobody's; a name given by ``--admin`` is registered only from the
+        server's own machine (``host``: the client's IP address as text;
+        None: a UNIX socket; ``chatd.limits.is_local``: loopback, mapped
+        forms too), so nobody else claims an admin's name on a fresh install,
+        and is never a ``guest``'s (a session without an account), from any
+        address. Accounts of such names made before keep working.
         """
-        return RESERVED if name_key(name) in self.named and not is_local(host) else None
+        key = name_key(name)
+        if key in self.server_names:
+            return f"{name} is reserved: it is the server's or a network service's name."
+        if key in self.named and (guest or not is_local(host)):
+            return RESERVED
+        return None
 
     def password_owed(self, name: str | None) -> bool:
         """Whether the account ``name`` logged in with a one-time password and has not chosen a new one yet."""

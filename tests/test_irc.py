@@ -1396,3 +1396,26 @@ def test_with_guests_a_nick_of_an_account_waits_for_sasl_during_cap_negotiation(
              "AUTHENTICATE " + base64.b64encode(b"bob\0bob\0secret1").decode(), "CAP END")
     got = bob.lines()
     assert codes(got)[:3] == ["900", "903", "001"] and ":visitor!u@chatd NICK bob" in got
+
+
+def test_the_servers_and_irc_services_names_are_nobodys_on_every_front_end(tmp_path):
+    # (issue 16, fix16a) impersonation: nobody registers or takes as a guest the server's own name (chatd, the
+    # --irc-server-name) or an IRC service's (NickServ...), in any case, from any address; one rule for every
+    # front-end (Administration.reserved_refusal). An existing account of such a name keeps working.
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0))
+    factory.register("global", "secret1")  # (made before the rule: it still logs in)
+    irc = IrcFactory(factory, guests=True, server="irc-lab")
+    for index, nick in enumerate(("chatd", "NickServ", "chanserv", "SaslServ", "Global", "IRC-LAB", "HistServ")):
+        guest = IrcClient(irc, clock, port=40000 + index, host="127.0.0.1")
+        assert [text.split()[1] for text in guest.register(nick)] == ["432"], nick
+        if nick != "Global":
+            assert "is reserved" in Client(factory, clock, peer=IPv4Address("TCP", "127.0.0.1", 50000)).register(
+                nick), nick
+            early = IrcClient(irc, clock, port=40050 + index, host="127.0.0.1")
+            early.send(f"REGISTER {nick} * secret1")
+            assert early.lines()[0].startswith(f":irc-lab FAIL REGISTER BAD_ACCOUNT_NAME {nick} :"), nick
+    guest = IrcClient(irc, clock, port=40100)
+    guest.register("visitor")
+    guest.send("NICK OperServ")
+    assert [text.split()[1] for text in guest.lines()] == ["432"]
+    assert "Logged in as global" in Client(factory, clock).login("global", "secret1")

@@ -327,6 +327,7 @@ class IrcFactory(Factory):
                                    chat.presence.message)
         self.renderers.files_at = files_at
         self.renderers.key_of = self.key_of
+        chat.admin.reserve(server)
         chat.presence.watchers.append(self.away_changed)
         self.created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -878,7 +879,7 @@ class IrcConnection(Protocol, _Caller):
     def guest_refusal(self, nick: str) -> tuple[str, str] | None:
         """Why ``nick`` may not be a guest's: (numeric, text): 432 not a chatd name, 433 taken; or None."""
         chat = self.chat
-        problem = check_name(nick, "user", USER_NAME_MAX) or chat.admin.reserved_for_guests(nick)
+        problem = check_name(nick, "user", USER_NAME_MAX) or chat.admin.reserved_refusal(nick, None, guest=True)
         if problem:
             return "432", "Erroneous nickname: " + problem.rstrip(".")
         if chat.user_name_taken(nick) or name_key(nick) in chat.online:

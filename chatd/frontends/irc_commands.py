@@ -294,7 +294,8 @@ def register(self: IrcConnection, message: Message) -> None:
     if not account:
         fail("NEED_NICK", "send NICK first, or name the account")
         return
-    problem = check_name(account, "user", USER_NAME_MAX)
+    problem = check_name(account, "user", USER_NAME_MAX) or chat.admin.reserved_refusal(
+        account, self.origin.get("address"))
     if problem:
         fail("BAD_ACCOUNT_NAME", problem)
         return
