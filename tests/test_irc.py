@@ -380,7 +380,15 @@ def test_a_client_that_stops_reading_is_cut_off_at_max_outbound(tmp_path):
     for _ in range(300):
         bob.send("x" * 4000)
     assert stuck.aborted and "ann" not in factory.online
-    assert 1 << 20 < unsent_bytes(stuck) < (1 << 20) + 20_000
+    # (fix16a) output that would pass the limit is not queued, and the row says so, with the room.
+    assert (1 << 20) - 20_000 < unsent_bytes(stuck) <= 1 << 20
+    factory.store.flush_events()
+    rows = [text.rstrip("\r\n").split(",") for text in open(tmp_path / "log.csv", encoding="utf-8")
+            if ",sendq_exceeded," in text]
+    assert len(rows) == 1 and rows[0][2:4] == ["ann", "public"]
+    fields = dict(item.split("=") for item in rows[0][4].split("&"))
+    assert int(fields["queued"]) == unsent_bytes(stuck) and int(fields["refused"]) > 0
+    assert int(fields["queued"]) + int(fields["refused"]) > 1 << 20
 
 
 def test_listen_irc_and_irc_guests_options():
@@ -809,6 +817,11 @@ def test_chathistory_reads_the_rooms_durable_history(world):
     alice.send("CHATHISTORY LATEST #nowhere * 10", "CHATHISTORY LATEST #public * x")
     assert [text.split(" :")[0] for text in alice.lines()] == [
         ":chatd FAIL CHATHISTORY INVALID_TARGET LATEST #nowhere", ":chatd FAIL CHATHISTORY INVALID_PARAMS LATEST"]
+    # (fix16a) another room's msgid is no reference in this one; the room's own in any case is.
+    alice.send("CHATHISTORY AFTER #public msgid=busy2-1 10", "CHATHISTORY AFTER #public msgid=publi-1 10")
+    assert [text.split(" :")[0] for text in alice.lines()] == [
+        ":chatd FAIL CHATHISTORY INVALID_PARAMS AFTER"] * 2
+    assert history("CHATHISTORY AFTER #public msgid=PUBLIC-6 2") == ["7 line 5"]
 
 
 def test_away_notify_tells_irc_clients_sharing_a_room(world):
@@ -1419,3 +1432,13 @@ def test_the_servers_and_irc_services_names_are_nobodys_on_every_front_end(tmp_p
     guest.send("NICK OperServ")
     assert [text.split()[1] for text in guest.lines()] == ["432"]
     assert "Logged in as global" in Client(factory, clock).login("global", "secret1")
+
+
+def test_parameters_past_fifteen_are_dropped_never_joined():
+    # (issue 16, fix16a) RFC 2812 2.3 allows 15; the rest was joined into the 15th with spaces, which a middle
+    # parameter then sent as a_b. Dropped now; the 15th is as sent.
+    message = parse(b"MODE #x +bbbbbbbbbbbbbbbbbbbb " + b" ".join(bytes([97 + index]) for index in range(20)))
+    assert message is not None and len(message.params) == 15
+    assert message.params[2:] == list("abcdefghijklm")
+    message = parse(b"PRIVMSG #x :a b c")
+    assert message is not None and message.params == ["#x", "a b c"]

@@ -1054,11 +1054,23 @@ class IrcConnection(Protocol, _Caller):
         data = send_at_once(transport, data)
         if not data:
             return
+        if sendq_exceeded(self, transport, len(data), self._rooms_text):
+            self._cut_off()
+            return
         transport.write(data)
-        if sendq_exceeded(self, transport):
-            self._cut = True
-            self._end_session("disconnect")
-            transport.abortConnection()
+        if sendq_exceeded(self, transport, 0, self._rooms_text):  # (under TLS what is queued is the encrypted form)
+            self._cut_off()
+
+    def _rooms_text(self) -> str:
+        """The rooms of this connection's channels, space-separated (a ``sendq_exceeded`` row's room)."""
+        return " ".join(channel.room.name for channel in self.channels.values() if channel.room is not None)
+
+    def _cut_off(self) -> None:
+        """Past --max-outbound: the session ends and the connection is aborted (nothing more is written)."""
+        self._cut = True
+        self._end_session("disconnect")
+        if self.transport is not None:
+            self.transport.abortConnection()
 
     def joined(self, channel: Channel, room: Room) -> None:
         """The answer to a JOIN after the JOIN itself: the topic (332, 333), the names (353, 366)."""

@@ -1019,7 +1019,7 @@ def chathistory(self: IrcConnection, message: Message) -> None:
         return
     target = params[0]
     limit_text = params[-1]
-    refs = [_history_ref(ref) for ref in params[1:-1]]
+    refs = [_history_ref(ref, target[1:] if target.startswith("#") else "") for ref in params[1:-1]]
     if not limit_text.isdigit() or any(ref is None for ref in refs) or (sub != "LATEST" and refs[0] == ("*", 0.0)):
         fail("INVALID_PARAMS", sub, "a reference is *, msgid=ROOM-ID or timestamp=YYYY-MM-DDThh:mm:ss.sssZ; "
                                     "the limit a number")
@@ -1048,17 +1048,21 @@ def chathistory(self: IrcConnection, message: Message) -> None:
 _HISTORY_KINDS = frozenset({EventKind.SAY, EventKind.ME})
 
 
-def _history_ref(text: str) -> tuple[str, float] | None:
+def _history_ref(text: str, room: str = "") -> tuple[str, float] | None:
     """
-    ``*``, ``msgid=lab-42`` (an event id; ``lab-42.2``, a piece of a long
-    line, names its line), ``timestamp=2026-...Z`` (seconds since the epoch)
-    as (kind, value).
+    ``*``, ``msgid=lab-42`` (an event id of the room ``room``; another
+    room's msgid is none; ``lab-42.2``, a piece of a long line, names its
+    line), ``timestamp=2026-...Z`` (seconds since the epoch) as (kind,
+    value); None if it is none of them.
     """
     if text == "*":
         return ("*", 0.0)
     kind, _, value = text.partition("=")
     if kind == "msgid":
-        number = value.rpartition("-")[2].partition(".")[0]
+        of, _, number = value.rpartition("-")
+        if room and name_key(of) != name_key(room):
+            return None
+        number = number.partition(".")[0]
         return ("msgid", float(number)) if number.isdigit() else None
     if kind == "timestamp":
         try:

@@ -31,7 +31,7 @@ LINE_MAX = 512
 TAGS_MAX = 8191
 #: Bytes of tag data (without the ``@`` and the space) a client may send (IRCv3 message-tags: 417 beyond).
 CLIENT_TAGS_MAX = 4094
-#: Parameters a message may have (RFC 1459 §2.3.1: 15); more are joined into the last one.
+#: Parameters a message may have (RFC 1459 §2.3.1, RFC 2812 §2.3: 15); more are dropped.
 PARAMS_MAX = 15
 
 _TAG_UNESCAPE = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
@@ -163,8 +163,8 @@ def parse(raw: bytes) -> Message | None:
         params.append(trailing)
     elif text.endswith(" :"):
         params.append("")
-    if len(params) > PARAMS_MAX:
-        params[PARAMS_MAX - 1:] = [" ".join(params[PARAMS_MAX - 1:])]
+    if len(params) > PARAMS_MAX:  # (dropped, never joined: a joined "a b" would go out as a_b in a middle one)
+        del params[PARAMS_MAX:]
     return Message(tags, clean_text(command), [_clean_param(param) for param in params])
 
 

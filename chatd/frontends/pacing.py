@@ -141,22 +141,27 @@ def lowest_transport(transport: Any) -> abstract.FileDescriptor | None:
     return None
 
 
-def sendq_exceeded(session: Any, transport: Any, room: str = "") -> bool:
+def sendq_exceeded(session: Any, transport: Any, size: int, room: Callable[[], str] = str) -> bool:
     """
-    Whether the bytes written to ``transport`` (or the TCP connection under
-    it) and not yet sent pass ``--max-outbound``: a peer that stopped
-    reading. If so it is logged, with a ``sendq_exceeded`` row (``room``:
-    the one ``session`` is in, if any); the caller cuts the connection off.
+    Whether writing ``size`` more bytes to ``transport`` would leave more
+    than ``--max-outbound`` unsent on it (or the TCP connection under it):
+    a peer that stopped reading. Asked before the write (``size`` 0: after
+    it, for what TLS adds). If so it is logged, with a ``sendq_exceeded``
+    row (queued: the bytes unsent, at most the limit; refused: ``size``, not
+    written; ``room()``: the room or rooms ``session`` is in, space-separated,
+    if any, asked only then), as the line front-end does; the caller does not write and cuts
+    the connection off.
     """
     lowest = lowest_transport(transport)
     if lowest is None:
         return False
     queued = unsent_bytes(lowest)
-    if queued <= session.factory.settings.max_outbound:
+    if queued + size <= session.factory.settings.max_outbound:
         return False
-    log.warn("send queue exceeded: {queued} bytes unsent to {who}; disconnecting",
-             queued=queued, who=session.name or session.origin.get("address", "a connection"))
-    session.factory.store.log_event("sendq_exceeded", session.name or "", room, queued=queued, refused=0,
+    log.warn("send queue exceeded: {queued} bytes unsent to {who} and {refused} more would pass --max-outbound; "
+             "disconnecting", queued=queued, refused=size,
+             who=session.name or session.origin.get("address", "a connection"))
+    session.factory.store.log_event("sendq_exceeded", session.name or "", room(), queued=queued, refused=size,
                                     **session.origin)
     return True
 
