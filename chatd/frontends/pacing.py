@@ -96,8 +96,11 @@ class Pacing(Generic[U]):
                 stream.resumeProducing()
             self.take()
 
-    def hold_for(self, wait: float) -> None:
-        """Over the flood limit: take nothing more for ``wait`` seconds (the unit taken still counts)."""
+    def hold_for(self, wait: float, escalate: bool = True) -> None:
+        """
+        Over the flood limit: take nothing more for ``wait`` seconds (the unit
+        taken still counts); ``escalate``: the pause counts toward the escalation.
+        """
         paused = wait
         if self._waiting is not None and self._waiting.active():
             paused -= max(0.0, self._waiting.getTime() - self.reactor.seconds())  # (counted already)
@@ -112,7 +115,8 @@ class Pacing(Generic[U]):
             self.release("flood")
 
         self._waiting = self.reactor.callLater(wait, resume)
-        self._paused(paused)
+        if escalate:
+            self._paused(paused)
 
     def spend(self) -> None:
         """Charge one token for something others see that no unit paid for (``Session.spend_allowance``)."""
@@ -123,7 +127,7 @@ class Pacing(Generic[U]):
         """Draw on ``bucket`` (the account's) from now on; ``wait``: its debt, paid by taking nothing meanwhile."""
         self.bucket = bucket
         if wait:
-            self.hold_for(wait)
+            self.hold_for(wait, escalate=False)  # (a debt, paid before anything was sent: as the line front-end)
 
     def cancel(self) -> None:
         """Stop the flood wait's timer (the connection is gone, or a new wait replaces it)."""
