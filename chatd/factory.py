@@ -15,6 +15,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, NoReturn, TypeVar
 
 import attrs
@@ -36,8 +37,8 @@ from chatd.passwords import Passwords
 from chatd.presence import SEEN_MARK, Presence
 from chatd.settings import PUBLIC_ROOM, Settings
 from chatd.store import (
-    LINE_KINDS, PUBLIC_ROOM_ID, AccountDict, Accounts, HistoryTail, Loaded, LogEvent, NameTakenError, RoomRecord, Store,
-    StoreError, UserRecord,
+    LINE_KINDS, PUBLIC_ROOM_ID, AccountDict, Accounts, HistoryTail, Loaded, LogEvent, NameTakenError, QueueFull,
+    RoomRecord, Store, StoreError, UserRecord,
 )
 from chatd.text import ROOM_NAME_MAX, USER_NAME_MAX, check_name, name_key, unknown_name
 from chatd.tokens import Tokens
@@ -196,7 +197,7 @@ class ChatFactory(Factory):
         self.accounts = loaded.users
         self.passwords.count_stored(self.accounts.hash_texts())
         self.presence.restore(loaded.marks)
-        for message in loaded.private:
+        for message in loaded.private if not self.store.shares_private else ():  # (shared: read at each login)
             self.offline.setdefault(name_key(message.recipient), []).append(message)
         self.marks = {key: dict(values) for key, values in loaded.marks.items()}
         tails = loaded.history
@@ -952,19 +953,30 @@ class ChatFactory(Factory):
         limit = self.settings.offline_messages
         if not limit:
             return defer.fail(errors.NoSuchUser(f"{message.recipient} is not logged in."))
-        if len(self.offline.get(key, ())) + self._offline_pending.get(key, 0) >= limit:
-            return defer.fail(errors.NotAllowed(
-                f"{message.recipient} is offline and has {limit} messages waiting already; try again later."))
+        full = f"{message.recipient} is offline and has {limit} messages waiting already; try again later."
+        shared = self.store.shares_private
+        if not shared and len(self.offline.get(key, ())) + self._offline_pending.get(key, 0) >= limit:
+            return defer.fail(errors.NotAllowed(full))
         self._offline_pending[key] = self._offline_pending.get(key, 0) + 1
+
+        def deliver(recipient: Session, taken: list[PrivateMessage]) -> None:
+            for kept in taken:
+                recipient.private(kept)
 
         def stored(_: None) -> PrivateMessage:
             recipient = self.online.get(key)
-            if recipient is not None:  # logged in while it was being stored: it is theirs now
+            if recipient is not None and shared:  # logged in here while it was being stored: from the store
+                self.take_private(recipient).addCallbacks(partial(deliver, recipient), self._not_taken)
+            elif recipient is not None:  # logged in while it was being stored: it is theirs now
                 recipient.private(message)
                 self.store.remove_private([message]).addErrback(self._not_removed)
-            else:
+            elif not shared:
                 self.offline.setdefault(key, []).append(message)
             return message
+
+        def refused(failure: Any) -> Any:
+            failure.trap(QueueFull)
+            raise errors.NotAllowed(full)
 
         def done(result: Any) -> Any:
             left = self._offline_pending.pop(key, 1) - 1
@@ -972,19 +984,40 @@ class ChatFactory(Factory):
                 self._offline_pending[key] = left
             return result
 
-        work = self.store.queue_private(message).addCallbacks(stored, not_saved("Could not keep the message"))
-        return work.addBoth(done)
+        work = self.store.queue_private(message, limit if shared else 0).addErrback(refused)
+        return work.addCallbacks(stored, not_saved("Could not keep the message")).addBoth(done)
 
-    def take_private(self, session: Session) -> list[PrivateMessage]:
+    def take_private(self, session: Session) -> defer.Deferred[list[PrivateMessage]]:
         """
         The private messages kept for ``session``'s account (just logged in),
-        oldest first; they are removed from the store (if that fails they are
-        logged and come again after a restart: delivered at least once).
+        oldest first. One process (CSV): from memory (at once), removed from
+        the store (if that fails they are logged and come again after a
+        restart: delivered at least once). A store shared by several nodes
+        (``Store.shares_private``): taken from it (read and deleted at once,
+        so exactly one node delivers each, once); if the session ended
+        meanwhile they are queued again; fails with StoreError (they stay
+        stored, for the next login).
         """
-        queued = self.offline.pop(name_key(session.name or ""), [])
-        if queued:
-            self.store.remove_private(queued).addErrback(self._not_removed)
-        return queued
+        name = session.name or ""
+        if not self.store.shares_private:
+            queued = self.offline.pop(name_key(name), [])
+            if queued:
+                self.store.remove_private(queued).addErrback(self._not_removed)
+            return defer.succeed(queued)
+
+        def taken(queued: list[PrivateMessage]) -> list[PrivateMessage]:
+            if queued and self.online.get(name_key(name)) is not session:  # gone meanwhile: for its next login
+                for message in queued:
+                    self.store.queue_private(message).addErrback(lambda failure: self.log.error(
+                        "a private message to {name} taken as its session ended could not be kept again: {why}",
+                        name=name, why=failure.getErrorMessage()))
+                return []
+            return queued
+
+        return self.store.take_private(name).addCallback(taken)
+
+    def _not_taken(self, failure: Any) -> None:
+        self.log.error("could not read kept private messages (they stay stored): {why}", why=failure.getErrorMessage())
 
     def _not_removed(self, failure: Any) -> None:
         self.log.error("could not remove delivered offline messages: {why}", why=failure.getErrorMessage())

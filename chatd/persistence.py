@@ -981,14 +981,21 @@ class CsvStore(HistoryJobs):
 
         return self._durable(delete, event=self._event_row(event))
 
-    def queue_private(self, message: PrivateMessage) -> defer.Deferred[None]:
-        """Append ``message`` to offline.csv; fires once it is fsynced, fails with StoreError."""
+    #: One process: the state keeps the loaded private messages and checks the limit itself.
+    shares_private = False
+
+    def queue_private(self, message: PrivateMessage, limit: int = 0) -> defer.Deferred[None]:
+        """Append ``message`` to offline.csv; fires once it is fsynced, fails with StoreError (``limit``: unused)."""
         return self._durable(append_rows, self._path(OFFLINE), [private_row(message)], True, OFFLINE_TABLE.header())
 
     def remove_private(self, messages: Sequence[PrivateMessage]) -> defer.Deferred[None]:
         """Rewrite offline.csv without ``messages``, atomically; fires once that is durable."""
         rows = {tuple(private_row(message)) for message in messages}
         return self._durable(self._delete_rows, OFFLINE_TABLE, lambda row: tuple(row) in rows)
+
+    def take_private(self, name: str) -> defer.Deferred[list[PrivateMessage]]:
+        """Not used (:attr:`shares_private` is false: the state keeps what :meth:`load` read); fails with StoreError."""
+        return defer.fail(StoreError("the CSV store's private messages are read at start-up"))
 
     def _delete_rows(self, table: Table, drop: Callable[[list[str]], bool]) -> None:
         """

@@ -231,6 +231,10 @@ class NameTakenError(StoreError):
     """
 
 
+class QueueFull(StoreError):
+    """:meth:`Store.queue_private` with a ``limit``: the recipient has that many messages queued already."""
+
+
 class Store(Protocol):
     """
     Accounts, rooms and the event log. Changes fire once durable and fail
@@ -260,11 +264,28 @@ class Store(Protocol):
         queued for it; its rooms are the caller's to delete first.
         """
 
-    def queue_private(self, message: PrivateMessage) -> defer.Deferred[None]:
-        """Keep ``message`` for its offline recipient; fires once it is durable."""
+    #: Whether the queued private messages are shared by several nodes (PostgreSQL): the state never keeps
+    #: the loaded copy, it takes an account's messages from the store at each login (:meth:`take_private`) and
+    #: the store enforces ``queue_private``'s ``limit``. False (CSV, memory): one process keeps them in memory.
+    shares_private: bool
+
+    def queue_private(self, message: PrivateMessage, limit: int = 0) -> defer.Deferred[None]:
+        """
+        Keep ``message`` for its offline recipient; fires once it is durable.
+        ``limit`` (a store with :attr:`shares_private`; 0: none): fails with
+        :class:`QueueFull` if the recipient has that many queued already.
+        """
 
     def remove_private(self, messages: Sequence[PrivateMessage]) -> defer.Deferred[None]:
         """Forget the queued ``messages`` (delivered); fires once that is durable."""
+
+    def take_private(self, name: str) -> defer.Deferred[list[PrivateMessage]]:
+        """
+        The private messages queued for the account ``name`` (any case),
+        oldest first, deleted in the same transaction: of several nodes
+        taking at once each message goes to exactly one, once. Fails with
+        StoreError (then nothing was deleted).
+        """
 
     def add_room(self, record: RoomRecord, event: LogEvent | None = None) -> defer.Deferred[None]:
         """Store a new room."""

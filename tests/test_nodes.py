@@ -5,6 +5,7 @@ without Redis: two factories, what one shares handed to the other's Nodes.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from chatd.buses.local import LocalBus
@@ -16,6 +17,7 @@ from chatd.passwords import Passwords
 from chatd.persistence import CsvStore
 from chatd.protocol import ChatProtocol
 from chatd.settings import Settings
+from chatd.stores.memory import MemoryStore
 from helpers import CHEAP_HASH, Client, Clock, run_now
 
 
@@ -45,11 +47,12 @@ class SharingBus(LocalBus):
             self.view._change(change, node)
 
 
-def _node(path: Any) -> tuple[ChatFactory, Clock, SharingBus]:
+def _node(path: Any, shared: MemoryStore | None = None) -> tuple[ChatFactory, Clock, SharingBus]:
+    """A node on its own CSV store in ``path``, or on the store ``shared`` with other nodes (as PostgreSQL is)."""
     clock = Clock()
     clock.advance(1_790_000_000)
     bus = SharingBus()
-    store = CsvStore(str(path), run=run_now, clock=clock, now=lambda: factory.now())
+    store = shared or CsvStore(str(path), run=run_now, clock=clock, now=lambda: factory.now())
     factory = ChatFactory(store, Passwords(run=run_now, **CHEAP_HASH), Settings(), clock, ChatProtocol, bus=bus)
     store.load().addCallback(factory.restore)
     store.start()
@@ -350,3 +353,59 @@ def test_the_heartbeat_says_who_is_logged_in_every_tenth_beat_and_once_a_new_nod
     bus._beat()
     bus._beat()
     assert [len(beat) for beat in beats[-2:]] == [3, 2]
+
+
+def _sharing_one_store(tmp_path: Any) -> tuple[ChatFactory, ChatFactory, Client]:
+    """Nodes A and B on one store that shares private messages (as PostgreSQL does); bob registered on A."""
+    store = MemoryStore()
+    store.shares_private = True
+    a, clock_a, bus_a = _node(tmp_path, store)
+    b, _, _ = _node(tmp_path, store)
+    bob = Client(a, clock_a)
+    bob.register("bob")
+    bob.disconnect()
+    ann = Client(a, clock_a)
+    ann.register("ann")
+    ann.send("public")
+    ann.output()
+    _apply(bus_a.shared, Nodes(b))
+    return a, b, ann
+
+
+def test_offline_messages_in_a_shared_store_are_taken_at_a_login_on_any_node_once(tmp_path):
+    a, b, ann = _sharing_one_store(tmp_path)
+    ann.send("/msg bob kept on a", "/msg bob twice")
+    assert ann.output().count("Queued, bob is offline") == 2
+    assert a.offline == {}  # (no copy of its own: the store is the truth)
+    on_b = Client(b, ann.clock)
+    out = on_b.login("bob")
+    assert "2 private messages arrived while you were offline" in out
+    assert out.index("kept on a") < out.index("twice")
+    on_b.disconnect()
+    on_a = Client(a, ann.clock)
+    assert "arrived while you were offline" not in on_a.login("bob")  # (delivered once, on B)
+    on_a.disconnect()
+    ann.send("/msg bob later")
+    assert "Queued" in ann.output()
+    assert "later" in Client(b, ann.clock).login("bob")  # (a second login on B: the one kept since)
+
+
+def test_a_shared_stores_limit_counts_messages_kept_by_every_node(tmp_path):
+    a, b, ann = _sharing_one_store(tmp_path)
+    a.settings = b.settings = Settings(offline_messages=2)
+    ann.send("/msg bob one")
+    ann.output()
+    carol = Client(b, ann.clock)
+    carol.register("carol")
+    carol.send("public", "/msg bob two", "/msg bob three")
+    assert "bob is offline and has 2 messages waiting already" in carol.output()
+
+
+def test_a_message_taken_for_a_session_that_ended_meanwhile_is_kept_again(tmp_path):
+    a, b, ann = _sharing_one_store(tmp_path)
+    ann.send("/msg bob not lost")
+    ann.output()
+    ended = SimpleNamespace(name="bob")  # (a session of bob's that ended while the store was read)
+    assert b.take_private(ended).result == []
+    assert [message.text for message in a.store.private] == ["not lost"]
+    assert "not lost" in Client(a, ann.clock).login("bob")

@@ -20,7 +20,8 @@ from twisted.internet.task import Clock
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.persistence import CsvStore, decode_detail
 from chatd.store import (
-    LINE_KINDS, PUBLIC_ROOM_ID, SERVER, HistoryBatch, HistoryTail, LogEvent, RoomRecord, RoomValue, Store, UserRecord,
+    LINE_KINDS, PUBLIC_ROOM_ID, SERVER, HistoryBatch, HistoryTail, LogEvent, QueueFull, RoomRecord, RoomValue, Store,
+    UserRecord,
 )
 from chatd.stores.memory import MemoryStore
 from helpers import Client, data_rows, fired, make_factory, run_now
@@ -188,6 +189,22 @@ def test_queued_private_messages_load_in_order_until_removed_or_their_recipient_
     _result(store.remove_private(messages[:1]))
     assert _loaded(world).private == messages[1:]
     _result(store.delete_user("BOB"))
+    assert _loaded(world).private == messages[2:]
+
+
+def test_a_shared_store_takes_an_accounts_messages_once_and_bounds_its_queue(world):
+    store = world.reopen()
+    if not store.shares_private and not isinstance(store, MemoryStore):  # (the memory store can, in tests)
+        pytest.skip("one process keeps the loaded messages (chatd.factory)")
+    _result(store.load())
+    messages = [PrivateMessage(1_790_000_000.5, "ann", "bob", "one"),
+                PrivateMessage(1_790_000_001.0, "carol", "Bob", "two"), PrivateMessage(1_790_000_002.0, "ann", "dan", "three")]
+    for message in messages:
+        _result(store.queue_private(message, limit=2))
+    with pytest.raises(QueueFull):
+        _result(store.queue_private(PrivateMessage(1_790_000_003.0, "ann", "BOB", "four"), limit=2))
+    assert _result(store.take_private("BOB")) == messages[:2]
+    assert _result(store.take_private("bob")) == []
     assert _loaded(world).private == messages[2:]
 
 

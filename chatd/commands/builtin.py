@@ -19,6 +19,7 @@ from chatd.moderation import names_marked
 from chatd.nodes import members_everywhere
 from chatd.passwords import password_problem
 from chatd.settings import PUBLIC_ROOM
+from chatd.store import StoreError
 from chatd.text import PASSWORD_MIN, USER_NAME_MAX, check_name
 
 if TYPE_CHECKING:
@@ -274,13 +275,23 @@ def deliver_queued(caller: Caller) -> None:
     """
     if getattr(caller, "queued_later", False):
         return
-    queued = caller.factory.take_private(caller.session)
-    if queued:
-        first = datetime.fromtimestamp(queued[0].at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        plural = "s" if len(queued) > 1 else ""
-        caller.reply(f"{len(queued)} private message{plural} arrived while you were offline, the first at {first}:")
-        for message in queued:
-            caller.session.private(message)
+
+    def deliver(queued: list[PrivateMessage]) -> None:
+        if queued:
+            first = datetime.fromtimestamp(queued[0].at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            plural = "s" if len(queued) > 1 else ""
+            caller.reply(f"{len(queued)} private message{plural} arrived while you were offline, the first at {first}:")
+            for message in queued:
+                caller.session.private(message)
+
+    def failed(failure: Any) -> None:  # (a store shared by several nodes could not be read: they stay stored)
+        failure.trap(StoreError)
+        caller.factory.log.error("could not read {name}'s kept private messages: {why}", name=caller.session.name,
+                                 why=failure.getErrorMessage())
+        caller.error("your kept private messages could not be read now (server storage problem); they come at "
+                     "your next login.")
+
+    caller.factory.take_private(caller.session).addCallbacks(deliver, failed)
 
 
 @command("send", "send a file to everyone in the room (with the chat client)", ROOM, login=Login.REQUIRED,

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.store import (
     FILE_CHUNK_SIZE, LINE_KINDS, PUBLIC_ROOM_ID, AccountDict, EventName, FileRecord, HistoryBatch, HistoryTail,
-    Loaded, LogEvent, RoomRecord, RoomValue, StoreError, UserRecord,
+    Loaded, LogEvent, QueueFull, RoomRecord, RoomValue, StoreError, UserRecord,
 )
 from chatd.text import name_key
 
@@ -118,8 +118,22 @@ class MemoryStore:
 
         return self._change(remove, event)
 
-    def queue_private(self, message: PrivateMessage) -> defer.Deferred[None]:
+    #: False: one process (set it to share one MemoryStore between two states in a test, as PostgreSQL does).
+    shares_private = False
+
+    def queue_private(self, message: PrivateMessage, limit: int = 0) -> defer.Deferred[None]:
+        key = name_key(message.recipient)
+        if limit and sum(1 for queued in self.private if name_key(queued.recipient) == key) >= limit:
+            return defer.fail(QueueFull(f"{message.recipient} has {limit} messages queued"))
         return self._change(lambda: self.private.append(message), None)
+
+    def take_private(self, name: str) -> defer.Deferred[list[PrivateMessage]]:
+        if self.broken:
+            return defer.fail(StoreError(self.broken))
+        key = name_key(name)
+        taken = [message for message in self.private if name_key(message.recipient) == key]
+        self.private = [message for message in self.private if name_key(message.recipient) != key]
+        return defer.succeed(taken)
 
     def remove_private(self, messages: Sequence[PrivateMessage]) -> defer.Deferred[None]:
         def remove() -> None:

@@ -54,7 +54,7 @@ from chatd.core.events import EventKind, PrivateMessage, RoomEvent
 from chatd.persistence import ACCOUNT_KINDS, MAX_QUEUED_EVENTS, ROOM_ID, mark_row, room_value_row
 from chatd.store import (
     FILE_CHUNK_SIZE, LINE_KINDS, PUBLIC_ROOM_ID, SERVER, AccountDict, EventName, FileRecord, HistoryBatch,
-    HistoryTail, Loaded, LogEvent, NameTakenError, RoomRecord, RoomValue, StoreError, UserRecord,
+    HistoryTail, Loaded, LogEvent, NameTakenError, QueueFull, RoomRecord, RoomValue, StoreError, UserRecord,
 )
 from chatd.stores.jobs import HistoryJobs, Runner
 from chatd.text import USER_NAME_MAX, check_name, clean_text, name_key
@@ -540,7 +540,7 @@ class PostgresStore(HistoryJobs):
             if not failure.check(StoreError):
                 self.log.failure("store write failed", failure)
                 raise StoreError(str(failure.value))
-            if not failure.check(NameTakenError):
+            if not failure.check(NameTakenError, QueueFull):
                 self.log.error("store write failed: {why}", why=failure.getErrorMessage())
             return failure
 
@@ -587,10 +587,41 @@ class PostgresStore(HistoryJobs):
 
         return self._change(delete, event=event)
 
-    def queue_private(self, message: PrivateMessage) -> defer.Deferred[None]:
-        return self._change(lambda cursor: cursor.execute(
-            "INSERT INTO offline (at, sender, recipient, recipient_key, text) VALUES (%s, %s, %s, %s, %s)",
-            (message.at, message.sender, message.recipient, name_key(message.recipient), message.text)))
+    #: Several nodes share the queued private messages: each login takes its own (:meth:`take_private`).
+    shares_private = True
+
+    def queue_private(self, message: PrivateMessage, limit: int = 0) -> defer.Deferred[None]:
+        """
+        One INSERT; with ``limit``, only if the recipient has fewer queued
+        (one statement: two nodes queueing at once may both pass; the
+        limit bounds a queue, it is no exact count), else QueueFull.
+        """
+        key = name_key(message.recipient)
+
+        def insert(cursor: psycopg.Cursor[Any]) -> None:
+            cursor.execute(
+                "INSERT INTO offline (at, sender, recipient, recipient_key, text) SELECT %s, %s, %s, %s, %s "
+                "WHERE %s = 0 OR (SELECT count(*) FROM offline WHERE recipient_key = %s) < %s",
+                (message.at, message.sender, message.recipient, key, message.text, limit, key, limit))
+            if cursor.rowcount == 0:
+                raise QueueFull(f"{message.recipient} has {limit} messages queued")
+
+        return self._change(insert)
+
+    def take_private(self, name: str) -> defer.Deferred[list[PrivateMessage]]:
+        """
+        One ``DELETE ... RETURNING`` (committed before it fires): a second
+        node taking at once waits for the first's row locks and then finds
+        the rows gone, so each message is taken once.
+        """
+        taken: list[PrivateMessage] = []
+
+        def take(cursor: psycopg.Cursor[Any]) -> None:
+            cursor.execute("DELETE FROM offline WHERE recipient_key = %s RETURNING seq, at, sender, recipient, text",
+                           (name_key(name),))
+            taken[:] = [PrivateMessage(*row[1:]) for row in sorted(cursor.fetchall())]  # (a rerun replaces)
+
+        return self._change(take).addCallback(lambda _: taken)
 
     def remove_private(self, messages: Sequence[PrivateMessage]) -> defer.Deferred[None]:
         """Delete the queued ``messages`` (equal time, sender, recipient and text), one statement."""
