@@ -270,16 +270,26 @@ class Administration:
             raise errors.NotAllowed(f"you cannot {what} yourself{instead}.")
 
     def disconnect(self, by: str, name: str, reason: str) -> str:
-        """End the session of the logged-in account ``name`` (a ``session_end`` row); returns its name."""
+        """
+        End the session of the account ``name``, logged in on this node or
+        another (the node holding it ends it: :meth:`elsewhere`); a
+        ``session_end`` row here. Returns its name. NoSuchUser, NotAllowed.
+        """
         session = self.factory.online.get(name_key(name))
-        if session is None or session.name is None:
+        there = self.factory.bus.online_elsewhere().get(name_key(name)) if session is None else None
+        target = session.name if session is not None else there.name if there is not None else None
+        if target is None:
             raise errors.NoSuchUser(unknown_name(name, "user", USER_NAME_MAX, f"{name} is not logged in."))
-        target = session.name
         if name_key(by) == name_key(target):
             raise errors.NotAllowed("you cannot disconnect yourself; type quit.")
         self.factory.store.log_event("session_end", by, target=target, reason=reason)
-        session.kick(_with_reason(f"You were disconnected by {by}, an admin", reason))
+        self._disconnected(by, [target, reason])
+        self._share("disconnect", by, target, reason)
         return target
+
+    def _disconnected(self, by: str, args: list[str]) -> None:
+        """The session of the account ``args[0]`` here, if any, ends (``args[1]``: the reason)."""
+        self._end(args[0], _with_reason(f"You were disconnected by {by}, an admin", args[1]))
 
     def lock(self, by: str, name: str, reason: str) -> defer.Deferred[str]:
         """
@@ -388,12 +398,8 @@ class Administration:
             "target": network_text(network), "until": iso(ban.until) if ban.until else "", "reason": reason})
 
         def banned(_: None) -> str:
-            self.bans[key] = ban
-            for connection in list(self.factory.connections):
-                host = connection.origin.get("address")
-                if host and self.address_refusal(host):
-                    connection.kick(_with_reason(f"Your address was banned from this server by {by}, an admin",
-                                                 reason))
+            self._banned(by, [key, ban.encode()])
+            self._share("ban", by, key, ban.encode())
             return network_text(network)
 
         d = self.factory.store.set_room_values([RoomValue(SERVER, "ban", key, ban.encode())], event)
@@ -409,19 +415,71 @@ class Administration:
 
         def lifted(_: None) -> str:
             ban = self.bans.pop(key)
+            self._share("unban", by, key)
             return network_text(ban.network)
 
         d = self.factory.store.set_room_values([RoomValue(SERVER, "ban", key, "")], event)
         return d.addCallbacks(lifted, _not_saved("Could not lift the ban"))
 
     def wall(self, by: str, text: str) -> int:
-        """A notice from the admin ``by`` to every connection (a ``notice`` row); returns how many got it."""
-        line = f"Notice from {by}, an admin: {text}"
+        """
+        A notice from the admin ``by`` to every connection, on this node and
+        every other (a ``notice`` row here); returns how many got it here
+        (``Bus.other_nodes`` says how many other nodes were sent it).
+        """
+        count = self._walled(by, [text])
+        self.factory.store.log_event("notice", by, text=text, sessions=count)
+        self._share("wall", by, text)
+        return count
+
+    def _walled(self, by: str, args: list[str]) -> int:
+        """Every connection here gets the notice ``args[0]`` from ``by``; returns how many."""
+        line = f"Notice from {by}, an admin: {args[0]}"
         connections = list(self.factory.connections)
         for connection in connections:
             connection.notice(line)
-        self.factory.store.log_event("notice", by, text=text, sessions=len(connections))
         return len(connections)
+
+    def _banned(self, by: str, args: list[str]) -> None:
+        """
+        The ban of the network ``args[0]`` (its stored key) stored as
+        ``args[1]`` applies here: connections from it are refused and those
+        open end.
+        """
+        ban = AddressBan.decode(args[0], args[1])
+        if ban is None:
+            return
+        self.bans[args[0]] = ban
+        for connection in list(self.factory.connections):
+            host = connection.origin.get("address")
+            if host and self.address_refusal(host):
+                connection.kick(_with_reason(f"Your address was banned from this server by {by}, an admin",
+                                             ban.reason))
+
+    def _unbanned(self, by: str, args: list[str]) -> None:
+        self.bans.pop(args[0], None)
+
+    # -- several nodes (issue 17; docs/OPERATIONS.md, "Several nodes") ----------------
+
+    def _share(self, action: str, by: str, *args: str) -> None:
+        """An admin's action done here, for every other node: ``["admin", ACTION, BY, ARG, ...]`` on the bus."""
+        self.factory.bus.share(["admin", action, by, *args])
+
+    def elsewhere(self, action: str, by: str, args: list[str]) -> None:
+        """
+        The admin ``by`` did ``action`` on another node (chatd.nodes), with
+        ``args`` as :meth:`_share` sent them: ``disconnect`` NAME REASON
+        (its session here ends), ``wall`` TEXT (every connection here gets
+        it), ``ban`` KEY VALUE and ``unban`` KEY (an address ban, stored
+        there: in force here too). The rows are the other node's. Locks
+        travel as the account's values (``ChatFactory.store_account_values``).
+        """
+        apply = {"disconnect": self._disconnected, "wall": self._walled, "ban": self._banned,
+                 "unban": self._unbanned}.get(action)
+        if apply is None:
+            self.log.warn("ignored an admin action from another node: {action!r}", action=action)
+            return
+        apply(by, args)
 
     def _logged(self, name: str, event: LogEvent) -> defer.Deferred[str]:
         """

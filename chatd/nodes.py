@@ -201,6 +201,10 @@ class Nodes:
         if found is not None:
             self.factory.moderation.kicked_elsewhere(found, by, target, reason)
 
+    def admin(self, action: str, by: str, args: list[str]) -> None:
+        """An admin ``by`` on another node did ``action``: applied here too (``Administration.elsewhere``)."""
+        self.factory.admin.elsewhere(action, by, args)
+
     def file_undelivered(self, file_id: str, text: str) -> None:
         """A recipient on another node did not get ``file_id``: its sender, if here, is told (``27``)."""
         if self.factory.transfers is not None:

@@ -108,8 +108,10 @@ class Daemon:
 class Conn:
     """A line-oriented socket client with bounded waits."""
 
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 10.0, source: str | None = None) -> None:
+        """``source``: the loopback address to connect from (127.0.0.2: another client address)."""
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.timeout = timeout
         self.buffer = b""
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from twisted.internet.address import IPv4Address
+
 from chatd.buses.local import LocalBus
 from chatd.buses.redis import RedisBus
 from chatd.core.ports import OnlineElsewhere
@@ -40,6 +42,9 @@ class SharingBus(LocalBus):
 
     def online_elsewhere(self) -> dict[str, OnlineElsewhere]:
         return self.view.online_elsewhere()
+
+    def other_nodes(self) -> int:
+        return self.view.other_nodes()
 
     def read(self, node: str, changes: list[list[Any]]) -> None:
         """What the stream brings from ``node``: its changes, to the bus's bookkeeping (RedisBus._change)."""
@@ -77,6 +82,8 @@ def _apply(changes: list[list[Any]], nodes: Nodes, here: bool = False) -> None:
             nodes.room_values(*args)
         elif kind == "kick" and not here:
             nodes.kicked(*args)
+        elif kind == "admin" and not here:
+            nodes.admin(args[0], args[1], args[2:])
 
 
 def _ann_on_b(tmp_path: Any) -> tuple[ChatFactory, Clock, Nodes, Client]:
@@ -409,3 +416,51 @@ def test_a_message_taken_for_a_session_that_ended_meanwhile_is_kept_again(tmp_pa
     assert b.take_private(ended).result == []
     assert [message.text for message in a.store.private] == ["not lost"]
     assert "not lost" in Client(a, ann.clock).login("bob")
+
+
+def _admin_on_a(tmp_path: Any) -> tuple[Any, ...]:
+    """_two_users with ann an admin (on node A): (A, B, A's bus, B's Nodes, ann, bob)."""
+    a, b, bus_a, bus_b, ann, bob = _two_users(tmp_path)
+    a.admin.named = b.admin.named = frozenset({"ann"})
+    return a, b, bus_a, Nodes(b), ann, bob
+
+
+def test_an_admins_disconnect_ends_a_session_on_another_node(tmp_path):
+    a, b, bus_a, nodes_b, ann, bob = _admin_on_a(tmp_path)
+    ann.send("/disconnect BOB spamming")
+    assert "Disconnected bob." in ann.output()  # (was: bob is not logged in, though /whois showed bob)
+    assert not bob.transport.disconnecting
+    _apply(bus_a.shared, nodes_b)
+    assert "You were disconnected by ann, an admin: spamming" in bob.output()
+    assert bob.transport.disconnecting
+
+
+def test_an_admins_wall_reaches_every_node_and_says_how_many_nodes(tmp_path):
+    a, b, bus_a, nodes_b, ann, bob = _admin_on_a(tmp_path)
+    bus_a.view._nodes["node-b"] = a.reactor.seconds()  # (node B heard from)
+    ann.send("/wall restart at 22:00")
+    assert "Notice sent to 1 connection on this node and to 1 other node." in ann.output()
+    assert "restart at 22:00" not in bob.output()
+    _apply(bus_a.shared, nodes_b)
+    assert "Notice from ann, an admin: restart at 22:00" in bob.output()
+    bus_a.view._nodes.clear()
+    ann.send("/wall again")
+    assert "Notice sent to 1 connection." in ann.output()
+
+
+def test_an_address_ban_applies_on_every_node_and_its_lift_too(tmp_path):
+    a, b, bus_a, nodes_b, ann, bob = _admin_on_a(tmp_path)
+    there = Client(b, bob.clock, peer=IPv4Address("TCP", "192.0.2.7", 40000))
+    there.output()
+    ann.send("/banip 192.0.2.0/24 2h spam")
+    assert "Banned 192.0.2.0/24 for 2h." in ann.output()
+    assert b.admin.address_refusal("192.0.2.9") is None
+    _apply(bus_a.shared, nodes_b)
+    assert "your address is banned from this server until" in b.admin.address_refusal("192.0.2.9")
+    assert "Your address was banned from this server by ann, an admin: spam" in there.output()
+    assert there.transport.disconnecting and not bob.transport.disconnecting
+    bus_a.shared.clear()
+    ann.send("/unbanip 192.0.2.0/24")
+    assert "Lifted the ban" in ann.output()
+    _apply(bus_a.shared, nodes_b)
+    assert b.admin.address_refusal("192.0.2.9") is None

@@ -24,13 +24,13 @@ pytest.importorskip("txredisapi")
 pytest.importorskip("psycopg")
 
 
-def _nodes(tmp_path, redis_url: str, dsn: str, count: int = 2, *last: str) -> list[Daemon]:
-    """``count`` nodes; ``last``: more options of the last one."""
+def _nodes(tmp_path, redis_url: str, dsn: str, count: int = 2, *last: str, every: tuple[str, ...] = ()) -> list[Daemon]:
+    """``count`` nodes; ``last``: more options of the last one; ``every``: of every one."""
     nodes = []
     try:
         for n in range(count):
-            node = Daemon(str(tmp_path / f"node{n}"), "--store", dsn, "--bus", redis_url,
-                          "--node-name", f"node{n}", "--flood-rate", "0", *(last if n == count - 1 else ())).start()
+            node = Daemon(str(tmp_path / f"node{n}"), "--store", dsn, "--bus", redis_url, "--node-name", f"node{n}",
+                          "--flood-rate", "0", *every, *(last if n == count - 1 else ())).start()
             nodes.append(node)
             deadline = time.monotonic() + 10  # ready once it reads the stream (its bus connects after it listens)
             while "bus: Redis stream" not in node.log() and time.monotonic() < deadline:
@@ -274,6 +274,75 @@ def test_users_whois_names_and_private_messages_across_nodes(tmp_path, redis_url
         # ann logged out on A: gone from B's online list at once (her logout travels on the bus).
         text = _until(bob, "/users", r"Online \([^\r]*\r\n", "Online (2): ann, bob")
         assert "away" not in text.split("Online")[-1], text
+        for node in (a, b):
+            assert not node.unhandled_errors(), node.log()
+    finally:
+        for node in (a, b):
+            node.stop()
+
+
+def test_offline_messages_and_admin_actions_apply_on_every_node(tmp_path, redis_url, pg_dsn):
+    """
+    A message kept for bob on node A is delivered at his login on node B, once (not again on A); root's
+    /disconnect (A) ends bob's session on B, /wall (A) reaches cid on B, /banip (A) closes B's connection
+    from that address and refuses new ones there, /unbanip lifts it there.
+    """
+    a, b = _nodes(tmp_path, redis_url, pg_dsn, every=("--admin", "root"))
+    try:
+        root = Conn(a.port)
+        root.register("root")
+        bob = Conn(a.port)
+        bob.register("bob")
+        bob.close()
+        ann = in_room(a.port, "ann")
+        _until(ann, "/whois bob", r"(last seen|online since)[^\r]*\r\n", "last seen")  # (bob's logout has reached A's state)
+        ann.send("/msg bob kept for you")
+        ann.expect(r"Queued, bob is offline")
+        _known_on(b, "bob", account=True)
+        bob = Conn(b.port)
+        bob.login("bob")
+        bob.expect(r"(?s)1 private message arrived while you were offline.*\*ann\* kept for you")
+        bob.send("quit")
+        _until(ann, "/whois bob", r"(last seen|online since)[^\r]*\r\n", "last seen")
+        ann.send("/msg bob and later")
+        ann.expect(r"Queued, bob is offline")
+        again = Conn(a.port)
+        again.login("bob")
+        text = again.expect(r"(?s)1 private message arrived while you were offline.*\*ann\* and later")
+        assert "kept for you" not in text  # (was: delivered again from A's copy)
+        again.send("quit")
+
+        bob = Conn(b.port)
+        bob.login("bob")
+        _until(root, "whois bob", r"menu> ", "online since")
+        root.send("disconnect bob spamming")
+        root.expect(r"Disconnected bob\.")
+        bob.expect(r"You were disconnected by root, an admin: spamming")
+        assert bob.closed()
+
+        cid = in_room(b.port, "cid")
+        root.send("wall restart at 22:00")
+        root.expect(r"Notice sent to \d+ connections? on this node and to 1 other node\.")
+        cid.expect(r"Notice from root, an admin: restart at 22:00")
+
+        there = Conn(b.port, source="127.0.0.2")
+        there.expect(r"menu> ")
+        root.send("banip 127.0.0.2 5m testing")
+        root.expect(r"Banned 127\.0\.0\.2 for 5m\.")
+        there.expect(r"Your address was banned from this server by root, an admin: testing")
+        assert there.closed()
+        refused = Conn(b.port, source="127.0.0.2")
+        refused.expect(r"your address is banned from this server until [^\r]*: testing")
+        root.send("unbanip 127.0.0.2")
+        root.expect(r"Lifted the ban of 127\.0\.0\.2\.")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # (the lift reaches B within the bus's round trip)
+            welcome = Conn(b.port, source="127.0.0.2")
+            if "banned" not in welcome.expect(r"(menu> |banned[^\r]*)"):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("127.0.0.2 still refused on B after /unbanip")
         for node in (a, b):
             assert not node.unhandled_errors(), node.log()
     finally:

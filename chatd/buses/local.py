@@ -42,6 +42,10 @@ class LocalBus:
         """The users logged in on other nodes: there are none."""
         return _NOBODY
 
+    def other_nodes(self) -> int:
+        """How many other nodes there are: none."""
+        return 0
+
     def _publish_all(self, event: RoomEvent) -> None:
         for receiver in self._receivers:
             receiver(event)

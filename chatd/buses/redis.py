@@ -157,6 +157,9 @@ class NodeListener(Protocol):
     def private(self, at: float, sender: str, recipient: str, text: str, notice: bool) -> None:
         """A private message from another node to ``recipient``, logged in here when it was sent."""
 
+    def admin(self, action: str, by: str, args: list[str]) -> None:
+        """An admin's action on another node that applies here too (``chatd.admin.Administration.elsewhere``)."""
+
     def known(self) -> dict[str, int]:
         """Each room's last event id here (its stored history's end at start-up), by room name."""
 
@@ -406,6 +409,10 @@ class RedisBus:
         for rooms in self._rooms_of.values():
             names.update(rooms.get(room, {}))
         return list(names)
+
+    def other_nodes(self) -> int:
+        """How many other nodes are alive: those heard from within DEAD_AFTER seconds."""
+        return len(self._nodes)
 
     def online_elsewhere(self) -> dict[str, OnlineElsewhere]:
         """The users logged in on other nodes, by name key (of one name on two nodes, the later login)."""
@@ -690,6 +697,8 @@ class RedisBus:
                 self.listener.kicked(*(str(part) for part in change[1:5]))
             elif change[0] == "file_undelivered" and not here:
                 self.listener.file_undelivered(str(change[1]), str(change[2]))
+            elif change[0] == "admin" and not here:
+                self.listener.admin(str(change[1]), str(change[2]), [str(part) for part in change[3:]])
         except Exception:
             self.log.failure("applying a room change from the bus failed: {change!r}", change=change)
 

@@ -99,7 +99,10 @@ def ipbans(caller: Caller) -> None:
          args=(Arg("TEXT", "Text of the notice:"),))
 def wall(caller: Caller, text: str) -> None:
     count = caller.factory.admin.wall(_admin(caller), text)
-    caller.reply(f"Notice sent to {count} connection{'s' if count != 1 else ''}.")
+    others = caller.factory.bus.other_nodes()
+    here = " on this node" if others else ""
+    nodes = f" and to {others} other node{'s' if others != 1 else ''}" if others else ""
+    caller.reply(f"Notice sent to {count} connection{'s' if count != 1 else ''}{here}{nodes}.")
 
 
 #: What the line front-end asks at once after a login with a one-time password (chatd.menu).

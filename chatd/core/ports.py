@@ -167,3 +167,6 @@ class Bus(Protocol):
         two, the later login); empty with the local bus. Per command, never
         per line (chatd.nodes ``online_user``, ``online_users``).
         """
+
+    def other_nodes(self) -> int:
+        """How many other nodes are alive (heard from within the last seconds); 0 with the local bus."""
