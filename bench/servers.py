@@ -35,6 +35,10 @@ class ServerError(Exception):
     pass
 
 
+class PortTaken(ServerError):
+    """Another program bound a port picked for the server (between free_port() and the server's bind)."""
+
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -200,6 +204,7 @@ class Server:
         self.kind = kind
         self.dir = workdir
         self.port = port or free_port()
+        self.own_ports = port is None  # picked here (free_port): start() may pick others if one is taken meanwhile
         self.proc = None
         self.pid = 0
         self.started_at = 0.0
@@ -233,11 +238,31 @@ class Server:
             return ["inspircd", "--config", os.path.join(self.dir, "inspircd.conf"), "--nofork", "--runasroot"]
         raise ServerError("unknown server kind %r" % self.kind)
 
+    #: Starts tried when a port picked by free_port() is taken before the server binds it (another program's).
+    PORT_ATTEMPTS = 4
+
     def start(self, timeout=60.0):
-        """Start the server and wait (at most `timeout` s) until its port (and web and IRC ports) accept connections."""
+        """
+        Start the server and wait (at most `timeout` s per attempt) until its port (and web and IRC ports)
+        accept connections. A port picked by free_port() is only free when picked: if another program binds
+        it first, the server is stopped and started again on fresh ports (at most PORT_ATTEMPTS starts;
+        never with a port the caller gave). Raises ServerError.
+        """
+        for attempt in range(1, self.PORT_ATTEMPTS + 1):
+            try:
+                return self._start_once(timeout)
+            except PortTaken as taken:
+                if not self.own_ports or attempt == self.PORT_ATTEMPTS:
+                    raise ServerError(str(taken)) from None
+                print("%s; starting %s again on other ports" % (taken, self.kind), file=sys.stderr)
+                self.port = free_port()
+                self.web_port = free_port() if self.web_port else 0
+                self.irc_port = free_port() if self.irc_port else 0
+
+    def _start_once(self, timeout):
         for port in filter(None, (self.port, self.web_port, self.irc_port)):
             if accepts(port):
-                raise ServerError("port %d is already in use" % port)
+                raise PortTaken("port %d is already in use" % port)
         cmd = self.command()
         out = open(os.path.join(self.dir, "stdout.log"), "ab")
         self.started_at = time.time()
@@ -249,8 +274,9 @@ class Server:
         end = self.started_at + timeout
         while time.time() < end:
             if self.proc.poll() is not None:
-                raise ServerError("%s exited with status %s before listening: %s" % (
-                    self.kind, self.proc.returncode, self.log_tail()))
+                why = "%s exited with status %s before listening: %s" % (self.kind, self.proc.returncode, self.log_tail())
+                self.proc = None
+                raise (PortTaken if "in use" in why else ServerError)(why)  # EADDRINUSE: "Address already in use"
             if all(accepts(port) for port in filter(None, (self.port, self.web_port, self.irc_port))):
                 self.listen_seconds = time.time() - self.started_at
                 lp = _listener_pid(self.port)
@@ -258,7 +284,7 @@ class Server:
                     if self.kind == "chatd" or _parent_pid(lp) != self.pid:
                         # another program took the port between free_port() and our bind
                         self.stop()
-                        raise ServerError("port %d was taken by another process (pid %d)" % (self.port, lp))
+                        raise PortTaken("port %d was taken by another process (pid %d)" % (self.port, lp))
                     self.pid = lp  # a peer's child process listens; still a process we started
                 return self
             time.sleep(0.01)

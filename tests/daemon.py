@@ -35,6 +35,10 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+class PortInUse(RuntimeError):
+    """chatd could not listen: another program bound the port between :func:`free_port` and chatd's bind."""
+
+
 class Daemon:
     """
     ``twistd -n chatd`` on a free loopback port with its own data dir. The browser front-end (on by default
@@ -48,6 +52,8 @@ class Daemon:
         self.pidfile = pidfile
         self.port = port or free_port()
         self.web_port = (web_port or free_port()) if web or web_port else None
+        # Ports picked here are only free when picked: start() picks others if another program binds one first.
+        self.own_ports = port is None and not web_port
         self.extra = list(extra)
         self.log_path = os.path.join(os.path.dirname(data_dir.rstrip("/")) or ".", f"twistd-{self.port}.log")
         self.process: subprocess.Popen[bytes] | None = None
@@ -61,6 +67,29 @@ class Daemon:
         ]
 
     def start(self, timeout: float = 20.0) -> Daemon:
+        """
+        Start and wait (at most ``timeout`` s per attempt) until it listens. A port is only free when picked:
+        if chatd exits because one is in use ("Address already in use"), a first start on ports picked here
+        goes again on fresh ones (three starts at most); a restart keeps its port (its clients know it: a
+        client reconnecting may hold it for a moment, connected to itself) and tries again until ``timeout``.
+        Raises RuntimeError.
+        """
+        first = self.process is None
+        deadline = time.monotonic() + timeout
+        for attempt in range(1, 4 if first and self.own_ports else 1000):
+            try:
+                return self._start_once(timeout if first else max(1.0, deadline - time.monotonic()))
+            except PortInUse:
+                if (first and (not self.own_ports or attempt == 3)) or (not first and time.monotonic() > deadline):
+                    raise
+                if first:
+                    self.port = free_port()
+                    self.web_port = free_port() if self.web_port else None
+                else:
+                    time.sleep(0.2)
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> Daemon:
         env = dict(os.environ, PYTHONPATH=ROOT)
         before = len(self.log())  # a restart appends to the same log
         # SIGINT as a terminal's Ctrl-C gives it: a suite started in the background (``cmd &`` in a
@@ -71,7 +100,8 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"chatd exited with {self.process.returncode}:\n{self.log()}")
+                kind = PortInUse if "Address already in use" in self.log()[before:] else RuntimeError
+                raise kind(f"chatd exited with {self.process.returncode}:\n{self.log()}")
             # The port is bound before the data is loaded (chatd.service): ready once the log says so.
             if "chatd listening on" in self.log()[before:]:
                 socket.create_connection(("127.0.0.1", self.port), timeout=5).close()

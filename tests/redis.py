@@ -42,24 +42,39 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> RedisServer:
+        """
+        Start on :attr:`port` and wait (at most ``timeout`` s) until it answers PING. A restart needs the same
+        port (the nodes know the URL): while Redis was away something may hold it for a moment (a node's
+        reconnect that met itself: connecting to a free port from that same ephemeral port), so a start that
+        fails with "Address already in use" is tried again until the deadline; any other exit raises.
+        """
+        deadline = time.monotonic() + timeout
+        while not self._spawn(deadline):
+            time.sleep(0.2)
+        return self
+
+    def _spawn(self, deadline: float) -> bool:
+        """One redis-server: True once it answers, False if the port was in use and time is left."""
+        before = len(self.log())
         log = open(os.path.join(self.dir, "redis.log"), "ab")
         self.process = subprocess.Popen(
             [SERVER or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir], stdout=log, stderr=log, cwd=self.dir)
         log.close()
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "in use" in self.log()[before:] and time.monotonic() < deadline - 1:
+                    return False
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}:\n{self.log()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=2) as probe:
                     probe.sendall(b"PING\r\n")
                     if probe.recv(64).startswith(b"+PONG"):
-                        return self
+                        return True
             except OSError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not answer within {timeout} s:\n{self.log()}")
+        raise RuntimeError(f"redis-server did not answer within the deadline:\n{self.log()}")
 
     # Stopped by the PID we started (SIGINT: a clean shut-down, as for PostgreSQL), waited for; removed with its dir.
     stop = Cluster.stop
