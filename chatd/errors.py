@@ -49,6 +49,10 @@ class NotAllowed(ChatError):
     """The user may not do this (not the owner, the public room, ...)."""
 
 
+class Unchanged(NotAllowed):
+    """A change that would change nothing (already voiced, not an operator, already banned until lifted)."""
+
+
 class RoomFull(NotAllowed):
     """The room has as many members as its member limit allows (``/limit``; IRC 471)."""
 

@@ -851,8 +851,14 @@ class ChatFactory(Factory):
         Take ``session`` out of ``room`` (it still gets the events before) and
         tell the room: a LEAVE event with ``reason`` (clean text, "" for none),
         ``quit``: the session is ending (an IRC connection in several rooms
-        leaves each: ``target`` "quit", IRC's QUIT).
+        leaves each: ``target`` "quit", IRC's QUIT). A member who may not
+        speak there (``Moderation.mute_refusal``: muted, or unvoiced in a
+        moderated room) leaves without its reason, on every front-end: a
+        reason is a line to the room (ircd-hybrid's channel_part_one_client
+        shows a PART reason only if can_send; here QUIT's too, per room).
         """
+        if reason and self.moderation.mute_refusal(room, session.name) is not None:
+            reason = ""
         self._leave(room, session, "leave", reason, quit)
         self.store.log_event("leave", session.name or "", room.name)
 

@@ -300,7 +300,7 @@ class Dialogue:
             self._after(place)
             return
         for arg, value in zip(command.args, values):
-            problem = arg.problem(self, value, command.usage())
+            problem = arg.problem(self, value, command.usage(slash=place is not MENU))
             if problem:
                 self.error(problem)
                 self._after(place)
@@ -320,7 +320,8 @@ class Dialogue:
                         self.error(str(error))
                         self._after(place)
                         return
-                    problem = arg.problem(self, value, command.usage()) if confirmed is None else None
+                    problem = arg.problem(self, value, command.usage(slash=place is not MENU)) \
+                        if confirmed is None else None
                     if problem:
                         self.error(problem)
                         self._after(place)

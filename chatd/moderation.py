@@ -32,7 +32,7 @@ import hmac
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import attrs
@@ -50,6 +50,8 @@ from chatd.text import USER_NAME_MAX, name_key, unknown_name
 if TYPE_CHECKING:
     from chatd.core.ports import Session
     from chatd.factory import ChatFactory, Room
+
+T = TypeVar("T")
 
 #: What a duration is typed as: ASCII digits and one unit (``30s``, ``10m``, ``2h``, ``7d``).
 _DURATION = re.compile(r"([0-9]{1,6})([smhd])\Z")
@@ -220,6 +222,9 @@ class Authority:
     invites: dict[str, str] = attrs.field(factory=dict)
     #: The timers ending timed bans and mutes: (kind, key) -> call.
     timers: dict[tuple[str, str], IDelayedCall] = attrs.field(factory=dict)
+    #: The room's changes run one at a time, each checked once those before it are written
+    #: (:meth:`Moderation._in_turn`).
+    turn: defer.DeferredLock = attrs.field(factory=defer.DeferredLock, repr=False)
 
     def drop_roles(self, key: str) -> None:
         """The roles of name key ``key`` (operator, voice) are gone: its account, or a guest's session, ended."""
@@ -335,8 +340,12 @@ class Moderation:
         return f" until {until_text(sanction.until, self.factory.reactor.seconds())}" if sanction.until else ""
 
     def join_refusal(self, room: Room, name: str | None) -> str | None:
-        """Why the account ``name`` may not enter ``room`` (a ban; invite-only), or None. A ban beats an invite."""
-        if self.owns(room, name):
+        """
+        Why the account ``name`` may not enter ``room`` (a ban; invite-only), or None. A ban beats an invite.
+        Nothing refuses the owner or a server admin (operator rights in every room, :meth:`acting_role`, and
+        more: as InspIRCd's ``override`` module lets an IRC operator pass ``+b``, ``+i``, ``+k`` and ``+l``).
+        """
+        if self.owns(room, name) or self.factory.is_admin(name):
             return None
         ban = self._sanction(room.authority.bans, name)
         if ban is not None:
@@ -394,13 +403,14 @@ class Moderation:
         """
         Why the account ``name`` may not speak in ``room``, or None: it is
         muted (a mute beats a voice: it names the member); the room is
-        moderated and it is neither voiced nor an operator, the owner or a
-        server admin (RFC 2811 4.2.3 ``+m``; IRC's 404 ERR_CANNOTSENDTOCHAN).
+        moderated and it is neither voiced nor an operator, the owner (its
+        operator role put down too: it owns the room) or a server admin
+        (RFC 2811 4.2.3 ``+m``; IRC's 404 ERR_CANNOTSENDTOCHAN).
         """
         mute = self._sanction(room.authority.mutes, name)
         if mute is not None:
             return f"you are muted in {room.name}{self._until(mute)}" + (f": {mute.reason}" if mute.reason else ".")
-        if room.authority.moderated and self.acting_role(room, name) is Role.MEMBER:
+        if room.authority.moderated and self.acting_role(room, name) is Role.MEMBER and not self.owns(room, name):
             return f"{room.name} is moderated: only voiced members and operators may speak."
         return None
 
@@ -612,6 +622,17 @@ class Moderation:
     def _value(self, room: Room, kind: RoomValueKind, key: str, value: str) -> RoomValue:
         return RoomValue(room.history.room_id, kind, key, value)
 
+    def _in_turn(self, room: Room, work: Callable[[], defer.Deferred[T]]) -> defer.Deferred[T]:
+        """
+        Run ``work`` (a change of ``room``'s authority: its check, its write,
+        its effect in memory and its event) once the room's changes before it
+        are done: from any front-end, the changes of one room apply in the
+        order asked, each checked against the state the ones before it left
+        (IRC's ``MODE #lab +v-v erin erin`` ends -v; ``+vvv erin erin erin``
+        voices once, then "already voiced" twice). At once if none runs.
+        """
+        return room.authority.turn.run(work)
+
     def _publish(self, room: Room, by: str, kind: EventKind, text: str = "", target: str = "",
                  until: float = 0.0) -> None:
         if self.factory.rooms.get(room.key) is room:  # (not deleted meanwhile)
@@ -700,8 +721,17 @@ class Moderation:
                 self._banned(room, name, by, seconds, reason)
             return name
 
-        return self.factory.concerning(name, lambda: self._save(
-            room, [self._value(room, kind, key, sanction.encode())], event, f"Could not save the {kind}").addCallback(saved))
+        def change() -> defer.Deferred[str]:
+            table = room.authority.bans if kind == "ban" else room.authority.mutes
+            before = self._sanction(table, name)
+            if before is not None and not before.until and not until and before.reason == reason:  # (else replaced)
+                what = "banned from" if kind == "ban" else "muted in"
+                raise errors.Unchanged(f"{name} is already {what} {room.name} until lifted.")
+            return self.factory.concerning(name, lambda: self._save(
+                room, [self._value(room, kind, key, sanction.encode())], event,
+                f"Could not save the {kind}").addCallback(saved))
+
+        return self._in_turn(room, change)
 
     def _schedule(self, room: Room, kind: str, key: str, until: float) -> None:
         """End the timed ban or mute (kind, key) of ``room`` at ``until`` (0: none; a timer before is replaced)."""
@@ -737,16 +767,16 @@ class Moderation:
         key = name_key(target)
         authority = room.authority
         table = authority.bans if kind == "ban" else authority.mutes
-        if key not in table:
-            what = "banned from" if kind == "ban" else "muted in"
-            return defer.fail(errors.NoSuchUser(f"{self.display(key)} is not {what} {room.name}."))
         name = self.display(key)
         value_kind: RoomValueKind = "ban" if kind == "ban" else "mute"
         event_name: EventName = "unban" if kind == "ban" else "unmute"
         details = {"target": name, "reason": "expired"} if not by else {"target": name}
-        if not by:  # ran out: it no longer counts, whether or not the store has caught up
+        if not by and key in table:  # ran out: it no longer counts, whether or not the store has caught up
             del table[key]
-        self._schedule(room, kind, key, 0.0)
+            self._schedule(room, kind, key, 0.0)
+            ran_out = True
+        else:
+            ran_out = False
 
         def saved(_: None) -> str:
             if by:
@@ -754,9 +784,16 @@ class Moderation:
             self._publish(room, by, EventKind.UNBAN if kind == "ban" else EventKind.UNMUTE, "", name)
             return name
 
-        work = self._save(room, [self._value(room, value_kind, key, "")], LogEvent(event_name, by, room.name, details),
-                          f"Could not lift the {kind}")
-        return work.addCallback(saved)
+        def change() -> defer.Deferred[str]:
+            if not ran_out and key not in table:
+                what = "banned from" if kind == "ban" else "muted in"
+                raise errors.NoSuchUser(f"{name} is not {what} {room.name}.")
+            self._schedule(room, kind, key, 0.0)
+            work = self._save(room, [self._value(room, value_kind, key, "")],
+                              LogEvent(event_name, by, room.name, details), f"Could not lift the {kind}")
+            return work.addCallback(saved)
+
+        return self._in_turn(room, change)
 
     def set_topic(self, room: Room, by: str, text: str) -> defer.Deferred[None]:
         """
@@ -804,8 +841,6 @@ class Moderation:
         it changed.
         """
         authority = room.authority
-        if getattr(authority, setting) == new:
-            return defer.succeed(False)
         name = name or setting
 
         def saved(_: None) -> bool:
@@ -813,9 +848,15 @@ class Moderation:
             self._publish(room, by, EventKind.SETTING, text, name)
             return True
 
-        event = LogEvent("room_setting", by, room.name, {"name": name, "value": text})
-        work = self._save(room, [self._value(room, "setting", setting, stored)], event, "Could not save the setting")
-        return work.addCallback(saved)
+        def change() -> defer.Deferred[bool]:
+            if getattr(authority, setting) == new:
+                return defer.succeed(False)
+            event = LogEvent("room_setting", by, room.name, {"name": name, "value": text})
+            work = self._save(room, [self._value(room, "setting", setting, stored)], event,
+                              "Could not save the setting")
+            return work.addCallback(saved)
+
+        return self._in_turn(room, change)
 
     def invite(self, room: Room, by: str, target: str, on: bool = True) -> defer.Deferred[str]:
         """
@@ -827,8 +868,6 @@ class Moderation:
         if stored is None:
             return defer.fail(errors.NoSuchUser(f"There is no user called {target}."))
         name, key = stored, name_key(stored)
-        if not on and key not in room.authority.invites:
-            return defer.fail(errors.NoSuchUser(f"{name} is not invited to {room.name}."))
 
         def saved(_: None) -> str:
             if on:
@@ -847,8 +886,15 @@ class Moderation:
 
         event = LogEvent("invite" if on else "uninvite", by, room.name, {"target": name})
         value = urlencode({"by": by}) if on else ""
-        return self.factory.concerning(name, lambda: self._save(
-            room, [self._value(room, "invite", key, value)], event, "Could not save the invitation").addCallback(saved))
+
+        def change() -> defer.Deferred[str]:
+            if not on and key not in room.authority.invites:
+                raise errors.NoSuchUser(f"{name} is not invited to {room.name}.")
+            return self.factory.concerning(name, lambda: self._save(
+                room, [self._value(room, "invite", key, value)], event, "Could not save the invitation").addCallback(
+                saved))
+
+        return self._in_turn(room, change)
 
     def set_operator(self, room: Room, by: str, target: str, on: bool) -> defer.Deferred[str]:
         """
@@ -861,15 +907,17 @@ class Moderation:
         if stored is None:
             return defer.fail(errors.NoSuchUser(f"There is no user called {target}."))
         name, key = stored, name_key(stored)
-        if self.owns(room, name):
-            if name_key(by) != key:
-                return defer.fail(errors.NotAllowed(f"{name} owns {room.name}."))
-            return self._owner_role(room, name, on)
-        role = self.role(room, name)
-        if (role is Role.OPERATOR) == on:
-            return defer.fail(errors.NotAllowed(
-                f"{name} is {'already' if on else 'not'} an operator of {room.name}."))
-        return self._set_role(room, by, name, on, "op")
+        if self.owns(room, name) and name_key(by) != key:
+            return defer.fail(errors.NotAllowed(f"{name} owns {room.name}."))
+
+        def change() -> defer.Deferred[str]:
+            if self.owns(room, name):
+                return self._owner_role(room, name, on)
+            if (self.role(room, name) is Role.OPERATOR) == on:
+                raise errors.Unchanged(f"{name} is {'already' if on else 'not'} an operator of {room.name}.")
+            return self._set_role(room, by, name, on, "op")
+
+        return self._in_turn(room, change)
 
     def set_voice(self, room: Room, by: str, target: str, on: bool) -> defer.Deferred[str]:
         """
@@ -880,9 +928,13 @@ class Moderation:
         stored = self.known(target)
         if stored is None:
             return defer.fail(errors.NoSuchUser(f"There is no user called {target}."))
-        if (name_key(stored) in room.authority.voiced) == on:
-            return defer.fail(errors.NotAllowed(f"{stored} is {'already' if on else 'not'} voiced in {room.name}."))
-        return self._set_role(room, by, stored, on, "voice")
+
+        def change() -> defer.Deferred[str]:
+            if (name_key(stored) in room.authority.voiced) == on:
+                raise errors.Unchanged(f"{stored} is {'already' if on else 'not'} voiced in {room.name}.")
+            return self._set_role(room, by, stored, on, "voice")
+
+        return self._in_turn(room, change)
 
     def _set_role(self, room: Room, by: str, name: str, on: bool, kind: RoomValueKind) -> defer.Deferred[str]:
         """The role ``kind`` (op, voice) of ``name`` (as stored) in ``room`` on or off: stored (an account's), then event."""
@@ -916,7 +968,7 @@ class Moderation:
         """
         authority = room.authority
         if authority.owner_down != on:
-            return defer.fail(errors.NotAllowed(
+            return defer.fail(errors.Unchanged(
                 f"{name} is {'already' if on else 'not'} an operator of {room.name}."))
 
         def saved(_: None) -> str:

@@ -666,7 +666,7 @@ def test_user_needs_a_realname_and_the_server_name_is_an_option(tmp_path):
     foo.send("USER username * * :Foo", "PING abc")
     got = foo.lines()
     assert got[0].startswith(":My.Little.Server 001 foo ") and got[-1] == ":My.Little.Server PONG My.Little.Server abc"
-    assert ":My.Little.Server 004 foo My.Little.Server chatd-1.0.0 i biot" in got
+    assert ":My.Little.Server 004 foo My.Little.Server chatd-1.0.0 io biklmnostv bklov" in got
 
 
 def test_account_tag_marks_lines_of_accounts(world):

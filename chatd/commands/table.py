@@ -130,9 +130,12 @@ class Command:
         return (self.in_room and self.check is None and self.role is Role.MEMBER
                 and all(arg.check is None and arg.said is None for arg in self.args))
 
-    def usage(self) -> str:
-        """``/name ARG ...`` (the secret arguments are not typed on the line)."""
-        return " ".join(["/" + self.name] + [arg.name for arg in self.args if not arg.secret])
+    def usage(self, slash: bool = True) -> str:
+        """
+        ``/name ARG ...`` (the secret arguments are not typed on the line); ``slash`` False: ``name ARG ...``, as
+        typed at the line front-end's menu.
+        """
+        return " ".join([("/" if slash else "") + self.name] + [arg.name for arg in self.args if not arg.secret])
 
     def split(self, text: str) -> list[str]:
         """

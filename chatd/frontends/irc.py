@@ -936,7 +936,7 @@ class IrcConnection(Protocol, _Caller):
         self.numeric("001", f"Welcome to the chatd IRC network, {nick}")
         self.numeric("002", f"Your host is {self.irc.server}, running version chatd-{__version__}")
         self.numeric("003", f"This server was created {self.irc.created}")
-        self.numeric("004", self.irc.server, f"chatd-{__version__}", "i", "biot", text=False)
+        self.numeric("004", self.irc.server, f"chatd-{__version__}", "io", "biklmnostv", "bklov", text=False)
         self.isupport()
         self.lusers()
         self.motd()

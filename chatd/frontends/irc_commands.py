@@ -120,13 +120,19 @@ def _notice_error(self: IrcConnection) -> Callable[[errors.ChatError], None]:
 
 
 def _mode_error(self: IrcConnection, channel: str, name: str) -> Callable[[errors.ChatError], None]:
-    """A refused change to someone in ``channel``: 401 no such user, 482 not allowed (with chatd's reason)."""
+    """
+    A refused change to someone in ``channel``: 401 no such user; a change that changes nothing
+    (Unchanged: already voiced, not an operator) a NOTICE with chatd's words (ngIRCd and InspIRCd drop such a
+    change silently); 482 with chatd's reason for a rule of the room's rights (``ann owns lab.``).
+    """
 
     def refused(error: errors.ChatError) -> None:
         if isinstance(error, errors.NoSuchUser) or self.chat.moderation.known(name) is None:
             self.numeric("401", name or "*", "No such nick/channel")
+        elif isinstance(error, errors.Unchanged):
+            self.server_notice(str(error))
         elif isinstance(error, (errors.NotAllowed, errors.BadArguments)):  # (a rule of the room, of its owner)
-            self.numeric("482", channel, f"You're not channel operator: {error}")
+            self.numeric("482", channel, str(error))
         else:
             self.server_notice(str(error))
 
@@ -560,7 +566,19 @@ def topic(self: IrcConnection, message: Message) -> None:
         return
     if not room.authority.open_topic and not _operator(self, room, target):
         return
-    self.run_command(channel, "topic", [message.params[1].strip() or CLEAR_TOPIC], failed=_notice_error(self))
+    self.run_command(channel, "topic", [message.params[1].strip() or CLEAR_TOPIC], failed=_topic_refused(self, target))
+
+
+def _topic_refused(self: IrcConnection, target: str) -> Callable[[errors.ChatError], None]:
+    """A refused TOPIC: 482 with chatd's reason for a rule of the room (muted; moderated), else a NOTICE."""
+
+    def refused(error: errors.ChatError) -> None:
+        if isinstance(error, errors.NotAllowed):
+            self.numeric("482", target, str(error))
+        else:
+            self.server_notice(str(error))
+
+    return refused
 
 
 @handles("NAMES")
