@@ -118,7 +118,7 @@ class AddressBan:
             f": {self.reason}" if self.reason else "")
 
 
-def _with_reason(text: str, reason: str) -> str:
+def with_reason(text: str, reason: str) -> str:
     return f"{text}: {reason}" if reason else f"{text}."
 
 
@@ -230,7 +230,7 @@ class Administration:
         """``name``, if that account is not locked; else raises NotAllowed (``this account is locked: REASON``)."""
         locked = self.factory.account_value(name, LOCKED)
         if locked:
-            raise errors.NotAllowed(_with_reason("this account is locked", "" if locked == "1" else locked))
+            raise errors.NotAllowed(with_reason("this account is locked", "" if locked == "1" else locked))
         return name
 
     def address_refusal(self, host: str | None) -> str | None:
@@ -247,7 +247,7 @@ class Administration:
         for ban in self.bans.values():
             if address in ban.network and not ban.over(now):
                 until = f" until {iso(ban.until)}" if ban.until else ""
-                return "Error: " + _with_reason(f"your address is banned from this server{until}", ban.reason)
+                return "Error: " + with_reason(f"your address is banned from this server{until}", ban.reason)
         return None
 
     def address_bans(self) -> list[AddressBan]:
@@ -289,7 +289,7 @@ class Administration:
 
     def _disconnected(self, by: str, args: list[str]) -> None:
         """The session of the account ``args[0]`` here, if any, ends (``args[1]``: the reason)."""
-        self._end(args[0], _with_reason(f"You were disconnected by {by}, an admin", args[1]))
+        self._end(args[0], with_reason(f"You were disconnected by {by}, an admin", args[1]))
 
     def lock(self, by: str, name: str, reason: str) -> defer.Deferred[str]:
         """
@@ -303,7 +303,7 @@ class Administration:
 
         def locked(_: None) -> defer.Deferred[str]:
             self.factory.tokens.void(record.name)
-            self._end(record.name, _with_reason(f"Your account was locked by {by}, an admin", reason))
+            self._end(record.name, with_reason(f"Your account was locked by {by}, an admin", reason))
             return self._logged(record.name, LogEvent("lock", by, details={"target": record.name, "reason": reason}))
 
         d = self.factory.store_account_values(record.name, {LOCKED: reason or "1"}, "Could not lock the account")
@@ -453,7 +453,7 @@ class Administration:
         for connection in list(self.factory.connections):
             host = connection.origin.get("address")
             if host and self.address_refusal(host):
-                connection.kick(_with_reason(f"Your address was banned from this server by {by}, an admin",
+                connection.kick(with_reason(f"Your address was banned from this server by {by}, an admin",
                                              ban.reason))
 
     def _unbanned(self, by: str, args: list[str]) -> None:

@@ -109,6 +109,16 @@ def registrations_refused(wait: float) -> str:
     return "too many new accounts from your address; " + try_again(wait)
 
 
+def unless_refused(refused: str, work: Callable[[], defer.Deferred[T]]) -> defer.Deferred[T]:
+    """
+    A callback of ``Limits.shared_refusal``: ``work()`` if the nodes' shared limits let the attempt through
+    (``refused`` is ""), else NotAllowed(``refused``).
+    """
+    if refused:
+        raise errors.NotAllowed(refused)
+    return work()
+
+
 def not_saved(what: str) -> Callable[[Any], NoReturn]:
     """An errback: a StoreError becomes NotSaved (``what (server storage problem); try again later.``)."""
 
@@ -351,7 +361,8 @@ class ChatFactory(Factory):
             self.bus.share(["account", record.name, record.password_hash, record.created])  # (chatd.nodes)
             return name
 
-        work = self.passwords.hash(password).addCallback(store)
+        work = self.limits.shared_refusal(address, registration=True).addCallback(
+            unless_refused, lambda: self.passwords.hash(password).addCallback(store))
         return self._while_claimed(self._claimed, name, work, saved, "Could not save the account",
                                    f"The name {name} is taken.")
 
@@ -390,7 +401,10 @@ class ChatFactory(Factory):
             # (Locked while a one-time password or a rehash was being stored: refused all the same.)
             return stored.addCallback(self.admin.unlocked)
 
-        return self.passwords.verify(record.password_hash if record else None, password).addCallback(checked)
+        def verify() -> defer.Deferred[str]:
+            return self.passwords.verify(record.password_hash if record else None, password).addCallback(checked)
+
+        return self.limits.shared_refusal(address, name, login=True).addCallback(unless_refused, verify)
 
     def is_admin(self, name: str | None) -> bool:
         """Whether the account ``name`` is a server admin (``--admin`` or its stored flag: chatd.admin)."""
@@ -465,7 +479,9 @@ class ChatFactory(Factory):
                 raise errors.LoginFailed("wrong password; nothing was changed.")
             return record
 
-        return self.passwords.verify(record.password_hash if record else None, password).addCallback(checked)
+        return self.limits.shared_refusal(session.address_key or "", name).addCallback(
+            unless_refused, lambda: self.passwords.verify(record.password_hash if record else None, password)
+            .addCallback(checked))
 
     def change_password(self, session: Session, old: str, new: str) -> defer.Deferred[None]:
         """
@@ -802,20 +818,26 @@ class ChatFactory(Factory):
         return self.store_account_values(session.name or "", {"replay": "" if on else "off"},
                                          "Could not save the setting")
 
+    def account_values_changed(self, name: str, values: Mapping[str, str]) -> None:
+        """Per-account values of the account ``name`` stored (here or by another node): in memory ("" deletes one)."""
+        stored = self.marks.setdefault(name_key(name), {})
+        for key, value in values.items():
+            if value:
+                stored[key] = value
+            else:
+                stored.pop(key, None)
+
     def store_account_values(self, name: str, values: Mapping[str, str], what: str) -> defer.Deferred[None]:
         """
         Set per-account values of the account ``name`` ("" deletes one),
-        durably (Store.set_marks), then in memory (:meth:`account_value`);
-        fails with NotSaved (``what (server storage problem)...``).
+        durably (Store.set_marks), then in memory (:meth:`account_value`)
+        and on the other nodes (the bus); fails with NotSaved (``what
+        (server storage problem)...``).
         """
 
         def saved(_: None) -> None:
-            stored = self.marks.setdefault(name_key(name), {})
-            for key, value in values.items():
-                if value:
-                    stored[key] = value
-                else:
-                    stored.pop(key, None)
+            self.account_values_changed(name, values)
+            self.bus.share(["account_values", name, dict(values)])  # (other nodes: chatd.nodes)
 
         work = self.store.set_marks(name, values, durable=True)
         return work.addCallbacks(saved, not_saved(what))

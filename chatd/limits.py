@@ -44,9 +44,10 @@ of reserved admin names see one client one way on every listener.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
-from typing import Any, Union
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol, Union
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -243,6 +244,33 @@ def parse_networks(text: str | Iterable[str]) -> tuple[Network, ...]:
     return tuple(canonical_network(ipaddress.ip_network(item.strip(), strict=False)) for item in items if item.strip())
 
 
+class SharedBuckets(Protocol):
+    """
+    Token buckets shared by several nodes (``chatd.buses.redis_limits.RedisLimits``, issue 17): :meth:`take`
+    asks several at once, each ``(kind, key, rate per second, burst, mode)`` (mode 0: has it a token? 1:
+    that, and spend one; 2: spend one anyway).
+    """
+
+    def take(self, asks: Sequence[tuple[str, str, float, float, int]]) -> defer.Deferred[tuple[int, float, list[int]]]:
+        """
+        (-1, 0.0, [asks left without a token]) if none refused, else (the refusing ask, its wait, []);
+        never fails.
+        """
+
+
+#: What a shared bucket that refuses tells the user, by kind (followed by ``try again in N seconds.``).
+_SHARED_REFUSALS = {
+    "login_failures": "too many failed logins from your address; ",
+    "registrations": "too many new accounts from your address; ",
+    "address_checks": "too many logins from your address; ",
+    "account_checks": "too many logins to this account; ",
+}
+
+#: How the log names a shared bucket that has run out, by kind.
+_SHARED_LOGGED = {"login_failures": "failed logins from", "registrations": "registrations from",
+                  "address_checks": "password checks from", "account_checks": "password checks for the account"}
+
+
 class Limits:
     """
     Connection, login and idle limits shared by all connections.
@@ -285,6 +313,8 @@ class Limits:
         self.history_requests = KeyedBuckets(HISTORY_REQUEST_RATE, HISTORY_REQUEST_BURST, reactor)
         self._sweeper: LoopingCall | None = None
         self._refused = 0
+        #: The buckets every node shares (several nodes: ``--bus``), asked after this node's own; None: one node.
+        self.shared: SharedBuckets | None = None
 
     # -- addresses ------------------------------------------------------------
 
@@ -379,9 +409,10 @@ class Limits:
         return self.login_failures.wait(key) if key and self.settings.address_login_failures > 0 else 0.0
 
     def login_failed(self, key: str) -> None:
-        """Count a failed login against ``key``'s allowance."""
+        """Count a failed login against ``key``'s allowance, here and on every node (:meth:`shared_login_failed`)."""
         if key and self.settings.address_login_failures > 0 and self.login_failures.take(key):
             self.log.warn("failed logins from {address} are being refused", address=key)
+        self.shared_login_failed(key)
 
     def password_check_refused(self, address: str, account: str = "") -> str:
         """
@@ -424,6 +455,59 @@ class Limits:
         if not wait and key and self.settings.address_registrations > 0:
             self.registrations.take(key)
         return wait
+
+    # -- across nodes (issue 17) -------------------------------------------------
+
+    def _shared_ask(self, kind: str, key: str, mode: int) -> tuple[str, str, float, float, int] | None:
+        """The ask of the shared bucket ``kind`` of ``key``, with the settings of this node's own; None if off."""
+        settings = self.settings
+        count, window = {
+            "login_failures": (settings.address_login_failures, settings.address_login_window),
+            "registrations": (settings.address_registrations, settings.address_registration_window),
+            "address_checks": (settings.address_password_checks, settings.password_check_window),
+            "account_checks": (settings.account_password_checks, settings.password_check_window),
+        }[kind]
+        if not key or count <= 0 or window <= 0:
+            return None
+        return kind, key, count / window, float(count), mode
+
+    def shared_refusal(self, address: str, account: str = "", login: bool = False,
+                       registration: bool = False) -> defer.Deferred[str]:
+        """
+        Across the nodes, after this node's own limits let it through: why
+        an attempt that costs a password check (from the address key
+        ``address``, "" if exempt; for the account ``account``, a name as
+        typed, "" for none) may not go ahead, as the user's sentence, or ""
+        (and it is counted on every node). ``login``: the address's failed
+        logins must allow one more (``--address-login-failures``);
+        ``registration``: it is a registration (``--address-registrations``).
+        One round trip to the shared buckets; at once "" with one node (or
+        while they cannot be reached: this node's own limits stand).
+        """
+        if self.shared is None:
+            return defer.succeed("")
+        asks = [ask for ask in (
+            self._shared_ask("login_failures", address, 0) if login else None,
+            self._shared_ask("registrations", address, 1) if registration else None,
+            self._shared_ask("address_checks", address, 1),
+            self._shared_ask("account_checks", name_key(account) if account else "", 1),
+        ) if ask is not None]
+        return self.shared.take(asks).addCallback(self._shared_answer, asks)
+
+    def shared_login_failed(self, address: str) -> defer.Deferred[str]:
+        """A failed login from ``address`` counts on every node (one round trip, waited for by nobody)."""
+        ask = self._shared_ask("login_failures", address, 2)
+        if self.shared is None or ask is None:
+            return defer.succeed("")
+        return self.shared.take([ask]).addCallback(self._shared_answer, [ask])
+
+    def _shared_answer(self, answer: tuple[int, float, list[int]], asks: list[tuple[str, str, float, float, int]]
+                       ) -> str:
+        refused, wait, empty = answer
+        for index in empty:
+            kind, key = asks[index][:2]
+            self.log.warn("{what} {key} are being refused on every node", key=key, what=_SHARED_LOGGED[kind])
+        return _SHARED_REFUSALS[asks[refused][0]] + try_again(wait) if refused >= 0 else ""
 
     # -- the sweep: login timeout, idle timeout, forgetting old failures ------------
 

@@ -2,7 +2,8 @@
 The state's side of several nodes (issue 17): what another node changed,
 applied here. A networked bus (``chatd.buses.redis``) calls a :class:`Nodes`
 as its listener: rooms created and deleted elsewhere, accounts registered,
-changed or deleted elsewhere, room authority (topic, roles, bans, mutes,
+changed or deleted elsewhere, per-account values stored elsewhere (a lock, a resume
+token epoch), room authority (topic, roles, bans, mutes,
 invitations, settings, owner) changed elsewhere, kicks, logins elsewhere (which end this node's session
 of the account), private messages to users logged in here, files shared elsewhere (offered here from the
 store), and room events this node missed (the stream trimmed past them, or lost in a Redis restart),
@@ -19,10 +20,12 @@ from typing import Any, NamedTuple
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from chatd.admin import LOCKED, with_reason
 from chatd.core.events import EventKind, PrivateMessage
 from chatd.core.ports import OnlineElsewhere, Session
 from chatd.store import RoomRecord, UserRecord
 from chatd.text import name_key
+from chatd.tokens import EPOCH, epoch_count
 
 #: The most missed events a room catches up from the store at once (older ones stay in /history).
 CATCH_UP_MAX = 500
@@ -158,6 +161,25 @@ class Nodes:
             passwords.uncount_stored(replaced.password_hash)
         accounts[key] = UserRecord(name, password_hash, created)
         passwords.count_stored([password_hash])
+
+    def account_values(self, name: str, values: dict[str, str]) -> None:
+        """
+        Another node stored per-account values of ``name`` ("" deletes one):
+        here too. The resume token epoch (chatd.tokens ``EPOCH``) only grows
+        (two nodes voiding at once agree on the greater); a lock ends the
+        account's session here, as on the node that locked it.
+        """
+        factory = self.factory
+        if name_key(name) not in factory.accounts:
+            return
+        epoch = values.get(EPOCH)
+        if epoch is not None and epoch_count(epoch) <= epoch_count(factory.account_value(name, EPOCH)):
+            values = {key: value for key, value in values.items() if key != EPOCH}
+        factory.account_values_changed(name, values)
+        session = factory.online.get(name_key(name))
+        if values.get(LOCKED) and session is not None:
+            reason = "" if values[LOCKED] == "1" else values[LOCKED]
+            session.kick(with_reason("Your account was locked by an admin", reason))
 
     def account_deleted(self, name: str) -> None:
         """Another node deleted ``name``: it is gone here too, and its session here ends."""

@@ -71,6 +71,7 @@ from chatd.twisted_internals import twistd_log_files
 
 if TYPE_CHECKING:  # psycopg is an extra: imported only when --store names PostgreSQL
     from chatd.buses.redis import RedisBus
+    from chatd.buses.redis_limits import RedisLimits
     from chatd.stores.postgres import Pools, PostgresStore
 
 log = Logger()
@@ -281,20 +282,25 @@ class StoreService(service.Service):
         self._loaded: Loaded | None = None
         #: The data directory's lock (chatd.datadir), held from the load until stopped.
         self._lock: IO[str] | None = None
-        #: The key of resume tokens (chatd.tokens), read (or made) at the start.
+        #: The key of resume tokens (chatd.tokens), read (or made) at the start: the data directory's, or with
+        #: PostgreSQL the database's, which every node shares (a token of one node is taken by every node).
         self.token_key = b""
 
     def startService(self) -> None:
+        at_store = False
         try:
             self._lock = lock_data_dir(self.data_dir, "chatd")
-            self.token_key = load_token_key(self.data_dir)
+            if self._pg_pools is None:  # (PostgreSQL keeps one key for every node: Loaded.token_key)
+                self.token_key = load_token_key(self.data_dir)
+            at_store = True
             self._loaded = self.store.load_now()
+            self.token_key = self._loaded.token_key or self.token_key
         except Exception as error:
             where, what = f"data directory {self.data_dir}", "data directory"
             if self._lock is not None:
                 unlock_data_dir(self._lock)
                 self._lock = None
-                if self.token_key:  # (the key was read: the store failed)
+                if at_store:
                     where, what = self.where, "store"
             raise start_error(f"{where}: {_reason(error)}", f"{what}: {_short_reason(error)}") from error
         super().startService()
@@ -335,6 +341,12 @@ def _redis_bus(url: str, reactor: Any, node: str | None) -> RedisBus:
     return RedisBus(url, reactor, node)
 
 
+def _redis_limits(url: str, reactor: Any) -> RedisLimits:
+    from chatd.buses.redis_limits import RedisLimits  # the 'cluster' extra, as _redis_bus
+
+    return RedisLimits(url, reactor)
+
+
 class BusService(service.Service):
     """
     The bus room events travel on (:class:`chatd.core.ports.Bus`), started
@@ -344,6 +356,8 @@ class BusService(service.Service):
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
+        #: The rate limits the nodes share (chatd.buses.redis_limits), connected and closed with the bus; or None.
+        self.limits: RedisLimits | None = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -360,11 +374,14 @@ class BusService(service.Service):
         start = getattr(self.bus, "start", None)
         if start is not None:  # a networked bus connects (chatd.buses.redis); publishing meanwhile waits for it
             start().addErrback(lambda failure: log.failure("the bus could not start", failure))
+        if self.limits is not None:
+            self.limits.start()
 
     def stopService(self) -> Any:
         super().stopService()
         stop = getattr(self.bus, "stop", None)
-        return stop() if stop is not None else None
+        stopped = [stop() if stop is not None else None, self.limits.stop() if self.limits is not None else None]
+        return defer.gatherResults([d for d in stopped if d is not None], consumeErrors=True)
 
 
 class StateService(service.Service):
@@ -646,6 +663,7 @@ class ChatService(service.MultiService):
         self.state.setServiceParent(self)
         if redis is not None:  # other nodes' room changes applied here; history recorded by the publishing node
             redis.listener = Nodes(self.state.factory)
+            self.state.factory.limits.shared = self.buses.limits = _redis_limits(bus_url or "", reactor)
             self.state.factory.history.mine = redis.mine
             self.state.transfers.across_nodes()  # files reach the other nodes through the store
         self.listeners = Listeners(reactor, listen, self.state.factory)

@@ -217,6 +217,9 @@ class Loaded:
     marks: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)
     #: Per-room values (:meth:`Store.set_room_values`): room id -> (kind, key) -> value.
     room_values: Mapping[str, Mapping[tuple[str, str], str]] = attrs.field(factory=dict)
+    #: The resume tokens' key (chatd.tokens) when the store keeps one for every node (PostgreSQL); b"": the
+    #: data directory's (``chatd.datadir.load_token_key``).
+    token_key: bytes = b""
 
 
 class StoreError(Exception):

@@ -20,6 +20,13 @@ BODY and the account's current password hash. So a token
   account's epoch up (a durable per-account value, ``Store.set_marks``),
   and only a token of the current epoch is taken.
 
+Several nodes (issue 17): with PostgreSQL the key is the database's
+(``Loaded.token_key``), one for every node, and :meth:`Tokens.void` shares
+the new epoch on the bus (``["account_values", NAME, {EPOCH: N}]``, applied
+elsewhere by ``chatd.nodes.Nodes.account_values``, the greater epoch
+winning), so a token is taken on every node and a logout on one voids it on
+all of them within the bus's round trip.
+
 Tokens are never logged and never stored by the server.
 """
 
@@ -40,6 +47,7 @@ from chatd.text import name_key
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
+    from chatd.core.ports import Bus
     from chatd.store import Accounts, Store
 
 #: Seconds a token is valid after it was issued.
@@ -56,6 +64,11 @@ _CONTEXT = b"chatd resume token 1\0"
 #: Why a token was not taken: "bad" (not one the server made: malformed, wrong MAC, unknown account,
 #: issued in the future), "expired" (past LIFETIME), "void" (logged out or locked since: an older epoch).
 Problem = Literal["", "bad", "expired", "void"]
+
+
+def epoch_count(text: str) -> int:
+    """A token epoch (:data:`EPOCH`'s value, ASCII digits) as a number; 0 if unset or not one."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 18 else 0
 
 
 def _b64(data: bytes) -> str:
@@ -89,6 +102,10 @@ class AccountState(Protocol):
     @property
     def store(self) -> Store:
         """Where a changed epoch is written (``set_marks``)."""
+
+    @property
+    def bus(self) -> Bus:
+        """Where a changed epoch is shared with other nodes (``share``)."""
 
     @property
     def reactor(self) -> IReactorTime:
@@ -163,17 +180,19 @@ class Tokens:
     def void(self, name: str) -> None:
         """
         Void every token of the account ``name`` issued until now (logout, a
-        lock): its epoch counts up, at once in memory and durably in the
-        store (a failure to store it is logged: the tokens stay void until a
-        restart, and expire within :data:`LIFETIME` anyway).
+        lock): its epoch counts up, at once in memory, on the other nodes
+        (the bus) and durably in the store (a failure to store it is logged:
+        the tokens stay void until a restart, and expire within
+        :data:`LIFETIME` anyway).
         """
         key = name_key(name)
         factory = self.factory
         if key not in factory.accounts:
             return  # (deleted: its tokens died with its password hash)
         current = factory.account_value(name, EPOCH)
-        epoch = str(int(current) + 1) if current.isascii() and current.isdigit() and len(current) < 18 else "1"
+        epoch = str(epoch_count(current) + 1)
         factory.marks.setdefault(key, {})[EPOCH] = epoch
+        factory.bus.share(["account_values", name, {EPOCH: epoch}])  # (other nodes: chatd.nodes)
         factory.store.set_marks(name, {EPOCH: epoch}, durable=True).addErrback(
             lambda failure: self.log.error("could not store that the tokens of {user} are void: {why}",
                                            user=name, why=failure.getErrorMessage()))

@@ -84,6 +84,8 @@ def _apply(changes: list[list[Any]], nodes: Nodes, here: bool = False) -> None:
             nodes.kicked(*args)
         elif kind == "admin" and not here:
             nodes.admin(args[0], args[1], args[2:])
+        elif kind == "account_values" and not here:
+            nodes.account_values(*args)
 
 
 def _ann_on_b(tmp_path: Any) -> tuple[ChatFactory, Clock, Nodes, Client]:
@@ -464,3 +466,43 @@ def test_an_address_ban_applies_on_every_node_and_its_lift_too(tmp_path):
     assert "Lifted the ban" in ann.output()
     _apply(bus_a.shared, nodes_b)
     assert b.admin.address_refusal("192.0.2.9") is None
+
+
+def test_a_resume_token_of_one_node_is_taken_on_the_other_until_a_logout_there_voids_it(tmp_path):
+    """One key (PostgreSQL's, Loaded.token_key) on both nodes; the epoch counted up by a logout on A reaches B."""
+    a, clock_a, bus_a = _node(tmp_path / "a")
+    b, clock_b, _ = _node(tmp_path / "b")
+    a.tokens.key = b.tokens.key = bytes(range(32))
+    ann = Client(a, clock_a)
+    ann.register("ann")
+    nodes = Nodes(b)
+    _apply(bus_a.shared, nodes)
+    bus_a.shared.clear()
+    token, _ = a.tokens.issue("ann")
+    assert b.tokens.check(token) == ("ann", "")
+    ann.send("logout")
+    assert ["account_values", "ann", {"token_epoch": "1"}] in bus_a.shared
+    assert b.tokens.check(token) == ("ann", "")  # (B has not been told yet)
+    _apply(bus_a.shared, nodes)
+    assert b.tokens.check(token) == ("ann", "void")
+    later, _ = b.tokens.issue("ann")
+    assert a.tokens.check(later) == ("ann", "")
+    # An older epoch read after a newer one (two nodes voiding at once) does not bring old tokens back.
+    nodes.account_values("ann", {"token_epoch": "0"})
+    assert b.account_value("ann", "token_epoch") == "1" and b.tokens.check(token) == ("ann", "void")
+
+
+def test_a_lock_on_one_node_ends_the_session_on_the_other_and_refuses_its_logins_there(tmp_path):
+    a, clock_a, bus_a = _node(tmp_path / "a")
+    b, clock_b, nodes, there = _ann_on_b(tmp_path / "n")
+    b.tokens.key = a.tokens.key
+    Client(a, clock_a).register("ann")
+    bus_a.shared.clear()
+    token, _ = b.tokens.issue("ann")
+    assert a.admin.lock("root", "ann", "spam").called
+    assert ["account_values", "ann", {"locked": "spam"}] in bus_a.shared
+    _apply(bus_a.shared, nodes)
+    assert "Your account was locked by an admin: spam" in there.output()
+    assert there.transport.disconnecting
+    assert "this account is locked: spam" in Client(b, clock_b).login("ann")
+    assert b.tokens.check(token) == ("ann", "void")

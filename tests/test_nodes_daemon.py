@@ -24,13 +24,15 @@ pytest.importorskip("txredisapi")
 pytest.importorskip("psycopg")
 
 
-def _nodes(tmp_path, redis_url: str, dsn: str, count: int = 2, *last: str, every: tuple[str, ...] = ()) -> list[Daemon]:
-    """``count`` nodes; ``last``: more options of the last one; ``every``: of every one."""
+def _nodes(tmp_path, redis_url: str, dsn: str, count: int = 2, *last: str, web: bool = False,
+           every: tuple[str, ...] = ()) -> list[Daemon]:
+    """``count`` nodes; ``last``: more options of the last one; ``every``: of every one; ``web``: a browser port."""
     nodes = []
     try:
         for n in range(count):
-            node = Daemon(str(tmp_path / f"node{n}"), "--store", dsn, "--bus", redis_url, "--node-name", f"node{n}",
-                          "--flood-rate", "0", *every, *(last if n == count - 1 else ())).start()
+            node = Daemon(str(tmp_path / f"node{n}"), "--store", dsn, "--bus", redis_url,
+                          "--node-name", f"node{n}", "--flood-rate", "0", *every,
+                          *(last if n == count - 1 else ()), web=web).start()
             nodes.append(node)
             deadline = time.monotonic() + 10  # ready once it reads the stream (its bus connects after it listens)
             while "bus: Redis stream" not in node.log() and time.monotonic() < deadline:

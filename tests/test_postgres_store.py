@@ -119,6 +119,14 @@ def test_the_schema_is_made_once_when_two_nodes_start_together(pg_dsn):
         assert connection.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
 
 
+def test_every_node_loads_one_resume_token_key_made_once(pg_dsn):
+    """The first load makes the key (server_keys); every later load, any node's, reads the same."""
+    keys = [PostgresStore(pg_dsn, Clock(), lambda: NOW).load_now().token_key for _ in range(3)]
+    assert len(keys[0]) == 32 and keys == [keys[0]] * 3
+    with psycopg.connect(pg_dsn) as connection:
+        assert connection.execute("SELECT count(*) FROM server_keys").fetchone() == (1,)
+
+
 def test_a_newer_schema_is_refused(pg_dsn):
     store = PostgresStore(pg_dsn, Clock(), lambda: NOW)
     store.load_now()

@@ -272,9 +272,12 @@ def test_only_the_composition_root_names_a_concrete_store():
     assert imports == {
         "service.py": ["from chatd.buses.local import LocalBus", "from chatd.persistence import CsvStore, FormatError",
                        "from chatd.buses.redis import RedisBus",  # (for the type checker)
+                       "from chatd.buses.redis_limits import RedisLimits",  # (for the type checker)
                        "from chatd.stores.postgres import Pools, PostgresStore",  # (for the type checker)
                        "from chatd.stores.postgres import Pools, PostgresStore, masked_dsn",
-                       "from chatd.buses.redis import RedisBus  # the 'cluster' extra: imported when --bus names Redis"],
+                       "from chatd.buses.redis import RedisBus  # the 'cluster' extra: imported when --bus names Redis",
+                       "from chatd.buses.redis_limits import RedisLimits  # the 'cluster' extra, as _redis_bus"],
+        "buses/redis_limits.py": ["from chatd.buses.redis import _Connections, _ready, parse_url"],  # (its connection)
         "tap.py": ["from chatd.buses.redis import parse_url"],  # (checking --bus)
         "admin_tool.py": ["from chatd.persistence import CsvStore", "from chatd.stores.jobs import fired",
                           "from chatd.stores.postgres_copy import copy_data_dir"],

@@ -113,6 +113,20 @@ def test_register_join_say_and_hear_a_line_user_both_ways(world):
     assert [(e["kind"], e["text"]) for e in said] == [("say", "hi bob")]
 
 
+def test_a_session_whose_page_sent_its_close_frame_is_ended_from_elsewhere_without_a_traceback(world):
+    """
+    The page closed (its close frame answered, the TCP connection not yet gone) when its session is ended from
+    elsewhere (a login on another node, chatd.nodes): nothing is sent (wsproto would refuse), the session ends.
+    """
+    factory, clock, site = world
+    ann = WebClient(site)
+    ann.command("register", "ann", "secret1")
+    ann.protocol.dataReceived(ann.ws.send(CloseConnection(1000)))
+    assert ann.transport.disconnecting and factory.online["ann"] is not None
+    factory.online["ann"].kick("You logged in from another connection.", "replaced")
+    assert "ann" not in factory.online
+
+
 def test_commands_refused_unknown_and_bad_messages_get_errors_never_tracebacks(world):
     factory, clock, site = world
     ann = WebClient(site)

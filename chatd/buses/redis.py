@@ -160,6 +160,9 @@ class NodeListener(Protocol):
     def admin(self, action: str, by: str, args: list[str]) -> None:
         """An admin's action on another node that applies here too (``chatd.admin.Administration.elsewhere``)."""
 
+    def account_values(self, name: str, values: dict[str, str]) -> None:
+        """Another node stored per-account values of ``name`` (a lock, a resume token epoch; "" deletes one)."""
+
     def known(self) -> dict[str, int]:
         """Each room's last event id here (its stored history's end at start-up), by room name."""
 
@@ -699,6 +702,8 @@ class RedisBus:
                 self.listener.file_undelivered(str(change[1]), str(change[2]))
             elif change[0] == "admin" and not here:
                 self.listener.admin(str(change[1]), str(change[2]), [str(part) for part in change[3:]])
+            elif change[0] == "account_values" and not here:
+                self.listener.account_values(str(change[1]), {str(k): str(v) for k, v in change[2].items()})
         except Exception:
             self.log.failure("applying a room change from the bus failed: {change!r}", change=change)
 

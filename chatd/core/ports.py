@@ -150,7 +150,9 @@ class Bus(Protocol):
         a new owner), ``["kick", ROOM, BY, TARGET, REASON]``; who is online:
         ``["login", NAME, SINCE]``, ``["logout", NAME]``, ``["away", NAME,
         MESSAGE]`` ("": back), and ``["private", NODE, AT, SENDER, RECIPIENT,
-        TEXT, NOTICE]`` for the recipient's node; chatd.nodes applies them); the local
+        TEXT, NOTICE]`` for the recipient's node, ``["account_values", NAME,
+        {KEY: VALUE}]``: per-account values stored (a lock, a token epoch:
+        chatd.tokens); chatd.nodes applies them); the local
         bus has no other node.
         """
 

@@ -538,17 +538,16 @@ class WebSession:
         Send one text message: ``str`` (framed by the WebSocket transport), or ``bytes``, a whole frame
         already made (:class:`JsonRenderer`), written as is to the connection underneath. Both are written
         to the same transport (``self.stream``, the one Twisted's WebSocket writes to) at once, so they go
-        out in the order sent; a frame is not written once the connection is closing (the WebSocket
-        transport refuses text then too). Output that would leave more than ``--max-outbound`` bytes unsent
-        on the connection underneath (a browser that stopped reading) cuts the connection off instead, as
-        the line front-end does (a ``sendq_exceeded`` row in log.csv).
+        out in the order sent; nothing is written once the connection is closing (after the peer's close
+        frame too: wsproto refuses text then, and a session ended from elsewhere, a login on another node,
+        may be told why before the connection is lost). Output that would leave more than ``--max-outbound``
+        bytes unsent on the connection underneath (a browser that stopped reading) cuts the connection off
+        instead, as the line front-end does (a ``sendq_exceeded`` row in log.csv).
         """
         transport = self.transport
-        if transport is None or self._cut:
+        if transport is None or self._cut or self.stream.disconnecting:
             return
         if isinstance(message, bytes):
-            if self.stream.disconnecting:
-                return
             self.stream.write(message)
         else:
             transport.sendTextMessage(message)
@@ -710,7 +709,7 @@ class WebSession:
         The close code says whether the page should resume (docs/PROTOCOL.md, "Resuming a session"): 1001
         (going away) at a shut-down, else 1000 (the session was ended: replaced, kicked, quit, refused).
         """
-        if self.transport is not None:
+        if self.transport is not None and not self.stream.disconnecting:  # (closing already: the peer's close)
             self.transport.loseConnection(1001 if self.factory.closing else 1000)
         if self._abort_timer is None:
             self._abort_timer = self.factory.reactor.callLater(

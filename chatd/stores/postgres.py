@@ -36,6 +36,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -51,6 +52,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from chatd.core.events import EventKind, PrivateMessage, RoomEvent
+from chatd.datadir import TOKEN_KEY_BYTES
 from chatd.persistence import ACCOUNT_KINDS, MAX_QUEUED_EVENTS, ROOM_ID, mark_row, room_value_row
 from chatd.store import (
     FILE_CHUNK_SIZE, LINE_KINDS, PUBLIC_ROOM_ID, SERVER, AccountDict, EventName, FileRecord, HistoryBatch,
@@ -72,7 +74,9 @@ CONNECT_TIMEOUT = 5
 #: The key of the advisory lock held while the schema is created or migrated ("chat" in ASCII).
 SCHEMA_LOCK = 0x63686174
 #: The schema's version (``schema_version``): this chatd creates and reads it.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+#: The row of ``server_keys`` holding the resume tokens' key (chatd.tokens), hex.
+TOKEN_KEY = "token"
 
 #: The statements that bring the schema from the version before to each version. Times of log events are
 #: ``timestamptz``; times of history events and offline messages are seconds since the epoch (``float8`` holds the
@@ -121,6 +125,8 @@ MIGRATIONS: dict[int, list[str]] = {
         "DROP INDEX room_values_account",
         "CREATE INDEX room_values_account ON room_values (key) WHERE kind IN ('op', 'voice', 'ban', 'mute', 'invite')",
     ],
+    # Keys every node uses alike (the resume tokens' key, TOKEN_KEY): made once, by whichever node loads first.
+    4: ["CREATE TABLE server_keys (name text PRIMARY KEY, value text NOT NULL)"],
 }
 
 
@@ -458,7 +464,19 @@ def _load(cursor: psycopg.Cursor[Any]) -> Loaded:
     cursor.execute("SELECT room_id, kind, key, value FROM room_values")
     for room_id, kind, key, value in cursor.fetchall():
         room_values.setdefault(room_id, {})[(kind, key)] = value
-    return Loaded(users, rooms, [], notes, private, history, marks, room_values)
+    return Loaded(users, rooms, [], notes, private, history, marks, room_values, _token_key(cursor))
+
+
+def _token_key(cursor: psycopg.Cursor[Any]) -> bytes:
+    """
+    The resume tokens' key (chatd.tokens), the same for every node: a random one is inserted unless one is
+    there (the primary key settles two nodes' first start at once: the later insert does nothing), then read.
+    """
+    cursor.execute("INSERT INTO server_keys VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                   (TOKEN_KEY, secrets.token_bytes(TOKEN_KEY_BYTES).hex()))
+    cursor.execute("SELECT value FROM server_keys WHERE name = %s", (TOKEN_KEY,))
+    row = cursor.fetchone()
+    return bytes.fromhex(row[0]) if row is not None else b""
 
 
 class PostgresStore(HistoryJobs):
