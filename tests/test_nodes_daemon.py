@@ -352,8 +352,6 @@ def test_offline_messages_and_admin_actions_apply_on_every_node(tmp_path, redis_
             node.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="a lock is shared as the account's values by tok17's branch (not landed yet): "
-                   "remove this mark when it lands")
 def test_a_lock_on_one_node_ends_the_session_and_refuses_logins_on_the_other(tmp_path, redis_url, pg_dsn):
     a, b = _nodes(tmp_path, redis_url, pg_dsn, every=("--admin", "root"))
     try:
