@@ -30,9 +30,11 @@ from helpers import Client, make_factory
 class IrcClient:
     """An IRC client's connection on a StringTransport."""
 
-    def __init__(self, irc: IrcFactory, clock: Any, port: int = 40000, host: str = "10.0.0.7") -> None:
+    def __init__(self, irc: IrcFactory, clock: Any, port: int = 40000, host: str = "10.0.0.7",
+                 lenient: bool = False) -> None:
         self.clock = clock
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+        # (lenient: pausing and resuming a closing connection is ignored, as on a real TCP connection)
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, port), lenient=lenient)
         self.protocol = irc.buildProtocol(self.transport.getPeer())
         self.protocol.makeConnection(self.transport)
 
@@ -131,6 +133,24 @@ def test_a_wrong_pass_gets_464_and_the_connection_closes(members_only):
     got += ann.lines()
     assert "464" in codes(got) and ann.closed
     assert "ann" not in factory.online or factory.online["ann"] is not ann.protocol
+
+
+def test_lines_queued_before_a_login_closed_the_connection_are_not_run(tmp_path):
+    # Pipelined SASL attempts: the last failure allowed (--max-login-failures) closes the connection while
+    # the next attempt waits in the queue; on a real TCP connection it was then run, and logged in.
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0, max_login_failures=2))
+    irc = IrcFactory(factory, guests=False)
+    Client(factory, clock).register("ann")
+    ann = IrcClient(irc, clock, lenient=True)
+    bad = base64.b64encode(b"\0ann\0not-the-password").decode()
+    good = base64.b64encode(b"ann\0ann\0secret1").decode()
+    ann.send("CAP LS 302", "NICK ann", "USER u 0 * :x", "CAP REQ :sasl",
+             "AUTHENTICATE PLAIN", f"AUTHENTICATE {bad}", "AUTHENTICATE PLAIN", f"AUTHENTICATE {bad}",
+             "AUTHENTICATE PLAIN", f"AUTHENTICATE {good}", "PING :still-there")
+    clock.advance(60)
+    got = ann.lines()
+    assert ann.closed and factory.online.get("ann") is not ann.protocol
+    assert "900" not in codes(got) and "903" not in codes(got) and not any("still-there" in text for text in got)
 
 
 def test_sasl_plain_logs_in_and_a_wrong_password_gets_904(members_only):

@@ -35,7 +35,11 @@ class Pacing(Generic[U]):
     The received units of one connection and why they are not taken now.
 
     ``run(unit)`` handles one unit; ``stream()`` is the transport to pause
-    (None: gone); ``too_fast()`` tells the user once in a while that input
+    (None: none yet). Once it is closing (``disconnecting``: loseConnection,
+    abortConnection; a wrong PASS, too many failed logins, a kick) nothing
+    more is taken, not even what was queued before, and it is neither paused
+    nor resumed, as the line front-end reads no line then
+    (``ChatProtocol.lineReceived``); ``too_fast()`` tells the user once in a while that input
     is being delayed; ``ended()`` says whether the session is over (nothing
     more is taken); ``paused(seconds)`` is told each flood pause, as it
     adds up to the escalation (``Moderation.flood_paused``). :attr:`bucket`
@@ -70,7 +74,7 @@ class Pacing(Generic[U]):
     def take(self) -> None:
         """Take queued units one at a time: each pays the flood allowance; over it, the rest waits."""
         queue = self.queue
-        while queue and not self.holds and not self._ended():
+        while queue and not self.holds and not self._ended() and not self._closing():
             bucket = self.bucket
             unit = queue.popleft()
             if bucket is not None:
@@ -81,8 +85,13 @@ class Pacing(Generic[U]):
                         return
             self._run(unit)
 
+    def _closing(self) -> bool:
+        """The stream is closing (``disconnecting``): nothing more is taken, paused or resumed."""
+        stream = self._stream()
+        return stream is not None and stream.disconnecting
+
     def hold(self, reason: str) -> None:
-        if not self.holds:
+        if not self.holds and not self._closing():
             stream = self._stream()
             if stream is not None:
                 stream.pauseProducing()
@@ -90,7 +99,7 @@ class Pacing(Generic[U]):
 
     def release(self, reason: str) -> None:
         self.holds.discard(reason)
-        if not self.holds and not self._ended():
+        if not self.holds and not self._ended() and not self._closing():
             stream = self._stream()
             if stream is not None:
                 stream.resumeProducing()
