@@ -31,8 +31,10 @@ from helpers import Client, Held, make_factory
 class WebClient:
     """A browser's WebSocket on a StringTransport: the server's Site, handshake and frames, no socket."""
 
-    def __init__(self, site: Any, origin: str | None = "http://localhost", port: int = 40000) -> None:
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.9", port))
+    def __init__(self, site: Any, origin: str | None = "http://localhost", port: int = 40000,
+                 lenient: bool = False) -> None:
+        # (lenient: pausing and resuming a closing connection is ignored, as on a real TCP connection)
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.9", port), lenient=lenient)
         self.protocol = site.buildProtocol(self.transport.getPeer())
         self.protocol.makeConnection(self.transport)
         self.ws = WSConnection(ConnectionType.CLIENT)
@@ -418,6 +420,21 @@ def test_listen_web_and_web_origin_options():
         Options().parseOptions(["--listen-web", "none", "--listen-web", "tcp:8080"])
     with pytest.raises(usage.UsageError, match="--web-origin: 'chat.example.org' is not an origin"):
         Options().parseOptions(["--web-origin", "chat.example.org"])
+
+
+@pytest.mark.parametrize("lenient", [False, True])
+def test_messages_queued_before_a_login_closed_the_connection_are_not_run(tmp_path, lenient):
+    # Pipelined logins: the last failure allowed (--max-login-failures) closes the connection while the next
+    # login waits in the queue; it was then run, and logged in (wsproto then refused to send in LOCAL_CLOSING).
+    factory, clock = make_factory(str(tmp_path), Settings(flood_rate=0, max_login_failures=2))
+    Client(factory, clock).register("ann")
+    ann = WebClient(web_site(factory), lenient=lenient)
+    for password in ("wrong-1", "wrong-2", "secret1"):
+        ann.send_raw(json.dumps({"type": "command", "name": "login", "args": ["ann", password]}))
+    clock.advance(60)
+    assert [m["text"] for m in ann.messages()] == [
+        "Login failed: unknown name or wrong password.", "too many failed logins; goodbye."]
+    assert ann.closed and not isinstance(factory.online.get("ann"), WebSession)
 
 
 def test_a_command_that_waits_holds_the_next_messages_and_the_connection(tmp_path):

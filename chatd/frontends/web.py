@@ -354,7 +354,8 @@ class WebSession:
 
     def _next(self) -> None:
         """Take queued messages one at a time: each pays the flood allowance; a command that waits holds the rest."""
-        while self._queue and not self.held and not self._ended:
+        while self._queue and not self.held and not self._ended and not self.stream.disconnecting:
+            # (closing: a message received before is not run, as chatd.frontends.pacing.Pacing.take)
             bucket = self._bucket
             message = self._queue[0]
             if isinstance(message, bytes) and self.files is not None and self.files.free_frame(message):
@@ -381,7 +382,7 @@ class WebSession:
         return bool(self._holds)
 
     def _hold(self, reason: str) -> None:
-        if not self._holds:
+        if not self._holds and not self.stream.disconnecting:
             self.stream.pauseProducing()
         if self._holds is None:
             self._holds = set()
@@ -392,7 +393,7 @@ class WebSession:
             self._holds.discard(reason)
         if not self._holds:
             self._holds = None  # (an idle connection keeps no set)
-        if not self._holds and not self._ended:
+        if not self._holds and not self._ended and not self.stream.disconnecting:
             self.stream.resumeProducing()
             self._next()
 
