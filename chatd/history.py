@@ -127,6 +127,10 @@ class History:
         self.enabled = settings.history_days > 0
         #: Whether this node commits an event to the store (a networked bus's ``mine``); None: every event.
         self.mine: Callable[[RoomEvent], bool] | None = None
+        #: A networked bus's position up to which every event it delivered is recorded here (``RedisBus.
+        #: recorded``), and the last such position whose events are all in the store (:meth:`stored_through`).
+        self.position: Callable[[], str] | None = None
+        self._stored_mark: str | None = None
         #: Batches recorded since the last commit: (room, its line count before them, the events).
         self.waiting: list[tuple[RoomHistory, int, list[RoomEvent]]] = []
         self._committing: defer.Deferred[None] | None = None
@@ -173,7 +177,11 @@ class History:
         commit is in flight: then it waits for the next). Fires with True if
         the store failed (the events wait for the next commit).
         """
-        if self._committing is not None or not self.waiting:
+        if self._committing is not None:
+            return defer.succeed(False)
+        mark = self.position() if self.position is not None else None
+        if not self.waiting:
+            self._stored_mark = mark  # (everything recorded up to it is stored)
             return defer.succeed(False)
         waiting, self.waiting = self.waiting, []
         work = [batch for _, batch in _merged(waiting)]
@@ -186,6 +194,8 @@ class History:
                 self.log.warn("a history commit of {rooms} room(s) took {took:.2f} s (more than {interval} s): "
                               "history is falling behind the chat", rooms=len(work), took=took,
                               interval=COMMIT_INTERVAL)
+            if not self.waiting:  # (a failed commit's events wait again before the newer ones)
+                self._stored_mark = mark
             return False
 
         def failed(failure: Any) -> Any:
@@ -205,6 +215,28 @@ class History:
             return result
 
         return self._committing.addCallbacks(done, failed).addBoth(finished)
+
+    def stored_through(self) -> str | None:
+        """
+        Several nodes: the bus position (:attr:`position`) up to which every
+        event this node published is in the store (None: not known yet).
+        Other nodes keep this node's events read after it, to store them if
+        this node dies (``RedisBus``'s heartbeat carries it; docs/ARCHITECTURE.md,
+        "Several nodes"). With history off, nothing waits: the position itself.
+        """
+        if not self.enabled:
+            return self.position() if self.position is not None else None
+        return self._stored_mark
+
+    def adopt(self, history: RoomHistory, events: list[RoomEvent]) -> None:
+        """
+        Commit ``events`` of ``history``'s room that another node published
+        and may not have stored (it died): the store skips the ids it has
+        (``Store.append_history`` is idempotent per room and id).
+        """
+        if self.enabled and events:
+            lines = sum(1 for event in events if event[4] in _LINE_KINDS)
+            self.waiting.append((history, max(0, history.lines - lines), events))
 
     @defer.inlineCallbacks
     def _sift(self, waiting: list[tuple[RoomHistory, int, list[RoomEvent]]], failure: Any) -> Any:

@@ -227,6 +227,26 @@ class Nodes:
         """An admin ``by`` on another node did ``action``: applied here too (``Administration.elsewhere``)."""
         self.factory.admin.elsewhere(action, by, args)
 
+    def stored(self) -> str | None:
+        """The stream id up to which every event published here is in the store (``History.stored_through``)."""
+        return self.factory.history.stored_through()
+
+    def unstored(self, node: str, events: list[Any]) -> None:
+        """
+        ``node`` died with ``events`` it published perhaps not in the store
+        (read after its last stored position): committed here, in each room's
+        history (the store skips the ids it has).
+        """
+        rooms: dict[str, list[Any]] = {}
+        for event in events:
+            rooms.setdefault(event.room, []).append(event)
+        for name, found in rooms.items():
+            room = self.factory._by_name.get(name)
+            if room is not None:
+                self.factory.history.adopt(room.history, found)
+        self.log.info("node {node} gone: {count} of its event(s) committed to history here", node=node,
+                      count=len(events))
+
     def file_undelivered(self, file_id: str, text: str) -> None:
         """A recipient on another node did not get ``file_id``: its sender, if here, is told (``27``)."""
         if self.factory.transfers is not None:

@@ -665,6 +665,7 @@ class ChatService(service.MultiService):
             redis.listener = Nodes(self.state.factory)
             self.state.factory.limits.shared = self.buses.limits = _redis_limits(bus_url or "", reactor)
             self.state.factory.history.mine = redis.mine
+            self.state.factory.history.position = redis.recorded
             self.state.transfers.across_nodes()  # files reach the other nodes through the store
         self.listeners = Listeners(reactor, listen, self.state.factory)
         self.listeners.setServiceParent(self)

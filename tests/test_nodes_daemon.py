@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from chatd.store import PUBLIC_ROOM_ID
 from daemon import Conn, Daemon, free_port, in_room
 
 pytest.importorskip("txredisapi")
@@ -216,6 +217,52 @@ def test_a_killed_or_stopped_nodes_users_leave_their_rooms_on_the_others(tmp_pat
             assert not node.unhandled_errors(), node.log()
     finally:
         for node in (a, b, c):
+            node.stop()
+
+
+def test_lines_of_a_node_killed_mid_burst_are_in_the_survivors_history_once(tmp_path, redis_url, pg_dsn):
+    """
+    cid on C says up to 3,000 lines as fast as it can; C is killed (kill -9) mid-burst, its last lines delivered
+    and not yet committed by C: every line bob saw on A is in PostgreSQL's history once and in /history.
+    """
+    a, c = _nodes(tmp_path, redis_url, pg_dsn)
+    try:
+        bob = in_room(a.port, "bob")
+        cid = in_room(c.port, "cid")
+        bob.expect(r"\* cid joined public\r\n")
+
+        def talk() -> None:
+            try:
+                for i in range(3000):
+                    cid.send(f"m{i}.c")
+            except OSError:
+                pass  # (killed meanwhile)
+
+        talker = threading.Thread(target=talk)
+        talker.start()
+        seen = bob.expect(r"cid: m60\.c\r\n", timeout=15)
+        c.stop(signal.SIGKILL)
+        talker.join(10)
+        seen += bob.expect(r"\* cid left public\r\n", timeout=10)
+        lines = _said(seen)
+        assert len(lines) > 60 and len(set(lines)) == len(lines)
+        import psycopg
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with psycopg.connect(pg_dsn) as connection:
+                rows = connection.execute("SELECT sender, text FROM history WHERE room_id = %s AND kind = 'say' "
+                                          "ORDER BY id", [PUBLIC_ROOM_ID]).fetchall()
+            if len(rows) >= len(lines):
+                break
+            time.sleep(0.1)
+        assert [tuple(row) for row in rows] == lines  # every line A delivered, once, in its order
+        dan = in_room(a.port, "dan")
+        dan.send("/history 50", "/ping")
+        assert _said(dan.expect(r"pong\r\n")) == lines[-50:]
+        assert not a.unhandled_errors(), a.log()
+    finally:
+        for node in (a, c):
             node.stop()
 
 

@@ -104,6 +104,12 @@ class Node:
     def node_gone(self, node: str, rooms: dict[str, list[str]]) -> None:
         self.gone.append((node, rooms))
 
+    def stored(self) -> str | None:
+        return None
+
+    def unstored(self, node: str, events: list[RoomEvent]) -> None:
+        self.changes.append(("unstored", node, events))
+
     def missed(self, room: str, first: int, last: int) -> defer.Deferred[None]:
         self.missed_ranges.append((room, first, last))
         return defer.succeed(None)

@@ -31,15 +31,19 @@ every node delivers every room's events in the stream's one order.
   registered, changed and deleted, and logins travel as entries of their own
   (:meth:`share`), in order with the events.
 - **Heartbeats**: every node appends ``["alive", {ROOM: [NAME, ...]}]`` each
-  :data:`BEAT` seconds, with ``{NAME: [SINCE, AWAY]}`` after it every
-  :data:`ONLINE_EVERY` beats and once a new node is read (and ``["gone"]``
+  :data:`BEAT` seconds, with ``{NAME: [SINCE, AWAY]}`` (else null) after it every
+  :data:`ONLINE_EVERY` beats and once a new node is read, then the stream id up to
+  which the node's events are stored (:meth:`NodeListener.stored`) (and ``["gone"]``
   when it stops); every node follows the others' members and logged-in users
   from it and their joins, leaves, logins, logouts and away changes
   (:meth:`online_elsewhere`); a node silent for
   :data:`DEAD_AFTER` seconds, or gone, has its users' leaves published by one
   survivor (:meth:`_gone`).
-- **History**: the node that published an event records it in the store,
-  exactly once (:meth:`mine`); every node keeps it in its rings.
+- **History**: the node that published an event records it in the store
+  (:meth:`mine`); every node keeps it in its rings. Each heartbeat says up to
+  which stream id its node's events are stored; the others keep its events
+  read after that and, if it dies, the survivor that announces its leaves
+  stores them (:meth:`_gone`; the store skips ids it has).
 
 An entry's fields: ``n`` node, ``s`` batch number, ``e`` the events as JSON
 ``[[ROOM, [[AT, SENDER, KIND, TEXT, TARGET, UNTIL], ...]], ...]``, ``b`` the
@@ -75,6 +79,9 @@ from chatd.text import name_key
 MAXLEN = 100_000
 #: Events waiting to be appended while Redis is away; beyond this the oldest are dropped (logged).
 MAX_WAITING = 100_000
+#: Room batches (one room's events of one entry) of another node kept until its heartbeat says they are
+#: stored (to store them if it dies); beyond this the oldest are dropped (logged).
+MAX_UNSTORED = 20_000
 #: The most events merged into one entry from batches waiting for the writer.
 MERGE_MAX = 2_000
 #: Entries read per XREAD, and how long one blocks (ms) before it is issued again.
@@ -162,6 +169,12 @@ class NodeListener(Protocol):
 
     def account_values(self, name: str, values: dict[str, str]) -> None:
         """Another node stored per-account values of ``name`` (a lock, a resume token epoch; "" deletes one)."""
+
+    def stored(self) -> str | None:
+        """The stream id up to which every event this node published is in the store (None: not known yet)."""
+
+    def unstored(self, node: str, events: list[RoomEvent]) -> None:
+        """``node`` died: its events read after its last :meth:`stored` position, to be stored (idempotently)."""
 
     def known(self) -> dict[str, int]:
         """Each room's last event id here (its stored history's end at start-up), by room name."""
@@ -358,6 +371,11 @@ class RedisBus:
         self._seen: dict[str, int] = {}
         #: Events this node published, delivered and not yet recorded in history (:meth:`mine`).
         self._own: set[RoomEvent] = set()
+        #: The stream id up to which every delivered event has been recorded (the fan-outs flushed).
+        self._recorded = "0-0"
+        #: Per other node, its events read after its last heartbeat's stored position: [(entry id, events)];
+        #: the survivor that announces its leaves stores them if it dies (:meth:`_gone`).
+        self._unstored: dict[str, list[tuple[str, list[RoomEvent]]]] = {}
         #: Other nodes: when an entry of each was last read (reactor seconds), and who is in which room there
         #: (their last heartbeat's list, kept up to date by their joins and leaves since).
         self._nodes: dict[str, float] = {}
@@ -456,6 +474,10 @@ class RedisBus:
             self.log.info("bus: caught up with the stream at {last}", last=self.last_id)
             for waiter in waiters:
                 waiter.callback(None)
+
+    def recorded(self) -> str:
+        """The stream id up to which every event delivered here has been recorded (``History.position``)."""
+        return self._recorded
 
     def mine(self, event: RoomEvent) -> bool:
         """Whether this node records ``event`` in the store's history (it published it); asked once per event."""
@@ -572,6 +594,7 @@ class RedisBus:
             # What this node published and delivered before this reply has been recorded (the fan-out
             # flushes within the turn it is delivered in; a reply comes in a later turn): forget it.
             self._own.clear()
+            self._recorded = self.last_id
             for _, entries in reply or ():
                 for entry_id, flat in entries:
                     if not self._running:
@@ -626,13 +649,33 @@ class RedisBus:
             self._last[room] = first + len(events) - 1 if first > last else last + len(events)
             if own:
                 self._own.update(events)
-            elif rooms_there is not None:
-                self._follow(rooms_there, room, events)
-                self._view = None
+            else:
+                self._keep_unstored(node, events)
+                if rooms_there is not None:
+                    self._follow(rooms_there, room, events)
+                    self._view = None
             self.delivered += len(events)
             for event in events:
                 for receiver in self._receivers:
                     receiver(event)
+
+    def _keep_unstored(self, node: str, events: list[RoomEvent]) -> None:
+        """Keep another node's ``events`` (one room's, of the entry read last) until it says they are stored."""
+        kept = self._unstored.setdefault(node, [])
+        kept.append((self.last_id, events))
+        if len(kept) > MAX_UNSTORED:
+            _, dropped = kept.pop(0)
+            self.log.warn("bus: node {node} says nothing of its history commits: {count} of its events no longer "
+                          "kept to store if it dies", node=node, count=len(dropped))
+
+    def _stored_by(self, node: str, mark: Any) -> None:
+        """``node`` says every event it published up to stream id ``mark`` is in the store: forget them."""
+        kept = self._unstored.get(node)
+        if kept and isinstance(mark, str) and mark:
+            count = 0
+            while count < len(kept) and not _later_id(kept[count][0], mark):
+                count += 1
+            del kept[:count]
 
     def _presence(self, node: str, change: list[Any]) -> None:
         """Another node's ``["login", NAME, SINCE]``, ``["logout", NAME]`` or ``["away", NAME, MESSAGE]``."""
@@ -664,8 +707,10 @@ class RedisBus:
             self._last.pop(str(change[1]), None)
         if change[0] == "alive" and not here:
             self._rooms_of[node] = {str(room): dict.fromkeys(map(str, names)) for room, names in change[1].items()}
-            if len(change) > 2:
+            if len(change) > 2 and change[2] is not None:
                 self._online_of[node] = dict(change[2])  # (checked as the view is made: once per change)
+            if len(change) > 3:
+                self._stored_by(node, change[3])
             self._view = None
             return
         if change[0] in ("login", "logout", "away") and not here:
@@ -721,9 +766,9 @@ class RedisBus:
             return
         members = self.listener.members() if self.listener is not None else {}
         if members is not None:
-            beat: list[Any] = ["alive", members]
+            beat: list[Any] = ["alive", members, None, self.listener.stored() if self.listener is not None else None]
             if self.listener is not None and (self._online_due or self._beats_made % ONLINE_EVERY == 0):
-                beat.append(self.listener.online())
+                beat[2] = self.listener.online()
                 self._online_due = False
             self._beats_made += 1
             self.share(beat)
@@ -744,9 +789,12 @@ class RedisBus:
         self._nodes.pop(node, None)
         rooms = self._rooms_of.pop(node, {})
         self._online_of.pop(node, None)
+        unstored = self._unstored.pop(node, [])
         self._view = None
         if self.listener is None or min([*self._nodes, self.node]) != self.node:
             return
+        if unstored:  # (what it published after its last commit: the store skips what it has)
+            self.listener.unstored(node, [event for _, events in unstored for event in events])
         elsewhere = self._rooms_of.values()
         left = {room: [name for name in names if not any(name in there.get(room, ()) for there in elsewhere)]
                 for room, names in rooms.items()}

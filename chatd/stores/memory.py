@@ -168,9 +168,13 @@ class MemoryStore:
             stored = {PUBLIC_ROOM_ID} | {record.id for record in self.rooms.values()}
             for batch in batches:
                 if batch.room_id in stored and batch.events:  # a room deleted meanwhile: dropped
-                    self.history.setdefault(batch.room_id, []).extend(batch.events)
+                    held = self.history.setdefault(batch.room_id, [])
+                    ids = {event.id for event in held}  # (an id the room has already is skipped, as PostgreSQL's)
+                    held.extend(event for event in batch.events if event.id not in ids)
+                    held.sort(key=lambda event: event.id)
                     lines = batch.lines_before + sum(event.kind in LINE_KINDS for event in batch.events)
-                    self.tails[batch.room_id] = HistoryTail(batch.events[-1].id, lines)
+                    if batch.events[-1].id > self.tails.get(batch.room_id, HistoryTail()).last_id:
+                        self.tails[batch.room_id] = HistoryTail(batch.events[-1].id, lines)
 
         return self._change(append, None)
 
