@@ -36,6 +36,7 @@ from chatd.nodes import online_users
 from chatd.passwords import Passwords
 from chatd.presence import SEEN_MARK, Presence
 from chatd.settings import PUBLIC_ROOM, Settings
+from chatd.silenced import SILENCING, SPOKEN, follow, refused
 from chatd.store import (
     LINE_KINDS, PUBLIC_ROOM_ID, AccountDict, Accounts, HistoryTail, Loaded, LogEvent, NameTakenError, QueueFull,
     RoomRecord, Store, StoreError, UserRecord,
@@ -67,6 +68,8 @@ class Room:
     authority: Authority = attrs.field(factory=Authority)
     #: Who is muted (``authority.mutes``): the say path's one check, a dict empty while nobody is.
     muted: dict[str, Sanction] = attrs.field(init=False)
+    #: Who may not speak here at this point of the bus's order (chatd.silenced): name key -> (why, until).
+    silenced: dict[str, tuple[str, float]] = attrs.field(factory=dict)
 
     @muted.default
     def _muted(self) -> dict[str, Sanction]:
@@ -922,7 +925,25 @@ class ChatFactory(Factory):
         room = self._by_name.get(event.room)
         if room is not None:
             room.last_id = event.id  # (a networked bus numbers events: chatd.buses.redis)
+            if event[4] in SILENCING:
+                follow(room.silenced, event)
+            elif room.silenced and event[4] in SPOKEN and self._silenced(room, event):
+                return
             room.fanout.send(event)
+
+    def _silenced(self, room: Room, event: RoomEvent) -> bool:
+        """
+        Whether the line ``event`` comes from someone banned, kicked or muted
+        at this point of the bus's order (chatd.silenced): then it is not
+        delivered, and its sender, if here, is told.
+        """
+        why = refused(room.silenced, event)
+        if why is None:
+            return False
+        session = self.online.get(name_key(event.sender))
+        if session is not None:
+            session.notice(f"Your line was not delivered: you were {why} {room.name} before it reached the room.")
+        return True
 
     def say(self, room: Room, session: Session, text: str) -> None:
         """Broadcast one clean line from ``session`` to everyone in ``room`` (the hot path: publish inlined)."""

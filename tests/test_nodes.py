@@ -507,3 +507,56 @@ def test_a_lock_on_one_node_ends_the_session_on_the_other_and_refuses_its_logins
     assert there.transport.disconnecting
     assert "this account is locked: spam" in Client(b, clock_b).login("ann")
     assert b.tokens.check(token) == ("ann", "void")
+
+
+def test_a_line_that_comes_after_its_senders_ban_kick_or_mute_in_the_streams_order_is_delivered_by_no_node(tmp_path):
+    """
+    The stream as both nodes read it: bob's line, ann's ban of bob (made on A), then bob's lines B took
+    before it read the ban: no node shows those, bob (on B) is told; the same for a kick until bob joins
+    again and for a mute until it ends.
+    """
+    from chatd.core.events import EventKind, RoomEvent
+
+    a, clock_a, _ = _node(tmp_path / "a")
+    b, clock_b, _ = _node(tmp_path / "b")
+    ann, cid, bob = Client(a, clock_a), Client(b, clock_b), Client(b, clock_b)
+    for client, name in ((ann, "ann"), (cid, "cid"), (bob, "bob")):
+        client.register(name)
+        client.send("public")
+        client.output()
+    now = clock_a.seconds()
+    ids = iter(range(100, 200))
+
+    def stream(*events: tuple[str, EventKind, str, str, float]) -> None:
+        """Both nodes read ``events`` (sender, kind, text, target, until), in this order."""
+        read = [RoomEvent("public", next(ids), now + 1, sender, kind, text, target, until)
+                for sender, kind, text, target, until in events]
+        for factory in (a, b):
+            for event in read:
+                factory._deliver(event)
+
+    say = ("bob", EventKind.SAY)
+    stream((*say, "early", "", 0.0), ("ann", EventKind.BAN, "spam", "bob", 0.0), (*say, "late 1", "", 0.0),
+           ("bob", EventKind.ME, "waves", "", 0.0), (*say, "late 2", "", 0.0))
+    for watcher in (ann, cid):
+        text = watcher.output()
+        assert "bob: early" in text and "ann banned bob" in text, text
+        assert "late" not in text and "waves" not in text, text
+    told = bob.output()
+    assert told.count("Your line was not delivered: you were banned from public") == 3, told
+    # A kick holds until bob joins again.
+    stream(("ann", EventKind.KICK, "", "cid", 0.0), ("cid", EventKind.SAY, "kicked", "", 0.0),
+           ("cid", EventKind.JOIN, "", "", 0.0), ("cid", EventKind.SAY, "back", "", 0.0))
+    text = ann.output()
+    assert "cid: kicked" not in text and "cid: back" in text, text
+    # A mute holds until its end (the event's time decides, the same on every node) or its lift.
+    stream(("ann", EventKind.MUTE, "", "dan", now + 60), ("dan", EventKind.SAY, "muted", "", 0.0))
+    read = [RoomEvent("public", next(ids), now + 61, "dan", EventKind.SAY, "over")]
+    for factory in (a, b):
+        factory._deliver(read[0])
+    stream(("ann", EventKind.MUTE, "", "dan", 0.0), ("dan", EventKind.JOIN, "", "", 0.0),
+           ("dan", EventKind.SAY, "still", "", 0.0), ("ann", EventKind.UNMUTE, "", "dan", 0.0),
+           ("dan", EventKind.SAY, "lifted", "", 0.0))
+    text = ann.output()
+    assert "dan: muted" not in text and "dan: over" in text, text
+    assert "dan: still" not in text and "dan: lifted" in text, text
