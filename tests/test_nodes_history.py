@@ -102,3 +102,26 @@ def test_a_nodes_heartbeat_says_what_it_stored_and_the_others_forget_those_event
         yield a.history.stop()
         yield c.history.stop()
         yield defer.gatherResults([a.bus.stop(), c.bus.stop()])
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_node_started_after_every_node_died_stores_what_they_had_not(redis_url):
+    """C says five lines and dies before its commit, A too (every node dead); A2 starts: the lines are stored."""
+    store = MemoryStore()
+    store.start()
+    a = yield _node(redis_url, store, "a")
+    c = yield _node(redis_url, store, "c")
+    lab_c = c._by_name["public"]
+    yield _until(lambda: c.bus.node in a.bus._nodes, "C's heartbeat read on A")
+    for i in range(5):
+        c.publish(lab_c, "cid", EventKind.SAY, f"c{i}")
+    yield _until(lambda: a._by_name["public"].last_id == 5, "C's lines on A")
+    yield _killed(c.bus)
+    yield _killed(a.bus)
+    assert not store.history.get(lab_c.history.room_id)
+    again = yield _node(redis_url, store, "a2")
+    try:
+        yield again.history.commit()
+        assert [event.text for event in store.history[lab_c.history.room_id]] == [f"c{i}" for i in range(5)]
+    finally:
+        yield again.bus.stop()

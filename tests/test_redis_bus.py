@@ -71,6 +71,8 @@ class Node:
         #: Who is in which room on this node (its heartbeats say so); the nodes it was told are gone.
         self.here: dict[str, list[str]] = {}
         self.gone: list[tuple[str, dict[str, list[str]]]] = []
+        #: Other nodes' events this node was given to store (a node gone, or read back at its start).
+        self.adopted: list[tuple[str, list[RoomEvent]]] = []
         self.bus.subscribe(self.got.append)
         #: Whether this node records each delivered event in history (asked as the fan-out does, in its turn).
         self.mine: list[bool] = []
@@ -108,7 +110,7 @@ class Node:
         return None
 
     def unstored(self, node: str, events: list[RoomEvent]) -> None:
-        self.changes.append(("unstored", node, events))
+        self.adopted.append((node, events))
 
     def missed(self, room: str, first: int, last: int) -> defer.Deferred[None]:
         self.missed_ranges.append((room, first, last))

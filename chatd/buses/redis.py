@@ -93,6 +93,10 @@ DEAD_AFTER = 3.0
 #: Every this many heartbeats (and the next one after a node is first read) carries who is logged in here;
 #: logins, logouts and away changes travel at once in between.
 ONLINE_EVERY = 10
+#: At start-up the stream is read back this far (seconds before its newest entry, at most RECOVER_MAX entries)
+#: for events whose node died before storing them (:meth:`RedisBus._recover`).
+RECOVER_SECONDS = DEAD_AFTER + 3.0
+RECOVER_MAX = 20_000
 #: The stream's key; room counters and node sequence keys share its prefix.
 STREAM = "chatd:events"
 
@@ -866,10 +870,65 @@ class RedisBus:
         self.log.info("bus: Redis stream {stream} at {host}:{port}/{db} from {last}, node {node}",
                       stream=self.stream, host=self.host, port=self.port, db=self.db, last=self.last_id,
                       node=self.node)
+        try:
+            yield self._recover(connection)
+        except Exception as error:  # (Redis went meanwhile: the nodes alive store their own, as before)
+            self.log.warn("bus: could not read back the stream for history not yet stored ({error})", error=error)
         self._reading = self._read_all()
         self._beats.start(BEAT, now=True)
         if self._out and self._writing is None:
             self._writing = self._write_all()
+
+    @defer.inlineCallbacks
+    def _recover(self, connection: Any) -> Any:
+        """
+        Every node may have died at once (Redis, with ``appendonly``, kept the
+        stream): read the stream back from its end, newest first, for each
+        node's events after its last heartbeat's stored position (none after
+        a ``gone``: a clean stop stored everything), as far as
+        :data:`RECOVER_SECONDS` before the newest entry and until every node
+        read is accounted for (at most :data:`RECOVER_MAX` entries), and hand
+        them to :meth:`NodeListener.unstored`: the store skips the ids it has.
+        """
+        if self.listener is None or self._end == "0-0":
+            return
+        horizon = int(self._end.partition("-")[0]) - int(RECOVER_SECONDS * 1000)
+        marks: dict[str, str | None] = {}  # per node: None while its entries are still unstored, else done
+        found: dict[str, list[list[RoomEvent]]] = {}  # per node: its events, newest entry first
+        start, count = "+", 0
+        while count < RECOVER_MAX:
+            page = yield connection.execute_command("XREVRANGE", self.stream, start, "-", "COUNT", READ_COUNT)
+            if not page:
+                break
+            for entry_id, flat in page:
+                entry_id, count = str(entry_id), count + 1
+                if int(entry_id.partition("-")[0]) < horizon and all(mark is not None for mark in marks.values()):
+                    page = None
+                    break
+                fields = _fields(flat)
+                node = fields.get("n", "")
+                mark = marks.setdefault(node, None)
+                if mark is not None and not _later_id(entry_id, mark):
+                    continue
+                try:
+                    change = json.loads(fields["c"]) if fields.get("c") else None
+                    groups = decode(fields.get("e", ""), fields.get("b", ""))
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if mark is None and change and change[0] == "gone":
+                    marks[node] = entry_id
+                elif mark is None and change and change[0] == "alive" and len(change) > 3 \
+                        and isinstance(change[3], str):
+                    marks[node] = change[3] or "0-0"
+                for _, _, events in reversed(groups):
+                    found.setdefault(node, []).append(events)
+            if not page:
+                break
+            start = "(" + str(page[-1][0])
+        for node, batches in found.items():
+            events = [event for batch in reversed(batches) for event in batch]
+            if events:
+                self.listener.unstored(node, events)
 
     @defer.inlineCallbacks
     def stop(self, grace: float = 2.0) -> Any:
