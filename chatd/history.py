@@ -194,8 +194,9 @@ class History:
                 self.log.warn("a history commit of {rooms} room(s) took {took:.2f} s (more than {interval} s): "
                               "history is falling behind the chat", rooms=len(work), took=took,
                               interval=COMMIT_INTERVAL)
-            if not self.waiting:  # (a failed commit's events wait again before the newer ones)
-                self._stored_mark = mark
+            # Every event recorded before this commit started was in it or in an earlier one (a failed
+            # commit's events wait again, and go in the next): stored up to the position it started at.
+            self._stored_mark = mark
             return False
 
         def failed(failure: Any) -> Any:

@@ -125,3 +125,39 @@ def test_a_node_started_after_every_node_died_stores_what_they_had_not(redis_url
         assert [event.text for event in store.history[lab_c.history.room_id]] == [f"c{i}" for i in range(5)]
     finally:
         yield again.bus.stop()
+
+
+def test_the_stored_position_advances_at_each_commit_under_steady_traffic_and_not_past_a_failed_one():
+    """Lines keep coming while each commit is written: the position a commit started at is stored once it is."""
+    from chatd.core.events import RoomEvent
+    from chatd.history import History
+    from chatd.store import StoreError
+    from helpers import Clock
+
+    writes: list[defer.Deferred[None]] = []
+
+    class SlowStore(MemoryStore):
+        def append_history(self, batches: Any) -> defer.Deferred[None]:
+            writes.append(defer.Deferred())
+            return writes[-1]
+
+    history = History(SlowStore(), Clock(), Settings())
+    position = ["1-0"]
+    history.position = lambda: position[0]
+    room = history.room("r1")
+    assert history.stored_through() is None
+    room.record([RoomEvent("lab", 1, 1.0, "ann", EventKind.SAY, "one")])
+    history.commit()  # (started at 1-0)
+    position[0] = "2-0"
+    room.record([RoomEvent("lab", 2, 1.0, "ann", EventKind.SAY, "two")])  # while the first is written
+    writes[0].callback(None)
+    assert history.stored_through() == "1-0"
+    history.commit()  # (started at 2-0; fails: its events wait again)
+    position[0] = "3-0"
+    writes[1].errback(StoreError("down"))
+    assert history.stored_through() == "1-0"
+    history.commit()  # (started at 3-0, with the failed commit's events)
+    writes[2].callback(None)
+    assert history.stored_through() == "3-0"
+    history.commit()  # nothing waits: everything recorded is stored
+    assert history.stored_through() == "3-0" and len(writes) == 3
