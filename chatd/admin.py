@@ -309,6 +309,16 @@ class Administration:
         d = self.factory.store_account_values(record.name, {LOCKED: reason or "1"}, "Could not lock the account")
         return d.addCallback(locked)
 
+    def values_elsewhere(self, name: str, values: Mapping[str, str]) -> None:
+        """
+        Another node stored the per-account values ``values`` of ``name``
+        (``chatd.nodes``): a lock among them ends the account's session here,
+        as :meth:`lock` ends it on the node that locked it.
+        """
+        locked = values.get(LOCKED)
+        if locked:
+            self._end(name, with_reason("Your account was locked by an admin", "" if locked == "1" else locked))
+
     def unlock(self, by: str, name: str) -> defer.Deferred[str]:
         """Unlock the account ``name`` once that is durable (an ``unlock`` row); fires with its name."""
         record = self.account(name)

@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from chatd.admin import LOCKED, with_reason
 from chatd.core.events import EventKind, PrivateMessage
 from chatd.core.ports import OnlineElsewhere, Session
 from chatd.store import RoomRecord, UserRecord
@@ -176,10 +175,7 @@ class Nodes:
         if epoch is not None and epoch_count(epoch) <= epoch_count(factory.account_value(name, EPOCH)):
             values = {key: value for key, value in values.items() if key != EPOCH}
         factory.account_values_changed(name, values)
-        session = factory.online.get(name_key(name))
-        if values.get(LOCKED) and session is not None:
-            reason = "" if values[LOCKED] == "1" else values[LOCKED]
-            session.kick(with_reason("Your account was locked by an admin", reason))
+        factory.admin.values_elsewhere(name, values)
 
     def account_deleted(self, name: str) -> None:
         """Another node deleted ``name``: it is gone here too, and its session here ends."""
