@@ -151,6 +151,26 @@ class Nodes:
                 self.log.info("node {node} gone: {count} user(s) left {room}", node=node, count=len(gone),
                               room=name)
 
+    def taken_for_gone(self, rooms: dict[str, list[str]]) -> None:
+        """
+        Another node took this one for gone (cut off from Redis for longer
+        than a heartbeat's timeout, while it still served its users) and
+        published the leaves of ``rooms``' users (``{ROOM: [NAME, ...]}``):
+        each still in that room here joins it again, in the stream's order
+        after its leave, so every node's members and lists are right again.
+        """
+        for name, users in rooms.items():
+            room = self.factory._by_name.get(name)
+            if room is None:
+                continue
+            here = {name_key(member.name or ""): member.name for member in room.fanout.members() if member.name}
+            back = [here[key] for key in dict.fromkeys(name_key(user) for user in users) if key in here]
+            for user in back:
+                self.factory.publish(room, user, EventKind.JOIN)
+            if back:
+                self.log.info("{count} user(s) here joined {room} again after this node was taken for gone",
+                              count=len(back), room=name)
+
     def account_changed(self, name: str, password_hash: str, created: str) -> None:
         """Another node registered ``name`` or changed its password: logins here check the new hash."""
         key = name_key(name)

@@ -12,6 +12,7 @@ from twisted.internet.address import IPv4Address
 
 from chatd.buses.local import LocalBus
 from chatd.buses.redis import RedisBus
+from chatd.core.events import EventKind
 from chatd.core.ports import OnlineElsewhere
 from chatd.factory import ChatFactory
 from chatd.nodes import Nodes
@@ -560,3 +561,23 @@ def test_a_line_that_comes_after_its_senders_ban_kick_or_mute_in_the_streams_ord
     text = ann.output()
     assert "dan: muted" not in text and "dan: over" in text, text
     assert "dan: still" not in text and "dan: lifted" in text, text
+
+
+def test_a_node_taken_for_gone_while_it_lived_has_its_members_join_again(tmp_path):
+    """Another node published the leaves of ann and zed (this node was cut off): ann, still here, joins again."""
+    a, clock_a, bus_a = _node(tmp_path / "a")
+    ann, cid = Client(a, clock_a), Client(a, clock_a)
+    ann.register("ann")
+    cid.register("cid")
+    ann.send("join public")
+    cid.send("join public")
+    room = a.rooms["public"]
+    a.publish(room, "ann", EventKind.LEAVE, "server node gone", "quit")  # (the other node's, read here)
+    clock_a.advance(0)
+    cid.output()
+    Nodes(a).taken_for_gone({"public": ["ANN", "zed"], "nowhere": ["ann"]})
+    clock_a.advance(0)
+    text = cid.output()
+    assert "* ann joined public" in text and "zed" not in text
+    cid.send("/who")
+    assert "In public (2): ann, cid" in cid.output()

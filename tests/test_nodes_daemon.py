@@ -130,14 +130,20 @@ def test_two_nodes_serve_one_room_every_line_once_in_one_order(tmp_path, redis_u
             node.stop()
 
 
+def _chatting(a: Daemon, b: Daemon) -> tuple[Conn, Conn]:
+    """ann on node A and bob on node B in public, a line of ann's seen by bob."""
+    ann = in_room(a.port, "ann")
+    bob = in_room(b.port, "bob")
+    ann.expect(r"\* bob joined public\r\n")
+    ann.send("m1.0")
+    bob.expect(r"ann: m1\.0\r\n")
+    return ann, bob
+
+
 def test_redis_restarted_mid_conversation_loses_and_duplicates_no_line(tmp_path, redis_server, pg_dsn):
     a, b = _nodes(tmp_path, redis_server.url, pg_dsn)
     try:
-        ann = in_room(a.port, "ann")
-        bob = in_room(b.port, "bob")
-        ann.expect(r"\* bob joined public\r\n")
-        ann.send("m1.0")
-        bob.expect(r"ann: m1\.0\r\n")
+        ann, bob = _chatting(a, b)
         redis_server.stop()
         ann.send("m2.0")  # said while Redis is away: waits on node A
         bob.send("m3.0")
@@ -156,6 +162,36 @@ def test_redis_restarted_mid_conversation_loses_and_duplicates_no_line(tmp_path,
         assert orders[0] == orders[1]  # one order on both nodes
         assert orders[0].index(("ann", "m2.0")) < orders[0].index(("ann", "m4.0"))
         for node in (a, b):
+            assert not node.unhandled_errors(), node.log()
+    finally:
+        for node in (a, b):
+            node.stop()
+
+
+def test_a_redis_outage_longer_than_a_heartbeat_timeout_makes_nobody_leave(tmp_path, redis_server, pg_dsn):
+    """
+    Redis away for 5 s (past the 3 s a silent node is taken for gone after): no node takes another for gone,
+    since none reads its own heartbeats meanwhile; nobody is shown leaving, /who lists the other node's member
+    all along, and a line said meanwhile arrives once Redis is back.
+    """
+    a, b = _nodes(tmp_path, redis_server.url, pg_dsn)
+    try:
+        ann, bob = _chatting(a, b)
+        redis_server.stop()
+        time.sleep(2.5)
+        bob.send("m2.0")  # said while Redis is away: waits on node B
+        time.sleep(2.5)
+        redis_server.start()
+        time.sleep(4)  # (a node that took another for gone would publish its leaves once Redis is back)
+        ann.send("m3.0")
+        seen = ann.expect(r"ann: m3\.0\r\n", timeout=20) + bob.expect(r"ann: m3\.0\r\n", timeout=20)
+        assert "bob: m2.0" in seen and "left" not in seen, seen
+        bob.send("/who")
+        assert "In public (2): bob, ann" in bob.expect(r"In public.*\r\n")
+        ann.send("/who")
+        assert "In public (2): ann, bob" in ann.expect(r"In public.*\r\n")
+        for node in (a, b):
+            assert "s: taken for gone" not in node.log() and "own entries have not come back" in node.log()
             assert not node.unhandled_errors(), node.log()
     finally:
         for node in (a, b):

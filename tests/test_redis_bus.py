@@ -73,6 +73,8 @@ class Node:
         self.gone: list[tuple[str, dict[str, list[str]]]] = []
         #: Other nodes' events this node was given to store (a node gone, or read back at its start).
         self.adopted: list[tuple[str, list[RoomEvent]]] = []
+        #: What another node said it published leaves for while it took this one for gone.
+        self.rejoined: list[dict[str, list[str]]] = []
         self.bus.subscribe(self.got.append)
         #: Whether this node records each delivered event in history (asked as the fan-out does, in its turn).
         self.mine: list[bool] = []
@@ -111,6 +113,9 @@ class Node:
 
     def unstored(self, node: str, events: list[RoomEvent]) -> None:
         self.adopted.append((node, events))
+
+    def taken_for_gone(self, rooms: dict[str, list[str]]) -> None:
+        self.rejoined.append(rooms)
 
     def missed(self, room: str, first: int, last: int) -> defer.Deferred[None]:
         self.missed_ranges.append((room, first, last))
@@ -396,6 +401,69 @@ def test_a_stopped_or_silent_node_has_its_users_leave_announced_once(redis_url):
     finally:
         yield _stopped(a, b)
     assert module.DEAD_AFTER <= 5
+
+
+def _pause_redis(url: str, ms: int) -> None:
+    """``CLIENT PAUSE ms ALL`` on a connection of its own: every client's commands wait, none fails."""
+    import socket
+
+    with socket.create_connection(parse_url(url)[:2], timeout=5) as connection:
+        connection.sendall(b"CLIENT PAUSE %d ALL\r\n" % ms)
+        assert connection.recv(64).startswith(b"+OK")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_redis_outage_longer_than_dead_after_takes_no_node_for_gone(redis_url):
+    """
+    Redis paused past DEAD_AFTER (a stop and start alike): no node reads anything, its own heartbeats included,
+    so none takes another for gone; both know the other's members all along and after. A node silent while
+    the others read their own heartbeats is still taken for gone (above).
+    """
+    from twisted.internet import reactor
+
+    from chatd.buses import redis as module
+
+    a, b = Node(redis_url), Node(redis_url)
+    a.here, b.here = {"lab": ["amy"]}, {"lab": ["bob"]}
+    yield _started(a, b)
+    try:
+        yield _until(lambda: b.bus.node in a.bus._rooms_of and a.bus.node in b.bus._rooms_of, "both heartbeats")
+        _pause_redis(redis_url, int((module.DEAD_AFTER + 1.5) * 1000))
+        yield task.deferLater(reactor, module.DEAD_AFTER + 3.5, lambda: None)  # the pause, then a beat or two
+        a.say("lab", "after")
+        yield _until(lambda: len(a.got) == len(b.got) == 1, "the line after the pause")
+        yield task.deferLater(reactor, module.DEAD_AFTER - 1, lambda: None)  # (a late judgement would be made now)
+        assert a.gone == b.gone == []
+        assert a.bus.elsewhere("lab") == ["bob"] and b.bus.elsewhere("lab") == ["amy"]
+        assert "bob" in a.bus.online_elsewhere() and "amy" in b.bus.online_elsewhere()
+    finally:
+        yield _stopped(a, b)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_node_cut_off_and_taken_for_gone_is_told_once_back_so_its_users_join_again(redis_url):
+    """
+    B alone loses Redis (its connections stopped) past DEAD_AFTER: A, reading its own heartbeats, takes it for
+    gone; B, reading nothing, takes nobody. Once B is back it reads that A published its users' leaves (the
+    state has them join again: chatd.nodes ``Nodes.taken_for_gone``) and A knows B's members again.
+    """
+    a, b = Node(redis_url), Node(redis_url)
+    a.here, b.here = {"lab": ["amy"]}, {"lab": ["bob"], "public": ["bob", "bea"]}
+    yield _started(a, b)
+    try:
+        yield _until(lambda: b.bus.node in a.bus._rooms_of and a.bus.node in b.bus._rooms_of, "both heartbeats")
+        yield defer.gatherResults([b.bus._reader.stopService(), b.bus._writer.stopService()])
+        yield _until(lambda: a.gone, "B taken for gone")
+        assert a.gone == [(b.bus.node, b.here)] and "bob" not in a.bus.online_elsewhere()
+        b.bus._reader.startService()
+        b.bus._writer.startService()
+        yield _until(lambda: b.rejoined, "B told it was taken for gone")
+        assert b.rejoined == [b.here] and b.gone == []
+        yield _until(lambda: a.bus.elsewhere("lab") == ["bob"] and "bob" in a.bus.online_elsewhere(),
+                     "B's members and users known on A again")
+        assert a.rejoined == []
+    finally:
+        yield _stopped(a, b)
 
 
 @pytest_twisted.inlineCallbacks

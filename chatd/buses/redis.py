@@ -38,7 +38,8 @@ every node delivers every room's events in the stream's one order.
   from it and their joins, leaves, logins, logouts and away changes
   (:meth:`online_elsewhere`); a node silent for
   :data:`DEAD_AFTER` seconds, or gone, has its users' leaves published by one
-  survivor (:meth:`_gone`).
+  survivor (:meth:`_gone`). Silence is judged only by a node that reads its own
+  entries back (:data:`OWN_LATE`): a Redis outage takes nobody for gone.
 - **History**: the node that published an event records it in the store
   (:meth:`mine`); every node keeps it in its rings. Each heartbeat says up to
   which stream id its node's events are stored; the others keep its events
@@ -90,6 +91,10 @@ READ_BLOCK_MS = 2000
 #: Seconds between two heartbeats of a node; a node silent for DEAD_AFTER seconds is taken for dead.
 BEAT = 1.0
 DEAD_AFTER = 3.0
+#: A node judges the others only while its own entries come back: none read for this many seconds (Redis away,
+#: paused, or this node cut off from it) and it takes nobody for dead; once they come back again the others'
+#: silence is counted from then on (docs/OPERATIONS.md, "Several nodes").
+OWN_LATE = 2.0
 #: Every this many heartbeats (and the next one after a node is first read) carries who is logged in here;
 #: logins, logouts and away changes travel at once in between.
 ONLINE_EVERY = 10
@@ -182,6 +187,12 @@ class NodeListener(Protocol):
 
     def known(self) -> dict[str, int]:
         """Each room's last event id here (its stored history's end at start-up), by room name."""
+
+    def taken_for_gone(self, rooms: dict[str, list[str]]) -> None:
+        """
+        Another node took this one for gone (silent: cut off from Redis for a while) and published the leaves
+        of ``rooms``' users (``{ROOM: [NAME, ...]}``): those still in the room here join it again.
+        """
 
     def missed(self, room: str, first: int, last: int) -> defer.Deferred[None]:
         """
@@ -383,6 +394,8 @@ class RedisBus:
         #: Other nodes: when an entry of each was last read (reactor seconds), and who is in which room there
         #: (their last heartbeat's list, kept up to date by their joins and leaves since).
         self._nodes: dict[str, float] = {}
+        #: When this node last read an entry of its own back (reactor seconds): it judges others only meanwhile.
+        self._own_seen = 0.0
         self._rooms_of: dict[str, dict[str, dict[str, None]]] = {}
         #: Who is logged in on each other node ({NAME: [SINCE, AWAY]}: its heartbeat, logins, logouts, away
         #: changes), and the view made of it and ``_rooms_of`` (None: to be made again: :meth:`online_elsewhere`).
@@ -616,10 +629,15 @@ class RedisBus:
         if seq <= self._seen.get(node, 0):
             return None  # a retried batch that had been appended before its connection went
         self._seen[node] = seq
+        now = self.reactor.seconds()
         if node != self.node:
             if node not in self._nodes:
                 self._online_due = True  # (a node started: it learns who is logged in here at the next beat)
-            self._nodes[node] = self.reactor.seconds()
+            self._nodes[node] = now
+        else:
+            if now - self._own_seen > OWN_LATE:  # back after a break: the others' silence counts from now
+                self._nodes = dict.fromkeys(self._nodes, now)
+            self._own_seen = now
         try:
             groups = decode(fields.get("e", ""), fields.get("b", ""))
             change = json.loads(fields["c"]) if fields.get("c") else None
@@ -727,6 +745,13 @@ class RedisBus:
         if change[0] == "gone" and not here:
             self._gone(node)
             return
+        if change[0] == "taken_gone":
+            if change[1] == self.node and self.listener is not None:
+                self._online_due = True  # (the others dropped who is logged in here)
+                self.log.warn("bus: node {node} took this node for gone: its users there join again", node=node)
+                self.listener.taken_for_gone({str(room): [str(name) for name in names]
+                                              for room, names in change[2].items()})
+            return
         if self.listener is None:
             return
         try:
@@ -764,7 +789,9 @@ class RedisBus:
         here (``["alive", {ROOM: [NAME, ...]}]``; none while the state shuts
         down; every ONLINE_EVERY beats, or when a node was first read, also
         ``{NAME: [SINCE, AWAY]}``: who is logged in here), and take the nodes
-        silent for DEAD_AFTER seconds for dead.
+        silent for DEAD_AFTER seconds for dead, if this node's own entries
+        come back (:data:`OWN_LATE`): a node that cannot read or write the
+        stream itself cannot tell a silent node from its own cut-off.
         """
         if not self._running:
             return
@@ -777,18 +804,30 @@ class RedisBus:
             self._beats_made += 1
             self.share(beat)
         now = self.reactor.seconds()
+        if now - self._own_seen > OWN_LATE:
+            if self._nodes and not self._cut_off:
+                self._cut_off = True
+                self.log.warn("bus: this node's own entries have not come back for {late:.1f} s: no other node is "
+                              "taken for gone until they do", late=now - self._own_seen)
+            return
+        if self._cut_off:
+            self._cut_off = False
+            self.log.info("bus: this node's own entries come back again")
         for node, seen in list(self._nodes.items()):
             if now - seen > DEAD_AFTER:
                 self.log.warn("bus: node {node} silent for {silent:.1f} s: taken for gone", node=node,
                               silent=now - seen)
-                self._gone(node)
+                self._gone(node, silent=True)
 
-    def _gone(self, node: str) -> None:
+    def _gone(self, node: str, silent: bool = False) -> None:
         """
         ``node`` stopped or died: its users leave their rooms. The survivor
         with the first name among the nodes alive publishes their LEAVE
         events, once, for every node; a user in the room on another node
-        (reconnected there) is left alone.
+        (reconnected there) is left alone. A ``silent`` node may only have
+        been cut off: after the leaves the survivor shares ``["taken_gone",
+        NODE, {ROOM: [NAME, ...]}]``, and that node, if it reads it, has
+        them join again (:meth:`NodeListener.taken_for_gone`).
         """
         self._nodes.pop(node, None)
         rooms = self._rooms_of.pop(node, {})
@@ -802,8 +841,11 @@ class RedisBus:
         elsewhere = self._rooms_of.values()
         left = {room: [name for name in names if not any(name in there.get(room, ()) for there in elsewhere)]
                 for room, names in rooms.items()}
-        if any(left.values()):
-            self.listener.node_gone(node, {room: names for room, names in left.items() if names})
+        left = {room: names for room, names in left.items() if names}
+        if left:
+            self.listener.node_gone(node, left)
+            if silent:
+                self.share(["taken_gone", node, left])
 
     # -- start and stop -----------------------------------------------------
 
@@ -840,6 +882,8 @@ class RedisBus:
         self._positioned = True
 
     _positioned = False
+    #: Whether this node's own entries stopped coming back (logged once until they do).
+    _cut_off = False
 
     @defer.inlineCallbacks
     def start(self) -> Any:
@@ -867,6 +911,7 @@ class RedisBus:
         if self.listener is not None:  # events at or below what the store had when loaded are not delivered again
             self._last.update(self.listener.known())
         self._running = True
+        self._own_seen = self.reactor.seconds()
         self.log.info("bus: Redis stream {stream} at {host}:{port}/{db} from {last}, node {node}",
                       stream=self.stream, host=self.host, port=self.port, db=self.db, last=self.last_id,
                       node=self.node)
