@@ -26,6 +26,7 @@ from chatd.commands import SAY
 from chatd.commands.admin import NEW_PASSWORD
 from chatd.commands.table import Command, CommandTable, Place
 from chatd.core.ports import Session, SessionEnd
+from chatd.nodes import count_entering
 from chatd.passwords import decode_password
 from chatd.render import dated_line
 from chatd.wire import CHAT, CREDENTIALS, ERROR, HISTORY, LISTEN, REPLAY, SPEAK, Code
@@ -136,7 +137,8 @@ class Dialogue:
         # own "joined" line follows them, and lines said before are not sent again.
         self.session.ask(
             CHAT,
-            f"Entered room {room.name} ({len(room.fanout) + 1} here). Type /help for commands, /exit to leave.",
+            f"Entered room {room.name} ({count_entering(self.factory, room, self.session.name)} here). "
+            "Type /help for commands, /exit to leave.",
         )
         if room.authority.topic:
             self.session.show(CHAT, f"Topic: {room.authority.topic}")

@@ -42,6 +42,13 @@ def members_everywhere(factory: Any, room: Any) -> list[str]:
     return names + [name for name in factory.bus.elsewhere(room.name) if name_key(name) not in here]
 
 
+def count_entering(factory: Any, room: Any, name: str | None) -> int:
+    """How many members ``room`` has on every node once ``name`` (entering it now) is in, each counted once."""
+    names = members_everywhere(factory, room)
+    key = name_key(name or "")
+    return len(names) + (not key or all(name_key(member) != key for member in names))
+
+
 class Online(NamedTuple):
     """A user logged in on some node: here (``session``) or on another (``there``: the bus's view)."""
 

@@ -213,6 +213,29 @@ def test_who_and_the_room_list_count_members_on_other_nodes(tmp_path):
     assert "In public (2): ann, bob" in ann.output()
     ann.send("/exit", "list")
     assert "public  (2 here" in ann.output()
+    ann.send("info public")
+    assert "In it now (2): bob, ann" in ann.output()  # (ann in B's view only, since her /exit: it said "(0)")
+    # cid enters: bob and ann there, cid here (it said "(1 here)"); then dan, with cid in B's view too: once.
+    for name, there, count in (("cid", ["bob", "ann"], 3), ("dan", ["cid", "bob", "ann"], 4)):
+        bus_a.there["public"] = there
+        user = Client(a, clock_a)
+        user.register(name)
+        user.send("join public")
+        assert f"Entered room public ({count} here)" in user.output()
+
+
+def test_a_rooms_member_limit_counts_each_member_on_every_node_once(tmp_path):
+    """/limit 2 with ann here and in B's view too (she moved): one member, so cid may enter; then it is full."""
+    a, clock_a, bus_a = _node(tmp_path / "a")
+    ann, cid, dan = Client(a, clock_a), Client(a, clock_a), Client(a, clock_a)
+    for client, name in ((ann, "ann"), (cid, "cid"), (dan, "dan")):
+        client.register(name)
+    ann.send("create lab", "join lab", "/limit 2")
+    bus_a.there["lab"] = ["ann"]
+    cid.send("join lab")
+    assert "Entered room lab (2 here)" in cid.output()
+    dan.send("join lab")
+    assert "lab is full (2 members)" in dan.output()
 
 
 def _heartbeat(factory: ChatFactory) -> list[Any]:

@@ -145,7 +145,7 @@ def info(caller: Caller, name: str) -> defer.Deferred[None]:
     def show(room: Room) -> None:
         if not moderation.may_see(room, caller.session.name):
             raise errors.NoSuchRoom(f"There is no room called {name}.")
-        members = room.member_names()
+        members = members_everywhere(caller.factory, room)  # (on every node: chatd.nodes)
         caller.reply(f"Room: {room.name}")
         caller.reply(f"Owner: {room.owner or '(none: the public room)'}")
         caller.reply(f"Created: {room.created or '(always there)'}")

@@ -50,7 +50,7 @@ from chatd.core.ports import SessionEnd
 from chatd.frontends import web_resume
 from chatd.frontends.web_files import BINARY_MESSAGE_MAX, CONTROL_TYPES, FileResource, FileTickets, WebFiles
 from chatd.frontends.web_host import HostCheck
-from chatd.nodes import members_everywhere
+from chatd.nodes import count_entering
 from chatd.frontends.web_resume import Keeper
 from chatd.frontends.webpage import WEB_TABLE, PageSite, page_root
 from chatd.limits import TokenBucket
@@ -658,7 +658,7 @@ class WebSession:
         if self._ended:
             return
         self.room, self._in_room, self._gone = room, True, ""
-        here = len(members_everywhere(self.factory, room)) + 1  # (on every node: chatd.nodes)
+        here = count_entering(self.factory, room, self.name)  # (on every node: chatd.nodes)
         self._send({"type": "entered", "room": room.name, "here": here, "topic": room.authority.topic})
         if older == REPLAY_OLDER:
             older = replay[0].id if replay and replay[0].id > 1 else None
