@@ -58,6 +58,7 @@ from chatd.core.events import EventKind
 from chatd.core.ports import LeaveReason
 from chatd.errors import NotAllowed, failure_error
 from chatd.limits import SPOOL_BACKLOG
+from chatd.nodes import members_everywhere
 from chatd.store import FILE_CHUNK_SIZE, FileRecord, StoreError
 from chatd.text import clean_line, name_key
 from chatd.wire import (
@@ -523,7 +524,9 @@ class Transfers:
         shared.start_deadline()
         self.announce(room, upload.sender, EventKind.FILE,
                       f"{upload.name} ({human_size(upload.size)}, sha256 {digest[:16]}...)")
-        self.files_of(upload.peer).upload_done(upload, digest, len(recipients))
+        # The room's members on other nodes: their nodes offer it to those whose connection takes files.
+        elsewhere = len(members_everywhere(self.factory, room)) - len(room.fanout) if self.nodes else 0
+        self.files_of(upload.peer).upload_done(upload, digest, len(recipients), elsewhere)
         for member in recipients:
             self.files_of(member).receive(shared)
         if not recipients:
@@ -912,8 +915,11 @@ class FileParty:
         """Upload ``upload_id`` (``-``: an offer refused before it had one) failed or was refused (``25``)."""
         raise NotImplementedError
 
-    def upload_done(self, upload: Upload, digest: str, recipients: int) -> None:
-        """``upload`` was verified (SHA-256 ``digest``) and goes to ``recipients`` members (``26``)."""
+    def upload_done(self, upload: Upload, digest: str, recipients: int, elsewhere: int = 0) -> None:
+        """
+        ``upload`` was verified (SHA-256 ``digest``) and goes to ``recipients`` members here (``26``);
+        ``elsewhere``: the room's members on other nodes, whose nodes offer it to those taking files.
+        """
         raise NotImplementedError
 
     def not_delivered(self, file_id: str, text: str) -> None:
@@ -956,8 +962,8 @@ class PeerFiles(FileParty):
     def upload_failed(self, upload_id: str, why: str) -> None:
         self.peer.show(UPLOAD_FAILED, f"{upload_id} {why}")
 
-    def upload_done(self, upload: Upload, digest: str, recipients: int) -> None:
-        self.peer.show(UPLOAD_DONE, f"{upload.id} {digest} {recipients}")
+    def upload_done(self, upload: Upload, digest: str, recipients: int, elsewhere: int = 0) -> None:
+        self.peer.show(UPLOAD_DONE, f"{upload.id} {digest} {recipients}" + (f" {elsewhere}" if elsewhere else ""))
 
     def not_delivered(self, file_id: str, text: str) -> None:
         self.peer.show(DELIVERY_FAILED, f"{file_id} {text}")

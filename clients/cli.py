@@ -749,9 +749,12 @@ class ChatClient(LineReceiver):
         upload = self.uploads.pop(file_id, None)
         if upload is None:
             return
-        digest, _, count = rest.partition(" ")
+        digest, _, rest = rest.partition(" ")
+        count, _, elsewhere = rest.partition(" ")  # (ELSEWHERE: the room's members on other nodes, if any)
+        there = f" on this node, offered to the room's {elsewhere} member(s) on other nodes" \
+            if elsewhere.strip("0") else ""
         self.console.show(f"Sent {upload.name} ({human_size(upload.size)}, sha256 {digest[:16]}...) "
-                          f"to {count or '0'} recipient(s).")
+                          f"to {count or '0'} recipient(s){there}.")
         self._feed()
 
     def _upload_sent(self, upload: Upload) -> None:

@@ -203,8 +203,9 @@ def test_upload_frames_and_hash(session, tmp_path):
         raw = rest[int(length):]
     assert received == data
     assert raw == f"/done u7 {hashlib.sha256(data).hexdigest()}\r\n".encode()
-    session.server(f"26 u7 {hashlib.sha256(data).hexdigest()} 2")
-    assert "Sent report.pdf" in session.shown()
+    # (3: the room's members on other nodes of the server, whose nodes offer it to them; absent in one process)
+    session.server(f"26 u7 {hashlib.sha256(data).hexdigest()} 2 3")
+    assert "to 2 recipient(s) on this node, offered to the room's 3 member(s) on other nodes." in session.shown()
 
 
 def test_upload_refused_and_missing_file(session, tmp_path):

@@ -66,11 +66,13 @@ def test_a_file_sent_on_one_node_reaches_the_other_nodes_members_from_the_store(
     store, (a, clock_a, bus_a), (b, clock_b) = two_nodes
     ann, cat = _member(a, clock_a, "ann"), _member(a, clock_a, "cat")
     bob, pam = _member(b, clock_b, "bob"), _member(b, clock_b, "pam", tagged=False)
+    bus_a.there["public"] = ["bob", "pam", "cat"]  # (B's heartbeat; cat also there: counted here, once)
     data = os.urandom(SIZE)
     file_id = upload(ann, data, frame=60_000)
     digest = hashlib.sha256(data).hexdigest()
     assert re.fullmatch(r"f1-[0-9a-f]{8}", file_id)  # unique across nodes and restarts
-    assert f"26 {file_id} {digest} 1" in ann.output()  # (counts this node's recipients)
+    # This node's recipients (cat), then the room's members on other nodes (bob, pam: B offers it to bob).
+    assert f"26 {file_id} {digest} 1 2\r\n" in ann.output()
     assert received_files(cat.output())["notes.txt"] == data  # this node: from the spool, as in one process
     record, chunks = store.files[file_id]
     assert (record.size, record.sha256, record.sender, record.name) == (SIZE, digest, "ann", "notes.txt")

@@ -154,9 +154,11 @@ class WebFiles(FileParty):
         self.session.send({"type": "upload", "state": "failed", "id": None if upload_id == "-" else upload_id,
                            "text": why})
 
-    def upload_done(self, upload: Upload, digest: str, recipients: int) -> None:
-        self.session.send({"type": "upload", "state": "done", "id": upload.id, "sha256": digest,
-                           "recipients": recipients})
+    def upload_done(self, upload: Upload, digest: str, recipients: int, elsewhere: int = 0) -> None:
+        done = {"type": "upload", "state": "done", "id": upload.id, "sha256": digest, "recipients": recipients}
+        if elsewhere:  # (several nodes: the room's members on the others)
+            done["elsewhere"] = elsewhere
+        self.session.send(done)
 
     def not_delivered(self, file_id: str, text: str) -> None:
         self.session.send({"type": "upload", "state": "undelivered", "id": file_id, "text": text})

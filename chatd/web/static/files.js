@@ -193,7 +193,9 @@ class Upload {
     this.end();
     this.line.progress(this.file.size, this.file.size);
     const people = message.recipients === 1 ? "1 person" : `${message.recipients} people`;
-    this.line.finish(`sent to ${people} (SHA-256 verified)`, "done");
+    // (elsewhere: the room's members on other nodes of the server, offered the file by their node)
+    const there = message.elsewhere ? ` here, offered to ${message.elsewhere} on other nodes` : "";
+    this.line.finish(`sent to ${people}${there} (SHA-256 verified)`, "done");
   }
 
   fail(text) {
