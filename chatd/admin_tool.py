@@ -42,7 +42,7 @@ from chatd.datadir import DataDirInUse, lock_data_dir, unlock_data_dir
 from chatd.moderation import REASON_MAX
 from chatd.passwords import Passwords
 from chatd.persistence import CsvStore
-from chatd.store import EventName, Loaded, LogEvent, UserRecord
+from chatd.store import EventName, Loaded, LogEvent, StoreError, UserRecord
 from chatd.stores.jobs import fired
 from chatd.text import clean_text, name_key
 
@@ -243,10 +243,10 @@ def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) ->
             _run(tool, args)
         finally:
             fired(tool.store.stop())  # the log rows
-    except Refused as error:
+    except (Refused, StoreError, OSError) as error:  # its message says it all (a StoreError's: the reason)
         print(f"chatd-admin: {error}", file=err)
         return FAILED
-    except Exception as error:  # a storage error: the reason, no traceback
+    except Exception as error:  # a fault of another kind: its class too, no traceback
         print(f"chatd-admin: {type(error).__name__}: {error}", file=err)
         return FAILED
     finally:

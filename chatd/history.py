@@ -135,6 +135,8 @@ class History:
         self.waiting: list[tuple[RoomHistory, int, list[RoomEvent]]] = []
         self._committing: defer.Deferred[None] | None = None
         self._commit_started = 0.0
+        #: When the store began failing the commits (reactor seconds; None: it takes them): logged once per outage.
+        self._failing_since: float | None = None
         self._commits = LoopingCall(self.commit)
         self._commits.clock = reactor
         self._expiry = LoopingCall(self.expire)
@@ -189,6 +191,11 @@ class History:
         self._committing = defer.maybeDeferred(self.store.append_history, work)
 
         def done(_: None) -> bool:
+            if self._failing_since is not None:
+                self.log.info("room history stored again ({count} event(s) had waited {waited:.0f} s)",
+                              count=sum(len(batch.events) for batch in work),
+                              waited=self.reactor.seconds() - self._failing_since)
+                self._failing_since = None
             took = self.reactor.seconds() - self._commit_started
             if took > COMMIT_INTERVAL:
                 self.log.warn("a history commit of {rooms} room(s) took {took:.2f} s (more than {interval} s): "
@@ -202,7 +209,10 @@ class History:
         def failed(failure: Any) -> Any:
             if not failure.check(StoreError):  # no failure of the store's files: retrying cannot mend it
                 return self._sift(waiting, failure)
-            self.log.error("could not store room history: {why}; will retry", why=failure.getErrorMessage())
+            if self._failing_since is None:  # (retried every COMMIT_INTERVAL: said once, then once it is stored)
+                self._failing_since = self.reactor.seconds()
+                self.log.error("could not store room history: {why}; will retry (logged again once stored)",
+                               why=failure.getErrorMessage())
             self.waiting[:0] = waiting
             excess = sum(len(events) for _, _, events in self.waiting) - MAX_WAITING
             while excess > 0 and self.waiting:

@@ -228,16 +228,32 @@ def test_a_commit_waits_for_the_one_in_flight(tmp_path):
     assert len(held) == 2 and [e.text for e in held[1][0][0].events] == ["b"]
 
 
-def test_a_failed_commit_is_retried(tmp_path):
+def test_a_failed_commit_is_retried_and_logged_once_per_outage(tmp_path):
+    from twisted.internet.testing import EventLoggingObserver
+    from twisted.logger import globalLogPublisher
+
     factory, clock, store = start()
     ann = user(factory, clock, "ann", "public")
-    store.broken = "disk full"
-    ann.send("kept")
-    clock.advance(COMMIT_INTERVAL * 2)
-    assert store.history == {}
-    store.broken = None
-    clock.advance(COMMIT_INTERVAL)
-    assert [e.text for e in store.history[PUBLIC_ROOM_ID]] == ["", "kept"]
+    events = EventLoggingObserver()
+    globalLogPublisher.addObserver(events)
+    try:
+        store.broken = "disk full"
+        ann.send("kept")
+        clock.advance(COMMIT_INTERVAL)
+        ann.send("also kept")
+        for _ in range(3):  # retried every COMMIT_INTERVAL: logged the first time only (it was each time)
+            clock.advance(COMMIT_INTERVAL)
+        assert store.history == {}
+        store.broken = None
+        clock.advance(COMMIT_INTERVAL)
+        assert [e.text for e in store.history[PUBLIC_ROOM_ID]] == ["", "kept", "also kept"]
+        store.broken = "disk full"  # a second outage is told again
+        ann.send("later")
+        clock.advance(COMMIT_INTERVAL)
+    finally:
+        globalLogPublisher.removeObserver(events)
+    said = [e["log_format"].split(":")[0].split(" (")[0] for e in events if "history" in e["log_format"]]
+    assert said == ["could not store room history", "room history stored again", "could not store room history"]
 
 
 def test_ids_go_on_and_replay_reads_the_store_after_a_restart(tmp_path):

@@ -65,6 +65,25 @@ def test_the_page_and_its_modules_are_served_with_their_types_and_security_heade
     assert http_get(site, "/../setup.cfg")[0] == 404
 
 
+def test_health_answers_ok_until_the_node_stops_and_is_never_logged(world):
+    """A load balancer's check (deploy/haproxy.cfg) asks /health every few seconds: no access-log line for it."""
+    import io
+
+    factory, _, site = world
+    status, headers, body = http_get(site, "/health")
+    assert (status, headers["content-type"], body) == (200, "text/plain; charset=utf-8", b"ok\n")
+    page = getattr(site, "wrappedFactory", site)
+    page._logFile, page._logDateTime = io.StringIO(), "30/Nov/2026:03:51:20 +0000"
+    page._logFormatter = lambda when, request: f"{request.path.decode()} logged"
+    for path in (b"/health", b"/", b"/app.js"):
+        request = DummyRequest([path[1:]])
+        request.path = path
+        page.log(request)
+    assert page._logFile.getvalue() == "/ logged\n/app.js logged\n"
+    factory.closing = True
+    assert http_get(site, "/health")[0::2] == (503, b"stopping\n")
+
+
 def test_a_directory_is_never_listed(tmp_path):
     (tmp_path / "index.html").write_text("<!doctype html><title>x</title>")
     (tmp_path / "sub").mkdir()

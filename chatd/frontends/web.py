@@ -52,7 +52,7 @@ from chatd.frontends.web_files import BINARY_MESSAGE_MAX, CONTROL_TYPES, FileRes
 from chatd.frontends.web_host import HostCheck
 from chatd.nodes import count_entering
 from chatd.frontends.web_resume import Keeper
-from chatd.frontends.webpage import WEB_TABLE, PageSite, page_root
+from chatd.frontends.webpage import HEALTH_PATH, WEB_TABLE, Health, PageSite, page_root
 from chatd.limits import TokenBucket
 from chatd.store import address_fields
 from chatd.text import clean_text, without_surrogates
@@ -789,6 +789,7 @@ def web_site(factory: ChatFactory, allowed_origins: Sequence[str] = (), hosts: S
     sessions = WebSessions(factory)
     root.putChild(b"ws", OriginCheckedResource(sessions, allowed_origins))
     root.putChild(b"files", FileResource(sessions.tickets))
+    root.putChild(HEALTH_PATH[1:], Health(factory))
     site = PageSite(root, reactor=factory.reactor, host_check=HostCheck(hosts))
     site.displayTracebacks = False
     return SizeLimitedFactory(site)

@@ -8,7 +8,8 @@ protocol"; docs/ARCHITECTURE.md, "The browser client".
   listings (404), with UTF-8 content types for the page's text files.
 - :class:`PageSite` is the ``server.Site`` that puts :data:`SECURITY_HEADERS`
   on every response (files, 404s, the WebSocket's 403) and refuses a Host
-  that is not this server's (chatd.frontends.web_host).
+  that is not this server's (chatd.frontends.web_host); :class:`Health` is
+  ``/health``, for a load balancer's checks, left out of the access log.
 - :data:`WEB_TABLE` is ``chatd.commands.TABLE`` plus ``rooms`` (a copy, as
   docs/ARCHITECTURE.md allows a front-end).
 """
@@ -62,12 +63,45 @@ class StaticFiles(static.File):
         return self.childNotFound
 
 
+#: The path a load balancer checks a node's web front-end at (deploy/haproxy.cfg): answered, never logged.
+HEALTH_PATH = b"/health"
+
+
+class Health(resource.Resource):
+    """
+    ``GET /health``: ``200 ok`` while the node serves, ``503 stopping`` once it shuts down (a load balancer
+    takes it out before its port closes). A node answers at all only once it accepts users (caught up with
+    the bus: chatd.service holds its ports until then).
+    """
+
+    isLeaf = True
+
+    def __init__(self, factory: Any) -> None:
+        super().__init__()
+        self.factory = factory
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        if self.factory.closing:
+            request.setResponseCode(503)
+            return b"stopping\n"
+        return b"ok\n"
+
+    render_HEAD = render_GET
+
+
 class PageSite(server.Site):
     """
     A Site that sets :data:`SECURITY_HEADERS` on every response before finding its resource, answers a request
     whose Host is not allowed with 400 or 421 (``host_check``: chatd.frontends.web_host) and a path with a NUL
-    byte (``%00``, which no file name holds) with 404.
+    byte (``%00``, which no file name holds) with 404. Requests of :data:`HEALTH_PATH` are not logged (a load
+    balancer asks every few seconds).
     """
+
+    def log(self, request: server.Request) -> None:
+        if getattr(request, "path", None) != HEALTH_PATH:
+            super().log(request)
 
     def __init__(self, *args: Any, host_check: HostCheck | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
