@@ -844,8 +844,8 @@ class RedisBus:
         left = {room: names for room, names in left.items() if names}
         if left:
             self.listener.node_gone(node, left)
-            if silent:
-                self.share(["taken_gone", node, left])
+        if silent:  # (with no members too: that node, back, sends who is logged in there at its next beat)
+            self.share(["taken_gone", node, left])
 
     # -- start and stop -----------------------------------------------------
 
