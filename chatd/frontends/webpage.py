@@ -20,7 +20,7 @@ import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
-from twisted.web import pages, resource, server, static
+from twisted.web import http, pages, resource, server, static
 
 from chatd.commands import TABLE
 from chatd.commands.table import Caller, Login, Place
@@ -99,13 +99,13 @@ class PageSite(server.Site):
     balancer asks every few seconds).
     """
 
-    def log(self, request: server.Request) -> None:
-        if getattr(request, "path", None) != HEALTH_PATH:
-            super().log(request)
-
     def __init__(self, *args: Any, host_check: HostCheck | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.host_check = host_check or HostCheck()
+
+    def log(self, request: http.Request) -> None:
+        if getattr(request, "path", None) != HEALTH_PATH:
+            super().log(request)
 
     def getResourceFor(self, request: server.Request) -> Any:
         for name, value in SECURITY_HEADERS:
