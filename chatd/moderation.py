@@ -44,7 +44,6 @@ from twisted.python.failure import Failure
 from chatd import errors
 from chatd.core.events import EventKind
 from chatd.limits import FLOOD_CUT, TokenBucket
-from chatd.nodes import members_everywhere
 from chatd.store import EventName, LogEvent, RoomValue, RoomValueKind, StoreError
 from chatd.text import USER_NAME_MAX, name_key, unknown_name
 
@@ -375,8 +374,11 @@ class Moderation:
         if authority.key and not hmac.compare_digest(key.encode(), authority.key.encode()):
             return errors.BadRoomKey(f"{room.name} has a key: join {room.name} KEY."
                                      if not key else f"wrong key for {room.name}.")
-        if authority.limit and len(members_everywhere(self.factory, room)) >= authority.limit:
-            return errors.RoomFull(f"{room.name} is full ({authority.limit} members).")
+        if authority.limit:
+            from chatd.nodes import members_everywhere  # (here: chatd.nodes imports chatd.admin, which imports this)
+
+            if len(members_everywhere(self.factory, room)) >= authority.limit:
+                return errors.RoomFull(f"{room.name} is full ({authority.limit} members).")
         return None
 
     def _invited(self, room: Room, name: str | None) -> bool:
