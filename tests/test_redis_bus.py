@@ -556,3 +556,27 @@ def test_the_bus_connection_answers_as_txredisapi_does_with_commands_packed_and_
     assert answers[1] == answers[0]
     assert answers[1][1] == "välue \"q\"\r\n" and answers[1][2] is None and answers[1][4] == 42
     assert answers[1][6] == [["1-1", ["e", '[["lab",[]]]', "s", "7"]]]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_script_is_loaded_once_and_again_after_redis_forgot_it(redis_url):
+    """chatd.buses.redis.Script: EVALSHA of the loaded SHA1; after SCRIPT FLUSH (a restarted Redis) loaded again."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    from chatd.buses.redis import Script, _protocol_class
+
+    connection = _protocol_class()(charset="utf-8", convertNumbers=False)
+    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", parse_url(redis_url)[1]), connection)
+    yield connection.whenConnected()
+    try:
+        script = Script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        assert (yield script.run(connection, ["script-test"], [2])) == 2
+        sha = script.sha
+        assert sha and len(sha) == 40
+        yield connection.execute_command("SCRIPT", "FLUSH")
+        assert (yield script.run(connection, ["script-test"], [3])) == 5  # NOSCRIPT, loaded again, run once
+        assert script.sha == sha
+        yield connection.execute_command("DEL", "script-test")
+    finally:
+        connection.transport.loseConnection()

@@ -329,6 +329,32 @@ def _protocol_class() -> type:
     return _PROTOCOL
 
 
+class Script:
+    """
+    A Lua script run by its SHA1 (``EVALSHA``), loaded on first use and again
+    when Redis answers ``NOSCRIPT`` (a restarted or flushed server forgets its
+    scripts; https://redis.io/docs/latest/commands/evalsha/).
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha: str | None = None
+
+    @defer.inlineCallbacks
+    def run(self, connection: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run on ``connection`` with ``keys`` and ``args``; fires with the script's reply (Redis errors fail it)."""
+        if self.sha is None:
+            self.sha = yield connection.execute_command("SCRIPT", "LOAD", self.source)
+        try:
+            reply = yield connection.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        except Exception as error:
+            if "NOSCRIPT" not in str(error):
+                raise
+            self.sha = yield connection.execute_command("SCRIPT", "LOAD", self.source)
+            reply = yield connection.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        return reply
+
+
 class _Connections(Factory):
     """Builds txredisapi protocols for a :class:`ClientService` (which reconnects; txredisapi's pool does not)."""
 
@@ -408,7 +434,7 @@ class RedisBus:
         self._running = False
         self._writing: defer.Deferred[None] | None = None
         self._reading: defer.Deferred[None] | None = None
-        self._script: str | None = None
+        self._script = Script(APPEND)
         #: The stream's newest entry when this node connected, and who waits until it is delivered (None: it is).
         self._end = "0-0"
         self._catching_up: list[defer.Deferred[None]] | None = []
@@ -579,15 +605,7 @@ class RedisBus:
         args: list[Any] = [self.maxlen, self.node, seq, payload, _dumps(change) if change else ""]
         for count, floor in zip(counts, floors):
             args += [count, floor]
-        if self._script is None:
-            self._script = yield connection.execute_command("SCRIPT", "LOAD", APPEND)
-        try:
-            result = yield connection.execute_command("EVALSHA", self._script, len(keys), *keys, *args)
-        except Exception as error:
-            if "NOSCRIPT" not in str(error):
-                raise
-            self._script = yield connection.execute_command("SCRIPT", "LOAD", APPEND)
-            result = yield connection.execute_command("EVALSHA", self._script, len(keys), *keys, *args)
+        result = yield self._script.run(connection, keys, args)
         return result
 
     # -- reading ------------------------------------------------------------

@@ -31,7 +31,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.logger import Logger
 
-from chatd.buses.redis import _Connections, _ready, parse_url
+from chatd.buses.redis import Script, _Connections, _ready, parse_url
 
 #: Seconds an attempt waits for Redis before it goes ahead on the node's own limits.
 TIMEOUT = 1.0
@@ -91,7 +91,7 @@ class RedisLimits:
         self._service = ClientService(TCP4ClientEndpoint(reactor, self.host, self.port, timeout=5),
                                       _Connections(self.db), retryPolicy=backoffPolicy(0.1, 1.0, 1.5),
                                       clock=reactor, prepareConnection=_ready)
-        self._script: str | None = None
+        self._script = Script(SCRIPT)
         #: Whether the last attempt went ahead without Redis (logged once per outage).
         self.away = False
 
@@ -146,13 +146,5 @@ class RedisLimits:
         args: list[Any] = []
         for _, _, rate, burst, mode in asks:
             args += [repr(float(rate)), repr(float(burst)), mode]
-        if self._script is None:
-            self._script = yield connection.execute_command("SCRIPT", "LOAD", SCRIPT)
-        try:
-            reply = yield connection.execute_command("EVALSHA", self._script, len(keys), *keys, *args)
-        except Exception as error:
-            if "NOSCRIPT" not in str(error):
-                raise
-            self._script = yield connection.execute_command("SCRIPT", "LOAD", SCRIPT)
-            reply = yield connection.execute_command("EVALSHA", self._script, len(keys), *keys, *args)
+        reply = yield self._script.run(connection, keys, args)
         return reply
