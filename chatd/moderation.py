@@ -611,14 +611,20 @@ class Moderation:
 
     # -- changes ------------------------------------------------------------------------------
 
-    def _save(self, room: Room, values: Sequence[RoomValue], event: LogEvent, what: str) -> defer.Deferred[None]:
+    def _save(self, room: Room, values: Sequence[RoomValue], event: LogEvent, what: str,
+              effect: Callable[[], Any] | None = None) -> defer.Deferred[Any]:
         """
-        Store ``values`` with ``event``, then share them with the other nodes
-        (:meth:`_share`); a StoreError becomes NotSaved (``what (server
+        Store ``values`` with ``event``, run ``effect`` (fires with what it
+        returns), then share the values with the other nodes (:meth:`_share`):
+        the room events ``effect`` publishes come before the change in the
+        stream's order, so another node's reaction to the change (a ban's
+        KICK) comes after them. A StoreError becomes NotSaved (``what (server
         storage problem)...``).
         """
-        def saved(_: None) -> None:
+        def saved(_: None) -> Any:
+            result = effect() if effect is not None else None
             self._share(room, [(value.kind, value.key, value.value) for value in values])
+            return result
 
         return self.factory.store.set_room_values(values, event).addCallbacks(saved, _not_saved(what))
 
@@ -715,7 +721,7 @@ class Moderation:
         sanction = Sanction(by, until, reason, self.factory.reactor.seconds())
         event = self._sanction_event(room, kind, by, name, until, reason)
 
-        def saved(_: None) -> str:
+        def saved() -> str:
             authority = room.authority
             (authority.bans if kind == "ban" else authority.mutes)[key] = sanction
             self._schedule(room, kind, key, until)
@@ -732,7 +738,7 @@ class Moderation:
                 raise errors.Unchanged(f"{name} is already {what} {room.name} until lifted.")
             return self.factory.concerning(name, lambda: self._save(
                 room, [self._value(room, kind, key, sanction.encode())], event,
-                f"Could not save the {kind}").addCallback(saved))
+                f"Could not save the {kind}", saved))  # (BAN, a KICK here, then the change: see _save)
 
         return self._in_turn(room, change)
 

@@ -604,3 +604,31 @@ def test_a_node_taken_for_gone_while_it_lived_has_its_members_join_again(tmp_pat
     assert "* ann joined public" in text and "zed" not in text
     cid.send("/who")
     assert "In public (2): ann, cid" in cid.output()
+
+
+def test_a_ban_goes_in_the_stream_before_its_change_so_the_members_node_kicks_after_it(tmp_path):
+    """
+    Node A bans bob, a member on B: A's BAN goes in the stream before the room_values change B reacts to with
+    bob's KICK, so every node stores and shows ban then kick (PROTOCOL.md 'Room authority'), as on one node.
+    """
+    a, clock_a, bus_a = _node(tmp_path / "a")
+    b, clock_b, bus_b = _node(tmp_path / "b")
+    owner = Client(a, clock_a)
+    owner.register("ann")
+    owner.send("create lab", "join lab")
+    Client(a, clock_a).register("bob")
+    nodes = Nodes(b)
+    _apply(bus_a.shared, nodes)
+    bob = Client(b, clock_b)
+    bob.login("bob")
+    bob.send("join lab")
+    stream: list[Any] = []  # (what each node appends, in order: A's, then B's once it read A's)
+    for bus in (bus_a, bus_b):
+        publish, share = bus.publish, bus.share
+        bus.publish = lambda event, publish=publish: (stream.append(event.kind), publish(event))
+        bus.share = lambda change, share=share: (stream.append(change[0]), share(change))
+    bus_a.there["lab"] = ["bob"]
+    owner.send("/ban bob spam")
+    _apply([change for change in bus_a.shared if change[0] == "room_values"], nodes)
+    assert "You were banned from lab by ann" in bob.output()
+    assert stream == [EventKind.BAN, "room_values", EventKind.KICK], stream
