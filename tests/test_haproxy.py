@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -29,10 +30,10 @@ HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/us
 CLIENT = "127.0.0.3"
 
 
-def _config(line: int, web: int, irc: int, nodes: list[Daemon], stats: object) -> str:
+def _config(line: int, web: int, irc: int, nodes: list[Daemon], stats: object, inter: str = "200ms") -> str:
     """
-    deploy/haproxy.cfg with its frontends on ``line``/``web``/``irc``, its servers on ``nodes``' ports and
-    its stats socket at ``stats`` (instead of syslog).
+    deploy/haproxy.cfg with its frontends on ``line``/``web``/``irc``, its servers on ``nodes``' ports,
+    its stats socket at ``stats`` (instead of syslog) and its checks every ``inter``.
     """
     with open(os.path.join(ROOT, "deploy", "haproxy.cfg"), encoding="utf-8") as handle:
         text = handle.read()
@@ -43,7 +44,7 @@ def _config(line: int, web: int, irc: int, nodes: list[Daemon], stats: object) -
                      ("8082", nodes[1].web_port), ("6668", nodes[0].irc_port), ("6669", nodes[1].irc_port)):
         text = re.sub(rf"127\.0\.0\.1:{old}\b", f"127.0.0.1:{new}", text)
     # (this machine's descriptor limit: HAProxy wants 2 x maxconn)
-    return text.replace("inter 5s", "inter 200ms").replace("maxconn 50000", "maxconn 1000")
+    return text.replace("inter 5s", f"inter {inter}").replace("maxconn 50000", "maxconn 1000")
 
 
 class ProxiedNode(Daemon):
@@ -144,6 +145,54 @@ def test_two_nodes_behind_haproxy_serve_one_room_and_see_their_users_addresses(t
             assert page.recv(64).startswith(b"HTTP/1.")
         for node in nodes:
             assert node.unhandled_errors() == [], node.log()
+    finally:
+        if haproxy is not None:
+            haproxy.terminate()
+            try:
+                haproxy.wait(10)
+            except subprocess.TimeoutExpired:
+                haproxy.kill()
+                haproxy.wait(5)
+        for node in nodes:
+            node.stop()
+
+
+def test_a_new_connection_skips_a_node_killed_before_its_health_check_failed(tmp_path, redis_url, pg_dsn):
+    """
+    A node killed (SIGKILL) while HAProxy still takes it for up (checks every 5 s, as shipped): every new
+    connection is greeted by the live node (``retries`` and ``option redispatch``: a refused connection is
+    tried again on another server), none is cut at once.
+    """
+    if HAPROXY is None:
+        pytest.skip("haproxy is not installed (Debian: apt-get install haproxy; .ci/run does)")
+    nodes: list[ProxiedNode] = []
+    haproxy = None
+    try:
+        for name in ("a", "b"):
+            node = ProxiedNode(str(tmp_path / name), "--store", pg_dsn, "--bus", redis_url, "--node-name", name,
+                               web=True)
+            node.irc_port = free_port()
+            nodes.append(node.start())
+        line = free_port()
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(_config(line, free_port(), free_port(), nodes, tmp_path / "haproxy.sock", inter="5s"))
+        log = open(tmp_path / "haproxy.log", "wb")
+        haproxy = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=log, stderr=log, cwd=tmp_path)
+        log.close()
+        _up(line)
+        deadline = time.monotonic() + 20
+        while not all("accepting users" in node.log() for node in nodes):
+            assert time.monotonic() < deadline, "the nodes did not catch up with the bus"
+            time.sleep(0.05)
+        nodes[1].stop(signal.SIGKILL)
+        greeted = []
+        for _ in range(4):  # (leastconn: the dead node has fewer sessions, so it is picked while thought up)
+            conn = _from_client(line)
+            greeted.append(conn)
+            conn.expect(r"Welcome to chatd", timeout=5)
+        assert _sessions(tmp_path / "haproxy.sock", "chatd-line")["a"] == 4
+        for conn in greeted:
+            conn.close()
     finally:
         if haproxy is not None:
             haproxy.terminate()
