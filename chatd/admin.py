@@ -303,21 +303,16 @@ class Administration:
 
         def locked(_: None) -> defer.Deferred[str]:
             self.factory.tokens.void(record.name)
-            self._end(record.name, with_reason(f"Your account was locked by {by}, an admin", reason))
+            self._locked(by, [record.name, reason])
+            self._share("lock", by, record.name, reason)  # (after the account's values: see elsewhere)
             return self._logged(record.name, LogEvent("lock", by, details={"target": record.name, "reason": reason}))
 
         d = self.factory.store_account_values(record.name, {LOCKED: reason or "1"}, "Could not lock the account")
         return d.addCallback(locked)
 
-    def values_elsewhere(self, name: str, values: Mapping[str, str]) -> None:
-        """
-        Another node stored the per-account values ``values`` of ``name``
-        (``chatd.nodes``): a lock among them ends the account's session here,
-        as :meth:`lock` ends it on the node that locked it.
-        """
-        locked = values.get(LOCKED)
-        if locked:
-            self._end(name, with_reason("Your account was locked by an admin", "" if locked == "1" else locked))
+    def _locked(self, by: str, args: list[str]) -> None:
+        """The session of the account ``args[0]`` here, if any, ends: locked by ``by`` (``args[1]``: the reason)."""
+        self._end(args[0], with_reason(f"Your account was locked by {by}, an admin", args[1]))
 
     def unlock(self, by: str, name: str) -> defer.Deferred[str]:
         """Unlock the account ``name`` once that is durable (an ``unlock`` row); fires with its name."""
@@ -481,11 +476,13 @@ class Administration:
         ``args`` as :meth:`_share` sent them: ``disconnect`` NAME REASON
         (its session here ends), ``wall`` TEXT (every connection here gets
         it), ``ban`` KEY VALUE and ``unban`` KEY (an address ban, stored
-        there: in force here too). The rows are the other node's. Locks
-        travel as the account's values (``ChatFactory.store_account_values``).
+        there: in force here too), ``lock`` NAME REASON (its session here
+        ends, told who locked it; the lock itself, which refuses logins,
+        came just before as the account's values,
+        ``ChatFactory.store_account_values``). The rows are the other node's.
         """
         apply = {"disconnect": self._disconnected, "wall": self._walled, "ban": self._banned,
-                 "unban": self._unbanned}.get(action)
+                 "unban": self._unbanned, "lock": self._locked}.get(action)
         if apply is None:
             self.log.warn("ignored an admin action from another node: {action!r}", action=action)
             return

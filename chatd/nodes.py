@@ -192,8 +192,9 @@ class Nodes:
         """
         Another node stored per-account values of ``name`` ("" deletes one):
         here too. The resume token epoch (chatd.tokens ``EPOCH``) only grows
-        (two nodes voiding at once agree on the greater); a lock ends the
-        account's session here, as on the node that locked it.
+        (two nodes voiding at once agree on the greater); a lock refuses
+        logins here (the admin's ``lock`` action that follows ends the
+        session, with the admin's name: :meth:`admin`).
         """
         factory = self.factory
         if name_key(name) not in factory.accounts:
@@ -202,7 +203,6 @@ class Nodes:
         if epoch is not None and epoch_count(epoch) <= epoch_count(factory.account_value(name, EPOCH)):
             values = {key: value for key, value in values.items() if key != EPOCH}
         factory.account_values_changed(name, values)
-        factory.admin.values_elsewhere(name, values)
 
     def account_deleted(self, name: str) -> None:
         """Another node deleted ``name``: it is gone here too, and its session here ends."""

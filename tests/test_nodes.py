@@ -525,9 +525,13 @@ def test_a_lock_on_one_node_ends_the_session_on_the_other_and_refuses_its_logins
     bus_a.shared.clear()
     token, _ = b.tokens.issue("ann")
     assert a.admin.lock("root", "ann", "spam").called
-    assert ["account_values", "ann", {"locked": "spam"}] in bus_a.shared
-    _apply(bus_a.shared, nodes)
-    assert "Your account was locked by an admin: spam" in there.output()
+    action = bus_a.shared.index(["admin", "lock", "root", "ann", "spam"])
+    assert ["account_values", "ann", {"locked": "spam"}] in bus_a.shared[:action]
+    _apply(bus_a.shared[:action], nodes)  # (the lock alone: logins are refused, the session waits for the action)
+    assert "this account is locked: spam" in Client(b, clock_b).login("ann")
+    assert not there.transport.disconnecting
+    _apply(bus_a.shared[action:], nodes)
+    assert "Your account was locked by root, an admin: spam" in there.output()  # (as on the node that locked)
     assert there.transport.disconnecting
     assert "this account is locked: spam" in Client(b, clock_b).login("ann")
     assert b.tokens.check(token) == ("ann", "void")
