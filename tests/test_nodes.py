@@ -636,3 +636,27 @@ def test_a_ban_goes_in_the_stream_before_its_change_so_the_members_node_kicks_af
     _apply([change for change in bus_a.shared if change[0] == "room_values"], nodes)
     assert "You were banned from lab by ann" in bob.output()
     assert stream == [EventKind.BAN, "room_values", EventKind.KICK], stream
+
+
+def test_a_private_message_to_a_node_that_died_before_reading_it_is_kept_for_its_recipient(tmp_path):
+    """
+    bob on B writes to ann on A; A is killed before it reads the message (its last heartbeat says how far it
+    read): B, taking A for gone, keeps it for ann's next login. One A said it read is A's (not kept twice).
+    """
+    a, b, bus_a, bus_b, ann, bob = _two_users(tmp_path)
+    view = bus_b.view
+    view.listener, view.node = Nodes(b), "node-b"
+
+    def read(entry_id: str, node: str, change: list[Any]) -> None:
+        view.last_id = entry_id
+        view._change(change, node)
+
+    bob.send("join public", "/msg ann read in time", "/msg ann sent as A died")
+    first, second = [change for change in bus_b.shared if change[0] == "private"]
+    read("10-0", "node-b", first)
+    read("11-0", "node-a", [*_heartbeat(a), None, "10-0"])  # (A read up to the first)
+    read("12-0", "node-b", second)
+    view._gone("node-a", silent=True)
+    again = Client(b, bob.clock)
+    text = again.login("ann")
+    assert "sent as A died" in text and "read in time" not in text, text

@@ -33,8 +33,8 @@ every node delivers every room's events in the stream's one order.
 - **Heartbeats**: every node appends ``["alive", {ROOM: [NAME, ...]}]`` each
   :data:`BEAT` seconds, with ``{NAME: [SINCE, AWAY]}`` (else null) after it every
   :data:`ONLINE_EVERY` beats and once a new node is read, then the stream id up to
-  which the node's events are stored (:meth:`NodeListener.stored`) (and ``["gone"]``
-  when it stops); every node follows the others' members and logged-in users
+  which the node's events are stored (:meth:`NodeListener.stored`), then the id up to
+  which it has read the stream (and ``["gone", READ]`` when it stops); every node follows the others' members and logged-in users
   from it and their joins, leaves, logins, logouts and away changes
   (:meth:`online_elsewhere`); a node silent for
   :data:`DEAD_AFTER` seconds, or gone, has its users' leaves published by one
@@ -45,6 +45,10 @@ every node delivers every room's events in the stream's one order.
   which stream id its node's events are stored; the others keep its events
   read after that and, if it dies, the survivor that announces its leaves
   stores them (:meth:`_gone`; the store skips ids it has).
+- **Private messages** for a user on another node: the others keep those read
+  after that node's last heartbeat's read position and, if it dies, the
+  survivor that announces its leaves delivers each to its recipient if logged
+  in there, else keeps it as an offline message (:meth:`_gone`).
 
 An entry's fields: ``n`` node, ``s`` batch number, ``e`` the events as JSON
 ``[[ROOM, [[AT, SENDER, KIND, TEXT, TARGET, UNTIL], ...]], ...]``, ``b`` the
@@ -83,6 +87,9 @@ MAX_WAITING = 100_000
 #: Room batches (one room's events of one entry) of another node kept until its heartbeat says they are
 #: stored (to store them if it dies); beyond this the oldest are dropped (logged).
 MAX_UNSTORED = 20_000
+#: Private messages for another node's users kept until its heartbeat says it read them (to keep them for
+#: their recipients if it dies first); beyond this, per node, the oldest are dropped (logged).
+MAX_UNREAD_PRIVATE = 10_000
 #: The most events merged into one entry from batches waiting for the writer.
 MERGE_MAX = 2_000
 #: Entries read per XREAD, and how long one blocks (ms) before it is issued again.
@@ -260,6 +267,15 @@ def _fields(flat: Sequence[Any]) -> dict[str, str]:
     return {str(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
 
 
+def _forget_through(kept: list[tuple[str, Any]] | None, mark: Any) -> None:
+    """Delete from ``kept`` (``[(stream id, ...)]``, in stream order) the items at or before the id ``mark``."""
+    if kept and isinstance(mark, str) and mark:
+        count = 0
+        while count < len(kept) and not _later_id(kept[count][0], mark):
+            count += 1
+        del kept[:count]
+
+
 def _later_id(a: str, b: str) -> bool:
     """Whether stream id ``a`` comes after ``b`` (``MS-SEQ``)."""
     ams, _, aseq = a.partition("-")
@@ -417,6 +433,9 @@ class RedisBus:
         #: Per other node, its events read after its last heartbeat's stored position: [(entry id, events)];
         #: the survivor that announces its leaves stores them if it dies (:meth:`_gone`).
         self._unstored: dict[str, list[tuple[str, list[RoomEvent]]]] = {}
+        #: Per other node, the private messages for its users read after its last heartbeat's read position:
+        #: [(entry id, change)]; the survivor that announces its leaves keeps them if it dies (:meth:`_gone`).
+        self._unread: dict[str, list[tuple[str, list[Any]]]] = {}
         #: Other nodes: when an entry of each was last read (reactor seconds), and who is in which room there
         #: (their last heartbeat's list, kept up to date by their joins and leaves since).
         self._nodes: dict[str, float] = {}
@@ -708,14 +727,18 @@ class RedisBus:
             self.log.warn("bus: node {node} says nothing of its history commits: {count} of its events no longer "
                           "kept to store if it dies", node=node, count=len(dropped))
 
+    def _private(self, change: list[Any]) -> None:
+        """``["private", NODE, AT, SENDER, RECIPIENT, TEXT, NOTICE]`` to the listener (:meth:`NodeListener.private`)."""
+        if self.listener is not None:
+            self.listener.private(float(change[2]), str(change[3]), str(change[4]), str(change[5]), bool(change[6]))
+
+    def _read_by(self, node: str, mark: Any) -> None:
+        """``node`` says it read the stream up to id ``mark``: the private messages for it before are its own."""
+        _forget_through(self._unread.get(node), mark)
+
     def _stored_by(self, node: str, mark: Any) -> None:
         """``node`` says every event it published up to stream id ``mark`` is in the store: forget them."""
-        kept = self._unstored.get(node)
-        if kept and isinstance(mark, str) and mark:
-            count = 0
-            while count < len(kept) and not _later_id(kept[count][0], mark):
-                count += 1
-            del kept[:count]
+        _forget_through(self._unstored.get(node), mark)
 
     def _presence(self, node: str, change: list[Any]) -> None:
         """Another node's ``["login", NAME, SINCE]``, ``["logout", NAME]`` or ``["away", NAME, MESSAGE]``."""
@@ -751,16 +774,26 @@ class RedisBus:
                 self._online_of[node] = dict(change[2])  # (checked as the view is made: once per change)
             if len(change) > 3:
                 self._stored_by(node, change[3])
+            if len(change) > 4:
+                self._read_by(node, change[4])
             self._view = None
             return
         if change[0] in ("login", "logout", "away") and not here:
             self._presence(node, change)
         elif change[0] == "private":
             if change[1] == self.node and self.listener is not None:
-                self.listener.private(float(change[2]), str(change[3]), str(change[4]), str(change[5]),
-                                      bool(change[6]))
+                self._private(change)
+            elif change[1] != self.node:  # (kept until its node says it read it: :meth:`_gone`)
+                unread = self._unread.setdefault(str(change[1]), [])
+                unread.append((self.last_id, change))
+                if len(unread) > MAX_UNREAD_PRIVATE:
+                    del unread[0]
+                    self.log.warn("bus: node {node} says nothing of what it read: a private message for it is no "
+                                  "longer kept in case it dies", node=change[1])
             return
         if change[0] == "gone" and not here:
+            if len(change) > 1:
+                self._read_by(node, change[1])
             self._gone(node)
             return
         if change[0] == "taken_gone":
@@ -815,7 +848,8 @@ class RedisBus:
             return
         members = self.listener.members() if self.listener is not None else {}
         if members is not None:
-            beat: list[Any] = ["alive", members, None, self.listener.stored() if self.listener is not None else None]
+            beat: list[Any] = ["alive", members, None, self.listener.stored() if self.listener is not None else None,
+                               self.last_id]
             if self.listener is not None and (self._online_due or self._beats_made % ONLINE_EVERY == 0):
                 beat[2] = self.listener.online()
                 self._online_due = False
@@ -851,11 +885,17 @@ class RedisBus:
         rooms = self._rooms_of.pop(node, {})
         self._online_of.pop(node, None)
         unstored = self._unstored.pop(node, [])
+        unread = self._unread.pop(node, [])
         self._view = None
         if self.listener is None or min([*self._nodes, self.node]) != self.node:
             return
         if unstored:  # (what it published after its last commit: the store skips what it has)
             self.listener.unstored(node, [event for _, events in unstored for event in events])
+        for _, change in unread:  # (sent to its users after what it last said it read: delivered or kept here)
+            self._private(change)
+        if unread:
+            self.log.info("bus: node {node} gone: {count} private message(s) it may not have read delivered or "
+                          "kept here", node=node, count=len(unread))
         elsewhere = self._rooms_of.values()
         left = {room: [name for name in names if not any(name in there.get(room, ()) for there in elsewhere)]
                 for room, names in rooms.items()}
@@ -999,7 +1039,7 @@ class RedisBus:
         if self._beats.running:
             self._beats.stop()
         if self._running:
-            self.share(["gone"])
+            self.share(["gone", self.last_id])
         self._close_turn()
         waited = 0.0
         while (self._out or self._writing is not None) and self._running and waited < grace:
