@@ -277,7 +277,7 @@ def test_only_the_composition_root_names_a_concrete_store():
                        "from chatd.stores.postgres import Pools, PostgresStore, masked_dsn",
                        "from chatd.buses.redis import RedisBus  # the 'cluster' extra: imported when --bus names Redis",
                        "from chatd.buses.redis_limits import RedisLimits  # the 'cluster' extra, as _redis_bus"],
-        "buses/redis_limits.py": ["from chatd.buses.redis import _Connections, _ready, parse_url"],  # (its connection)
+        "buses/redis_limits.py": ["from chatd.buses.redis import Script, _Connections, _ready, parse_url"],  # (its connection)
         "tap.py": ["from chatd.buses.redis import parse_url"],  # (checking --bus)
         "admin_tool.py": ["from chatd.persistence import CsvStore", "from chatd.stores.jobs import fired",
                           "from chatd.stores.postgres_copy import copy_data_dir"],
