@@ -10,6 +10,7 @@ service) and stopped by its PID. Skips, saying so, without ``haproxy``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -92,7 +93,13 @@ def _up(port: int, timeout: float = 20.0) -> None:
             time.sleep(0.05)
 
 
-def test_two_nodes_behind_haproxy_serve_one_room_and_see_their_users_addresses(tmp_path, redis_url, pg_dsn):
+@contextlib.contextmanager
+def _behind_haproxy(tmp_path, redis_url: str, pg_dsn: str, inter: str = "200ms"):
+    """
+    Two nodes ``a`` and ``b`` (Redis bus, PostgreSQL store, ``haproxy:`` listeners) behind Debian's haproxy with
+    deploy/haproxy.cfg, once both have caught up with the bus: yields (nodes, line port, web port); haproxy and
+    the nodes are stopped by PID on the way out.
+    """
     if HAPROXY is None:
         pytest.skip("haproxy is not installed (Debian: apt-get install haproxy; .ci/run does)")
     nodes: list[ProxiedNode] = []
@@ -105,16 +112,31 @@ def test_two_nodes_behind_haproxy_serve_one_room_and_see_their_users_addresses(t
             nodes.append(node.start())
         line, web, irc = free_port(), free_port(), free_port()
         config = tmp_path / "haproxy.cfg"
-        config.write_text(_config(line, web, irc, nodes, tmp_path / "haproxy.sock"))
+        config.write_text(_config(line, web, irc, nodes, tmp_path / "haproxy.sock", inter=inter))
         log = open(tmp_path / "haproxy.log", "wb")
         haproxy = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=log, stderr=log, cwd=tmp_path)
         log.close()
         _up(line)
-        # Both nodes up in HAProxy's checks (the greeting through the PROXY header) before users arrive.
         deadline = time.monotonic() + 20
         while not all("accepting users" in node.log() for node in nodes):
             assert time.monotonic() < deadline, "the nodes did not catch up with the bus"
             time.sleep(0.05)
+        yield nodes, line, web
+    finally:
+        if haproxy is not None:
+            haproxy.terminate()
+            try:
+                haproxy.wait(10)
+            except subprocess.TimeoutExpired:
+                haproxy.kill()
+                haproxy.wait(5)
+        for node in nodes:
+            node.stop()
+
+
+def test_two_nodes_behind_haproxy_serve_one_room_and_see_their_users_addresses(tmp_path, redis_url, pg_dsn):
+    with _behind_haproxy(tmp_path, redis_url, pg_dsn) as (nodes, line, web):
+        # Both nodes up in HAProxy's checks (the greeting through the PROXY header) before users arrive.
         time.sleep(1.0)  # (rise 2 at inter 200ms: both servers are up in HAProxy)
         ann = _from_client(line)
         ann.register("ann")
@@ -145,16 +167,6 @@ def test_two_nodes_behind_haproxy_serve_one_room_and_see_their_users_addresses(t
             assert page.recv(64).startswith(b"HTTP/1.")
         for node in nodes:
             assert node.unhandled_errors() == [], node.log()
-    finally:
-        if haproxy is not None:
-            haproxy.terminate()
-            try:
-                haproxy.wait(10)
-            except subprocess.TimeoutExpired:
-                haproxy.kill()
-                haproxy.wait(5)
-        for node in nodes:
-            node.stop()
 
 
 def test_a_new_connection_skips_a_node_killed_before_its_health_check_failed(tmp_path, redis_url, pg_dsn):
@@ -163,27 +175,7 @@ def test_a_new_connection_skips_a_node_killed_before_its_health_check_failed(tmp
     connection is greeted by the live node (``retries`` and ``option redispatch``: a refused connection is
     tried again on another server), none is cut at once.
     """
-    if HAPROXY is None:
-        pytest.skip("haproxy is not installed (Debian: apt-get install haproxy; .ci/run does)")
-    nodes: list[ProxiedNode] = []
-    haproxy = None
-    try:
-        for name in ("a", "b"):
-            node = ProxiedNode(str(tmp_path / name), "--store", pg_dsn, "--bus", redis_url, "--node-name", name,
-                               web=True)
-            node.irc_port = free_port()
-            nodes.append(node.start())
-        line = free_port()
-        config = tmp_path / "haproxy.cfg"
-        config.write_text(_config(line, free_port(), free_port(), nodes, tmp_path / "haproxy.sock", inter="5s"))
-        log = open(tmp_path / "haproxy.log", "wb")
-        haproxy = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=log, stderr=log, cwd=tmp_path)
-        log.close()
-        _up(line)
-        deadline = time.monotonic() + 20
-        while not all("accepting users" in node.log() for node in nodes):
-            assert time.monotonic() < deadline, "the nodes did not catch up with the bus"
-            time.sleep(0.05)
+    with _behind_haproxy(tmp_path, redis_url, pg_dsn, inter="5s") as (nodes, line, _):
         nodes[1].stop(signal.SIGKILL)
         greeted = []
         for _ in range(4):  # (leastconn: the dead node has fewer sessions, so it is picked while thought up)
@@ -193,13 +185,3 @@ def test_a_new_connection_skips_a_node_killed_before_its_health_check_failed(tmp
         assert _sessions(tmp_path / "haproxy.sock", "chatd-line")["a"] == 4
         for conn in greeted:
             conn.close()
-    finally:
-        if haproxy is not None:
-            haproxy.terminate()
-            try:
-                haproxy.wait(10)
-            except subprocess.TimeoutExpired:
-                haproxy.kill()
-                haproxy.wait(5)
-        for node in nodes:
-            node.stop()
